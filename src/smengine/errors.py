@@ -1,0 +1,75 @@
+"""Exceptions and warnings raised by smengine.
+
+Every exception derives from one root, :class:`SMEngineError`, and also from the
+builtin a caller would naturally catch (the rasterio ``errors.py`` pattern)::
+
+    try:
+        smengine.footprint.penetration_depth(1.0, -1.3, 0.2)
+    except ValueError:          # or: except smengine.errors.SMEngineError
+        ...
+
+Each class carries a small integer :attr:`SMEngineError.return_code` so that
+continental runs can record *why* a pixel, station or tile failed in a status
+variable instead of aborting (the pytesmo ``error_handling`` pattern).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SMEngineError",
+    "ConfigError",
+    "ValidationError",
+    "DataError",
+    "ConvergenceError",
+    "SMEngineWarning",
+    "PerformanceWarning",
+    "RETURN_CODES",
+]
+
+
+class SMEngineError(Exception):
+    """Root of all smengine errors."""
+
+    #: Code written into per-pixel / per-station status variables.
+    return_code: int = 1
+
+
+class ConfigError(SMEngineError, ValueError):
+    """An argument or configuration value is invalid (wrong type, range or combination)."""
+
+    return_code = 2
+
+
+class ValidationError(SMEngineError, ValueError):
+    """Input data fail a physical or structural check (negative distance, θ outside (0, 1),
+    mismatched shapes, non-finite values where none are allowed)."""
+
+    return_code = 3
+
+
+class DataError(SMEngineError, OSError):
+    """A file or data source cannot be read or is malformed (missing CRS, unknown units,
+    truncated file, non-daily time axis, ...). Messages name the file and the reason."""
+
+    return_code = 4
+
+
+class ConvergenceError(SMEngineError, RuntimeError):
+    """An iterative procedure did not converge within its iteration limit."""
+
+    return_code = 5
+
+
+class SMEngineWarning(UserWarning):
+    """Root of all smengine warnings."""
+
+
+class PerformanceWarning(SMEngineWarning):
+    """The requested configuration works but will be slow (e.g. a pathological chunking)."""
+
+
+#: Mapping of return codes to exception classes, for decoding status variables.
+RETURN_CODES: dict[int, type[SMEngineError]] = {
+    cls.return_code: cls
+    for cls in (SMEngineError, ConfigError, ValidationError, DataError, ConvergenceError)
+}
