@@ -1137,8 +1137,9 @@ def footprint_average(
 
     from smengine._ext import _footprint
 
+    order = np.argsort(rr * nx + cc, kind="stable").astype(np.intp, copy=False)  # raster order: cache reuse
     _footprint.footprint_average(
-        a3, rr, cc, k, j0, j1, total, float(min_valid_fraction), out, frac,
+        a3, rr, cc, order, k, j0, j1, total, float(min_valid_fraction), out, frac,
         effective_n_threads(n_threads),
     )  # fmt: skip
     if squeeze:

@@ -5,6 +5,7 @@ def footprint_average(
     raster: npt.NDArray[np.float32],
     rows: npt.NDArray[np.intp],
     cols: npt.NDArray[np.intp],
+    order: npt.NDArray[np.intp],
     kernel: npt.NDArray[np.float64],
     kj0: npt.NDArray[np.intp],
     kj1: npt.NDArray[np.intp],

@@ -11,6 +11,11 @@ from libc.math cimport NAN
 from smengine._ext._typedefs cimport float32_t, float64_t, intp_t
 
 
+cdef extern from "_fpavg.h" nogil:
+    void smengine_row_wsum(const float32_t* r, const float64_t* k, intp_t n,
+                           double* acc, double* wsum) noexcept
+
+
 cdef inline void _weighted_sum(
     const float32_t* band,        # IN  (ny, nx) C-contiguous
     intp_t ny, intp_t nx,
@@ -24,53 +29,30 @@ cdef inline void _weighted_sum(
 ) noexcept nogil:
     cdef intp_t hy = kh // 2
     cdef intp_t hx = kw // 2
-    cdef intp_t i, j, y, j0, j1, x0
-    cdef const float32_t* rrow
-    cdef const float64_t* krow
-    cdef double acc0 = 0.0, acc1 = 0.0, ws0 = 0.0, ws1 = 0.0
-    cdef double v, w
-    cdef float32_t f
+    cdef intp_t i, y, j0, j1
+    cdef intp_t x0 = col - hx       # raster column of kernel column 0
+    acc_out[0] = 0.0
+    wsum_out[0] = 0.0
     for i in range(kh):
         y = row + i - hy
         if y < 0 or y >= ny:
             continue
-        x0 = col - hx                       # raster column of kernel column 0
         j0 = kj0[i]
         if j0 < -x0:
             j0 = -x0
         j1 = kj1[i]
         if j1 > nx - x0:
             j1 = nx - x0
-        rrow = band + y * nx + x0
-        krow = kernel + i * kw
-        # two independent accumulators for instruction-level parallelism
-        j = j0
-        while j + 1 < j1:
-            f = rrow[j]
-            if f == f:
-                w = krow[j]
-                acc0 += w * f
-                ws0 += w
-            f = rrow[j + 1]
-            if f == f:
-                w = krow[j + 1]
-                acc1 += w * f
-                ws1 += w
-            j += 2
-        if j < j1:
-            f = rrow[j]
-            if f == f:
-                w = krow[j]
-                acc0 += w * f
-                ws0 += w
-    acc_out[0] = acc0 + acc1
-    wsum_out[0] = ws0 + ws1
+        if j1 > j0:
+            smengine_row_wsum(band + y * nx + x0 + j0, kernel + i * kw + j0, j1 - j0,
+                              acc_out, wsum_out)
 
 
 def footprint_average(
     const float32_t[:, :, ::1] raster,    # IN  (n_bands, ny, nx)
     const intp_t[::1] rows,               # IN  (n,)
     const intp_t[::1] cols,               # IN  (n,)
+    const intp_t[::1] order,              # IN  (n,) visiting order (cache locality)
     const float64_t[:, ::1] kernel,       # IN  (kh, kw), odd sizes
     const intp_t[::1] kj0,                # IN  (kh,)
     const intp_t[::1] kj1,                # IN  (kh,)
@@ -87,20 +69,21 @@ def footprint_average(
     cdef intp_t nx = raster.shape[2]
     cdef intp_t kh = kernel.shape[0]
     cdef intp_t kw = kernel.shape[1]
-    cdef intp_t c, b
+    cdef intp_t c, b, i
     cdef double acc, ws, frac
     if n == 0 or nb == 0:
         return
     with nogil:
         for c in prange(n, schedule="static", num_threads=n_threads):
+            i = order[c]
             for b in range(nb):
                 acc = 0.0
                 ws = 0.0
-                _weighted_sum(&raster[b, 0, 0], ny, nx, rows[c], cols[c],
+                _weighted_sum(&raster[b, 0, 0], ny, nx, rows[i], cols[i],
                               &kernel[0, 0], kh, kw, &kj0[0], &kj1[0], &acc, &ws)
                 frac = ws / total_weight
-                valid_fraction[b, c] = frac
+                valid_fraction[b, i] = frac
                 if ws > 0.0 and frac >= min_valid_fraction:
-                    out[b, c] = acc / ws
+                    out[b, i] = acc / ws
                 else:
-                    out[b, c] = NAN
+                    out[b, i] = NAN

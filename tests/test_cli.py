@@ -1,0 +1,57 @@
+"""The ``smengine`` command line through click's CliRunner and as an installed script."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import smengine
+from smengine import footprint as fp
+from smengine.cli import cli
+
+
+def test_version():
+    res = CliRunner().invoke(cli, ["--version"])
+    assert res.exit_code == 0
+    assert smengine.__version__ in res.output
+
+
+def test_footprint_command_prints_physics():
+    res = CliRunner().invoke(cli, ["footprint", "--humidity", "5", "--theta", "0.1"])
+    assert res.exit_code == 0, res.output
+    assert "R86 = 208.2 m" in res.output
+    assert "D86 = 34.0 cm at 1 m" in res.output
+
+
+def test_footprint_command_reports_bad_input_without_traceback():
+    res = CliRunner().invoke(cli, ["footprint", "--theta", "1.5"])
+    assert res.exit_code != 0
+    assert "theta should be inside (0, 1)" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_demo_writes_report_tables_kernel_and_plot(tmp_path):
+    out = tmp_path / "demo"
+    res = CliRunner().invoke(cli, ["-q", "demo", "--quick", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    report = (out / "report.md").read_text()
+    assert "| 0.1 | 222 | 208 | 196 | 184 | 174 | 165 |" in report  # the R86 table row
+    kernel = np.load(out / "kernel.npy")
+    assert kernel.sum() == pytest.approx(1.0)
+    assert (out / "footprint.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = (out / "footprint_tables.csv").read_text().splitlines()
+    r86_01 = [float(v) for v in rows[3].split(",")[2:]]
+    np.testing.assert_allclose(r86_01, np.round(fp.footprint_radius([0, 5, 10, 15, 20, 25], 0.1), 1))
+    assert not list(out.glob(".*tmp*")), "temporary files left behind"
+
+
+def test_installed_console_script():
+    exe = shutil.which("smengine")
+    if exe is None:
+        pytest.skip("smengine console script not on PATH (package not installed)")
+    done = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
+    assert smengine.__version__ in done.stdout

@@ -1,0 +1,19 @@
+"""The .pyi stubs of the compiled modules match the modules (pykdtree's stubtest idea)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize("module", ["smengine._ext._footprint", "smengine._ext._parallel"])
+def test_stubtest(module):
+    pytest.importorskip("mypy")
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", module, "--ignore-missing-stub"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
