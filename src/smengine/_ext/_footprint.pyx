@@ -12,40 +12,11 @@ from smengine._ext._typedefs cimport float32_t, float64_t, intp_t
 
 
 cdef extern from "_fpavg.h" nogil:
-    void smengine_row_wsum(const float32_t* r, const float64_t* k, intp_t n,
-                           double* acc, double* wsum) noexcept
-
-
-cdef inline void _weighted_sum(
-    const float32_t* band,        # IN  (ny, nx) C-contiguous
-    intp_t ny, intp_t nx,
-    intp_t row, intp_t col,
-    const float64_t* kernel,      # IN  (kh, kw) C-contiguous
-    intp_t kh, intp_t kw,
-    const intp_t* kj0,            # IN  first non-zero column per kernel row
-    const intp_t* kj1,            # IN  one past the last non-zero column per kernel row
-    double* acc_out,              # OUT Σ w v over valid cells
-    double* wsum_out,             # OUT Σ w over valid cells
-) noexcept nogil:
-    cdef intp_t hy = kh // 2
-    cdef intp_t hx = kw // 2
-    cdef intp_t i, y, j0, j1
-    cdef intp_t x0 = col - hx       # raster column of kernel column 0
-    acc_out[0] = 0.0
-    wsum_out[0] = 0.0
-    for i in range(kh):
-        y = row + i - hy
-        if y < 0 or y >= ny:
-            continue
-        j0 = kj0[i]
-        if j0 < -x0:
-            j0 = -x0
-        j1 = kj1[i]
-        if j1 > nx - x0:
-            j1 = nx - x0
-        if j1 > j0:
-            smengine_row_wsum(band + y * nx + x0 + j0, kernel + i * kw + j0, j1 - j0,
-                              acc_out, wsum_out)
+    void smengine_centre_wsum(const float32_t* band, intp_t ny, intp_t nx,
+                              intp_t row, intp_t col,
+                              const float64_t* kernel, intp_t kh, intp_t kw,
+                              const intp_t* kj0, const intp_t* kj1,
+                              double* acc_out, double* wsum_out) noexcept
 
 
 def footprint_average(
@@ -79,8 +50,8 @@ def footprint_average(
             for b in range(nb):
                 acc = 0.0
                 ws = 0.0
-                _weighted_sum(&raster[b, 0, 0], ny, nx, rows[i], cols[i],
-                              &kernel[0, 0], kh, kw, &kj0[0], &kj1[0], &acc, &ws)
+                smengine_centre_wsum(&raster[b, 0, 0], ny, nx, rows[i], cols[i],
+                                     &kernel[0, 0], kh, kw, &kj0[0], &kj1[0], &acc, &ws)
                 frac = ws / total_weight
                 valid_fraction[b, i] = frac
                 if ws > 0.0 and frac >= min_valid_fraction:
