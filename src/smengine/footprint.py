@@ -448,7 +448,7 @@ def rescale_distance(
     Examples
     --------
     >>> round(float(rescale_distance(100.0, pressure=700.0)), 4)
-    72.9069
+    72.907
     """
     rr = _nonneg("r", r, "m")
     return rr / (pressure_factor(pressure) * vegetation_factor(veg_height, theta))
@@ -801,7 +801,7 @@ def layer_weights(top: ArrayLike, bottom: ArrayLike, d86: ArrayLike) -> FloatArr
     --------
     >>> w = layer_weights([0, 7, 28, 100], [7, 28, 100, 289], 20.0)
     >>> [round(float(x), 4) for x in w]
-    [0.5034, 0.4328, 0.0638, 0.0]
+    [0.5034, 0.4358, 0.0608, 0.0]
     """
     t = _nonneg("top", top, "cm")
     b = _nonneg("bottom", bottom, "cm", allow_inf=True)
@@ -1094,7 +1094,9 @@ def footprint_average(
     --------
     >>> z = np.arange(25, dtype=np.float32).reshape(5, 5)
     >>> k = np.ones((3, 3))
-    >>> footprint_average(z, [2, 0], [2, 0], k).tolist()
+    >>> footprint_average(z, [2, 0], [2, 0], k).tolist()  # the corner sees 4 of 9 cells
+    [12.0, nan]
+    >>> footprint_average(z, [2, 0], [2, 0], k, min_valid_fraction=0.4).tolist()
     [12.0, 3.0]
     """
     a = np.asarray(raster)

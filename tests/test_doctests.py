@@ -1,0 +1,16 @@
+"""Run the numpydoc ``Examples`` of the public modules as doctests."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+
+import smengine.footprint
+
+
+@pytest.mark.parametrize("module", [smengine.footprint], ids=lambda m: m.__name__)
+def test_docstring_examples(module):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE, extraglobs={"np": __import__("numpy")})
+    assert result.attempted > 0
+    assert result.failed == 0
