@@ -7,6 +7,10 @@ scaling"). The physics of what a CRNS sees lives in :mod:`smengine.footprint`.
 
 from __future__ import annotations
 
+# PROJ first: the ecCodes wheels (cfgrib's GRIB backend) bundle their own PROJ, and whichever
+# copy loads first serves both; pyproj needs its own. Importing smengine first keeps it so.
+import pyproj  # noqa: F401  isort: skip
+
 import logging
 from importlib.metadata import PackageNotFoundError, version
 

@@ -1,0 +1,830 @@
+"""Read covariate products and put them on the grid, tile by tile, into TileStores.
+
+Readers (:func:`open_source`) return a :class:`Source`: daily data on its native grid with
+its CRS, units normalised, nodata and fill values as NaN. Supported:
+
+* GeoTIFF (rasterio/GDAL): static layers, or one day per file with ``time=``;
+* CF NetCDF (netCDF4 through xarray): ESA CCI SM, C3S SM, ERA5-Land (its ``valid_time``
+  dimension), any CF grid with ``lat``/``lon`` or projected ``x``/``y`` + ``grid_mapping``;
+* GRIB (cfgrib/ecCodes): ERA5 on regular lat/lon, H SAF H14 on its reduced Gaussian grid.
+
+Regridding (:func:`regrid`) uses GDAL through :func:`rasterio.warp.reproject`: ``average``
+when coarsening, ``bilinear`` (or ``nearest``) when refining. A reduced Gaussian grid is
+not a raster; it is sampled by exact nearest neighbour on the sphere. Coarse products may
+instead be kept coarse with an index map from sub-pixel to source cell (:func:`coarse_index`).
+
+:func:`ingest` streams day by day into one :class:`~smengine.tiles.TileWriter` per tile, so
+memory stays bounded by about one tile-day whatever the domain size; each tile is written
+to a temporary name and renamed, and existing tiles are skipped on a rerun.
+
+Units are normalised to a small vocabulary (``m3 m-3``, ``%`` of saturation, ``K``, ``1``,
+``m``, …). ESA CCI ACTIVE is in percent of saturation: it becomes a feature whose name ends
+in ``_pct_saturation`` and is never mixed with volumetric soil moisture.
+"""
+
+from __future__ import annotations
+
+# pyproj and rasterio must be imported before ecCodes: the eckitlib wheel bundles its own
+# PROJ, and whichever PROJ loads first wins (pyproj issue #801 describes the mechanism).
+import pyproj  # noqa: F401  isort: skip
+import rasterio  # noqa: F401  isort: skip
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from affine import Affine
+from pyproj import CRS, Transformer
+from rasterio.enums import Resampling
+from rasterio.warp import reproject
+
+from smengine.errors import ConfigError, DataError
+from smengine.grid import Grid, Tile
+from smengine.tiles import TileWriter, as_days
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Source", "SourceSpec", "open_source", "regrid", "coarse_index", "ingest", "normalise_units"]
+
+Method = Literal["auto", "average", "bilinear", "nearest"]
+
+# canonical unit → accepted spellings (lower case, spaces collapsed)
+_UNITS: dict[str, tuple[str, ...]] = {
+    "m3 m-3": ("m3 m-3", "m3/m3", "m^3 m^-3", "m**3 m**-3", "m3.m-3", "m3 m**-3", "cm3/cm3", "cm3 cm-3",
+               "volume fraction", "m^3/m^3"),
+    "%": ("%", "percent", "percent of saturation", "% saturation", "percent saturation", "% of saturation"),
+    "1": ("1", "", "-", "~", "dimensionless", "(0 - 1)", "0-1", "fraction", "(0-1)", "none"),
+    "K": ("k", "kelvin"),
+    "degC": ("degc", "c", "celsius", "degree_celsius", "deg c"),
+    "m": ("m", "metre", "meter", "metres", "meters"),
+    "mm": ("mm", "kg m-2", "kg m**-2", "mm day-1", "mm/day"),
+    "dB": ("db",),
+    "Pa": ("pa",),
+    "hPa": ("hpa",),
+}  # fmt: skip
+_UNIT_LOOKUP = {s: k for k, spellings in _UNITS.items() for s in spellings}
+
+
+def normalise_units(units: str | None, where: str = "") -> str:
+    """Map a units string to smengine's vocabulary; unknown units raise :class:`DataError`.
+
+    Examples
+    --------
+    >>> normalise_units("m3/m3"), normalise_units("percent of saturation"), normalise_units("K")
+    ('m3 m-3', '%', 'K')
+    """
+    key = re.sub(r"\s+", " ", str(units if units is not None else "").strip().lower())
+    if key in _UNIT_LOOKUP:
+        return _UNIT_LOOKUP[key]
+    raise DataError(f"{where}: unknown units {units!r}; known: {sorted(_UNITS)}")
+
+
+def _resolve_units(stated: str | None, override: str | None, where: str) -> str:
+    """Units from the file, checked against (or supplied by) the user's ``units=``."""
+    if override is None:
+        return normalise_units(stated, where)
+    want = normalise_units(override, f"{where} (units=)")
+    if stated not in (None, "") and normalise_units(stated, where) != want:
+        raise DataError(f"{where}: file states units {stated!r}, but units={override!r} was given")
+    return want
+
+
+@dataclass
+class Source:
+    """A product on its native grid, daily (or static), ready to regrid.
+
+    Data are read lazily, one day at a time (:meth:`day`), so that ingesting a long
+    record keeps memory bounded by about one day of one source.
+
+    Attributes
+    ----------
+    name : str
+        Feature name (e.g. ``esa_cci_sm``, ``esa_cci_active_sm_pct_saturation``).
+    path : str
+        File(s) it came from (for error messages and provenance).
+    units : str
+        Normalised units.
+    shape : tuple of int
+        Spatial shape: ``(ny, nx)`` on a regular grid, ``(n_points,)`` on a reduced
+        Gaussian grid.
+    times : ndarray of datetime64[D] or None
+        UTC days; ``None`` for a static layer.
+    crs : pyproj.CRS
+        CRS of the native grid.
+    transform : Affine or None
+        Native pixel → CRS transform (regular grids, north-up).
+    lat, lon : ndarray or None
+        Point coordinates (degrees) of a reduced Gaussian grid.
+    """
+
+    name: str
+    path: str
+    units: str
+    shape: tuple[int, ...]
+    times: np.ndarray | None
+    crs: CRS
+    reader: Callable[[int], np.ndarray]
+    transform: Affine | None = None
+    lat: np.ndarray | None = None
+    lon: np.ndarray | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    _cache: tuple[int, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def is_static(self) -> bool:
+        return self.times is None
+
+    @property
+    def is_points(self) -> bool:
+        return self.lat is not None
+
+    @property
+    def n_times(self) -> int:
+        return 1 if self.times is None else int(self.times.size)
+
+    @property
+    def resolution(self) -> float:
+        """Approximate native cell size in metres (degrees × 111 km for geographic grids)."""
+        if self.transform is not None:
+            res = abs(self.transform.a)
+            return res * 111_320.0 if self.crs.is_geographic else res
+        n = self.lat.size if self.lat is not None else 1
+        return float(np.sqrt(4 * np.pi * 6_371_000.0**2 / max(n, 1)))
+
+    def day(self, t: int) -> np.ndarray:
+        """Field of time index ``t`` (float32, NaN for missing); the last one is cached."""
+        t = 0 if self.is_static else int(t)
+        if self._cache is not None and self._cache[0] == t:
+            return self._cache[1]
+        a = np.ascontiguousarray(self.reader(t), dtype=np.float32)
+        if a.shape != self.shape:
+            raise DataError(f"{self.path}: day {t} has shape {a.shape}, expected {self.shape}")
+        self._cache = (t, a)
+        return a
+
+    def load(self) -> np.ndarray:
+        """All days as one (T, ...) array (for small sources and tests)."""
+        return np.stack([self.day(t) for t in range(self.n_times)])
+
+
+def _eager(data: np.ndarray) -> Callable[[int], np.ndarray]:
+    return lambda t: data[t]
+
+
+@dataclass
+class SourceSpec:
+    """What to ingest from where, and how.
+
+    Parameters
+    ----------
+    path : path or sequence of paths
+        One file, or several (e.g. one per day) concatenated along time.
+    variable : str, optional
+        Variable name in NetCDF/GRIB (default: the product's soil-moisture variable or the
+        only data variable).
+    name : str, optional
+        Feature name in the tile (default derived from the product).
+    storage : {"fine", "coarse", "auto"}
+        ``fine`` regrids to sub-pixels; ``coarse`` keeps native cells with an index map;
+        ``auto`` keeps products coarser than 4 pixels coarse.
+    method : {"auto", "average", "bilinear", "nearest"}
+        Resampling for ``fine`` storage.
+    daily : {None, "mean", "min", "max", "sum"}
+        Aggregate sub-daily data to UTC days (otherwise sub-daily input is an error).
+    time : date, optional
+        The day of a single-day GeoTIFF.
+    units : str, optional
+        Units of a file that does not state them (GeoTIFFs often do not); a file that
+        does state units must agree.
+    """
+
+    path: str | Path | Sequence[str | Path]
+    variable: str | None = None
+    name: str | None = None
+    storage: Literal["fine", "coarse", "auto"] = "auto"
+    method: Method = "auto"
+    daily: Literal["mean", "min", "max", "sum"] | None = None
+    time: Any = None
+    units: str | None = None
+
+    def paths(self) -> list[Path]:
+        if isinstance(self.path, (str, Path)):
+            return [Path(self.path)]
+        return [Path(p) for p in self.path]
+
+
+# ------------------------------------------------------------------------------------
+# readers
+# ------------------------------------------------------------------------------------
+def _iso_days(duration: str) -> float | None:
+    """Length of an ISO 8601 duration in days (approximate for months/years)."""
+    m = re.fullmatch(r"P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)D)?(?:T.*)?", str(duration).strip())
+    if not m or not any(m.groups()):
+        return None
+    y, mo, d = (int(g) if g else 0 for g in m.groups())
+    return 365.25 * y + 30.4 * mo + d
+
+
+def _daily_times(times: np.ndarray, path: str, attrs: dict[str, Any], daily: str | None,
+                 data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Check (or make) a daily time axis; returns (days, data aggregated if asked)."""
+    t = np.asarray(times, dtype="datetime64[ns]")
+    if t.size > 1:
+        step = np.diff(t).astype("timedelta64[s]").astype(np.int64)
+        if (step <= 0).any():
+            raise DataError(f"{path}: time axis is not increasing")
+        if step.min() < 86400:
+            if daily is None:
+                raise DataError(
+                    f"{path}: time axis is not daily (step {step.min() / 3600:g} h); "
+                    "pass daily='mean' (or min/max/sum) to aggregate to UTC days"
+                )
+            days = t.astype("datetime64[D]")
+            uniq, inv = np.unique(days, return_inverse=True)
+            func = {"mean": np.nanmean, "min": np.nanmin, "max": np.nanmax, "sum": np.nansum}[daily]
+            with np.errstate(all="ignore"), _quiet_nan_warnings():
+                out = np.stack([func(data[inv == i], axis=0) for i in range(uniq.size)]).astype(np.float32)
+            return uniq, out
+        if (step % 86400 != 0).any():
+            raise DataError(f"{path}: time axis is not daily (steps are not whole days)")
+    else:
+        name = Path(path).name.upper()
+        span = _iso_days(attrs.get("time_coverage_duration", ""))
+        if any(tok in name for tok in ("MONTHLY", "DEKADAL", "YEARLY", "PENTADAL")) or (
+            span is not None and 1.5 < span < 400
+        ):
+            raise DataError(
+                f"{path}: time axis is not daily (one step covering "
+                f"{attrs.get('time_coverage_duration', 'a period')}, e.g. a monthly mean)"
+            )
+    return t.astype("datetime64[D]"), data
+
+
+class _quiet_nan_warnings:
+    def __enter__(self):
+        import warnings
+
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        self._w.__exit__(*exc)
+
+
+def _read_band(path: Path) -> np.ndarray:
+    try:
+        with rasterio.open(path) as src:
+            return src.read(1, masked=True).astype(np.float32).filled(np.nan)
+    except rasterio.errors.RasterioError as exc:
+        raise DataError(f"{path}: cannot read GeoTIFF (corrupt or truncated?): {exc}") from exc
+
+
+def _geotiff(spec: SourceSpec, path: Path) -> Source:
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise DataError(f"{path}: GeoTIFF has no CRS; assign one (e.g. gdal_edit.py -a_srs)")
+            if src.count != 1:
+                raise DataError(f"{path}: {src.count} bands; smengine reads single-band GeoTIFFs "
+                                "(one layer or one day per file)")
+            transform = src.transform
+            crs = CRS.from_user_input(src.crs.to_wkt())
+            shape = (src.height, src.width)
+            units = src.units[0] if src.units and src.units[0] else src.tags().get("units", "")
+            descr = src.descriptions[0] if src.descriptions and src.descriptions[0] else None
+            tag_time = src.tags().get("time") or src.tags().get("TIFFTAG_DATETIME")
+    except DataError:
+        raise
+    except rasterio.errors.RasterioError as exc:
+        raise DataError(f"{path}: cannot read GeoTIFF (corrupt or truncated?): {exc}") from exc
+    _read_band(path)  # fail now, naming the file, if the pixel data are truncated
+    name = spec.name or descr or path.stem
+    when = spec.time
+    if when is None and tag_time:
+        when = str(tag_time)[:10].replace(":", "-")
+    times = None if when is None else as_days([when])
+    if not units and spec.units is None:
+        raise DataError(f"{path}: GeoTIFF states no units; pass units= (e.g. 'm' for elevation)")
+    unit = _resolve_units(units or None, spec.units, f"{path}")
+    return Source(name, str(path), unit, shape, times, crs, lambda t: _read_band(path), transform)
+
+
+_SM_PRODUCTS = (
+    (re.compile(r"ESACCI-SOILMOISTURE-L3S-SSMS-ACTIVE"), "esa_cci_active_sm"),
+    (re.compile(r"ESACCI-SOILMOISTURE-L3S-SSMV-PASSIVE"), "esa_cci_passive_sm"),
+    (re.compile(r"ESACCI-SOILMOISTURE"), "esa_cci_sm"),
+    (re.compile(r"C3S-SOILMOISTURE-L3S-SSMS-ACTIVE"), "c3s_active_sm"),
+    (re.compile(r"C3S-SOILMOISTURE-L3S-SSMV-PASSIVE"), "c3s_passive_sm"),
+    (re.compile(r"C3S-SOILMOISTURE"), "c3s_sm"),
+)
+
+
+def _default_variable(ds: Any, path: Path) -> str:
+    names = list(ds.data_vars)
+    for cand in ("sm", "swvl1", "swi1"):
+        if cand in names:
+            return cand
+    spatial = [n for n in names if ds[n].ndim >= 2]
+    if len(spatial) == 1:
+        return spatial[0]
+    raise DataError(f"{path}: several variables {spatial}; choose one with variable=")
+
+
+@dataclass
+class _Layout:
+    """How to turn one variable of an xarray dataset into north-up (T, ny, nx) fields."""
+
+    var: str
+    tdim: str | None
+    ydim: str
+    xdim: str
+    flip_y: bool
+    roll_x: int
+    squeeze: dict[str, int]
+
+    def fields(self, ds: Any, k: int | None = None) -> np.ndarray:
+        """All time steps (k None) as (T, ny, nx), or step k as (ny, nx); static as (ny, nx)."""
+        da = ds[self.var].isel(self.squeeze) if self.squeeze else ds[self.var]
+        if self.tdim is not None and k is not None:
+            da = da.isel({self.tdim: k})
+        dims = tuple(d for d in (self.tdim, self.ydim, self.xdim) if d is not None and d in da.dims)
+        a = np.asarray(da.transpose(*dims).values, dtype=np.float32)
+        if self.flip_y:
+            a = a[..., ::-1, :]
+        if self.roll_x:
+            a = np.roll(a, self.roll_x, axis=-1)
+        return a
+
+
+def _regular_layout(ds: Any, var: str, path: Path, spec: SourceSpec) -> tuple[_Layout, dict[str, Any]]:
+    """Inspect (without loading) a regular-grid variable: layout, CRS, transform, times, units."""
+    da = ds[var]
+    tdim = "time" if "time" in da.dims else ("valid_time" if "valid_time" in da.dims else None)  # ERA5-Land
+    ydim = next((d for d in ("lat", "latitude", "y") if d in da.dims), None)
+    xdim = next((d for d in ("lon", "longitude", "x") if d in da.dims), None)
+    if ydim is None or xdim is None:
+        raise DataError(f"{path}: variable {var!r} has dims {da.dims}; need lat/lon or y/x")
+    squeeze = {d: 0 for d in da.dims if d not in (tdim, ydim, xdim)}
+    for d in squeeze:
+        if da.sizes[d] != 1:
+            raise DataError(f"{path}: variable {var!r} has an extra dimension {d!r} of size {da.sizes[d]}; "
+                            "select one level first")
+    geographic = ydim in ("lat", "latitude")
+    if geographic:
+        crs = CRS.from_epsg(4326)
+    else:
+        gm = da.attrs.get("grid_mapping") or da.encoding.get("grid_mapping")
+        if not gm or gm not in ds.variables:
+            raise DataError(f"{path}: variable {var!r} on x/y has no grid_mapping: CRS unknown")
+        crs = CRS.from_cf(ds[gm].attrs)
+    x = np.asarray(ds[xdim].values, dtype=np.float64)
+    y = np.asarray(ds[ydim].values, dtype=np.float64)
+    if x.size < 2 or y.size < 2:
+        raise DataError(f"{path}: grid of {y.size}x{x.size} cells is too small to locate")
+    dx, dy = np.diff(x), np.diff(y)
+    if not (np.allclose(dx, dx[0], rtol=1e-4) and np.allclose(dy, dy[0], rtol=1e-4)):
+        raise DataError(f"{path}: {var!r} is not on a regular grid")
+    flip = bool(dy[0] > 0)  # south → north: flip to north-up
+    ytop = y[-1] if flip else y[0]
+    ddy = -abs(float(dy[0]))
+    roll = 0
+    x0 = float(x[0])
+    if geographic and x.max() > 180.0:  # 0…360 longitudes → −180…180
+        roll = int(np.sum(x >= 180.0))
+        x0 = float(x[np.argmax(x >= 180.0)] - 360.0)
+    transform = Affine(float(dx[0]), 0.0, x0 - dx[0] / 2, 0.0, ddy, float(ytop - ddy / 2))
+    units = _resolve_units(da.attrs.get("units", da.attrs.get("GRIB_units")), spec.units,
+                           f"{path}: variable {var!r}")
+    name = spec.name
+    if name is None:
+        name = var
+        for pat, prod in _SM_PRODUCTS:
+            if pat.search(path.name):
+                name = prod if var == "sm" else f"{prod}_{var}"
+                break
+    if units == "%" and not name.endswith("_pct_saturation"):
+        name = f"{name}_pct_saturation"  # never mix % saturation with m3 m-3
+    meta = {"crs": crs, "transform": transform, "units": units, "name": name, "shape": (y.size, x.size),
+            "raw_times": None if tdim is None else np.atleast_1d(ds[tdim].values)}
+    return _Layout(var, tdim, ydim, xdim, flip, roll, squeeze), meta
+
+
+def _is_subdaily(times: np.ndarray) -> bool:
+    t = np.asarray(times, dtype="datetime64[ns]")
+    return t.size > 1 and np.diff(t).astype("timedelta64[s]").astype(np.int64).min() < 86400
+
+
+def _netcdf(spec: SourceSpec, path: Path) -> Source:
+    import xarray as xr
+
+    def open_ds() -> Any:
+        try:
+            return xr.open_dataset(path, engine="netcdf4", mask_and_scale=True, decode_times=True)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise DataError(f"{path}: cannot read NetCDF (corrupt or truncated?): {exc}") from exc
+
+    def bad(exc: Exception) -> DataError:
+        return DataError(f"{path}: cannot read variable {var!r} (corrupt or truncated?): {exc}")
+
+    with open_ds() as ds:
+        var = spec.variable or _default_variable(ds, path)
+        if var not in ds:
+            raise DataError(f"{path}: no variable {var!r} (has {sorted(ds.data_vars)})")
+        layout, meta = _regular_layout(ds, var, path, spec)
+        raw = meta["raw_times"]
+        try:
+            if raw is None:  # a static layer
+                times, reader = None, _eager(layout.fields(ds)[None])
+            elif _is_subdaily(raw):  # aggregate (or refuse) in memory
+                times, data = _daily_times(raw, str(path), dict(ds.attrs), spec.daily, layout.fields(ds))
+                reader = _eager(data)
+            else:
+                times, _ = _daily_times(raw, str(path), dict(ds.attrs), None, None)  # type: ignore[arg-type]
+                layout.fields(ds, 0)  # fail now, naming the file, if the data are unreadable
+                reader = None
+        except DataError:
+            raise
+        except (OSError, RuntimeError) as exc:  # HDF5 errors surface at the first read
+            raise bad(exc) from exc
+
+    if reader is None:  # daily: read one day at a time, reopening the file (bounded memory)
+
+        def reader(t: int) -> np.ndarray:
+            with open_ds() as d:
+                try:
+                    return layout.fields(d, t)
+                except DataError:
+                    raise
+                except (OSError, RuntimeError) as exc:
+                    raise bad(exc) from exc
+
+    return Source(meta["name"], str(path), meta["units"], meta["shape"], times, meta["crs"], reader,
+                  meta["transform"], attrs={"variable": var})  # fmt: skip
+
+
+def _grib(spec: SourceSpec, path: Path) -> Source:
+    import xarray as xr
+
+    try:
+        ds = xr.open_dataset(path, engine="cfgrib", backend_kwargs={"indexpath": ""})
+    except Exception as exc:  # cfgrib raises a zoo of types on bad input
+        raise DataError(f"{path}: cannot read GRIB (corrupt or truncated?): {exc}") from exc
+    with ds:
+        var = spec.variable or _default_variable(ds, path)
+        if var not in ds:
+            raise DataError(f"{path}: no variable {var!r} (has {sorted(ds.data_vars)})")
+        da = ds[var]
+        grid_type = da.attrs.get("GRIB_gridType", "")
+        if "step" in da.dims:
+            raise DataError(f"{path}: {var!r} has forecast steps; use analysis/reanalysis fields")
+        raw = np.atleast_1d(ds["valid_time"].values)
+        try:
+            if grid_type in ("regular_ll", "regular_gg"):
+                layout, meta = _regular_layout(ds, var, path, spec)
+                data = layout.fields(ds)
+                data = data if data.ndim == 3 else data[None]
+                times, data = _daily_times(raw, str(path), {}, spec.daily, data)
+                return Source(meta["name"], str(path), meta["units"], meta["shape"], times, meta["crs"],
+                              _eager(data), meta["transform"], attrs={"variable": var})  # fmt: skip
+            if grid_type != "reduced_gg":
+                raise DataError(f"{path}: GRIB grid type {grid_type!r} is not supported (regular_ll, reduced_gg)")
+            lat = np.asarray(da["latitude"].values, dtype=np.float64)
+            lon = np.asarray(da["longitude"].values, dtype=np.float64)
+            data = np.asarray(da.values, dtype=np.float32)
+        except DataError:
+            raise
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise DataError(f"{path}: cannot decode {var!r}: {exc}") from exc
+        data = data if data.ndim == 2 else data[None]
+        times, data = _daily_times(raw, str(path), {}, spec.daily, data)
+        units = _resolve_units(da.attrs.get("units", da.attrs.get("GRIB_units")), spec.units,
+                               f"{path}: variable {var!r}")
+        name = spec.name or (f"h14_{var}" if "H14" in path.name.upper() else var)
+        return Source(name, str(path), units, (lat.size,), times, CRS.from_epsg(4326), _eager(data),
+                      None, lat, lon, attrs={"variable": var, "grid_type": grid_type})  # fmt: skip
+
+
+def _stack(parts: list[Source], spec: SourceSpec) -> Source:
+    """Concatenate single- or multi-day sources (e.g. one file per day) along time."""
+    first = parts[0]
+    if first.is_static:
+        raise DataError(f"{first.path}: a static layer cannot be stacked with other files")
+    for p in parts[1:]:
+        if p.shape != first.shape or p.transform != first.transform or p.is_static or p.crs != first.crs:
+            raise DataError(f"{p.path}: grid differs from {first.path}; cannot stack along time")
+    owner = np.concatenate([np.full(p.n_times, i) for i, p in enumerate(parts)])
+    local = np.concatenate([np.arange(p.n_times) for p in parts])
+    times = np.concatenate([p.times for p in parts])  # type: ignore[misc]
+    order = np.argsort(times, kind="stable")
+    times, owner, local = times[order], owner[order], local[order]
+    if times.size > 1 and not (np.diff(times.astype(np.int64)) > 0).all():
+        raise DataError(f"{[str(p) for p in spec.paths()]}: duplicate days across files")
+    return Source(first.name, ";".join(p.path for p in parts), first.units, first.shape, times, first.crs,
+                  lambda t: parts[owner[t]].day(local[t]), first.transform, first.lat, first.lon,
+                  first.attrs)  # fmt: skip
+
+
+def open_source(spec: SourceSpec | str | Path, **kwargs: Any) -> Source:
+    """Read a product into a :class:`Source` (native grid, NaN for missing, units normalised).
+
+    Parameters
+    ----------
+    spec : SourceSpec or path
+        What to read; keyword arguments fill a :class:`SourceSpec` when a path is given.
+
+    Returns
+    -------
+    Source
+
+    Raises
+    ------
+    DataError
+        Naming the file and the reason: missing file or CRS, unknown units, corrupt or
+        truncated file, a time axis that is not daily, an unsupported grid.
+    """
+    if not isinstance(spec, SourceSpec):
+        spec = SourceSpec(spec, **kwargs)
+    parts = []
+    for path in spec.paths():
+        if not path.exists():
+            raise DataError(f"{path}: no such file")
+        suffix = path.suffix.lower()
+        if suffix in (".tif", ".tiff"):
+            parts.append(_geotiff(spec, path))
+        elif suffix in (".nc", ".nc4", ".netcdf"):
+            parts.append(_netcdf(spec, path))
+        elif suffix in (".grib", ".grb", ".grib1", ".grib2", ".grb2"):
+            parts.append(_grib(spec, path))
+        else:
+            raise DataError(f"{path}: unknown format {suffix!r} (GeoTIFF, NetCDF or GRIB)")
+    return parts[0] if len(parts) == 1 else _stack(parts, spec)
+
+
+# ------------------------------------------------------------------------------------
+# regridding
+# ------------------------------------------------------------------------------------
+_RESAMPLING = {"average": Resampling.average, "bilinear": Resampling.bilinear, "nearest": Resampling.nearest}
+
+
+def _target(grid: Grid, subpixel: bool) -> tuple[Affine, tuple[int, int]]:
+    return (grid.subpixel_transform, grid.subpixel_shape) if subpixel else (grid.transform, grid.shape)
+
+
+def _check_overlap(source: Source, grid: Grid) -> None:
+    west, south, east, north = grid.lonlat_bounds()
+    if source.is_points:
+        lon = (source.lon + 180.0) % 360.0 - 180.0  # type: ignore[operator]
+        ok = ((source.lat >= south - 1) & (source.lat <= north + 1) & (lon >= west - 1) & (lon <= east + 1)).any()
+    else:
+        sw, ss, se, sn = rasterio.transform.array_bounds(*source.shape, source.transform)
+        t = Transformer.from_crs(grid.crs, source.crs, always_xy=True)
+        gx0, gy0, gx1, gy1 = t.transform_bounds(*grid.bounds, densify_pts=21)
+        ok = not (gx1 <= sw or gx0 >= se or gy1 <= ss or gy0 >= sn)
+    if not ok:
+        raise DataError(
+            f"{source.path}: does not overlap the grid (grid lon/lat bounds "
+            f"{west:.3f}, {south:.3f}, {east:.3f}, {north:.3f})"
+        )
+
+
+def _auto_method(source: Source, grid: Grid, subpixel: bool) -> str:
+    target = grid.subpixel_resolution if subpixel else grid.resolution
+    return "average" if source.resolution < target else "bilinear"
+
+
+def _points_nearest(source: Source, grid: Grid, subpixel: bool) -> np.ndarray:
+    """Index of the nearest reduced-Gaussian point for every target cell (great circle)."""
+    h, w = grid.subpixel_shape if subpixel else grid.shape
+    rows, cols = np.mgrid[0:h, 0:w]
+    x, y = grid.xy(rows, cols, subpixel=subpixel)
+    lon, lat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform(x, y)
+    return _nearest_on_sphere(source.lat, source.lon, np.asarray(lat), np.asarray(lon))  # type: ignore[arg-type]
+
+
+def _nearest_on_sphere(plat: np.ndarray, plon: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    from scipy.spatial import cKDTree
+
+    def xyz(la, lo):
+        la, lo = np.radians(la), np.radians(lo)
+        return np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=-1)
+
+    # only the points near the target box go into the tree
+    pad = 2.0
+    sel = np.flatnonzero((plat >= lat.min() - pad) & (plat <= lat.max() + pad))
+    tree = cKDTree(xyz(plat[sel], plon[sel]))
+    _, k = tree.query(xyz(lat.ravel(), lon.ravel()))
+    return sel[k].reshape(lat.shape)
+
+
+def regrid(
+    source: Source,
+    grid: Grid,
+    *,
+    subpixel: bool = True,
+    method: Method = "auto",
+    days: Iterable[int] | None = None,
+) -> np.ndarray:
+    """Resample a source onto a grid with GDAL (or nearest-on-sphere for point grids).
+
+    Parameters
+    ----------
+    source : Source
+    grid : Grid
+        Target grid (typically a tile grid).
+    subpixel : bool
+        Resample to sub-pixels (default) or pixels.
+    method : {"auto", "average", "bilinear", "nearest"}
+        ``auto``: ``average`` when the source is finer than the target, else ``bilinear``.
+    days : iterable of int, optional
+        Day indices of the source to resample (default all; static sources have one).
+
+    Returns
+    -------
+    ndarray, float32, shape (n_days, Y, X)
+        NaN where the source has no data or does not reach.
+
+    Raises
+    ------
+    DataError
+        If the source does not overlap the grid.
+    """
+    _check_overlap(source, grid)
+    idx = list(range(source.n_times)) if days is None else list(days)
+    dst_transform, (h, w) = _target(grid, subpixel)
+    out = np.full((len(idx), h, w), np.nan, dtype=np.float32)
+    if source.is_points:
+        nearest = _points_nearest(source, grid, subpixel)
+        for k, t in enumerate(idx):
+            out[k] = source.day(t)[nearest]
+        return out
+    m = _auto_method(source, grid, subpixel) if method == "auto" else method
+    if m not in _RESAMPLING:
+        raise ConfigError(f"unknown resampling method {method!r}; use {sorted(_RESAMPLING)} or 'auto'")
+    for k, t in enumerate(idx):
+        reproject(
+            source.day(t), out[k], src_transform=source.transform, src_crs=source.crs.to_wkt(),
+            dst_transform=dst_transform, dst_crs=grid.pyproj_crs.to_wkt(), resampling=_RESAMPLING[m],
+            src_nodata=np.nan, dst_nodata=np.nan,
+        )  # fmt: skip
+    return out
+
+
+def coarse_index(source: Source, grid: Grid, *, subpixel: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Map each target cell to the native source cell containing its centre.
+
+    Returns
+    -------
+    index : ndarray, int32, shape (Y, X)
+        Position in ``cells`` (−1 where the centre is outside the source).
+    cells : ndarray, int64, shape (Nc,)
+        Flat indices into the source's spatial axes (``data[t].ravel()[cells]``).
+    """
+    _check_overlap(source, grid)
+    h, w = grid.subpixel_shape if subpixel else grid.shape
+    if source.is_points:
+        flat = _points_nearest(source, grid, subpixel).astype(np.int64)
+        valid = np.ones(flat.shape, bool)
+    else:
+        rows, cols = np.mgrid[0:h, 0:w]
+        x, y = grid.xy(rows, cols, subpixel=subpixel)
+        sx, sy = Transformer.from_crs(grid.crs, source.crs, always_xy=True).transform(x, y)
+        if source.crs.is_geographic:
+            sx = (np.asarray(sx) - source.transform.c) % 360.0 + source.transform.c  # wrap longitudes
+        c, r = ~source.transform * (np.asarray(sx), np.asarray(sy))
+        r, c = np.floor(r).astype(np.int64), np.floor(c).astype(np.int64)
+        sh, sw = source.shape
+        valid = (r >= 0) & (r < sh) & (c >= 0) & (c < sw)
+        flat = np.where(valid, r * sw + c, 0)
+    cells, inv = np.unique(flat[valid], return_inverse=True)
+    index = np.full((h, w), -1, dtype=np.int32)
+    index[valid] = inv.astype(np.int32)
+    return index, cells
+
+
+# ------------------------------------------------------------------------------------
+# ingest
+# ------------------------------------------------------------------------------------
+def _storage(spec: SourceSpec, src: Source, grid: Grid) -> str:
+    if spec.storage != "auto":
+        return spec.storage
+    if src.is_static:
+        return "fine"
+    return "coarse" if src.resolution > 4 * grid.resolution else "fine"
+
+
+def ingest(
+    sources: Sequence[SourceSpec | str | Path],
+    grid: Grid,
+    out_dir: str | Path,
+    *,
+    tiles: Sequence[Tile | str] | None = None,
+    days: npt.ArrayLike | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> list[Path]:
+    """Ingest sources into one TileStore file per tile (``<out_dir>/<tile_id>.h5``).
+
+    Parameters
+    ----------
+    sources : sequence of SourceSpec or paths
+    grid : Grid
+    out_dir : path
+    tiles : sequence of Tile or tile ids, optional
+        Default: every tile of the grid that any source overlaps.
+    days : array_like of dates, optional
+        Time axis of the tiles (default: the union of the sources' days). Days a source
+        lacks are NaN.
+    overwrite : bool
+        Rewrite existing tiles (default: skip them, so a rerun resumes).
+    progress : bool
+        Show a tqdm progress bar over tiles.
+
+    Returns
+    -------
+    list of Path
+        The tile files (written or already present).
+
+    Raises
+    ------
+    DataError
+        For unreadable sources or sources that overlap no tile. A failure while writing a
+        tile removes that tile's temporary file; finished tiles stay.
+    """
+    specs = [s if isinstance(s, SourceSpec) else SourceSpec(s) for s in sources]
+    opened = [open_source(s) for s in specs]
+    names = [s.name for s in opened]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"two sources share a feature name: {names}; set SourceSpec.name")
+    if days is None:
+        dyn_days = [s.times for s in opened if s.times is not None]
+        all_days = np.unique(np.concatenate(dyn_days)) if dyn_days else np.array([], "datetime64[D]")
+    else:
+        all_days = np.unique(as_days(days))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tile_list = [grid.tile(t) if isinstance(t, str) else t for t in tiles] if tiles is not None else list(grid.tiles())
+
+    written: list[Path] = []
+    overlapped = False
+    iterator: Iterable[Tile] = tile_list
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(tile_list, desc="ingest tiles", unit="tile")
+    for tile in iterator:
+        tgrid = grid.tile_grid(tile)
+        touching = []
+        for spec, src in zip(specs, opened):
+            try:
+                _check_overlap(src, tgrid)
+                touching.append((spec, src))
+            except DataError:
+                continue
+        if not touching:
+            continue
+        overlapped = True
+        path = out / f"{tile.id}.h5"
+        if path.exists() and not overwrite:
+            log.info("tile %s exists: skipped", tile.id)
+            written.append(path)
+            continue
+        _write_tile(path, tgrid, tile.id, touching, all_days)
+        written.append(path)
+    if not overlapped:
+        raise DataError(f"no source overlaps the grid ({[s.path for s in opened]})")
+    return written
+
+
+def _write_tile(path: Path, tgrid: Grid, tile_id: str, touching: list[tuple[SourceSpec, Source]],
+                all_days: np.ndarray) -> None:
+    static = [(sp, s) for sp, s in touching if s.is_static]
+    dynamic = [(sp, s) for sp, s in touching if not s.is_static and _storage(sp, s, tgrid) == "fine"]
+    coarse = [(sp, s) for sp, s in touching if not s.is_static and _storage(sp, s, tgrid) == "coarse"]
+    maps = {s.name: coarse_index(s, tgrid) for _, s in coarse}
+    units = {s.name: s.units for _, s in touching}
+    sources = {s.name: s.path for _, s in touching}
+    writer = TileWriter(
+        path, tgrid, all_days, [s.name for _, s in static], [s.name for _, s in dynamic], units, sources,
+        {n: (idx, cells.size) for n, (idx, cells) in maps.items()},
+        attrs={"methods": {s.name: sp.method for sp, s in touching}}, tile_id=tile_id,
+    )  # fmt: skip
+    with writer as w:
+        for sp, s in static:
+            w.write_static(s.name, regrid(s, tgrid, method=sp.method)[0])
+        for t, day in enumerate(all_days):
+            for sp, s in dynamic:
+                k = np.searchsorted(s.times, day)
+                if k < s.times.size and s.times[k] == day:
+                    w.write_dynamic(t, s.name, regrid(s, tgrid, method=sp.method, days=[int(k)])[0])
+            for _, s in coarse:
+                k = np.searchsorted(s.times, day)
+                if k < s.times.size and s.times[k] == day:
+                    w.write_coarse(t, s.name, s.day(int(k)).ravel()[maps[s.name][1]])
+    log.info("tile %s: %d static, %d dynamic, %d coarse layers, %d days", tile_id, len(static),
+             len(dynamic), len(coarse), all_days.size)  # fmt: skip

@@ -1,0 +1,440 @@
+"""Memory-mapped covariate tiles: one HDF5 file per grid tile, read with zero copies.
+
+Layout of a tile file (all float32 datasets contiguous and uncompressed, so that they can
+be opened as ``numpy.memmap`` at their byte offset)::
+
+    /time                      int64 (T,)           days since 1970-01-01 (UTC days)
+    /static                    float32 (Fs, Y, X)   sub-pixel static layers
+    /dynamic                   float32 (T, Fd, Y, X) sub-pixel daily layers
+    /coarse/<name>/values      float32 (T, Nc)      a coarse daily product, kept coarse
+    /coarse/<name>/index       int32 (Y, X)         sub-pixel → coarse cell (−1: none)
+
+Attributes on ``/`` hold the format version, the tile grid (JSON), the CRS (WKT), the
+sub-pixel affine transform, feature names, units and source files. Every write goes to a
+temporary file in the same folder that is renamed into place only when complete, so a
+failed or interrupted write never leaves a partial tile behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import numpy.typing as npt
+
+from smengine.errors import ConfigError, DataError, ValidationError
+from smengine.grid import Grid
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TileStore", "TileWriter", "CoarseLayer", "FORMAT", "as_days"]
+
+FORMAT = "smengine-tilestore/1"
+_EPOCH = np.datetime64("1970-01-01", "D")
+
+
+def as_days(times: npt.ArrayLike) -> np.ndarray:
+    """Coerce dates (strings, datetime64, pandas) to ``datetime64[D]`` (UTC days)."""
+    t = np.asarray(times)
+    if t.dtype.kind in "iu":
+        return _EPOCH + t.astype("timedelta64[D]")
+    try:
+        return np.asarray(t, dtype="datetime64[ns]").astype("datetime64[D]")
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"cannot interpret {t[:3]!r}… as dates") from exc
+
+
+def _check_days(days: np.ndarray) -> None:
+    if days.ndim != 1:
+        raise ValidationError(f"times should be 1-D, got shape {days.shape}")
+    if days.size > 1 and not (np.diff(days.astype(np.int64)) > 0).all():
+        raise ValidationError("times should be strictly increasing (one entry per UTC day)")
+
+
+def _create_contiguous(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, fill: Any) -> h5py.Dataset:
+    """A contiguous, uncompressed dataset allocated (and filled) at creation time."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_layout(h5py.h5d.CONTIGUOUS)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_ALLOC)
+    dcpl.set_fill_value(np.array(fill, dtype=dtype))
+    dcpl.set_obj_track_times(False)  # same inputs, same bytes
+    space = h5py.h5s.create_simple(shape)
+    tid = h5py.h5t.py_create(np.dtype(dtype), logical=True)
+    dsid = h5py.h5d.create(group.id, name.encode(), tid, space, dcpl=dcpl)
+    return h5py.Dataset(dsid)
+
+
+@dataclass(frozen=True)
+class CoarseLayer:
+    """A coarse daily product kept at its own resolution.
+
+    Attributes
+    ----------
+    values : ndarray, shape (T, Nc)
+        Daily values of the ``Nc`` coarse cells that touch the tile (read-only memmap).
+    index : ndarray, shape (Y, X), int32
+        Coarse cell of each sub-pixel, −1 where there is none.
+    """
+
+    values: np.ndarray
+    index: np.ndarray
+
+    def expand(self, t: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Sub-pixel field (Y, X) of day index ``t`` (NaN where the index is −1)."""
+        idx = self.index
+        if out is None:
+            out = np.empty(idx.shape, dtype=np.float32)
+        row = self.values[t]
+        np.take(row, np.maximum(idx, 0), out=out)
+        out[idx < 0] = np.nan
+        return out
+
+
+class TileWriter:
+    """Write one tile file, streaming day by day, atomically.
+
+    Use as a context manager; on a clean exit the temporary file is renamed to ``path``,
+    on an exception it is removed and ``path`` is left as it was.
+
+    Parameters
+    ----------
+    path : path
+        Final file name.
+    grid : Grid
+        The tile's own grid (see :meth:`smengine.grid.Grid.tile_grid`); arrays are at its
+        sub-pixel resolution.
+    times : array_like of dates
+        UTC days of the dynamic layers (may be empty).
+    static_names, dynamic_names : sequence of str
+        Feature names; ``units`` and ``sources`` map names to strings.
+    coarse : mapping of name → (index (Y, X) int array, n_cells)
+        Coarse layers and their sub-pixel index maps.
+    attrs : mapping, optional
+        Extra JSON-safe attributes (stored under ``/`` as JSON in ``user_attrs``).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        grid: Grid,
+        times: npt.ArrayLike = (),
+        static_names: Sequence[str] = (),
+        dynamic_names: Sequence[str] = (),
+        units: Mapping[str, str] | None = None,
+        sources: Mapping[str, str] | None = None,
+        coarse: Mapping[str, tuple[npt.ArrayLike, int]] | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        tile_id: str = "",
+    ) -> None:
+        self.path = Path(path)
+        self.grid = grid
+        self.times = as_days(times) if len(np.asarray(times)) else np.array([], "datetime64[D]")
+        _check_days(self.times)
+        self.static_names = list(static_names)
+        self.dynamic_names = list(dynamic_names)
+        coarse = dict(coarse or {})
+        names = self.static_names + self.dynamic_names + list(coarse)
+        if len(set(names)) != len(names):
+            raise ConfigError(f"feature names must be unique, got {names}")
+        self.units = dict(units or {})
+        missing = [n for n in names if n not in self.units]
+        if missing:
+            raise ConfigError(f"units missing for features {missing}")
+        self.sources = {k: str(v) for k, v in (sources or {}).items()}
+        self._coarse = coarse
+        self._attrs = dict(attrs or {})
+        self.tile_id = tile_id
+        self._file: h5py.File | None = None
+        self._tmp: Path | None = None
+
+    # context manager --------------------------------------------------------------
+    def __enter__(self) -> TileWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        os.close(fd)
+        self._tmp = Path(tmp)
+        try:
+            self._file = h5py.File(self._tmp, "w", track_order=True)
+            self._layout()
+        except BaseException:
+            self._discard()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self._discard()
+
+    def _discard(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except Exception:  # pragma: no cover - closing a broken file
+                pass
+            self._file = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+    def commit(self) -> Path:
+        """Flush, close and rename the temporary file into place."""
+        if self._file is None or self._tmp is None:
+            raise ConfigError("TileWriter.commit() outside a with-block or called twice")
+        self._file.flush()
+        self._file.close()
+        self._file = None
+        with open(self._tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(self._tmp, self.path)
+        self._tmp = None
+        log.debug("wrote tile %s", self.path)
+        return self.path
+
+    # layout -----------------------------------------------------------------------
+    def _layout(self) -> None:
+        f = self._file
+        assert f is not None
+        ny, nx = self.grid.subpixel_shape
+        t = _create_contiguous(f, "time", (self.times.size,), np.int64, 0)
+        if self.times.size:
+            t[...] = (self.times - _EPOCH).astype(np.int64)
+        t.attrs["units"] = "days since 1970-01-01"
+        t.attrs["calendar"] = "proleptic_gregorian"
+        _create_contiguous(f, "static", (len(self.static_names), ny, nx), np.float32, np.nan)
+        _create_contiguous(f, "dynamic", (self.times.size, len(self.dynamic_names), ny, nx), np.float32, np.nan)
+        cg = f.create_group("coarse", track_order=True)
+        for name, (index, n_cells) in self._coarse.items():
+            idx = np.asarray(index)
+            if idx.shape != (ny, nx):
+                raise ValidationError(f"coarse layer {name!r}: index shape {idx.shape} != tile {ny, nx}")
+            if idx.size and (idx.max() >= n_cells or idx.min() < -1):
+                raise ValidationError(f"coarse layer {name!r}: index outside [-1, {n_cells})")
+            g = cg.create_group(name)
+            _create_contiguous(g, "values", (self.times.size, int(n_cells)), np.float32, np.nan)
+            d = _create_contiguous(g, "index", (ny, nx), np.int32, -1)
+            d[...] = idx.astype(np.int32)
+        a = f.attrs
+        a["format"] = FORMAT
+        a["grid"] = json.dumps(self.grid.get_config())
+        a["tile_id"] = self.tile_id
+        a["crs_wkt"] = self.grid.pyproj_crs.to_wkt()
+        a["transform"] = np.array(self.grid.subpixel_transform.to_gdal(), dtype=np.float64)
+        a["static_names"] = json.dumps(self.static_names)
+        a["dynamic_names"] = json.dumps(self.dynamic_names)
+        a["coarse_names"] = json.dumps(list(self._coarse))
+        a["units"] = json.dumps(self.units)
+        a["sources"] = json.dumps(self.sources)
+        a["user_attrs"] = json.dumps(self._attrs)
+
+    # writes -----------------------------------------------------------------------
+    def _f(self) -> h5py.File:
+        if self._file is None:
+            raise ConfigError("TileWriter used outside its with-block")
+        return self._file
+
+    def _field(self, what: str, a: npt.ArrayLike) -> np.ndarray:
+        arr = np.asarray(a, dtype=np.float32)
+        if arr.shape != self.grid.subpixel_shape:
+            raise ValidationError(f"{what}: shape {arr.shape} != tile sub-pixel shape {self.grid.subpixel_shape}")
+        return arr
+
+    def write_static(self, name: str, field: npt.ArrayLike) -> None:
+        """Write static layer ``name``, shape (Y, X)."""
+        i = self.static_names.index(name)
+        self._f()["static"][i] = self._field(f"static {name!r}", field)
+
+    def write_dynamic(self, t: int, name: str, field: npt.ArrayLike) -> None:
+        """Write dynamic layer ``name`` of day index ``t``, shape (Y, X)."""
+        i = self.dynamic_names.index(name)
+        self._f()["dynamic"][t, i] = self._field(f"dynamic {name!r} day {t}", field)
+
+    def write_coarse(self, t: int, name: str, values: npt.ArrayLike) -> None:
+        """Write the coarse cells of layer ``name`` for day index ``t``, shape (Nc,)."""
+        d = self._f()["coarse"][name]["values"]
+        v = np.asarray(values, dtype=np.float32)
+        if v.shape != d.shape[1:]:
+            raise ValidationError(f"coarse {name!r} day {t}: shape {v.shape} != {d.shape[1:]}")
+        d[t] = v
+
+
+def _memmap(path: Path, ds: h5py.Dataset) -> np.ndarray:
+    """Read-only memmap of a contiguous dataset (an empty array for zero-size datasets)."""
+    if ds.size == 0:
+        a = np.empty(ds.shape, dtype=ds.dtype)
+        a.flags.writeable = False
+        return a
+    if ds.chunks is not None or ds.compression is not None:
+        raise DataError(f"{path}: dataset {ds.name} is chunked or compressed; a TileStore needs contiguous data")
+    offset = ds.id.get_offset()
+    if offset is None:
+        raise DataError(f"{path}: dataset {ds.name} has no storage allocated")
+    return np.memmap(path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape)
+
+
+class TileStore:
+    """A tile of covariates, opened read-only as memory maps (zero copy).
+
+    Attributes
+    ----------
+    path : Path
+    grid : Grid
+        The tile's grid (sub-pixel arrays have shape ``grid.subpixel_shape``).
+    tile_id : str
+    times : ndarray of datetime64[D]
+    static : ndarray (Fs, Y, X) float32, read-only memmap
+    dynamic : ndarray (T, Fd, Y, X) float32, read-only memmap
+    coarse : dict of str → :class:`CoarseLayer`
+    static_names, dynamic_names, coarse_names : list of str
+    units, sources : dict of str → str
+
+    Examples
+    --------
+    >>> store = TileStore.open("tiles/t000_001.h5")           # doctest: +SKIP
+    >>> x = store.features(store.day_index("2016-06-07"))     # doctest: +SKIP
+    """
+
+    def __init__(self, path: Path, h5: h5py.File) -> None:
+        self.path = path
+        a = h5.attrs
+        if a.get("format") != FORMAT:
+            raise DataError(f"{path}: not a smengine tile store (format {a.get('format')!r})")
+        self.grid = Grid.from_config(json.loads(a["grid"]))
+        self.tile_id = str(a["tile_id"])
+        self.crs_wkt = str(a["crs_wkt"])
+        self.transform = tuple(float(v) for v in a["transform"])
+        self.static_names: list[str] = json.loads(a["static_names"])
+        self.dynamic_names: list[str] = json.loads(a["dynamic_names"])
+        self.coarse_names: list[str] = json.loads(a["coarse_names"])
+        self.units: dict[str, str] = json.loads(a["units"])
+        self.sources: dict[str, str] = json.loads(a["sources"])
+        self.attrs: dict[str, Any] = json.loads(a["user_attrs"])
+        self.times = _EPOCH + h5["time"][...].astype("timedelta64[D]")
+        self.static = _memmap(path, h5["static"])
+        self.dynamic = _memmap(path, h5["dynamic"])
+        self.coarse = {
+            n: CoarseLayer(_memmap(path, h5["coarse"][n]["values"]), _memmap(path, h5["coarse"][n]["index"]))
+            for n in self.coarse_names
+        }
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> TileStore:
+        """Open a tile file read-only.
+
+        Raises
+        ------
+        DataError
+            If the file is missing, truncated, corrupt or not a tile store.
+        """
+        p = Path(path)
+        try:
+            with h5py.File(p, "r") as h5:
+                return cls(p, h5)
+        except DataError:
+            raise
+        except (OSError, KeyError, ValueError) as exc:
+            raise DataError(f"{p}: cannot open tile store: {exc}") from exc
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def feature_names(self) -> list[str]:
+        """Static, then dynamic, then coarse feature names (the order of :meth:`features`)."""
+        return self.static_names + self.dynamic_names + self.coarse_names
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    def day_index(self, day: Any) -> int:
+        """Index of a UTC day in :attr:`times`."""
+        d = as_days([day])[0]
+        i = int(np.searchsorted(self.times, d))
+        if i >= self.times.size or self.times[i] != d:
+            raise ConfigError(f"{self.path}: day {d} not in the store ({self.times[0]}…{self.times[-1]})"
+                              if self.times.size else f"{self.path}: the store has no days")
+        return i
+
+    def features(self, t: int, out: np.ndarray | None = None) -> np.ndarray:
+        """All features of day index ``t`` as a (F, Y, X) float32 array (a copy)."""
+        ny, nx = self.grid.subpixel_shape
+        if out is None:
+            out = np.empty((self.n_features, ny, nx), dtype=np.float32)
+        ns, nd = len(self.static_names), len(self.dynamic_names)
+        out[:ns] = self.static
+        out[ns : ns + nd] = self.dynamic[t]
+        for k, name in enumerate(self.coarse_names):
+            self.coarse[name].expand(t, out=out[ns + nd + k])
+        return out
+
+    def nbytes(self) -> int:
+        """Bytes of all covariate data in the tile."""
+        return int(self.static.nbytes + self.dynamic.nbytes
+                   + sum(c.values.nbytes + c.index.nbytes for c in self.coarse.values()))  # fmt: skip
+
+    def __repr__(self) -> str:
+        return (f"<TileStore {self.tile_id or self.path.name}: {self.grid.subpixel_shape} sub-pixels, "
+                f"{self.times.size} days, features {self.feature_names}>")  # fmt: skip
+
+    # ------------------------------------------------------------------ append
+    @staticmethod
+    def append_days(
+        path: str | os.PathLike[str],
+        times: npt.ArrayLike,
+        dynamic: npt.ArrayLike | None = None,
+        coarse: Mapping[str, npt.ArrayLike] | None = None,
+    ) -> Path:
+        """Append days to an existing tile (rewritten to a temporary file and renamed).
+
+        Parameters
+        ----------
+        path : path
+            The tile file.
+        times : array_like of dates, shape (T',)
+            New days; all after the last stored day.
+        dynamic : array_like, shape (T', Fd, Y, X), optional
+            New dynamic layers (NaN if omitted).
+        coarse : mapping of name → array (T', Nc), optional
+            New coarse values.
+
+        Returns
+        -------
+        Path
+        """
+        old = TileStore.open(path)
+        new_days = as_days(times)
+        _check_days(new_days)
+        if old.times.size and new_days.size and new_days[0] <= old.times[-1]:
+            raise ValidationError(f"{path}: appended days must follow {old.times[-1]}, got {new_days[0]}")
+        all_days = np.concatenate([old.times, new_days])
+        dyn = None if dynamic is None else np.asarray(dynamic, dtype=np.float32)
+        if dyn is not None and dyn.shape != (new_days.size, len(old.dynamic_names), *old.grid.subpixel_shape):
+            raise ValidationError(f"{path}: dynamic shape {dyn.shape} does not fit the store")
+        writer = TileWriter(
+            path, old.grid, all_days, old.static_names, old.dynamic_names, old.units, old.sources,
+            {n: (np.asarray(c.index), c.values.shape[1]) for n, c in old.coarse.items()},
+            old.attrs, old.tile_id,
+        )  # fmt: skip
+        with writer as w:
+            f = w._f()
+            f["static"][...] = old.static
+            for t in range(old.times.size):  # day by day: memory bounded
+                f["dynamic"][t] = old.dynamic[t]
+            if dyn is not None:
+                f["dynamic"][old.times.size :] = dyn
+            for name, layer in old.coarse.items():
+                d = f["coarse"][name]["values"]
+                if old.times.size:
+                    d[: old.times.size] = layer.values
+                if coarse and name in coarse:
+                    d[old.times.size :] = np.asarray(coarse[name], dtype=np.float32)
+        return Path(path)
