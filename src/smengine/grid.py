@@ -238,20 +238,20 @@ class Grid:
     @property
     def subpixel_transform(self) -> Affine:
         """Sub-pixel → CRS affine transform."""
-        return self.transform * Affine.scale(1.0 / self.subpixel)
+        return self.transform @ Affine.scale(1.0 / self.subpixel)
 
     def xy(self, row: npt.ArrayLike, col: npt.ArrayLike, subpixel: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """CRS coordinates of pixel (or sub-pixel) centres."""
         t = self.subpixel_transform if subpixel else self.transform
         r = np.asarray(row, dtype=np.float64) + 0.5
         c = np.asarray(col, dtype=np.float64) + 0.5
-        x, y = t * (c, r)
+        x, y = t @ (c, r)
         return np.asarray(x), np.asarray(y)
 
     def rowcol(self, x: npt.ArrayLike, y: npt.ArrayLike, subpixel: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Pixel (or sub-pixel) indices containing CRS points (may lie outside the grid)."""
         t = ~(self.subpixel_transform if subpixel else self.transform)
-        c, r = t * (np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+        c, r = t @ (np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
         return np.floor(r).astype(np.int64), np.floor(c).astype(np.int64)
 
     def lonlat_to_rowcol(
@@ -300,7 +300,7 @@ class Grid:
         """The tile as a grid of its own (same CRS, resolution and sub-pixel factor)."""
         if isinstance(tile, str):
             tile = self.tile(tile)
-        x0, y1 = self.transform * (tile.col_off, tile.row_off)
+        x0, y1 = self.transform @ (tile.col_off, tile.row_off)
         return Grid(self.crs, self.resolution, float(x0), float(y1), tile.width, tile.height,
                     self.subpixel, self.tile_size)  # fmt: skip
 

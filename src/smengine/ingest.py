@@ -9,8 +9,9 @@ its CRS, units normalised, nodata and fill values as NaN. Supported:
 * GRIB (cfgrib/ecCodes): ERA5 on regular lat/lon, H SAF H14 on its reduced Gaussian grid.
 
 Regridding (:func:`regrid`) uses GDAL through :func:`rasterio.warp.reproject`: ``average``
-when coarsening, ``bilinear`` (or ``nearest``) when refining. A reduced Gaussian grid is
-not a raster; it is sampled by exact nearest neighbour on the sphere. Coarse products may
+when coarsening, ``bilinear`` when refining; ``nearest`` takes, exactly, the source cell
+that contains each target centre (pyproj transforms, no approximation). A reduced Gaussian
+grid is not a raster; it is sampled by exact nearest neighbour on the sphere. Coarse products may
 instead be kept coarse with an index map from sub-pixel to source cell (:func:`coarse_index`).
 
 :func:`ingest` streams day by day into one :class:`~smengine.tiles.TileWriter` per tile, so
@@ -468,9 +469,49 @@ def _netcdf(spec: SourceSpec, path: Path) -> Source:
                   meta["transform"], attrs={"variable": var})  # fmt: skip
 
 
+def _check_grib_messages(path: Path) -> int:
+    """Walk the GRIB messages by their section-0 lengths; a cut or garbled file raises.
+
+    ecCodes quietly drops a truncated last message, so a half-copied file would otherwise
+    read as a shorter valid one.
+    """
+    size = path.stat().st_size
+    n = 0
+    with open(path, "rb") as f:
+        pos = 0
+        while pos < size:
+            f.seek(pos)
+            head = f.read(16)
+            if head[:4] != b"GRIB":
+                if n and not head.strip(b"\x00"):
+                    break  # zero padding after the last message
+                raise DataError(f"{path}: corrupt GRIB: no 'GRIB' marker at byte {pos}")
+            edition = head[7]
+            if edition == 1:
+                length = int.from_bytes(head[4:7], "big")
+                if length & 0x800000:  # ECMWF large-message encoding: cannot walk further
+                    return n + 1
+            elif edition == 2:
+                length = int.from_bytes(head[8:16], "big")
+            else:
+                raise DataError(f"{path}: corrupt GRIB: edition {edition} at byte {pos}")
+            if pos + length > size:
+                raise DataError(f"{path}: truncated GRIB: message {n + 1} needs {pos + length} bytes, "
+                                f"file has {size}")
+            f.seek(pos + length - 4)
+            if f.read(4) != b"7777":
+                raise DataError(f"{path}: corrupt GRIB: message {n + 1} does not end with '7777'")
+            pos += length
+            n += 1
+    if n == 0:
+        raise DataError(f"{path}: no GRIB messages")
+    return n
+
+
 def _grib(spec: SourceSpec, path: Path) -> Source:
     import xarray as xr
 
+    _check_grib_messages(path)
     try:
         ds = xr.open_dataset(path, engine="cfgrib", backend_kwargs={"indexpath": ""})
     except Exception as exc:  # cfgrib raises a zoo of types on bad input
@@ -666,6 +707,15 @@ def regrid(
     m = _auto_method(source, grid, subpixel) if method == "auto" else method
     if m not in _RESAMPLING:
         raise ConfigError(f"unknown resampling method {method!r}; use {sorted(_RESAMPLING)} or 'auto'")
+    if m == "nearest":
+        # exact: the source cell containing each target centre. GDAL's warper would use its
+        # approximate transformer (error up to 1/8 source cell), picking the wrong cell
+        # near cell edges.
+        index, cells = coarse_index(source, grid, subpixel=subpixel)
+        for k, t in enumerate(idx):
+            vals = source.day(t).ravel()[cells]
+            out[k] = np.where(index >= 0, vals[np.maximum(index, 0)] if cells.size else np.nan, np.nan)
+        return out
     for k, t in enumerate(idx):
         reproject(
             source.day(t), out[k], src_transform=source.transform, src_crs=source.crs.to_wkt(),
@@ -696,7 +746,7 @@ def coarse_index(source: Source, grid: Grid, *, subpixel: bool = True) -> tuple[
         sx, sy = Transformer.from_crs(grid.crs, source.crs, always_xy=True).transform(x, y)
         if source.crs.is_geographic:
             sx = (np.asarray(sx) - source.transform.c) % 360.0 + source.transform.c  # wrap longitudes
-        c, r = ~source.transform * (np.asarray(sx), np.asarray(sy))
+        c, r = ~source.transform @ (np.asarray(sx), np.asarray(sy))
         r, c = np.floor(r).astype(np.int64), np.floor(c).astype(np.int64)
         sh, sw = source.shape
         valid = (r >= 0) & (r < sh) & (c >= 0) & (c < sw)
@@ -719,7 +769,7 @@ def _storage(spec: SourceSpec, src: Source, grid: Grid) -> str:
 
 
 def ingest(
-    sources: Sequence[SourceSpec | str | Path],
+    sources: Sequence[SourceSpec | Source | str | Path],
     grid: Grid,
     out_dir: str | Path,
     *,
@@ -732,7 +782,8 @@ def ingest(
 
     Parameters
     ----------
-    sources : sequence of SourceSpec or paths
+    sources : sequence of SourceSpec, Source or paths
+        What to ingest; already opened :class:`Source` objects are used as they are.
     grid : Grid
     out_dir : path
     tiles : sequence of Tile or tile ids, optional
@@ -756,8 +807,9 @@ def ingest(
         For unreadable sources or sources that overlap no tile. A failure while writing a
         tile removes that tile's temporary file; finished tiles stay.
     """
-    specs = [s if isinstance(s, SourceSpec) else SourceSpec(s) for s in sources]
-    opened = [open_source(s) for s in specs]
+    specs = [s if isinstance(s, SourceSpec) else SourceSpec(s.path if isinstance(s, Source) else s)
+             for s in sources]
+    opened = [s if isinstance(s, Source) else open_source(sp) for s, sp in zip(sources, specs)]
     names = [s.name for s in opened]
     if len(set(names)) != len(names):
         raise ConfigError(f"two sources share a feature name: {names}; set SourceSpec.name")
