@@ -23,6 +23,7 @@ import pytest
 SMOKE = os.environ.get("SMENGINE_BENCH_SMOKE", "") not in ("", "0")
 
 _RESULTS: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+_NOTES: list[str] = []
 
 
 def pytest_collection_modifyitems(config, items):
@@ -61,8 +62,14 @@ def record(benchmark):
     return _run
 
 
+@pytest.fixture
+def note():
+    """``note(text)``: a line for the benchmark summary (measurements that are not timings)."""
+    return _NOTES.append
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    if not _RESULTS:
+    if not _RESULTS and not _NOTES:
         return
     tr = terminalreporter
     tr.section("smengine benchmark ratios (median over rounds; peak traced memory)")
@@ -78,3 +85,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                 f"  {name:<28s} median {c['median'] * 1e3:10.2f} ms   peak {c['peak_mib']:8.1f} MiB"
                 f"   speed-up vs incumbent {ratio:7.1f}x"
             )
+    for line in _NOTES:
+        tr.write_line(line)

@@ -73,6 +73,21 @@ def test_multi_file_daily_stack_and_lazy_days(gridded):
 
 
 @pytest.mark.data
+def test_windowed_reads_equal_slices_of_the_whole_day(gridded, tmp_path):
+    rng = np.random.default_rng(4)
+    _write_tif(tmp_path / "w.tif", rng.random((60, 70)), Affine(250, 0, 4_321_000, 0, -250, 3_000_000))
+    grid = Grid.from_bounds(4_325_000, 2_990_000, 4_332_000, 2_995_000)
+    for src in (open_source(tmp_path / "w.tif"), open_source(gridded / CCI)):
+        whole = src.day(0)
+        win = src.window_for(grid)
+        assert win is not None and win[2] < src.shape[0] and win[3] < src.shape[1]
+        r0, c0, h, w = win
+        np.testing.assert_array_equal(src.day(0, win), whole[r0 : r0 + h, c0 : c0 + w])
+        # the window's transform places its first cell where the whole grid has it
+        assert src.window_transform(win) @ (0, 0) == src.transform @ (c0, r0)
+
+
+@pytest.mark.data
 def test_coarse_index_reproduces_nearest(gridded):
     src = open_source(gridded / CCI)
     tile = Grid.from_lonlat_bounds(5.0, 47.0, 7.0, 48.5, resolution=1000.0)

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 __all__ = ["Source", "SourceSpec", "open_source", "regrid", "coarse_index", "ingest", "normalise_units"]
 
 Method = Literal["auto", "average", "bilinear", "nearest"]
+Win = tuple[int, int, int, int]  # (row_off, col_off, height, width) in source pixels
 
 # canonical unit → accepted spellings (lower case, spaces collapsed)
 _UNITS: dict[str, tuple[str, ...]] = {
@@ -129,12 +130,12 @@ class Source:
     shape: tuple[int, ...]
     times: np.ndarray | None
     crs: CRS
-    reader: Callable[[int], np.ndarray]
+    reader: Callable[[int, Win | None], np.ndarray]
     transform: Affine | None = None
     lat: np.ndarray | None = None
     lon: np.ndarray | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
-    _cache: tuple[int, np.ndarray] | None = field(default=None, repr=False)
+    _cache: tuple[int, Win | None, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def is_static(self) -> bool:
@@ -157,24 +158,58 @@ class Source:
         n = self.lat.size if self.lat is not None else 1
         return float(np.sqrt(4 * np.pi * 6_371_000.0**2 / max(n, 1)))
 
-    def day(self, t: int) -> np.ndarray:
-        """Field of time index ``t`` (float32, NaN for missing); the last one is cached."""
+    def day(self, t: int, window: Win | None = None) -> np.ndarray:
+        """Field of time index ``t`` (float32, NaN for missing), optionally only a window
+        ``(row_off, col_off, height, width)`` of a regular grid; the last read is cached."""
         t = 0 if self.is_static else int(t)
-        if self._cache is not None and self._cache[0] == t:
-            return self._cache[1]
-        a = np.ascontiguousarray(self.reader(t), dtype=np.float32)
-        if a.shape != self.shape:
-            raise DataError(f"{self.path}: day {t} has shape {a.shape}, expected {self.shape}")
-        self._cache = (t, a)
+        if self._cache is not None and self._cache[:2] == (t, window):
+            return self._cache[2]
+        a = np.ascontiguousarray(self.reader(t, window), dtype=np.float32)
+        want = self.shape if window is None else tuple(window[2:])
+        if a.shape != want:
+            raise DataError(f"{self.path}: day {t} has shape {a.shape}, expected {want}")
+        self._cache = (t, window, a)
         return a
+
+    def window_for(self, grid: Grid, pad: int = 2) -> Win | None:
+        """The part of a regular source that covers ``grid`` (plus ``pad`` cells), or None."""
+        if self.transform is None:
+            return None
+        t = Transformer.from_crs(grid.crs, self.crs, always_xy=True)
+        x0, y0, x1, y1 = t.transform_bounds(*grid.bounds, densify_pts=21)
+        inv = ~self.transform
+        cols, rows = inv @ (np.array([x0, x1, x0, x1]), np.array([y0, y0, y1, y1]))
+        r0 = max(int(np.floor(rows.min())) - pad, 0)
+        c0 = max(int(np.floor(cols.min())) - pad, 0)
+        r1 = min(int(np.ceil(rows.max())) + pad, self.shape[0])
+        c1 = min(int(np.ceil(cols.max())) + pad, self.shape[1])
+        if self.crs.is_geographic and (cols.min() < 0 or cols.max() > self.shape[1]):
+            return None  # crosses the antimeridian: read whole
+        if r1 <= r0 or c1 <= c0:
+            return None
+        return (r0, c0, r1 - r0, c1 - c0)
+
+    def window_transform(self, window: Win | None) -> Affine:
+        """Transform of a window's pixels."""
+        assert self.transform is not None
+        if window is None:
+            return self.transform
+        return self.transform @ Affine.translation(window[1], window[0])
 
     def load(self) -> np.ndarray:
         """All days as one (T, ...) array (for small sources and tests)."""
         return np.stack([self.day(t) for t in range(self.n_times)])
 
 
-def _eager(data: np.ndarray) -> Callable[[int], np.ndarray]:
-    return lambda t: data[t]
+def _cut(a: np.ndarray, window: Win | None) -> np.ndarray:
+    if window is None:
+        return a
+    r0, c0, h, w = window
+    return a[..., r0 : r0 + h, c0 : c0 + w]
+
+
+def _eager(data: np.ndarray) -> Callable[[int, Win | None], np.ndarray]:
+    return lambda t, window: _cut(data[t], window)
 
 
 @dataclass
@@ -278,10 +313,13 @@ class _quiet_nan_warnings:
         self._w.__exit__(*exc)
 
 
-def _read_band(path: Path) -> np.ndarray:
+def _read_band(path: Path, window: Win | None = None) -> np.ndarray:
+    from rasterio.windows import Window
+
     try:
         with rasterio.open(path) as src:
-            return src.read(1, masked=True).astype(np.float32).filled(np.nan)
+            win = None if window is None else Window(window[1], window[0], window[3], window[2])
+            return src.read(1, window=win, masked=True).astype(np.float32).filled(np.nan)
     except rasterio.errors.RasterioError as exc:
         raise DataError(f"{path}: cannot read GeoTIFF (corrupt or truncated?): {exc}") from exc
 
@@ -297,14 +335,16 @@ def _geotiff(spec: SourceSpec, path: Path) -> Source:
             transform = src.transform
             crs = CRS.from_user_input(src.crs.to_wkt())
             shape = (src.height, src.width)
-            units = src.units[0] if src.units and src.units[0] else src.tags().get("units", "")
+            units = (src.units[0] if src.units and src.units[0] else None) or src.tags(1).get("units") \
+                or src.tags().get("units", "")
             descr = src.descriptions[0] if src.descriptions and src.descriptions[0] else None
             tag_time = src.tags().get("time") or src.tags().get("TIFFTAG_DATETIME")
     except DataError:
         raise
     except rasterio.errors.RasterioError as exc:
         raise DataError(f"{path}: cannot read GeoTIFF (corrupt or truncated?): {exc}") from exc
-    _read_band(path)  # fail now, naming the file, if the pixel data are truncated
+    # fail now, naming the file, if the pixel data are cut short: the last row is stored last
+    _read_band(path, (shape[0] - 1, 0, 1, shape[1]))
     name = spec.name or descr or path.stem
     when = spec.time
     if when is None and tag_time:
@@ -313,7 +353,7 @@ def _geotiff(spec: SourceSpec, path: Path) -> Source:
     if not units and spec.units is None:
         raise DataError(f"{path}: GeoTIFF states no units; pass units= (e.g. 'm' for elevation)")
     unit = _resolve_units(units or None, spec.units, f"{path}")
-    return Source(name, str(path), unit, shape, times, crs, lambda t: _read_band(path), transform)
+    return Source(name, str(path), unit, shape, times, crs, lambda t, w: _read_band(path, w), transform)
 
 
 _SM_PRODUCTS = (
@@ -456,10 +496,10 @@ def _netcdf(spec: SourceSpec, path: Path) -> Source:
 
     if reader is None:  # daily: read one day at a time, reopening the file (bounded memory)
 
-        def reader(t: int) -> np.ndarray:
-            with open_ds() as d:
+        def reader(t: int, window: Win | None) -> np.ndarray:
+            with open_ds() as d:  # coarse gridded products: read the day, then cut the window
                 try:
-                    return layout.fields(d, t)
+                    return _cut(layout.fields(d, t), window)
                 except DataError:
                     raise
                 except (OSError, RuntimeError) as exc:
@@ -567,7 +607,7 @@ def _stack(parts: list[Source], spec: SourceSpec) -> Source:
     if times.size > 1 and not (np.diff(times.astype(np.int64)) > 0).all():
         raise DataError(f"{[str(p) for p in spec.paths()]}: duplicate days across files")
     return Source(first.name, ";".join(p.path for p in parts), first.units, first.shape, times, first.crs,
-                  lambda t: parts[owner[t]].day(local[t]), first.transform, first.lat, first.lon,
+                  lambda t, w: parts[owner[t]].reader(local[t], w), first.transform, first.lat, first.lon,
                   first.attrs)  # fmt: skip
 
 
@@ -711,29 +751,39 @@ def regrid(
         # exact: the source cell containing each target centre. GDAL's warper would use its
         # approximate transformer (error up to 1/8 source cell), picking the wrong cell
         # near cell edges.
-        index, cells = coarse_index(source, grid, subpixel=subpixel)
+        win = source.window_for(grid)
+        index, cells = coarse_index(source, grid, subpixel=subpixel, window=win)
         for k, t in enumerate(idx):
-            vals = source.day(t).ravel()[cells]
+            vals = source.day(t, win).ravel()[cells]
             out[k] = np.where(index >= 0, vals[np.maximum(index, 0)] if cells.size else np.nan, np.nan)
         return out
+    win = source.window_for(grid)  # read only the part of the source the grid needs
     for k, t in enumerate(idx):
         reproject(
-            source.day(t), out[k], src_transform=source.transform, src_crs=source.crs.to_wkt(),
+            source.day(t, win), out[k], src_transform=source.window_transform(win), src_crs=source.crs.to_wkt(),
             dst_transform=dst_transform, dst_crs=grid.pyproj_crs.to_wkt(), resampling=_RESAMPLING[m],
             src_nodata=np.nan, dst_nodata=np.nan,
         )  # fmt: skip
     return out
 
 
-def coarse_index(source: Source, grid: Grid, *, subpixel: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def coarse_index(
+    source: Source, grid: Grid, *, subpixel: bool = True, window: Win | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Map each target cell to the native source cell containing its centre.
+
+    Parameters
+    ----------
+    window : (row_off, col_off, height, width), optional
+        Index into this window of a regular source (as read by ``source.day(t, window)``).
 
     Returns
     -------
     index : ndarray, int32, shape (Y, X)
         Position in ``cells`` (−1 where the centre is outside the source).
     cells : ndarray, int64, shape (Nc,)
-        Flat indices into the source's spatial axes (``data[t].ravel()[cells]``).
+        Flat indices into the source's spatial axes, or the window's
+        (``source.day(t, window).ravel()[cells]``).
     """
     _check_overlap(source, grid)
     h, w = grid.subpixel_shape if subpixel else grid.shape
@@ -746,9 +796,9 @@ def coarse_index(source: Source, grid: Grid, *, subpixel: bool = True) -> tuple[
         sx, sy = Transformer.from_crs(grid.crs, source.crs, always_xy=True).transform(x, y)
         if source.crs.is_geographic:
             sx = (np.asarray(sx) - source.transform.c) % 360.0 + source.transform.c  # wrap longitudes
-        c, r = ~source.transform @ (np.asarray(sx), np.asarray(sy))
+        c, r = ~source.window_transform(window) @ (np.asarray(sx), np.asarray(sy))
         r, c = np.floor(r).astype(np.int64), np.floor(c).astype(np.int64)
-        sh, sw = source.shape
+        sh, sw = source.shape if window is None else window[2:]
         valid = (r >= 0) & (r < sh) & (c >= 0) & (c < sw)
         flat = np.where(valid, r * sw + c, 0)
     cells, inv = np.unique(flat[valid], return_inverse=True)
