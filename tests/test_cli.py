@@ -55,3 +55,20 @@ def test_installed_console_script():
         pytest.skip("smengine console script not on PATH (package not installed)")
     done = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
     assert smengine.__version__ in done.stdout
+
+
+@pytest.mark.data
+def test_ingest_command_writes_tiles(data_dir, tmp_path):
+    from smengine.tiles import TileStore
+
+    nc = data_dir / "gridded" / "esa_cci_sm_v05.2" / "ESACCI-SOILMOISTURE-L3S-SSMV-COMBINED-20160607000000-fv05.2.nc"
+    out = tmp_path / "tiles"
+    res = CliRunner().invoke(cli, ["-q", "ingest", str(nc), "--out", str(out),
+                                   "--lonlat-bounds", "6", "47", "7", "48", "--tile-size", "50"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    tiles = sorted(out.glob("*.h5"))
+    assert tiles and "tile(s)" in res.output
+    store = TileStore.open(tiles[0])
+    assert store.coarse_names == ["esa_cci_sm"] and str(store.times[0]) == "2016-06-07"
+    bad = CliRunner().invoke(cli, ["ingest", str(nc), "--out", str(out)])
+    assert bad.exit_code != 0 and "--bounds" in bad.output

@@ -77,6 +77,47 @@ def demo(out_dir: Path, quick: bool) -> None:
     click.echo(f"wrote {report}")
 
 
+@cli.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the tile files (<tile_id>.h5).")
+@click.option("--bounds", nargs=4, type=float, metavar="XMIN YMIN XMAX YMAX",
+              help="Grid bounds in the grid CRS (m).")
+@click.option("--lonlat-bounds", nargs=4, type=float, metavar="WEST SOUTH EAST NORTH",
+              help="Grid bounds in degrees (WGS 84).")
+@click.option("--crs", default="EPSG:3035", show_default=True, help="Projected CRS of the grid.")
+@click.option("--resolution", default=1000.0, show_default=True, help="Pixel size (m).")
+@click.option("--subpixel", default=4, show_default=True, help="Sub-pixels per pixel side.")
+@click.option("--tile-size", default=100, show_default=True, help="Tile side in pixels.")
+@click.option("--daily", type=click.Choice(["mean", "min", "max", "sum"]), help="Aggregate sub-daily sources.")
+@click.option("--method", type=click.Choice(["auto", "average", "bilinear", "nearest"]), default="auto",
+              show_default=True, help="Resampling for fine storage.")
+@click.option("--units", help="Units for sources that state none (e.g. GeoTIFF elevation: m).")
+@click.option("--overwrite", is_flag=True, help="Rewrite existing tiles (default: skip them, resume).")
+def ingest(sources: tuple[Path, ...], out_dir: Path, bounds: tuple[float, ...] | None,
+           lonlat_bounds: tuple[float, ...] | None, crs: str, resolution: float, subpixel: int,
+           tile_size: int, daily: str | None, method: str, units: str | None, overwrite: bool) -> None:
+    """Regrid SOURCES (GeoTIFF, NetCDF, GRIB) onto the grid and write one tile store per tile."""
+    from smengine.grid import Grid
+    from smengine.ingest import SourceSpec
+    from smengine.ingest import ingest as run_ingest
+
+    try:
+        if (bounds is None) == (lonlat_bounds is None):
+            raise click.UsageError("give exactly one of --bounds or --lonlat-bounds")
+        if bounds is not None:
+            grid = Grid.from_bounds(*bounds, crs=crs, resolution=resolution, subpixel=subpixel, tile_size=tile_size)
+        else:
+            grid = Grid.from_lonlat_bounds(*lonlat_bounds, crs=crs, resolution=resolution,  # type: ignore[misc]
+                                           subpixel=subpixel, tile_size=tile_size)
+        specs = [SourceSpec(p, daily=daily, method=method, units=units) for p in sources]  # type: ignore[arg-type]
+        paths = run_ingest(specs, grid, out_dir, overwrite=overwrite, progress=True)
+    except SMEngineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{len(paths)} tile(s) in {out_dir} ({grid.shape[0]}x{grid.shape[1]} pixels, "
+               f"{grid.tile_shape[0]}x{grid.tile_shape[1]} tiles)")
+
+
 def main() -> None:  # console-script entry point
     cli(prog_name="smengine")
 
