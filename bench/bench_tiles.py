@@ -122,7 +122,7 @@ _MAKE_SCRIPT = textwrap.dedent(
 
 _INGEST_SCRIPT = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, sys
     from pathlib import Path
     import smengine
     from smengine.grid import Grid
@@ -135,9 +135,17 @@ _INGEST_SCRIPT = textwrap.dedent(
     side = n_tiles_side * tile_px * 1000
     grid = Grid.from_bounds(4_000_000, 3_000_000, 4_000_000 + side, 3_000_000 + side, tile_size=tile_px)
     sources = [open_source(s) for s in specs]  # lazy: nothing but metadata stays in memory
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def status(key):  # bytes; /proc is per process image (ru_maxrss would carry the parent's peak)
+        for line in open("/proc/self/status"):
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+
+    before = status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current RSS
     paths = ingest(sources, grid, src / "tiles")
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    after = status("VmHWM")
     size = n_tiles_side * tile_px * 4
     print(json.dumps({"tiles": len(paths), "tile_bytes": TileStore.open(paths[0]).nbytes(),
                       "rss_before": before, "rss_peak": after, "source_day_bytes": size * size * 4}))
