@@ -32,6 +32,7 @@ import rasterio  # noqa: F401  isort: skip
 
 import logging
 import re
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,7 +284,8 @@ def _daily_times(times: np.ndarray, path: str, attrs: dict[str, Any], daily: str
             days = t.astype("datetime64[D]")
             uniq, inv = np.unique(days, return_inverse=True)
             func = {"mean": np.nanmean, "min": np.nanmin, "max": np.nanmax, "sum": np.nansum}[daily]
-            with np.errstate(all="ignore"), _quiet_nan_warnings():
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN days stay NaN
                 out = np.stack([func(data[inv == i], axis=0) for i in range(uniq.size)]).astype(np.float32)
             return uniq, out
         if (step % 86400 != 0).any():
@@ -299,18 +301,6 @@ def _daily_times(times: np.ndarray, path: str, attrs: dict[str, Any], daily: str
                 f"{attrs.get('time_coverage_duration', 'a period')}, e.g. a monthly mean)"
             )
     return t.astype("datetime64[D]"), data
-
-
-class _quiet_nan_warnings:
-    def __enter__(self):
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        self._w.__exit__(*exc)
 
 
 def _read_band(path: Path, window: Win | None = None) -> np.ndarray:
