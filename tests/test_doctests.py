@@ -6,12 +6,13 @@ import doctest
 
 import pytest
 
+import smengine.filters
 import smengine.footprint
 import smengine.grid
 import smengine.ingest
 
 
-@pytest.mark.parametrize("module", [smengine.footprint, smengine.grid, smengine.ingest], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [smengine.filters, smengine.footprint, smengine.grid, smengine.ingest], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE, extraglobs={"np": __import__("numpy")})
     assert result.attempted > 0

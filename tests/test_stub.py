@@ -8,7 +8,7 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["smengine._ext._footprint", "smengine._ext._parallel"])
+@pytest.mark.parametrize("module", ["smengine._ext._footprint", "smengine._ext._parallel", "smengine._ext._filters"])
 def test_stubtest(module):
     pytest.importorskip("mypy")
     done = subprocess.run(
