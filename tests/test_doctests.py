@@ -10,9 +10,10 @@ import smengine.filters
 import smengine.footprint
 import smengine.grid
 import smengine.ingest
+import smengine.metrics
 
 
-@pytest.mark.parametrize("module", [smengine.filters, smengine.footprint, smengine.grid, smengine.ingest], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [smengine.filters, smengine.footprint, smengine.grid, smengine.ingest, smengine.metrics], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE, extraglobs={"np": __import__("numpy")})
     assert result.attempted > 0
