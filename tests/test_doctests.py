@@ -11,9 +11,10 @@ import smengine.footprint
 import smengine.grid
 import smengine.ingest
 import smengine.metrics
+import smengine.neutrons
 
 
-@pytest.mark.parametrize("module", [smengine.filters, smengine.footprint, smengine.grid, smengine.ingest, smengine.metrics], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [smengine.filters, smengine.footprint, smengine.grid, smengine.ingest, smengine.metrics, smengine.neutrons], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE, extraglobs={"np": __import__("numpy")})
     assert result.attempted > 0
