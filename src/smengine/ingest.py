@@ -47,7 +47,7 @@ from rasterio.warp import reproject
 
 from smengine.errors import ConfigError, DataError
 from smengine.grid import Grid, Tile
-from smengine.tiles import TileWriter, as_days
+from smengine.tiles import CoarseLayer, TileWriter, as_days
 
 log = logging.getLogger(__name__)
 
@@ -725,36 +725,45 @@ def regrid(
     DataError
         If the source does not overlap the grid.
     """
-    _check_overlap(source, grid)
-    idx = list(range(source.n_times)) if days is None else list(days)
-    dst_transform, (h, w) = _target(grid, subpixel)
-    out = np.full((len(idx), h, w), np.nan, dtype=np.float32)
-    if source.is_points:
-        nearest = _points_nearest(source, grid, subpixel)
-        for k, t in enumerate(idx):
-            out[k] = source.day(t)[nearest]
-        return out
-    m = _auto_method(source, grid, subpixel) if method == "auto" else method
-    if m not in _RESAMPLING:
-        raise ConfigError(f"unknown resampling method {method!r}; use {sorted(_RESAMPLING)} or 'auto'")
-    if m == "nearest":
-        # exact: the source cell containing each target centre. GDAL's warper would use its
-        # approximate transformer (error up to 1/8 source cell), picking the wrong cell
-        # near cell edges.
-        win = source.window_for(grid)
-        index, cells = coarse_index(source, grid, subpixel=subpixel, window=win)
-        for k, t in enumerate(idx):
-            vals = source.day(t, win).ravel()[cells]
-            out[k] = np.where(index >= 0, vals[np.maximum(index, 0)] if cells.size else np.nan, np.nan)
-        return out
-    win = source.window_for(grid)  # read only the part of the source the grid needs
-    for k, t in enumerate(idx):
+    r = _Regridder(source, grid, subpixel, method)
+    idx = range(source.n_times) if days is None else days
+    return np.stack([r.field(t) for t in idx]) if idx else np.empty((0, *r.shape), np.float32)
+
+
+class _Regridder:
+    """Everything about (source → grid) that does not change from day to day, prepared once:
+    the overlap check, the method, the source window and, for nearest, the cell index map."""
+
+    def __init__(self, source: Source, grid: Grid, subpixel: bool, method: Method) -> None:
+        _check_overlap(source, grid)
+        self.source, self.grid = source, grid
+        self.dst_transform, self.shape = _target(grid, subpixel)
+        self.method = "nearest" if source.is_points else (
+            _auto_method(source, grid, subpixel) if method == "auto" else method)
+        if self.method not in _RESAMPLING:
+            raise ConfigError(f"unknown resampling method {method!r}; use {sorted(_RESAMPLING)} or 'auto'")
+        self.window = source.window_for(grid)  # read only the part of the source the grid needs
+        if self.method == "nearest":
+            # exact: the source cell containing each target centre (or, on a reduced Gaussian
+            # grid, the nearest point). GDAL's warper would use its approximate transformer
+            # (error up to 1/8 source cell) and pick the wrong cell near cell edges.
+            self.index, self.cells = coarse_index(source, grid, subpixel=subpixel, window=self.window)
+
+    def field(self, t: int) -> np.ndarray:
+        """The source's time index ``t`` on the grid, float32 (Y, X), NaN where it has no data."""
+        data = self.source.day(t, self.window)
+        if self.method == "nearest":
+            if not self.cells.size:  # overlapping bounds, but no target centre inside the source
+                return np.full(self.shape, np.nan, dtype=np.float32)
+            return CoarseLayer(data.ravel()[self.cells][None], self.index).expand(0)
+        out = np.full(self.shape, np.nan, dtype=np.float32)
         reproject(
-            source.day(t, win), out[k], src_transform=source.window_transform(win), src_crs=source.crs.to_wkt(),
-            dst_transform=dst_transform, dst_crs=grid.pyproj_crs.to_wkt(), resampling=_RESAMPLING[m],
+            data, out, src_transform=self.source.window_transform(self.window),
+            src_crs=self.source.crs.to_wkt(), dst_transform=self.dst_transform,
+            dst_crs=self.grid.pyproj_crs.to_wkt(), resampling=_RESAMPLING[self.method],
             src_nodata=np.nan, dst_nodata=np.nan,
         )  # fmt: skip
-    return out
+        return out
 
 
 def coarse_index(
@@ -893,6 +902,12 @@ def ingest(
     return written
 
 
+def _day_of(source: Source, day: np.datetime64) -> int | None:
+    """Time index of a UTC day in a dynamic source, or None if it has no such day."""
+    k = int(np.searchsorted(source.times, day))  # type: ignore[arg-type]
+    return k if k < source.times.size and source.times[k] == day else None  # type: ignore[union-attr]
+
+
 def _write_tile(path: Path, tgrid: Grid, tile_id: str, touching: list[tuple[SourceSpec, Source]],
                 all_days: np.ndarray) -> None:
     static = [(sp, s) for sp, s in touching if s.is_static]
@@ -906,17 +921,18 @@ def _write_tile(path: Path, tgrid: Grid, tile_id: str, touching: list[tuple[Sour
         {n: (idx, cells.size) for n, (idx, cells) in maps.items()},
         attrs={"methods": {s.name: sp.method for sp, s in touching}}, tile_id=tile_id,
     )  # fmt: skip
+    fine = {s.name: _Regridder(s, tgrid, True, sp.method) for sp, s in static + dynamic}
     with writer as w:
-        for sp, s in static:
-            w.write_static(s.name, regrid(s, tgrid, method=sp.method)[0])
+        for _, s in static:
+            w.write_static(s.name, fine[s.name].field(0))
         for t, day in enumerate(all_days):
-            for sp, s in dynamic:
-                k = np.searchsorted(s.times, day)
-                if k < s.times.size and s.times[k] == day:
-                    w.write_dynamic(t, s.name, regrid(s, tgrid, method=sp.method, days=[int(k)])[0])
+            for _, s in dynamic:
+                k = _day_of(s, day)
+                if k is not None:
+                    w.write_dynamic(t, s.name, fine[s.name].field(k))
             for _, s in coarse:
-                k = np.searchsorted(s.times, day)
-                if k < s.times.size and s.times[k] == day:
-                    w.write_coarse(t, s.name, s.day(int(k)).ravel()[maps[s.name][1]])
+                k = _day_of(s, day)
+                if k is not None:
+                    w.write_coarse(t, s.name, s.day(k).ravel()[maps[s.name][1]])
     log.info("tile %s: %d static, %d dynamic, %d coarse layers, %d days", tile_id, len(static),
              len(dynamic), len(coarse), all_days.size)  # fmt: skip
