@@ -148,6 +148,11 @@ def incoming_correction(
     return 1.0 / ((i / reference - 1.0) * c + 1.0)
 
 
+def _check_site(n0: float, bulk_density: float) -> None:
+    if not (n0 > 0 and bulk_density > 0):
+        raise ConfigError(f"n0 and bulk_density should be > 0, got {n0}, {bulk_density}")
+
+
 def counts_to_theta(
     counts: npt.ArrayLike,
     n0: float,
@@ -166,8 +171,7 @@ def counts_to_theta(
     0.15
     """
     n = _f("counts", counts)
-    if not (n0 > 0 and bulk_density > 0):
-        raise ConfigError(f"n0 and bulk_density should be > 0, got {n0}, {bulk_density}")
+    _check_site(n0, bulk_density)
     a0, a1, a2 = a
     with np.errstate(divide="ignore", invalid="ignore"):
         x = n / n0 - a1
@@ -185,6 +189,7 @@ def theta_to_counts(
 ) -> np.ndarray:
     r"""Inverse of :func:`counts_to_theta`: :math:`N = N_0\,(a_0/(\theta/\rho_b + a_2 + W_{lat} + W_{soc}) + a_1)`."""
     th = _f("theta", theta)
+    _check_site(n0, bulk_density)
     a0, a1, a2 = a
     return n0 * (a0 / (th / bulk_density + a2 + lattice_water + soc) + a1)
 
@@ -203,6 +208,7 @@ def theta_uncertainty(
     """
     n = _f("counts", counts)
     s = _f("sigma_counts", sigma_counts)
+    _check_site(n0, bulk_density)
     a0, a1, _ = a
     d = n - a1 * n0
     with np.errstate(divide="ignore", invalid="ignore"):
