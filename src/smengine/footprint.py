@@ -118,20 +118,14 @@ def _asfloat(name: str, x: ArrayLike) -> np.ndarray:
     return a
 
 
-def _first_bad(mask: np.ndarray) -> str:
-    idx = np.argwhere(mask)[0]
-    return str(tuple(int(i) for i in idx)) if mask.ndim else "()"
-
-
 def _check(name: str, a: np.ndarray, bad: np.ndarray, rule: str, unit: str) -> None:
-    """Raise ValidationError if any (non-NaN) element is flagged ``bad``."""
+    """Raise ValidationError if any (non-NaN) element is flagged ``bad``, naming the first."""
     bad = np.asarray(bad)
     if bad.any():
-        where = _first_bad(bad)
-        value = a[tuple(int(i) for i in np.argwhere(bad)[0])] if a.ndim else a[()]
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValidationError(
             f"{name} should be {rule} ({unit}); {int(bad.sum())} value(s) are not, "
-            f"e.g. {value!r} at index {where}"
+            f"e.g. {a[where]!r} at index {where}"
         )
 
 
