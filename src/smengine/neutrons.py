@@ -41,6 +41,7 @@ __all__ = [
     "counts_to_theta",
     "theta_to_counts",
     "theta_uncertainty",
+    "calibrate_n0",
 ]
 
 #: Desilets et al. (2010) shape parameters (a0, a1, a2).
@@ -214,3 +215,43 @@ def theta_uncertainty(
     with np.errstate(divide="ignore", invalid="ignore"):
         out = s * a0 * n0 / d**4 * np.sqrt(d**4 + 8 * s**2 * d**2 + 15 * s**4) * bulk_density
     return np.where(d > 0, out, np.nan)
+
+
+def calibrate_n0(
+    counts: npt.ArrayLike,
+    total_water: npt.ArrayLike,
+    a: tuple[float, float, float] = DESILETS,
+) -> np.ndarray:
+    r"""N0 from corrected counts and the total gravimetric water of a calibration campaign.
+
+    Inverts the Desilets relation for N0:
+    :math:`N_0 = N / \big(a_0/(w_{tot} + a_2) + a_1\big)` with
+    :math:`w_{tot} = \theta_v/\rho_b + W_{lat} + W_{soc}` (g g⁻¹), the footprint-weighted
+    field mean of the samples. N0 belongs to the correction convention of ``counts``.
+
+    Parameters
+    ----------
+    counts : array_like
+        Corrected count rate during the campaign, cph, > 0.
+    total_water : array_like
+        Total gravimetric water (pore + lattice + SOC), g g⁻¹, >= 0.
+    a : (float, float, float), optional
+        Desilets shape parameters.
+
+    Returns
+    -------
+    ndarray
+        N0, cph.
+
+    Examples
+    --------
+    >>> n0 = float(calibrate_n0(2580.0, 0.15 / 1.33 + 0.033))
+    >>> round(n0), round(float(counts_to_theta(2580.0, n0, 1.33, 0.033)), 6)
+    (3784, 0.15)
+    """
+    n = _f("counts", counts)
+    w = _f("total_water", total_water)
+    if not (np.all(n > 0) and np.all(w >= 0)):
+        raise ValidationError("counts should be > 0 cph and total_water >= 0 g g-1")
+    a0, a1, a2 = a
+    return n / (a0 / (w + a2) + a1)
