@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from smengine.errors import ConfigError, ValidationError
+from smengine import filters
 from smengine.filters import exp_filter
 
 
@@ -121,3 +122,35 @@ def test_bad_input():
         exp_filter([1, 2, 3], [0, 1], 5)
     with pytest.raises(ConfigError, match="T should be positive"):
         exp_filter([1, 2, 3], [0, 1, 2], 0)
+
+
+def test_weight_table_path_is_bit_identical_to_exp_path() -> None:
+    """Uniform integer days use a tabulated exp(-d/T); the bits must equal the exp() path."""
+    from smengine._ext import _filters
+
+    rng = np.random.default_rng(4)
+    v = rng.random((200, 300))
+    v[rng.random(v.shape) < 0.5] = np.nan
+    t = np.arange(200, dtype=np.float64) + 7300.0
+    Ts = np.array([1.0, 5.0, 20.0, 365.0])
+
+    def run(step: float) -> np.ndarray:
+        out = np.empty((Ts.size,) + v.shape)
+        z = [np.zeros((Ts.size, v.shape[1])) for _ in range(3)]
+        _filters.exp_filter(v, t, Ts, False, out, *z, step, 2)
+        return out
+
+    a, b = run(1.0), run(0.0)
+    assert np.array_equal(a, b, equal_nan=True) and np.isfinite(a).sum() > 0
+    assert filters._uniform_step(t, True) == 1.0 and filters._uniform_step(t + 0.5, True) == 0.0
+
+
+def test_float32_grid_gives_float32_of_the_float64_result() -> None:
+    rng = np.random.default_rng(5)
+    v = rng.random((50, 7, 9)).astype(np.float32)
+    v[rng.random(v.shape) < 0.3] = np.nan
+    t = np.arange(50.0)
+    got = exp_filter(v, t, (3.0, 30.0))
+    want = exp_filter(v.astype(np.float64), t, (3.0, 30.0))
+    assert got.dtype == np.float32 and want.dtype == np.float64
+    np.testing.assert_array_equal(got, want.astype(np.float32))

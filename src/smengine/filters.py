@@ -64,6 +64,20 @@ def _days(times: npt.ArrayLike) -> np.ndarray:
         raise ValidationError(f"times should be days (numbers) or datetime64, got {t.dtype}") from exc
 
 
+def _uniform_step(t: np.ndarray, fresh: bool) -> float:
+    """The step of uniform integer-valued times (then the kernel tabulates the weights), else 0.
+
+    Not when continuing a state: its last time may precede ``t[0]`` by any amount.
+    """
+    if not fresh or t.size < 3:
+        return 0.0
+    dt = np.diff(t)
+    step = float(dt[0])
+    if step == np.round(step) and (dt == step).all() and (t == np.round(t)).all():
+        return step
+    return 0.0
+
+
 def exp_filter(
     values: npt.ArrayLike,
     times: npt.ArrayLike,
@@ -101,7 +115,7 @@ def exp_filter(
 
     Returns
     -------
-    swi : ndarray, float64
+    swi : ndarray, float64 (float32 for float32 ``values``; computed in float64)
         Shape ``values.shape`` for a scalar T, ``(n_T,) + values.shape`` for a sequence.
     state : SWIState, optional
 
@@ -117,7 +131,9 @@ def exp_filter(
     >>> exp_filter([10, 20, 30], [0, 1, 2], 5).round(5).tolist()
     [10.0, 15.49834, 21.32452]
     """
-    v = np.asarray(values, dtype=np.float64)
+    v = np.asarray(values)
+    if v.dtype != np.float32:
+        v = v.astype(np.float64, copy=False)
     if v.ndim == 0:
         raise ValidationError("values should have a time axis")
     t = _days(times)
@@ -133,7 +149,7 @@ def exp_filter(
     series_shape = v.shape[1:]
     flat = np.ascontiguousarray(v.reshape(v.shape[0], -1))
     if nan is not None:
-        flat = np.where(flat == nan, np.nan, flat)
+        flat = np.where(flat == flat.dtype.type(nan), flat.dtype.type(np.nan), flat)
     m = flat.shape[1]
     if state is None:
         gain = np.zeros((Ts.size, m))
@@ -149,11 +165,12 @@ def exp_filter(
         started = gain > 0
         if t.size and started.any() and t[0] <= last[started].max():
             raise ValidationError("times must follow the state's last observation")
-    out = np.empty((Ts.size, flat.shape[0], m))
+    out = np.empty((Ts.size, flat.shape[0], m), dtype=flat.dtype)
+    step = _uniform_step(t, state is None)
 
     from smengine._ext import _filters
 
-    _filters.exp_filter(flat, t, Ts, bool(carry), out, gain, swi, last, effective_n_threads(n_threads))
+    _filters.exp_filter(flat, t, Ts, bool(carry), out, gain, swi, last, step, effective_n_threads(n_threads))
     result = out.reshape((Ts.size,) + v.shape)
     if scalar_T:
         result = result[0]

@@ -2,47 +2,84 @@
 
 IN views are read-only, OUT views write-only. The public wrapper is
 :func:`smengine.filters.exp_filter`; this kernel trusts its inputs.
+
+Loop order: blocks of ``BLOCK`` neighbouring series are distributed over threads; inside a
+block, each T walks through time with the block's state (gain, SWI, last time) hot in L1,
+reading each input row segment once per T (the block's input stays in L2 across T). The
+time-major order (all series per step) streamed three state arrays through memory every
+step and was memory-bound.
+
+With ``step > 0`` (the caller found the times uniform with an integer step, so every
+``t_i - t_last == d * step`` exactly) a table ``exp(-(d * step) / T_k)`` built here with the
+same libm ``exp`` replaces the per-observation ``exp``: bit-identical results.
 """
+
+import numpy as np
 
 from cython.parallel cimport prange
 from libc.math cimport exp, NAN, isnan
 
-from smengine._ext._typedefs cimport float64_t, intp_t
+from smengine._ext._typedefs cimport float32_t, float64_t, intp_t
+
+ctypedef fused real_t:
+    float32_t
+    float64_t
+
+DEF BLOCK = 256
 
 
 def exp_filter(
-    const float64_t[:, ::1] values,     # IN  (n_times, n_series)
+    const real_t[:, ::1] values,        # IN  (n_times, n_series)
     const float64_t[::1] times,         # IN  (n_times,) days, increasing
     const float64_t[::1] ctimes,        # IN  (n_T,) characteristic times, days
     bint carry,                         # forward-fill SWI on days without observation
-    float64_t[:, :, ::1] out,           # OUT (n_T, n_times, n_series)
+    real_t[:, :, ::1] out,              # OUT (n_T, n_times, n_series)
     float64_t[:, ::1] gain,             # IN/OUT (n_T, n_series) K of the last valid obs (0: none yet)
     float64_t[:, ::1] state,            # IN/OUT (n_T, n_series) SWI of the last valid obs
     float64_t[:, ::1] last,             # IN/OUT (n_T, n_series) time of the last valid obs
+    float64_t step,                     # uniform integer step of ``times`` (days), or 0
     int n_threads,
 ):
-    """SWI for every series and T, time-major so that each step streams over the series."""
+    """SWI for every series and T, series-blocked with time innermost per block."""
     cdef intp_t n = values.shape[0]
     cdef intp_t m = values.shape[1]
     cdef intp_t nT = ctimes.shape[0]
-    cdef intp_t i, j, k
-    cdef double v, K, w
+    cdef intp_t ntab = n if step > 0 else 0
+    cdef float64_t[:, ::1] wtable = np.empty((nT, ntab))
+    cdef intp_t nblk = (m + BLOCK - 1) // BLOCK
+    cdef intp_t b, j0, j1, i, j, k, d
+    cdef double v, K, w, s, tl, ti, invT, invstep = 1.0 / step if step > 0 else 0.0
     with nogil:
-        for i in range(n):
-            for j in prange(m, schedule="static", num_threads=n_threads):
-                v = values[i, j]
-                for k in range(nT):
-                    if isnan(v):
-                        out[k, i, j] = state[k, j] if (carry and gain[k, j] > 0) else NAN
-                        continue
-                    K = gain[k, j]
-                    if K > 0:
-                        w = exp(-(times[i] - last[k, j]) / ctimes[k])
-                        K = K / (K + w)
-                        state[k, j] = state[k, j] + K * (v - state[k, j])
-                    else:
-                        K = 1.0
-                        state[k, j] = v
-                    gain[k, j] = K
-                    last[k, j] = times[i]
-                    out[k, i, j] = state[k, j]
+        for k in range(nT):
+            for d in range(ntab):
+                wtable[k, d] = exp(-(d * step) / ctimes[k])
+        for b in prange(nblk, schedule="static", num_threads=n_threads):
+            j0 = b * BLOCK
+            j1 = min(j0 + BLOCK, m)
+            for k in range(nT):
+                invT = 1.0 / ctimes[k]
+                for i in range(n):
+                    ti = times[i]
+                    for j in range(j0, j1):
+                        v = values[i, j]
+                        K = gain[k, j]
+                        if isnan(v):
+                            out[k, i, j] = <real_t>state[k, j] if (carry and K > 0) else <real_t>NAN
+                            continue
+                        if K > 0:
+                            tl = last[k, j]
+                            if ntab > 0:
+                                d = <intp_t>((ti - tl) * invstep + 0.5)
+                                w = wtable[k, d] if d < ntab else exp(-(ti - tl) / ctimes[k])
+                            else:
+                                w = exp(-(ti - tl) / ctimes[k])
+                            K = K / (K + w)
+                            s = state[k, j]
+                            s = s + K * (v - s)
+                        else:
+                            K = 1.0
+                            s = v
+                        state[k, j] = s
+                        gain[k, j] = K
+                        last[k, j] = ti
+                        out[k, i, j] = <real_t>s
