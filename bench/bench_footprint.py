@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import SMOKE
 
 from smengine import footprint as fp
-
-from conftest import SMOKE
 
 SIZE = 200 if SMOKE else 2000
 N_CENTRES = 200 if SMOKE else 10_000

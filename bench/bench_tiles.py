@@ -18,11 +18,10 @@ import textwrap
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import SMOKE
 
 from smengine.grid import Grid
 from smengine.tiles import TileStore, TileWriter
-
-from conftest import SMOKE
 
 NY = 40 if SMOKE else 400  # a 100 km tile at 250 m sub-pixels
 N_STATIC, N_DYNAMIC, N_COARSE = 6, 6, 2

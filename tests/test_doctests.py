@@ -6,6 +6,7 @@ import doctest
 
 import pytest
 
+import smengine.features
 import smengine.filters
 import smengine.footprint
 import smengine.grid
@@ -14,7 +15,7 @@ import smengine.metrics
 import smengine.neutrons
 
 
-@pytest.mark.parametrize("module", [smengine.filters, smengine.footprint, smengine.grid, smengine.ingest, smengine.metrics, smengine.neutrons], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [smengine.features, smengine.filters, smengine.footprint, smengine.grid, smengine.ingest, smengine.metrics, smengine.neutrons], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE, extraglobs={"np": __import__("numpy")})
     assert result.attempted > 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smengine.errors import ConfigError, ValidationError
 from smengine import filters
+from smengine.errors import ConfigError, ValidationError
 from smengine.filters import exp_filter
 
 

@@ -19,7 +19,14 @@ from pyproj import Transformer
 
 from smengine.errors import DataError
 from smengine.grid import Grid
-from smengine.ingest import SourceSpec, coarse_index, ingest, normalise_units, open_source, regrid
+from smengine.ingest import (
+    SourceSpec,
+    coarse_index,
+    ingest,
+    normalise_units,
+    open_source,
+    regrid,
+)
 from smengine.tiles import TileStore
 
 CCI = "esa_cci_sm_v05.2/ESACCI-SOILMOISTURE-L3S-SSMV-COMBINED-20160607000000-fv05.2.nc"

@@ -143,7 +143,6 @@ def test_writer_validation(tmp_path, tgrid):
     with pytest.raises(Exception, match="units missing"):
         TileWriter(tmp_path / "x.h5", tgrid, [], ["a"])
     w = TileWriter(tmp_path / "x.h5", tgrid, [], ["a"], [], {"a": "m"})
-    with pytest.raises(ValidationError, match="shape"):
-        with w:
-            w.write_static("a", np.zeros((3, 3)))
+    with pytest.raises(ValidationError, match="shape"), w:
+        w.write_static("a", np.zeros((3, 3)))
     assert os.listdir(tmp_path) == []

@@ -21,6 +21,6 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-from smengine import errors, footprint  # noqa: E402
+from smengine import errors, footprint
 
 __all__ = ["__version__", "errors", "footprint"]

@@ -16,14 +16,14 @@ variable instead of aborting (the pytesmo ``error_handling`` pattern).
 from __future__ import annotations
 
 __all__ = [
-    "SMEngineError",
-    "ConfigError",
-    "ValidationError",
-    "DataError",
-    "ConvergenceError",
-    "SMEngineWarning",
-    "PerformanceWarning",
     "RETURN_CODES",
+    "ConfigError",
+    "ConvergenceError",
+    "DataError",
+    "PerformanceWarning",
+    "SMEngineError",
+    "SMEngineWarning",
+    "ValidationError",
 ]
 
 

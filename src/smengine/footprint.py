@@ -55,25 +55,25 @@ from smengine.errors import ConfigError, ConvergenceError, ValidationError
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "REFERENCE_PRESSURE",
     "ERA5_LAND_LAYERS",
+    "REFERENCE_PRESSURE",
+    "ProfileAverage",
+    "cumulative_signal",
+    "equivalent_soil_moisture",
+    "footprint_average",
+    "footprint_kernel",
+    "footprint_radius",
     "horizontal_coefficients",
     "horizontal_weight",
     "horizontal_weight_approx",
-    "cumulative_signal",
+    "layer_weights",
+    "penetration_depth",
     "pressure_factor",
-    "vegetation_factor",
     "rescale_distance",
     "scale_radius",
-    "penetration_depth",
+    "vegetation_factor",
     "vertical_weight",
-    "footprint_radius",
-    "ProfileAverage",
     "weighted_profile_average",
-    "layer_weights",
-    "equivalent_soil_moisture",
-    "footprint_kernel",
-    "footprint_average",
 ]
 
 ArrayLike = npt.ArrayLike

@@ -28,8 +28,6 @@ from __future__ import annotations
 # pyproj and rasterio must be imported before ecCodes: the eckitlib wheel bundles its own
 # PROJ, and whichever PROJ loads first wins (pyproj issue #801 describes the mechanism).
 import pyproj  # noqa: F401  isort: skip
-import rasterio  # noqa: F401  isort: skip
-
 import logging
 import re
 import warnings
@@ -40,6 +38,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import rasterio
 from affine import Affine
 from pyproj import CRS, Transformer
 from rasterio.enums import Resampling
@@ -51,7 +50,7 @@ from smengine.tiles import CoarseLayer, TileWriter, as_days
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Source", "SourceSpec", "open_source", "regrid", "coarse_index", "ingest", "normalise_units"]
+__all__ = ["Source", "SourceSpec", "coarse_index", "ingest", "normalise_units", "open_source", "regrid"]
 
 Method = Literal["auto", "average", "bilinear", "nearest"]
 Win = tuple[int, int, int, int]  # (row_off, col_off, height, width) in source pixels

@@ -41,8 +41,19 @@ from scipy import stats
 from smengine.errors import ConfigError, ValidationError
 
 __all__ = [
-    "pearson_r", "pearson_r_ci", "bias", "rmse", "ubrmse", "nse", "kge", "kge_prime",
-    "moving_average", "calc_climatology", "calc_anomaly", "anomaly_r", "evaluate",
+    "anomaly_r",
+    "bias",
+    "calc_anomaly",
+    "calc_climatology",
+    "evaluate",
+    "kge",
+    "kge_prime",
+    "moving_average",
+    "nse",
+    "pearson_r",
+    "pearson_r_ci",
+    "rmse",
+    "ubrmse",
 ]  # fmt: skip
 
 

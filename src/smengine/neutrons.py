@@ -35,13 +35,13 @@ from smengine.errors import ConfigError, ValidationError
 __all__ = [
     "DESILETS",
     "absolute_humidity",
-    "pressure_correction",
+    "calibrate_n0",
+    "counts_to_theta",
     "humidity_correction",
     "incoming_correction",
-    "counts_to_theta",
+    "pressure_correction",
     "theta_to_counts",
     "theta_uncertainty",
-    "calibrate_n0",
 ]
 
 #: Desilets et al. (2010) shape parameters (a0, a1, a2).

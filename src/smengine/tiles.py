@@ -35,7 +35,7 @@ from smengine.grid import Grid
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TileStore", "TileWriter", "CoarseLayer", "FORMAT", "as_days"]
+__all__ = ["FORMAT", "CoarseLayer", "TileStore", "TileWriter", "as_days"]
 
 FORMAT = "smengine-tilestore/1"
 _EPOCH = np.datetime64("1970-01-01", "D")

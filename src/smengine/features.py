@@ -1,0 +1,354 @@
+r"""Model features from a :class:`~smengine.tiles.TileStore`, defined once for training and inference.
+
+A :class:`FeatureSpec` names the features; a :class:`FeatureBuilder` turns a spec and a
+tile into per-sub-pixel feature rasters for any day and window:
+
+* every static, dynamic and coarse covariate of the store (or the chosen subset);
+* the Soil Water Index (:func:`smengine.filters.exp_filter`, Albergel 2008) of the
+  surface soil-moisture covariates at several characteristic times T, computed per
+  sub-pixel from its own series (``swi<T>_<name>``);
+* calendar features ``doy_sin``, ``doy_cos`` (day of year on the unit circle).
+
+The training table (:func:`training_table`) takes the footprint-weighted average
+(:func:`smengine.footprint.footprint_average`) of those rasters around each CRNS station
+with that day's kernel (:func:`smengine.footprint.footprint_kernel` from the day's
+absolute humidity, pressure and the station's soil moisture). Gridded inference uses the
+same builder on every sub-pixel, so training and prediction see identical definitions.
+
+References
+----------
+.. [1] Albergel, C. et al. (2008). From near-surface to root-zone soil moisture using an
+   exponential filter. HESS 12, 1323–1337.
+.. [2] Schrön, M. et al. (2017). Improving calibration and validation of cosmic-ray neutron
+   sensors in the light of spatial sensitivity. HESS 21, 5009–5030.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from smengine.errors import ConfigError, ValidationError
+from smengine.filters import exp_filter
+from smengine.footprint import REFERENCE_PRESSURE, footprint_average, footprint_kernel
+from smengine.tiles import TileStore
+
+__all__ = ["FeatureBuilder", "FeatureSpec", "calendar_features", "training_table"]
+
+log = logging.getLogger(__name__)
+
+#: Units marking a covariate as surface soil moisture (gets SWI features by default).
+SOIL_MOISTURE_UNITS = ("m3 m-3", "m3/m3", "m3m-3", "percent saturation", "% saturation", "pct_saturation")
+
+Window = tuple[int, int, int, int]  # row0, row1, col0, col1 (half-open), sub-pixels
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which features a model uses. Stored with the model (``to_dict``/``from_dict``).
+
+    Parameters
+    ----------
+    static, dynamic, coarse : sequence of str, optional
+        Covariates to use; ``None`` takes all of that kind in the store.
+    swi_of : sequence of str, optional
+        Covariates (dynamic or coarse) to filter; ``None``: those whose units are a
+        soil-moisture unit (:data:`SOIL_MOISTURE_UNITS`).
+    swi_T : sequence of float, optional
+        Characteristic times, days (default 5, 10, 20, 40).
+    calendar : bool, optional
+        Add ``doy_sin`` and ``doy_cos`` (default True).
+    """
+
+    static: tuple[str, ...] | None = None
+    dynamic: tuple[str, ...] | None = None
+    coarse: tuple[str, ...] | None = None
+    swi_of: tuple[str, ...] | None = None
+    swi_T: tuple[float, ...] = (5.0, 10.0, 20.0, 40.0)
+    calendar: bool = True
+    _fields: tuple[str, ...] = field(default=("static", "dynamic", "coarse", "swi_of"), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in self._fields:
+            v = getattr(self, name)
+            if v is not None:
+                object.__setattr__(self, name, tuple(str(x) for x in v))
+        T = tuple(float(t) for t in self.swi_T)
+        if any(not (t > 0 and np.isfinite(t)) for t in T):
+            raise ConfigError(f"swi_T should be positive days, got {self.swi_T}")
+        object.__setattr__(self, "swi_T", T)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("_fields")
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureSpec:
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+
+def calendar_features(dates: npt.ArrayLike) -> dict[str, np.ndarray]:
+    """``doy_sin``, ``doy_cos``: day of year (1–366) at angle 2π·doy/365.25.
+
+    Examples
+    --------
+    >>> {k: round(float(v[0]), 4) for k, v in calendar_features(["2021-04-02"]).items()}
+    {'doy_sin': 0.9999, 'doy_cos': -0.0118}
+    """
+    d = pd.DatetimeIndex(pd.to_datetime(np.asarray(dates)))
+    a = 2.0 * np.pi * d.day_of_year.to_numpy(dtype=np.float64) / 365.25
+    return {"doy_sin": np.sin(a), "doy_cos": np.cos(a)}
+
+
+def _pick(kind: str, want: tuple[str, ...] | None, have: Sequence[str], store: TileStore) -> list[str]:
+    if want is None:
+        return list(have)
+    missing = [n for n in want if n not in have]
+    if missing:
+        raise ConfigError(f"{store.path}: {kind} feature(s) {missing} not in the store (has {list(have)})")
+    return list(want)
+
+
+class FeatureBuilder:
+    """Feature rasters of one tile for a :class:`FeatureSpec`.
+
+    Parameters
+    ----------
+    store : TileStore
+    spec : FeatureSpec, optional
+
+    Attributes
+    ----------
+    names : list of str
+        Feature names in order: static, dynamic, coarse, SWI (``swi<T>_<name>`` by
+        source then T), calendar.
+
+    Examples
+    --------
+    >>> fb = FeatureBuilder(TileStore.open("t000_000.h5"))     # doctest: +SKIP
+    >>> x = fb.day(0)                               # doctest: +SKIP
+    """
+
+    def __init__(self, store: TileStore, spec: FeatureSpec | None = None) -> None:
+        self.store = store
+        self.spec = spec = spec or FeatureSpec()
+        self.static = _pick("static", spec.static, store.static_names, store)
+        self.dynamic = _pick("dynamic", spec.dynamic, store.dynamic_names, store)
+        self.coarse = _pick("coarse", spec.coarse, store.coarse_names, store)
+        if spec.swi_of is None:
+            self.swi_of = [n for n in self.dynamic + self.coarse
+                           if store.units.get(n, "").strip().lower() in SOIL_MOISTURE_UNITS]  # fmt: skip
+        else:
+            self.swi_of = list(spec.swi_of)
+            bad = [n for n in self.swi_of if n not in self.dynamic + self.coarse]
+            if bad:
+                raise ConfigError(f"{store.path}: SWI source(s) {bad} are not selected dynamic/coarse features")
+        self.swi_names = [f"swi{T:g}_{n}" for n in self.swi_of for T in spec.swi_T]
+        self.calendar = ["doy_sin", "doy_cos"] if spec.calendar else []
+        self.names = self.static + self.dynamic + self.coarse + self.swi_names + self.calendar
+        self._si = [store.static_names.index(n) for n in self.static]
+        self._di = [store.dynamic_names.index(n) for n in self.dynamic]
+        self._days = store.times.astype("datetime64[D]").astype(np.float64)
+
+    def __repr__(self) -> str:
+        return f"<FeatureBuilder {self.store.tile_id}: {len(self.names)} features {self.names}>"
+
+    def _window(self, window: Window | None) -> Window:
+        ny, nx = self.store.grid.subpixel_shape
+        if window is None:
+            return (0, ny, 0, nx)
+        r0, r1, c0, c1 = (int(v) for v in window)
+        if not (0 <= r0 < r1 <= ny and 0 <= c0 < c1 <= nx):
+            raise ValidationError(f"window {window} outside the tile's {ny}×{nx} sub-pixels")
+        return (r0, r1, c0, c1)
+
+    def source_series(self, name: str, window: Window | None = None) -> np.ndarray:
+        """All days of one dynamic or coarse covariate over a window: (T, h, w) float32."""
+        r0, r1, c0, c1 = self._window(window)
+        s = self.store
+        if name in s.dynamic_names:
+            return np.asarray(s.dynamic[:, s.dynamic_names.index(name), r0:r1, c0:c1], dtype=np.float32)
+        layer = s.coarse[name]
+        idx = layer.index[r0:r1, c0:c1]
+        vals = np.asarray(layer.values, dtype=np.float32)[:, np.maximum(idx, 0)]
+        vals[:, idx < 0] = np.nan
+        return vals
+
+    def swi(self, window: Window | None = None) -> np.ndarray:
+        """SWI of every source and T over all days of the tile: (n_swi, T_days, h, w) float32.
+
+        Ordered as :attr:`swi_names`. Each sub-pixel is filtered along its own series
+        (NaN days skipped; days without observation are NaN).
+        """
+        r0, r1, c0, c1 = self._window(window)
+        out = np.empty((len(self.swi_names), self._days.size, r1 - r0, c1 - c0), dtype=np.float32)
+        nT = len(self.spec.swi_T)
+        for i, name in enumerate(self.swi_of):
+            out[i * nT : (i + 1) * nT] = exp_filter(self.source_series(name, (r0, r1, c0, c1)), self._days,
+                                                    self.spec.swi_T)  # fmt: skip
+        return out
+
+    def day(self, t: int, window: Window | None = None, swi: np.ndarray | None = None,
+            out: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+        """All features of day index ``t`` over a window: (F, h, w) float32.
+
+        Parameters
+        ----------
+        t : int
+            Day index into ``store.times``.
+        window : (row0, row1, col0, col1), optional
+            Sub-pixel window (default the whole tile).
+        swi : ndarray, optional
+            :meth:`swi` of the same window (computed here if needed and not given).
+        out : ndarray, optional
+            Output buffer (F, h, w) float32.
+        """
+        r0, r1, c0, c1 = self._window(window)
+        s = self.store
+        if not 0 <= t < self._days.size:
+            raise ValidationError(f"day index {t} outside the store's {self._days.size} days")
+        h, w = r1 - r0, c1 - c0
+        if out is None:
+            out = np.empty((len(self.names), h, w), dtype=np.float32)
+        k = 0
+        for i in self._si:
+            out[k] = s.static[i, r0:r1, c0:c1]
+            k += 1
+        for i in self._di:
+            out[k] = s.dynamic[t, i, r0:r1, c0:c1]
+            k += 1
+        for name in self.coarse:
+            layer = s.coarse[name]
+            idx = layer.index[r0:r1, c0:c1]
+            np.take(layer.values[t], np.maximum(idx, 0), out=out[k])
+            out[k][idx < 0] = np.nan
+            k += 1
+        if self.swi_names:
+            if swi is None:
+                swi = self.swi(window)
+            if swi.shape != (len(self.swi_names), self._days.size, h, w):
+                raise ValidationError(f"swi has shape {swi.shape}, expected {(len(self.swi_names), self._days.size, h, w)}")
+            out[k : k + len(self.swi_names)] = swi[:, t]
+            k += len(self.swi_names)
+        if self.calendar:
+            cal = calendar_features([s.times[t]])
+            out[k] = cal["doy_sin"][0]
+            out[k + 1] = cal["doy_cos"][0]
+        return out
+
+
+def _day_kernel(cell: float, humidity: float, theta: float, pressure: float) -> np.ndarray:
+    return footprint_kernel(cell, humidity, float(np.clip(theta, 0.01, 0.6)), pressure)
+
+
+def training_table(
+    stations: Any,
+    stores: TileStore | Iterable[TileStore],
+    spec: FeatureSpec | None = None,
+    *,
+    daily: pd.DataFrame | None = None,
+    min_hours: float = 18.0,
+    min_valid_fraction: float = 0.5,
+    default_humidity: float = 7.0,
+) -> pd.DataFrame:
+    r"""One row per station-day: target, site id, date and footprint-weighted features.
+
+    For each station inside a tile and each of its daily values on a day the tile holds,
+    the day's kernel is :func:`~smengine.footprint.footprint_kernel` at the tile's
+    sub-pixel size with that day's absolute humidity, pressure and the station's soil
+    moisture (θ clipped to [0.01, 0.6]); each feature raster of :meth:`FeatureBuilder.day`
+    is averaged with :func:`~smengine.footprint.footprint_average` (NaN-aware,
+    renormalised, NaN below ``min_valid_fraction``) centred on the station's sub-pixel.
+
+    Parameters
+    ----------
+    stations : StationSet
+        Stations with coordinates (and daily met for the kernel).
+    stores : TileStore or iterable of TileStore
+        Tiles sharing one spec (their features must match).
+    spec : FeatureSpec, optional
+    daily : pandas.DataFrame, optional
+        ``stations.daily(min_hours)`` if not given (columns station, date, sm, and
+        optionally abs_humidity, pressure).
+    min_hours : float, optional
+        Passed to :meth:`StationSet.daily`.
+    min_valid_fraction : float, optional
+        Passed to :func:`~smengine.footprint.footprint_average`.
+    default_humidity : float, optional
+        g m⁻³ where a day has no humidity; pressure defaults to the barometric pressure
+        at the station elevation (or 1013.25 hPa).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``station, date, target`` then the feature names, then ``tile``,
+        ``kernel_half_width`` (kernel half-width) and ``valid_fraction`` (minimum over
+        features). ``.attrs`` holds ``features`` (names), ``spec`` and ``excluded``
+        (station → reason: outside every tile, no days in the tiles).
+    """
+    stores = [stores] if isinstance(stores, TileStore) else list(stores)
+    if not stores:
+        raise ConfigError("training_table needs at least one TileStore")
+    builders = [FeatureBuilder(s, spec) for s in stores]
+    names = builders[0].names
+    for b in builders[1:]:
+        if b.names != names:
+            raise ValidationError(f"{b.store.path}: features {b.names} differ from {stores[0].path}: {names}")
+    daily = stations.daily(min_hours) if daily is None else daily
+    meta = stations.metadata()
+    rows: list[dict[str, Any]] = []
+    excluded: dict[str, str] = {}
+    for sid, g in daily.groupby("station", sort=True):
+        m = meta.loc[sid]
+        hit = None
+        for b in builders:
+            r, c = b.store.grid.lonlat_to_rowcol(m["lon"], m["lat"], subpixel=True)
+            if bool(b.store.grid.contains(r, c, subpixel=True)):
+                hit = (b, int(r), int(c))
+                break
+        if hit is None:
+            excluded[sid] = "outside every tile"
+            log.warning("station %s (%.4f, %.4f) is outside every tile; excluded", sid, m["lat"], m["lon"])
+            continue
+        b, r, c = hit
+        days = g["date"].to_numpy().astype("datetime64[D]")
+        t_idx = np.searchsorted(b.store.times, days)
+        ok = (t_idx < b.store.times.size) & (b.store.times[np.minimum(t_idx, b.store.times.size - 1)] == days)
+        if not ok.any():
+            excluded[sid] = "no station day inside the tile's days"
+            log.warning("station %s: none of its %d days are in tile %s", sid, len(g), b.store.tile_id)
+            continue
+        g = g[ok]
+        t_idx = t_idx[ok]
+        elev = m.get("elevation", np.nan)
+        p_default = REFERENCE_PRESSURE * float(np.exp(-elev / 8300.0)) if np.isfinite(elev) else REFERENCE_PRESSURE
+        hum = g["abs_humidity"].fillna(default_humidity).to_numpy() if "abs_humidity" in g else np.full(len(g), default_humidity)
+        pres = g["pressure"].fillna(p_default).to_numpy() if "pressure" in g else np.full(len(g), p_default)
+        cell = b.store.grid.subpixel_resolution
+        kernels = [_day_kernel(cell, h, th, p) for h, th, p in zip(hum, g["sm"].to_numpy(), pres, strict=True)]
+        half = max(k.shape[0] // 2 for k in kernels)
+        ny, nx = b.store.grid.subpixel_shape
+        win = (max(r - half, 0), min(r + half + 1, ny), max(c - half, 0), min(c + half + 1, nx))
+        swi = b.swi(win) if b.swi_names else None
+        buf = np.empty((len(names), win[1] - win[0], win[3] - win[2]), dtype=np.float32)
+        for (_, row), t, k in zip(g.iterrows(), t_idx, kernels, strict=True):
+            x = b.day(int(t), win, swi, out=buf)
+            vals, frac = footprint_average(x, [r - win[0]], [c - win[2]], k, min_valid_fraction,
+                                           return_valid_fraction=True)  # fmt: skip
+            rec = {"station": sid, "date": row["date"], "target": row["sm"]}
+            rec.update(zip(names, vals[:, 0].tolist(), strict=True))
+            rec.update(tile=b.store.tile_id, kernel_half_width=k.shape[0] // 2, valid_fraction=float(frac.min()))
+            rows.append(rec)
+    cols = ["station", "date", "target", *names, "tile", "kernel_half_width", "valid_fraction"]
+    out = pd.DataFrame(rows, columns=cols)
+    out.attrs.update(features=list(names), spec=(spec or FeatureSpec()).to_dict(), excluded=excluded)
+    log.info("training table: %d station-days from %d stations (%d excluded)", len(out),
+             out["station"].nunique(), len(excluded))  # fmt: skip
+    return out

@@ -1,0 +1,157 @@
+"""smengine.features: feature definitions and the footprint-weighted training table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyproj import Transformer
+
+from smengine.errors import ConfigError
+from smengine.features import (
+    FeatureBuilder,
+    FeatureSpec,
+    calendar_features,
+    training_table,
+)
+from smengine.filters import exp_filter
+from smengine.footprint import footprint_kernel
+from smengine.grid import Grid
+from smengine.stations import Station, StationSet
+from smengine.tiles import TileStore, TileWriter
+
+DAYS = np.array(["2020-05-01", "2020-05-02", "2020-05-03", "2020-05-05", "2020-05-06", "2020-05-07"],
+                dtype="datetime64[D]")  # fmt: skip
+
+
+@pytest.fixture
+def store(tmp_path) -> TileStore:
+    grid = Grid.from_bounds(4_321_000, 2_987_000, 4_333_000, 2_997_000, tile_size=100)  # 10×12 px, 40×48 sub-px
+    rng = np.random.default_rng(3)
+    ny, nx = grid.subpixel_shape
+    static = rng.random((2, ny, nx)).astype(np.float32)
+    static[0, 20, 20] = np.nan  # a hole next to the station
+    dyn = (0.2 + 0.1 * rng.random((DAYS.size, 2, ny, nx))).astype(np.float32)
+    dyn[:, 0][rng.random((DAYS.size, ny, nx)) < 0.3] = np.nan  # satellite gaps in the SM layer
+    index = (np.arange(ny)[:, None] // 16) * 3 + np.arange(nx)[None, :] // 16
+    n_cells = int(index.max()) + 1
+    coarse = (0.25 + 0.05 * rng.random((DAYS.size, n_cells))).astype(np.float32)
+    units = {"elev": "m", "sand": "%", "s1": "m3 m-3", "ndvi": "1", "smap": "m3 m-3"}
+    path = tmp_path / "t.h5"
+    with TileWriter(path, grid, DAYS, ["elev", "sand"], ["s1", "ndvi"], units, coarse={"smap": (index, n_cells)},
+                    tile_id="t000_000") as w:  # fmt: skip
+        for i, n in enumerate(["elev", "sand"]):
+            w.write_static(n, static[i])
+        for t in range(DAYS.size):
+            w.write_dynamic(t, "s1", dyn[t, 0])
+            w.write_dynamic(t, "ndvi", dyn[t, 1])
+            w.write_coarse(t, "smap", coarse[t])
+    return TileStore.open(path)
+
+
+def _lonlat(grid: Grid, row: int, col: int) -> tuple[float, float]:
+    x, y = grid.xy(row, col, subpixel=True)
+    lon, lat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform(x, y)
+    return float(lon), float(lat)
+
+
+def _stations(store: TileStore, row: int = 21, col: int = 19) -> StationSet:
+    lon, lat = _lonlat(store.grid, row, col)
+    idx = pd.date_range("2020-04-30", "2020-05-08", freq="1h", tz="UTC", inclusive="left")
+    sm = 0.15 + 0.1 * np.sin(np.arange(idx.size) / 40.0)
+    data = pd.DataFrame({"sm": sm, "abs_humidity": 6.0 + np.arange(idx.size) / 100.0, "pressure": 990.0}, index=idx)
+    inside = Station(id="IN", lat=lat, lon=lon, data=data, bulk_density=1.4)
+    outside = Station(id="OUT", lat=48.0, lon=2.0, data=data.copy())
+    return StationSet([inside, outside])
+
+
+def test_feature_names_and_spec_roundtrip(store: TileStore) -> None:
+    fb = FeatureBuilder(store)
+    T = FeatureSpec().swi_T
+    assert fb.swi_of == ["s1", "smap"]  # chosen by their soil-moisture units
+    assert fb.names == (["elev", "sand", "s1", "ndvi", "smap"] + [f"swi{t:g}_s1" for t in T]
+                        + [f"swi{t:g}_smap" for t in T] + ["doy_sin", "doy_cos"])  # fmt: skip
+    spec = FeatureSpec(static=("elev",), dynamic=(), coarse=("smap",), swi_of=("smap",), swi_T=(3, 30))
+    assert FeatureSpec.from_dict(spec.to_dict()) == spec
+    assert FeatureBuilder(store, spec).names == ["elev", "smap", "swi3_smap", "swi30_smap", "doy_sin", "doy_cos"]
+    with pytest.raises(ConfigError, match="not in the store"):
+        FeatureBuilder(store, FeatureSpec(static=("clay",)))
+    with pytest.raises(ConfigError, match="SWI source"):
+        FeatureBuilder(store, FeatureSpec(dynamic=("ndvi",), swi_of=("s1",)))
+    with pytest.raises(ConfigError, match="swi_T"):
+        FeatureSpec(swi_T=(0,))
+
+
+def test_builder_day_equals_store_layers_and_per_pixel_swi(store: TileStore) -> None:
+    fb = FeatureBuilder(store)
+    win = (5, 30, 7, 40)
+    swi = fb.swi(win)
+    for t in range(DAYS.size):
+        x = fb.day(t, win, swi)
+        full = store.features(t)
+        np.testing.assert_array_equal(x[:5], full[:, 5:30, 7:40])
+        # SWI: each sub-pixel filtered along its own series over the store's days
+        days = store.times.astype(float)
+        for j, name in enumerate(["s1", "smap"]):
+            series = np.stack([store.features(i)[2 if name == "s1" else 4, 5:30, 7:40] for i in range(DAYS.size)])
+            ref = exp_filter(series.astype(np.float64), days, FeatureSpec().swi_T)[:, t]
+            np.testing.assert_allclose(x[5 + 4 * j : 9 + 4 * j], ref, rtol=1e-6, equal_nan=True)
+        cal = calendar_features([DAYS[t]])
+        assert x[-2, 0, 0] == np.float32(cal["doy_sin"][0]) and x[-1, 3, 3] == np.float32(cal["doy_cos"][0])
+    # the whole-tile day equals the window cut from it
+    np.testing.assert_array_equal(fb.day(3)[:, 5:30, 7:40], fb.day(3, win, swi))
+
+
+def _slow_footprint_mean(raster: np.ndarray, r: int, c: int, k: np.ndarray, min_frac: float) -> float:
+    n = k.shape[0] // 2
+    num = den = tot = 0.0
+    for i in range(k.shape[0]):
+        for j in range(k.shape[1]):
+            rr, cc = r + i - n, c + j - n
+            if 0 <= rr < raster.shape[0] and 0 <= cc < raster.shape[1]:
+                tot += k[i, j]
+                if not np.isnan(raster[rr, cc]):
+                    num += k[i, j] * raster[rr, cc]
+                    den += k[i, j]
+    return num / den if tot > 0 and den / tot >= min_frac else np.nan
+
+
+def test_training_table_matches_slow_reference(store: TileStore) -> None:
+    ss = _stations(store)
+    table = training_table(ss, store)
+    assert table.attrs["excluded"] == {"OUT": "outside every tile"}
+    daily = ss.daily()
+    inside = daily[(daily["station"] == "IN") & daily["date"].isin(DAYS)]
+    assert table["date"].tolist() == inside["date"].tolist()  # 2020-05-04 is not in the store
+    assert len(table) == 6
+    np.testing.assert_array_equal(table["target"], inside["sm"])
+    fb = FeatureBuilder(store)
+    swi_full = fb.swi()
+    cell = store.grid.subpixel_resolution
+    for (_, row), (_, d) in zip(table.iterrows(), inside.iterrows(), strict=True):
+        t = store.day_index(row["date"])
+        k = footprint_kernel(cell, d["abs_humidity"], d["sm"], d["pressure"])  # that day's kernel
+        x = fb.day(t, swi=swi_full)
+        for f, name in enumerate(fb.names):
+            want = _slow_footprint_mean(x[f].astype(np.float64), 21, 19, k, 0.5)
+            assert row[name] == pytest.approx(want, rel=1e-5, abs=1e-7, nan_ok=True), (name, row["date"])
+    assert table["kernel_half_width"].min() >= 2
+    # a feature whose valid footprint weight is below 0.5 is NaN, and that shows in valid_fraction
+    low = table["valid_fraction"] < 0.5
+    assert low.any() and table.loc[low, fb.names].isna().any(axis=1).all()
+    assert not table.loc[~low, fb.names].isna().any(axis=None)
+
+
+def test_training_table_uniform_fields_give_the_field_value(tmp_path) -> None:
+    grid = Grid.from_bounds(4_321_000, 2_987_000, 4_329_000, 2_995_000, tile_size=100, subpixel=8)
+    units = {"a": "1", "s1": "m3 m-3"}
+    with TileWriter(tmp_path / "u.h5", grid, DAYS, ["a"], ["s1"], units) as w:
+        w.write_static("a", np.full(grid.subpixel_shape, 3.5, np.float32))
+        for t in range(DAYS.size):
+            w.write_dynamic(t, "s1", np.full(grid.subpixel_shape, 0.1 * (t + 1), np.float32))
+    st = TileStore.open(tmp_path / "u.h5")
+    table = training_table(_stations(st, 2, 61), st, FeatureSpec(swi_T=(10.0,)))  # near the east edge
+    t = np.array([st.day_index(d) for d in table["date"]])
+    assert len(t) == 6 and np.allclose(table["a"], 3.5) and np.allclose(table["s1"], 0.1 * (t + 1))
+    ref = exp_filter(0.1 * (np.arange(DAYS.size) + 1), st.times.astype(float), 10.0)
+    np.testing.assert_allclose(table["swi10_s1"], ref[t], rtol=1e-6)
