@@ -72,3 +72,28 @@ def test_ingest_command_writes_tiles(data_dir, tmp_path):
     assert store.coarse_names == ["esa_cci_sm"] and str(store.times[0]) == "2016-06-07"
     bad = CliRunner().invoke(cli, ["ingest", str(nc), "--out", str(out)])
     assert bad.exit_code != 0 and "--bounds" in bad.output
+
+
+def test_stations_command_writes_daily_table(tmp_path):
+    import pandas as pd
+
+    idx = pd.date_range("2020-06-01", periods=72, freq="1h", tz="UTC")
+    src = tmp_path / "s.csv"
+    pd.DataFrame({"time": idx.strftime("%Y-%m-%dT%H:%MZ"), "station": "A", "sm": 0.2}).to_csv(src, index=False)
+    meta = tmp_path / "m.csv"
+    pd.DataFrame({"station": ["A"], "lat": [50.0], "lon": [6.0]}).to_csv(meta, index=False)
+    out = tmp_path / "daily.csv"
+    res = CliRunner().invoke(cli, ["stations", str(src), "--format", "csv", "--metadata", str(meta), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "1 station(s), 3 station-days" in res.output
+    d = pd.read_csv(out)
+    assert d["sm"].tolist() == [0.2, 0.2, 0.2] and d["n_hours"].tolist() == [24, 24, 24]
+    bad = CliRunner().invoke(cli, ["stations", str(src), "--format", "csv"])
+    assert bad.exit_code != 0 and "A: no metadata" in bad.output
+
+
+@pytest.mark.data
+def test_stations_command_roaring_fork(data_dir, tmp_path):
+    res = CliRunner().invoke(cli, ["stations", str(data_dir / "crns" / "roaring_fork_co_usgs"), "--format", "roaring-fork"])
+    assert res.exit_code == 0, res.output
+    assert "15 station(s)" in res.output and "R7 " in res.output

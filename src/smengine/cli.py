@@ -117,6 +117,58 @@ def ingest(sources: tuple[Path, ...], out_dir: Path, bounds: tuple[float, ...] |
                f"{grid.tile_shape[0]}x{grid.tile_shape[1]} tiles)")
 
 
+_READERS = ("cosmos-europe", "ismn", "csv", "roaring-fork", "fuerstensee")
+
+
+@cli.command()
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(_READERS), required=True, help="Reader for SOURCE.")
+@click.option("--metadata", type=click.Path(exists=True, path_type=Path), help="Station table (csv format).")
+@click.option("--min-hours", default=18.0, show_default=True, help="Minimum valid hours per UTC day.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the daily table as CSV (atomic); default: print a summary only.")  # fmt: skip
+def stations(source: Path, fmt: str, metadata: Path | None, min_hours: float, out_file: Path | None) -> None:
+    """Read CRNS/in-situ stations from SOURCE, aggregate to UTC days and summarise them."""
+    import os
+    import tempfile
+
+    from smengine import stations as st
+
+    try:
+        if fmt == "cosmos-europe":
+            ss = st.read_cosmos_europe(source)
+        elif fmt == "ismn":
+            ss = st.read_ismn(source)
+        elif fmt == "csv":
+            ss = st.read_csv(source, metadata=metadata)
+        elif fmt == "roaring-fork":
+            ss = st.read_roaring_fork(source)
+        else:
+            ss = st.read_fuerstensee(source)
+        daily = ss.daily(min_hours)
+    except SMEngineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if len(ss) == 0:
+        why = "; ".join(f"{e['station']}: {e['reason']}" for _, e in ss.exclusions.iterrows())
+        raise click.ClickException(f"no station read from {source} ({why or 'nothing found'})")
+    summary = daily.groupby("station")["sm"].agg(["count", "mean", "min", "max"])
+    click.echo(f"{len(ss)} station(s), {len(daily)} station-days (>= {min_hours:g} valid hours)")
+    click.echo(summary.round(3).to_string())
+    for _, e in ss.exclusions.iterrows():
+        click.echo(f"excluded {e['station']}: {e['reason']}", err=True)
+    if out_file is not None:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out_file.parent, prefix=f".{out_file.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            daily.to_csv(tmp, index=False, float_format="%.6g")
+            os.replace(tmp, out_file)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        click.echo(f"daily table: {out_file}")
+
+
 def main() -> None:  # console-script entry point
     cli(prog_name="smengine")
 
