@@ -514,6 +514,34 @@ def counts_to_sm(
         Hourly ``sm``, ``sm_std``, ``counts`` (corrected, smoothed), ``counts_raw``,
         ``f_pressure``, ``f_humidity``, ``f_incoming`` and ``flag``.
     """
+    corrected = _correct_counts(
+        raw_cph, pressure=pressure, abs_humidity=abs_humidity, incoming=incoming,
+        incoming_reference=incoming_reference, cutoff_rigidity=cutoff_rigidity, monitor_rigidity=monitor_rigidity,
+        pressure_reference=pressure_reference, count_range=count_range, smooth_hours=smooth_hours,
+    )  # fmt: skip
+    return _corrected_to_sm(corrected, n0, bulk_density, lattice_water, soc, porosity)
+
+
+def _correct_counts(
+    raw_cph: pd.Series,
+    *,
+    pressure: pd.Series | None = None,
+    abs_humidity: pd.Series | None = None,
+    incoming: pd.Series | None = None,
+    incoming_reference: float | None = None,
+    cutoff_rigidity: float | None = None,
+    monitor_rigidity: float = 4.49,
+    pressure_reference: float = 1013.25,
+    count_range: tuple[float, float] = (50.0, 10000.0),
+    smooth_hours: int = 24,
+) -> pd.DataFrame:
+    """Steps 1–2 and the smoothing of :func:`counts_to_sm` (no N0 needed).
+
+    Returns hourly ``counts`` (corrected, smoothed), ``counts_raw``, ``f_pressure``,
+    ``f_humidity``, ``f_incoming``, ``flag`` and ``_n_hours`` (hours in each smoothing
+    window, for the uncertainty), so that N0 can be calibrated on the corrected counts
+    before :func:`_corrected_to_sm` converts them.
+    """
     if not isinstance(raw_cph.index, pd.DatetimeIndex) or raw_cph.index.tz is None:
         raise ValidationError("raw_cph should have a timezone-aware DatetimeIndex")
     lo, hi = count_range
@@ -570,17 +598,27 @@ def counts_to_sm(
     else:
         smooth, n_in = corrected, pd.Series(1.0, index=hourly.index)
     smooth = smooth.where(corrected.notna())  # no value where the hour itself is bad
-    sm = nt.counts_to_theta(smooth.to_numpy(), n0, bulk_density, lattice_water, soc)
-    # Poisson σ of a mean over n_in hours, carried through the correction factors
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sigma_n = np.sqrt(smooth.to_numpy() / np.maximum(n_in.to_numpy(), 1.0) * (fp * fh * fi).to_numpy())
-    sm_std = nt.theta_uncertainty(smooth.to_numpy(), sigma_n, n0, bulk_density)
-    out = pd.DataFrame(
-        {"sm": sm, "sm_std": sm_std, "counts": smooth.to_numpy(), "counts_raw": hourly["raw"].to_numpy(),
-         "f_pressure": fp.to_numpy(), "f_humidity": fh.to_numpy(), "f_incoming": fi.to_numpy(),
-         "flag": flag.to_numpy()},
+    return pd.DataFrame(
+        {"counts": smooth.to_numpy(), "counts_raw": hourly["raw"].to_numpy(), "f_pressure": fp.to_numpy(),
+         "f_humidity": fh.to_numpy(), "f_incoming": fi.to_numpy(), "flag": flag.to_numpy(),
+         "_n_hours": n_in.to_numpy()},
         index=hourly.index,
     )  # fmt: skip
+
+
+def _corrected_to_sm(
+    corrected: pd.DataFrame, n0: float, bulk_density: float, lattice_water: float, soc: float,
+    porosity: float | None,
+) -> pd.DataFrame:  # fmt: skip
+    """Step 3 of :func:`counts_to_sm`: θ and its uncertainty from :func:`_correct_counts` output."""
+    out = corrected.drop(columns="_n_hours")
+    n = corrected["counts"].to_numpy()
+    f = (corrected["f_pressure"] * corrected["f_humidity"] * corrected["f_incoming"]).to_numpy()
+    # Poisson σ of a mean over n_hours hours, carried through the correction factors
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sigma_n = np.sqrt(n / np.maximum(corrected["_n_hours"].to_numpy(), 1.0) * f)
+    out.insert(0, "sm_std", nt.theta_uncertainty(n, sigma_n, n0, bulk_density))
+    out.insert(0, "sm", nt.counts_to_theta(n, n0, bulk_density, lattice_water, soc))
     if porosity is not None and np.isfinite(porosity):
         excess = out["sm"] > porosity
         out.loc[excess, "flag"] |= int(QC.POROSITY_EXCESS)
@@ -1232,13 +1270,12 @@ def read_roaring_fork(
         cph = pd.Series(pd.to_numeric(raw[tube], errors="coerce").to_numpy() * 3600.0 / sample_seconds, index=idx)
         h = pd.Series(nt.absolute_humidity(g["rel_humidity"].to_numpy(), g["air_temperature"].to_numpy()), index=idx)
         bd, lw, soc = float(c["bd"]), float(c["lw"]), float(c["soc_water"])
-        n0_site, calib = (float(n0[site]), []) if n0 and site in n0 else (math.nan, None)
-        if calib is None:
-            prov = counts_to_sm(cph, n0=1.0, bulk_density=bd, pressure=g["pressure"], abs_humidity=h,
-                                count_range=count_range)  # fmt: skip
-            n0_site, calib = _calibrated_n0(prov["counts"], [c["CalDate"]], [c["Sample_total_swc_g"]], str(f))
-        conv = counts_to_sm(cph, n0=n0_site, bulk_density=bd, lattice_water=lw, soc=soc, pressure=g["pressure"],
-                            abs_humidity=h, count_range=count_range, porosity=1.0 - bd / 2.65)  # fmt: skip
+        corr = _correct_counts(cph, pressure=g["pressure"], abs_humidity=h, count_range=count_range)
+        if n0 and site in n0:
+            n0_site, calib = float(n0[site]), []
+        else:
+            n0_site, calib = _calibrated_n0(corr["counts"], [c["CalDate"]], [c["Sample_total_swc_g"]], str(f))
+        conv = _corrected_to_sm(corr, n0_site, bd, lw, soc, porosity=1.0 - bd / 2.65)
         g["abs_humidity"] = h
         data = _merge_hourly(conv, g)
         frozen = data["soil_temperature_5"] < frozen_soil_temperature
@@ -1342,17 +1379,16 @@ def read_fuerstensee(
     cph = col("NeutronCount_Epithermal_Cum1h")
     bd, lw, soc, rc = (float(m[k]) for k in ("bulk_density", "lattice_water", "soc", "cutoff_rigidity"))
     nm_ref = float(nm[idx[0] : idx[-1]].mean()) if nm is not None else None
-    kw = {"pressure": g["pressure"], "abs_humidity": g["abs_humidity"], "incoming": nm, "incoming_reference": nm_ref,
-              "cutoff_rigidity": rc, "count_range": count_range}  # fmt: skip
-    prov = counts_to_sm(cph, n0=1.0, bulk_density=bd, **kw)  # type: ignore[arg-type]
+    corr = _correct_counts(cph, pressure=g["pressure"], abs_humidity=g["abs_humidity"], incoming=nm,
+                           incoming_reference=nm_ref, cutoff_rigidity=rc, count_range=count_range)  # fmt: skip
     if calibration is not None:
-        n0, calib = _fsc_calibration(Path(calibration), prov, g)
+        n0, calib = _fsc_calibration(Path(calibration), corr, g)
         how = f"N0 = {n0:.1f} cph calibrated from {Path(calibration).name} ({len(calib)} campaigns)"
     else:
-        n0 = float(m["n0"]) * float(prov["counts"].mean()) / float(m["mean_corrected_counts"])
+        n0 = float(m["n0"]) * float(corr["counts"].mean()) / float(m["mean_corrected_counts"])
         calib = []
         how = f"N0 = {n0:.1f} cph: table N0 {m['n0']:g} × mean corrected counts ours/table"
-    conv = counts_to_sm(cph, n0=n0, bulk_density=bd, lattice_water=lw, soc=soc, porosity=float(m["porosity"]), **kw)  # type: ignore[arg-type]
+    conv = _corrected_to_sm(corr, n0, bd, lw, soc, porosity=float(m["porosity"]))
     data = _merge_hourly(conv, g)
     st = _station_from_meta(station, meta, data, str(f), "COSMOS-Europe")
     st = replace(st, n0=n0, extra={**st.extra, "n0_table": float(m["n0"]), "calibration": calib,
@@ -1366,7 +1402,7 @@ def read_fuerstensee(
     return StationSet([st])
 
 
-def _fsc_calibration(path: Path, prov: pd.DataFrame, g: pd.DataFrame) -> tuple[float, list[dict[str, Any]]]:
+def _fsc_calibration(path: Path, corr: pd.DataFrame, g: pd.DataFrame) -> tuple[float, list[dict[str, Any]]]:
     from smengine.footprint import weighted_profile_average
 
     c = _read_table(path)
@@ -1380,7 +1416,7 @@ def _fsc_calibration(path: Path, prov: pd.DataFrame, g: pd.DataFrame) -> tuple[f
     rows = []
     for t, camp in c.groupby("t"):
         win = slice(t - pd.Timedelta("12h"), t + pd.Timedelta("12h"))
-        n = float(prov["counts"][win].mean())
+        n = float(corr["counts"][win].mean())
         if not np.isfinite(n):
             log.warning("%s: no counts around campaign %s; skipped", path, t)
             continue
