@@ -225,10 +225,7 @@ class FeatureBuilder:
             out[k] = s.dynamic[t, i, r0:r1, c0:c1]
             k += 1
         for name in self.coarse:
-            layer = s.coarse[name]
-            idx = layer.index[r0:r1, c0:c1]
-            np.take(layer.values[t], np.maximum(idx, 0), out=out[k])
-            out[k][idx < 0] = np.nan
+            s.coarse[name].expand(t, out=out[k], window=(r0, r1, c0, c1))
             k += 1
         if self.swi_names:
             if swi is None:

@@ -88,9 +88,14 @@ class CoarseLayer:
     values: np.ndarray
     index: np.ndarray
 
-    def expand(self, t: int, out: np.ndarray | None = None) -> np.ndarray:
-        """Sub-pixel field (Y, X) of day index ``t`` (NaN where the index is −1)."""
-        idx = self.index
+    def expand(
+        self, t: int, out: np.ndarray | None = None, window: tuple[int, int, int, int] | None = None
+    ) -> np.ndarray:
+        """Sub-pixel field (Y, X) of day index ``t`` (NaN where the index is −1).
+
+        ``window`` = (row0, row1, col0, col1) expands only that part (shape (row1 − row0, col1 − col0)).
+        """
+        idx = self.index if window is None else self.index[window[0] : window[1], window[2] : window[3]]
         if out is None:
             out = np.empty(idx.shape, dtype=np.float32)
         row = self.values[t]
