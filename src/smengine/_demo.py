@@ -12,30 +12,19 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from smengine import footprint as fp
+from smengine._io import atomic_write
 
 log = logging.getLogger(__name__)
 
 HUMIDITIES = (0.0, 5.0, 10.0, 15.0, 20.0, 25.0)
 THETAS = (0.02, 0.05, 0.10, 0.15, 0.20, 0.30, 0.40, 0.49)
 DENSITIES = (1.0, 1.2, 1.4, 1.6)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _plot(path: Path, kernel: np.ndarray, cell: float, r86: float) -> bool:
@@ -90,7 +79,7 @@ def run(out_dir: Path | str, quick: bool = False) -> Path:
     lines += [f"R86_m,{t:g}," + ",".join(f"{v:.1f}" for v in row) for t, row in zip(THETAS, r86)]
     lines += ["table,theta," + ",".join(f"rho_b={x:g}" for x in DENSITIES)]
     lines += [f"D86_cm,{t:g}," + ",".join(f"{v:.2f}" for v in row) for t, row in zip(THETAS, d86)]
-    _atomic_write(out / "footprint_tables.csv", ("\n".join(lines) + "\n").encode())
+    atomic_write(out / "footprint_tables.csv", ("\n".join(lines) + "\n").encode())
 
     cell, hum, theta = 10.0, 8.0, 0.2
     kernel = fp.footprint_kernel(cell, hum, theta)
@@ -150,6 +139,6 @@ def run(out_dir: Path | str, quick: bool = False) -> Path:
         "",
     ]
     path = out / "report.md"
-    _atomic_write(path, "\n".join(report).encode())
+    atomic_write(path, "\n".join(report).encode())
     log.info("demo finished in %.1f s: %s", time.perf_counter() - t0, path)
     return path

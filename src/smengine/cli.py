@@ -129,10 +129,8 @@ _READERS = ("cosmos-europe", "ismn", "csv", "roaring-fork", "fuerstensee")
               help="Write the daily table as CSV (atomic); default: print a summary only.")  # fmt: skip
 def stations(source: Path, fmt: str, metadata: Path | None, min_hours: float, out_file: Path | None) -> None:
     """Read CRNS/in-situ stations from SOURCE, aggregate to UTC days and summarise them."""
-    import os
-    import tempfile
-
     from smengine import stations as st
+    from smengine._io import atomic_write
 
     try:
         if fmt == "cosmos-europe":
@@ -157,15 +155,7 @@ def stations(source: Path, fmt: str, metadata: Path | None, min_hours: float, ou
     for _, e in ss.exclusions.iterrows():
         click.echo(f"excluded {e['station']}: {e['reason']}", err=True)
     if out_file is not None:
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out_file.parent, prefix=f".{out_file.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            daily.to_csv(tmp, index=False, float_format="%.6g")
-            os.replace(tmp, out_file)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(out_file, daily.to_csv(index=False, float_format="%.6g").encode())
         click.echo(f"daily table: {out_file}")
 
 
