@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from pyproj import Transformer
 
-from smengine.errors import ConfigError
+from smengine.errors import ConfigError, ValidationError
 from smengine.features import (
     FeatureBuilder,
     FeatureSpec,
@@ -136,6 +136,20 @@ def test_training_table_matches_slow_reference(store: TileStore) -> None:
             want = _slow_footprint_mean(x[f].astype(np.float64), 21, 19, k, 0.5)
             assert row[name] == pytest.approx(want, rel=1e-5, abs=1e-7, nan_ok=True), (name, row["date"])
     assert table["kernel_half_width"].min() >= 2
+    # x, y: the station's sub-pixel centre in the grid CRS (m), before the bookkeeping columns
+    assert list(table.columns) == ["station", "date", "target", *fb.names, "x", "y", "tile", "kernel_half_width",
+                                   "valid_fraction"]  # fmt: skip
+    x0, y0 = store.grid.xy(21, 19, subpixel=True)
+    assert (table["x"] == float(x0)).all() and (table["y"] == float(y0)).all()
+    assert float(x0) == 4_321_000 + 19.5 * 250 and float(y0) == 2_997_000 - 21.5 * 250
+    # units: the store's for covariates, the source's for SWI, "1" for the calendar
+    T = FeatureSpec().swi_T
+    want = {"elev": "m", "sand": "%", "s1": "m3 m-3", "ndvi": "1", "smap": "m3 m-3",
+            **{f"swi{t:g}_{src}": "m3 m-3" for src in ("s1", "smap") for t in T}, "doy_sin": "1", "doy_cos": "1"}  # fmt: skip
+    assert table.attrs["units"] == want and list(table.attrs["units"]) == fb.names
+    assert table.attrs["kinds"]["elev"] == "static" and table.attrs["kinds"]["smap"] == "coarse"
+    assert table.attrs["kinds"]["swi5_s1"] == "swi" and table.attrs["kinds"]["doy_cos"] == "calendar"
+    assert table.attrs["sources"]["swi10_smap"] == "exp_filter(smap, T=10 d)"
     # a feature whose valid footprint weight is below 0.5 is NaN, and that shows in valid_fraction
     low = table["valid_fraction"] < 0.5
     assert low.any() and table.loc[low, fb.names].isna().any(axis=1).all()
@@ -155,3 +169,15 @@ def test_training_table_uniform_fields_give_the_field_value(tmp_path) -> None:
     assert len(t) == 6 and np.allclose(table["a"], 3.5) and np.allclose(table["s1"], 0.1 * (t + 1))
     ref = exp_filter(0.1 * (np.arange(DAYS.size) + 1), st.times.astype(float), 10.0)
     np.testing.assert_allclose(table["swi10_s1"], ref[t], rtol=1e-6)
+
+
+def test_training_table_rejects_stores_with_different_units(tmp_path) -> None:
+    grid = Grid.from_bounds(4_321_000, 2_987_000, 4_329_000, 2_995_000, tile_size=100, subpixel=8)
+    stores = []
+    for name, u in (("a", "m3 m-3"), ("b", "percent saturation")):
+        with TileWriter(tmp_path / f"{name}.h5", grid, DAYS, [], ["s1"], {"s1": u}) as w:
+            for t in range(DAYS.size):
+                w.write_dynamic(t, "s1", np.full(grid.subpixel_shape, 0.2, np.float32))
+        stores.append(TileStore.open(tmp_path / f"{name}.h5"))
+    with pytest.raises(ValidationError, match="units differ"):
+        training_table(_stations(stores[0], 2, 2), stores)

@@ -129,6 +129,14 @@ class FeatureBuilder:
     names : list of str
         Feature names in order: static, dynamic, coarse, SWI (``swi<T>_<name>`` by
         source then T), calendar.
+    units : dict of str → str
+        Units of every feature: the store's ``units`` for covariates, the source's units
+        for ``swi<T>_<name>`` and ``"1"`` for ``doy_sin``/``doy_cos``.
+    kinds : dict of str → str
+        ``"static"``, ``"dynamic"``, ``"coarse"``, ``"swi"`` or ``"calendar"`` per feature.
+    sources : dict of str → str
+        Where a feature comes from, where known: the store's ``sources`` entry for a
+        covariate, ``"exp_filter(<name>, T=<T> d)"`` for an SWI feature.
 
     Examples
     --------
@@ -153,6 +161,17 @@ class FeatureBuilder:
         self.swi_names = [f"swi{T:g}_{n}" for n in self.swi_of for T in spec.swi_T]
         self.calendar = ["doy_sin", "doy_cos"] if spec.calendar else []
         self.names = self.static + self.dynamic + self.coarse + self.swi_names + self.calendar
+        swi_src = {f"swi{T:g}_{n}": (n, T) for n in self.swi_of for T in spec.swi_T}
+        self.kinds: dict[str, str] = {
+            **{n: "static" for n in self.static}, **{n: "dynamic" for n in self.dynamic},
+            **{n: "coarse" for n in self.coarse}, **{n: "swi" for n in self.swi_names},
+            **{n: "calendar" for n in self.calendar},
+        }  # fmt: skip
+        self.units: dict[str, str] = {n: store.units.get(swi_src[n][0] if n in swi_src else n, "")
+                                      for n in self.names if n not in self.calendar}  # fmt: skip
+        self.units.update({n: "1" for n in self.calendar})
+        self.sources: dict[str, str] = {n: store.sources[n] for n in self.names if n in store.sources}
+        self.sources.update({n: f"exp_filter({src}, T={T:g} d)" for n, (src, T) in swi_src.items()})
         self._si = [store.static_names.index(n) for n in self.static]
         self._di = [store.dynamic_names.index(n) for n in self.dynamic]
         self._days = store.times.astype("datetime64[D]").astype(np.float64)
@@ -285,10 +304,13 @@ def training_table(
     Returns
     -------
     pandas.DataFrame
-        Columns ``station, date, target`` then the feature names, then ``tile``,
+        Columns ``station, date, target`` then the feature names, then ``x``, ``y`` (the
+        centre of the station's sub-pixel in the tile grid's CRS, m), ``tile``,
         ``kernel_half_width`` (kernel half-width) and ``valid_fraction`` (minimum over
-        features). ``.attrs`` holds ``features`` (names), ``spec`` and ``excluded``
-        (station → reason: outside every tile, no days in the tiles).
+        features). ``.attrs`` holds ``features`` (names), ``units`` (feature → units, see
+        :attr:`FeatureBuilder.units`), ``kinds`` and ``sources`` (see
+        :class:`FeatureBuilder`), ``spec`` and ``excluded`` (station → reason: outside
+        every tile, no days in the tiles).
     """
     stores = [stores] if isinstance(stores, TileStore) else list(stores)
     if not stores:
@@ -298,6 +320,9 @@ def training_table(
     for b in builders[1:]:
         if b.names != names:
             raise ValidationError(f"{b.store.path}: features {b.names} differ from {stores[0].path}: {names}")
+        diff = {n: (u, builders[0].units[n]) for n, u in b.units.items() if u != builders[0].units[n]}
+        if diff:
+            raise ValidationError(f"{b.store.path}: feature units differ from {stores[0].path} (name: (this, first)): {diff}")
     daily = stations.daily(min_hours) if daily is None else daily
     meta = stations.metadata()
     rows: list[dict[str, Any]] = []
@@ -315,6 +340,7 @@ def training_table(
             log.warning("station %s (%.4f, %.4f) is outside every tile; excluded", sid, m["lat"], m["lon"])
             continue
         b, r, c = hit
+        sx, sy = (float(v) for v in b.store.grid.xy(r, c, subpixel=True))
         days = g["date"].to_numpy().astype("datetime64[D]")
         t_idx = np.searchsorted(b.store.times, days)
         ok = (t_idx < b.store.times.size) & (b.store.times[np.minimum(t_idx, b.store.times.size - 1)] == days)
@@ -341,11 +367,14 @@ def training_table(
                                            return_valid_fraction=True)  # fmt: skip
             rec = {"station": sid, "date": row["date"], "target": row["sm"]}
             rec.update(zip(names, vals[:, 0].tolist(), strict=True))
-            rec.update(tile=b.store.tile_id, kernel_half_width=k.shape[0] // 2, valid_fraction=float(frac.min()))
+            rec.update(x=sx, y=sy, tile=b.store.tile_id, kernel_half_width=k.shape[0] // 2,
+                       valid_fraction=float(frac.min()))  # fmt: skip
             rows.append(rec)
-    cols = ["station", "date", "target", *names, "tile", "kernel_half_width", "valid_fraction"]
+    cols = ["station", "date", "target", *names, "x", "y", "tile", "kernel_half_width", "valid_fraction"]
     out = pd.DataFrame(rows, columns=cols)
-    out.attrs.update(features=list(names), spec=(spec or FeatureSpec()).to_dict(), excluded=excluded)
+    b0 = builders[0]
+    out.attrs.update(features=list(names), units=dict(b0.units), kinds=dict(b0.kinds), sources=dict(b0.sources),
+                     spec=(spec or FeatureSpec()).to_dict(), excluded=excluded)  # fmt: skip
     log.info("training table: %d station-days from %d stations (%d excluded)", len(out),
              out["station"].nunique(), len(excluded))  # fmt: skip
     return out

@@ -1,0 +1,108 @@
+"""Forest prediction kernel (see ``_forest.h`` for the layout and the leaf-box reuse).
+
+The public API is :class:`smengine.model.CompiledForest`; this kernel trusts its inputs:
+``nodes`` is the (n_nodes, 3) int32 view of the 12-byte node records, ``X`` is
+C-contiguous float32 with ``n_features`` columns, ``mean``/``sd`` have ``X.shape[0]``
+elements.
+"""
+
+from cython.parallel cimport prange
+from libc.math cimport NAN, fabs, sqrt
+from libc.stdlib cimport calloc, free, malloc
+from libc.float cimport FLT_MAX
+
+from smengine._ext._typedefs cimport float32_t, float64_t, intp_t, int32_t
+
+cdef extern from "_forest.h" nogil:
+    ctypedef struct smf_node:
+        pass
+    ctypedef struct smf_forest:
+        const smf_node *nodes
+        const double *leaf
+        const long long *root
+        ptrdiff_t n_trees, n_features, max_depth
+    ctypedef struct smf_stats:
+        long long visits, box_hits, walks
+    int smf_predict_block(const smf_forest *F, const float *X, ptrdiff_t n, ptrdiff_t ld,
+                          const unsigned char *valid, int reuse, double *sum, double *shift,
+                          double *s1, double *s2, smf_stats *stats)
+
+
+def predict(
+    const int32_t[:, ::1] nodes,        # IN  (n_nodes, 3) {thr bits, feat, right}
+    const float64_t[::1] leaf,          # IN  leaf values by slot
+    const long long[::1] root,          # IN  (n_trees,) first node of each tree
+    intp_t max_depth,                   # deepest leaf depth over the trees (informational)
+    const float32_t[:, ::1] X,          # IN  (n_rows, n_features)
+    float64_t[::1] mean,                # OUT (n_rows,) mean over trees, NaN for invalid rows
+    float64_t[::1] sd,                  # OUT (n_rows,) population SD over trees (len 0: skip)
+    bint reuse,                         # leaf-box / path reuse between consecutive rows
+    intp_t block,                       # rows per block (one block = one task)
+    int n_threads,
+    long long[::1] stats,               # OUT (3,) visits, box hits, walks from the root (added to)
+):
+    """Return the number of rows skipped because a feature is NaN or infinite."""
+    cdef intp_t n = X.shape[0], nf = X.shape[1], T = root.shape[0]
+    cdef intp_t nblk = (n + block - 1) // block
+    cdef bint spread = sd.shape[0] > 0
+    cdef smf_forest F
+    cdef intp_t b, i0, m, i, f, n_bad = 0, failed = 0
+    cdef long long visits = 0, hits = 0, walks = 0
+    cdef unsigned char *ok
+    cdef double *acc
+    cdef double var
+    cdef smf_stats *st
+    cdef const float *xr
+    if n == 0:
+        return 0
+    F.nodes = <const smf_node *> &nodes[0, 0]
+    F.leaf = &leaf[0]
+    F.root = &root[0]
+    F.n_trees = T
+    F.n_features = nf
+    F.max_depth = max_depth
+    with nogil:
+        for b in prange(nblk, schedule="dynamic", num_threads=n_threads):
+            i0 = b * block
+            m = min(block, n - i0)
+            ok = <unsigned char *> malloc(m)
+            acc = <double *> calloc(4 * m, sizeof(double))
+            st = <smf_stats *> calloc(1, sizeof(smf_stats))
+            if ok == NULL or acc == NULL or st == NULL:
+                failed += 1
+            else:
+                for i in range(m):
+                    xr = &X[i0 + i, 0]
+                    ok[i] = 1
+                    for f in range(nf):
+                        if not (fabs(xr[f]) <= FLT_MAX):
+                            ok[i] = 0
+                    n_bad += 1 - ok[i]
+                if smf_predict_block(&F, &X[i0, 0], m, nf, ok, reuse, acc,
+                                     acc + m if spread else NULL,
+                                     acc + 2 * m if spread else NULL,
+                                     acc + 3 * m if spread else NULL, st) != 0:
+                    failed += 1
+                else:
+                    visits += st[0].visits
+                    hits += st[0].box_hits
+                    walks += st[0].walks
+                    for i in range(m):
+                        if ok[i]:
+                            mean[i0 + i] = acc[i] / T
+                            if spread:
+                                var = (acc[3 * m + i] - acc[2 * m + i] * acc[2 * m + i] / T) / T
+                                sd[i0 + i] = sqrt(var) if var > 0 else 0.0
+                        else:
+                            mean[i0 + i] = NAN
+                            if spread:
+                                sd[i0 + i] = NAN
+            free(ok)
+            free(acc)
+            free(st)
+    if failed:
+        raise MemoryError("forest kernel: could not allocate scratch memory for a row block")
+    stats[0] += visits
+    stats[1] += hits
+    stats[2] += walks
+    return n_bad

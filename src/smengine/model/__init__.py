@@ -1,0 +1,17 @@
+"""Training with grouped cross-validation, the model card, and the native forest predictor.
+
+* :func:`train` fits a :class:`Forest` (scikit-learn ``RandomForestRegressor``, SCIENCE §4.3
+  defaults) with leave-site-out, leave-year-out and spatial-block cross-validation, a small
+  grouped hyper-parameter search, per-site metrics and the out-of-bag score, all recorded in
+  a :class:`ModelCard`.
+* :class:`CompiledForest` is the forest exported through treelite with an exact, nogil
+  native predictor (``predict``, ``predict_with_spread``, ``save``/``load``).
+"""
+
+from smengine.model._card import ModelCard
+from smengine.model._compiled import CompiledForest, TraversalStats
+from smengine.model._hash import forest_hash
+from smengine.model._train import CV_SCHEMES, DEFAULT_PARAM_GRID, Forest, train
+
+__all__ = ["CV_SCHEMES", "DEFAULT_PARAM_GRID", "CompiledForest", "Forest", "ModelCard", "TraversalStats",
+           "forest_hash", "train"]

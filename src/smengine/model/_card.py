@@ -1,0 +1,285 @@
+"""Model card: what a trained forest is, what it was trained on and how well it validates.
+
+A :class:`ModelCard` is written by :func:`smengine.model.train` and travels with the
+forest (and its compiled form). It holds only JSON-safe values (no numpy scalars; NaN and
+infinities are stored as ``None``), so ``to_json``/``from_json`` round-trip exactly and two
+trainings on the same inputs give equal cards. The creation time is informative only and
+takes no part in equality.
+
+References
+----------
+.. [1] Mitchell, M. et al. (2019). Model cards for model reporting. Proc. FAT* '19, 220–229.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from smengine.errors import ConfigError
+
+__all__ = ["ModelCard", "json_safe"]
+
+#: Metric columns shown in the markdown tables: (key in the metrics dict, header).
+_METRIC_COLUMNS = (("n_obs", "n"), ("R", "R"), ("RMSD", "RMSD"), ("urmsd", "ubRMSD"), ("BIAS", "bias"),
+                   ("NSE", "NSE"), ("KGE", "KGE"))  # fmt: skip
+
+
+def json_safe(obj: Any) -> Any:
+    """A copy of ``obj`` made of JSON types only.
+
+    numpy scalars become Python numbers, arrays and tuples become lists, mapping keys
+    become strings, dates become ISO strings and non-finite floats become ``None``.
+
+    Examples
+    --------
+    >>> json_safe({"a": np.float32(0.5), "b": (1, np.nan), 3: np.int64(2)})
+    {'a': 0.5, 'b': [1, None], '3': 2}
+    """
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, np.ndarray):
+        return [json_safe(v) for v in obj.tolist()]
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.datetime64):
+        return str(obj)
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    raise ConfigError(f"cannot store a {type(obj).__name__} in a model card: {obj!r}")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Description of a trained forest: data, hyper-parameters, validation and provenance.
+
+    All values are JSON-safe (see :func:`json_safe`); undefined metrics are ``None``.
+
+    Parameters
+    ----------
+    features : list of dict
+        One dict per feature in model order: ``name``, ``units`` (e.g. ``"m3 m-3"``),
+        ``kind`` (``static``, ``dynamic``, ``coarse``, ``swi``, ``calendar``) and
+        ``source``, each ``None`` where unknown.
+    target : dict
+        ``name`` (the training-table column) and ``units`` (``"m3 m-3"``).
+    stations : list of str
+        Sorted ids of the stations in the training set.
+    period : list of str
+        First and last training date, ISO ``YYYY-MM-DD``.
+    n_samples : int
+        Station-days the forest was fitted on.
+    n_dropped : dict
+        Rows dropped before fitting: ``total`` and the count per reason (``target``,
+        ``station``, ``date`` and ``features``: feature name → rows where it is NaN or
+        infinite). A row counts under every reason that applies.
+    hyperparameters : dict
+        ``RandomForestRegressor`` parameters of the final forest (``n_jobs`` and
+        ``verbose`` left out: they do not change the model).
+    search : list of dict
+        Hyper-parameter candidates in the order tried: ``params``, ``n_estimators`` and
+        ``cv`` (scheme) of the search, pooled ``RMSD``, ``urmsd``, ``R`` and whether it was
+        ``chosen``. Empty without a search.
+    cv : dict
+        Per grouped-CV scheme (``site``, ``year``, ``block``): ``splitter``, ``n_folds``,
+        ``n_groups``, pooled ``metrics`` (:func:`smengine.metrics.evaluate`) and
+        ``site_median`` (median over stations of the per-station metrics), or
+        ``skipped`` with the reason.
+    site_metrics : dict
+        Station → :func:`smengine.metrics.evaluate` of its leave-site-out predictions.
+    oob_score : float or None
+        Out-of-bag R² (``RandomForestRegressor.oob_score_``).
+    oob_metrics : dict
+        :func:`smengine.metrics.evaluate` of the out-of-bag predictions.
+    versions : dict
+        Versions of smengine, scikit-learn, numpy, pandas, treelite (``None`` if absent)
+        and Python.
+    content_hash : str
+        :func:`smengine.model._hash.forest_hash` of the fitted forest.
+    created : str, optional
+        ISO UTC time of creation (default now); not part of equality.
+
+    Examples
+    --------
+    >>> card = ModelCard(features=[{"name": "ndvi", "units": "1", "kind": "dynamic", "source": None}],
+    ...                  target={"name": "target", "units": "m3 m-3"}, stations=["A", "B"],
+    ...                  period=["2020-01-01", "2020-12-31"], n_samples=700, n_dropped={"total": 0},
+    ...                  hyperparameters={"n_estimators": 500}, search=[], cv={}, site_metrics={},
+    ...                  oob_score=0.7, oob_metrics={}, versions={}, content_hash="sha256:0")
+    >>> ModelCard.from_json(card.to_json()) == card
+    True
+    """
+
+    features: list[dict[str, Any]]
+    target: dict[str, Any]
+    stations: list[str]
+    period: list[str]
+    n_samples: int
+    n_dropped: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    search: list[dict[str, Any]]
+    cv: dict[str, Any]
+    site_metrics: dict[str, dict[str, Any]]
+    oob_score: float | None
+    oob_metrics: dict[str, Any]
+    versions: dict[str, Any]
+    content_hash: str
+    created: str = field(default_factory=_now, compare=False)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            object.__setattr__(self, f.name, json_safe(getattr(self, f.name)))
+        if not isinstance(self.n_samples, int):
+            raise ConfigError(f"ModelCard: n_samples should be an int, got {self.n_samples!r}")
+        if len(self.period) != 2:
+            raise ConfigError(f"ModelCard: period should be [first, last], got {self.period!r}")
+
+    def __hash__(self) -> int:
+        d = self.to_dict()
+        d.pop("created")
+        return hash(json.dumps(d, sort_keys=True))
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of every field (a deep copy); inverse of :meth:`from_dict`."""
+        return {f.name: json.loads(json.dumps(getattr(self, f.name))) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelCard:
+        """A card from :meth:`to_dict` output.
+
+        Raises
+        ------
+        ConfigError
+            On unknown or missing keys.
+        """
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"ModelCard.from_dict: unknown keys {unknown}")
+        missing = sorted(n for n in names - set(d) if n != "created")
+        if missing:
+            raise ConfigError(f"ModelCard.from_dict: missing keys {missing}")
+        return cls(**dict(d))
+
+    def to_json(self, indent: int | None = 1) -> str:
+        """JSON text of :meth:`to_dict` (strict JSON: no NaN)."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, s: str) -> ModelCard:
+        """Inverse of :meth:`to_json`."""
+        return cls.from_dict(json.loads(s))
+
+    # ------------------------------------------------------------------ conveniences
+    @property
+    def feature_names(self) -> list[str]:
+        """Feature names in model order."""
+        return [f["name"] for f in self.features]
+
+    @property
+    def chosen(self) -> dict[str, Any] | None:
+        """The search candidate that was chosen (``None`` without a search)."""
+        return next((c for c in self.search if c.get("chosen")), None)
+
+    def to_markdown(self) -> str:
+        """Human-readable summary: data, features with units, hyper-parameters, search,
+        cross-validation, per-site metrics, out-of-bag skill and versions."""
+        units = self.target.get("units") or "?"
+        nd = self.n_dropped
+        reasons = [f"{k} {v}" for k, v in nd.items() if k not in ("total", "features") and v]
+        reasons += [f"{k} {v}" for k, v in (nd.get("features") or {}).items() if v]
+        out = [
+            f"# Model card: random forest for `{self.target.get('name')}` ({units})",
+            "",
+            f"- content hash: `{self.content_hash}`",
+            f"- created: {self.created}",
+            f"- stations ({len(self.stations)}): {', '.join(self.stations)}",
+            f"- period: {self.period[0]} to {self.period[1]}",
+            f"- samples: {self.n_samples} station-days; dropped {nd.get('total', 0)}"
+            + (f" ({'; '.join(reasons)})" if reasons else ""),
+            "",
+            "## Features",
+            "",
+            "| # | name | units | kind | source |",
+            "|---|---|---|---|---|",
+        ]
+        for i, f in enumerate(self.features):
+            out.append(f"| {i} | {f.get('name')} | {_cell(f.get('units'))} | {_cell(f.get('kind'))} "
+                       f"| {_cell(f.get('source'))} |")  # fmt: skip
+        out += ["", "## Hyper-parameters", "", "| parameter | value |", "|---|---|"]
+        out += [f"| {k} | {_cell(v)} |" for k, v in self.hyperparameters.items()]
+        if self.search:
+            c0 = self.search[0]
+            out += ["", f"## Hyper-parameter search ({c0.get('cv')} CV, {c0.get('n_estimators')} trees)", ""]
+            keys = list(c0["params"])
+            out += ["| " + " | ".join([*keys, "RMSD", "ubRMSD", "R", "chosen"]) + " |",
+                    "|" + "---|" * (len(keys) + 4)]  # fmt: skip
+            for c in self.search:
+                vals = [_cell(c["params"][k]) for k in keys]
+                vals += [_num(c.get("RMSD")), _num(c.get("urmsd")), _num(c.get("R")), "**yes**" if c.get("chosen") else ""]
+                out.append("| " + " | ".join(vals) + " |")
+        out += ["", f"## Grouped cross-validation (pooled; metrics in {units} where dimensional)", ""]
+        if self.cv:
+            heads = [h for _, h in _METRIC_COLUMNS]
+            out += ["| scheme | splitter | folds | groups | " + " | ".join(heads) + " | median site R "
+                    "| median site ubRMSD |", "|" + "---|" * (len(heads) + 6)]  # fmt: skip
+            for name, c in self.cv.items():
+                if "skipped" in c:
+                    out.append(f"| {name} | skipped: {c['skipped']} |" + " |" * (len(heads) + 4))
+                    continue
+                m, med = c.get("metrics") or {}, c.get("site_median") or {}
+                out.append(f"| {name} | {c.get('splitter')} | {c.get('n_folds')} | {c.get('n_groups')} | "
+                           + " | ".join(_num(m.get(k)) for k, _ in _METRIC_COLUMNS)
+                           + f" | {_num(med.get('R'))} | {_num(med.get('urmsd'))} |")  # fmt: skip
+        else:
+            out.append("No cross-validation was run.")
+        if self.site_metrics:
+            out += ["", "## Per site (leave-site-out predictions)", "",
+                    "| station | " + " | ".join(h for _, h in _METRIC_COLUMNS) + " | anomaly R |",
+                    "|" + "---|" * (len(_METRIC_COLUMNS) + 2)]  # fmt: skip
+            for sid, m in self.site_metrics.items():
+                out.append(f"| {sid} | " + " | ".join(_num(m.get(k)) for k, _ in _METRIC_COLUMNS)
+                           + f" | {_num(m.get('anomaly_R'))} |")  # fmt: skip
+        om = self.oob_metrics
+        oob = (f"R² = {_num(self.oob_score)}; RMSD = {_num(om.get('RMSD'))} {units}; R = {_num(om.get('R'))} "
+               "(optimistic: neighbouring days of the same station are in the bag)")  # fmt: skip
+        out += ["", "## Out-of-bag", "", oob]
+        out += ["", "## Versions", ""]
+        out += [f"- {k}: {_cell(v)}" for k, v in self.versions.items()]
+        return "\n".join(out) + "\n"
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v).replace("|", "\\|")
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
+    return f"{float(v):.4f}"

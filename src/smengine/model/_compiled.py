@@ -1,0 +1,556 @@
+"""CompiledForest: a regression forest in a compact native layout, exact and fast.
+
+The portable model is treelite's (``treelite.sklearn.import_model``); the predictor walks a
+compact copy of it in a Cython/C kernel (``smengine._ext._forest``) with leaf-box reuse
+between coherent rows. See ``_forest.h`` for the layout and why the result is exactly
+``RandomForestRegressor.predict``'s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from smengine._io import atomic_write
+from smengine._threads import effective_n_threads
+from smengine.errors import ConfigError, DataError, ValidationError
+from smengine.model._hash import forest_hash
+
+__all__ = ["CompiledForest", "TraversalStats"]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "smengine.compiled-forest"
+FORMAT_VERSION = 1
+DEFAULT_BLOCK = 16384
+
+# treelite's Operator enum (include/treelite/enum/operator.h)
+_CMP_LT, _CMP_LE = 2, 3
+
+
+@dataclass(frozen=True)
+class TraversalStats:
+    """How the kernel answered one prediction call (summed over rows and trees).
+
+    Attributes
+    ----------
+    row_trees : int
+        Valid rows × trees.
+    visits : int
+        Split nodes walked (a plain traversal walks depth-many per row and tree).
+    box_hits : int
+        Row-trees answered by the leaf-box test alone (no node visited).
+    walks : int
+        Row-trees that walked from the root (box misses, or every row without reuse).
+    n_invalid : int
+        Rows skipped because a feature was NaN or infinite.
+    """
+
+    row_trees: int
+    visits: int
+    box_hits: int
+    walks: int
+    n_invalid: int
+
+    @property
+    def visits_per_row_tree(self) -> float:
+        return self.visits / self.row_trees if self.row_trees else float("nan")
+
+    @property
+    def hit_rate(self) -> float:
+        return self.box_hits / self.row_trees if self.row_trees else float("nan")
+
+
+def _floor_to_float32(t: np.ndarray, strict: bool) -> np.ndarray:
+    """Largest float32 ``f`` with ``f <= t`` (``strict``: ``f < t``), elementwise.
+
+    For every float32 ``x``: ``x <= t`` ⇔ ``x <= f`` (and ``x < t`` ⇔ ``x <= f`` when strict).
+    """
+    with np.errstate(over="ignore"):
+        f = t.astype(np.float32)
+    too_big = f.astype(np.float64) >= t if strict else f.astype(np.float64) > t
+    f[too_big] = np.nextafter(f[too_big], np.float32(-np.inf))
+    return f
+
+
+def _tree_depths(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    depth = np.full(left.size, -1, dtype=np.int64)
+    depth[0] = 0
+    front = np.array([0])
+    d = 0
+    while front.size:
+        kids = np.concatenate([left[front], right[front]])
+        kids = kids[kids >= 0]
+        d += 1
+        depth[kids] = d
+        front = kids
+    return depth
+
+
+def _preorder(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Permutation ``order`` (new → old) putting each left child right after its parent."""
+    order = np.empty(left.size, dtype=np.int64)
+    stack = [0]
+    k = 0
+    while stack:
+        i = stack.pop()
+        order[k] = i
+        k += 1
+        if left[i] >= 0:
+            stack.append(int(right[i]))
+            stack.append(int(left[i]))
+    if k != left.size:
+        raise ValidationError(f"tree has {left.size} nodes but only {k} are reachable from the root")
+    return order
+
+
+def _build_layout(trees: Sequence[dict[str, np.ndarray]], n_features: int) -> dict[str, Any]:
+    """Concatenate trees (treelite arrays) into the kernel's node records.
+
+    Each tree dict has ``cleft, cright, split_index, threshold, leaf_value, cmp`` as treelite's
+    tree accessor returns them (leaf: ``cleft == -1``).
+    """
+    n_total = sum(int(t["cleft"].size) for t in trees)
+    nodes = np.zeros((n_total, 3), dtype=np.int32)
+    thr_view = nodes[:, 0].view(np.float32)
+    leaves: list[np.ndarray] = []
+    root = np.empty(len(trees), dtype=np.int64)
+    max_depth = 0
+    off = 0
+    n_leaf = 0
+    for ti, t in enumerate(trees):
+        left = np.asarray(t["cleft"], dtype=np.int64)
+        right = np.asarray(t["cright"], dtype=np.int64)
+        feat = np.asarray(t["split_index"], dtype=np.int64)
+        thr = np.asarray(t["threshold"], dtype=np.float64)
+        val = np.asarray(t["leaf_value"], dtype=np.float64)
+        cmp = np.asarray(t["cmp"], dtype=np.int64)
+        n = left.size
+        internal = left >= 0
+        if not np.array_equal(left[internal], np.flatnonzero(internal) + 1):
+            order = _preorder(left, right)
+            new_of = np.empty(n, dtype=np.int64)
+            new_of[order] = np.arange(n)
+            left = np.where(left[order] >= 0, new_of[np.maximum(left[order], 0)], -1)
+            right = np.where(right[order] >= 0, new_of[np.maximum(right[order], 0)], -1)
+            feat, thr, val, cmp = feat[order], thr[order], val[order], cmp[order]
+            internal = left >= 0
+        bad_cmp = internal & ~np.isin(cmp, (_CMP_LT, _CMP_LE))
+        if bad_cmp.any():
+            raise ValidationError(f"tree {ti}: only '<=' and '<' numerical splits are supported "
+                                  f"(treelite operator code {int(cmp[bad_cmp][0])})")  # fmt: skip
+        if internal.any() and (feat[internal].min() < 0 or feat[internal].max() >= n_features):
+            raise ValidationError(f"tree {ti}: split feature index outside [0, {n_features})")
+        if not np.isfinite(val[~internal]).all():
+            raise ValidationError(f"tree {ti}: non-finite leaf value")
+        sl = slice(off, off + n)
+        f32 = np.zeros(n, dtype=np.float32)
+        for code, strict in ((_CMP_LE, False), (_CMP_LT, True)):
+            m = internal & (cmp == code)
+            f32[m] = _floor_to_float32(thr[m], strict)
+        thr_view[sl] = f32
+        nodes[sl, 1] = np.where(internal, feat, -1)
+        slots = n_leaf + np.cumsum(~internal) - 1
+        nodes[sl, 2] = np.where(internal, right + off, slots)
+        leaves.append(val[~internal])
+        n_leaf += int((~internal).sum())
+        root[ti] = off
+        max_depth = max(max_depth, int(_tree_depths(left, right).max()))
+        off += n
+    if n_total >= 2**31:
+        raise ValidationError(f"forest has {n_total} nodes; the layout indexes nodes with int32")
+    leaf = np.concatenate(leaves) if leaves else np.zeros(0)
+    return {"nodes": nodes, "leaf": leaf, "root": root, "max_depth": max_depth}
+
+
+def _treelite_trees(model: Any) -> tuple[list[dict[str, np.ndarray]], int]:
+    import treelite
+
+    if not isinstance(model, treelite.Model):
+        raise ConfigError(f"expected a treelite.Model, got {type(model).__name__}")
+    head = model.get_header_accessor()
+
+    def field(name: str) -> Any:
+        return np.asarray(head.get_field(name))
+
+    if int(field("task_type")[0]) != 1:  # treelite TaskType::kRegressor
+        raise ValidationError(f"only regression forests are supported (treelite task type {int(field('task_type')[0])})")
+    if int(field("num_target")[0]) != 1:
+        raise ValidationError("only single-target regression forests are supported")
+    if not bool(field("average_tree_output")[0]):
+        raise ValidationError("the forest must average its trees (a random forest), not sum them")
+    if np.any(field("base_scores") != 0):
+        raise ValidationError("forests with non-zero base scores are not supported")
+    post = str(head.get_field("postprocessor"))
+    if post != "identity":
+        raise ValidationError(f"postprocessor {post!r} is not supported (identity only)")
+    trees = []
+    for i in range(model.num_tree):
+        a = model.get_tree_accessor(i)
+        if np.any(np.asarray(a.get_field("node_type")) == 2):
+            raise ValidationError(f"tree {i} has categorical splits; not supported")
+        trees.append({k: np.asarray(a.get_field(k)) for k in
+                      ("cleft", "cright", "split_index", "threshold", "leaf_value", "cmp")})  # fmt: skip
+    return trees, int(model.num_feature)
+
+
+def _layout_hash(nodes: np.ndarray, leaf: np.ndarray, root: np.ndarray, n_features: int) -> str:
+    h = hashlib.sha256(f"{FORMAT}/{FORMAT_VERSION};n_features={n_features};".encode())
+    for a in (nodes, leaf, root):
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def _check_sklearn_forest(rf: Any) -> None:
+    from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
+
+    if not isinstance(rf, (RandomForestRegressor, ExtraTreesRegressor)):
+        raise ConfigError(f"expected a fitted RandomForestRegressor or ExtraTreesRegressor, got {type(rf).__name__}")
+    if not hasattr(rf, "estimators_"):
+        raise ConfigError("the forest is not fitted (call .fit first)")
+    if getattr(rf, "n_outputs_", 1) != 1:
+        raise ValidationError(f"only single-output forests are supported (n_outputs_={rf.n_outputs_})")
+
+
+class CompiledForest:
+    """A regression forest ready for fast, exact native prediction.
+
+    Build it with :meth:`from_sklearn` (or :meth:`from_treelite`); keep it with :meth:`save`
+    / :meth:`load`. Predictions equal ``RandomForestRegressor.predict`` on float32 input
+    (the same leaves, summed in the same order; tests allow 1e-12), computed by a nogil
+    OpenMP kernel that reuses the previous row's leaf box on coherent rows.
+
+    Rows with a NaN or infinite feature are never passed to the trees: they get NaN, are
+    counted and reported (scikit-learn ≥ 1.4 would route NaN through a learned branch that
+    treelite does not keep).
+
+    Attributes
+    ----------
+    n_trees, n_features, n_nodes, max_depth : int
+    feature_names : tuple of str or None
+    content_hash : str
+        SHA-256 of the node layout; identifies the predictor exactly.
+    source_hash : str or None
+        :func:`~smengine.model._hash.forest_hash` of the scikit-learn forest it came from.
+    card : ModelCard or dict or None
+        The model card saved with the forest.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.ensemble import RandomForestRegressor
+    >>> from smengine.model import CompiledForest
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.random((500, 4), dtype=np.float32)
+    >>> rf = RandomForestRegressor(20, min_samples_leaf=5, random_state=0).fit(X, X.sum(1))
+    >>> cf = CompiledForest.from_sklearn(rf)
+    >>> bool(np.array_equal(cf.predict(X), rf.predict(X)))
+    True
+    """
+
+    def __init__(self, nodes: np.ndarray, leaf: np.ndarray, root: np.ndarray, max_depth: int, n_features: int,
+                 *, feature_names: Sequence[str] | None = None, treelite_bytes: bytes | None = None,
+                 source_hash: str | None = None, card: Any = None) -> None:  # fmt: skip
+        self._nodes = np.ascontiguousarray(nodes, dtype=np.int32)
+        self._leaf = np.ascontiguousarray(leaf, dtype=np.float64)
+        self._root = np.ascontiguousarray(root, dtype=np.int64)
+        if self._nodes.ndim != 2 or self._nodes.shape[1] != 3 or self._root.size == 0:
+            raise ValidationError("node layout should be (n_nodes, 3) int32 with at least one tree")
+        self.max_depth = int(max_depth)
+        self.n_features = int(n_features)
+        self.feature_names = tuple(feature_names) if feature_names is not None else None
+        if self.feature_names is not None and len(self.feature_names) != self.n_features:
+            raise ValidationError(f"{len(self.feature_names)} feature names for {self.n_features} features")
+        self._treelite_bytes = treelite_bytes
+        self.source_hash = source_hash
+        self.card = card
+        self.content_hash = _layout_hash(self._nodes, self._leaf, self._root, self.n_features)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_treelite(cls, model: Any, *, feature_names: Sequence[str] | None = None, source_hash: str | None = None,
+                      card: Any = None) -> CompiledForest:  # fmt: skip
+        """Build from a treelite model (the portable format).
+
+        Parameters
+        ----------
+        model : treelite.Model
+            A single-target regression forest with averaged trees and ``<=``/``<``
+            numerical splits (what ``treelite.sklearn.import_model`` makes of a
+            ``RandomForestRegressor``).
+        feature_names : sequence of str, optional
+        source_hash, card : optional
+            Carried along (see the class attributes).
+        """
+        trees, n_features = _treelite_trees(model)
+        lay = _build_layout(trees, n_features)
+        return cls(lay["nodes"], lay["leaf"], lay["root"], lay["max_depth"], n_features, feature_names=feature_names,
+                   treelite_bytes=bytes(model.serialize_bytes()), source_hash=source_hash, card=card)  # fmt: skip
+
+    @classmethod
+    def from_sklearn(cls, rf: Any, *, card: Any = None, cache_dir: str | os.PathLike[str] | None = None,
+                     feature_names: Sequence[str] | None = None) -> CompiledForest:  # fmt: skip
+        """Export a fitted scikit-learn forest through treelite and build the predictor.
+
+        Parameters
+        ----------
+        rf : sklearn.ensemble.RandomForestRegressor or ExtraTreesRegressor
+            Fitted, single output.
+        card : ModelCard or dict, optional
+            Saved with the forest.
+        cache_dir : path, optional
+            Directory of compiled forests keyed by :func:`forest_hash`; a forest built
+            before is loaded from ``<cache_dir>/<hash>.smf.h5`` instead of re-exported
+            (export + layout of a 100-tree, 545 000-node forest takes a few seconds).
+        feature_names : sequence of str, optional
+            Default: ``rf.feature_names_in_`` when it was fitted on a DataFrame.
+
+        Returns
+        -------
+        CompiledForest
+        """
+        import treelite.sklearn
+
+        _check_sklearn_forest(rf)
+        if feature_names is None and hasattr(rf, "feature_names_in_"):
+            feature_names = [str(n) for n in rf.feature_names_in_]
+        t0 = time.perf_counter()
+        src = forest_hash(rf)
+        cache = None
+        if cache_dir is not None:
+            cache = Path(cache_dir) / f"{src.split(':', 1)[1]}.smf.h5"
+            if cache.exists():
+                try:
+                    cf = cls.load(cache)
+                except DataError as err:
+                    log.warning("ignoring unreadable cache entry: %s", err)
+                else:
+                    if cf.source_hash == src:
+                        log.info("compiled forest %s loaded from cache %s", src[:19], cache)
+                        if card is not None:
+                            cf.card = card
+                        return cf
+        log.info("exporting %d trees through treelite ...", len(rf.estimators_))
+        model = treelite.sklearn.import_model(rf)
+        t1 = time.perf_counter()
+        cf = cls.from_treelite(model, feature_names=feature_names, source_hash=src, card=card)
+        log.info("compiled forest: %d trees, %d nodes, depth %d; export %.2f s, layout %.2f s",
+                 cf.n_trees, cf.n_nodes, cf.max_depth, t1 - t0, time.perf_counter() - t1)  # fmt: skip
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cf.save(cache)
+        return cf
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_trees(self) -> int:
+        return int(self._root.size)
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self._nodes.shape[0])
+
+    @property
+    def n_leaves(self) -> int:
+        return int(self._leaf.size)
+
+    def to_treelite(self) -> Any:
+        """The portable treelite model this predictor was built from."""
+        import treelite
+
+        if self._treelite_bytes is None:
+            raise ConfigError("this CompiledForest carries no treelite model")
+        return treelite.Model.deserialize_bytes(self._treelite_bytes)
+
+    def __repr__(self) -> str:
+        return (f"CompiledForest(n_trees={self.n_trees}, n_features={self.n_features}, n_nodes={self.n_nodes}, "
+                f"max_depth={self.max_depth}, hash={self.content_hash[:19]}…)")  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CompiledForest) and other.content_hash == self.content_hash
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # ------------------------------------------------------------------ prediction
+    def _as_rows(self, X: Any) -> np.ndarray:
+        if hasattr(X, "columns") and self.feature_names is not None:
+            missing = [n for n in self.feature_names if n not in X.columns]
+            if missing:
+                raise ValidationError(f"input lacks feature column(s) {missing}")
+            X = X[list(self.feature_names)].to_numpy()
+        arr = np.asarray(X)
+        if arr.ndim != 2 or arr.shape[1] != self.n_features:
+            raise ValidationError(f"X should be (n_rows, {self.n_features}), got shape {arr.shape}")
+        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise ValidationError(f"X should be numeric, got dtype {arr.dtype}")
+        return np.ascontiguousarray(arr, dtype=np.float32)
+
+    def _run(self, X: Any, spread: bool, n_threads: int | None, on_invalid: str, reuse: bool,
+             block: int) -> tuple[np.ndarray, np.ndarray | None, TraversalStats]:  # fmt: skip
+        from smengine._ext import _forest
+
+        if on_invalid not in ("nan", "raise"):
+            raise ConfigError(f"on_invalid should be 'nan' or 'raise', got {on_invalid!r}")
+        if int(block) < 1:
+            raise ConfigError(f"block should be a positive number of rows, got {block}")
+        rows = self._as_rows(X)
+        n = rows.shape[0]
+        mean = np.empty(n, dtype=np.float64)
+        sd = np.empty(n if spread else 0, dtype=np.float64)
+        counters = np.zeros(3, dtype=np.int64)
+        nt = effective_n_threads(n_threads)
+        n_bad = int(_forest.predict(self._nodes, self._leaf, self._root, self.max_depth, rows, mean, sd,
+                                    bool(reuse), int(block), nt, counters))  # fmt: skip
+        if n_bad:
+            bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+            msg = (f"{n_bad} of {n} rows have a NaN or infinite feature (first: row {int(bad[0])}); "
+                   "they were not passed to the forest")  # fmt: skip
+            if on_invalid == "raise":
+                raise ValidationError(msg)
+            log.warning("%s and are NaN in the output", msg)
+        stats = TraversalStats(row_trees=(n - n_bad) * self.n_trees, visits=int(counters[0]),
+                               box_hits=int(counters[1]), walks=int(counters[2]), n_invalid=n_bad)  # fmt: skip
+        return mean, (sd if spread else None), stats
+
+    def predict(self, X: npt.ArrayLike, *, n_threads: int | None = None,
+                on_invalid: Literal["nan", "raise"] = "nan", reuse: bool = True,
+                block: int = DEFAULT_BLOCK) -> np.ndarray:  # fmt: skip
+        """Mean over trees for every row.
+
+        Parameters
+        ----------
+        X : array_like or pandas.DataFrame, shape (n_rows, n_features)
+            Features in the training order (a DataFrame is reordered by
+            ``feature_names``); converted to float32 as scikit-learn does. Rows in a
+            coherent order (neighbouring sub-pixels, consecutive days) are fastest.
+        n_threads : int, optional
+            OpenMP threads (``None``: all). Results do not depend on it.
+        on_invalid : {'nan', 'raise'}, optional
+            Rows with a NaN or infinite feature: NaN in the output and a logged warning
+            with their count (default), or :class:`~smengine.errors.ValidationError`.
+        reuse : bool, optional
+            Reuse the previous row's leaf box and path per tree (default). ``False``
+            walks every row from the root (faster only on shuffled rows).
+        block : int, optional
+            Rows per kernel block (per-tree state is kept within a block).
+
+        Returns
+        -------
+        numpy.ndarray of float64, shape (n_rows,)
+            Equal to ``RandomForestRegressor.predict(X)`` for finite rows.
+        """
+        return self._run(X, False, n_threads, on_invalid, reuse, block)[0]
+
+    def predict_with_spread(self, X: npt.ArrayLike, *, n_threads: int | None = None,
+                            on_invalid: Literal["nan", "raise"] = "nan", reuse: bool = True,
+                            block: int = DEFAULT_BLOCK) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Mean and standard deviation over trees for every row.
+
+        The spread is the population standard deviation (ddof = 0) of the per-tree
+        predictions, accumulated in the same pass (shifted sums, float64), the forest's
+        uncertainty layer. Parameters as :meth:`predict`.
+
+        Returns
+        -------
+        mean, sd : numpy.ndarray of float64, shape (n_rows,)
+            Units of the target (m³ m⁻³ for soil moisture); NaN for invalid rows.
+        """
+        mean, sd, _ = self._run(X, True, n_threads, on_invalid, reuse, block)
+        assert sd is not None
+        return mean, sd
+
+    def traversal_stats(self, X: npt.ArrayLike, *, reuse: bool = True, block: int = DEFAULT_BLOCK,
+                        n_threads: int | None = None) -> TraversalStats:  # fmt: skip
+        """Predict ``X`` and return how many node visits and box hits it took."""
+        return self._run(X, False, n_threads, "nan", reuse, block)[2]
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the forest to one HDF5 file (temporary name, then renamed into place).
+
+        The file holds the treelite checkpoint (the portable model, ``treelite``
+        dataset, opaque bytes), the node layout, the model card (JSON attribute) and
+        both hashes.
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        import h5py
+
+        path = Path(path)
+        buf = io.BytesIO()
+        with h5py.File(buf, "w") as f:
+            f.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, n_features=self.n_features,
+                           max_depth=self.max_depth, content_hash=self.content_hash,
+                           source_hash=self.source_hash or "",
+                           feature_names=json.dumps(list(self.feature_names) if self.feature_names else None),
+                           card=json.dumps(_card_dict(self.card)))  # fmt: skip
+            f.create_dataset("nodes", data=self._nodes)
+            f.create_dataset("leaf", data=self._leaf)
+            f.create_dataset("root", data=self._root)
+            if self._treelite_bytes is not None:
+                f.create_dataset("treelite", data=np.frombuffer(self._treelite_bytes, dtype=np.uint8))
+        atomic_write(path, buf.getvalue())
+        log.info("saved %r to %s", self, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> CompiledForest:
+        """Read a forest written by :meth:`save`; the layout is checked against its hash.
+
+        Raises
+        ------
+        DataError
+            If the file is missing, not a compiled forest, or its content does not match
+            the stored hash.
+        """
+        import h5py
+
+        path = Path(path)
+        try:
+            with h5py.File(path, "r") as f:
+                if f.attrs.get("format") != FORMAT:
+                    raise DataError(f"{path}: not a smengine compiled forest (format={f.attrs.get('format')!r})")
+                if int(f.attrs["format_version"]) > FORMAT_VERSION:
+                    raise DataError(f"{path}: format version {int(f.attrs['format_version'])} is newer than "
+                                    f"this smengine reads ({FORMAT_VERSION})")  # fmt: skip
+                names = json.loads(f.attrs["feature_names"])
+                tl = bytes(f["treelite"][...].tobytes()) if "treelite" in f else None
+                cf = cls(f["nodes"][...], f["leaf"][...], f["root"][...], int(f.attrs["max_depth"]),
+                         int(f.attrs["n_features"]), feature_names=names, treelite_bytes=tl,
+                         source_hash=str(f.attrs["source_hash"]) or None, card=_card_from(json.loads(f.attrs["card"])))  # fmt: skip
+                stored = str(f.attrs["content_hash"])
+        except (OSError, KeyError) as err:
+            raise DataError(f"{path}: cannot read compiled forest ({err})") from err
+        if cf.content_hash != stored:
+            raise DataError(f"{path}: node layout does not match its stored hash {stored[:19]}… (corrupt file?)")
+        return cf
+
+
+def _card_dict(card: Any) -> Any:
+    if card is None or isinstance(card, dict):
+        return card
+    if hasattr(card, "to_dict"):
+        return {"__model_card__": True, **card.to_dict()}
+    raise ConfigError(f"card should be a ModelCard or a dict, got {type(card).__name__}")
+
+
+def _card_from(d: Any) -> Any:
+    if isinstance(d, dict) and d.pop("__model_card__", False):
+        from smengine.model._card import ModelCard
+
+        return ModelCard.from_dict(d)
+    return d

@@ -1,0 +1,313 @@
+"""CompiledForest: exact against RandomForestRegressor.predict, NaN masking, spread, persistence."""
+
+from __future__ import annotations
+
+import logging
+import math
+from fractions import Fraction
+
+import h5py
+import numpy as np
+import pytest
+import treelite
+import treelite.gtil
+import treelite.sklearn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sklearn.ensemble import ExtraTreesRegressor, RandomForestClassifier, RandomForestRegressor
+
+from smengine.errors import ConfigError, DataError, ValidationError
+from smengine.model import CompiledForest, forest_hash
+from smengine.model._compiled import _floor_to_float32
+
+
+def _slow_predict(rf, X):
+    """Per-tree walk in Python on the float64 thresholds: the obviously-correct reference."""
+    X = np.asarray(X, dtype=np.float32).astype(np.float64)
+    per_tree = np.empty((len(rf.estimators_), X.shape[0]))
+    for k, est in enumerate(rf.estimators_):
+        t = est.tree_
+        for i, x in enumerate(X):
+            node = 0
+            while t.children_left[node] >= 0:
+                node = t.children_left[node] if x[t.feature[node]] <= t.threshold[node] else t.children_right[node]
+            per_tree[k, i] = t.value[node, 0, 0]
+    return per_tree
+
+
+def _exact_sd(values):
+    """Population SD in exact rational arithmetic, rounded once."""
+    v = [Fraction(float(x)) for x in values]
+    m = sum(v) / len(v)
+    return math.sqrt(sum((x - m) ** 2 for x in v) / len(v))
+
+
+def _coherent(rng, n, nf):
+    """Rows of a slowly varying random walk (neighbouring sub-pixels)."""
+    steps = rng.normal(0, 0.02, (n, nf)).astype(np.float32)
+    steps[rng.random((n, nf)) < 0.5] = 0  # half the features constant from row to row
+    return np.cumsum(steps, axis=0) + rng.random(nf, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(5)
+    X = rng.random((3000, 6), dtype=np.float32)
+    y = np.sin(6 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.standard_normal(3000)
+    rf = RandomForestRegressor(30, min_samples_leaf=3, max_features=0.5, random_state=0, n_jobs=1).fit(X, y)
+    return rf, X
+
+
+# --------------------------------------------------------------------------- exactness
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n_features=st.integers(1, 12), n_trees=st.integers(1, 12),
+       min_samples_leaf=st.sampled_from([1, 2, 5, 20]), max_depth=st.sampled_from([None, 1, 3, 8]),
+       nan_fraction=st.sampled_from([0.0, 0.05, 0.3]), coherent=st.booleans(), scale=st.sampled_from([1e-3, 1.0, 1e6]),
+       block=st.sampled_from([1, 7, 16384]), threads=st.sampled_from([1, 2]))  # fmt: skip
+def test_hypothesis_forests_equal_sklearn(seed, n_features, n_trees, min_samples_leaf, max_depth, nan_fraction,
+                                          coherent, scale, block, threads):  # fmt: skip
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(20, 400))
+    X = (rng.standard_normal((n, n_features)) * scale).astype(np.float32)
+    # repeated values make thresholds land between neighbouring float32s
+    X[rng.random(X.shape) < 0.2] = np.float32(0.5 * scale)
+    y = X[:, 0].astype(np.float64) ** 2 + rng.standard_normal(n)
+    rf = RandomForestRegressor(n_trees, min_samples_leaf=min_samples_leaf, max_depth=max_depth,
+                               max_features=rng.choice([1.0, 0.5]), random_state=seed % 1000, n_jobs=1).fit(X, y)  # fmt: skip
+    cf = CompiledForest.from_sklearn(rf)
+    Xq = _coherent(rng, 300, n_features) * scale if coherent else (rng.standard_normal((300, n_features)) * scale)
+    Xq = Xq.astype(np.float32)
+    Xq[:50] = X[rng.integers(0, n, 50)]  # training rows hit thresholds' neighbours exactly
+    bad = rng.random(Xq.shape[0]) < nan_fraction
+    Xq[bad, rng.integers(0, n_features, bad.sum())] = np.nan
+    mean, sd = cf.predict_with_spread(Xq, n_threads=threads, block=block)
+    ok = ~bad
+    ref = rf.predict(Xq[ok])
+    assert np.array_equal(mean[ok], ref)  # same leaves, same summation order: bit-identical
+    assert np.all(np.isnan(mean[bad])) and np.all(np.isnan(sd[bad]))
+    per_tree = _slow_predict(rf, Xq[ok])
+    exact = np.array([_exact_sd(col) for col in per_tree.T])
+    # float64 differences of the leaf values are exact only to eps * |value|
+    tol = 8 * np.finfo(np.float64).eps * np.abs(per_tree).max(axis=0)
+    assert np.all(np.abs(sd[ok] - exact) <= tol + 1e-12 * exact)
+    np.testing.assert_array_equal(cf.predict(Xq, reuse=False, n_threads=threads), mean)
+
+
+def test_equal_to_slow_reference_and_gtil(fitted):
+    rf, X = fitted
+    cf = CompiledForest.from_sklearn(rf)
+    Xq = np.vstack([X[:200], _coherent(np.random.default_rng(1), 300, 6)])
+    per_tree = _slow_predict(rf, Xq)
+    np.testing.assert_allclose(cf.predict(Xq), per_tree.mean(axis=0), rtol=0, atol=1e-12)
+    gtil = treelite.gtil.predict(cf.to_treelite(), Xq).reshape(-1)
+    np.testing.assert_allclose(cf.predict(Xq), gtil, rtol=0, atol=1e-6)
+
+
+def test_thresholds_on_float32_boundaries():
+    # the split threshold is the float64 midpoint of two adjacent float32 values (sklearn
+    # only splits values more than 1e-7 apart, so take them where float32 steps are wider)
+    a = np.float32(1000.1)
+    b = np.nextafter(a, np.float32(np.inf))
+    X = np.array([[a]] * 10 + [[b]] * 10, dtype=np.float32)
+    y = np.r_[np.zeros(10), np.ones(10)]
+    rf = RandomForestRegressor(1, bootstrap=False, random_state=0).fit(X, y)
+    t = rf.estimators_[0].tree_.threshold[0]
+    assert a < t < b and np.float32(t) in (a, b)
+    cf = CompiledForest.from_sklearn(rf)
+    np.testing.assert_array_equal(cf.predict(np.array([[a], [b]])), [0.0, 1.0])
+    np.testing.assert_array_equal(cf.predict(np.array([[a], [b]])), rf.predict(np.array([[a], [b]], np.float32)))
+
+
+def test_floor_to_float32_is_the_largest_float32_below():
+    rng = np.random.default_rng(0)
+    t = np.r_[rng.standard_normal(10000) * 10.0 ** rng.integers(-30, 30, 10000), 0.0, -0.0, 1.5]
+    f = _floor_to_float32(t, strict=False)
+    assert np.all(f.astype(np.float64) <= t)
+    up = np.nextafter(f, np.float32(np.inf))
+    assert np.all(up.astype(np.float64) > t)
+    g = _floor_to_float32(t, strict=True)
+    assert np.all(g.astype(np.float64) < t) and np.all(np.nextafter(g, np.float32(np.inf)).astype(np.float64) >= t)
+
+
+def test_extra_trees_and_single_leaf_trees():
+    rng = np.random.default_rng(3)
+    X = rng.random((200, 3), dtype=np.float32)
+    et = ExtraTreesRegressor(10, random_state=0).fit(X, X[:, 0] * 3)
+    np.testing.assert_array_equal(CompiledForest.from_sklearn(et).predict(X), et.predict(X))
+    const = RandomForestRegressor(3, random_state=0).fit(X, np.full(200, 0.25))  # every tree is one leaf
+    cf = CompiledForest.from_sklearn(const)
+    assert cf.max_depth == 0
+    np.testing.assert_array_equal(cf.predict(X), const.predict(X))
+
+
+def test_sklearn_depth_first_layout_needs_no_reordering_and_other_orders_work(fitted):
+    rf, X = fitted
+    model = treelite.sklearn.import_model(rf)
+    three = RandomForestRegressor(3, min_samples_leaf=3, random_state=1, n_jobs=1).fit(X, X[:, 0] * X[:, 1])
+    # a breadth-first numbering of the same trees must give the same predictions
+    builder = treelite.model_builder.ModelBuilder(
+        threshold_type="float64", leaf_output_type="float64",
+        metadata=treelite.model_builder.Metadata(num_feature=X.shape[1], task_type="kRegressor",
+                                                 average_tree_output=True, num_target=1, num_class=[1],
+                                                 leaf_vector_shape=(1, 1)),
+        tree_annotation=treelite.model_builder.TreeAnnotation(num_tree=3, target_id=[0] * 3, class_id=[0] * 3),
+        postprocessor=treelite.model_builder.PostProcessorFunc(name="identity"),
+        base_scores=[0.0])  # fmt: skip
+    for est in three.estimators_:
+        t = est.tree_
+        order = [0]
+        for i in order:
+            if t.children_left[i] >= 0:
+                order += [int(t.children_left[i]), int(t.children_right[i])]
+        key = {old: new for new, old in enumerate(order)}
+        builder.start_tree()
+        for old in order:
+            builder.start_node(key[old])
+            if t.children_left[old] >= 0:
+                builder.numerical_test(int(t.feature[old]), float(t.threshold[old]), default_left=True, opname="<=",
+                                       left_child_key=key[int(t.children_left[old])],
+                                       right_child_key=key[int(t.children_right[old])])  # fmt: skip
+            else:
+                builder.leaf(float(t.value[old, 0, 0]))
+            builder.end_node()
+        builder.end_tree()
+    bfs = CompiledForest.from_treelite(builder.commit())
+    np.testing.assert_array_equal(bfs.predict(X), three.predict(X))
+    assert bfs.content_hash == CompiledForest.from_sklearn(three).content_hash  # same layout after reordering
+    assert CompiledForest.from_treelite(model).content_hash == CompiledForest.from_sklearn(rf).content_hash
+
+
+# --------------------------------------------------------------------------- NaN, errors
+def test_nan_and_inf_rows_are_masked_counted_and_reported(fitted, caplog):
+    rf, X = fitted
+    cf = CompiledForest.from_sklearn(rf)
+    Xq = X[:100].copy()
+    Xq[[3, 10, 11], [0, 5, 2]] = [np.nan, np.inf, -np.inf]
+    with caplog.at_level(logging.WARNING, logger="smengine.model._compiled"):
+        p = cf.predict(Xq)
+    assert "3 of 100 rows" in caplog.text and "row 3" in caplog.text
+    assert np.isnan(p[[3, 10, 11]]).all() and np.isfinite(np.delete(p, [3, 10, 11])).all()
+    stats = cf.traversal_stats(Xq)
+    assert stats.n_invalid == 3 and stats.row_trees == 97 * cf.n_trees
+    with pytest.raises(ValidationError, match="3 of 100 rows"):
+        cf.predict(Xq, on_invalid="raise")
+
+
+def test_bad_input_and_models_raise_clear_errors(fitted):
+    rf, X = fitted
+    cf = CompiledForest.from_sklearn(rf)
+    with pytest.raises(ValidationError, match=r"\(n_rows, 6\)"):
+        cf.predict(X[:, :4])
+    with pytest.raises(ValidationError, match="numeric"):
+        cf.predict(np.array([["a"] * 6]))
+    with pytest.raises(ConfigError, match="on_invalid"):
+        cf.predict(X, on_invalid="drop")
+    with pytest.raises(ConfigError, match="not fitted"):
+        CompiledForest.from_sklearn(RandomForestRegressor())
+    with pytest.raises(ConfigError, match="RandomForestClassifier"):
+        CompiledForest.from_sklearn(RandomForestClassifier(2).fit(X[:50], np.arange(50) % 2))
+    with pytest.raises(ValidationError, match="single-output"):
+        CompiledForest.from_sklearn(RandomForestRegressor(2).fit(X[:50], np.c_[X[:50, 0], X[:50, 1]]))
+    assert cf.predict(np.empty((0, 6))).shape == (0,)
+
+
+def test_dataframe_columns_are_taken_by_name(fitted):
+    import pandas as pd
+
+    rf, X = fitted
+    names = [f"f{i}" for i in range(6)]
+    cf = CompiledForest.from_sklearn(rf, feature_names=names)
+    df = pd.DataFrame(X[:50], columns=names)[names[::-1]]
+    np.testing.assert_array_equal(cf.predict(df), rf.predict(X[:50]))
+    with pytest.raises(ValidationError, match=r"\['f5'\]"):
+        cf.predict(df.drop(columns="f5"))
+
+
+# --------------------------------------------------------------------------- spread, threads, reuse
+def test_spread_is_the_sd_over_trees(fitted):
+    rf, X = fitted
+    cf = CompiledForest.from_sklearn(rf)
+    Xq = _coherent(np.random.default_rng(2), 500, 6)
+    mean, sd = cf.predict_with_spread(Xq)
+    per_tree = np.stack([e.predict(Xq) for e in rf.estimators_])
+    np.testing.assert_allclose(sd, per_tree.std(axis=0), rtol=1e-10, atol=1e-14)
+    np.testing.assert_array_equal(mean, cf.predict(Xq))
+
+
+def test_threads_blocks_and_reuse_give_identical_bytes(fitted):
+    rf, _ = fitted
+    cf = CompiledForest.from_sklearn(rf)
+    Xq = _coherent(np.random.default_rng(4), 5000, 6)
+    ref = cf.predict_with_spread(Xq, n_threads=1)
+    for kw in ({"n_threads": 2}, {"block": 1}, {"block": 333, "n_threads": 2}, {"reuse": False}):
+        out = cf.predict_with_spread(Xq, **kw)
+        assert out[0].tobytes() == ref[0].tobytes() and out[1].tobytes() == ref[1].tobytes(), kw
+
+
+def test_reuse_skips_walks_on_coherent_rows(fitted):
+    rf, _ = fitted
+    cf = CompiledForest.from_sklearn(rf)
+    Xq = _coherent(np.random.default_rng(6), 4000, 6)
+    on, off = cf.traversal_stats(Xq), cf.traversal_stats(Xq, reuse=False)
+    assert on.box_hits + on.walks == on.row_trees and off.walks == off.row_trees and off.box_hits == 0
+    assert on.hit_rate > 0.5 and on.visits < 0.5 * off.visits
+    shuffled = cf.traversal_stats(Xq[np.random.default_rng(0).permutation(4000)])
+    assert shuffled.hit_rate < on.hit_rate
+
+
+# --------------------------------------------------------------------------- persistence, cache
+def test_save_load_round_trip_and_portable_treelite(fitted, tmp_path):
+    rf, X = fitted
+    card = {"note": "test card", "stations": ["A", "B"]}
+    cf = CompiledForest.from_sklearn(rf, card=card, feature_names=[f"f{i}" for i in range(6)])
+    path = cf.save(tmp_path / "m.smf.h5")
+    assert not list(tmp_path.glob("*.tmp*"))
+    back = CompiledForest.load(path)
+    assert back == cf and back.card == card and back.feature_names == cf.feature_names
+    assert back.source_hash == forest_hash(rf)
+    np.testing.assert_array_equal(back.predict(X), cf.predict(X))
+    # the treelite checkpoint inside the file rebuilds the same predictor
+    again = CompiledForest.from_treelite(back.to_treelite())
+    assert again.content_hash == cf.content_hash
+    with h5py.File(path, "r") as f:
+        assert f["treelite"].dtype == np.uint8 and f.attrs["content_hash"] == cf.content_hash
+
+
+def test_load_rejects_corrupt_and_foreign_files(fitted, tmp_path):
+    rf, _ = fitted
+    path = CompiledForest.from_sklearn(rf).save(tmp_path / "m.smf.h5")
+    with h5py.File(path, "r+") as f:
+        f["leaf"][0] += 1.0
+    with pytest.raises(DataError, match="does not match its stored hash"):
+        CompiledForest.load(path)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f.attrs["format"] = "something else"
+    with pytest.raises(DataError, match="not a smengine compiled forest"):
+        CompiledForest.load(other)
+    with pytest.raises(DataError, match="missing.h5"):
+        CompiledForest.load(tmp_path / "missing.h5")
+
+
+def test_cache_by_model_hash(fitted, tmp_path, caplog):
+    rf, X = fitted
+    with caplog.at_level(logging.INFO, logger="smengine.model._compiled"):
+        a = CompiledForest.from_sklearn(rf, cache_dir=tmp_path)
+        assert "exporting" in caplog.text
+        caplog.clear()
+        b = CompiledForest.from_sklearn(rf, cache_dir=tmp_path)
+        assert "loaded from cache" in caplog.text and "exporting" not in caplog.text
+    assert a == b and len(list(tmp_path.glob("*.smf.h5"))) == 1
+    rf2 = RandomForestRegressor(5, random_state=1).fit(X, X[:, 0])
+    c = CompiledForest.from_sklearn(rf2, cache_dir=tmp_path)
+    assert c != a and len(list(tmp_path.glob("*.smf.h5"))) == 2
+
+
+def test_pickles_for_dask_workers(fitted):
+    import pickle
+
+    rf, X = fitted
+    cf = CompiledForest.from_sklearn(rf)
+    back = pickle.loads(pickle.dumps(cf))
+    assert back == cf
+    np.testing.assert_array_equal(back.predict(X[:100]), cf.predict(X[:100]))
