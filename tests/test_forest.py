@@ -14,7 +14,11 @@ import treelite.gtil
 import treelite.sklearn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sklearn.ensemble import ExtraTreesRegressor, RandomForestClassifier, RandomForestRegressor
+from sklearn.ensemble import (
+    ExtraTreesRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
 
 from smengine.errors import ConfigError, DataError, ValidationError
 from smengine.model import CompiledForest, forest_hash
@@ -225,7 +229,7 @@ def test_dataframe_columns_are_taken_by_name(fitted):
 
 # --------------------------------------------------------------------------- spread, threads, reuse
 def test_spread_is_the_sd_over_trees(fitted):
-    rf, X = fitted
+    rf, _ = fitted
     cf = CompiledForest.from_sklearn(rf)
     Xq = _coherent(np.random.default_rng(2), 500, 6)
     mean, sd = cf.predict_with_spread(Xq)

@@ -407,3 +407,26 @@ def test_end_to_end_on_a_real_training_table(tmp_path) -> None:
     assert card.stations == ["ST0", "ST1", "ST2", "ST3"] and card.period == ["2019-12-18", "2020-01-13"]
     assert card.cv["site"]["n_folds"] == 4 and card.cv["year"]["n_folds"] == 2 and card.cv["block"]["n_groups"] == 4
     assert np.isfinite(f.predict(tt)).all()
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_train_writes_a_compiled_forest_with_its_card(table: pd.DataFrame, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from smengine.cli import cli
+    from smengine.model import CompiledForest
+
+    csv = tmp_path / "table.csv"
+    table.to_csv(csv, index=False)
+    out, card = tmp_path / "m.smf.h5", tmp_path / "card.md"
+    res = CliRunner().invoke(cli, ["train", str(csv), "--out", str(out), "--trees", "12", "--no-search",
+                                   "--cv", "site", "--card", str(card)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "wrote" in res.output and "12 trees" in res.output
+    cf = CompiledForest.load(out)
+    feats = list(table.attrs["features"])
+    assert list(cf.feature_names) == feats and cf.card.stations == sorted(table["station"].unique())
+    assert cf.card.hyperparameters["n_estimators"] == 12 and "site" in cf.card.cv
+    assert "| " in card.read_text() and cf.card.content_hash in card.read_text()
+    bad = CliRunner().invoke(cli, ["train", str(csv), "--out", str(out), "--cv", "random"])
+    assert bad.exit_code != 0 and "unknown cv scheme" in bad.output

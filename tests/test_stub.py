@@ -8,7 +8,8 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["smengine._ext._footprint", "smengine._ext._parallel", "smengine._ext._filters"])
+@pytest.mark.parametrize("module", ["smengine._ext._footprint", "smengine._ext._parallel", "smengine._ext._filters",
+                                    "smengine._ext._forest"])
 def test_stubtest(module):
     pytest.importorskip("mypy")
     done = subprocess.run(

@@ -165,3 +165,44 @@ def main() -> None:  # console-script entry point
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+_TABLE_META = ("station", "date", "target", "x", "y", "tile", "kernel_half_width", "valid_fraction")
+
+
+@cli.command()
+@click.argument("table_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Compiled forest file to write (HDF5: treelite model, native layout, model card).")
+@click.option("--features", help="Comma-separated feature columns (default: every other numeric column).")
+@click.option("--cv", default="site,year,block", show_default=True, help="Grouped CV schemes.")
+@click.option("--no-search", is_flag=True, help="Skip the max_features x min_samples_leaf search.")
+@click.option("--trees", default=500, show_default=True, help="Trees in the final forest.")
+@click.option("--seed", default=0, show_default=True, help="random_state of every fit.")
+@click.option("--card", "card_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the model card as Markdown here.")
+def train(table_csv: Path, out_file: Path, features: str | None, cv: str, no_search: bool, trees: int, seed: int,
+          card_file: Path | None) -> None:  # fmt: skip
+    """Train the forest on a training table (CSV from smengine.features.training_table)."""
+    import pandas as pd
+
+    from smengine._io import atomic_write
+    from smengine.model import train as run_train
+
+    try:
+        table = pd.read_csv(table_csv, parse_dates=["date"])
+        if features:
+            names = [f.strip() for f in features.split(",") if f.strip()]
+        else:
+            names = [c for c in table.columns if c not in _TABLE_META and pd.api.types.is_numeric_dtype(table[c])]
+        schemes = tuple(s.strip() for s in cv.split(",") if s.strip())
+        forest = run_train(table, names, cv=schemes, search=not no_search, n_estimators=trees, random_state=seed,
+                           progress=True)  # fmt: skip
+        cf = forest.compile()
+        cf.save(out_file)
+        if card_file is not None:
+            atomic_write(card_file, forest.card.to_markdown().encode())
+    except SMEngineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(repr(forest))
+    click.echo(f"wrote {out_file} ({cf.n_trees} trees, {cf.n_nodes} nodes, {cf.content_hash[:19]}…)")
