@@ -167,9 +167,6 @@ if __name__ == "__main__":  # pragma: no cover
     main()
 
 
-_TABLE_META = ("station", "date", "target", "x", "y", "tile", "kernel_half_width", "valid_fraction")
-
-
 @cli.command()
 @click.argument("table_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
@@ -187,6 +184,7 @@ def train(table_csv: Path, out_file: Path, features: str | None, cv: str, no_sea
     import pandas as pd
 
     from smengine._io import atomic_write
+    from smengine.features import TABLE_EXTRAS, TABLE_KEYS
     from smengine.model import train as run_train
 
     try:
@@ -194,7 +192,8 @@ def train(table_csv: Path, out_file: Path, features: str | None, cv: str, no_sea
         if features:
             names = [f.strip() for f in features.split(",") if f.strip()]
         else:
-            names = [c for c in table.columns if c not in _TABLE_META and pd.api.types.is_numeric_dtype(table[c])]
+            not_features = {*TABLE_KEYS, *TABLE_EXTRAS}
+            names = [c for c in table.columns if c not in not_features and pd.api.types.is_numeric_dtype(table[c])]
         schemes = tuple(s.strip() for s in cv.split(",") if s.strip())
         forest = run_train(table, names, cv=schemes, search=not no_search, n_estimators=trees, random_state=seed,
                            progress=True)  # fmt: skip

@@ -39,11 +39,15 @@ from smengine.filters import exp_filter
 from smengine.footprint import REFERENCE_PRESSURE, footprint_average, footprint_kernel
 from smengine.tiles import TileStore
 
-__all__ = ["FeatureBuilder", "FeatureSpec", "calendar_features", "training_table"]
+__all__ = ["TABLE_EXTRAS", "TABLE_KEYS", "FeatureBuilder", "FeatureSpec", "calendar_features", "training_table"]
 
 log = logging.getLogger(__name__)
 
 #: Units marking a covariate as surface soil moisture (gets SWI features by default).
+#: Columns of :func:`training_table` before the features (site, UTC day, target θ in m³ m⁻³).
+TABLE_KEYS = ("station", "date", "target")
+#: Columns after the features: sub-pixel centre (grid CRS, m), tile, kernel half-width, valid fraction.
+TABLE_EXTRAS = ("x", "y", "tile", "kernel_half_width", "valid_fraction")
 SOIL_MOISTURE_UNITS = ("m3 m-3", "m3/m3", "m3m-3", "percent saturation", "% saturation", "pct_saturation")
 
 Window = tuple[int, int, int, int]  # row0, row1, col0, col1 (half-open), sub-pixels
@@ -370,7 +374,7 @@ def training_table(
             rec.update(x=sx, y=sy, tile=b.store.tile_id, kernel_half_width=k.shape[0] // 2,
                        valid_fraction=float(frac.min()))  # fmt: skip
             rows.append(rec)
-    cols = ["station", "date", "target", *names, "x", "y", "tile", "kernel_half_width", "valid_fraction"]
+    cols = [*TABLE_KEYS, *names, *TABLE_EXTRAS]
     out = pd.DataFrame(rows, columns=cols)
     b0 = builders[0]
     out.attrs.update(features=list(names), units=dict(b0.units), kinds=dict(b0.kinds), sources=dict(b0.sources),
