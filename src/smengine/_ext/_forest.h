@@ -46,7 +46,7 @@ typedef struct {
     const smf_node *nodes; /* all trees, preorder */
     const double *leaf;    /* leaf values by slot */
     const int64_t *root;   /* first node of each tree */
-    ptrdiff_t n_trees, n_features, max_depth;
+    ptrdiff_t n_trees, n_features;
 } smf_forest;
 
 /* Counters for the benchmark: node visits (split decisions made by walking) and rows

@@ -5,7 +5,6 @@ def predict(
     nodes: npt.NDArray[np.int32],
     leaf: npt.NDArray[np.float64],
     root: npt.NDArray[np.int64],
-    max_depth: int,
     X: npt.NDArray[np.float32],
     mean: npt.NDArray[np.float64],
     sd: npt.NDArray[np.float64],

@@ -20,7 +20,7 @@ cdef extern from "_forest.h" nogil:
         const smf_node *nodes
         const double *leaf
         const long long *root
-        ptrdiff_t n_trees, n_features, max_depth
+        ptrdiff_t n_trees, n_features
     ctypedef struct smf_stats:
         long long visits, box_hits, walks
     int smf_predict_block(const smf_forest *F, const float *X, ptrdiff_t n, ptrdiff_t ld,
@@ -32,7 +32,6 @@ def predict(
     const int32_t[:, ::1] nodes,        # IN  (n_nodes, 3) {thr bits, feat, right}
     const float64_t[::1] leaf,          # IN  leaf values by slot
     const long long[::1] root,          # IN  (n_trees,) first node of each tree
-    intp_t max_depth,                   # deepest leaf depth over the trees (informational)
     const float32_t[:, ::1] X,          # IN  (n_rows, n_features)
     float64_t[::1] mean,                # OUT (n_rows,) mean over trees, NaN for invalid rows
     float64_t[::1] sd,                  # OUT (n_rows,) population SD over trees (len 0: skip)
@@ -60,7 +59,6 @@ def predict(
     F.root = &root[0]
     F.n_trees = T
     F.n_features = nf
-    F.max_depth = max_depth
     with nogil:
         for b in prange(nblk, schedule="dynamic", num_threads=n_threads):
             i0 = b * block

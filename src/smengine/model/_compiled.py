@@ -411,7 +411,7 @@ class CompiledForest:
         sd = np.empty(n if spread else 0, dtype=np.float64)
         counters = np.zeros(3, dtype=np.int64)
         nt = effective_n_threads(n_threads)
-        n_bad = int(_forest.predict(self._nodes, self._leaf, self._root, self.max_depth, rows, mean, sd,
+        n_bad = int(_forest.predict(self._nodes, self._leaf, self._root, rows, mean, sd,
                                     bool(reuse), int(block), nt, counters))  # fmt: skip
         if n_bad:
             bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
