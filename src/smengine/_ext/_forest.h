@@ -17,8 +17,11 @@
  * Measured (bench/bench_forest.py): a box hit costs ~2 ns per row and tree; a miss costs
  * a full walk whose changed decisions the branch predictor cannot know (~60 ns, as for
  * shuffled rows). Replaying the cached path to the first changed split instead of
- * starting at the root, a branch-free descent, keeping 2-4 boxes per tree, and walking 8
- * interleaved row runs per tree were all tried and were no faster (within 5 %), or slower.
+ * starting at the root, a branch-free descent, keeping 2-4 boxes per tree, walking 8
+ * interleaved row runs per tree, and walking the missed trees of one row in 8 branch-free
+ * lockstep lanes (a bare lockstep step costs ~1.45 ns, but with box upkeep and lane
+ * refills a row-tree cost 35 ns against 19 ns here) were all tried and were no faster
+ * (within 5 %), or slower.
  *
  * Trees are visited in order for each row and their values summed in float64 in that
  * order, as RandomForestRegressor.predict(n_jobs=1) does, so the mean is bit-identical.
