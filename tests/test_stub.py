@@ -9,7 +9,7 @@ import pytest
 
 
 @pytest.mark.parametrize("module", ["smengine._ext._footprint", "smengine._ext._parallel", "smengine._ext._filters",
-                                    "smengine._ext._forest"])
+                                    "smengine._ext._forest", "smengine._ext._engine"])
 def test_stubtest(module):
     pytest.importorskip("mypy")
     done = subprocess.run(

@@ -159,14 +159,6 @@ def stations(source: Path, fmt: str, metadata: Path | None, min_hours: float, ou
         click.echo(f"daily table: {out_file}")
 
 
-def main() -> None:  # console-script entry point
-    cli(prog_name="smengine")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 @cli.command()
 @click.argument("table_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
@@ -205,3 +197,65 @@ def train(table_csv: Path, out_file: Path, features: str | None, cv: str, no_sea
         raise click.ClickException(str(exc)) from exc
     click.echo(repr(forest))
     click.echo(f"wrote {out_file} ({cf.n_trees} trees, {cf.n_nodes} nodes, {cf.content_hash[:19]}…)")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("tiles", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder: <tile>/<tile>_<first>_<last>.nc per tile and day range.")
+@click.option("--start", help="First UTC day (default: each tile's first day).")
+@click.option("--end", help="Last UTC day (default: each tile's last day).")
+@click.option("--file-days", default=32, show_default=True, help="Days per output file.")
+@click.option("--chunk-days", default=8, show_default=True, help="Days per kernel call (memory grows with it).")
+@click.option("--min-valid", default=0.5, show_default=True, help="Minimum valid sub-pixel fraction of a pixel.")
+@click.option("--threads", type=int, help="Threads (default all).")
+@click.option("--overwrite", is_flag=True, help="Rewrite existing outputs (default: skip them, resume).")
+@click.option("--keep-going", is_flag=True, help="Log a failing tile and go on with the others.")
+def predict(model: Path, tiles: tuple[Path, ...], out_dir: Path, start: str | None, end: str | None, file_days: int,
+            chunk_days: int, min_valid: float, threads: int | None, overwrite: bool, keep_going: bool) -> None:  # fmt: skip
+    """Predict the daily 1-km product of TILES (tile files or folders of them) with MODEL.
+
+    Resumable: outputs that exist are skipped, so rerunning after an interruption only
+    does what is missing.
+    """
+    import numpy as np
+    from tqdm import tqdm
+
+    from smengine.engine import run
+    from smengine.model import CompiledForest
+    from smengine.tiles import TileStore
+
+    paths = [q for p in tiles for q in (sorted(p.glob("*.h5")) if p.is_dir() else [p])]
+    if not paths:
+        raise click.ClickException(f"no tile files (*.h5) in {', '.join(map(str, tiles))}")
+    try:
+        cf = CompiledForest.load(model)
+        days = slice(start, end) if (start or end) else None
+        total = 0
+        for p in paths:
+            st = TileStore.open(p)
+            lo = np.datetime64(start, "D") if start else st.times[0]
+            hi = np.datetime64(end, "D") if end else st.times[-1]
+            total += max(int((hi - lo).astype(int)) + 1, 0)
+        with tqdm(total=total, unit="tile-day", desc="predict", disable=None) as bar:
+            res = run(paths, cf, out_dir, days, file_days=file_days, resume=not overwrite,
+                      min_valid_fraction=min_valid, n_threads=threads, chunk_days=chunk_days,
+                      progress=bar.update, on_error="skip" if keep_going else "raise")  # fmt: skip
+    except SMEngineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    st = res.stats
+    click.echo(f"wrote {len(res.written)} files, skipped {len(res.skipped)} existing, {len(res.failed)} tiles failed; "
+               f"{st.subpixel_days:,} sub-pixel-days, {st.invalid:,} masked (NaN/inf features)")  # fmt: skip
+    for name, why in res.failed:
+        click.echo(f"failed {name}: {why}", err=True)
+    if res.failed:
+        raise SystemExit(1)
+
+
+def main() -> None:  # console-script entry point
+    cli(prog_name="smengine")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -13,19 +13,7 @@ from libc.float cimport FLT_MAX
 
 from smengine._ext._typedefs cimport float32_t, float64_t, intp_t, int32_t
 
-cdef extern from "_forest.h" nogil:
-    ctypedef struct smf_node:
-        pass
-    ctypedef struct smf_forest:
-        const smf_node *nodes
-        const double *leaf
-        const long long *root
-        ptrdiff_t n_trees, n_features
-    ctypedef struct smf_stats:
-        long long visits, box_hits, walks
-    int smf_predict_block(const smf_forest *F, const float *X, ptrdiff_t n, ptrdiff_t ld,
-                          const unsigned char *valid, int reuse, double *sum, double *shift,
-                          double *s1, double *s2, smf_stats *stats)
+from smengine._ext._forest_h cimport smf_forest, smf_node, smf_predict_block, smf_stats
 
 
 def predict(

@@ -1,0 +1,15 @@
+# Declarations of the C forest kernel in _forest.h, shared by _forest.pyx and _engine.pyx.
+
+cdef extern from "_forest.h" nogil:
+    ctypedef struct smf_node:
+        pass
+    ctypedef struct smf_forest:
+        const smf_node *nodes
+        const double *leaf
+        const long long *root
+        ptrdiff_t n_trees, n_features
+    ctypedef struct smf_stats:
+        long long visits, box_hits, walks
+    int smf_predict_block(const smf_forest *F, const float *X, ptrdiff_t n, ptrdiff_t ld,
+                          const unsigned char *valid, int reuse, double *sum, double *shift,
+                          double *s1, double *s2, smf_stats *stats)

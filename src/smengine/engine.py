@@ -1,0 +1,593 @@
+r"""Fused sub-pixel inference: every sub-pixel through the forest, averaged to the 1-km pixel.
+
+For a tile (:class:`~smengine.tiles.TileStore`) and a set of days, :func:`predict` gathers
+each sub-pixel's feature vector straight from the memory-mapped covariates, runs the
+compiled forest (:class:`~smengine.model.CompiledForest`) on it and reduces the
+predictions of each pixel and day, in one GIL-free, multithreaded Cython kernel
+(``smengine._ext._engine``) — the full feature matrix is never built. Per pixel and day:
+
+.. math::
+
+    \hat\theta_P = \frac{1}{n} \sum_{j \in V_P} f(x_j), \qquad
+    s_P = \Bigl(\frac{1}{n}\sum_{j \in V_P} (f(x_j) - \hat\theta_P)^2\Bigr)^{1/2}, \qquad
+    \bar\sigma_P = \frac{1}{n}\sum_{j \in V_P} \sigma_{\mathrm{trees}}(x_j)
+
+over the ``n`` valid sub-pixels :math:`V_P` (every feature finite) — the mean of the
+predictions, never the prediction of the mean covariates ("sub-pixel scaling"). Pixels
+whose valid fraction ``n / s²`` is below ``min_valid_fraction`` are NaN with a reason code
+(:data:`smengine.product.QUALITY_FLAGS`).
+
+Features are resolved from the forest's feature names (the names :class:`~smengine.features.FeatureBuilder`
+gives): store covariates by name, ``swi<T>_<source>`` as the exponential filter of a
+dynamic or coarse covariate carried day by day per sub-pixel (exactly
+:func:`smengine.filters.exp_filter`), ``doy_sin``/``doy_cos`` from the day. The SWI needs
+every day of the store before the first predicted day; those are run through the state
+update only (no forest).
+
+:func:`run` does a whole domain: many tiles, the days split into ranges, one CF-NetCDF per
+(tile, range) written atomically; finished outputs are skipped on a rerun.
+
+Examples
+--------
+>>> from smengine.engine import predict                      # doctest: +SKIP
+>>> ds = predict("tiles/t000_000.h5", "model.smf.h5", days=slice("2021-04-01", "2021-04-30"))  # doctest: +SKIP
+>>> ds.sm.sel(time="2021-04-07").plot()                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from smengine._threads import effective_n_threads
+from smengine.errors import ConfigError, DataError
+from smengine.features import calendar_features
+from smengine.tiles import TileStore, as_days
+
+__all__ = ["EngineStats", "TileRunner", "predict", "run"]
+
+log = logging.getLogger(__name__)
+
+_SWI = re.compile(r"^swi(?P<T>[0-9.eE+-]+)_(?P<src>.+)$")
+_CAL = ("doy_sin", "doy_cos")
+_EPOCH = np.datetime64("1970-01-01", "D")
+
+
+@dataclass
+class EngineStats:
+    """Counters of an engine run (summed over tiles and days).
+
+    Attributes
+    ----------
+    subpixel_days : int
+        Sub-pixel × day rows gathered for predicted days.
+    predicted : int
+        Rows that went through the forest (all features finite).
+    invalid : int
+        Rows masked because a feature was NaN or infinite.
+    visits, box_hits, walks : int
+        Forest traversal counters (see :class:`smengine.model.TraversalStats`).
+    spinup_days : int
+        Store days run through the SWI state update only.
+    """
+
+    subpixel_days: int = 0
+    predicted: int = 0
+    invalid: int = 0
+    visits: int = 0
+    box_hits: int = 0
+    walks: int = 0
+    spinup_days: int = 0
+
+    def add(self, other: EngineStats) -> None:
+        for k in self.__dataclass_fields__:
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+
+def _load_forest(forest: Any) -> Any:
+    from smengine.model import CompiledForest, Forest
+
+    if isinstance(forest, CompiledForest):
+        return forest
+    if isinstance(forest, Forest):
+        return forest.compile()
+    if isinstance(forest, (str, os.PathLike)):
+        return CompiledForest.load(forest)
+    if hasattr(forest, "estimators_"):
+        return CompiledForest.from_sklearn(forest)
+    raise ConfigError(f"forest should be a CompiledForest, a Forest, a fitted forest or a file, got {type(forest).__name__}")
+
+
+def _open_store(store: TileStore | str | os.PathLike[str]) -> TileStore:
+    return store if isinstance(store, TileStore) else TileStore.open(store)
+
+
+@dataclass
+class _Plan:
+    plan: np.ndarray  # (n_cols, 3) int32
+    n_forest: int
+    swi_T: np.ndarray  # (S,) float64
+    swi_cols: list[str] = field(default_factory=list)
+
+
+def _build_plan(store: TileStore, names: Sequence[str]) -> _Plan:
+    """Map feature names to gather instructions (see ``_engine.pyx``)."""
+    rows: list[tuple[int, int, int]] = []
+    extra: list[str] = []
+    swi_T: list[float] = []
+    pending: list[tuple[int, str, float]] = []
+    col_of: dict[str, int] = {}
+
+    def direct(name: str) -> tuple[int, int, int] | None:
+        if name in store.static_names:
+            return (0, store.static_names.index(name), 0)
+        if name in store.dynamic_names:
+            return (1, store.dynamic_names.index(name), 0)
+        if name in store.coarse_names:
+            return (2, store.coarse_names.index(name), 0)
+        if name in _CAL:
+            return (4, _CAL.index(name), 0)
+        return None
+
+    missing = []
+    for j, name in enumerate(names):
+        d = direct(name)
+        if d is not None:
+            rows.append(d)
+            col_of[name] = j
+            continue
+        m = _SWI.match(name)
+        if m is not None and (m["src"] in store.dynamic_names or m["src"] in store.coarse_names):
+            rows.append((3, -1, len(swi_T)))
+            pending.append((j, m["src"], float(m["T"])))
+            swi_T.append(float(m["T"]))
+            continue
+        missing.append(name)
+    if missing:
+        raise ConfigError(f"{store.path}: the forest's feature(s) {missing} are neither covariates of the tile "
+                          f"({store.feature_names}) nor swi<T>_<covariate> / doy_sin / doy_cos")  # fmt: skip
+    for j, src, _T in pending:
+        if src not in col_of:
+            col_of[src] = len(rows)
+            rows.append(direct(src))  # type: ignore[arg-type]
+            extra.append(src)
+        rows[j] = (3, col_of[src], rows[j][2])
+    return _Plan(np.asarray(rows, dtype=np.int32).reshape(-1, 3), len(names), np.asarray(swi_T, dtype=np.float64),
+                 extra)  # fmt: skip
+
+
+def _select_days(store: TileStore, days: Any) -> np.ndarray:
+    """Requested UTC days as datetime64[D] (all of the store's by default)."""
+    if days is None:
+        return store.times.copy()
+    if isinstance(days, slice):
+        lo = as_days([days.start])[0] if days.start is not None else store.times[0]
+        hi = as_days([days.stop])[0] if days.stop is not None else store.times[-1]
+        if days.step is not None:
+            raise ConfigError("days: a slice of dates takes no step")
+        return np.arange(lo, hi + np.timedelta64(1, "D"), dtype="datetime64[D]")
+    d = as_days(np.atleast_1d(np.asarray(days)))
+    if d.size > 1 and not (np.diff(d.astype(np.int64)) > 0).all():
+        raise ConfigError("days should be strictly increasing")
+    return d
+
+
+class TileRunner:
+    """Predict one tile day range after day range, carrying the SWI state between calls.
+
+    Parameters
+    ----------
+    store : TileStore or path
+    forest : CompiledForest, Forest, fitted scikit-learn forest or path to a compiled forest
+    min_valid_fraction : float, optional
+        Pixels with fewer valid sub-pixels than this fraction are NaN (flag
+        ``low_valid_fraction``). Default 0.5.
+    n_threads : int, optional
+        Threads over rows of pixels (default all, see :func:`smengine._threads.effective_n_threads`).
+    chunk_days : int, optional
+        Days per kernel call (scratch memory grows with it). Default 8.
+    day_inner : bool, optional
+        Order the forest's rows sub-pixel by sub-pixel with the days of the chunk
+        together (True, default) or day by day (False). Results are identical.
+    reuse : bool, optional
+        Leaf-box reuse between consecutive rows in the forest kernel (default True).
+
+    Notes
+    -----
+    Days are processed in increasing order only: a call for days before the last day
+    already processed raises :class:`~smengine.errors.ConfigError`.
+    """
+
+    def __init__(self, store: TileStore | str | os.PathLike[str], forest: Any, *, min_valid_fraction: float = 0.5,
+                 n_threads: int | None = None, chunk_days: int = 8, day_inner: bool = True,
+                 reuse: bool = True) -> None:  # fmt: skip
+        self.store = _open_store(store)
+        self.forest = _load_forest(forest)
+        if not 0.0 <= float(min_valid_fraction) <= 1.0:
+            raise ConfigError(f"min_valid_fraction should be in [0, 1], got {min_valid_fraction}")
+        if int(chunk_days) < 1:
+            raise ConfigError(f"chunk_days should be >= 1, got {chunk_days}")
+        self.min_valid_fraction = float(min_valid_fraction)
+        self.n_threads = effective_n_threads(n_threads)
+        self.chunk_days = int(chunk_days)
+        self.day_inner = bool(day_inner)
+        self.reuse = bool(reuse)
+        names = self.forest.feature_names
+        if names is None:
+            raise ConfigError("the forest has no feature names; compile it with feature_names=… so that the engine "
+                              "can find its features in the tiles")  # fmt: skip
+        self.feature_names = list(names)
+        s = self.store
+        self._plan = _build_plan(s, self.feature_names)
+        grid = s.grid
+        if grid.subpixel < 1:
+            raise DataError(f"{s.path}: grid has no sub-pixels")
+        self.grid = grid
+        ny, nx = grid.subpixel_shape
+        nS = self._plan.swi_T.size
+        self._gain = np.zeros((nS, ny * nx))
+        self._swi = np.zeros((nS, ny * nx))
+        self._last = np.zeros((nS, ny * nx))
+        self._static = np.ascontiguousarray(s.static) if s.static.size else np.zeros((0, ny, nx), np.float32)
+        self._dynamic = s.dynamic if s.dynamic.size else np.zeros((0, 0, ny, nx), np.float32)
+        layers = [s.coarse[n] for n in s.coarse_names]
+        self._cindex = (np.ascontiguousarray(np.stack([c.index for c in layers]), dtype=np.int32) if layers
+                        else np.zeros((0, ny, nx), np.int32))  # fmt: skip
+        sizes = [c.values.shape[1] for c in layers]
+        self._coff = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if layers else np.zeros(0, np.int64)
+        self._layers = layers
+        self._scratch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._next = 0  # first store day index not yet run through the SWI state
+        self.stats = EngineStats()
+
+    def __repr__(self) -> str:
+        return (f"<TileRunner {self.store.tile_id}: {len(self.feature_names)} features, "
+                f"next store day {self._next}/{self.store.times.size}>")  # fmt: skip
+
+    def _chunk(self, sidx: np.ndarray, want: np.ndarray, out: dict[str, np.ndarray], o0: int) -> None:
+        """Kernel call for store day indices ``sidx`` (-1: absent), outputs at [o0, o0 + D)."""
+        from smengine._ext import _engine
+
+        s, f = self.store, self.forest
+        D = sidx.size
+        present = sidx >= 0
+        dates = np.where(present, s.times[np.maximum(sidx, 0)], _EPOCH) if s.times.size else np.full(D, _EPOCH)
+        tday = dates.astype(np.int64).astype(np.float64)
+        if self._layers:
+            cvals = np.full((D, int(self._coff[-1]) + self._layers[-1].values.shape[1]), np.nan, np.float32)
+            for k, layer in enumerate(self._layers):
+                n = layer.values.shape[1]
+                cvals[present, self._coff[k] : self._coff[k] + n] = layer.values[sidx[present]]
+        else:
+            cvals = np.zeros((D, 0), np.float32)
+        cal = calendar_features(dates)
+        consts = np.stack([cal["doy_sin"], cal["doy_cos"]], axis=1).astype(np.float64)
+        Py, Px = self.grid.shape
+        sl = slice(o0, o0 + D)
+        bufs = {k: (np.empty((D, Py, Px), np.float32) if k != "quality_flag" else np.empty((D, Py, Px), np.uint8))
+                for k in ("sm", "subpixel_sd", "uncertainty", "valid_fraction", "quality_flag")}  # fmt: skip
+        counters = np.zeros(4, dtype=np.int64)
+        ncol = self._plan.plan.shape[0]
+        nrow = Px * self.grid.subpixel**2 * D
+        if self._scratch is None or self._scratch[1].shape[1] < nrow:
+            nt = self.n_threads
+            self._scratch = (np.empty((nt, nrow * ncol), np.float32), np.empty((nt, nrow), np.uint8),
+                             np.empty((nt, 4 * nrow), np.float64))  # fmt: skip
+        _engine.run_days(self._static, self._dynamic, sidx.astype(np.int64), want.astype(np.uint8), tday, cvals,
+                         self._cindex, self._coff, consts, self._plan.plan, self._plan.n_forest, self._gain,
+                         self._swi, self._last, self._plan.swi_T, f._nodes, f._leaf, f._root, self.grid.subpixel,
+                         self.day_inner, int(self.reuse), self.min_valid_fraction, bufs["sm"], bufs["subpixel_sd"],
+                         bufs["uncertainty"], bufs["valid_fraction"], bufs["quality_flag"], *self._scratch,
+                         self.n_threads, counters)  # fmt: skip
+        w = want.astype(bool)
+        for k, b in bufs.items():
+            out[k][sl][w[: D]] = b[w]
+        s2 = self.grid.subpixel**2
+        n_rows = int(w[present].sum()) * Py * Px * s2
+        st = self.stats
+        st.subpixel_days += n_rows
+        st.invalid += int(counters[3])
+        st.predicted += n_rows - int(counters[3])
+        st.visits += int(counters[0])
+        st.box_hits += int(counters[1])
+        st.walks += int(counters[2])
+        st.spinup_days += int((~w & present).sum())
+
+    def predict_arrays(self, days: Any = None, progress: Callable[[int], Any] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Predict ``days`` (see :func:`predict`); returns (days, dict of (D, Py, Px) arrays)."""
+        s = self.store
+        req = _select_days(s, days)
+        if req.size == 0:
+            raise ConfigError(f"{s.path}: no days selected")
+        Py, Px = self.grid.shape
+        out = {k: np.full((req.size, Py, Px), np.nan, np.float32)
+               for k in ("sm", "subpixel_sd", "uncertainty", "valid_fraction")}  # fmt: skip
+        out["quality_flag"] = np.full((req.size, Py, Px), 4, np.uint8)
+        out["valid_fraction"][:] = 0.0
+        # store day index of each requested day (-1: not in the store)
+        pos = np.searchsorted(s.times, req)
+        inside = pos < s.times.size
+        sidx = np.where(inside & (s.times[np.minimum(pos, max(s.times.size - 1, 0))] == req) if s.times.size
+                        else False, pos, -1).astype(np.int64)  # fmt: skip
+        if (sidx < 0).any():
+            log.warning("%s: %d of %d requested days are not in the store (first %s); flagged no_input",
+                        s.path, int((sidx < 0).sum()), req.size, req[sidx < 0][0])  # fmt: skip
+        have = sidx[sidx >= 0]
+        if have.size and have[0] < self._next:
+            raise ConfigError(f"{s.path}: days must be predicted in increasing order; {s.times[have[0]]} is before "
+                              f"the runner's position {s.times[self._next - 1] if self._next else ''}")  # fmt: skip
+        # the sequence of kernel days: every store day from the runner's position to the last
+        # present requested day (spin-up days are state-only), with absent requested days
+        # interleaved at their place in time.
+        last = int(have[-1]) if have.size else self._next - 1
+        seq_s: list[int] = []
+        seq_o: list[int] = []
+        absent = list(np.flatnonzero(sidx < 0))
+        wanted = {int(si): o for o, si in enumerate(sidx) if si >= 0}
+        for si in range(self._next, last + 1):
+            while absent and req[absent[0]] < s.times[si]:
+                seq_s.append(-1)
+                seq_o.append(int(absent.pop(0)))
+            seq_s.append(si)
+            seq_o.append(wanted.get(si, -1))
+        for o in absent:
+            seq_s.append(-1)
+            seq_o.append(int(o))
+        S = np.asarray(seq_s, dtype=np.int64)
+        O = np.asarray(seq_o, dtype=np.int64)
+        for c0 in range(0, S.size, self.chunk_days):
+            ss, oo = S[c0 : c0 + self.chunk_days], O[c0 : c0 + self.chunk_days]
+            want = oo >= 0
+            tmp = {k: np.empty((ss.size,) + v.shape[1:], v.dtype) for k, v in out.items()}
+            self._chunk(ss, want, tmp, 0)
+            for k, v in out.items():
+                v[oo[want]] = tmp[k][want]
+            if progress is not None:
+                progress(int(want.sum()))
+        self._next = max(self._next, last + 1)
+        return req, out
+
+
+def predict(
+    store: TileStore | str | os.PathLike[str],
+    forest: Any,
+    days: Any = None,
+    *,
+    min_valid_fraction: float = 0.5,
+    n_threads: int | None = None,
+    chunk_days: int = 8,
+    day_inner: bool = True,
+    reuse: bool = True,
+    config: dict[str, Any] | None = None,
+    progress: Callable[[int], Any] | None = None,
+) -> Any:
+    """Daily 1-km soil moisture of one tile: every sub-pixel through the forest, averaged per pixel.
+
+    Parameters
+    ----------
+    store : TileStore or path
+        The tile's covariates.
+    forest : CompiledForest, Forest, fitted scikit-learn forest, or path to a compiled forest file
+        Its feature names say which covariates to gather (see the module docstring).
+    days : None, slice of dates, or array_like of dates, optional
+        UTC days to predict (default every day of the store). Days absent from the store
+        come out NaN with flag ``no_input``.
+    min_valid_fraction : float, optional
+        Minimum fraction of valid sub-pixels for a pixel value (default 0.5).
+    n_threads : int, optional
+        Threads (default all).
+    chunk_days : int, optional
+        Days per kernel call (default 8).
+    day_inner : bool, optional
+        Forest row order (see :class:`TileRunner`); results are identical either way.
+    reuse : bool, optional
+        Forest leaf-box reuse (default True).
+    config : dict, optional
+        Extra run configuration to record in the product's attributes.
+    progress : callable, optional
+        Called with the number of days finished after each kernel call.
+
+    Returns
+    -------
+    xarray.Dataset
+        The product (:func:`smengine.product.make_product`): ``sm`` (m³ m⁻³),
+        ``sm_uncertainty`` (mean forest spread), ``sm_subpixel_sd``, ``valid_fraction``,
+        ``quality_flag`` on (time, y, x) of the tile's 1-km grid.
+
+    Raises
+    ------
+    ConfigError
+        If a forest feature cannot be found in the tile, or on bad arguments.
+    """
+    runner = TileRunner(store, forest, min_valid_fraction=min_valid_fraction, n_threads=n_threads,
+                        chunk_days=chunk_days, day_inner=day_inner, reuse=reuse)  # fmt: skip
+    req, out = runner.predict_arrays(days, progress=progress)
+    return _product(runner, req, out, config)
+
+
+def _product(runner: TileRunner, days: np.ndarray, out: dict[str, np.ndarray], config: dict[str, Any] | None) -> Any:
+    from smengine.product import make_product
+
+    cfg = {"engine": {"min_valid_fraction": runner.min_valid_fraction, "chunk_days": runner.chunk_days,
+                      "reuse": runner.reuse, "features": runner.feature_names,
+                      "forest_hash": runner.forest.content_hash, "tile": runner.store.tile_id,
+                      "tile_path": str(runner.store.path)}}  # fmt: skip
+    if config:
+        cfg.update(config)
+    return make_product(out["sm"], out["uncertainty"], out["subpixel_sd"], out["valid_fraction"], out["quality_flag"],
+                        grid=runner.grid, times=days, min_valid_fraction=runner.min_valid_fraction,
+                        model_card=runner.forest.card, config=cfg)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`run` did: files written and skipped, and the engine counters."""
+
+    written: tuple[Path, ...]
+    skipped: tuple[Path, ...]
+    failed: tuple[tuple[str, str], ...]
+    stats: EngineStats
+
+
+def _ranges(days: np.ndarray, file_days: int) -> list[np.ndarray]:
+    return [days[i : i + file_days] for i in range(0, days.size, file_days)]
+
+
+def output_name(tile_id: str, days: np.ndarray) -> str:
+    """File name of a (tile, day range) output: ``<tile>_<YYYYMMDD>_<YYYYMMDD>.nc``."""
+    a, b = (str(d).replace("-", "") for d in (days[0], days[-1]))
+    return f"{tile_id}_{a}_{b}.nc"
+
+
+def run(
+    stores: Iterable[TileStore | str | os.PathLike[str]],
+    forest: Any,
+    out_dir: str | os.PathLike[str],
+    days: Any = None,
+    *,
+    file_days: int = 32,
+    resume: bool = True,
+    min_valid_fraction: float = 0.5,
+    n_threads: int | None = None,
+    chunk_days: int = 8,
+    config: dict[str, Any] | None = None,
+    progress: Callable[[int], Any] | None = None,
+    on_error: str = "raise",
+) -> RunResult:
+    """Predict a domain: every tile, every day range, one CF-NetCDF per (tile, range).
+
+    Outputs are ``out_dir/<tile>/<tile>_<first>_<last>.nc``, written to a temporary name
+    and renamed, so an interrupted run leaves only whole files. With ``resume`` (default),
+    ranges whose file exists are skipped (their days still advance the SWI state).
+
+    Parameters
+    ----------
+    stores : iterable of TileStore or paths
+    forest : see :func:`predict`
+    out_dir : path
+    days : see :func:`predict` (default: all days of each tile)
+    file_days : int, optional
+        Days per output file (default 32).
+    resume : bool, optional
+        Skip (tile, range) outputs that exist (default True); False overwrites them.
+    min_valid_fraction, n_threads, chunk_days, config : see :func:`predict`
+    progress : callable, optional
+        Called with the number of days finished (skipped ranges count as finished).
+    on_error : {"raise", "skip"}, optional
+        On a failing tile: raise (default) or log it, record it in ``RunResult.failed``
+        and go on with the next tile. Files already written stay.
+
+    Returns
+    -------
+    RunResult
+    """
+    from smengine.product import write_netcdf
+
+    if on_error not in ("raise", "skip"):
+        raise ConfigError(f"on_error should be 'raise' or 'skip', got {on_error!r}")
+    if int(file_days) < 1:
+        raise ConfigError(f"file_days should be >= 1, got {file_days}")
+    out = Path(out_dir)
+    cf = _load_forest(forest)
+    written: list[Path] = []
+    skipped: list[Path] = []
+    failed: list[tuple[str, str]] = []
+    stats = EngineStats()
+    for st in stores:
+        name = str(getattr(st, "path", st))
+        try:
+            runner = TileRunner(st, cf, min_valid_fraction=min_valid_fraction, n_threads=n_threads,
+                                chunk_days=chunk_days)  # fmt: skip
+            tile_days = _select_days(runner.store, days)
+            tdir = out / (runner.store.tile_id or runner.store.path.stem)
+            pending = []
+            for rng in _ranges(tile_days, int(file_days)):
+                path = tdir / output_name(runner.store.tile_id or runner.store.path.stem, rng)
+                if resume and path.exists():
+                    skipped.append(path)
+                    if progress is not None:
+                        progress(rng.size)
+                else:
+                    pending.append((rng, path))
+            for rng, path in pending:
+                req, arrays = runner.predict_arrays(rng)
+                ds = _product(runner, req, arrays, config)
+                tdir.mkdir(parents=True, exist_ok=True)
+                write_netcdf(ds, path, overwrite=True)
+                written.append(path)
+                if progress is not None:
+                    progress(rng.size)
+            stats.add(runner.stats)
+        except Exception as exc:
+            if on_error == "raise":
+                raise
+            log.error("tile %s failed: %s", name, exc)
+            failed.append((name, f"{type(exc).__name__}: {exc}"))
+    return RunResult(tuple(written), tuple(skipped), tuple(failed), stats)
+
+
+def naive_predict(store: TileStore | str | os.PathLike[str], estimator: Any, feature_names: Sequence[str],
+                  days: Any = None, *, min_valid_fraction: float = 0.5) -> dict[str, np.ndarray]:  # fmt: skip
+    """The plain NumPy / scikit-learn pipeline the engine replaces (a reference, not for production).
+
+    Builds the full feature matrix of every sub-pixel and day with
+    :class:`~smengine.features.FeatureBuilder`, calls ``estimator.predict`` on its complete
+    rows, reshapes to (day, pixel, sub-pixel) and takes ``nanmean``/``nanstd``.
+    The forest spread is the SD over ``estimator.estimators_``.
+
+    Returns
+    -------
+    dict
+        ``sm``, ``subpixel_sd``, ``uncertainty``, ``valid_fraction``, ``quality_flag``
+        (day, Py, Px) and ``days``.
+    """
+    from smengine.features import FeatureBuilder, FeatureSpec
+
+    s = _open_store(store)
+    names = list(feature_names)
+    swi = [m for m in (_SWI.match(n) for n in names if n not in s.feature_names) if m is not None]
+    Ts = sorted({float(m["T"]) for m in swi})
+    srcs = sorted({m["src"] for m in swi})
+    spec = FeatureSpec(swi_of=tuple(srcs), swi_T=tuple(Ts) if Ts else (5.0,))
+    fb = FeatureBuilder(s, spec)
+    col = [fb.names.index(n) for n in names]
+    req = _select_days(s, days)
+    tix = [s.day_index(d) for d in req]
+    sw = fb.swi() if fb.swi_names else None
+    X = np.stack([fb.day(t, swi=sw)[col] for t in tix])  # (D, F, Y, X)
+    D, F, Y, Xn = X.shape
+    k = s.grid.subpixel
+    Py, Px = s.grid.shape
+    rows = X.transpose(0, 2, 3, 1).reshape(-1, F)
+    ok = np.isfinite(rows).all(axis=1)
+    pred = np.full(rows.shape[0], np.nan)
+    pred[ok] = estimator.predict(rows[ok])
+    trees = np.full(rows.shape[0], np.nan)
+    if ok.any():
+        per_tree = np.stack([t.predict(rows[ok]) for t in estimator.estimators_])
+        trees[ok] = per_tree.std(axis=0)
+
+    def to_pix(a: np.ndarray) -> np.ndarray:
+        return a.reshape(D, Py, k, Px, k).transpose(0, 1, 3, 2, 4).reshape(D, Py, Px, k * k)
+
+    P, S = to_pix(pred), to_pix(trees)
+    n = np.isfinite(P).sum(-1)
+    vf = n / (k * k)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
+        sm, sd, sp = np.nanmean(P, -1), np.nanstd(P, -1), np.nanmean(S, -1)
+    flag = np.where(n == 0, 3, np.where(vf < min_valid_fraction, 2, np.where(n < k * k, 1, 0))).astype(np.uint8)
+    bad = flag >= 2
+    for a in (sm, sd, sp):
+        a[bad] = np.nan
+    return {"sm": sm, "subpixel_sd": sd, "uncertainty": sp, "valid_fraction": vf, "quality_flag": flag, "days": req}
+
