@@ -96,10 +96,14 @@ def world(tmp_path_factory):
     return {"store": store, "rf": rf, "cf": cf, "names": fb.names, "days": days[SPIN:]}
 
 
-def _naive(world):
+def _naive(world, n_jobs=1):
     from smengine.engine import naive_predict
 
-    return naive_predict(world["store"], world["rf"], world["names"], days=world["days"])
+    world["rf"].n_jobs = n_jobs
+    try:
+        return naive_predict(world["store"], world["rf"], world["names"], days=world["days"])
+    finally:
+        world["rf"].n_jobs = 1
 
 
 def _ours(world, threads, day_inner=True):
@@ -109,11 +113,32 @@ def _ours(world, threads, day_inner=True):
     return r.predict_arrays(world["days"])[1], r.stats
 
 
-def test_naive(world, record, note):
-    out = record("engine tile×days", "naive numpy+sklearn", _naive, world, incumbent=True, rounds=3)
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_naive(world, record, note, n_jobs):
+    out = record("engine tile×days", f"naive numpy+sklearn n_jobs={n_jobs}", _naive, world, n_jobs,
+                 incumbent=n_jobs == 1, rounds=3)  # fmt: skip
+    if n_jobs == 2:
+        return
     n = N_PIX * N_PIX * 16 * N_DAYS
     note(f"[engine] tile {N_PIX}×{N_PIX} px × 16 sub-px × {N_DAYS} days = {n:,} sub-pixel predictions; "
          f"{int(np.isfinite(out['sm']).sum()):,} pixel-days with a value")  # fmt: skip
+    # where the naive pipeline's time goes (one run each)
+    from smengine.features import FeatureBuilder, FeatureSpec
+
+    s, rf = world["store"], world["rf"]
+    t0 = time.perf_counter()
+    fb = FeatureBuilder(s, FeatureSpec(swi_of=("s1",)))
+    sw = fb.swi()
+    X = np.stack([fb.day(s.day_index(d), swi=sw) for d in world["days"]]).transpose(0, 2, 3, 1).reshape(-1, 16)
+    t1 = time.perf_counter()
+    ok = np.isfinite(X).all(1)
+    rf.predict(X[ok])
+    t2 = time.perf_counter()
+    for e in rf.estimators_:
+        e.predict(X[ok])
+    t3 = time.perf_counter()
+    note(f"[engine] naive parts: feature matrix {t1 - t0:.2f} s ({X.nbytes / 2**20:.0f} MiB), "
+         f"rf.predict {t2 - t1:.2f} s, per-tree predictions for the spread {t3 - t2:.2f} s")  # fmt: skip
 
 
 @pytest.mark.parametrize("threads", [1, 2])

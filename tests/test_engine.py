@@ -214,3 +214,20 @@ def test_cli_predict_writes_and_resumes(world, tmp_path):
     (tmp_path / "empty").mkdir()
     r = CliRunner().invoke(cli, ["predict", str(model), str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
     assert r.exit_code != 0 and "no tile files" in r.output
+
+
+def test_run_zarr_appends_ranges_and_resumes(world, tmp_path):
+    from smengine.product import open_product
+
+    out = tmp_path / "z"
+    res = run([world["store"].path], world["cf"], out, DAYS[:4], file_days=2, format="zarr")
+    assert [p.name for p in res.written] == ["t000_000.zarr"] * 2
+    res = run([world["store"].path], world["cf"], out, file_days=2, format="zarr")  # resumes after DAYS[3]
+    assert len(res.skipped) == 2 and len(res.written) == 2
+    ds = open_product(out / "t000_000.zarr")
+    np.testing.assert_array_equal(ds["time"].values.astype("datetime64[D]"), DAYS)
+    whole = TileRunner(world["store"], world["cf"]).predict_arrays()[1]
+    np.testing.assert_array_equal(ds["sm"].values, whole["sm"])
+    np.testing.assert_array_equal(ds["quality_flag"].values, whole["quality_flag"])
+    with pytest.raises(ConfigError, match="exists; delete it or resume"):
+        run([world["store"].path], world["cf"], out, format="zarr", resume=False)

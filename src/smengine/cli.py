@@ -212,8 +212,11 @@ def train(table_csv: Path, out_file: Path, features: str | None, cv: str, no_sea
 @click.option("--threads", type=int, help="Threads (default all).")
 @click.option("--overwrite", is_flag=True, help="Rewrite existing outputs (default: skip them, resume).")
 @click.option("--keep-going", is_flag=True, help="Log a failing tile and go on with the others.")
+@click.option("--format", "fmt", type=click.Choice(["netcdf", "zarr"]), default="netcdf", show_default=True,
+              help="One NetCDF per tile and day range, or one Zarr store per tile (long runs).")
 def predict(model: Path, tiles: tuple[Path, ...], out_dir: Path, start: str | None, end: str | None, file_days: int,
-            chunk_days: int, min_valid: float, threads: int | None, overwrite: bool, keep_going: bool) -> None:  # fmt: skip
+            chunk_days: int, min_valid: float, threads: int | None, overwrite: bool, keep_going: bool,
+            fmt: str) -> None:  # fmt: skip
     """Predict the daily 1-km product of TILES (tile files or folders of them) with MODEL.
 
     Resumable: outputs that exist are skipped, so rerunning after an interruption only
@@ -241,7 +244,7 @@ def predict(model: Path, tiles: tuple[Path, ...], out_dir: Path, start: str | No
         with tqdm(total=total, unit="tile-day", desc="predict", disable=None) as bar:
             res = run(paths, cf, out_dir, days, file_days=file_days, resume=not overwrite,
                       min_valid_fraction=min_valid, n_threads=threads, chunk_days=chunk_days,
-                      progress=bar.update, on_error="skip" if keep_going else "raise")  # fmt: skip
+                      progress=bar.update, on_error="skip" if keep_going else "raise", format=fmt)  # fmt: skip
     except SMEngineError as exc:
         raise click.ClickException(str(exc)) from exc
     st = res.stats

@@ -462,12 +462,16 @@ def run(
     config: dict[str, Any] | None = None,
     progress: Callable[[int], Any] | None = None,
     on_error: str = "raise",
+    format: str = "netcdf",
 ) -> RunResult:
     """Predict a domain: every tile, every day range, one CF-NetCDF per (tile, range).
 
-    Outputs are ``out_dir/<tile>/<tile>_<first>_<last>.nc``, written to a temporary name
-    and renamed, so an interrupted run leaves only whole files. With ``resume`` (default),
-    ranges whose file exists are skipped (their days still advance the SWI state).
+    NetCDF outputs are ``out_dir/<tile>/<tile>_<first>_<last>.nc``, written to a temporary
+    name and renamed, so an interrupted run leaves only whole files. With ``resume``
+    (default), ranges whose file exists are skipped (their days still advance the SWI
+    state). For long runs, ``format="zarr"`` appends every range to one store per tile,
+    ``out_dir/<tile>.zarr`` (:func:`smengine.product.write_zarr`); resuming skips the days
+    the store already has.
 
     Parameters
     ----------
@@ -485,13 +489,17 @@ def run(
     on_error : {"raise", "skip"}, optional
         On a failing tile: raise (default) or log it, record it in ``RunResult.failed``
         and go on with the next tile. Files already written stay.
+    format : {"netcdf", "zarr"}, optional
+        One CF-NetCDF per (tile, range) (default) or one Zarr store per tile.
 
     Returns
     -------
     RunResult
     """
-    from smengine.product import write_netcdf
+    from smengine.product import open_product, write_netcdf, write_zarr
 
+    if format not in ("netcdf", "zarr"):
+        raise ConfigError(f"format should be 'netcdf' or 'zarr', got {format!r}")
     if on_error not in ("raise", "skip"):
         raise ConfigError(f"on_error should be 'raise' or 'skip', got {on_error!r}")
     if int(file_days) < 1:
@@ -508,21 +516,34 @@ def run(
             runner = TileRunner(st, cf, min_valid_fraction=min_valid_fraction, n_threads=n_threads,
                                 chunk_days=chunk_days)  # fmt: skip
             tile_days = _select_days(runner.store, days)
-            tdir = out / (runner.store.tile_id or runner.store.path.stem)
+            tid = runner.store.tile_id or runner.store.path.stem
+            tdir = out / tid
+            zpath = out / f"{tid}.zarr"
+            done_until = None
+            if format == "zarr" and zpath.exists():
+                if not resume:
+                    raise ConfigError(f"{zpath} exists; delete it or resume")
+                done_until = np.asarray(open_product(zpath)["time"].values).astype("datetime64[D]")[-1]
             pending = []
             for rng in _ranges(tile_days, int(file_days)):
-                path = tdir / output_name(runner.store.tile_id or runner.store.path.stem, rng)
-                if resume and path.exists():
+                path = zpath if format == "zarr" else tdir / output_name(tid, rng)
+                todo = rng if done_until is None else rng[rng > done_until]
+                if format == "netcdf" and resume and path.exists() or todo.size == 0:
                     skipped.append(path)
                     if progress is not None:
                         progress(rng.size)
-                else:
-                    pending.append((rng, path))
+                    continue
+                if todo.size < rng.size and progress is not None:
+                    progress(rng.size - todo.size)
+                pending.append((todo, path))
             for rng, path in pending:
                 req, arrays = runner.predict_arrays(rng)
                 ds = _product(runner, req, arrays, config)
-                tdir.mkdir(parents=True, exist_ok=True)
-                write_netcdf(ds, path, overwrite=True)
+                if format == "zarr":
+                    write_zarr(ds, path)
+                else:
+                    tdir.mkdir(parents=True, exist_ok=True)
+                    write_netcdf(ds, path, overwrite=True)
                 written.append(path)
                 if progress is not None:
                     progress(rng.size)
