@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -211,6 +212,12 @@ def test_cli_predict_writes_and_resumes(world, tmp_path):
     assert (ds["quality_flag"].sel(time="2020-05-04").values == 4).all()  # not in the store
     r = CliRunner().invoke(cli, args)
     assert "wrote 0 files, skipped 3 existing" in r.output
+    if importlib.util.find_spec("distributed") is not None:  # the same through a local Dask cluster
+        r = CliRunner().invoke(cli, [*args[:4], str(tmp_path / "o2"), *args[5:], "--workers", "1"])
+        assert r.exit_code == 0 and "wrote 3 files" in r.output, r.output
+        for f in files:
+            got = open_product(tmp_path / "o2" / "t000_000" / f.name)
+            np.testing.assert_array_equal(got["sm"].values, open_product(f)["sm"].values)
     (tmp_path / "empty").mkdir()
     r = CliRunner().invoke(cli, ["predict", str(model), str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
     assert r.exit_code != 0 and "no tile files" in r.output
@@ -231,3 +238,27 @@ def test_run_zarr_appends_ranges_and_resumes(world, tmp_path):
     np.testing.assert_array_equal(ds["quality_flag"].values, whole["quality_flag"])
     with pytest.raises(ConfigError, match="exists; delete it or resume"):
         run([world["store"].path], world["cf"], out, format="zarr", resume=False)
+
+
+def test_run_on_a_dask_localcluster_equals_the_local_run(world, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from smengine.product import open_product
+
+    t2 = make_tile(tmp_path / "t000_001.h5", x0=4_333_000, seed=5, tile_id="t000_001")
+    bad = tmp_path / "t009_009.h5"
+    bad.write_bytes(b"not a tile")
+    tiles = [world["store"].path, bad, t2.path]
+    local = run(tiles, world["cf"], tmp_path / "local", file_days=4, on_error="skip", n_threads=1)
+    seen: list[int] = []
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
+            distributed.Client(lc) as client:  # fmt: skip
+        res = run(tiles, world["cf"], tmp_path / "dask", file_days=4, on_error="skip", n_threads=1, client=client,
+                  progress=seen.append)  # fmt: skip
+    assert [p.name for p in res.written] == [p.name for p in local.written] and len(res.written) == 4
+    assert [f[0] for f in res.failed] == [str(bad)] and "DataError" in res.failed[0][1]
+    assert sorted(seen) == [DAYS.size, DAYS.size]
+    assert res.stats.subpixel_days == local.stats.subpixel_days > 0
+    for a, b in zip(local.written, res.written):
+        xa, xb = open_product(a), open_product(b)
+        for k in ("sm", "sm_uncertainty", "sm_subpixel_sd", "valid_fraction", "quality_flag"):
+            np.testing.assert_array_equal(xa[k].values, xb[k].values, err_msg=f"{b.name} {k}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -214,9 +215,11 @@ def train(table_csv: Path, out_file: Path, features: str | None, cv: str, no_sea
 @click.option("--keep-going", is_flag=True, help="Log a failing tile and go on with the others.")
 @click.option("--format", "fmt", type=click.Choice(["netcdf", "zarr"]), default="netcdf", show_default=True,
               help="One NetCDF per tile and day range, or one Zarr store per tile (long runs).")
+@click.option("--workers", type=int, help="Run tiles on a local Dask cluster of this many worker processes "
+              "(each with --threads threads, default 1; needs smengine[dask]).")
 def predict(model: Path, tiles: tuple[Path, ...], out_dir: Path, start: str | None, end: str | None, file_days: int,
             chunk_days: int, min_valid: float, threads: int | None, overwrite: bool, keep_going: bool,
-            fmt: str) -> None:  # fmt: skip
+            fmt: str, workers: int | None) -> None:  # fmt: skip
     """Predict the daily 1-km product of TILES (tile files or folders of them) with MODEL.
 
     Resumable: outputs that exist are skipped, so rerunning after an interruption only
@@ -241,10 +244,22 @@ def predict(model: Path, tiles: tuple[Path, ...], out_dir: Path, start: str | No
             lo = np.datetime64(start, "D") if start else st.times[0]
             hi = np.datetime64(end, "D") if end else st.times[-1]
             total += max(int((hi - lo).astype(int)) + 1, 0)
-        with tqdm(total=total, unit="tile-day", desc="predict", disable=None) as bar:
+        with contextlib.ExitStack() as stack:
+            client = None
+            if workers:
+                try:
+                    from distributed import Client, LocalCluster
+                except ImportError as exc:
+                    raise click.ClickException("--workers needs dask.distributed: pip install 'smengine[dask]'") from exc
+                threads = threads or 1
+                cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=threads,
+                                                           processes=True, dashboard_address=None))  # fmt: skip
+                client = stack.enter_context(Client(cluster))
+            bar = stack.enter_context(tqdm(total=total, unit="tile-day", desc="predict", disable=None))
             res = run(paths, cf, out_dir, days, file_days=file_days, resume=not overwrite,
                       min_valid_fraction=min_valid, n_threads=threads, chunk_days=chunk_days,
-                      progress=bar.update, on_error="skip" if keep_going else "raise", format=fmt)  # fmt: skip
+                      progress=bar.update, on_error="skip" if keep_going else "raise", format=fmt,
+                      client=client)  # fmt: skip
     except SMEngineError as exc:
         raise click.ClickException(str(exc)) from exc
     st = res.stats

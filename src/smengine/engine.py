@@ -448,6 +448,56 @@ def output_name(tile_id: str, days: np.ndarray) -> str:
     return f"{tile_id}_{a}_{b}.nc"
 
 
+def _failed(failed: list[tuple[str, str]], st: Any, exc: BaseException) -> None:
+    name = str(getattr(st, "path", st))
+    log.error("tile %s failed: %s", name, exc)
+    failed.append((name, f"{type(exc).__name__}: {exc}"))
+
+
+def _run_tile(st: Any, cf: Any, *, out: Path, days: Any, file_days: int, resume: bool, format: str,
+              config: dict[str, Any] | None, min_valid_fraction: float, n_threads: int | None, chunk_days: int,
+              progress: Callable[[int], Any] | None = None) -> tuple[list[Path], list[Path], EngineStats, int, str]:  # fmt: skip
+    """One tile of :func:`run`: (written, skipped, stats, days covered, tile path)."""
+    from smengine.product import open_product, write_netcdf, write_zarr
+
+    runner = TileRunner(st, cf, min_valid_fraction=min_valid_fraction, n_threads=n_threads, chunk_days=chunk_days)
+    written: list[Path] = []
+    skipped: list[Path] = []
+    tile_days = _select_days(runner.store, days)
+    tid = runner.store.tile_id or runner.store.path.stem
+    tdir = out / tid
+    zpath = out / f"{tid}.zarr"
+    done_until = None
+    if format == "zarr" and zpath.exists():
+        if not resume:
+            raise ConfigError(f"{zpath} exists; delete it or resume")
+        done_until = np.asarray(open_product(zpath)["time"].values).astype("datetime64[D]")[-1]
+    pending = []
+    for rng in _ranges(tile_days, file_days):
+        path = zpath if format == "zarr" else tdir / output_name(tid, rng)
+        todo = rng if done_until is None else rng[rng > done_until]
+        if format == "netcdf" and resume and path.exists() or todo.size == 0:
+            skipped.append(path)
+            if progress is not None:
+                progress(rng.size)
+            continue
+        if todo.size < rng.size and progress is not None:
+            progress(rng.size - todo.size)
+        pending.append((todo, path))
+    for rng, path in pending:
+        req, arrays = runner.predict_arrays(rng)
+        ds = _product(runner, req, arrays, config)
+        if format == "zarr":
+            write_zarr(ds, path)
+        else:
+            tdir.mkdir(parents=True, exist_ok=True)
+            write_netcdf(ds, path, overwrite=True)
+        written.append(path)
+        if progress is not None:
+            progress(rng.size)
+    return written, skipped, runner.stats, int(tile_days.size), str(runner.store.path)
+
+
 def run(
     stores: Iterable[TileStore | str | os.PathLike[str]],
     forest: Any,
@@ -463,6 +513,7 @@ def run(
     progress: Callable[[int], Any] | None = None,
     on_error: str = "raise",
     format: str = "netcdf",
+    client: Any = None,
 ) -> RunResult:
     """Predict a domain: every tile, every day range, one CF-NetCDF per (tile, range).
 
@@ -491,13 +542,16 @@ def run(
         and go on with the next tile. Files already written stay.
     format : {"netcdf", "zarr"}, optional
         One CF-NetCDF per (tile, range) (default) or one Zarr store per tile.
+    client : distributed.Client, optional
+        Run the tiles as tasks on a Dask cluster (the forest is scattered once; each task
+        opens its tile from its path and writes its own files, so no data goes through
+        the scheduler). ``progress`` is then called once per finished tile. ``n_threads``
+        applies per task: match it to the workers' threads.
 
     Returns
     -------
     RunResult
     """
-    from smengine.product import open_product, write_netcdf, write_zarr
-
     if format not in ("netcdf", "zarr"):
         raise ConfigError(f"format should be 'netcdf' or 'zarr', got {format!r}")
     if on_error not in ("raise", "skip"):
@@ -510,49 +564,45 @@ def run(
     skipped: list[Path] = []
     failed: list[tuple[str, str]] = []
     stats = EngineStats()
-    for st in stores:
-        name = str(getattr(st, "path", st))
-        try:
-            runner = TileRunner(st, cf, min_valid_fraction=min_valid_fraction, n_threads=n_threads,
-                                chunk_days=chunk_days)  # fmt: skip
-            tile_days = _select_days(runner.store, days)
-            tid = runner.store.tile_id or runner.store.path.stem
-            tdir = out / tid
-            zpath = out / f"{tid}.zarr"
-            done_until = None
-            if format == "zarr" and zpath.exists():
-                if not resume:
-                    raise ConfigError(f"{zpath} exists; delete it or resume")
-                done_until = np.asarray(open_product(zpath)["time"].values).astype("datetime64[D]")[-1]
-            pending = []
-            for rng in _ranges(tile_days, int(file_days)):
-                path = zpath if format == "zarr" else tdir / output_name(tid, rng)
-                todo = rng if done_until is None else rng[rng > done_until]
-                if format == "netcdf" and resume and path.exists() or todo.size == 0:
-                    skipped.append(path)
-                    if progress is not None:
-                        progress(rng.size)
-                    continue
-                if todo.size < rng.size and progress is not None:
-                    progress(rng.size - todo.size)
-                pending.append((todo, path))
-            for rng, path in pending:
-                req, arrays = runner.predict_arrays(rng)
-                ds = _product(runner, req, arrays, config)
-                if format == "zarr":
-                    write_zarr(ds, path)
-                else:
-                    tdir.mkdir(parents=True, exist_ok=True)
-                    write_netcdf(ds, path, overwrite=True)
-                written.append(path)
-                if progress is not None:
-                    progress(rng.size)
-            stats.add(runner.stats)
-        except Exception as exc:
-            if on_error == "raise":
-                raise
-            log.error("tile %s failed: %s", name, exc)
-            failed.append((name, f"{type(exc).__name__}: {exc}"))
+    kw = {"out": out, "days": days, "file_days": int(file_days), "resume": resume, "format": format,
+          "config": config, "min_valid_fraction": min_valid_fraction, "n_threads": n_threads,
+          "chunk_days": chunk_days}  # fmt: skip
+    items = list(stores)
+    if client is None:
+        results = []
+        for st in items:
+            try:
+                results.append(_run_tile(st, cf, progress=progress, **kw))
+            except Exception as exc:
+                if on_error == "raise":
+                    raise
+                _failed(failed, st, exc)
+    else:
+        from distributed import as_completed
+
+        paths = [str(getattr(st, "path", st)) for st in items]  # memory maps stay on the workers
+        cf_remote = client.scatter(cf, broadcast=True)
+        futures = {client.submit(_run_tile, p, cf_remote, pure=False, **kw): p for p in paths}
+        results = []
+        for fut in as_completed(futures):
+            try:
+                res = fut.result()
+            except Exception as exc:
+                if on_error == "raise":
+                    for other in futures:
+                        other.cancel()
+                    raise
+                _failed(failed, futures[fut], exc)
+                continue
+            results.append(res)
+            if progress is not None:
+                progress(res[3])
+        order = {p: k for k, p in enumerate(paths)}
+        results.sort(key=lambda r: order.get(r[4], 0))
+    for w, sk, st_, _n, _name in results:
+        written += w
+        skipped += sk
+        stats.add(st_)
     return RunResult(tuple(written), tuple(skipped), tuple(failed), stats)
 
 
