@@ -1,0 +1,300 @@
+r"""Evaluation against CRNS stations: per-site scores, surface products, monthly bias, plots.
+
+All functions take a long table (:class:`pandas.DataFrame`) with one row per station and
+UTC day — columns ``station``, ``date``, the reference (``obs``, the CRNS θ) and one
+column per estimate (the emulator's leave-site-out prediction, a surface product …) —
+and use :func:`smengine.metrics.evaluate` for every number, so the definitions are
+pytesmo's.
+
+* :func:`site_scores` — R, ubRMSE, bias, KGE, anomaly R (and the rest of
+  :func:`~smengine.metrics.evaluate`) per site, plus the median over sites.
+* :func:`product_scores` — surface products against CRNS raw and after the exponential
+  filter (:func:`smengine.filters.exp_filter`) at the characteristic time T that maximises
+  the median R over sites (the depth mismatch a filter can bridge; Albergel et al. 2008).
+* :func:`monthly_bias` — bias per calendar month over all sites, and the linear trend of
+  the monthly-mean bias over time (per year, with its p-value).
+* ``plot_*`` — PNG figures (matplotlib, Agg): a map of one product day, station time
+  series, a scatter plot, the monthly bias.
+
+References
+----------
+.. [1] Albergel, C. et al. (2008). From near-surface to root-zone soil moisture using an
+   exponential filter. HESS 12, 1323–1337.
+.. [2] Schmidt, T. et al. (2024). Comprehensive quality assessment of satellite- and
+   model-based soil moisture products against the COSMOS network in Germany. RSE.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from smengine.errors import ConfigError, ValidationError
+from smengine.filters import exp_filter
+from smengine.metrics import evaluate
+
+__all__ = [
+    "DEFAULT_T",
+    "SCORE_COLUMNS",
+    "monthly_bias",
+    "plot_map",
+    "plot_monthly_bias",
+    "plot_scatter",
+    "plot_timeseries",
+    "product_scores",
+    "site_scores",
+]
+
+log = logging.getLogger(__name__)
+
+#: Characteristic times (days) searched by :func:`product_scores`.
+DEFAULT_T = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 60.0, 100.0)
+#: The columns :func:`site_scores` reports (renamed from :func:`smengine.metrics.evaluate`'s keys).
+SCORE_COLUMNS = {"n_obs": "n", "R": "R", "urmsd": "ubRMSE", "BIAS": "bias", "RMSD": "RMSE", "KGE": "KGE",
+                 "anomaly_R": "anomaly_R", "anomaly_R_moving": "anomaly_R_35d", "NSE": "NSE"}  # fmt: skip
+
+
+def _check(table: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
+    missing = [c for c in ("station", "date", *cols) if c not in table.columns]
+    if missing:
+        raise ValidationError(f"table lacks column(s) {missing} (has {list(table.columns)})")
+    t = table.copy()
+    t["date"] = pd.to_datetime(t["date"]).dt.tz_localize(None).dt.normalize()
+    if t.duplicated(["station", "date"]).any():
+        first = t[t.duplicated(["station", "date"])].iloc[0]
+        raise ValidationError(f"duplicate rows for station {first['station']!r} on {first['date']:%Y-%m-%d}")
+    return t.sort_values(["station", "date"]).reset_index(drop=True)
+
+
+def site_scores(table: pd.DataFrame, pred: str = "pred", obs: str = "obs", *, min_obs: int = 30) -> pd.DataFrame:
+    """Scores of ``pred`` against ``obs`` per station, and their median over stations.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Columns ``station``, ``date``, ``pred``, ``obs`` (m³ m⁻³).
+    pred, obs : str
+        Column names of the estimate and the reference.
+    min_obs : int, optional
+        Sites with fewer common days get NaN scores (default 30).
+
+    Returns
+    -------
+    DataFrame
+        One row per station (index) and a last row ``"median"``; columns
+        :data:`SCORE_COLUMNS` values (``n``, ``R``, ``ubRMSE``, ``bias``, ``RMSE``, ``KGE``,
+        ``anomaly_R``, ``anomaly_R_35d``, ``NSE``).
+    """
+    t = _check(table, (pred, obs))
+    rows = {}
+    for st, g in t.groupby("station", sort=True):
+        m = evaluate(g[pred].to_numpy(float), g[obs].to_numpy(float), g["date"].to_numpy(), min_obs=min_obs)
+        rows[st] = {SCORE_COLUMNS[k]: m[k] for k in SCORE_COLUMNS}
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "station"
+    med = out.median(numeric_only=True)
+    out.loc["median"] = med
+    return out
+
+
+def _filtered(t: pd.DataFrame, col: str, T: Sequence[float]) -> np.ndarray:
+    """exp_filter of ``col`` per station over its daily series: (n_T, n_rows)."""
+    out = np.full((len(T), len(t)), np.nan)
+    for _, g in t.groupby("station", sort=False):
+        idx = g.index.to_numpy()
+        days = g["date"].to_numpy().astype("datetime64[D]").astype(np.float64)
+        out[:, idx] = exp_filter(g[col].to_numpy(np.float64), days, list(T))
+    return out
+
+
+def product_scores(table: pd.DataFrame, products: Sequence[str], obs: str = "obs", *,
+                   T: Sequence[float] = DEFAULT_T, min_obs: int = 30) -> pd.DataFrame:  # fmt: skip
+    """Surface products against CRNS, raw and after the exponential filter at the best T.
+
+    For each product the filter is run per station over its own series (missing days
+    skipped); the best T maximises the median over sites of R against ``obs``.
+
+    Parameters
+    ----------
+    table : DataFrame
+        ``station``, ``date``, ``obs`` and one column per product (m³ m⁻³).
+    products : sequence of str
+        Product columns.
+    T : sequence of float, optional
+        Characteristic times to search, days (default :data:`DEFAULT_T`).
+    min_obs : int, optional
+        Minimum common days per site.
+
+    Returns
+    -------
+    DataFrame
+        Index (product, variant) with variant ``"raw"`` and ``"SWI T=<T>"``; columns
+        median ``R``, ``ubRMSE``, ``bias``, ``KGE``, ``anomaly_R`` over sites, ``n_sites``
+        and ``T`` (NaN for raw).
+    """
+    if not products:
+        raise ConfigError("product_scores: no product columns given")
+    t = _check(table, (obs, *products))
+    rows = []
+    for p in products:
+        raw = site_scores(t, p, obs, min_obs=min_obs).drop(index="median")
+        rows.append(((p, "raw"), raw, np.nan))
+        filt = _filtered(t, p, T)
+        best, best_r, best_s = None, -np.inf, None
+        for k, Tk in enumerate(T):
+            tk = t.assign(_swi=filt[k])
+            s = site_scores(tk, "_swi", obs, min_obs=min_obs).drop(index="median")
+            r = float(np.nanmedian(s["R"])) if s["R"].notna().any() else -np.inf
+            if r > best_r:
+                best, best_r, best_s = Tk, r, s
+        if best_s is not None:
+            rows.append(((p, f"SWI T={best:g}"), best_s, best))
+    out = pd.DataFrame([{**{c: float(np.nanmedian(s[c])) if s[c].notna().any() else np.nan
+                            for c in ("R", "ubRMSE", "bias", "KGE", "anomaly_R")},
+                         "n_sites": int(s["R"].notna().sum()), "T": Tb} for _, s, Tb in rows],
+                       index=pd.MultiIndex.from_tuples([k for k, _, _ in rows], names=["product", "variant"]))  # fmt: skip
+    return out
+
+
+def monthly_bias(table: pd.DataFrame, pred: str = "pred", obs: str = "obs") -> tuple[pd.DataFrame, dict[str, float]]:
+    """Bias (pred − obs) by calendar month over all sites, and its trend over time.
+
+    Returns
+    -------
+    by_month : DataFrame
+        Index month 1–12; columns ``bias`` (mean of pred − obs, m³ m⁻³), ``sd`` and ``n``.
+    trend : dict
+        ``slope_per_year`` (m³ m⁻³ per year), its ``stderr`` and two-sided ``p_value``:
+        OLS of the monthly-mean bias (each year-month with data) on time in years with one
+        offset per calendar month, so that the seasonal cycle is not taken for a trend;
+        and ``n_months``.
+    """
+    t = _check(table, (pred, obs))
+    d = (t[pred] - t[obs]).to_numpy(float)
+    ok = np.isfinite(d)
+    t = t.loc[ok].assign(_d=d[ok])
+    if t.empty:
+        raise ValidationError(f"no day has both {pred!r} and {obs!r}")
+    g = t.groupby(t["date"].dt.month)["_d"]
+    by_month = pd.DataFrame({"bias": g.mean(), "sd": g.std(ddof=1), "n": g.size()}).reindex(range(1, 13))
+    by_month.index.name = "month"
+    period = t["date"].dt.to_period("M")
+    ym = t.groupby(period)["_d"].mean()
+    # time of each year-month = mean time of its days with data, in years since 1970
+    x = (t["date"] - pd.Timestamp("1970-01-01")).dt.days.groupby(period).mean().to_numpy() / 365.25
+    start = pd.DatetimeIndex([p.start_time for p in ym.index])
+    # linear trend with a fixed effect per calendar month (the seasonal cycle is not a trend)
+    months = start.month.to_numpy()
+    present = np.unique(months)
+    A = np.column_stack([x - x.mean(), (months[:, None] == present[None, :]).astype(float)])
+    yb = ym.to_numpy()
+    trend: dict[str, float] = {"n_months": float(ym.size)}
+    dof = ym.size - A.shape[1]
+    if dof >= 1:
+        coef, *_ = np.linalg.lstsq(A, yb, rcond=None)
+        resid = yb - A @ coef
+        s2 = float(resid @ resid) / dof
+        se = float(np.sqrt(s2 * np.linalg.inv(A.T @ A)[0, 0]))
+        tval = coef[0] / se if se > 0 else np.inf
+        trend.update({"slope_per_year": float(coef[0]), "stderr": se,
+                      "p_value": float(2 * stats.t.sf(abs(tval), dof))})  # fmt: skip
+    else:
+        trend.update({"slope_per_year": np.nan, "stderr": np.nan, "p_value": np.nan})
+    return by_month, trend
+
+
+# ---------------------------------------------------------------------------------- plots
+def _plt() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - matplotlib is in the plot/test extras
+        raise ConfigError("plots need matplotlib: pip install 'smengine[plot]'") from exc
+    return plt
+
+
+def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+    from smengine._io import atomic_target
+
+    p = Path(path)
+    with atomic_target(p) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png", metadata={"Software": None})
+    _plt().close(fig)
+    return p
+
+
+def plot_map(ds: Any, day: Any, path: str | os.PathLike[str], variable: str = "sm", *,
+             stations: pd.DataFrame | None = None, vmin: float = 0.0, vmax: float = 0.5) -> Path:  # fmt: skip
+    """Map of one day of a product variable (with station locations, if given: columns x, y in the grid CRS)."""
+    plt = _plt()
+    da = ds[variable].sel(time=np.datetime64(pd.Timestamp(day), "ns"), method="nearest")
+    fig, ax = plt.subplots(figsize=(6, 5))
+    x, y = ds["x"].values, ds["y"].values
+    dx = float(x[1] - x[0]) if x.size > 1 else 1000.0
+    dy = float(y[1] - y[0]) if y.size > 1 else -1000.0
+    extent = (x[0] - dx / 2, x[-1] + dx / 2, y[-1] + dy / 2, y[0] - dy / 2)
+    im = ax.imshow(da.values, extent=extent, vmin=vmin, vmax=vmax, cmap="YlGnBu", interpolation="nearest")
+    fig.colorbar(im, ax=ax, label=f"{variable} ({ds[variable].attrs.get('units', '')})")
+    if stations is not None and {"x", "y"} <= set(stations.columns):
+        ax.plot(stations["x"], stations["y"], "r^", ms=5, label="CRNS")
+        ax.legend(loc="lower right")
+    ax.set_title(f"{variable} {pd.Timestamp(da['time'].values):%Y-%m-%d}")
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")
+    return _save(fig, path)
+
+
+def plot_timeseries(table: pd.DataFrame, station: str, path: str | os.PathLike[str],
+                    columns: Sequence[str] = ("obs", "pred")) -> Path:  # fmt: skip
+    """Daily series of one station (reference and estimates)."""
+    plt = _plt()
+    t = _check(table, columns)
+    g = t[t["station"] == station]
+    if g.empty:
+        raise ValidationError(f"no rows for station {station!r} (have {sorted(t['station'].unique())[:10]}…)")
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    for c in columns:
+        ax.plot(g["date"], g[c], lw=1.2 if c == columns[0] else 0.9, label=c)
+    ax.set_ylabel("θ (m³ m⁻³)")
+    ax.set_title(f"station {station}")
+    ax.legend(loc="upper right", ncol=len(columns))
+    fig.autofmt_xdate()
+    return _save(fig, path)
+
+
+def plot_scatter(table: pd.DataFrame, path: str | os.PathLike[str], pred: str = "pred", obs: str = "obs") -> Path:
+    """All station-days: estimate against reference, 1:1 line, pooled R and ubRMSE in the title."""
+    plt = _plt()
+    t = _check(table, (pred, obs))
+    m = evaluate(t[pred].to_numpy(float), t[obs].to_numpy(float))
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    ax.plot(t[obs], t[pred], ".", ms=2, alpha=0.4)
+    lo = float(np.nanmin(t[[pred, obs]].to_numpy()))
+    hi = float(np.nanmax(t[[pred, obs]].to_numpy()))
+    ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+    ax.set_xlabel(f"{obs} (m³ m⁻³)")
+    ax.set_ylabel(f"{pred} (m³ m⁻³)")
+    ax.set_title(f"R = {m['R']:.2f}, ubRMSE = {m['urmsd']:.3f}, n = {m['n_obs']}")
+    return _save(fig, path)
+
+
+def plot_monthly_bias(by_month: pd.DataFrame, path: str | os.PathLike[str], title: str = "bias by month") -> Path:
+    """Bar chart of :func:`monthly_bias`'s table (± 1 SD)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.bar(by_month.index, by_month["bias"], yerr=by_month["sd"], capsize=2, color="tab:orange")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(range(1, 13))
+    ax.set_xlabel("month")
+    ax.set_ylabel("bias (m³ m⁻³)")
+    ax.set_title(title)
+    return _save(fig, path)
