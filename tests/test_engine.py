@@ -262,3 +262,23 @@ def test_run_on_a_dask_localcluster_equals_the_local_run(world, tmp_path):
         xa, xb = open_product(a), open_product(b)
         for k in ("sm", "sm_uncertainty", "sm_subpixel_sd", "valid_fraction", "quality_flag"):
             np.testing.assert_array_equal(xa[k].values, xb[k].values, err_msg=f"{b.name} {k}")
+
+
+def test_engine_carried_swi_equals_naive(world):
+    s = world["store"]
+    fb = FeatureBuilder(s, FeatureSpec(swi_T=(5.0, 20.0), swi_carry=True))
+    names = [n for n in fb.names if n not in ("s1", "smap")]  # only the carried SWI of both sources
+    assert "swi20c_smap" in names
+    sw = fb.swi()
+    X = np.concatenate([fb.day(t, swi=sw)[[fb.names.index(n) for n in names]].reshape(len(names), -1).T
+                        for t in range(DAYS.size)])  # fmt: skip
+    ok = np.isfinite(X).all(1)
+    rng = np.random.default_rng(1)
+    rf = RandomForestRegressor(8, min_samples_leaf=3, random_state=0).fit(X[ok], rng.random(ok.sum()))
+    cf = CompiledForest.from_sklearn(rf, feature_names=names)
+    ref = naive_predict(s, rf, names, days=DAYS[1:])
+    out = TileRunner(s, cf, chunk_days=2).predict_arrays(DAYS[1:])[1]
+    _assert_matches_naive(out, ref)
+    # carrying keeps pixels valid on the sub-pixels' gap days: more valid sub-pixels than without
+    plain = world["cf"]
+    assert out["valid_fraction"].mean() > TileRunner(s, plain).predict_arrays(DAYS[1:])[1]["valid_fraction"].mean()

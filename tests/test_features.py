@@ -181,3 +181,29 @@ def test_training_table_rejects_stores_with_different_units(tmp_path) -> None:
         stores.append(TileStore.open(tmp_path / f"{name}.h5"))
     with pytest.raises(ValidationError, match="units differ"):
         training_table(_stations(stores[0], 2, 2), stores)
+
+
+def test_carried_swi_and_quantised_kernels(store: TileStore) -> None:
+    """swi_carry: exp_filter(carry=True) per sub-pixel, named swi<T>c_<src>; kernel_quantum: the kernel of rounded inputs."""
+    spec = FeatureSpec(swi_T=(5.0, 20.0), swi_carry=True)
+    fb = FeatureBuilder(store, spec)
+    assert "swi5c_s1" in fb.names and fb.sources["swi20c_smap"] == "exp_filter(smap, T=20 d, carry)"
+    days = store.times.astype("datetime64[D]").astype(float)
+    want = exp_filter(fb.source_series("s1"), days, 5.0, carry=True)
+    np.testing.assert_array_equal(fb.swi()[0], want)
+    plain = FeatureBuilder(store, FeatureSpec(swi_T=(5.0, 20.0))).swi()[0]
+    assert np.isnan(plain).sum() > np.isnan(want).sum()  # carrying fills the gap days
+    ss = _stations(store)
+    q = (2.0, 0.02, 5.0)
+    fast = training_table(ss, store, spec, kernel_quantum=q)
+    d = ss.daily()
+    d = d.assign(abs_humidity=np.round(d["abs_humidity"] / 2.0) * 2.0, pressure=np.round(d["pressure"] / 5.0) * 5.0)
+    rounded = d.assign(sm=np.round(d["sm"] / 0.02) * 0.02)
+    # exact kernels of pre-rounded inputs give the same features (targets differ: they are the rounded sm)
+    ref = training_table(ss, store, spec, daily=rounded)
+    np.testing.assert_allclose(fast[fb.names].to_numpy(float), ref[fb.names].to_numpy(float), rtol=1e-6, equal_nan=True)
+    exact = training_table(ss, store, spec, daily=d)
+    assert (fast["target"] == exact["target"]).all()
+    assert not np.allclose(fast[fb.names].to_numpy(float), exact[fb.names].to_numpy(float), rtol=1e-6, equal_nan=True)
+    with pytest.raises(ConfigError, match="kernel_quantum"):
+        training_table(ss, store, spec, kernel_quantum=(0.0, 0.02, 5.0))

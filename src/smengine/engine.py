@@ -20,7 +20,8 @@ whose valid fraction ``n / s²`` is below ``min_valid_fraction`` are NaN with a 
 Features are resolved from the forest's feature names (the names :class:`~smengine.features.FeatureBuilder`
 gives): store covariates by name, ``swi<T>_<source>`` as the exponential filter of a
 dynamic or coarse covariate carried day by day per sub-pixel (exactly
-:func:`smengine.filters.exp_filter`), ``doy_sin``/``doy_cos`` from the day. The SWI needs
+:func:`smengine.filters.exp_filter`; ``swi<T>c_<source>`` with ``carry=True``),
+``doy_sin``/``doy_cos`` from the day. The SWI needs
 every day of the store before the first predicted day; those are run through the state
 update only (no forest).
 
@@ -57,7 +58,7 @@ __all__ = ["EngineStats", "TileRunner", "predict", "run"]
 
 log = logging.getLogger(__name__)
 
-_SWI = re.compile(r"^swi(?P<T>[0-9.eE+-]+)_(?P<src>.+)$")
+_SWI = re.compile(r"^swi(?P<T>[0-9.eE+-]+)(?P<carry>c?)_(?P<src>.+)$")
 _CAL = ("doy_sin", "doy_cos")
 _EPOCH = np.datetime64("1970-01-01", "D")
 
@@ -147,7 +148,7 @@ def _build_plan(store: TileStore, names: Sequence[str]) -> _Plan:
             continue
         m = _SWI.match(name)
         if m is not None and (m["src"] in store.dynamic_names or m["src"] in store.coarse_names):
-            rows.append((3, -1, len(swi_T)))
+            rows.append((5 if m["carry"] else 3, -1, len(swi_T)))
             pending.append((j, m["src"], float(m["T"])))
             swi_T.append(float(m["T"]))
             continue
@@ -160,7 +161,7 @@ def _build_plan(store: TileStore, names: Sequence[str]) -> _Plan:
             col_of[src] = len(rows)
             rows.append(direct(src))  # type: ignore[arg-type]
             extra.append(src)
-        rows[j] = (3, col_of[src], rows[j][2])
+        rows[j] = (rows[j][0], col_of[src], rows[j][2])
     return _Plan(np.asarray(rows, dtype=np.int32).reshape(-1, 3), len(names), np.asarray(swi_T, dtype=np.float64),
                  extra)  # fmt: skip
 
@@ -628,7 +629,10 @@ def naive_predict(store: TileStore | str | os.PathLike[str], estimator: Any, fea
     swi = [m for m in (_SWI.match(n) for n in names if n not in s.feature_names) if m is not None]
     Ts = sorted({float(m["T"]) for m in swi})
     srcs = sorted({m["src"] for m in swi})
-    spec = FeatureSpec(swi_of=tuple(srcs), swi_T=tuple(Ts) if Ts else (5.0,))
+    carry = {bool(m["carry"]) for m in swi}
+    if len(carry) > 1:
+        raise ConfigError("naive_predict: the forest mixes carried (swi<T>c_) and plain SWI features")
+    spec = FeatureSpec(swi_of=tuple(srcs), swi_T=tuple(Ts) if Ts else (5.0,), swi_carry=carry == {True})
     fb = FeatureBuilder(s, spec)
     col = [fb.names.index(n) for n in names]
     req = _select_days(s, days)

@@ -19,6 +19,7 @@ SWI source the forest does not use itself)::
     kind 2  coarse values[d, coff[a] + index[a, r, c]]  (NaN where the index is < 0)
     kind 3  SWI of column a (gathered first) with state slot b (Albergel recursion)
     kind 4  consts[d, a]
+    kind 5  as 3, but a missing value gives the last SWI (``exp_filter(carry=True)``)
 
 The SWI recursion is exactly :func:`smengine.filters.exp_filter`'s: for a valid value v
 at time t, ``K = K / (K + exp(-(t - t_last) / T))``, ``s = s + K (v - s)`` (``K = 1``,
@@ -145,12 +146,16 @@ def run_days(
                                 elif kind == 4:
                                     x[j] = <float> consts[d, plan[j, 1]]
                             for j in range(ncol):
-                                if plan[j, 0] != 3:
+                                kind = plan[j, 0]
+                                if kind != 3 and kind != 5:
                                     continue
                                 k = plan[j, 2]
                                 v = x[plan[j, 1]]
                                 if isnan(v):
-                                    x[j] = NAN
+                                    if kind == 5 and gain[k, lin] > 0:
+                                        x[j] = <float> swi[k, lin]
+                                    else:
+                                        x[j] = NAN
                                     continue
                                 K = gain[k, lin]
                                 if K > 0:
