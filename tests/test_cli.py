@@ -34,19 +34,42 @@ def test_footprint_command_reports_bad_input_without_traceback():
     assert "Traceback" not in res.output
 
 
-def test_demo_writes_report_tables_kernel_and_plot(tmp_path):
+def test_demo_runs_the_twin_chain_and_shows_what_issue_7_asks(tmp_path):
+    """`smengine demo --quick`: twin → ingest → train → product → evaluation → pseudoproxy → report."""
+    import json
+
+    from smengine.product import open_product
+
     out = tmp_path / "demo"
-    res = CliRunner().invoke(cli, ["-q", "demo", "--quick", "--out", str(out)])
+    res = CliRunner().invoke(cli, ["-q", "demo", "--quick", "--out", str(out), "--threads", "2"])
     assert res.exit_code == 0, res.output
     report = (out / "report.md").read_text()
-    assert "| 0.1 | 222 | 208 | 196 | 184 | 174 | 165 |" in report  # the R86 table row
-    kernel = np.load(out / "kernel.npy")
+    summary = json.loads((out / "summary.json").read_text())
+    truth = summary["truth"]
+    sub = truth["emulator, sub-pixel scaling mean_j f(x_j)"]["RMSE"]
+    # must show: sub-pixel scaling beats pixel-mean covariates, and the product beats SMAP-like and ERA5-like
+    assert sub < truth["emulator on pixel-mean covariates f(mean_j x_j)"]["RMSE"]
+    assert sub < truth["SMAP-like surface SM (9 km)"]["RMSE"] and sub < truth["ERA5-Land-like θ_eq (0.1°)"]["RMSE"]
+    assert "(better)" in report and "ERA5-Land-like (RMSE" in report
+    assert summary["site_median"]["R"] > 0.6
+    assert 0 < summary["pseudoproxy"]["inside_fraction"] <= 1 and summary["pseudoproxy"]["n_offsite"] > 0
+    ds = open_product(out / "product" / "t000_000" / "t000_000_20190101_20191231.nc")
+    assert ds["sm"].shape == (365, 20, 20) and ds.attrs["Conventions"] == "CF-1.8"
+    for png in ("map_day.png", "lso_scatter.png", "monthly_bias.png", "station_best.png", "pseudoproxy_skill.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    # the footprint physics section of the earlier demo is kept
+    fp_dir = out / "footprint"
+    assert "| 0.1 | 222 | 208 | 196 | 184 | 174 | 165 |" in (fp_dir / "report.md").read_text()  # the R86 table row
+    kernel = np.load(fp_dir / "kernel.npy")
     assert kernel.sum() == pytest.approx(1.0)
-    assert (out / "footprint.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    rows = (out / "footprint_tables.csv").read_text().splitlines()
+    rows = (fp_dir / "footprint_tables.csv").read_text().splitlines()
     r86_01 = [float(v) for v in rows[3].split(",")[2:]]
     np.testing.assert_allclose(r86_01, np.round(fp.footprint_radius([0, 5, 10, 15, 20, 25], 0.1), 1))
-    assert not list(out.glob(".*tmp*")), "temporary files left behind"
+    assert not list(out.rglob(".*tmp*")), "temporary files left behind"
+    # a rerun uses the cached twin world and tiles
+    res = CliRunner().invoke(cli, ["-q", "demo", "--quick", "--out", str(out), "--threads", "2"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "summary.json").read_text())["timings_s"]["twin world"] < 2.0
 
 
 def test_installed_console_script():

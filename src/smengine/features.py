@@ -62,8 +62,9 @@ class FeatureSpec:
     static, dynamic, coarse : sequence of str, optional
         Covariates to use; ``None`` takes all of that kind in the store.
     swi_of : sequence of str, optional
-        Covariates (dynamic or coarse) to filter; ``None``: those whose units are a
-        soil-moisture unit (:data:`SOIL_MOISTURE_UNITS`).
+        Covariates (dynamic or coarse) to filter — they need not be features themselves
+        (e.g. a layer with gaps whose carried SWI is used); ``None``: the selected dynamic
+        and coarse features whose units are a soil-moisture unit (:data:`SOIL_MOISTURE_UNITS`).
     swi_T : sequence of float, optional
         Characteristic times, days (default 5, 10, 20, 40).
     calendar : bool, optional
@@ -164,9 +165,10 @@ class FeatureBuilder:
                            if store.units.get(n, "").strip().lower() in SOIL_MOISTURE_UNITS]  # fmt: skip
         else:
             self.swi_of = list(spec.swi_of)
-            bad = [n for n in self.swi_of if n not in self.dynamic + self.coarse]
+            bad = [n for n in self.swi_of if n not in store.dynamic_names + store.coarse_names]
             if bad:
-                raise ConfigError(f"{store.path}: SWI source(s) {bad} are not selected dynamic/coarse features")
+                raise ConfigError(f"{store.path}: SWI source(s) {bad} are not dynamic/coarse covariates of the store "
+                                  f"({store.dynamic_names + store.coarse_names})")  # fmt: skip
         c = "c" if spec.swi_carry else ""
         self.swi_names = [f"swi{T:g}{c}_{n}" for n in self.swi_of for T in spec.swi_T]
         self.calendar = ["doy_sin", "doy_cos"] if spec.calendar else []

@@ -1,0 +1,475 @@
+r"""``smengine demo``: the whole chain on the synthetic twin world, with a report.
+
+Steps (each timed; outputs under ``out_dir``):
+
+0. The footprint physics tables and kernel of the earlier demo (``footprint/``).
+1. :func:`smengine.twin.make_world` — covariate files, CRNS stations in the
+   COSMOS-Europe rev1 layout, an ERA5-Land-like product and the true 1-km θ_eq (cached).
+2. :func:`smengine.ingest.ingest` — GeoTIFF/NetCDF covariates into tiles (resumable).
+3. :func:`smengine.stations.read_cosmos_europe` and :func:`smengine.features.training_table`
+   — footprint-weighted station-day features.
+4. :func:`smengine.model.train` — the forest with leave-site-out CV; compiled and saved.
+5. :func:`smengine.engine.run` — the daily 1-km product (CF-NetCDF), by sub-pixel scaling.
+6. Scores against the twin's truth: the product, the same forest on pixel-mean covariates
+   f(mean_j x_j), the SMAP-like and S1-like surface products and ERA5-Land-like θ_eq.
+7. :mod:`smengine.evaluate` — leave-site-out predictions and surface products against the
+   stations (raw and at the best exponential-filter T), bias by month, plots.
+8. :mod:`smengine.pseudoproxy` — ERA5-Land-like θ_eq as the target at the station pixels
+   on the CRNS days, same features (ERA5 excluded), scored off-site against distance to the
+   nearest station and the dissimilarity index / area of applicability.
+9. ``report.md`` with every number, and PNG figures.
+
+The features are the static layers, NDVI, precipitation, the carried SWI
+(``swi<T>c_``) of the S1-like and SMAP-like surface soil moisture at T = 5, 10, 20, 40 d
+and the day of year — all available every day, so the product is daily.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smengine._io import atomic_write
+
+__all__ = ["DEMO_SPEC", "DemoResult", "run_demo"]
+
+log = logging.getLogger(__name__)
+
+#: Feature definition of the demo (see the module docstring).
+DEMO_SPEC = {
+    "static": ("elevation", "twi", "sand", "clay", "porosity", "land_cover"),
+    "dynamic": ("ndvi", "precipitation"),
+    "coarse": (),
+    "swi_of": ("s1_sm", "smap_sm"),
+    "swi_T": (5.0, 10.0, 20.0, 40.0),
+    "swi_carry": True,
+}
+STEPS = ("footprint physics", "twin world", "ingest", "training table", "train", "product", "truth scores", "station scores",
+         "pseudoproxy", "report")  # fmt: skip
+
+
+@dataclass
+class DemoResult:
+    """What the demo wrote and measured."""
+
+    out_dir: Path
+    report: Path
+    files: list[Path] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    truth_scores: pd.DataFrame | None = None
+    site_scores: pd.DataFrame | None = None
+    product_scores: pd.DataFrame | None = None
+    pseudoproxy: dict[str, Any] = field(default_factory=dict)
+
+
+def _pooled(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    from smengine.metrics import bias, pearson_r, rmse, ubrmse
+
+    p, r = np.asarray(pred, np.float64).ravel(), np.asarray(ref, np.float64).ravel()
+    ok = np.isfinite(p) & np.isfinite(r)
+    return {"n": int(ok.sum()), "RMSE": rmse(p[ok], r[ok]), "ubRMSE": ubrmse(p[ok], r[ok]),
+            "bias": bias(p[ok], r[ok]), "R": pearson_r(p[ok], r[ok])}  # fmt: skip
+
+
+def _pixel_mean(a: np.ndarray, s: int) -> np.ndarray:
+    """(..., Y, X) sub-pixel raster → (..., Y/s, X/s) pixel mean (NaN if any sub-pixel is NaN)."""
+    *lead, Y, X = a.shape
+    return a.reshape(*lead, Y // s, s, X // s, s).mean(axis=(-3, -1))
+
+
+def _era5_theta_eq(world: Any, grid: Any, porosity_px: np.ndarray, days: np.ndarray) -> np.ndarray:
+    """ERA5-Land-like θ_eq (D86 fixed point at r = 0) at every 1-km pixel: (days, Py, Px)."""
+    import xarray as xr
+    from pyproj import Transformer
+
+    from smengine.footprint import equivalent_soil_moisture
+
+    Py, Px = grid.shape
+    rows, cols = np.meshgrid(np.arange(Py), np.arange(Px), indexing="ij")
+    x, y = grid.xy(rows.ravel(), cols.ravel())
+    lon, lat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform(x, y)
+    with xr.open_dataset(world.paths["era5"], engine="netcdf4") as ds:
+        tname = "valid_time" if "valid_time" in ds.dims else "time"
+        sel = ds[["swvl1", "swvl2", "swvl3", "swvl4"]].sel(
+            latitude=xr.DataArray(lat, dims="p"), longitude=xr.DataArray(lon, dims="p"), method="nearest")
+        sel = sel.sel({tname: days.astype("datetime64[ns]")})
+        layers = np.stack([sel[f"swvl{k}"].values for k in (1, 2, 3, 4)])  # (4, D, P)
+    rho = np.clip((1.0 - porosity_px.ravel()) * 2.65, 0.8, 2.0)
+    theta = equivalent_soil_moisture(np.clip(layers.astype(np.float64), 0.01, 0.99), bulk_density=rho[None, :])
+    return np.asarray(theta, dtype=np.float32).reshape(days.size, Py, Px)
+
+
+def run_demo(out_dir: str | Path = "smengine-demo", *, quick: bool = False, seed: int = 0,
+             progress: Callable[[str], Any] | None = None, n_threads: int | None = None) -> DemoResult:  # fmt: skip
+    """Run the demonstration chain on the twin world and write ``report.md`` (see the module docstring).
+
+    Parameters
+    ----------
+    out_dir : path
+        Output folder (created). The twin world and tiles are cached inside it, so a rerun
+        only redoes the modelling.
+    quick : bool
+        The small twin (20 km × 20 km, 1 year) and 100 trees without the hyper-parameter
+        search: about a minute on 2 cores. Otherwise the default twin (60 km, 2 years),
+        300 trees and the search.
+    seed : int
+        Seed of the twin world and of every fit.
+    progress : callable, optional
+        Called with the name of each step as it starts (the CLI draws a bar).
+    n_threads : int, optional
+        Threads for the engine and the forest.
+
+    Returns
+    -------
+    DemoResult
+    """
+    from smengine.engine import TileRunner, naive_predict, run
+    from smengine.evaluate import (
+        monthly_bias,
+        plot_monthly_bias,
+        plot_scatter,
+        plot_timeseries,
+        product_scores,
+        site_scores,
+    )
+    from smengine.features import FeatureBuilder, FeatureSpec, training_table
+    from smengine.ingest import ingest
+    from smengine.model import train
+    from smengine.pseudoproxy import aoa, pixel_scores, skill_by_bin
+    from smengine.tiles import TileStore
+    from smengine.twin import make_world
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    res = DemoResult(out, out / "report.md")
+    clock: dict[str, float] = res.timings
+
+    def step(name: str) -> None:
+        clock[name] = time.perf_counter()
+        if progress is not None:
+            progress(name)
+        log.info("demo: %s", name)
+
+    def done(name: str) -> None:
+        clock[name] = time.perf_counter() - clock[name]
+
+    # 0-2 ---------------------------------------------------------------- footprint, world, tiles
+    from smengine import _demo
+
+    step("footprint physics")
+    fp_report = _demo.run(out / "footprint", quick=True)
+    res.files.append(fp_report)
+    done("footprint physics")
+    step("twin world")
+    world = make_world(seed, out / "twin", quick=quick)
+    done("twin world")
+    step("ingest")
+    paths = ingest(world.sources(), world.grid, out / "tiles")
+    stores = [TileStore.open(p) for p in paths]
+    done("ingest")
+    grid = world.grid
+    s = grid.subpixel
+
+    # 3-4 ---------------------------------------------------------------- table, forest
+    step("training table")
+    spec = FeatureSpec(**DEMO_SPEC)
+    ss = world.read_stations()
+    table = training_table(ss, stores, spec, kernel_quantum=(2.0, 0.02, 5.0))
+    names = list(table.attrs["features"])
+    done("training table")
+    step("train")
+    n_trees = 100 if quick else 300
+    forest = train(table, names, cv=("site",), search=not quick, n_estimators=n_trees, random_state=seed,
+                   n_jobs=n_threads or -1)  # fmt: skip
+    cf = forest.compile()
+    model_path = cf.save(out / "model.smf.h5")
+    atomic_write(out / "model_card.md", forest.card.to_markdown().encode())
+    done("train")
+
+    # 5 ------------------------------------------------------------------- product
+    step("product")
+    result = run(paths, cf, out / "product", file_days=400, n_threads=n_threads, resume=False)
+    res.files += list(result.written)
+    days = world.days
+    Py, Px = grid.shape
+    runner = TileRunner(stores[0], cf, n_threads=n_threads)  # single-tile twin: arrays in memory for scoring
+    _, prod = runner.predict_arrays(days)
+    done("product")
+
+    # 6 ------------------------------------------------------------------- against the truth
+    step("truth scores")
+    truth = world.truth().sel(time=days.astype("datetime64[ns]")).values.astype(np.float32)
+    st0 = stores[0]
+    fb = FeatureBuilder(st0, spec)
+    cols = [fb.names.index(n) for n in names]
+    sw = fb.swi()
+    base = np.full((days.size, Py, Px), np.nan, np.float32)
+    for t in range(days.size):
+        x = _pixel_mean(fb.day(t, swi=sw)[cols], s).reshape(len(names), -1).T  # (Py*Px, F): f(mean_j x_j)
+        ok = np.isfinite(x).all(1)
+        if ok.any():
+            base[t].reshape(-1)[ok] = cf.predict(x[ok], n_threads=n_threads)
+    smap_px = np.stack([_pixel_mean(st0.coarse["smap_sm"].expand(t), s) for t in range(days.size)])
+    s1_px = np.stack([_pixel_mean(np.asarray(st0.dynamic[t, st0.dynamic_names.index("s1_sm")]), s)
+                      for t in range(days.size)])  # fmt: skip
+    por_px = _pixel_mean(np.asarray(st0.static[st0.static_names.index("porosity")]), s)
+    era5_px = _era5_theta_eq(world, grid, por_px, days)
+    rows = {"emulator, sub-pixel scaling mean_j f(x_j)": _pooled(prod["sm"], truth),
+            "emulator on pixel-mean covariates f(mean_j x_j)": _pooled(base, truth),
+            "SMAP-like surface SM (9 km)": _pooled(smap_px, truth),
+            "S1-like surface SM (1 km, every 3rd day)": _pooled(s1_px, truth),
+            "ERA5-Land-like θ_eq (0.1°)": _pooled(era5_px, truth)}  # fmt: skip
+    res.truth_scores = pd.DataFrame.from_dict(rows, orient="index")
+    done("truth scores")
+
+    # 7 ------------------------------------------------------------------- stations
+    step("station scores")
+    lso = forest.cv_predictions[forest.cv_predictions["scheme"] == "site"]
+    lso = lso.rename(columns={"target": "obs", "prediction": "pred"})[["station", "date", "obs", "pred"]]
+    res.site_scores = site_scores(lso, min_obs=20)
+    meta = world.stations.set_index("id")
+    st_rows = []
+    for sid, g in table.groupby("station"):
+        r, c = grid.rowcol(np.array([meta.loc[sid, "x"]]), np.array([meta.loc[sid, "y"]]))
+        r, c = int(r[0]), int(c[0])
+        ti = np.searchsorted(days, g["date"].to_numpy().astype("datetime64[D]"))
+        st_rows.append(pd.DataFrame({"station": sid, "date": g["date"].to_numpy(), "obs": g["target"].to_numpy(),
+                                     "S1-like": s1_px[ti, r, c], "SMAP-like": smap_px[ti, r, c],
+                                     "ERA5-like θ_eq": era5_px[ti, r, c]}))  # fmt: skip
+    prod_table = pd.concat(st_rows, ignore_index=True)
+    # surface products have gaps: run the filter over their own daily series at the stations
+    full = []
+    for sid in prod_table["station"].unique():
+        r, c = grid.rowcol(np.array([meta.loc[sid, "x"]]), np.array([meta.loc[sid, "y"]]))
+        r, c = int(r[0]), int(c[0])
+        obs = prod_table[prod_table["station"] == sid].set_index("date")["obs"]
+        f = pd.DataFrame({"station": sid, "date": pd.DatetimeIndex(days.astype("datetime64[ns]")),
+                          "S1-like": s1_px[:, r, c], "SMAP-like": smap_px[:, r, c],
+                          "ERA5-like θ_eq": era5_px[:, r, c]})  # fmt: skip
+        f["obs"] = obs.reindex(f["date"]).to_numpy()
+        full.append(f)
+    res.product_scores = product_scores(pd.concat(full, ignore_index=True), ["S1-like", "SMAP-like", "ERA5-like θ_eq"],
+                                        min_obs=20)  # fmt: skip
+    by_month, trend = monthly_bias(lso)
+    figs = {"scatter": plot_scatter(lso, out / "lso_scatter.png"),
+            "monthly_bias": plot_monthly_bias(by_month, out / "monthly_bias.png", "emulator (leave-site-out) − CRNS")}
+    med = res.site_scores.drop(index="median")
+    best, worst = med["R"].idxmax(), med["R"].idxmin()
+    both = lso.merge(prod_table[["station", "date", "SMAP-like"]], on=["station", "date"], how="left")
+    figs["best"] = plot_timeseries(both, best, out / "station_best.png", ("obs", "pred", "SMAP-like"))
+    figs["worst"] = plot_timeseries(both, worst, out / "station_worst.png", ("obs", "pred", "SMAP-like"))
+    done("station scores")
+
+    # 8 ------------------------------------------------------------------- pseudoproxy
+    step("pseudoproxy")
+    pp = table.copy()
+    key = {}
+    for sid in pp["station"].unique():
+        r, c = grid.rowcol(np.array([meta.loc[sid, "x"]]), np.array([meta.loc[sid, "y"]]))
+        key[sid] = (int(r[0]), int(c[0]))
+    ti = np.searchsorted(days, pp["date"].to_numpy().astype("datetime64[D]"))
+    pp["target"] = [era5_px[t, key[sid][0], key[sid][1]] for t, sid in zip(ti, pp["station"], strict=True)]
+    f_pp = train(pp, names, cv=("site",), search=False, n_estimators=n_trees, random_state=seed,
+                 n_jobs=n_threads or -1)  # fmt: skip
+    cf_pp = f_pp.compile()
+    _, pred_pp = TileRunner(st0, cf_pp, n_threads=n_threads).predict_arrays(days)
+    scores = pixel_scores(pred_pp["sm"], era5_px, days, min_obs=30)
+    xs, ys = grid.xy(scores["row"].to_numpy(), scores["col"].to_numpy())
+    sxy = meta.loc[list(key), ["x", "y"]].to_numpy()
+    dist = np.sqrt((xs[:, None] - sxy[None, :, 0]) ** 2 + (ys[:, None] - sxy[None, :, 1]) ** 2).min(1) / 1000.0
+    scores["distance_km"] = dist
+    station_px = {v for v in key.values()}
+    scores["station_pixel"] = [(r, c) in station_px for r, c in zip(scores["row"], scores["col"], strict=True)]
+    # DI of pixel-days (pixel-mean features, a weekly sample of days) against the training rows,
+    # with the stations as CV folds; per pixel: median DI and the fraction of days inside the AOA
+    trainX = pp[names].to_numpy(float)
+    sample = np.arange(0, days.size, 7)
+    newX = np.concatenate([_pixel_mean(fb.day(int(t), swi=sw)[cols], s).reshape(len(names), -1).T for t in sample])
+    A = aoa(trainX, newX, weights=f_pp.estimator.feature_importances_, folds=pp["station"].to_numpy(),
+            random_state=seed)  # fmt: skip
+    di = A.di.reshape(sample.size, Py * Px)
+    inside = np.where(np.isfinite(di), A.inside.reshape(sample.size, Py * Px), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # pixels without complete features (water)
+        px_di, px_in = np.nanmedian(di, axis=0), np.nanmean(inside, axis=0)
+    flat = scores["row"].to_numpy() * Px + scores["col"].to_numpy()
+    scores["DI"] = px_di[flat]
+    scores["inside_AOA"] = px_in[flat] >= 0.5  # inside on most days
+    off = scores[~scores["station_pixel"]]
+    by_dist = skill_by_bin(off, "distance_km", [0, 1.5, 3, 5, 10, 100])
+    qs = np.unique(np.nanquantile(off["DI"], [0, 0.25, 0.5, 0.75, 1.0]))
+    by_di = skill_by_bin(off, "DI", np.concatenate([[qs[0] - 1e-9], qs[1:]]) if qs.size > 1 else [0, 1e9])
+    aoa_tab = off.groupby("inside_AOA")[["R", "ubRMSE", "bias", "KGE"]].median().assign(n=off.groupby("inside_AOA").size())
+    res.pseudoproxy = {"by_distance": by_dist, "by_DI": by_di, "aoa": aoa_tab, "threshold": A.threshold,
+                       "inside_fraction": float(np.nanmean(inside)), "n_offsite": int(len(off)),
+                       "median_R_offsite": float(off["R"].median()), "median_ubRMSE_offsite": float(off["ubRMSE"].median())}  # fmt: skip
+    figs["pseudoproxy"] = _plot_pseudoproxy(off, out / "pseudoproxy_skill.png")
+    figs["map"] = _plot_maps(prod["sm"], truth, base, days, out / "map_day.png")
+    done("pseudoproxy")
+
+    # 9 ------------------------------------------------------------------- report
+    step("report")
+    res.files += [model_path, out / "model_card.md", *figs.values()]
+    text = _report(res, world, table, forest, result, by_month, trend, figs, quick, n_trees, names)
+    atomic_write(res.report, text.encode())
+    atomic_write(out / "summary.json", json.dumps(_summary(res), indent=1, sort_keys=True, default=float).encode())
+    done("report")
+    # the naive pipeline is the engine's reference; check one day end to end (cheap)
+    ref = naive_predict(st0, forest.estimator, names, days=days[-1:])
+    if not np.allclose(ref["sm"][0], prod["sm"][-1], atol=1e-5, equal_nan=True):
+        log.error("demo: engine and naive pipeline disagree on %s", days[-1])
+    return res
+
+
+def _summary(res: DemoResult) -> dict[str, Any]:
+    return {"timings_s": res.timings,
+            "truth": res.truth_scores.to_dict(orient="index") if res.truth_scores is not None else {},
+            "site_median": res.site_scores.loc["median"].to_dict() if res.site_scores is not None else {},
+            "pseudoproxy": {k: v for k, v in res.pseudoproxy.items() if not isinstance(v, pd.DataFrame)}}  # fmt: skip
+
+
+def _plot_pseudoproxy(off: pd.DataFrame, path: Path) -> Path:
+    from smengine.evaluate import _plt, _save
+
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    a.plot(off["distance_km"], off["R"], ".", ms=3, alpha=0.6)
+    a.set_xlabel("distance to nearest station (km)")
+    a.set_ylabel("R vs ERA5-like θ_eq")
+    col = np.where(off["inside_AOA"], "tab:blue", "tab:red")
+    b.scatter(off["DI"], off["ubRMSE"], s=6, c=col)
+    b.set_xlabel("dissimilarity index (blue: inside AOA)")
+    b.set_ylabel("ubRMSE (m³ m⁻³)")
+    fig.suptitle("pseudoproxy: off-site skill")
+    return _save(fig, path)
+
+
+def _plot_maps(sm: np.ndarray, truth: np.ndarray, base: np.ndarray, days: np.ndarray, path: Path) -> Path:
+    from smengine.evaluate import _plt, _save
+
+    plt = _plt()
+    t = int(np.nanargmax(np.nanstd(truth.reshape(truth.shape[0], -1), axis=1)))  # the most heterogeneous day
+    fig, ax = plt.subplots(1, 3, figsize=(11, 3.4))
+    for a, (title, img) in zip(ax, (("truth θ_eq", truth[t]), ("emulator mean_j f(x_j)", sm[t]),
+                                    ("f(mean_j x_j)", base[t])), strict=True):  # fmt: skip
+        im = a.imshow(img, vmin=np.nanmin(truth[t]), vmax=np.nanmax(truth[t]), cmap="YlGnBu")
+        a.set_title(f"{title}\n{days[t]}")
+        a.set_xticks([])
+        a.set_yticks([])
+    fig.colorbar(im, ax=ax, label="m³ m⁻³", shrink=0.8)
+    return _save(fig, path)
+
+
+def _md(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
+    """A DataFrame as a Markdown table (integers as integers, NaN as –)."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, (bool, np.bool_)):
+            return str(bool(v))
+        if isinstance(v, (int, np.integer)):
+            return str(int(v))
+        if isinstance(v, (float, np.floating)):
+            if not np.isfinite(v):
+                return "–"
+            return str(int(v)) if float(v).is_integer() and abs(v) >= 1 else format(float(v), floatfmt)
+        return str(v)
+
+    idx = [" / ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in df.index]
+    lines = ["| " + " | ".join(["", *map(str, df.columns)]) + " |", "|" + "---|" * (len(df.columns) + 1)]
+    for name, row in zip(idx, df.itertuples(index=False), strict=True):
+        lines.append("| " + " | ".join([name, *(fmt(v) for v in row)]) + " |")
+    return "\n".join(lines)
+
+
+def _report(res: DemoResult, world: Any, table: pd.DataFrame, forest: Any, result: Any, by_month: pd.DataFrame,
+            trend: dict[str, float], figs: dict[str, Path], quick: bool, n_trees: int, names: list[str]) -> str:  # fmt: skip
+    import smengine
+
+    ts = res.truth_scores
+    sub, mean = ts.iloc[0], ts.iloc[1]
+    pp = res.pseudoproxy
+    lines = [
+        "# smengine demo: the twin world, end to end",
+        "",
+        f"smengine {smengine.__version__}; {'quick' if quick else 'default'} twin, seed {world.seed}: "
+        f"{world.grid.width} km × {world.grid.height} km, {world.days.size} days ({world.days[0]} … {world.days[-1]}), "
+        f"{len(world.stations)} CRNS stations; {n_trees} trees; {len(names)} features.",
+        "",
+        "## Timings (s)",
+        "",
+        "| step | s |",
+        "|---|---|",
+        *[f"| {k} | {v:.1f} |" for k, v in res.timings.items() if k != "report"],
+        "",
+        "## Against the twin's truth (true 1-km θ_eq, all pixel-days)",
+        "",
+        _md(ts),
+        "",
+        f"Sub-pixel scaling RMSE {sub['RMSE']:.4f} vs pixel-mean covariates {mean['RMSE']:.4f} m³ m⁻³ "
+        f"({'better' if sub['RMSE'] < mean['RMSE'] else 'NOT better'}); the emulator beats SMAP-like "
+        f"(RMSE {ts.iloc[2]['RMSE']:.4f}) and ERA5-Land-like (RMSE {ts.iloc[4]['RMSE']:.4f}): "
+        f"{'yes' if sub['RMSE'] < min(ts.iloc[2]['RMSE'], ts.iloc[4]['RMSE']) else 'NO'}.",
+        "",
+        f"![maps]({figs['map'].name})",
+        "",
+        "## At the stations: leave-site-out predictions vs CRNS",
+        "",
+        _md(res.site_scores),
+        "",
+        f"![scatter]({figs['scatter'].name})",
+        f"![best station]({figs['best'].name})",
+        f"![worst station]({figs['worst'].name})",
+        "",
+        "## Surface products vs CRNS (median over sites; raw and exponential filter at the best T)",
+        "",
+        _md(res.product_scores),
+        "",
+        "## Bias by month (emulator, leave-site-out − CRNS)",
+        "",
+        _md(by_month, ".4f"),
+        "",
+        (f"Trend of the bias with one offset per calendar month: {trend['slope_per_year']:.4f} m³ m⁻³ per year "
+         f"(p = {trend['p_value']:.2g}, {int(trend['n_months'])} months)." if np.isfinite(trend["slope_per_year"])
+         else f"Trend of the bias: not defined with {int(trend['n_months'])} months (needs more than one year)."),
+        "",
+        f"![monthly bias]({figs['monthly_bias'].name})",
+        "",
+        "## Pseudoproxy (ERA5-Land-like θ_eq as the target, ERA5 not a predictor)",
+        "",
+        f"{pp['n_offsite']} off-site pixels: median R {pp['median_R_offsite']:.3f}, median ubRMSE "
+        f"{pp['median_ubRMSE_offsite']:.4f} m³ m⁻³. AOA threshold DI = {pp['threshold']:.3f}; "
+        f"{100 * pp['inside_fraction']:.0f} % of pixel-days (weekly sample, pixel-mean features) inside the area "
+        "of applicability. DI bins are the quartiles of the off-site pixels' median DI.",
+        "",
+        "By distance to the nearest station (km):",
+        "",
+        _md(pp["by_distance"]),
+        "",
+        "By dissimilarity index:",
+        "",
+        _md(pp["by_DI"]),
+        "",
+        "Inside vs outside the AOA (medians):",
+        "",
+        _md(pp["aoa"]),
+        "",
+        f"![pseudoproxy]({figs['pseudoproxy'].name})",
+        "",
+        "## Files",
+        "",
+        f"- product: {', '.join(str(p.relative_to(res.out_dir)) for p in result.written)} (CF-1.8 NetCDF)",
+        "- model: model.smf.h5 (compiled forest with its card), model_card.md",
+        "- footprint physics (R86/D86 tables, a kernel, footprint averaging): footprint/report.md",
+        f"- training table: {len(table)} station-days; twin world and tiles cached in twin/ and tiles/",
+        "",
+    ]
+    return "\n".join(lines)
