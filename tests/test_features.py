@@ -76,8 +76,11 @@ def test_feature_names_and_spec_roundtrip(store: TileStore) -> None:
     assert FeatureBuilder(store, spec).names == ["elev", "smap", "swi3_smap", "swi30_smap", "doy_sin", "doy_cos"]
     with pytest.raises(ConfigError, match="not in the store"):
         FeatureBuilder(store, FeatureSpec(static=("clay",)))
-    with pytest.raises(ConfigError, match="SWI source"):
-        FeatureBuilder(store, FeatureSpec(dynamic=("ndvi",), swi_of=("s1",)))
+    with pytest.raises(ConfigError, match=r"SWI source\(s\) \['elev'\] are not dynamic/coarse covariates"):
+        FeatureBuilder(store, FeatureSpec(dynamic=("ndvi",), swi_of=("elev",)))
+    # a source need not be a feature itself (its SWI is)
+    assert FeatureBuilder(store, FeatureSpec(dynamic=("ndvi",), coarse=(), swi_of=("s1",), swi_T=(5,))).names == [
+        "elev", "sand", "ndvi", "swi5_s1", "doy_sin", "doy_cos"]
     with pytest.raises(ConfigError, match="swi_T"):
         FeatureSpec(swi_T=(0,))
 
