@@ -77,3 +77,63 @@ def test_pixel_scores_and_bins():
     with pytest.raises(ValidationError, match="equal"):
         pixel_scores(pred, ref[:, :2], None)
     assert isinstance(b, pd.DataFrame)
+
+
+def _tile(path):
+    from smengine.grid import Grid
+    from smengine.tiles import TileStore, TileWriter
+
+    grid = Grid.from_bounds(4_000_000, 3_000_000, 4_010_000, 3_008_000, tile_size=100)  # 10 × 8 px, 40 × 32 sub-px
+    days = np.datetime64("2020-01-01") + np.arange(60).astype("timedelta64[D]")
+    rng = np.random.default_rng(7)
+    ny, nx = grid.subpixel_shape
+    with TileWriter(path, grid, days, ["elev"], ["ssm"], {"elev": "m", "ssm": "m3 m-3"}) as w:
+        w.write_static("elev", np.add.outer(np.arange(ny), np.arange(nx)).astype(np.float32))
+        for t in range(days.size):
+            w.write_dynamic(t, "ssm", (0.2 + 0.1 * np.sin(t / 5 + np.arange(nx) / 9)[None, :]
+                                       + 0.01 * rng.standard_normal((ny, nx))).astype(np.float32))  # fmt: skip
+    return TileStore.open(path), days
+
+
+def test_run_pseudoproxy_on_a_tile(tmp_path):
+    from smengine.features import FeatureBuilder, FeatureSpec
+    from smengine.pseudoproxy import run_pseudoproxy
+
+    store, days = _tile(tmp_path / "t.h5")
+    spec = FeatureSpec(swi_T=(5.0,))
+    fb = FeatureBuilder(store, spec)
+    sw = fb.swi()
+    grid = store.grid
+    Py, Px = grid.shape
+    # the pseudo-truth: the pixel mean of a smooth function of the features
+    ref = np.stack([fb.day(t, swi=sw)[[1, 2]].mean(0).reshape(Py, 4, Px, 4).mean(axis=(1, 3)) for t in range(60)])
+    ref = ref.astype(np.float32)
+    st = pd.DataFrame({"id": ["A", "B", "C", "D"], "x": [4_000_500.0, 4_003_500, 4_006_500, 4_009_500],
+                       "y": [3_007_500.0, 3_004_500, 3_001_500, 3_005_500]})  # fmt: skip
+    rows = []
+    for sid, x, y in zip(st["id"], st["x"], st["y"], strict=True):
+        r, c = (int(v[0]) for v in grid.rowcol(np.array([x]), np.array([y]), subpixel=True))
+        for t in range(0, 60, 2):  # the CRNS sampling: every other day
+            rows.append({"station": sid, "date": pd.Timestamp(days[t]), "target": np.nan,
+                         **dict(zip(fb.names, fb.day(t, swi=sw)[:, r, c].tolist(), strict=True))})  # fmt: skip
+    table = pd.DataFrame(rows)
+    table.attrs["spec"] = spec.to_dict()
+    names = ["elev", "ssm", "swi5_ssm", "doy_sin"]
+    res = run_pseudoproxy(table, names, store, ref, days, st, n_estimators=30, n_threads=1, sample_every=5,
+                          min_obs=20)  # fmt: skip
+    # targets are the reference at the station pixels on the table's days
+    fp = res.forest.cv_predictions
+    r0, c0 = (int(v[0]) for v in grid.rowcol(np.array([4_003_500.0]), np.array([3_004_500.0])))
+    want = ref[np.searchsorted(days, fp[fp.station == "B"]["date"].to_numpy().astype("datetime64[D]")), r0, c0]
+    np.testing.assert_array_equal(fp[fp.station == "B"]["target"].to_numpy(), want)
+    s = res.scores
+    assert len(s) == Py * Px and s["station_pixel"].sum() == 4
+    k = (s.row == 7) & (s.col == 0)  # pixel centre (4 000 500, 3 000 500): 6.0 km from A, 3.6 km from B
+    assert s.loc[k, "distance_km"].iloc[0] == pytest.approx(min(np.hypot(0, 7000), np.hypot(3000, 4000)) / 1000)
+    assert s["R"].median() > 0.8  # a smooth pseudo-truth is learnt off-site
+    assert np.nanmax(s["DI"]) > np.nanmin(s["DI"]) >= 0
+    assert res.by_distance["n"].sum() == Py * Px - 4 and res.aoa_table["n"].sum() == Py * Px - 4
+    with pytest.raises(ValidationError, match="reference has shape"):
+        run_pseudoproxy(table, names, store, ref[:5], days, st)
+    with pytest.raises(ValidationError, match="stations table lacks"):
+        run_pseudoproxy(table, names, store, ref, days, st.iloc[:2])

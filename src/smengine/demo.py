@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,28 +85,6 @@ def _pixel_mean(a: np.ndarray, s: int) -> np.ndarray:
     return a.reshape(*lead, Y // s, s, X // s, s).mean(axis=(-3, -1))
 
 
-def _era5_theta_eq(world: Any, grid: Any, porosity_px: np.ndarray, days: np.ndarray) -> np.ndarray:
-    """ERA5-Land-like θ_eq (D86 fixed point at r = 0) at every 1-km pixel: (days, Py, Px)."""
-    import xarray as xr
-    from pyproj import Transformer
-
-    from smengine.footprint import equivalent_soil_moisture
-
-    Py, Px = grid.shape
-    rows, cols = np.meshgrid(np.arange(Py), np.arange(Px), indexing="ij")
-    x, y = grid.xy(rows.ravel(), cols.ravel())
-    lon, lat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform(x, y)
-    with xr.open_dataset(world.paths["era5"], engine="netcdf4") as ds:
-        tname = "valid_time" if "valid_time" in ds.dims else "time"
-        sel = ds[["swvl1", "swvl2", "swvl3", "swvl4"]].sel(
-            latitude=xr.DataArray(lat, dims="p"), longitude=xr.DataArray(lon, dims="p"), method="nearest")
-        sel = sel.sel({tname: days.astype("datetime64[ns]")})
-        layers = np.stack([sel[f"swvl{k}"].values for k in (1, 2, 3, 4)])  # (4, D, P)
-    rho = np.clip((1.0 - porosity_px.ravel()) * 2.65, 0.8, 2.0)
-    theta = equivalent_soil_moisture(np.clip(layers.astype(np.float64), 0.01, 0.99), bulk_density=rho[None, :])
-    return np.asarray(theta, dtype=np.float32).reshape(days.size, Py, Px)
-
-
 def run_demo(out_dir: str | Path = "smengine-demo", *, quick: bool = False, seed: int = 0,
              progress: Callable[[str], Any] | None = None, n_threads: int | None = None) -> DemoResult:  # fmt: skip
     """Run the demonstration chain on the twin world and write ``report.md`` (see the module docstring).
@@ -132,7 +109,7 @@ def run_demo(out_dir: str | Path = "smengine-demo", *, quick: bool = False, seed
     -------
     DemoResult
     """
-    from smengine.engine import TileRunner, naive_predict, run
+    from smengine.engine import naive_predict, run
     from smengine.evaluate import (
         monthly_bias,
         plot_monthly_bias,
@@ -144,7 +121,8 @@ def run_demo(out_dir: str | Path = "smengine-demo", *, quick: bool = False, seed
     from smengine.features import FeatureBuilder, FeatureSpec, training_table
     from smengine.ingest import ingest
     from smengine.model import train
-    from smengine.pseudoproxy import aoa, pixel_scores, skill_by_bin
+    from smengine.product import open_product
+    from smengine.pseudoproxy import era5_land_theta_eq, run_pseudoproxy
     from smengine.tiles import TileStore
     from smengine.twin import make_world
 
@@ -201,8 +179,9 @@ def run_demo(out_dir: str | Path = "smengine-demo", *, quick: bool = False, seed
     res.files += list(result.written)
     days = world.days
     Py, Px = grid.shape
-    runner = TileRunner(stores[0], cf, n_threads=n_threads)  # single-tile twin: arrays in memory for scoring
-    _, prod = runner.predict_arrays(days)
+    # the twin is one tile: read its product back for scoring
+    tile_files = sorted(p for p in result.written if p.parent.name == stores[0].tile_id)
+    prod = {"sm": np.concatenate([open_product(p)["sm"].values for p in tile_files])}
     done("product")
 
     # 6 ------------------------------------------------------------------- against the truth
@@ -222,7 +201,7 @@ def run_demo(out_dir: str | Path = "smengine-demo", *, quick: bool = False, seed
     s1_px = np.stack([_pixel_mean(np.asarray(st0.dynamic[t, st0.dynamic_names.index("s1_sm")]), s)
                       for t in range(days.size)])  # fmt: skip
     por_px = _pixel_mean(np.asarray(st0.static[st0.static_names.index("porosity")]), s)
-    era5_px = _era5_theta_eq(world, grid, por_px, days)
+    era5_px = era5_land_theta_eq(world.paths["era5"], grid, days, np.clip((1.0 - por_px) * 2.65, 0.8, 2.0))
     rows = {"emulator, sub-pixel scaling mean_j f(x_j)": _pooled(prod["sm"], truth),
             "emulator on pixel-mean covariates f(mean_j x_j)": _pooled(base, truth),
             "SMAP-like surface SM (9 km)": _pooled(smap_px, truth),
@@ -271,47 +250,12 @@ def run_demo(out_dir: str | Path = "smengine-demo", *, quick: bool = False, seed
 
     # 8 ------------------------------------------------------------------- pseudoproxy
     step("pseudoproxy")
-    pp = table.copy()
-    key = {}
-    for sid in pp["station"].unique():
-        r, c = grid.rowcol(np.array([meta.loc[sid, "x"]]), np.array([meta.loc[sid, "y"]]))
-        key[sid] = (int(r[0]), int(c[0]))
-    ti = np.searchsorted(days, pp["date"].to_numpy().astype("datetime64[D]"))
-    pp["target"] = [era5_px[t, key[sid][0], key[sid][1]] for t, sid in zip(ti, pp["station"], strict=True)]
-    f_pp = train(pp, names, cv=("site",), search=False, n_estimators=n_trees, random_state=seed,
-                 n_jobs=n_threads or -1)  # fmt: skip
-    cf_pp = f_pp.compile()
-    _, pred_pp = TileRunner(st0, cf_pp, n_threads=n_threads).predict_arrays(days)
-    scores = pixel_scores(pred_pp["sm"], era5_px, days, min_obs=30)
-    xs, ys = grid.xy(scores["row"].to_numpy(), scores["col"].to_numpy())
-    sxy = meta.loc[list(key), ["x", "y"]].to_numpy()
-    dist = np.sqrt((xs[:, None] - sxy[None, :, 0]) ** 2 + (ys[:, None] - sxy[None, :, 1]) ** 2).min(1) / 1000.0
-    scores["distance_km"] = dist
-    station_px = {v for v in key.values()}
-    scores["station_pixel"] = [(r, c) in station_px for r, c in zip(scores["row"], scores["col"], strict=True)]
-    # DI of pixel-days (pixel-mean features, a weekly sample of days) against the training rows,
-    # with the stations as CV folds; per pixel: median DI and the fraction of days inside the AOA
-    trainX = pp[names].to_numpy(float)
-    sample = np.arange(0, days.size, 7)
-    newX = np.concatenate([_pixel_mean(fb.day(int(t), swi=sw)[cols], s).reshape(len(names), -1).T for t in sample])
-    A = aoa(trainX, newX, weights=f_pp.estimator.feature_importances_, folds=pp["station"].to_numpy(),
-            random_state=seed)  # fmt: skip
-    di = A.di.reshape(sample.size, Py * Px)
-    inside = np.where(np.isfinite(di), A.inside.reshape(sample.size, Py * Px), np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # pixels without complete features (water)
-        px_di, px_in = np.nanmedian(di, axis=0), np.nanmean(inside, axis=0)
-    flat = scores["row"].to_numpy() * Px + scores["col"].to_numpy()
-    scores["DI"] = px_di[flat]
-    scores["inside_AOA"] = px_in[flat] >= 0.5  # inside on most days
-    off = scores[~scores["station_pixel"]]
-    by_dist = skill_by_bin(off, "distance_km", [0, 1.5, 3, 5, 10, 100])
-    qs = np.unique(np.nanquantile(off["DI"], [0, 0.25, 0.5, 0.75, 1.0]))
-    by_di = skill_by_bin(off, "DI", np.concatenate([[qs[0] - 1e-9], qs[1:]]) if qs.size > 1 else [0, 1e9])
-    aoa_tab = off.groupby("inside_AOA")[["R", "ubRMSE", "bias", "KGE"]].median().assign(n=off.groupby("inside_AOA").size())
-    res.pseudoproxy = {"by_distance": by_dist, "by_DI": by_di, "aoa": aoa_tab, "threshold": A.threshold,
-                       "inside_fraction": float(np.nanmean(inside)), "n_offsite": int(len(off)),
-                       "median_R_offsite": float(off["R"].median()), "median_ubRMSE_offsite": float(off["ubRMSE"].median())}  # fmt: skip
+    est = forest.estimator  # the same hyper-parameters as the CRNS forest
+    ppr = run_pseudoproxy(table, names, st0, era5_px, days, world.stations, spec=spec, n_estimators=n_trees,
+                          max_features=est.max_features, min_samples_leaf=est.min_samples_leaf, random_state=seed,
+                          n_threads=n_threads, distance_bins=(0, 1.5, 3, 5, 10, 100))  # fmt: skip
+    off = ppr.scores[~ppr.scores["station_pixel"]]
+    res.pseudoproxy = {"by_distance": ppr.by_distance, "by_DI": ppr.by_DI, "aoa": ppr.aoa_table, **ppr.summary}
     figs["pseudoproxy"] = _plot_pseudoproxy(off, out / "pseudoproxy_skill.png")
     figs["map"] = _plot_maps(prod["sm"], truth, base, days, out / "map_day.png")
     done("pseudoproxy")

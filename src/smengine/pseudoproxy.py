@@ -36,7 +36,10 @@ References
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,7 +50,7 @@ from scipy.spatial import cKDTree
 from smengine.errors import ConfigError, ValidationError
 from smengine.metrics import evaluate
 
-__all__ = ["AOA", "aoa", "pixel_scores", "skill_by_bin"]
+__all__ = ["AOA", "PseudoproxyResult", "aoa", "era5_land_theta_eq", "pixel_scores", "run_pseudoproxy", "skill_by_bin"]
 
 log = logging.getLogger(__name__)
 
@@ -231,3 +234,208 @@ def pixel_scores(pred: np.ndarray, ref: np.ndarray, times: Any, *, min_obs: int 
             rows.append({"row": i, "col": j, "n": m["n_obs"], "R": m["R"], "ubRMSE": m["urmsd"], "bias": m["BIAS"],
                          "KGE": m["KGE"]})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def era5_land_theta_eq(path: str | os.PathLike[str], grid: Any, days: npt.ArrayLike,
+                       bulk_density: npt.ArrayLike = 1.4) -> np.ndarray:  # fmt: skip
+    """CRNS-equivalent θ_eq of an ERA5-Land NetCDF (swvl1–4) at every pixel of ``grid``.
+
+    Nearest 0.1° cell to each pixel centre; θ_eq by
+    :func:`smengine.footprint.equivalent_soil_moisture` (D86 fixed point at r = 0, SCIENCE §4.5).
+
+    Parameters
+    ----------
+    path : path
+        ERA5-Land NetCDF in the CDS layout (``valid_time`` or ``time``, ``latitude``,
+        ``longitude``, ``swvl1``…``swvl4`` in m³ m⁻³).
+    grid : Grid
+        Target 1-km grid.
+    days : array_like of dates
+        UTC days to take (must be in the file).
+    bulk_density : array_like, optional
+        Dry bulk density per pixel (Py, Px) or scalar, g cm⁻³ (default 1.4).
+
+    Returns
+    -------
+    ndarray, float32, shape (n_days, Py, Px)
+    """
+    import xarray as xr
+    from pyproj import Transformer
+
+    from smengine.footprint import equivalent_soil_moisture
+
+    d = np.asarray(days, dtype="datetime64[D]")
+    Py, Px = grid.shape
+    rows, cols = np.meshgrid(np.arange(Py), np.arange(Px), indexing="ij")
+    x, y = grid.xy(rows.ravel(), cols.ravel())
+    lon, lat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform(x, y)
+    with xr.open_dataset(path, engine="netcdf4") as ds:
+        missing = [v for v in ("swvl1", "swvl2", "swvl3", "swvl4") if v not in ds]
+        if missing:
+            raise ValidationError(f"{path}: ERA5-Land variables {missing} missing")
+        tname = "valid_time" if "valid_time" in ds.dims else "time"
+        sel = ds[["swvl1", "swvl2", "swvl3", "swvl4"]].sel(
+            latitude=xr.DataArray(lat, dims="p"), longitude=xr.DataArray(lon, dims="p"), method="nearest")
+        try:
+            sel = sel.sel({tname: d.astype("datetime64[ns]")})
+        except KeyError as exc:
+            raise ValidationError(f"{path}: not every requested day is in the file ({exc})") from exc
+        layers = np.stack([sel[f"swvl{k}"].values for k in (1, 2, 3, 4)])  # (4, D, P)
+    rho = np.broadcast_to(np.asarray(bulk_density, dtype=np.float64), (Py, Px)).ravel()
+    theta = equivalent_soil_moisture(np.clip(layers.astype(np.float64), 0.01, 0.99), bulk_density=rho[None, :])
+    return np.asarray(theta, dtype=np.float32).reshape(d.size, Py, Px)
+
+
+@dataclass
+class PseudoproxyResult:
+    """What :func:`run_pseudoproxy` found.
+
+    Attributes
+    ----------
+    scores : DataFrame
+        One row per pixel: row, col, n, R, ubRMSE, bias, KGE (prediction vs reference),
+        distance_km to the nearest station, station_pixel, DI (median over the sampled
+        days), inside_AOA (inside on at least half of them).
+    by_distance, by_DI : DataFrame
+        :func:`skill_by_bin` of the off-site pixels.
+    aoa_table : DataFrame
+        Median scores of off-site pixels inside and outside the AOA.
+    aoa : AOA
+        The pixel-day dissimilarity result.
+    prediction : ndarray
+        The pseudoproxy forest's product (days, Py, Px).
+    forest : Forest
+    """
+
+    scores: pd.DataFrame
+    by_distance: pd.DataFrame
+    by_DI: pd.DataFrame
+    aoa_table: pd.DataFrame
+    aoa: AOA
+    prediction: np.ndarray
+    forest: Any
+    summary: dict[str, float] = field(default_factory=dict)
+
+
+def run_pseudoproxy(
+    table: pd.DataFrame,
+    features: Sequence[str],
+    store: Any,
+    reference: np.ndarray,
+    days: npt.ArrayLike,
+    stations: pd.DataFrame,
+    *,
+    spec: Any = None,
+    n_estimators: int = 100,
+    max_features: float = 1 / 3,
+    min_samples_leaf: int = 5,
+    random_state: int = 0,
+    n_threads: int | None = None,
+    sample_every: int = 7,
+    distance_bins: Sequence[float] = (0, 1.5, 3, 5, 10, 25, 100, 1e4),
+    min_obs: int = 30,
+) -> PseudoproxyResult:
+    """The pseudoproxy experiment on one tile (SCIENCE §4.5).
+
+    1. Targets: ``reference`` (e.g. :func:`era5_land_theta_eq`) at each station's pixel on
+       the days of the training ``table`` (the CRNS sampling is kept).
+    2. Train the same forest (:func:`smengine.model.train`, leave-site-out CV) on the same
+       ``features`` — which must not include the reference product itself.
+    3. Predict every pixel and day with :func:`smengine.engine.TileRunner`.
+    4. Score against ``reference`` per pixel; relate skill to the distance to the nearest
+       station and to the dissimilarity index of the pixel-day features (pixel means of
+       the sub-pixel features on every ``sample_every``-th day) against the training rows,
+       with the stations as CV folds and the forest's importances as weights.
+
+    Parameters
+    ----------
+    table : DataFrame
+        :func:`smengine.features.training_table` output (``station``, ``date``, features).
+    features : sequence of str
+    store : TileStore
+        The tile to predict (its grid is the reference's grid).
+    reference : ndarray, shape (n_days, Py, Px)
+        The pseudo-truth on ``days``.
+    days : array_like of dates
+    stations : DataFrame
+        ``id`` (or index), ``x``, ``y`` in the grid CRS, m.
+    spec : FeatureSpec, optional
+        The spec of ``table`` (for the pixel features of the DI; default from
+        ``table.attrs["spec"]``).
+    n_estimators, max_features, min_samples_leaf, random_state, n_threads : see :func:`smengine.model.train`
+        Use the hyper-parameters of the CRNS forest ("the same RF").
+    sample_every : int, optional
+        Day step of the DI sample (default 7).
+    distance_bins : sequence of float, optional
+        km.
+    min_obs : int, optional
+        Minimum days per pixel for a score.
+
+    Returns
+    -------
+    PseudoproxyResult
+    """
+    from smengine.engine import TileRunner
+    from smengine.features import FeatureBuilder, FeatureSpec
+    from smengine.model import train
+
+    d = np.asarray(days, dtype="datetime64[D]")
+    grid = store.grid
+    Py, Px = grid.shape
+    ref = np.asarray(reference)
+    if ref.shape != (d.size, Py, Px):
+        raise ValidationError(f"reference has shape {ref.shape}, expected {(d.size, Py, Px)} (days × the tile's pixels)")
+    names = list(features)
+    st = stations.set_index("id") if "id" in stations.columns else stations
+    missing = sorted(set(table["station"]) - set(st.index))
+    if missing:
+        raise ValidationError(f"stations table lacks {missing[:5]} (x, y needed)")
+    key = {}
+    for sid in table["station"].unique():
+        r, c = grid.rowcol(np.array([st.loc[sid, "x"]]), np.array([st.loc[sid, "y"]]))
+        key[sid] = (int(r[0]), int(c[0]))
+    ti = np.searchsorted(d, table["date"].to_numpy().astype("datetime64[D]"))
+    if (ti >= d.size).any() or (d[np.minimum(ti, d.size - 1)] != table["date"].to_numpy().astype("datetime64[D]")).any():
+        raise ValidationError("table has days outside the reference's days")
+    pp = table.copy()
+    pp["target"] = [ref[t, key[sid][0], key[sid][1]] for t, sid in zip(ti, pp["station"], strict=True)]
+    forest = train(pp, names, cv=("site",), search=False, n_estimators=n_estimators, max_features=max_features,
+                   min_samples_leaf=min_samples_leaf, random_state=random_state, n_jobs=n_threads or -1)  # fmt: skip
+    _, pred = TileRunner(store, forest.compile(), n_threads=n_threads).predict_arrays(d)
+    scores = pixel_scores(pred["sm"], ref, d, min_obs=min_obs)
+    xs, ys = grid.xy(scores["row"].to_numpy(), scores["col"].to_numpy())
+    sxy = st.loc[list(key), ["x", "y"]].to_numpy(float)
+    scores["distance_km"] = np.sqrt((xs[:, None] - sxy[None, :, 0]) ** 2
+                                    + (ys[:, None] - sxy[None, :, 1]) ** 2).min(1) / 1000.0  # fmt: skip
+    on = set(key.values())
+    scores["station_pixel"] = [(r, c) in on for r, c in zip(scores["row"], scores["col"], strict=True)]
+    # DI of pixel-days against the training rows (stations as folds)
+    spec = spec or FeatureSpec.from_dict(table.attrs["spec"])
+    fb = FeatureBuilder(store, spec)
+    cols = [fb.names.index(n) for n in names]
+    sw = fb.swi()
+    s = grid.subpixel
+    sample = [int(store.day_index(day)) for day in d[::sample_every]]
+    newX = np.concatenate([fb.day(t, swi=sw)[cols].reshape(len(names), Py, s, Px, s).mean(axis=(2, 4))
+                           .reshape(len(names), -1).T for t in sample])  # fmt: skip
+    A = aoa(pp[names].to_numpy(float), newX, weights=forest.estimator.feature_importances_,
+            folds=pp["station"].to_numpy(), random_state=random_state)  # fmt: skip
+    di = A.di.reshape(len(sample), Py * Px)
+    inside = np.where(np.isfinite(di), A.inside.reshape(len(sample), Py * Px), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # pixels without complete features (water)
+        px_di, px_in = np.nanmedian(di, axis=0), np.nanmean(inside, axis=0)
+    flat = scores["row"].to_numpy() * Px + scores["col"].to_numpy()
+    scores["DI"] = px_di[flat]
+    scores["inside_AOA"] = px_in[flat] >= 0.5
+    off = scores[~scores["station_pixel"]]
+    by_dist = skill_by_bin(off, "distance_km", distance_bins)
+    qs = np.unique(np.nanquantile(off["DI"], [0, 0.25, 0.5, 0.75, 1.0])) if off["DI"].notna().any() else np.zeros(1)
+    by_di = skill_by_bin(off, "DI", np.concatenate([[qs[0] - 1e-9], qs[1:]]) if qs.size > 1 else [0.0, 1e9])
+    g = off.groupby("inside_AOA")
+    aoa_tab = g[["R", "ubRMSE", "bias", "KGE"]].median().assign(n=g.size())
+    summary = {"threshold": A.threshold, "inside_fraction": float(np.nanmean(inside)), "n_offsite": int(len(off)),
+               "median_R_offsite": float(off["R"].median()), "median_ubRMSE_offsite": float(off["ubRMSE"].median())}  # fmt: skip
+    log.info("pseudoproxy: %d off-site pixels, median R %.3f, %.0f %% of pixel-days inside the AOA", len(off),
+             summary["median_R_offsite"], 100 * summary["inside_fraction"])  # fmt: skip
+    return PseudoproxyResult(scores, by_dist, by_di, aoa_tab, A, pred["sm"], forest, summary)
