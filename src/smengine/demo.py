@@ -43,8 +43,8 @@ __all__ = ["DEMO_SPEC", "DemoResult", "run_demo"]
 
 log = logging.getLogger(__name__)
 
-#: Feature definition of the demo (see the module docstring).
-DEMO_SPEC = {
+#: Feature definition of the demo (see the module docstring), as :class:`~smengine.features.FeatureSpec` arguments.
+DEMO_SPEC: dict[str, Any] = {
     "static": ("elevation", "twi", "sand", "clay", "porosity", "land_cover"),
     "dynamic": ("ndvi", "precipitation"),
     "coarse": (),
@@ -122,7 +122,7 @@ def run_demo(out_dir: str | Path = "smengine-demo", *, quick: bool = False, seed
     from smengine.ingest import ingest
     from smengine.model import train
     from smengine.product import open_product
-    from smengine.pseudoproxy import era5_land_theta_eq, run_pseudoproxy
+    from smengine.pseudoproxy import era5_land_theta_eq, run_pseudoproxy, station_pixels
     from smengine.tiles import TileStore
     from smengine.twin import make_world
 
@@ -207,7 +207,8 @@ def run_demo(out_dir: str | Path = "smengine-demo", *, quick: bool = False, seed
             "SMAP-like surface SM (9 km)": _pooled(smap_px, truth),
             "S1-like surface SM (1 km, every 3rd day)": _pooled(s1_px, truth),
             "ERA5-Land-like θ_eq (0.1°)": _pooled(era5_px, truth)}  # fmt: skip
-    res.truth_scores = pd.DataFrame.from_dict(rows, orient="index")
+    truth_scores = pd.DataFrame.from_dict(rows, orient="index")
+    res.truth_scores = truth_scores
     done("truth scores")
 
     # 7 ------------------------------------------------------------------- stations
@@ -215,11 +216,10 @@ def run_demo(out_dir: str | Path = "smengine-demo", *, quick: bool = False, seed
     lso = forest.cv_predictions[forest.cv_predictions["scheme"] == "site"]
     lso = lso.rename(columns={"target": "obs", "prediction": "pred"})[["station", "date", "obs", "pred"]]
     res.site_scores = site_scores(lso, min_obs=20)
-    meta = world.stations.set_index("id")
+    pix = station_pixels(grid, world.stations)
     st_rows = []
     for sid, g in table.groupby("station"):
-        r, c = grid.rowcol(np.array([meta.loc[sid, "x"]]), np.array([meta.loc[sid, "y"]]))
-        r, c = int(r[0]), int(c[0])
+        r, c = pix[sid]
         ti = np.searchsorted(days, g["date"].to_numpy().astype("datetime64[D]"))
         st_rows.append(pd.DataFrame({"station": sid, "date": g["date"].to_numpy(), "obs": g["target"].to_numpy(),
                                      "S1-like": s1_px[ti, r, c], "SMAP-like": smap_px[ti, r, c],
@@ -228,8 +228,7 @@ def run_demo(out_dir: str | Path = "smengine-demo", *, quick: bool = False, seed
     # surface products have gaps: run the filter over their own daily series at the stations
     full = []
     for sid in prod_table["station"].unique():
-        r, c = grid.rowcol(np.array([meta.loc[sid, "x"]]), np.array([meta.loc[sid, "y"]]))
-        r, c = int(r[0]), int(c[0])
+        r, c = pix[sid]
         obs = prod_table[prod_table["station"] == sid].set_index("date")["obs"]
         f = pd.DataFrame({"station": sid, "date": pd.DatetimeIndex(days.astype("datetime64[ns]")),
                           "S1-like": s1_px[:, r, c], "SMAP-like": smap_px[:, r, c],
@@ -324,7 +323,8 @@ def _md(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
         if isinstance(v, (float, np.floating)):
             if not np.isfinite(v):
                 return "–"
-            return str(int(v)) if float(v).is_integer() and abs(v) >= 1 else format(float(v), floatfmt)
+            x = float(v)
+            return str(int(x)) if x.is_integer() and abs(x) >= 1 else format(x, floatfmt)
         return str(v)
 
     idx = [" / ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in df.index]
@@ -339,14 +339,15 @@ def _report(res: DemoResult, world: Any, table: pd.DataFrame, forest: Any, resul
     import smengine
 
     ts = res.truth_scores
+    assert ts is not None and res.site_scores is not None and res.product_scores is not None
     sub, mean = ts.iloc[0], ts.iloc[1]
     pp = res.pseudoproxy
     lines = [
         "# smengine demo: the twin world, end to end",
         "",
-        f"smengine {smengine.__version__}; {'quick' if quick else 'default'} twin, seed {world.seed}: "
+        (f"smengine {smengine.__version__}; {'quick' if quick else 'default'} twin, seed {world.seed}: "
         f"{world.grid.width} km × {world.grid.height} km, {world.days.size} days ({world.days[0]} … {world.days[-1]}), "
-        f"{len(world.stations)} CRNS stations; {n_trees} trees; {len(names)} features.",
+        f"{len(world.stations)} CRNS stations; {n_trees} trees; {len(names)} features."),
         "",
         "## Timings (s)",
         "",
@@ -358,10 +359,10 @@ def _report(res: DemoResult, world: Any, table: pd.DataFrame, forest: Any, resul
         "",
         _md(ts),
         "",
-        f"Sub-pixel scaling RMSE {sub['RMSE']:.4f} vs pixel-mean covariates {mean['RMSE']:.4f} m³ m⁻³ "
+        (f"Sub-pixel scaling RMSE {sub['RMSE']:.4f} vs pixel-mean covariates {mean['RMSE']:.4f} m³ m⁻³ "
         f"({'better' if sub['RMSE'] < mean['RMSE'] else 'NOT better'}); the emulator beats SMAP-like "
         f"(RMSE {ts.iloc[2]['RMSE']:.4f}) and ERA5-Land-like (RMSE {ts.iloc[4]['RMSE']:.4f}): "
-        f"{'yes' if sub['RMSE'] < min(ts.iloc[2]['RMSE'], ts.iloc[4]['RMSE']) else 'NO'}.",
+        f"{'yes' if sub['RMSE'] < min(ts.iloc[2]['RMSE'], ts.iloc[4]['RMSE']) else 'NO'}."),
         "",
         f"![maps]({figs['map'].name})",
         "",
@@ -389,10 +390,10 @@ def _report(res: DemoResult, world: Any, table: pd.DataFrame, forest: Any, resul
         "",
         "## Pseudoproxy (ERA5-Land-like θ_eq as the target, ERA5 not a predictor)",
         "",
-        f"{pp['n_offsite']} off-site pixels: median R {pp['median_R_offsite']:.3f}, median ubRMSE "
+        (f"{pp['n_offsite']} off-site pixels: median R {pp['median_R_offsite']:.3f}, median ubRMSE "
         f"{pp['median_ubRMSE_offsite']:.4f} m³ m⁻³. AOA threshold DI = {pp['threshold']:.3f}; "
         f"{100 * pp['inside_fraction']:.0f} % of pixel-days (weekly sample, pixel-mean features) inside the area "
-        "of applicability. DI bins are the quartiles of the off-site pixels' median DI.",
+        "of applicability. DI bins are the quartiles of the off-site pixels' median DI."),
         "",
         "By distance to the nearest station (km):",
         "",

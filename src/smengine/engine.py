@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from smengine._threads import effective_n_threads
 from smengine.errors import ConfigError, DataError
@@ -274,8 +273,9 @@ class TileRunner:
         consts = np.stack([cal["doy_sin"], cal["doy_cos"]], axis=1).astype(np.float64)
         Py, Px = self.grid.shape
         sl = slice(o0, o0 + D)
-        bufs = {k: (np.empty((D, Py, Px), np.float32) if k != "quality_flag" else np.empty((D, Py, Px), np.uint8))
-                for k in ("sm", "subpixel_sd", "uncertainty", "valid_fraction", "quality_flag")}  # fmt: skip
+        bufs: dict[str, np.ndarray] = {name: np.empty((D, Py, Px), np.float32)
+                                       for name in ("sm", "subpixel_sd", "uncertainty", "valid_fraction")}  # fmt: skip
+        bufs["quality_flag"] = np.empty((D, Py, Px), np.uint8)
         counters = np.zeros(4, dtype=np.int64)
         ncol = self._plan.plan.shape[0]
         nrow = Px * self.grid.subpixel**2 * D
@@ -290,8 +290,8 @@ class TileRunner:
                          bufs["uncertainty"], bufs["valid_fraction"], bufs["quality_flag"], *self._scratch,
                          self.n_threads, counters)  # fmt: skip
         w = want.astype(bool)
-        for k, b in bufs.items():
-            out[k][sl][w[: D]] = b[w]
+        for name, b in bufs.items():
+            out[name][sl][w] = b[w]
         s2 = self.grid.subpixel**2
         n_rows = int(w[present].sum()) * Py * Px * s2
         st = self.stats
@@ -639,7 +639,7 @@ def naive_predict(store: TileStore | str | os.PathLike[str], estimator: Any, fea
     tix = [s.day_index(d) for d in req]
     sw = fb.swi() if fb.swi_names else None
     X = np.stack([fb.day(t, swi=sw)[col] for t in tix])  # (D, F, Y, X)
-    D, F, Y, Xn = X.shape
+    D, F = X.shape[:2]
     k = s.grid.subpixel
     Py, Px = s.grid.shape
     rows = X.transpose(0, 2, 3, 1).reshape(-1, F)

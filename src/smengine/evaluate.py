@@ -142,12 +142,12 @@ def product_scores(table: pd.DataFrame, products: Sequence[str], obs: str = "obs
     if not products:
         raise ConfigError("product_scores: no product columns given")
     t = _check(table, (obs, *products))
-    rows = []
+    rows: list[tuple[tuple[str, str], pd.DataFrame, float]] = []
     for p in products:
         raw = site_scores(t, p, obs, min_obs=min_obs).drop(index="median")
         rows.append(((p, "raw"), raw, np.nan))
         filt = _filtered(t, p, T)
-        best, best_r, best_s = None, -np.inf, None
+        best, best_r, best_s = np.nan, -np.inf, None
         for k, Tk in enumerate(T):
             tk = t.assign(_swi=filt[k])
             s = site_scores(tk, "_swi", obs, min_obs=min_obs).drop(index="median")

@@ -50,7 +50,8 @@ from scipy.spatial import cKDTree
 from smengine.errors import ConfigError, ValidationError
 from smengine.metrics import evaluate
 
-__all__ = ["AOA", "PseudoproxyResult", "aoa", "era5_land_theta_eq", "pixel_scores", "run_pseudoproxy", "skill_by_bin"]
+__all__ = ["AOA", "PseudoproxyResult", "aoa", "era5_land_theta_eq", "pixel_scores", "run_pseudoproxy", "skill_by_bin",
+           "station_pixels"]
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +237,13 @@ def pixel_scores(pred: np.ndarray, ref: np.ndarray, times: Any, *, min_obs: int 
     return pd.DataFrame(rows)
 
 
+def station_pixels(grid: Any, stations: pd.DataFrame) -> dict[Any, tuple[int, int]]:
+    """1-km pixel (row, col) of each station: ``stations`` indexed by id (or with an ``id`` column), ``x``, ``y`` in the grid CRS."""
+    st = stations.set_index("id") if "id" in stations.columns else stations
+    rows, cols = grid.rowcol(st["x"].to_numpy(float), st["y"].to_numpy(float))
+    return {sid: (int(r), int(c)) for sid, r, c in zip(st.index, np.atleast_1d(rows), np.atleast_1d(cols), strict=True)}
+
+
 def era5_land_theta_eq(path: str | os.PathLike[str], grid: Any, days: npt.ArrayLike,
                        bulk_density: npt.ArrayLike = 1.4) -> np.ndarray:  # fmt: skip
     """CRNS-equivalent θ_eq of an ERA5-Land NetCDF (swvl1–4) at every pixel of ``grid``.
@@ -390,10 +398,7 @@ def run_pseudoproxy(
     missing = sorted(set(table["station"]) - set(st.index))
     if missing:
         raise ValidationError(f"stations table lacks {missing[:5]} (x, y needed)")
-    key = {}
-    for sid in table["station"].unique():
-        r, c = grid.rowcol(np.array([st.loc[sid, "x"]]), np.array([st.loc[sid, "y"]]))
-        key[sid] = (int(r[0]), int(c[0]))
+    key = station_pixels(grid, st.loc[table["station"].unique()])
     ti = np.searchsorted(d, table["date"].to_numpy().astype("datetime64[D]"))
     if (ti >= d.size).any() or (d[np.minimum(ti, d.size - 1)] != table["date"].to_numpy().astype("datetime64[D]")).any():
         raise ValidationError("table has days outside the reference's days")
@@ -434,7 +439,7 @@ def run_pseudoproxy(
     by_di = skill_by_bin(off, "DI", np.concatenate([[qs[0] - 1e-9], qs[1:]]) if qs.size > 1 else [0.0, 1e9])
     g = off.groupby("inside_AOA")
     aoa_tab = g[["R", "ubRMSE", "bias", "KGE"]].median().assign(n=g.size())
-    summary = {"threshold": A.threshold, "inside_fraction": float(np.nanmean(inside)), "n_offsite": int(len(off)),
+    summary = {"threshold": A.threshold, "inside_fraction": float(np.nanmean(inside)), "n_offsite": len(off),
                "median_R_offsite": float(off["R"].median()), "median_ubRMSE_offsite": float(off["ubRMSE"].median())}  # fmt: skip
     log.info("pseudoproxy: %d off-site pixels, median R %.3f, %.0f %% of pixel-days inside the AOA", len(off),
              summary["median_R_offsite"], 100 * summary["inside_fraction"])  # fmt: skip
