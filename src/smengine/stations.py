@@ -1162,8 +1162,12 @@ def _merge_hourly(conv: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
     """Converted hourly frame + the other (met, TDR …) columns of the raw frame averaged hourly."""
     rest = raw.drop(columns=[c for c in ("sm", "sm_std", "counts", "counts_raw", "flag") if c in raw.columns])
     flag_raw = raw["flag"].resample("1h").agg(lambda x: int(np.bitwise_or.reduce(x.to_numpy())) if len(x) else 0)
-    agg = {c: ("sum" if c in _SUMMED else "mean") for c in rest.columns}
-    hourly = rest.resample("1h").agg(agg) if agg else pd.DataFrame(index=conv.index)
+    if len(rest.columns):
+        r = rest.resample("1h")
+        # summed columns keep NaN for an hour without any value: a missing gauge is not a dry hour
+        hourly = pd.DataFrame({c: (r[c].sum(min_count=1) if c in _SUMMED else r[c].mean()) for c in rest.columns})
+    else:
+        hourly = pd.DataFrame(index=conv.index)
     out = conv.join(hourly, how="left")
     out["flag"] = out["flag"].to_numpy() | flag_raw.reindex(out.index, fill_value=0).to_numpy()
     return out

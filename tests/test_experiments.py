@@ -1,0 +1,358 @@
+"""Real-data emulation at stations (issue 8): table, splits, baselines, report, CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from sklearn.linear_model import LinearRegression
+from sklearn.preprocessing import StandardScaler
+
+from smengine import experiments as E
+from smengine import stations as S
+from smengine.cli import cli
+from smengine.errors import ConfigError, DataError, ValidationError
+from smengine.filters import exp_filter
+from smengine.footprint import penetration_depth, vertical_weight
+from smengine.metrics import ubrmse
+from smengine.model import train
+
+TREES = 30
+START = pd.Timestamp("2020-01-01", tz="UTC")
+N_DAYS = 420
+GAP = slice(60, 66)  # days of station A without a working gauge
+
+
+# --------------------------------------------------------------------------------------
+# a synthetic station set in the generic CSV format
+# --------------------------------------------------------------------------------------
+def _synthetic(tmp: Path) -> tuple[Path, Path, pd.DataFrame]:
+    rng = np.random.default_rng(42)
+    meta = pd.DataFrame({
+        "station": ["A", "B", "C", "D"], "lat": [50.1, 50.4, 50.9, 51.2], "lon": [6.1, 6.5, 7.0, 7.3],
+        "elevation": [100.0, 250.0, 400.0, 320.0], "bulk_density": [1.2, 1.4, 1.3, 1.5],
+        "lattice_water": [0.02, 0.03, 0.025, 0.02], "soc": [0.01, 0.02, 0.015, 0.01],
+        "land_cover": ["Grassland", "Pine forest", "Arable crops", "Sagebrush"],
+    })  # fmt: skip
+    frames = []
+    days = np.arange(N_DAYS)
+    for i, m in meta.iterrows():
+        rain = np.where(rng.random(N_DAYS) < 0.3, rng.exponential(6.0, N_DAYS), 0.0)
+        sm = np.empty(N_DAYS)
+        s = 0.2
+        for t in range(N_DAYS):
+            s = 0.05 + (s - 0.05) * np.exp(-1 / 12) + 0.006 * rain[t]
+            sm[t] = min(s, 0.5)
+        sm = sm + 0.1 * (m["bulk_density"] - 1.35)
+        hours = pd.date_range(START, periods=N_DAYS * 24, freq="1h")
+        d = np.repeat(days, 24)
+        temp = 10 - 8 * np.cos(2 * np.pi * d / 365.25) + rng.normal(0, 1, d.size)
+        pr = np.repeat(rain / 24, 24)
+        if m["station"] == "A":
+            pr[GAP.start * 24 : GAP.stop * 24] = np.nan
+        f = pd.DataFrame({"time": hours.strftime("%Y-%m-%dT%H:%M:%SZ"), "station": m["station"],
+                          "sm": np.repeat(sm, 24) + rng.normal(0, 0.003, d.size), "precipitation": pr,
+                          "air_temperature": temp, "rel_humidity": 70 + 10 * np.sin(d / 9.0),
+                          "pressure": 1013 - 0.12 * m["elevation"] + rng.normal(0, 2, d.size)})  # fmt: skip
+        if m["station"] == "A":  # a TDR profile at 5, 20, 50 cm
+            for z, off in ((5, -0.02), (20, 0.0), (50, 0.03)):
+                f[f"tdr_{z}"] = np.repeat(sm, 24) + off
+        frames.append(f)
+    data = pd.concat(frames, ignore_index=True)
+    data_csv, meta_csv = tmp / "stations.csv", tmp / "meta.csv"
+    data.to_csv(data_csv, index=False)
+    meta.to_csv(meta_csv, index=False)
+    return data_csv, meta_csv, data
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("synthetic")
+    data_csv, meta_csv, raw = _synthetic(tmp)
+    ss = S.read_csv(data_csv, metadata=meta_csv)
+    table = E.station_table(ss)
+    return {"dir": tmp, "data": data_csv, "meta": meta_csv, "raw": raw, "ss": ss, "table": table}
+
+
+@pytest.fixture(scope="module")
+def synth_lso(synth: dict) -> E.ExperimentResult:
+    return E.leave_site_out(synth["table"], n_estimators=TREES, n_jobs=1)
+
+
+@pytest.fixture(scope="module")
+def synth_temporal(synth: dict) -> E.ExperimentResult:
+    return E.temporal_split(synth["table"][synth["table"]["station"] == "A"], split_date="2020-10-01",
+                            n_estimators=TREES, n_jobs=1)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------
+# the station table
+# --------------------------------------------------------------------------------------
+def test_antecedent_precipitation_equals_exp_filter_of_the_raw_series(synth: dict) -> None:
+    raw, table = synth["raw"], synth["table"]
+    r = raw[raw["station"] == "A"].copy()
+    r["day"] = pd.to_datetime(r["time"]).dt.tz_convert(None).dt.normalize()
+    daily = r.groupby("day")["precipitation"].sum(min_count=24)  # a day with a missing hour is missing
+    ef = exp_filter(daily.to_numpy(), daily.index.to_numpy(), [1.0, 3.0, 7.0, 15.0, 30.0])
+    want = pd.DataFrame(ef.T, index=daily.index, columns=[f"precip_ef{t:g}" for t in (1, 3, 7, 15, 30)])
+    got = table[table["station"] == "A"].set_index("date")
+    np.testing.assert_allclose(got["precipitation"], daily.reindex(got.index), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(got[want.columns], want.reindex(got.index), rtol=1e-9, atol=1e-9)
+    # the gauge gap is missing, not dry: NaN features on those days, the filter resumes after
+    gap_days = daily.index[GAP]
+    assert got.loc[got.index.isin(gap_days), "precip_ef7"].isna().all()
+    assert got.loc[got.index > gap_days[-1], "precip_ef7"].notna().all()
+    assert (got["precip_ef30"].dropna() >= 0).all() and got["precip_ef30"].max() > 1
+
+
+def test_station_table_columns_units_and_statics(synth: dict) -> None:
+    t = synth["table"]
+    assert t.attrs["features"] == ["precipitation", "precip_ef1", "precip_ef3", "precip_ef7", "precip_ef15",
+                                   "precip_ef30", "air_temperature", "rel_humidity", "abs_humidity", "pressure",
+                                   "doy_sin", "doy_cos", "bulk_density", "lattice_water", "soc", "elevation",
+                                   "land_cover_class"]  # fmt: skip
+    assert t.attrs["units"]["precip_ef7"] == "mm d-1" and t.attrs["units"]["bulk_density"] == "g cm-3"
+    assert t.groupby("station")["bulk_density"].first().to_dict() == {"A": 1.2, "B": 1.4, "C": 1.3, "D": 1.5}
+    lc = t.groupby("station")["land_cover_class"].first()
+    assert [E.land_cover_class(x) for x in ("Grassland", "Pine forest", "Arable crops", "Sagebrush")] == lc.tolist()
+    assert lc.tolist() == [1.0, 0.0, 3.0, 2.0]
+    # absolute humidity derived from T and RH by the reader
+    assert t["abs_humidity"].between(1, 30).all()
+    assert not t.duplicated(["station", "date"]).any()
+
+
+def test_static_feature_unknown_somewhere_is_left_out(synth: dict, tmp_path: Path) -> None:
+    meta = pd.read_csv(synth["meta"]).drop(columns=["elevation"])
+    meta.loc[meta["station"] == "B", "land_cover"] = ""
+    ss = S.read_csv(synth["data"], metadata=meta)
+    t = E.station_table(ss, T=(5,))
+    assert "elevation" not in t.attrs["features"] and "land_cover_class" not in t.attrs["features"]
+    assert "B" in t.attrs["dropped_features"]["land_cover_class"]
+    assert "precip_ef5" in t.attrs["features"]
+
+
+def test_tdr_footprint_average_by_hand(synth: dict) -> None:
+    t = synth["table"]
+    assert t.attrs["tdr_depths"] == {"A": [5.0, 20.0, 50.0]}
+    row = t[(t["station"] == "A")].iloc[100]
+    prof = row[["tdr_5", "tdr_20", "tdr_50"]].to_numpy(float)
+    d86 = float(penetration_depth(0.0, 1.2, row["tdr_weighted"], 0.02, 0.01))
+    assert row["tdr_d86"] == pytest.approx(d86, rel=1e-12)
+    w = vertical_weight(np.array([5.0, 20.0, 50.0]), d86)
+    assert row["tdr_weighted"] == pytest.approx(float((w * prof).sum() / w.sum()), abs=1e-7)
+    # the footprint weights the shallow sensor most: below the plain profile mean here (deeper is wetter)
+    assert row["tdr_weighted"] < prof.mean()
+    assert t.loc[t["station"] != "A", "tdr_weighted"].isna().all()
+
+
+def test_tdr_footprint_average_nan_day_and_shape() -> None:
+    th, d86 = E.tdr_footprint_average([[0.2, 0.25], [np.nan, 0.3]], [5, 20], 1.4)
+    assert np.isfinite(th[0]) and np.isnan(th[1]) and np.isnan(d86[1])
+    with pytest.raises(ValidationError, match="shape"):
+        E.tdr_footprint_average([[0.2, 0.25, 0.3]], [5, 20], 1.4)
+
+
+# --------------------------------------------------------------------------------------
+# leave-site-out
+# --------------------------------------------------------------------------------------
+def test_leave_site_out_never_trains_on_the_test_station(synth: dict, synth_lso: E.ExperimentResult) -> None:
+    sites = sorted(synth["table"]["station"].unique())
+    assert len(synth_lso.folds) == len(sites)
+    for f in synth_lso.folds:
+        (test,) = f["test_stations"]
+        assert test not in f["train_stations"]
+        assert f["train_stations"] == [s for s in sites if s != test]
+        rows = synth_lso.predictions[synth_lso.predictions["fold"] == f["fold"]]
+        assert set(rows["station"]) == {test}
+
+
+def test_leave_site_out_forest_refits_by_hand(synth: dict, synth_lso: E.ExperimentResult) -> None:
+    t, f = synth["table"], synth_lso.features
+    train_rows = t[(t["station"] != "B")]
+    train_rows = train_rows[np.isfinite(train_rows[f].to_numpy(float)).all(axis=1)]
+    forest = train(train_rows, f, cv=(), search=False, n_estimators=TREES, random_state=0, n_jobs=1, progress=False)
+    test = t[t["station"] == "B"]
+    p = synth_lso.predictions[synth_lso.predictions["station"] == "B"]
+    np.testing.assert_array_equal(p["forest"].to_numpy(), forest.predict(test))
+    # the mean baseline is the training rows' mean, a constant
+    assert np.allclose(p["mean"], train_rows["target"].mean(), rtol=0, atol=1e-15)
+
+
+def test_leave_site_out_scores_and_forest_beats_mean(synth_lso: E.ExperimentResult) -> None:
+    med = synth_lso.medians()
+    assert list(med.index) == ["forest", "linear", "mean", "tdr"]
+    assert np.isnan(med.loc["mean", "R"])  # a constant has no correlation
+    assert med.loc["forest", "ubRMSE"] < med.loc["mean", "ubRMSE"]
+    # ubRMSE of the constant mean is the SD of the observations
+    p = synth_lso.predictions[synth_lso.predictions["station"] == "C"]
+    assert synth_lso.station_scores("mean").loc["C", "ubRMSE"] == pytest.approx(ubrmse(p["mean"], p["obs"]))
+    assert synth_lso.station_scores("mean").loc["C", "ubRMSE"] == pytest.approx(p["obs"].std(ddof=0), rel=1e-9)
+
+
+# --------------------------------------------------------------------------------------
+# temporal split and the baselines
+# --------------------------------------------------------------------------------------
+def test_temporal_split_has_no_test_day_before_the_split(synth_temporal: E.ExperimentResult) -> None:
+    split = pd.Timestamp("2020-10-01")
+    assert synth_temporal.params["split_date"] == "2020-10-01"
+    assert (synth_temporal.predictions["date"] >= split).all()
+    f = synth_temporal.folds[0]
+    assert pd.Timestamp(f["train_end"]) < split <= pd.Timestamp(f["test_start"])
+    assert f["n_test"] == int(synth_temporal.predictions["forest"].notna().sum()) > 100
+
+
+def test_temporal_default_split_is_train_years_after_the_start(synth: dict) -> None:
+    t = synth["table"][synth["table"]["station"] == "A"]
+    r = E.temporal_split(t, train_years=0.5, n_estimators=5, n_jobs=1)
+    assert r.params["split_date"] == str((t["date"].min() + pd.Timedelta(days=0.5 * 365.25)).date())
+    with pytest.raises(ValidationError, match="no training or no test"):
+        E.temporal_split(t, train_years=5, n_estimators=5, n_jobs=1)
+
+
+def test_linear_and_mean_baselines_equal_sklearn_by_hand(synth: dict, synth_temporal: E.ExperimentResult) -> None:
+    t = synth["table"]
+    t = t[t["station"] == "A"]
+    f = synth_temporal.features
+    tr = t[t["date"] < "2020-10-01"]
+    tr = tr[np.isfinite(tr[f].to_numpy(float)).all(axis=1)]
+    te = t[t["date"] >= "2020-10-01"]
+    sc = StandardScaler().fit(tr[f].to_numpy(float))
+    lr = LinearRegression().fit(sc.transform(tr[f].to_numpy(float)), tr["target"].to_numpy())
+    ok = np.isfinite(te[f].to_numpy(float)).all(axis=1)
+    want = np.full(len(te), np.nan)
+    want[ok] = lr.predict(sc.transform(te[f].to_numpy(float)[ok]))
+    got = synth_temporal.predictions["linear"].to_numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert np.allclose(synth_temporal.predictions["mean"].dropna(), tr["target"].mean(), rtol=0, atol=1e-15)
+    # the TDR baseline is the table's footprint-weighted profile on the scored days
+    p = synth_temporal.predictions.dropna(subset=["tdr"])
+    np.testing.assert_array_equal(p["tdr"].to_numpy(), te.loc[ok, "tdr_weighted"].to_numpy()[: len(p)])
+
+
+def test_every_method_is_scored_on_the_same_days(synth_temporal: E.ExperimentResult) -> None:
+    p = synth_temporal.predictions
+    have = p["forest"].notna()
+    for m in ("linear", "mean"):
+        assert (p[m].notna() == have).all()
+    assert (p["tdr"].notna() <= have).all()
+    n = synth_temporal.scores.set_index(["method", "station"])["n"]
+    assert n[("forest", "A")] == n[("linear", "A")] == n[("mean", "A")] == have.sum()
+
+
+# --------------------------------------------------------------------------------------
+# report, CLI, input errors
+# --------------------------------------------------------------------------------------
+def test_run_experiments_on_any_station_set_writes_the_report(synth: dict, tmp_path: Path) -> None:
+    res = E.run_experiments(tmp_path / "out", stations=synth["ss"], split_date="2020-10-01", n_estimators=10,
+                            n_jobs=1, plots=True)  # fmt: skip
+    assert set(res.results) == {"temporal", "leave-site-out"}
+    rep = res.report.read_text()
+    for word in ("## Single-site temporal split", "## Leave-site-out", "| **median** |", "ubRMSE", "KGE", "tdr",
+                 "Verdict"):  # fmt: skip
+        assert word in rep
+    for name in ("temporal.png", "leave_site_out.png", "temporal_scores.csv", "leave_site_out_predictions.csv",
+                 "summary.json"):  # fmt: skip
+        assert (tmp_path / "out" / name).stat().st_size > 100
+    scores = pd.read_csv(tmp_path / "out" / "leave_site_out_scores.csv")
+    assert set(scores["station"]) == {"A", "B", "C", "D", "median"}
+    # deterministic: same seed, same numbers
+    again = E.run_experiments(tmp_path / "out2", stations=synth["ss"], experiments=["leave-site-out"],
+                              n_estimators=10, n_jobs=1, plots=False)  # fmt: skip
+    pd.testing.assert_frame_equal(again.results["leave-site-out"].scores, res.results["leave-site-out"].scores)
+
+
+def test_cli_stations_experiment_on_a_csv_station_set(synth: dict, tmp_path: Path) -> None:
+    prec = synth["table"].pivot(index="date", columns="station", values="precipitation").fillna(0.0)
+    prec.index = prec.index.strftime("%Y-%m-%d")
+    prec.index.name = "date"
+    prec.to_csv(tmp_path / "prec.csv")
+    out = tmp_path / "cli"
+    r = CliRunner().invoke(cli, ["stations-experiment", "--out", str(out), "--source", str(synth["data"]),
+                                 "--format", "csv", "--metadata", str(synth["meta"]), "--precipitation",
+                                 str(tmp_path / "prec.csv"), "--experiment", "leave-site-out", "--trees", "5",
+                                 "--threads", "1", "--no-plots"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "leave-site-out: median ubRMSE forest" in r.output and (out / "report.md").is_file()
+    assert not (out / "temporal_scores.csv").exists()
+    r = CliRunner().invoke(cli, ["stations-experiment", "--out", str(out), "--source", str(synth["data"])])
+    assert r.exit_code != 0 and "--format" in r.output
+
+
+def test_read_daily_precipitation_formats_and_errors(tmp_path: Path) -> None:
+    (tmp_path / "p.csv").write_text(",Date,RF5,Crys 1\n0,7/1/2023,1.5,0\n1,7/2/2023,0,2.25\n")
+    ss = S.StationSet([S.Station(id="R4", lat=39.3, lon=-107.0, name="RF 5",
+                                 data=pd.DataFrame({"sm": [0.2]}, index=pd.DatetimeIndex(["2023-07-01"], tz="UTC")))])  # fmt: skip
+    p = E.read_daily_precipitation(tmp_path / "p.csv", ss)
+    assert list(p.columns) == ["R4", "Crys 1"] and p.loc["2023-07-02", "Crys 1"] == 2.25
+    (tmp_path / "q.csv").write_text("date,X\n2023-07-01,1\nyesterday,2\n")
+    with pytest.raises(DataError, match="yesterday"):
+        E.read_daily_precipitation(tmp_path / "q.csv")
+    with pytest.raises(ConfigError, match="unknown experiment"):
+        E.run_experiments(tmp_path, stations=ss, experiments=["random"])
+
+
+# --------------------------------------------------------------------------------------
+# the real stations
+# --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def real(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> E.ExperimentsReport:
+    out = tmp_path_factory.mktemp("real")
+    return E.run_experiments(out, data_dir, n_estimators=50, n_jobs=1, plots=False)
+
+
+@pytest.mark.data
+def test_real_tables_use_prism_and_the_gauge(real: E.ExperimentsReport, data_dir: Path) -> None:
+    rf = real.tables["leave-site-out"]
+    assert rf["station"].nunique() == 15
+    prism = pd.read_csv(data_dir / "crns" / "roaring_fork_co_usgs" / "DailyPRISM_Ppt.csv")
+    # C2 is "Crys 1", R4 is "RF 5" (PRISM column "RF5")
+    for sid, col in (("C2", "Crys 1"), ("R4", "RF5")):
+        g = rf[rf["station"] == sid].set_index("date")["precipitation"]
+        want = prism.set_index(pd.to_datetime(prism["Date"], format="%m/%d/%Y"))[col]
+        common = g.index.intersection(want.index)
+        assert len(common) > 150
+        np.testing.assert_allclose(g[common], want[common])
+    assert (rf["precip_source"] == "table").all()
+    fsc = real.tables["temporal"]
+    assert (fsc["precip_source"] == "gauge").all()
+    # the FSC001 gauge has no 2014 record: missing, not dry
+    assert fsc.loc[fsc["date"].dt.year == 2014, "precipitation"].isna().all()
+    assert real.tables["leave-site-out"].attrs["tdr_depths"]["C1"] == [5.0, 10.0, 20.0, 50.0]
+
+
+@pytest.mark.data
+def test_real_tdr_baseline_one_station_day_by_hand(real: E.ExperimentsReport, data_dir: Path) -> None:
+    ss = S.read_roaring_fork(data_dir / "crns" / "roaring_fork_co_usgs")
+    st = ss["C1"]
+    rf = real.tables["leave-site-out"]
+    row = rf[(rf["station"] == "C1") & (rf["date"] == "2023-08-15")].iloc[0]
+    depths = np.array([5.0, 10.0, 20.0, 50.0])
+    # the day's TDR means recomputed from the half-hourly series
+    day = st.data.loc["2023-08-15", ["tdr_5", "tdr_10", "tdr_20", "tdr_50"]].mean().to_numpy()
+    np.testing.assert_allclose(row[["tdr_5", "tdr_10", "tdr_20", "tdr_50"]].to_numpy(float), day)
+    theta = float(day.mean())
+    for _ in range(100):
+        d86 = float(penetration_depth(0.0, st.bulk_density, theta, st.lattice_water, st.soc))
+        w = vertical_weight(depths, d86)
+        theta = float((w * day).sum() / w.sum())
+    assert row["tdr_weighted"] == pytest.approx(theta, abs=1e-6)
+    assert row["tdr_d86"] == pytest.approx(d86, rel=1e-5)
+    assert 10 < row["tdr_d86"] < 80
+
+
+@pytest.mark.data
+def test_real_experiments_forest_beats_mean_and_linear(real: E.ExperimentsReport) -> None:
+    tmp = real.results["temporal"]
+    f = tmp.folds[0]
+    assert tmp.predictions["station"].unique().tolist() == ["FSC001"]
+    assert f["train_end"] < tmp.params["split_date"] <= f["test_start"]
+    lso = real.results["leave-site-out"]
+    assert len(lso.folds) == 15
+    for res in (tmp, lso):
+        med = res.medians()
+        assert med.loc["forest", "ubRMSE"] < med.loc["linear", "ubRMSE"] < med.loc["mean", "ubRMSE"]
+        assert med.loc["forest", "R"] > 0.8
+    assert "tdr" in lso.medians().index and "tdr" not in tmp.medians().index
