@@ -108,7 +108,7 @@ def test_sklearn(world, record, size, order):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("reuse", [True, False])
+@pytest.mark.parametrize("reuse", [True, "box", False])
 @pytest.mark.parametrize("order", ["coherent", "iid"])
 @pytest.mark.parametrize("size", list(SIZES))
 def test_compiled(world, record, note, size, order, reuse, threads):
@@ -116,7 +116,7 @@ def test_compiled(world, record, note, size, order, reuse, threads):
     if order == "iid":
         X = X[np.random.default_rng(0).permutation(len(X))]
     cf, rf = world["cf"], world["rf"]
-    name = f"ours {threads} thr" + ("" if reuse else " no-reuse")
+    name = f"ours {threads} thr" + {True: "", "box": " box", False: " no-reuse"}[reuse]
     out = record(f"forest {size} rows {order}", name, cf.predict, X, n_threads=threads, reuse=reuse, rounds=3)
     check = slice(0, 20_000)
     np.testing.assert_array_equal(out[check], rf.predict(X[check]))

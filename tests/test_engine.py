@@ -95,7 +95,7 @@ def test_engine_equals_naive_numpy_sklearn_pipeline(world, day_inner, chunk_days
 def test_engine_is_deterministic_across_threads_chunks_and_order(world):
     outs = []
     for kw in ({"n_threads": 1, "chunk_days": 1, "day_inner": True}, {"n_threads": 2, "chunk_days": 7},
-               {"n_threads": 2, "chunk_days": 4, "day_inner": False, "reuse": False}):  # fmt: skip
+               {"n_threads": 2, "chunk_days": 4, "day_inner": False, "reuse": False}, {"reuse": "box", "chunk_days": 3}):  # fmt: skip
         outs.append(TileRunner(world["store"], world["cf"], **kw).predict_arrays()[1])
     for o in outs[1:]:
         for k in (*KEYS, "quality_flag"):

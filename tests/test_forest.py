@@ -95,6 +95,7 @@ def test_hypothesis_forests_equal_sklearn(seed, n_features, n_trees, min_samples
     tol = 8 * np.finfo(np.float64).eps * np.abs(per_tree).max(axis=0)
     assert np.all(np.abs(sd[ok] - exact) <= tol + 1e-12 * exact)
     np.testing.assert_array_equal(cf.predict(Xq, reuse=False, n_threads=threads), mean)
+    np.testing.assert_array_equal(cf.predict(Xq, reuse="box", n_threads=threads, block=block), mean)
 
 
 def test_equal_to_slow_reference_and_gtil(fitted):
@@ -243,7 +244,8 @@ def test_threads_blocks_and_reuse_give_identical_bytes(fitted):
     cf = CompiledForest.from_sklearn(rf)
     Xq = _coherent(np.random.default_rng(4), 5000, 6)
     ref = cf.predict_with_spread(Xq, n_threads=1)
-    for kw in ({"n_threads": 2}, {"block": 1}, {"block": 333, "n_threads": 2}, {"reuse": False}):
+    for kw in ({"n_threads": 2}, {"block": 1}, {"block": 333, "n_threads": 2}, {"reuse": False}, {"reuse": "box"},
+               {"reuse": "lanes", "block": 7}):  # fmt: skip
         out = cf.predict_with_spread(Xq, **kw)
         assert out[0].tobytes() == ref[0].tobytes() and out[1].tobytes() == ref[1].tobytes(), kw
 
@@ -257,6 +259,31 @@ def test_reuse_skips_walks_on_coherent_rows(fitted):
     assert on.hit_rate > 0.5 and on.visits < 0.5 * off.visits
     shuffled = cf.traversal_stats(Xq[np.random.default_rng(0).permutation(4000)])
     assert shuffled.hit_rate < on.hit_rate
+    # the box kernel keeps the same per-tree leaf as the leaf-box table: same hits, same walks
+    box = cf.traversal_stats(Xq, reuse="box")
+    assert (box.box_hits, box.walks, box.visits) == (on.box_hits, on.walks, on.visits)
+
+
+def test_leaf_boxes_contain_exactly_the_rows_of_their_leaf(fitted):
+    rf, _ = fitted
+    cf = CompiledForest.from_sklearn(rf)
+    boxes = cf.leaf_boxes()
+    assert boxes.shape == (cf._leaf.shape[0] + 1, 2 * 8) and not boxes.flags.writeable
+    Xq = _coherent(np.random.default_rng(9), 3000, 6)
+    nfp = boxes.shape[1] // 2
+    xp = np.zeros((len(Xq), nfp), np.float32)
+    xp[:, :6] = Xq
+    inside = np.all((xp[:, None, :] > boxes[None, :, :nfp]) & (xp[:, None, :] <= boxes[None, :, nfp:]), axis=2)
+    # every row lies in exactly one leaf box per tree, and that leaf's value is the tree's prediction
+    assert (inside[:, :-1].sum(1) == cf.n_trees).all() and not inside[:, -1].any()
+    leaf_of = [np.flatnonzero(r) for r in inside]
+    per_tree = np.stack([t.predict(Xq) for t in rf.estimators_], axis=1)
+    np.testing.assert_array_equal(np.sort(np.stack([cf._leaf[i] for i in leaf_of]), 1), np.sort(per_tree, 1))
+    import pickle
+
+    assert pickle.loads(pickle.dumps(cf))._boxes is None
+    with pytest.raises(ConfigError, match="reuse should be"):
+        cf.predict(Xq, reuse="maybe")
 
 
 # --------------------------------------------------------------------------- persistence, cache

@@ -198,8 +198,10 @@ class TileRunner:
     day_inner : bool, optional
         Order the forest's rows sub-pixel by sub-pixel with the days of the chunk
         together (True, default) or day by day (False). Results are identical.
-    reuse : bool, optional
-        Leaf-box reuse between consecutive rows in the forest kernel (default True).
+    reuse : bool or {'lanes', 'box', 'none'}, optional
+        Reuse between consecutive rows in the forest kernel (see
+        :meth:`smengine.model.CompiledForest.predict`; default True: the leaf-box table
+        with interleaved lanes). Results are identical.
 
     Notes
     -----
@@ -209,7 +211,7 @@ class TileRunner:
 
     def __init__(self, store: TileStore | str | os.PathLike[str], forest: Any, *, min_valid_fraction: float = 0.5,
                  n_threads: int | None = None, chunk_days: int = 8, day_inner: bool = True,
-                 reuse: bool = True) -> None:  # fmt: skip
+                 reuse: bool | str = True) -> None:  # fmt: skip
         self.store = _open_store(store)
         self.forest = _load_forest(forest)
         if not 0.0 <= float(min_valid_fraction) <= 1.0:
@@ -220,7 +222,9 @@ class TileRunner:
         self.n_threads = effective_n_threads(n_threads)
         self.chunk_days = int(chunk_days)
         self.day_inner = bool(day_inner)
-        self.reuse = bool(reuse)
+        self.reuse = reuse
+        self._mode = self.forest._mode(reuse)
+        self._boxes = self.forest.leaf_boxes() if self._mode == 3 else np.zeros((1, 8), np.float32)
         names = self.forest.feature_names
         if names is None:
             raise ConfigError("the forest has no feature names; compile it with feature_names=… so that the engine "
@@ -285,8 +289,8 @@ class TileRunner:
                              np.empty((nt, 4 * nrow), np.float64))  # fmt: skip
         _engine.run_days(self._static, self._dynamic, sidx.astype(np.int64), want.astype(np.uint8), tday, cvals,
                          self._cindex, self._coff, consts, self._plan.plan, self._plan.n_forest, self._gain,
-                         self._swi, self._last, self._plan.swi_T, f._nodes, f._leaf, f._root, self.grid.subpixel,
-                         self.day_inner, int(self.reuse), self.min_valid_fraction, bufs["sm"], bufs["subpixel_sd"],
+                         self._swi, self._last, self._plan.swi_T, f._nodes, f._leaf, f._root, self._boxes,
+                         self.grid.subpixel, self.day_inner, self._mode, self.min_valid_fraction, bufs["sm"], bufs["subpixel_sd"],
                          bufs["uncertainty"], bufs["valid_fraction"], bufs["quality_flag"], *self._scratch,
                          self.n_threads, counters)  # fmt: skip
         w = want.astype(bool)
@@ -367,7 +371,7 @@ def predict(
     n_threads: int | None = None,
     chunk_days: int = 8,
     day_inner: bool = True,
-    reuse: bool = True,
+    reuse: bool | str = True,
     config: dict[str, Any] | None = None,
     progress: Callable[[int], Any] | None = None,
 ) -> Any:

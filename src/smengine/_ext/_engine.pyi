@@ -20,6 +20,7 @@ def run_days(
     nodes: npt.NDArray[np.int32],
     leaf: npt.NDArray[np.float64],
     root: npt.NDArray[np.int64],
+    boxes: npt.NDArray[np.float32],
     sub: int,
     day_inner: bool,
     reuse: int,

@@ -33,7 +33,7 @@ from libc.float cimport FLT_MAX
 
 from smengine._ext._typedefs cimport float32_t, float64_t, intp_t, int32_t, uint8_t
 
-from smengine._ext._forest_h cimport smf_forest, smf_node, smf_predict_block, smf_stats
+from smengine._ext._forest_h cimport smf_forest, smf_node, smf_predict_block, smf_predict_lanes, smf_stats
 
 # quality flag codes (smengine.product.QUALITY_FLAGS)
 DEF FLAG_GOOD = 0
@@ -62,9 +62,10 @@ def run_days(
     const int32_t[:, ::1] nodes,            # IN  forest layout (CompiledForest)
     const float64_t[::1] leaf,
     const long long[::1] root,
+    const float32_t[:, ::1] boxes,          # IN  leaf boxes (CompiledForest.leaf_boxes) for reuse == 3
     intp_t sub,                             # sub-pixels per pixel side (s: s*s per pixel)
     bint day_inner,                         # row order: a sub-pixel's days together (1) or day by day (0)
-    int reuse,                              # forest leaf-box reuse
+    int reuse,                              # forest reuse: 0 none, 1 box kernel, 3 leaf-box table + lanes
     double min_valid,                       # minimum valid fraction for a pixel value
     float32_t[:, :, ::1] sm,                # OUT (D, Py, Px) mean of valid sub-pixel predictions
     float32_t[:, :, ::1] sub_sd,            # OUT (D, Py, Px) population SD of those predictions
@@ -94,7 +95,7 @@ def run_days(
     cdef float *x
     cdef float v32
     cdef double v, K, s, w, p, mu, ss, sp, var
-    cdef int kind, any_want = 0
+    cdef int kind, rc, any_want = 0
     cdef smf_stats sts[256]
     if xbuf.shape[0] < n_threads or n_threads > 256 or xbuf.shape[1] < nrow * ncol \
             or okbuf.shape[1] < nrow or accbuf.shape[1] < 4 * nrow:
@@ -177,9 +178,14 @@ def run_days(
                                         ok[row] = 0
                                 n_bad += 1 - ok[row]
                 if not any_want:
-                    pass
-                elif smf_predict_block(&F, X, nrow, ncol, ok, reuse, acc, acc + nrow,
-                                       acc + 2 * nrow, acc + 3 * nrow, st) != 0:
+                    rc = 0
+                elif reuse == 3:
+                    rc = smf_predict_lanes(&F, &boxes[0, 0], boxes.shape[0] - 1, boxes.shape[1] // 2, X, nrow, ncol,
+                                           ok, acc, acc + nrow, acc + 2 * nrow, acc + 3 * nrow, st)
+                else:
+                    rc = smf_predict_block(&F, X, nrow, ncol, ok, reuse, acc, acc + nrow,
+                                           acc + 2 * nrow, acc + 3 * nrow, st)
+                if rc != 0:
                     failed += 1
                 else:
                     visits += st[0].visits

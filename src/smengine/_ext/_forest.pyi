@@ -1,6 +1,13 @@
 import numpy as np
 import numpy.typing as npt
 
+def leaf_boxes(
+    nodes: npt.NDArray[np.int32],
+    leaf: npt.NDArray[np.float64],
+    root: npt.NDArray[np.int64],
+    n_features: int,
+    out: npt.NDArray[np.float32],
+) -> None: ...
 def predict(
     nodes: npt.NDArray[np.int32],
     leaf: npt.NDArray[np.float64],
@@ -8,8 +15,9 @@ def predict(
     X: npt.NDArray[np.float32],
     mean: npt.NDArray[np.float64],
     sd: npt.NDArray[np.float64],
-    reuse: bool,
+    reuse: int,
     block: int,
     n_threads: int,
     stats: npt.NDArray[np.int64],
+    boxes: npt.NDArray[np.float32] | None = ...,
 ) -> int: ...

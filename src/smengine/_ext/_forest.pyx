@@ -13,7 +13,19 @@ from libc.float cimport FLT_MAX
 
 from smengine._ext._typedefs cimport float32_t, float64_t, intp_t, int32_t
 
-from smengine._ext._forest_h cimport smf_forest, smf_node, smf_predict_block, smf_stats
+from smengine._ext._forest_h cimport smf_forest, smf_node, smf_predict_block, smf_stats, smf_leaf_boxes, smf_predict_lanes
+
+
+def leaf_boxes(const int32_t[:, ::1] nodes, const float64_t[::1] leaf, const long long[::1] root,
+               intp_t n_features, float32_t[:, ::1] out):
+    """Fill out (n_slots + 1, 2 * nfp) with every leaf slot's box (lo then hi; nfp = out.shape[1] // 2)."""
+    cdef smf_forest F
+    F.nodes = <const smf_node *> &nodes[0, 0]
+    F.leaf = &leaf[0]
+    F.root = &root[0]
+    F.n_trees = root.shape[0]
+    F.n_features = n_features
+    smf_leaf_boxes(&F, out.shape[0] - 1, out.shape[1] // 2, &out[0, 0])
 
 
 def predict(
@@ -23,10 +35,11 @@ def predict(
     const float32_t[:, ::1] X,          # IN  (n_rows, n_features)
     float64_t[::1] mean,                # OUT (n_rows,) mean over trees, NaN for invalid rows
     float64_t[::1] sd,                  # OUT (n_rows,) population SD over trees (len 0: skip)
-    bint reuse,                         # leaf-box / path reuse between consecutive rows
+    int reuse,                          # leaf-box / path reuse between consecutive rows
     intp_t block,                       # rows per block (one block = one task)
     int n_threads,
     long long[::1] stats,               # OUT (3,) visits, box hits, walks from the root (added to)
+    const float32_t[:, ::1] boxes=None,  # IN  leaf boxes for reuse == 3
 ):
     """Return the number of rows skipped because a feature is NaN or infinite."""
     cdef intp_t n = X.shape[0], nf = X.shape[1], T = root.shape[0]
@@ -34,6 +47,7 @@ def predict(
     cdef bint spread = sd.shape[0] > 0
     cdef smf_forest F
     cdef intp_t b, i0, m, i, f, n_bad = 0, failed = 0
+    cdef int rc
     cdef long long visits = 0, hits = 0, walks = 0
     cdef unsigned char *ok
     cdef double *acc
@@ -64,10 +78,16 @@ def predict(
                         if not (fabs(xr[f]) <= FLT_MAX):
                             ok[i] = 0
                     n_bad += 1 - ok[i]
-                if smf_predict_block(&F, &X[i0, 0], m, nf, ok, reuse, acc,
-                                     acc + m if spread else NULL,
-                                     acc + 2 * m if spread else NULL,
-                                     acc + 3 * m if spread else NULL, st) != 0:
+                if reuse == 3:
+                    rc = smf_predict_lanes(&F, &boxes[0, 0], boxes.shape[0] - 1, boxes.shape[1] // 2, &X[i0, 0], m,
+                                           nf, ok, acc, acc + m if spread else NULL, acc + 2 * m if spread else NULL,
+                                           acc + 3 * m if spread else NULL, st)
+                else:
+                    rc = smf_predict_block(&F, &X[i0, 0], m, nf, ok, reuse, acc,
+                                           acc + m if spread else NULL,
+                                           acc + 2 * m if spread else NULL,
+                                           acc + 3 * m if spread else NULL, st)
+                if rc != 0:
                     failed += 1
                 else:
                     visits += st[0].visits

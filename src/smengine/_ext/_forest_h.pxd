@@ -13,3 +13,7 @@ cdef extern from "_forest.h" nogil:
     int smf_predict_block(const smf_forest *F, const float *X, ptrdiff_t n, ptrdiff_t ld,
                           const unsigned char *valid, int reuse, double *sum, double *shift,
                           double *s1, double *s2, smf_stats *stats)
+    void smf_leaf_boxes(const smf_forest *F, ptrdiff_t n_slots, ptrdiff_t nfp, float *out)
+    int smf_predict_lanes(const smf_forest *F, const float *boxes, ptrdiff_t n_slots, ptrdiff_t nfp,
+                          const float *X, ptrdiff_t n, ptrdiff_t ld, const unsigned char *valid, double *sum,
+                          double *shift, double *s1, double *s2, smf_stats *stats)
