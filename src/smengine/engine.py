@@ -396,8 +396,8 @@ def predict(
         Days per kernel call (default 8).
     day_inner : bool, optional
         Forest row order (see :class:`TileRunner`); results are identical either way.
-    reuse : bool, optional
-        Forest leaf-box reuse (default True).
+    reuse : bool or {'lanes', 'box', 'none'}, optional
+        Forest reuse between consecutive rows (see :class:`TileRunner`; default True).
     config : dict, optional
         Extra run configuration to record in the product's attributes.
     progress : callable, optional
