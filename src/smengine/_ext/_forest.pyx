@@ -1,4 +1,5 @@
-"""Forest prediction kernel (see ``_forest.h`` for the layout and the leaf-box reuse).
+"""Forest prediction kernels (see ``_forest.h`` for the layout, the leaf-box table with
+interleaved lanes — ``reuse == 3``, the default — and the single-box kernel, ``reuse == 1``).
 
 The public API is :class:`smengine.model.CompiledForest`; this kernel trusts its inputs:
 ``nodes`` is the (n_nodes, 3) int32 view of the 12-byte node records, ``X`` is

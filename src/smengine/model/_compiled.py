@@ -1,8 +1,9 @@
 """CompiledForest: a regression forest in a compact native layout, exact and fast.
 
 The portable model is treelite's (``treelite.sklearn.import_model``); the predictor walks a
-compact copy of it in a Cython/C kernel (``smengine._ext._forest``) with leaf-box reuse
-between coherent rows. See ``_forest.h`` for the layout and why the result is exactly
+compact copy of it in a Cython/C kernel (``smengine._ext._forest``): each tree keeps the
+previous row's leaf, a row inside that leaf's precomputed box reuses it, and the trees a
+row misses are walked in interleaved lanes. See ``_forest.h`` for the layout and why the result is exactly
 ``RandomForestRegressor.predict``'s.
 """
 
