@@ -259,8 +259,8 @@ class TileRunner:
         return (f"<TileRunner {self.store.tile_id}: {len(self.feature_names)} features, "
                 f"next store day {self._next}/{self.store.times.size}>")  # fmt: skip
 
-    def _chunk(self, sidx: np.ndarray, want: np.ndarray, out: dict[str, np.ndarray], o0: int) -> None:
-        """Kernel call for store day indices ``sidx`` (-1: absent), outputs at [o0, o0 + D)."""
+    def _chunk(self, sidx: np.ndarray, want: np.ndarray) -> dict[str, np.ndarray]:
+        """Kernel call for store day indices ``sidx`` (-1: absent): (D, Py, Px) layers, valid where ``want``."""
         from smengine._ext import _engine
 
         s, f = self.store, self.forest
@@ -278,7 +278,6 @@ class TileRunner:
         cal = calendar_features(dates)
         consts = np.stack([cal["doy_sin"], cal["doy_cos"]], axis=1).astype(np.float64)
         Py, Px = self.grid.shape
-        sl = slice(o0, o0 + D)
         bufs: dict[str, np.ndarray] = {name: np.empty((D, Py, Px), np.float32)
                                        for name in ("sm", "subpixel_sd", "uncertainty", "valid_fraction")}  # fmt: skip
         bufs["quality_flag"] = np.empty((D, Py, Px), np.uint8)
@@ -296,8 +295,6 @@ class TileRunner:
                          bufs["uncertainty"], bufs["valid_fraction"], bufs["quality_flag"], *self._scratch,
                          self.n_threads, counters)  # fmt: skip
         w = want.astype(bool)
-        for name, b in bufs.items():
-            out[name][sl][w] = b[w]
         s2 = self.grid.subpixel**2
         n_rows = int(w[present].sum()) * Py * Px * s2
         st = self.stats
@@ -308,6 +305,7 @@ class TileRunner:
         st.box_hits += int(counters[1])
         st.walks += int(counters[2])
         st.spinup_days += int((~w & present).sum())
+        return bufs
 
     def predict_arrays(self, days: Any = None, progress: Callable[[int], Any] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Predict ``days`` (see :func:`predict`); returns (days, dict of (D, Py, Px) arrays)."""
@@ -316,10 +314,10 @@ class TileRunner:
         if req.size == 0:
             raise ConfigError(f"{s.path}: no days selected")
         Py, Px = self.grid.shape
-        out = {k: np.full((req.size, Py, Px), np.nan, np.float32)
-               for k in ("sm", "subpixel_sd", "uncertainty", "valid_fraction")}  # fmt: skip
+        # days that are never predicted (absent from the store) stay NaN, valid fraction 0, flag no_input
+        out = {k: np.full((req.size, Py, Px), np.nan, np.float32) for k in ("sm", "subpixel_sd", "uncertainty")}
+        out["valid_fraction"] = np.zeros((req.size, Py, Px), np.float32)
         out["quality_flag"] = np.full((req.size, Py, Px), 4, np.uint8)
-        out["valid_fraction"][:] = 0.0
         # store day index of each requested day (-1: not in the store)
         pos = np.searchsorted(s.times, req)
         inside = pos < s.times.size
@@ -354,10 +352,9 @@ class TileRunner:
         for c0 in range(0, S.size, self.chunk_days):
             ss, oo = S[c0 : c0 + self.chunk_days], O[c0 : c0 + self.chunk_days]
             want = oo >= 0
-            tmp = {k: np.empty((ss.size,) + v.shape[1:], v.dtype) for k, v in out.items()}
-            self._chunk(ss, want, tmp, 0)
+            bufs = self._chunk(ss, want)
             for k, v in out.items():
-                v[oo[want]] = tmp[k][want]
+                v[oo[want]] = bufs[k][want]
             if progress is not None:
                 progress(int(want.sum()))
         self._next = max(self._next, last + 1)
