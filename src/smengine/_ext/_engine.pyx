@@ -33,7 +33,7 @@ from libc.float cimport FLT_MAX
 
 from smengine._ext._typedefs cimport float32_t, float64_t, intp_t, int32_t, uint8_t
 
-from smengine._ext._forest_h cimport smf_forest, smf_node, smf_predict_block, smf_predict_lanes, smf_stats
+from smengine._ext._forest_h cimport smf_forest, smf_node, smf_predict, smf_sd, smf_stats
 
 # quality flag codes (smengine.product.QUALITY_FLAGS)
 DEF FLAG_GOOD = 0
@@ -94,7 +94,7 @@ def run_days(
     cdef smf_stats *st
     cdef float *x
     cdef float v32
-    cdef double v, K, s, w, p, mu, ss, sp, var
+    cdef double v, K, s, w, p, mu, ss, sp
     cdef int kind, rc, any_want = 0
     cdef smf_stats sts[256]
     if xbuf.shape[0] < n_threads or n_threads > 256 or xbuf.shape[1] < nrow * ncol \
@@ -179,12 +179,9 @@ def run_days(
                                 n_bad += 1 - ok[row]
                 if not any_want:
                     rc = 0
-                elif reuse == 3:
-                    rc = smf_predict_lanes(&F, &boxes[0, 0], boxes.shape[0] - 1, boxes.shape[1] // 2, X, nrow, ncol,
-                                           ok, acc, acc + nrow, acc + 2 * nrow, acc + 3 * nrow, st)
                 else:
-                    rc = smf_predict_block(&F, X, nrow, ncol, ok, reuse, acc, acc + nrow,
-                                           acc + 2 * nrow, acc + 3 * nrow, st)
+                    rc = smf_predict(&F, reuse, &boxes[0, 0], boxes.shape[0] - 1, boxes.shape[1] // 2, X, nrow, ncol,
+                                     ok, acc, acc + nrow, acc + 2 * nrow, acc + 3 * nrow, st)
                 if rc != 0:
                     failed += 1
                 else:
@@ -204,8 +201,7 @@ def run_days(
                                 if ok[row]:
                                     n = n + 1
                                     mu = mu + acc[row] / T
-                                    var = (acc[3 * nrow + row] - acc[2 * nrow + row] * acc[2 * nrow + row] / T) / T
-                                    sp = sp + (sqrt(var) if var > 0 else 0.0)
+                                    sp = sp + smf_sd(acc[2 * nrow + row], acc[3 * nrow + row], T)
                             vfrac[d, pr, px] = <float> n / <float> s2
                             if tidx[d] < 0:
                                 flag[d, pr, px] = FLAG_NO_INPUT

@@ -308,4 +308,23 @@ static int smf_predict_lanes(const smf_forest *F, const float *restrict boxes, p
     return 0;
 }
 
+/* The entry point of both Cython kernels. reuse: 0 every row walks every tree from the root,
+ * 1 the single-box kernel (smf_predict_block), 3 the leaf-box table with lanes
+ * (smf_predict_lanes; boxes is CompiledForest.leaf_boxes(): n_slots + 1 rows of 2 * nfp). */
+static int smf_predict(const smf_forest *F, int reuse, const float *boxes, ptrdiff_t n_slots, ptrdiff_t nfp,
+                       const float *X, ptrdiff_t n, ptrdiff_t ld, const unsigned char *valid, double *sum,
+                       double *shift, double *s1, double *s2, smf_stats *stats)
+{
+    if (reuse == 3)
+        return smf_predict_lanes(F, boxes, n_slots, nfp, X, n, ld, valid, sum, shift, s1, s2, stats);
+    return smf_predict_block(F, X, n, ld, valid, reuse, sum, shift, s1, s2, stats);
+}
+
+/* Population SD over T trees from the shifted sums s1 = sum(v - shift), s2 = sum((v - shift)^2). */
+static inline double smf_sd(double s1, double s2, ptrdiff_t T)
+{
+    const double var = (s2 - s1 * s1 / (double)T) / (double)T;
+    return var > 0 ? sqrt(var) : 0.0;
+}
+
 #endif /* SMENGINE_FOREST_H */

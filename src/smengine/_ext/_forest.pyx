@@ -8,13 +8,13 @@ elements.
 """
 
 from cython.parallel cimport prange
-from libc.math cimport NAN, fabs, sqrt
+from libc.math cimport NAN, fabs
 from libc.stdlib cimport calloc, free, malloc
 from libc.float cimport FLT_MAX
 
 from smengine._ext._typedefs cimport float32_t, float64_t, intp_t, int32_t
 
-from smengine._ext._forest_h cimport smf_forest, smf_node, smf_predict_block, smf_stats, smf_leaf_boxes, smf_predict_lanes
+from smengine._ext._forest_h cimport smf_forest, smf_leaf_boxes, smf_node, smf_predict, smf_sd, smf_stats
 
 
 def leaf_boxes(const int32_t[:, ::1] nodes, const float64_t[::1] leaf, const long long[::1] root,
@@ -48,15 +48,21 @@ def predict(
     cdef bint spread = sd.shape[0] > 0
     cdef smf_forest F
     cdef intp_t b, i0, m, i, f, n_bad = 0, failed = 0
-    cdef int rc
     cdef long long visits = 0, hits = 0, walks = 0
     cdef unsigned char *ok
     cdef double *acc
-    cdef double var
+    cdef const float *bp = NULL
+    cdef intp_t n_slots = 0, nfp = 0
     cdef smf_stats *st
     cdef const float *xr
     if n == 0:
         return 0
+    if reuse == 3:
+        if boxes is None:
+            raise ValueError("forest kernel: reuse 3 needs the leaf boxes")
+        bp = &boxes[0, 0]
+        n_slots = boxes.shape[0] - 1
+        nfp = boxes.shape[1] // 2
     F.nodes = <const smf_node *> &nodes[0, 0]
     F.leaf = &leaf[0]
     F.root = &root[0]
@@ -79,16 +85,8 @@ def predict(
                         if not (fabs(xr[f]) <= FLT_MAX):
                             ok[i] = 0
                     n_bad += 1 - ok[i]
-                if reuse == 3:
-                    rc = smf_predict_lanes(&F, &boxes[0, 0], boxes.shape[0] - 1, boxes.shape[1] // 2, &X[i0, 0], m,
-                                           nf, ok, acc, acc + m if spread else NULL, acc + 2 * m if spread else NULL,
-                                           acc + 3 * m if spread else NULL, st)
-                else:
-                    rc = smf_predict_block(&F, &X[i0, 0], m, nf, ok, reuse, acc,
-                                           acc + m if spread else NULL,
-                                           acc + 2 * m if spread else NULL,
-                                           acc + 3 * m if spread else NULL, st)
-                if rc != 0:
+                if smf_predict(&F, reuse, bp, n_slots, nfp, &X[i0, 0], m, nf, ok, acc, acc + m if spread else NULL,
+                               acc + 2 * m if spread else NULL, acc + 3 * m if spread else NULL, st) != 0:
                     failed += 1
                 else:
                     visits += st[0].visits
@@ -98,8 +96,7 @@ def predict(
                         if ok[i]:
                             mean[i0 + i] = acc[i] / T
                             if spread:
-                                var = (acc[3 * m + i] - acc[2 * m + i] * acc[2 * m + i] / T) / T
-                                sd[i0 + i] = sqrt(var) if var > 0 else 0.0
+                                sd[i0 + i] = smf_sd(acc[2 * m + i], acc[3 * m + i], T)
                         else:
                             mean[i0 + i] = NAN
                             if spread:

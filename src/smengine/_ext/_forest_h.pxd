@@ -10,10 +10,8 @@ cdef extern from "_forest.h" nogil:
         ptrdiff_t n_trees, n_features
     ctypedef struct smf_stats:
         long long visits, box_hits, walks
-    int smf_predict_block(const smf_forest *F, const float *X, ptrdiff_t n, ptrdiff_t ld,
-                          const unsigned char *valid, int reuse, double *sum, double *shift,
-                          double *s1, double *s2, smf_stats *stats)
     void smf_leaf_boxes(const smf_forest *F, ptrdiff_t n_slots, ptrdiff_t nfp, float *out)
-    int smf_predict_lanes(const smf_forest *F, const float *boxes, ptrdiff_t n_slots, ptrdiff_t nfp,
-                          const float *X, ptrdiff_t n, ptrdiff_t ld, const unsigned char *valid, double *sum,
-                          double *shift, double *s1, double *s2, smf_stats *stats)
+    int smf_predict(const smf_forest *F, int reuse, const float *boxes, ptrdiff_t n_slots, ptrdiff_t nfp,
+                    const float *X, ptrdiff_t n, ptrdiff_t ld, const unsigned char *valid, double *sum,
+                    double *shift, double *s1, double *s2, smf_stats *stats)
+    double smf_sd(double s1, double s2, ptrdiff_t T)
