@@ -618,7 +618,8 @@ def _mask_common(pred: pd.DataFrame) -> pd.DataFrame:
     return pred
 
 
-def _check_table(table: pd.DataFrame, features: Sequence[str] | None) -> list[str]:
+def _check_table(table: pd.DataFrame, features: Sequence[str] | None) -> tuple[list[str], pd.DataFrame]:
+    """The feature list and a copy of the table with parsed dates."""
     if not isinstance(table, pd.DataFrame):
         raise ConfigError("need a station table (DataFrame from station_table)")
     f = list(features) if features is not None else list(table.attrs.get("features") or [])
@@ -627,7 +628,18 @@ def _check_table(table: pd.DataFrame, features: Sequence[str] | None) -> list[st
     missing = [c for c in ("station", "date", "target", *f) if c not in table.columns]
     if missing:
         raise ConfigError(f"table lacks column(s) {missing}")
-    return f
+    t = table.copy()
+    t["date"] = pd.to_datetime(t["date"])
+    return f, t
+
+
+def _fold(train: pd.DataFrame, test: pd.DataFrame, features: Sequence[str], fold: int,
+          **fit: Any) -> tuple[pd.DataFrame, dict[str, Any]]:  # fmt: skip
+    """Fit every method on ``train`` and predict ``test``: the fold's prediction frame (common days) and fit info."""
+    pred, info = _fit_predict(train, test, features, **fit)
+    out = pd.DataFrame({"station": test["station"], "date": test["date"], "fold": fold, "obs": test["target"], **pred,
+                        "tdr": test.get("tdr_weighted", np.nan)})  # fmt: skip
+    return _mask_common(out), info
 
 
 def temporal_split(
@@ -660,9 +672,7 @@ def temporal_split(
     -------
     ExperimentResult
     """
-    f = _check_table(table, features)
-    t = table.copy()
-    t["date"] = pd.to_datetime(t["date"])
+    f, t = _check_table(table, features)
     first = t["date"].min()
     if split_date is None:
         split = (first + pd.Timedelta(days=float(train_years) * 365.25)).normalize()
@@ -673,11 +683,7 @@ def temporal_split(
     if tr.empty or te.empty:
         raise ValidationError(f"split date {split:%Y-%m-%d} leaves no training or no test days "
                               f"(data {first:%Y-%m-%d} … {t['date'].max():%Y-%m-%d})")  # fmt: skip
-    pred, info = _fit_predict(tr, te, f, n_estimators=n_estimators, search=search, random_state=random_state,
-                              n_jobs=n_jobs)  # fmt: skip
-    out = pd.DataFrame({"station": te["station"], "date": te["date"], "fold": 0, "obs": te["target"], **pred,
-                        "tdr": te.get("tdr_weighted", np.nan)})  # fmt: skip
-    out = _mask_common(out)
+    out, info = _fold(tr, te, f, 0, n_estimators=n_estimators, search=search, random_state=random_state, n_jobs=n_jobs)
     comp_tr = tr[_complete(tr, f)]
     folds = [{"fold": 0, "train_stations": sorted(comp_tr["station"].unique().tolist()),
               "test_stations": sorted(te["station"].unique().tolist()), "n_test": int(out["forest"].notna().sum()),
@@ -707,9 +713,7 @@ def leave_site_out(
     -------
     ExperimentResult
     """
-    f = _check_table(table, features)
-    t = table.copy()
-    t["date"] = pd.to_datetime(t["date"])
+    f, t = _check_table(table, features)
     sites = sorted(t["station"].unique().tolist())
     if len(sites) < 2:
         raise ValidationError(f"leave-site-out needs at least 2 stations, got {sites}")
@@ -717,11 +721,9 @@ def leave_site_out(
     for k, sid in enumerate(sites):
         tr = t[t["station"] != sid]
         te = t[t["station"] == sid].reset_index(drop=True)
-        pred, info = _fit_predict(tr, te, f, n_estimators=n_estimators, search=search, random_state=random_state,
-                                  n_jobs=n_jobs)  # fmt: skip
-        out = pd.DataFrame({"station": te["station"], "date": te["date"], "fold": k, "obs": te["target"], **pred,
-                            "tdr": te.get("tdr_weighted", np.nan)})  # fmt: skip
-        frames.append(_mask_common(out))
+        out, info = _fold(tr, te, f, k, n_estimators=n_estimators, search=search, random_state=random_state,
+                          n_jobs=n_jobs)  # fmt: skip
+        frames.append(out)
         folds.append({"fold": k, "train_stations": sorted(tr.loc[_complete(tr, f), "station"].unique().tolist()),
                       "test_stations": [sid], "n_test": int(frames[-1]["forest"].notna().sum()), **info})  # fmt: skip
         log.info("leave-site-out fold %d/%d (%s): %d train rows", k + 1, len(sites), sid, info["n_train"])
