@@ -334,6 +334,7 @@ def run_pseudoproxy(
     stations: pd.DataFrame,
     *,
     spec: Any = None,
+    swi: np.ndarray | None = None,
     n_estimators: int = 100,
     max_features: float = 1 / 3,
     min_samples_leaf: int = 5,
@@ -370,6 +371,9 @@ def run_pseudoproxy(
     spec : FeatureSpec, optional
         The spec of ``table`` (for the pixel features of the DI; default from
         ``table.attrs["spec"]``).
+    swi : ndarray, optional
+        ``FeatureBuilder(store, spec).swi()`` if the caller has it already (computed here
+        otherwise; it covers every day of the store).
     n_estimators, max_features, min_samples_leaf, random_state, n_threads : see :func:`smengine.model.train`
         Use the hyper-parameters of the CRNS forest ("the same RF").
     sample_every : int, optional
@@ -418,7 +422,7 @@ def run_pseudoproxy(
     spec = spec or FeatureSpec.from_dict(table.attrs["spec"])
     fb = FeatureBuilder(store, spec)
     cols = [fb.names.index(n) for n in names]
-    sw = fb.swi()
+    sw = fb.swi() if swi is None else swi
     s = grid.subpixel
     sample = [int(store.day_index(day)) for day in d[::sample_every]]
     newX = np.concatenate([fb.day(t, swi=sw)[cols].reshape(len(names), Py, s, Px, s).mean(axis=(2, 4))
