@@ -77,7 +77,9 @@ def _extensions() -> list[Extension]:
             [str(pyx)],
             include_dirs=[np.get_include(), str(EXT_DIR)],
             define_macros=macros,
-            extra_compile_args=["-O3", "-fno-trapping-math", *omp_c],
+            # fp-contract=off: no FMA contraction in the target("avx512f") kernels, so every
+            # instruction-set path gives the same bytes
+            extra_compile_args=["-O3", "-fno-trapping-math", "-ffp-contract=off", *omp_c],
             extra_link_args=omp_l,
         )
         for pyx in sorted(EXT_DIR.glob("*.pyx"))

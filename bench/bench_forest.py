@@ -88,12 +88,17 @@ def test_export_time(world, note, benchmark):
     model = treelite.sklearn.import_model(rf)
     t_export = time.perf_counter() - t0
     t0 = time.perf_counter()
-    CompiledForest.from_treelite(model)
+    fresh = CompiledForest.from_treelite(model)
     t_layout = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tab = fresh.blocks()
+    t_blocks = time.perf_counter() - t0
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     note(f"[forest] {cf.n_trees} trees, {cf.n_nodes} nodes, {cf.n_leaves} leaves, max depth {cf.max_depth}, "
          f"16 features; fit {world['fit_s']:.1f} s (2 cores); from_sklearn {world['build_s']:.2f} s = "
-         f"treelite export {t_export:.2f} s + layout {t_layout:.2f} s; no C compiler run")  # fmt: skip
+         f"treelite export {t_export:.2f} s + layout {t_layout:.2f} s; no C compiler run; block tables "
+         f"{t_blocks:.2f} s ({len(tab['blocks'])} blocks, {tab['blocks'].nbytes / 2**20:.1f} MiB + leaf boxes "
+         f"{tab['boxes'].nbytes / 2**20:.1f} MiB), built on first prediction")  # fmt: skip
     assert cf.n_trees == N_TREES
 
 
@@ -122,8 +127,23 @@ def test_compiled(world, record, note, size, order, reuse, threads):
     np.testing.assert_array_equal(out[check], rf.predict(X[check]))
     if threads == 1:
         s = cf.traversal_stats(X, reuse=reuse, n_threads=1)
-        note(f"[forest {size} rows {order}] {name}: {s.visits_per_row_tree:.2f} node visits per row-tree "
+        step = "block steps" if reuse is True else "node visits"
+        note(f"[forest {size} rows {order}] {name}: {s.visits_per_row_tree:.2f} {step} per row-tree "
              f"(box hits {100 * s.hit_rate:.0f} %)")  # fmt: skip
+
+
+@pytest.mark.parametrize("isa", ["avx2", "c"])
+@pytest.mark.parametrize("order", ["coherent", "iid"])
+@pytest.mark.parametrize("size", list(SIZES))
+def test_compiled_isa(world, record, monkeypatch, size, order, isa):
+    """The default kernel capped to AVX2 or portable C (machines without AVX-512 / x86)."""
+    monkeypatch.setenv("SMENGINE_FOREST_ISA", isa)
+    X = world["rows"][size]
+    if order == "iid":
+        X = X[np.random.default_rng(0).permutation(len(X))]
+    name = "ours 1 thr " + {"avx2": "AVX2", "c": "portable C"}[isa]
+    out = record(f"forest {size} rows {order}", name, world["cf"].predict, X, n_threads=1, rounds=3)
+    np.testing.assert_array_equal(out[:20_000], world["rf"].predict(X[:20_000]))
 
 
 @pytest.mark.parametrize("size", list(SIZES))

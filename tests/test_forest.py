@@ -259,16 +259,18 @@ def test_reuse_skips_walks_on_coherent_rows(fitted):
     assert on.hit_rate > 0.5 and on.visits < 0.5 * off.visits
     shuffled = cf.traversal_stats(Xq[np.random.default_rng(0).permutation(4000)])
     assert shuffled.hit_rate < on.hit_rate
-    # the box kernel keeps the same per-tree leaf as the leaf-box table: same hits, same walks
+    # the box kernel keeps the same per-tree leaf as the leaf-box table: same hits, same walks;
+    # its walks count node visits, the default's count 3-level block steps (fewer)
     box = cf.traversal_stats(Xq, reuse="box")
-    assert (box.box_hits, box.walks, box.visits) == (on.box_hits, on.walks, on.visits)
+    assert (box.box_hits, box.walks) == (on.box_hits, on.walks)
+    assert box.visits / 3 <= on.visits < box.visits
 
 
 def test_leaf_boxes_contain_exactly_the_rows_of_their_leaf(fitted):
     rf, _ = fitted
     cf = CompiledForest.from_sklearn(rf)
     boxes = cf.leaf_boxes()
-    assert boxes.shape == (cf._leaf.shape[0] + 1, 2 * 8) and not boxes.flags.writeable
+    assert boxes.shape == (cf._leaf.shape[0] + 1, 2 * 16)
     Xq = _coherent(np.random.default_rng(9), 3000, 6)
     nfp = boxes.shape[1] // 2
     xp = np.zeros((len(Xq), nfp), np.float32)
@@ -281,9 +283,63 @@ def test_leaf_boxes_contain_exactly_the_rows_of_their_leaf(fitted):
     np.testing.assert_array_equal(np.sort(np.stack([cf._leaf[i] for i in leaf_of]), 1), np.sort(per_tree, 1))
     import pickle
 
-    assert pickle.loads(pickle.dumps(cf))._boxes is None
+    assert pickle.loads(pickle.dumps(cf))._blocks is None
     with pytest.raises(ConfigError, match="reuse should be"):
         cf.predict(Xq, reuse="maybe")
+
+
+def _walk_blocks(tab, t, x):
+    """Slow reference walk over CompiledForest.blocks(): the leaf (block-exit order) of row x in tree t."""
+    b = int(tab["broot"][t])
+    while True:
+        rec = tab["blocks"][b]
+        thr, feat, code = rec[:32].view(np.float32), rec[32:40], rec[40:48]
+        child, leaf = (int(v) for v in rec[48:56].view(np.int32))
+        p = 0
+        for _ in range(3):
+            p = 2 * p + 1 if x[feat[p]] <= thr[p] else 2 * p + 2
+        c = int(code[p - 7])
+        if c >= 128:
+            return leaf + c - 128
+        b = child + c
+
+
+def test_block_layout_walks_to_sklearns_leaves(fitted):
+    rf, X = fitted
+    cf = CompiledForest.from_sklearn(rf)
+    tab = cf.blocks()
+    assert tab["blocks"].shape[1] == 64 and tab["blocks"].shape[0] < cf.n_nodes / 3
+    # bslot is a permutation of the leaf slots; values and boxes follow it
+    assert np.array_equal(np.sort(tab["bslot"]), np.arange(cf._leaf.shape[0]))
+    assert np.array_equal(tab["bleaf"], cf._leaf[tab["bslot"]])
+    boxes = cf.leaf_boxes()
+    assert np.array_equal(tab["boxes"][:-1], boxes[tab["bslot"]]) and np.array_equal(tab["boxes"][-1], boxes[-1])
+    Xq = np.concatenate([X[:40], _coherent(np.random.default_rng(3), 40, 6)])
+    got = np.array([[tab["bleaf"][_walk_blocks(tab, t, x)] for t in range(cf.n_trees)] for x in Xq])
+    np.testing.assert_array_equal(got, _slow_predict(rf, Xq).T)
+
+
+@pytest.mark.parametrize("n_features", [1, 8, 9, 16, 17, 32, 33, 40])
+@pytest.mark.parametrize("isa", ["c", "avx2", "avx512"])
+def test_every_instruction_set_path_is_exact(isa, n_features, monkeypatch):
+    """The block kernel's paths (portable C; AVX2 permute/blend or gather; AVX-512 permute or
+    gather) against sklearn, on features that exercise each gather variant."""
+    from smengine._ext import _forest
+
+    monkeypatch.setenv("SMENGINE_FOREST_ISA", isa)
+    level = {"c": 0, "avx2": 1, "avx512": 2}[isa]
+    if _forest.isa() != level:
+        pytest.skip(f"this CPU has no {isa}")
+    rng = np.random.default_rng(n_features)
+    X = rng.standard_normal((600, n_features)).astype(np.float32)
+    y = X[:, -1] ** 2 + X[:, 0] + 0.1 * rng.standard_normal(600)
+    rf = RandomForestRegressor(8, min_samples_leaf=2, random_state=1, n_jobs=1).fit(X, y)
+    cf = CompiledForest.from_sklearn(rf)
+    Xq = np.concatenate([X[:100], _coherent(rng, 300, n_features)]).astype(np.float32)
+    mean, sd = cf.predict_with_spread(Xq, n_threads=1)
+    assert np.array_equal(mean, rf.predict(Xq))
+    ref_mean, ref_sd = cf.predict_with_spread(Xq, n_threads=1, reuse=False)
+    assert mean.tobytes() == ref_mean.tobytes() and sd.tobytes() == ref_sd.tobytes()
 
 
 # --------------------------------------------------------------------------- persistence, cache

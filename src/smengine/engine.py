@@ -226,7 +226,7 @@ class TileRunner:
         self.day_inner = bool(day_inner)
         self.reuse = reuse
         self._mode = self.forest._mode(reuse)
-        self._boxes = self.forest.leaf_boxes() if self._mode == 3 else np.zeros((1, 8), np.float32)
+        self._tables = self.forest._tables(self._mode)
         names = self.forest.feature_names
         if names is None:
             raise ConfigError("the forest has no feature names; compile it with feature_names=… so that the engine "
@@ -290,7 +290,7 @@ class TileRunner:
                              np.empty((nt, 4 * nrow), np.float64))  # fmt: skip
         _engine.run_days(self._static, self._dynamic, sidx.astype(np.int64), want.astype(np.uint8), tday, cvals,
                          self._cindex, self._coff, consts, self._plan.plan, self._plan.n_forest, self._gain,
-                         self._swi, self._last, self._plan.swi_T, f._nodes, f._leaf, f._root, self._boxes,
+                         self._swi, self._last, self._plan.swi_T, f._nodes, f._leaf, f._root, *self._tables,
                          self.grid.subpixel, self.day_inner, self._mode, self.min_valid_fraction, bufs["sm"], bufs["subpixel_sd"],
                          bufs["uncertainty"], bufs["valid_fraction"], bufs["quality_flag"], *self._scratch,
                          self.n_threads, counters)  # fmt: skip

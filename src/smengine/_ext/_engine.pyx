@@ -4,7 +4,7 @@ One task is one row of 1-km pixels of a tile and a chunk of ``D`` days. For ever
 sub-pixel of that row and every day the kernel gathers the feature vector straight from
 the memory-mapped covariates (static, dynamic, coarse through its index map, the SWI
 recursion carried in per-sub-pixel state, constants such as the calendar), runs the
-forest on the task's rows (``smf_predict_block`` from ``_forest.h``) and reduces the
+forest on the task's rows (``smf_predict`` from ``_forest.h``) and reduces the
 predictions of each pixel and day to: the mean of its valid sub-pixel predictions, their
 population SD, the mean forest spread (population SD over trees) and the valid fraction.
 Scratch memory is one task's rows, so memory does not grow with the tile or the days.
@@ -33,7 +33,7 @@ from libc.float cimport FLT_MAX
 
 from smengine._ext._typedefs cimport float32_t, float64_t, intp_t, int32_t, uint8_t
 
-from smengine._ext._forest_h cimport smf_forest, smf_node, smf_predict, smf_sd, smf_stats
+from smengine._ext._forest_h cimport smf_forest, smf_node, smf_predict, smf_sd, smf_set_tables, smf_stats
 
 # quality flag codes (smengine.product.QUALITY_FLAGS)
 DEF FLAG_GOOD = 0
@@ -63,6 +63,9 @@ def run_days(
     const float64_t[::1] leaf,
     const long long[::1] root,
     const float32_t[:, ::1] boxes,          # IN  leaf boxes (CompiledForest.leaf_boxes) for reuse == 3
+    const uint8_t[:, ::1] blocks,           # IN  block layout (CompiledForest.blocks) for reuse == 3
+    const float64_t[::1] bleaf,
+    const int32_t[::1] broot,
     intp_t sub,                             # sub-pixels per pixel side (s: s*s per pixel)
     bint day_inner,                         # row order: a sub-pixel's days together (1) or day by day (0)
     int reuse,                              # forest reuse: 0 none, 1 box kernel, 3 leaf-box table + lanes
@@ -108,6 +111,7 @@ def run_days(
     F.root = &root[0]
     F.n_trees = T
     F.n_features = n_forest
+    smf_set_tables(&F, reuse, boxes, blocks, bleaf, broot)
     with nogil:
         for pr in prange(Py, schedule="dynamic", num_threads=n_threads):
             tid = threadid()
@@ -180,8 +184,8 @@ def run_days(
                 if not any_want:
                     rc = 0
                 else:
-                    rc = smf_predict(&F, reuse, &boxes[0, 0], boxes.shape[0] - 1, boxes.shape[1] // 2, X, nrow, ncol,
-                                     ok, acc, acc + nrow, acc + 2 * nrow, acc + 3 * nrow, st)
+                    rc = smf_predict(&F, reuse, X, nrow, ncol,
+                                 ok, acc, acc + nrow, acc + 2 * nrow, acc + 3 * nrow, st)
                 if rc != 0:
                     failed += 1
                 else:

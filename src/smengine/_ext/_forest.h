@@ -7,24 +7,30 @@
  *     x <= thr32   <=>   (double)x <= thr64
  * and the traversal is exactly scikit-learn's (Tree.apply on float32 input).
  *
- * Two reuse kernels share the layout: smf_predict_lanes (default, below) and
- * smf_predict_block, described here.
+ * Kernels (smf_predict dispatches on `reuse`):
+ *   3  the default: leaf-box table + 3-level blocks walked in interleaved lanes
+ *      (smf_build_blocks, _forest_blocks.h; AVX-512, AVX2 or portable C, chosen at run time);
+ *   1  smf_predict_block: one box per tree rebuilt during each walk (a reference);
+ *   0  every row walks every tree from the root, node by node (the plain reference).
  *
  * Reuse: rows arrive in a coherent order (neighbouring sub-pixels, consecutive days).
  * For each tree the kernel keeps the box of the last row's leaf (lo[f] < x[f] <= hi[f]
  * for every feature: the intersection of the path's split conditions). A row inside the
  * box reaches the same leaf, answered by one vectorised comparison of 2 x n_features
- * floats instead of a dependent walk from the root. A row outside it walks from the root
- * and records the new leaf's box on the way.
+ * floats instead of a dependent walk from the root.
  *
- * Measured (bench/bench_forest.py): a box hit costs ~2 ns per row and tree; a miss costs
- * a full walk whose changed decisions the branch predictor cannot know (~60 ns, as for
- * shuffled rows). Replaying the cached path to the first changed split instead of
- * starting at the root, a branch-free descent, keeping 2-4 boxes per tree, walking 8
- * interleaved row runs per tree, and walking the missed trees of one row in 8 branch-free
- * lockstep lanes (a bare lockstep step costs ~1.45 ns, but with box upkeep and lane
- * refills a row-tree cost 35 ns against 19 ns here) were all tried and were no faster
- * (within 5 %), or slower.
+ * Measured on issue 5's forest (bench/bench_forest.py, 1e6 coherent rows, one thread, per
+ * row-tree): scikit-learn ~24 ns; reuse 1 ~20 ns; node-by-node lanes (the previous
+ * default) 13-14 ns; reuse 3 ~9-10 ns, of which the box test is ~1.4 ns (when written with
+ * explicit vector compares: the compiler's vectorisation of the generic loop took ~8 ns)
+ * and the rest the 30 % missed trees' block walks (~5.4 steps each, bound by cache misses
+ * in the 5.6 MiB of blocks and 33.5 MiB of boxes and by one mispredicted branch per walk).
+ * Tried and dropped (slower or within noise): 4-level blocks (two cache lines, 1.26 instead
+ * of 1.63 steps per row-tree), lockstep lanes parked at a self-loop instead of refilled
+ * (tails waste more than the mispredictions cost), starting a missed walk at the last
+ * block when the row is inside that block's box (only 12 % fewer steps), a second box per
+ * tree, huge pages, 8/12/24/32 lanes. Earlier: path replay, branch-free single descent,
+ * row-stream interleaving, prefetching the node walk.
  *
  * Trees are visited in order for each row and their values summed in float64 in that
  * order, as RandomForestRegressor.predict(n_jobs=1) does, so the mean is bit-identical.
@@ -35,6 +41,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define SMF_CLONES __attribute__((target_clones("avx2", "default")))
@@ -48,11 +55,34 @@ typedef struct {
     int32_t right; /* right child (internal) or leaf-value slot (leaf) */
 } smf_node;
 
+/* A 3-level block of one tree (64 bytes, one cache line): 7 split nodes breadth-first
+ * (node p's children are 2p + 1 and 2p + 2; a leaf above the bottom level is repeated
+ * as a node whose both exits lead to it) and its 8 exits. Exit k is child block
+ * child + code[k] if code[k] < 128, else leaf leaf + code[k] - 128 (the leaf slot
+ * of exit leaf j is bslot[j] from smf_build_blocks). The
+ * child blocks of a block are contiguous (breadth-first per tree). */
+typedef struct {
+    float thr[8];     /* thresholds; [7] unused */
+    uint8_t feat[8];  /* feature indices (< 256); [7] unused */
+    uint8_t code[8];  /* exits */
+    int32_t child, leaf;
+    int32_t pad_[2];
+} smf_blk;
+
 typedef struct {
     const smf_node *nodes; /* all trees, preorder */
     const double *leaf;    /* leaf values by slot */
     const int64_t *root;   /* first node of each tree */
     ptrdiff_t n_trees, n_features;
+    /* reuse == 3 only (CompiledForest._tables). Leaves are numbered in block-exit order
+     * (exit code k >= 128 of block b is leaf b.leaf + k - 128), so that the walk's result
+     * indexes the boxes and values directly and siblings sit side by side: */
+    const float *boxes;    /* (n_slots + 1, 2 * nfp) leaf boxes, the last one empty */
+    ptrdiff_t n_slots, nfp;
+    const smf_blk *blk;    /* block layout */
+    const double *bleaf;   /* (n_slots,) leaf values */
+    const int32_t *broot;  /* first block of each tree */
+    int isa;               /* 0 portable C, 1 AVX2, 2 AVX-512 (smf_isa) */
 } smf_forest;
 
 /* Counters for the benchmark: node visits (split decisions made by walking) and rows
@@ -175,17 +205,11 @@ static int smf_predict_block(const smf_forest *F, const float *restrict X, ptrdi
     return 0;
 }
 
-/* ---- reuse by a table of leaf boxes, misses walked in interleaved lanes (the default) ----
+/* ---- the leaf-box table ----
  *
- * The box of every leaf (the intersection of its path's split conditions) is computed
- * once (smf_leaf_boxes). Rows are taken one at a time: each tree keeps the leaf slot of
- * the previous row; the row is tested against all those boxes without a branch, and the
- * trees it falls outside of are walked from the root in SMF_LANES interleaved lanes, one
- * level per lane per round, with a branch-free step. The lanes are independent, so their
- * mispredicted branches and memory latencies overlap instead of adding up, and no box is
- * rebuilt during a walk. Measured on issue 5's forest (coherent rows): 13.3 ns per
- * row-tree against 20 ns for smf_predict_block and 23 ns for scikit-learn. Trees are
- * summed in order after the walks, so the mean stays bit-identical. */
+ * The box of every leaf (the intersection of its path's split conditions), computed once
+ * per forest: out + slot * 2 * nfp holds lo then hi (features padded to nfp with
+ * (-inf, inf]). CompiledForest.blocks() reorders it into block-exit order for the kernel. */
 static void smf_boxes_rec(const smf_node *nodes, int32_t node, float *lo, float *hi, ptrdiff_t nfp, float *out)
 {
     const int32_t f = nodes[node].feat;
@@ -223,100 +247,130 @@ static void smf_leaf_boxes(const smf_forest *F, ptrdiff_t n_slots, ptrdiff_t nfp
     }
 }
 
-#define SMF_LANES 16
-SMF_CLONES
-static int smf_predict_lanes(const smf_forest *F, const float *restrict boxes, ptrdiff_t n_slots, ptrdiff_t nfp,
-                             const float *restrict X, ptrdiff_t n, ptrdiff_t ld,
-                             const unsigned char *restrict valid, double *restrict sum, double *restrict shift,
-                             double *restrict s1, double *restrict s2, smf_stats *stats)
+/* ---- 3-level blocks walked in interleaved lanes (reuse == 3, the default) ----
+ *
+ * smf_build_blocks turns every tree into smf_blk records. One step of a walk decides
+ * three levels at once: the row's 7 feature values are gathered with one permute, compared
+ * with the 7 thresholds in one vector compare, and the 7-bit mask picks the exit through
+ * smf_exit_lut. A walk takes ~5 dependent steps instead of ~15, each on one cache line.
+ * Exactness does not change: every real node compares x[feat] <= thr as before, and a
+ * repeated leaf's exits all lead to it whatever its (meaningless) comparison says. */
+static const uint8_t smf_exit_lut[128] = {
+    7,3,7,1,5,3,5,1,7,3,7,0,5,3,5,0,7,2,7,1,5,2,5,1,7,2,7,0,5,2,5,0,7,3,7,1,4,3,4,1,7,3,7,0,4,3,4,0,
+    7,2,7,1,4,2,4,1,7,2,7,0,4,2,4,0,6,3,6,1,5,3,5,1,6,3,6,0,5,3,5,0,6,2,6,1,5,2,5,1,6,2,6,0,5,2,5,0,
+    6,3,6,1,4,3,4,1,6,3,6,0,4,3,4,0,6,2,6,1,4,2,4,1,6,2,6,0,4,2,4,0};
+
+typedef char smf_blk_is_64_bytes[sizeof(smf_blk) == 64 ? 1 : -1];
+
+/* Build the blocks of every tree, breadth-first per tree. Capacity: blk and todo hold
+ * n_nodes + n_trees records, bslot n_leaves. Returns the number of blocks; *n_bslot is set
+ * to the number of exit leaf entries (every leaf once). */
+static ptrdiff_t smf_build_blocks(const smf_forest *F, smf_blk *blk, int32_t *bslot, int32_t *broot,
+                                  int32_t *todo, ptrdiff_t *n_bslot)
 {
-    const ptrdiff_t nf = F->n_features, T = F->n_trees;
-    const smf_node *restrict nodes = F->nodes;
-    const double *restrict leafv = F->leaf;
-    int64_t visits = 0, hits = 0, walks = 0;
-    int32_t *cur = (int32_t *)malloc((size_t)T * sizeof(int32_t));
-    int32_t *miss = (int32_t *)malloc((size_t)T * sizeof(int32_t));
-    float xp[256]; /* nfp <= 256: checked by the caller */
-    if (cur == NULL || miss == NULL) {
-        free(cur);
-        free(miss);
-        return -1;
-    }
-    for (ptrdiff_t t = 0; t < T; ++t)
-        cur[t] = (int32_t)n_slots; /* the empty box */
-    for (ptrdiff_t g = 0; g < nfp; ++g)
-        xp[g] = 0.0f;
-    for (ptrdiff_t i = 0; i < n; ++i) {
-        if (!valid[i])
-            continue;
-        const float *restrict x = X + i * ld;
-        for (ptrdiff_t g = 0; g < nf; ++g)
-            xp[g] = x[g];
-        ptrdiff_t nm = 0;
-        for (ptrdiff_t t = 0; t < T; ++t) {
-            const int32_t sl = cur[t];
-            const float *restrict lo = boxes + (ptrdiff_t)sl * 2 * nfp, *restrict hi = lo + nfp;
-            int out = 0;
-            for (ptrdiff_t g = 0; g < nfp; ++g)
-                out |= (xp[g] <= lo[g]) | (xp[g] > hi[g]);
-            miss[nm] = (int32_t)t;
-            nm += out;
-        }
-        hits += T - nm;
-        walks += nm;
-        int32_t ln[SMF_LANES], lt[SMF_LANES];
-        ptrdiff_t next = 0, act = 0;
-        while (act < SMF_LANES && next < nm) {
-            lt[act] = miss[next];
-            ln[act] = (int32_t)F->root[miss[next]];
-            ++next;
-            ++act;
-        }
-        while (act > 0) {
-            for (ptrdiff_t l = 0; l < act; ++l) {
-                const int32_t node = ln[l];
-                const int32_t f = nodes[node].feat;
-                if (f < 0) {
-                    cur[lt[l]] = nodes[node].right;
-                    if (next < nm) {
-                        lt[l] = miss[next];
-                        ln[l] = (int32_t)F->root[miss[next]];
-                        ++next;
-                    } else {
-                        --act;
-                        lt[l] = lt[act];
-                        ln[l] = ln[act];
-                        --l;
+    const smf_node *nodes = F->nodes;
+    int32_t nb = 0, nls = 0;
+    for (ptrdiff_t t = 0; t < F->n_trees; ++t) {
+        broot[t] = nb;
+        todo[nb++] = (int32_t)F->root[t];
+        for (int32_t id = broot[t]; id < nb; ++id) {
+            int32_t nd[7];
+            nd[0] = todo[id];
+            for (int p = 0; p < 3; ++p) {
+                const int32_t q = nd[p];
+                nd[2 * p + 1] = nodes[q].feat >= 0 ? q + 1 : q;
+                nd[2 * p + 2] = nodes[q].feat >= 0 ? nodes[q].right : q;
+            }
+            smf_blk *b = blk + id;
+            memset(b, 0, sizeof *b);
+            for (int p = 0; p < 7; ++p) {
+                const int32_t q = nd[p];
+                b->thr[p] = nodes[q].feat >= 0 ? nodes[q].thr : 0.0f;
+                b->feat[p] = nodes[q].feat >= 0 ? (uint8_t)nodes[q].feat : 0;
+            }
+            b->child = nb;
+            b->leaf = nls;
+            int nc = 0, nl = 0;
+            int32_t last = -1;
+            for (int k = 0; k < 8; ++k) {
+                const int32_t q = nd[3 + k / 2];
+                const int32_t c = nodes[q].feat < 0 ? q : (k & 1 ? nodes[q].right : q + 1);
+                if (nodes[c].feat >= 0) {
+                    todo[nb++] = c;
+                    b->code[k] = (uint8_t)nc++;
+                } else {
+                    if (c != last) {
+                        bslot[nls++] = nodes[c].right;
+                        ++nl;
+                        last = c;
                     }
-                    continue;
+                    b->code[k] = (uint8_t)(128 + nl - 1);
                 }
-                const int32_t go = -(int32_t)(xp[f] <= nodes[node].thr);
-                ln[l] = ((node + 1) & go) | (nodes[node].right & ~go);
-                ++visits;
             }
         }
-        for (ptrdiff_t t = 0; t < T; ++t)
-            smf_add(leafv[cur[t]], i, t == 0, sum, shift, s1, s2);
     }
-    free(cur);
-    free(miss);
-    if (stats != NULL) {
-        stats->visits += visits;
-        stats->box_hits += hits;
-        stats->walks += walks;
-    }
-    return 0;
+    *n_bslot = nls;
+    return nb;
 }
 
-/* The entry point of both Cython kernels. reuse: 0 every row walks every tree from the root,
- * 1 the single-box kernel (smf_predict_block), 3 the leaf-box table with lanes
- * (smf_predict_lanes; boxes is CompiledForest.leaf_boxes(): n_slots + 1 rows of 2 * nfp). */
-static int smf_predict(const smf_forest *F, int reuse, const float *boxes, ptrdiff_t n_slots, ptrdiff_t nfp,
-                       const float *X, ptrdiff_t n, ptrdiff_t ld, const unsigned char *valid, double *sum,
-                       double *shift, double *s1, double *s2, smf_stats *stats)
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define SMF_X86 1
+#include <immintrin.h>
+#else
+#define SMF_X86 0
+#endif
+
+/* The instruction set for the block kernel: the best this CPU has, capped by the
+ * environment variable SMENGINE_FOREST_ISA = "c" | "avx2" | "avx512" (for tests and
+ * comparisons; results are identical on every path). */
+static int smf_isa(void)
 {
-    if (reuse == 3)
-        return smf_predict_lanes(F, boxes, n_slots, nfp, X, n, ld, valid, sum, shift, s1, s2, stats);
+    int best = 0;
+#if SMF_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2"))
+        best = 1;
+    if (best && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"))
+        best = 2;
+#endif
+    const char *e = getenv("SMENGINE_FOREST_ISA");
+    if (e != NULL) {
+        const int want = e[0] == 'c' ? 0 : (e[0] == 'a' && e[3] == '2') ? 1 : 2;
+        if (want < best)
+            best = want;
+    }
+    return best;
+}
+
+#define SMF_ISA 0
+#include "_forest_blocks.h"
+#undef SMF_ISA
+#if SMF_X86
+#define SMF_ISA 1
+#include "_forest_blocks.h"
+#undef SMF_ISA
+#define SMF_ISA 2
+#include "_forest_blocks.h"
+#undef SMF_ISA
+#endif
+
+/* The entry point of both Cython kernels. reuse: 0 every row walks every tree from the root,
+ * 1 the single-box kernel (smf_predict_block), 3 the leaf-box table with block walks in lanes
+ * (F->boxes, F->blk, F->bleaf, F->broot set; F->isa from smf_isa). Returns 0, or -1 if scratch
+ * memory could not be allocated. */
+static int smf_predict(const smf_forest *F, int reuse, const float *X, ptrdiff_t n, ptrdiff_t ld,
+                       const unsigned char *valid, double *sum, double *shift, double *s1, double *s2,
+                       smf_stats *stats)
+{
+    if (reuse == 3) {
+#if SMF_X86
+        if (F->isa == 2 && F->nfp % 16 == 0)
+            return smf_predict_blocks_2(F, X, n, ld, valid, sum, shift, s1, s2, stats);
+        if (F->isa >= 1 && F->nfp % 8 == 0)
+            return smf_predict_blocks_1(F, X, n, ld, valid, sum, shift, s1, s2, stats);
+#endif
+        return smf_predict_blocks_0(F, X, n, ld, valid, sum, shift, s1, s2, stats);
+    }
     return smf_predict_block(F, X, n, ld, valid, reuse, sum, shift, s1, s2, stats);
 }
 

@@ -1,5 +1,6 @@
-"""Forest prediction kernels (see ``_forest.h`` for the layout, the leaf-box table with
-interleaved lanes — ``reuse == 3``, the default — and the single-box kernel, ``reuse == 1``).
+"""Forest prediction kernels (see ``_forest.h`` for the layouts, the leaf-box table with
+3-level blocks walked in interleaved lanes — ``reuse == 3``, the default — and the
+single-box kernel, ``reuse == 1``).
 
 The public API is :class:`smengine.model.CompiledForest`; this kernel trusts its inputs:
 ``nodes`` is the (n_nodes, 3) int32 view of the 12-byte node records, ``X`` is
@@ -12,9 +13,10 @@ from libc.math cimport NAN, fabs
 from libc.stdlib cimport calloc, free, malloc
 from libc.float cimport FLT_MAX
 
-from smengine._ext._typedefs cimport float32_t, float64_t, intp_t, int32_t
+from smengine._ext._typedefs cimport float32_t, float64_t, intp_t, int32_t, uint8_t
 
-from smengine._ext._forest_h cimport smf_forest, smf_leaf_boxes, smf_node, smf_predict, smf_sd, smf_stats
+from smengine._ext._forest_h cimport (smf_blk, smf_build_blocks, smf_forest, smf_isa, smf_leaf_boxes, smf_node,
+                                      smf_predict, smf_sd, smf_set_tables, smf_stats)
 
 
 def leaf_boxes(const int32_t[:, ::1] nodes, const float64_t[::1] leaf, const long long[::1] root,
@@ -29,6 +31,31 @@ def leaf_boxes(const int32_t[:, ::1] nodes, const float64_t[::1] leaf, const lon
     smf_leaf_boxes(&F, out.shape[0] - 1, out.shape[1] // 2, &out[0, 0])
 
 
+def build_blocks(const int32_t[:, ::1] nodes, const float64_t[::1] leaf, const long long[::1] root,
+                 intp_t n_features, uint8_t[:, ::1] blocks, int32_t[::1] bslot, int32_t[::1] broot,
+                 int32_t[::1] todo):
+    """Fill blocks (capacity n_nodes + n_trees rows of 64 bytes), bslot (n_leaves) and broot
+    (n_trees) with the 3-level block layout; return (n_blocks, n_bslot)."""
+    cdef smf_forest F
+    cdef ptrdiff_t nb, nls = 0
+    if blocks.shape[0] < nodes.shape[0] + root.shape[0] or todo.shape[0] < blocks.shape[0] \
+            or bslot.shape[0] < leaf.shape[0] or broot.shape[0] != root.shape[0] or blocks.shape[1] != 64:
+        raise ValueError("build_blocks: output arrays too small")
+    F.nodes = <const smf_node *> &nodes[0, 0]
+    F.leaf = &leaf[0]
+    F.root = &root[0]
+    F.n_trees = root.shape[0]
+    F.n_features = n_features
+    with nogil:
+        nb = smf_build_blocks(&F, <smf_blk *> &blocks[0, 0], &bslot[0], &broot[0], &todo[0], &nls)
+    return nb, nls
+
+
+def isa():
+    """Instruction set the block kernel uses: 0 portable C, 1 AVX2, 2 AVX-512 (after SMENGINE_FOREST_ISA)."""
+    return smf_isa()
+
+
 def predict(
     const int32_t[:, ::1] nodes,        # IN  (n_nodes, 3) {thr bits, feat, right}
     const float64_t[::1] leaf,          # IN  leaf values by slot
@@ -41,6 +68,9 @@ def predict(
     int n_threads,
     long long[::1] stats,               # OUT (3,) visits, box hits, walks from the root (added to)
     const float32_t[:, ::1] boxes=None,  # IN  leaf boxes for reuse == 3
+    const uint8_t[:, ::1] blocks=None,   # IN  block layout for reuse == 3
+    const float64_t[::1] bleaf=None,     # IN  leaf values in block-exit order
+    const int32_t[::1] broot=None,       # IN  first block of each tree
 ):
     """Return the number of rows skipped because a feature is NaN or infinite."""
     cdef intp_t n = X.shape[0], nf = X.shape[1], T = root.shape[0]
@@ -51,23 +81,16 @@ def predict(
     cdef long long visits = 0, hits = 0, walks = 0
     cdef unsigned char *ok
     cdef double *acc
-    cdef const float *bp = NULL
-    cdef intp_t n_slots = 0, nfp = 0
     cdef smf_stats *st
     cdef const float *xr
     if n == 0:
         return 0
-    if reuse == 3:
-        if boxes is None:
-            raise ValueError("forest kernel: reuse 3 needs the leaf boxes")
-        bp = &boxes[0, 0]
-        n_slots = boxes.shape[0] - 1
-        nfp = boxes.shape[1] // 2
     F.nodes = <const smf_node *> &nodes[0, 0]
     F.leaf = &leaf[0]
     F.root = &root[0]
     F.n_trees = T
     F.n_features = nf
+    smf_set_tables(&F, reuse, boxes, blocks, bleaf, broot)
     with nogil:
         for b in prange(nblk, schedule="dynamic", num_threads=n_threads):
             i0 = b * block
@@ -85,7 +108,7 @@ def predict(
                         if not (fabs(xr[f]) <= FLT_MAX):
                             ok[i] = 0
                     n_bad += 1 - ok[i]
-                if smf_predict(&F, reuse, bp, n_slots, nfp, &X[i0, 0], m, nf, ok, acc, acc + m if spread else NULL,
+                if smf_predict(&F, reuse, &X[i0, 0], m, nf, ok, acc, acc + m if spread else NULL,
                                acc + 2 * m if spread else NULL, acc + 3 * m if spread else NULL, st) != 0:
                     failed += 1
                 else:

@@ -3,7 +3,8 @@
 The portable model is treelite's (``treelite.sklearn.import_model``); the predictor walks a
 compact copy of it in a Cython/C kernel (``smengine._ext._forest``): each tree keeps the
 previous row's leaf, a row inside that leaf's precomputed box reuses it, and the trees a
-row misses are walked in interleaved lanes. See ``_forest.h`` for the layout and why the result is exactly
+row misses are walked in interleaved lanes over 3-level blocks (one vector compare decides
+three levels). See ``_forest.h`` for the layouts and why the result is exactly
 ``RandomForestRegressor.predict``'s.
 """
 
@@ -49,7 +50,8 @@ class TraversalStats:
     row_trees : int
         Valid rows × trees.
     visits : int
-        Split nodes walked (a plain traversal walks depth-many per row and tree).
+        Walk steps: split nodes for ``reuse='box'`` and ``False`` (a plain traversal walks
+        depth-many per row and tree), 3-level blocks for the default kernel.
     box_hits : int
         Row-trees answered by the leaf-box test alone (no node visited).
     walks : int
@@ -278,7 +280,7 @@ class CompiledForest:
         self.source_hash = source_hash
         self.card = card
         self.content_hash = _layout_hash(self._nodes, self._leaf, self._root, self.n_features)
-        self._boxes: np.ndarray | None = None
+        self._blocks: dict[str, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -412,24 +414,63 @@ class CompiledForest:
         """Box of every leaf: (n_leaf_slots + 1, 2 · nfp) float32, ``lo`` then ``hi`` per feature.
 
         A row ``x`` reaches leaf slot ``s`` of its tree iff ``lo < x <= hi`` in every feature
-        (features padded to ``nfp``, a multiple of 8; the last row is an empty box). Computed
-        once (≈ 0.1 s and 128 bytes per leaf for 16 features) and kept with the object, but
-        not pickled or saved.
+        (features padded to ``nfp``, a multiple of 16; the last row is an empty box). Computed
+        on each call (≈ 0.1 s and 128 bytes per leaf for 16 features); the prediction kernel
+        keeps its own copy in block-exit order (:meth:`blocks`).
         """
-        if self._boxes is None:
+        from smengine._ext import _forest
+
+        nfp = (self.n_features + 15) // 16 * 16
+        boxes = np.empty((self._leaf.shape[0] + 1, 2 * nfp), dtype=np.float32)
+        _forest.leaf_boxes(self._nodes, self._leaf, self._root, self.n_features, boxes)
+        return boxes
+
+    def blocks(self) -> dict[str, np.ndarray]:
+        """The 3-level block layout of the default kernel (``reuse=True``), built once.
+
+        Returns a dict of read-only arrays: ``blocks`` (n_blocks, 64) uint8, one 64-byte
+        ``smf_blk`` record per block of 7 split nodes (see ``_forest.h``); ``broot`` the first
+        block of each tree; ``bslot`` the leaf slot of every block exit leaf, in exit order
+        (the kernel numbers leaves that way); ``bleaf`` and ``boxes`` the leaf values and
+        :meth:`leaf_boxes` in that order (plus the empty box). For issue 5's forest (549 508
+        nodes, 16 features): ≈ 0.1 s, 5.6 MiB of blocks and 33.5 MiB of boxes. Kept with the
+        object, but not pickled or saved.
+        """
+        if self._blocks is None:
             from smengine._ext import _forest
 
-            nfp = (self.n_features + 7) // 8 * 8
-            boxes = np.empty((self._leaf.shape[0] + 1, 2 * nfp), dtype=np.float32)
-            _forest.leaf_boxes(self._nodes, self._leaf, self._root, self.n_features, boxes)
-            boxes.flags.writeable = False
-            self._boxes = boxes
-        return self._boxes
+            cap = self._nodes.shape[0] + self.n_trees
+            blk = np.zeros((cap, 64), dtype=np.uint8)
+            bslot = np.empty(self._leaf.shape[0], dtype=np.int32)
+            broot = np.empty(self.n_trees, dtype=np.int32)
+            nb, nls = _forest.build_blocks(self._nodes, self._leaf, self._root, self.n_features, blk, bslot, broot,
+                                           np.empty(cap, dtype=np.int32))  # fmt: skip
+            if nls != self._leaf.shape[0]:  # every leaf is the exit of exactly one block
+                raise RuntimeError(f"block layout: {nls} exit leaves for {self._leaf.shape[0]} leaf slots")
+            boxes = self.leaf_boxes()
+            tables = {"blocks": blk[:nb].copy(), "broot": broot, "bslot": bslot, "bleaf": self._leaf[bslot],
+                      "boxes": np.concatenate([boxes[bslot], boxes[-1:]])}  # fmt: skip
+            for arr in tables.values():
+                arr.flags.writeable = False
+            self._blocks = tables
+        return self._blocks
+
+    def _tables(self, mode: int) -> tuple[Any, Any, Any, Any]:
+        """Arguments ``boxes, blocks, bleaf, broot`` of the kernels for reuse mode ``mode``."""
+        if mode != 3:
+            return None, None, None, None
+        t = self.blocks()
+        return t["boxes"], t["blocks"], t["bleaf"], t["broot"]
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_boxes"] = None  # recomputed on demand
+        state["_blocks"] = None  # rebuilt on demand
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.pop("_boxes", None)  # pickled before the block layout
+        state.setdefault("_blocks", None)
+        self.__dict__.update(state)
 
     def _run(self, X: Any, spread: bool, n_threads: int | None, on_invalid: str, reuse: bool | str,
              block: int) -> tuple[np.ndarray, np.ndarray | None, TraversalStats]:  # fmt: skip
@@ -447,7 +488,7 @@ class CompiledForest:
         nt = effective_n_threads(n_threads)
         mode = self._mode(reuse)
         n_bad = int(_forest.predict(self._nodes, self._leaf, self._root, rows, mean, sd, mode, int(block), nt,
-                                    counters, self.leaf_boxes() if mode == 3 else None))  # fmt: skip
+                                    counters, *self._tables(mode)))  # fmt: skip
         if n_bad:
             bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
             msg = (f"{n_bad} of {n} rows have a NaN or infinite feature (first: row {int(bad[0])}); "
@@ -479,9 +520,12 @@ class CompiledForest:
             How consecutive rows share work. ``True``/``'lanes'`` (default): each tree keeps
             the leaf of the previous row and a row inside that leaf's precomputed box
             (:meth:`leaf_boxes`) reuses it; the trees a row misses are walked from the
-            root in 16 interleaved lanes. ``'box'``: the same test with a box rebuilt on
-            each walk, trees one after another (no box table). ``False``/``'none'``: every
-            row walks every tree from the root. Results are identical.
+            root in 16 interleaved lanes over 3-level blocks (:meth:`blocks`), with
+            AVX-512, AVX2 or portable C chosen at run time (cap it with the environment
+            variable ``SMENGINE_FOREST_ISA=avx2|c``). ``'box'``: the same test with a box
+            rebuilt on each walk, trees one after another, node by node (no tables).
+            ``False``/``'none'``: every row walks every tree from the root, node by node.
+            Results are identical on every path.
         block : int, optional
             Rows per kernel block (per-tree state is kept within a block).
 
@@ -512,7 +556,7 @@ class CompiledForest:
 
     def traversal_stats(self, X: npt.ArrayLike, *, reuse: bool | str = True, block: int = DEFAULT_BLOCK,
                         n_threads: int | None = None) -> TraversalStats:  # fmt: skip
-        """Predict ``X`` and return how many node visits and box hits it took."""
+        """Predict ``X`` and return how many walk steps and box hits it took."""
         return self._run(X, False, n_threads, "nan", reuse, block)[2]
 
     # ------------------------------------------------------------------ persistence

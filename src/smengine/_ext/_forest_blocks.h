@@ -1,0 +1,182 @@
+/* The block kernel smf_predict_blocks_<SMF_ISA>, included by _forest.h once per
+ * instruction set (no include guard on purpose): SMF_ISA 0 portable C, 1 AVX2, 2 AVX-512
+ * (F + VL). Only three pieces differ: loading the row, the leaf-box test and the 7-bit
+ * compare mask of a block.
+ *
+ * Each tree keeps the leaf slot of the previous row. The row is tested against all those
+ * leaf boxes; the trees it falls outside of are walked from their root block in SMF_BLANES
+ * interleaved lanes, one block per lane per round. The lanes are independent, so their
+ * memory latencies overlap; the next block and the new leaf's box are prefetched. Trees are
+ * summed in order after the walks, so the mean is bit-identical to scikit-learn's. */
+#ifndef SMF_BLANES
+#define SMF_BLANES 16
+#endif
+
+#if SMF_ISA == 2
+#define SMF_NAME(x) x##_2
+#define SMF_TARGET __attribute__((target("avx2,avx512f,avx512vl,bmi2")))
+#elif SMF_ISA == 1
+#define SMF_NAME(x) x##_1
+#define SMF_TARGET __attribute__((target("avx2,bmi2")))
+#else
+#define SMF_NAME(x) x##_0
+#define SMF_TARGET
+#endif
+
+/* 1 if x (nfp padded floats, 64-byte aligned) is outside the box lo = b, hi = b + nfp. */
+SMF_TARGET static inline int SMF_NAME(smf_out)(const float *restrict xp, const float *restrict b, ptrdiff_t nfp)
+{
+#if SMF_ISA == 2
+    __mmask16 k = 0;
+    for (ptrdiff_t g = 0; g < nfp; g += 16) {
+        const __m512 x = _mm512_load_ps(xp + g);
+        k |= _mm512_cmp_ps_mask(x, _mm512_loadu_ps(b + g), _CMP_LE_OQ)
+             | _mm512_cmp_ps_mask(x, _mm512_loadu_ps(b + nfp + g), _CMP_GT_OQ);
+    }
+    return k != 0;
+#elif SMF_ISA == 1
+    __m256 o = _mm256_setzero_ps();
+    for (ptrdiff_t g = 0; g < nfp; g += 8) {
+        const __m256 x = _mm256_load_ps(xp + g);
+        o = _mm256_or_ps(o, _mm256_or_ps(_mm256_cmp_ps(x, _mm256_loadu_ps(b + g), _CMP_LE_OQ),
+                                         _mm256_cmp_ps(x, _mm256_loadu_ps(b + nfp + g), _CMP_GT_OQ)));
+    }
+    return _mm256_movemask_ps(o) != 0;
+#else
+    int out = 0;
+    for (ptrdiff_t g = 0; g < nfp; ++g)
+        out |= (xp[g] <= b[g]) | (xp[g] > b[nfp + g]);
+    return out;
+#endif
+}
+
+SMF_TARGET static int SMF_NAME(smf_predict_blocks)(const smf_forest *F, const float *restrict X, ptrdiff_t n,
+                                                   ptrdiff_t ld, const unsigned char *restrict valid,
+                                                   double *restrict sum, double *restrict shift,
+                                                   double *restrict s1, double *restrict s2, smf_stats *stats)
+{
+    const ptrdiff_t nf = F->n_features, T = F->n_trees, nfp = F->nfp;
+    const smf_blk *restrict blk = F->blk;
+    const int32_t *restrict broot = F->broot;
+    const float *restrict boxes = F->boxes;
+    const double *restrict leafv = F->bleaf; /* by exit order, as the boxes */
+    int64_t visits = 0, hits = 0, walks = 0;
+    int32_t *cur = (int32_t *)malloc((size_t)(2 * T) * sizeof(int32_t));
+    float *xp = (float *)aligned_alloc(64, (size_t)((nfp + 15) / 16 * 16) * sizeof(float));
+    if (cur == NULL || xp == NULL) {
+        free(cur);
+        free(xp);
+        return -1;
+    }
+    int32_t *miss = cur + T;
+    for (ptrdiff_t t = 0; t < T; ++t)
+        cur[t] = (int32_t)F->n_slots; /* the empty box: the first row walks every tree */
+    for (ptrdiff_t g = 0; g < nfp; ++g)
+        xp[g] = 0.0f;
+#if SMF_ISA == 2
+    const int wide = nfp <= 32; /* 32 features fit two registers: a permute gathers them */
+#elif SMF_ISA == 1
+    const int wide = nfp <= 16;
+#endif
+    for (ptrdiff_t i = 0; i < n; ++i) {
+        if (!valid[i])
+            continue;
+        const float *restrict x = X + i * ld;
+        for (ptrdiff_t g = 0; g < nf; ++g)
+            xp[g] = x[g];
+        ptrdiff_t nm = 0;
+        for (ptrdiff_t t = 0; t < T; ++t) {
+            miss[nm] = (int32_t)t;
+            nm += SMF_NAME(smf_out)(xp, boxes + (ptrdiff_t)cur[t] * 2 * nfp, nfp);
+        }
+        hits += T - nm;
+        walks += nm;
+#if SMF_ISA == 2
+        const __m512 xa = _mm512_load_ps(xp), xb = nfp > 16 ? _mm512_load_ps(xp + 16) : _mm512_setzero_ps();
+#elif SMF_ISA == 1
+        const __m256 xa = _mm256_load_ps(xp), xb = nfp > 8 ? _mm256_load_ps(xp + 8) : _mm256_setzero_ps();
+#endif
+        int32_t ln[SMF_BLANES], lt[SMF_BLANES];
+        ptrdiff_t next = 0, act = 0;
+        while (act < SMF_BLANES && next < nm) {
+            lt[act] = miss[next];
+            ln[act] = broot[miss[next]];
+            ++next;
+            ++act;
+        }
+        while (act > 0) {
+            for (ptrdiff_t l = 0; l < act; ++l) {
+                const smf_blk *restrict b = blk + ln[l];
+#if SMF_ISA == 2
+                const __m256i fi = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)b->feat));
+                const __m256 xv = wide ? _mm512_castps512_ps256(_mm512_permutex2var_ps(xa, _mm512_castsi256_si512(fi), xb))
+                                       : _mm256_i32gather_ps(xp, fi, 4);
+                const unsigned m = _mm256_cmp_ps_mask(xv, _mm256_loadu_ps(b->thr), _CMP_LE_OQ);
+#elif SMF_ISA == 1
+                const __m256i fi = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)b->feat));
+                __m256 xv;
+                if (wide) {
+                    const __m256 lo8 = _mm256_permutevar8x32_ps(xa, fi), hi8 = _mm256_permutevar8x32_ps(xb, fi);
+                    xv = _mm256_blendv_ps(lo8, hi8, _mm256_castsi256_ps(_mm256_slli_epi32(fi, 28)));
+                } else {
+                    xv = _mm256_i32gather_ps(xp, fi, 4);
+                }
+                const unsigned m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(xv, _mm256_loadu_ps(b->thr), _CMP_LE_OQ));
+#else
+                unsigned m = 0;
+                for (int p = 0; p < 7; ++p)
+                    m |= (unsigned)(xp[b->feat[p]] <= b->thr[p]) << p;
+#endif
+                const unsigned c = b->code[smf_exit_lut[m & 127u]];
+                ++visits;
+                if (c & 128u) {
+                    const int32_t sl = b->leaf + (int32_t)(c & 127u);
+                    cur[lt[l]] = sl;
+                    __builtin_prefetch(boxes + (ptrdiff_t)sl * 2 * nfp);
+                    __builtin_prefetch(boxes + (ptrdiff_t)sl * 2 * nfp + nfp);
+                    if (next < nm) {
+                        lt[l] = miss[next];
+                        ln[l] = broot[miss[next]];
+                        ++next;
+                    } else {
+                        --act;
+                        lt[l] = lt[act];
+                        ln[l] = ln[act];
+                        --l;
+                    }
+                } else {
+                    ln[l] = b->child + (int32_t)c;
+                    __builtin_prefetch(blk + ln[l]);
+                }
+            }
+        }
+        /* in tree order, in registers (sum[i] += v per tree would chain through memory) */
+        double acc = sum[i];
+        for (ptrdiff_t t = 0; t < T; ++t)
+            acc += leafv[cur[t]];
+        sum[i] = acc;
+        if (s1 != NULL) {
+            const double sh = leafv[cur[0]];
+            double a1 = s1[i], a2 = s2[i];
+            for (ptrdiff_t t = 0; t < T; ++t) {
+                const double dv = leafv[cur[t]] - sh;
+                a1 += dv;
+                a2 += dv * dv;
+            }
+            shift[i] = sh;
+            s1[i] = a1;
+            s2[i] = a2;
+        }
+    }
+    free(cur);
+    free(xp);
+    if (stats != NULL) {
+        stats->visits += visits;
+        stats->box_hits += hits;
+        stats->walks += walks;
+    }
+    return 0;
+}
+
+#undef SMF_NAME
+#undef SMF_TARGET
