@@ -157,4 +157,4 @@ def test_engine(world, record, note, threads, day_inner):
     rate = st.subpixel_days / dt
     note(f"[engine] {name}: {rate / 1e6:.2f} M sub-pixel predictions/s (one extra run), box hits "
          f"{100 * st.box_hits / max(st.box_hits + st.walks, 1):.0f} %, {st.visits / max(st.box_hits + st.walks, 1):.2f} "
-         f"visits per row-tree; a year over Europe (3.5e10 sub-pixel-days) ≈ {EUROPE_SUBPIXEL_DAYS / rate / 3600:.1f} h")  # fmt: skip
+         f"walk steps (3-level blocks) per row-tree; a year over Europe (3.5e10 sub-pixel-days) ≈ {EUROPE_SUBPIXEL_DAYS / rate / 3600:.1f} h")  # fmt: skip
