@@ -8,6 +8,17 @@ def leaf_boxes(
     n_features: int,
     out: npt.NDArray[np.float32],
 ) -> None: ...
+def build_blocks(
+    nodes: npt.NDArray[np.int32],
+    leaf: npt.NDArray[np.float64],
+    root: npt.NDArray[np.int64],
+    n_features: int,
+    blocks: npt.NDArray[np.uint8],
+    bslot: npt.NDArray[np.int32],
+    broot: npt.NDArray[np.int32],
+    todo: npt.NDArray[np.int32],
+) -> tuple[int, int]: ...
+def isa() -> int: ...
 def predict(
     nodes: npt.NDArray[np.int32],
     leaf: npt.NDArray[np.float64],
@@ -20,4 +31,7 @@ def predict(
     n_threads: int,
     stats: npt.NDArray[np.int64],
     boxes: npt.NDArray[np.float32] | None = ...,
+    blocks: npt.NDArray[np.uint8] | None = ...,
+    bleaf: npt.NDArray[np.float64] | None = ...,
+    broot: npt.NDArray[np.int32] | None = ...,
 ) -> int: ...
