@@ -33,7 +33,7 @@ from libc.float cimport FLT_MAX
 
 from smengine._ext._typedefs cimport float32_t, float64_t, intp_t, int32_t, uint8_t
 
-from smengine._ext._forest_h cimport smf_forest, smf_node, smf_predict, smf_sd, smf_set_tables, smf_stats
+from smengine._ext._forest_h cimport smf_forest, smf_predict, smf_sd, smf_set_forest, smf_set_tables, smf_stats
 
 # quality flag codes (smengine.product.QUALITY_FLAGS)
 DEF FLAG_GOOD = 0
@@ -106,11 +106,7 @@ def run_days(
     for d in range(D):
         if want[d] and tidx[d] >= 0:
             any_want = 1
-    F.nodes = <const smf_node *> &nodes[0, 0]
-    F.leaf = &leaf[0]
-    F.root = &root[0]
-    F.n_trees = T
-    F.n_features = n_forest
+    smf_set_forest(&F, nodes, leaf, root, n_forest)
     smf_set_tables(&F, reuse, boxes, blocks, bleaf, broot)
     with nogil:
         for pr in prange(Py, schedule="dynamic", num_threads=n_threads):
@@ -184,8 +180,8 @@ def run_days(
                 if not any_want:
                     rc = 0
                 else:
-                    rc = smf_predict(&F, reuse, X, nrow, ncol,
-                                 ok, acc, acc + nrow, acc + 2 * nrow, acc + 3 * nrow, st)
+                    rc = smf_predict(&F, reuse, X, nrow, ncol, ok, acc, acc + nrow, acc + 2 * nrow,
+                                     acc + 3 * nrow, st)
                 if rc != 0:
                     failed += 1
                 else:

@@ -32,8 +32,8 @@
  * tree, huge pages, 8/12/24/32 lanes, two row streams (two halves of the block) sharing
  * the lanes so that no row's tail leaves lanes idle (exact, but 18 % slower: twice the
  * working set in cache), boxes as 64-byte uint16 bin bounds (2 % faster even with the
- * row's binning left out of the timing; binning costs ~450 ns per row). Earlier: path replay, branch-free single descent, prefetching the
- * node walk.
+ * row's binning left out of the timing; binning costs ~450 ns per row). Earlier: path
+ * replay, branch-free single descent, prefetching the node walk.
  *
  * Trees are visited in order for each row and their values summed in float64 in that
  * order, as RandomForestRegressor.predict(n_jobs=1) does, so the mean is bit-identical.
@@ -61,9 +61,9 @@ typedef struct {
 /* A 3-level block of one tree (64 bytes, one cache line): 7 split nodes breadth-first
  * (node p's children are 2p + 1 and 2p + 2; a leaf above the bottom level is repeated
  * as a node whose both exits lead to it) and its 8 exits. Exit k is child block
- * child + code[k] if code[k] < 128, else leaf leaf + code[k] - 128 (the leaf slot
- * of exit leaf j is bslot[j] from smf_build_blocks). The
- * child blocks of a block are contiguous (breadth-first per tree). */
+ * child + code[k] if code[k] < 128, else leaf leaf + code[k] - 128 (the leaf slot of
+ * exit leaf j is bslot[j] from smf_build_blocks). The child blocks of a block are
+ * contiguous (breadth-first per tree). */
 typedef struct {
     float thr[8];     /* thresholds; [7] unused */
     uint8_t feat[8];  /* feature indices (< 256); [7] unused */
@@ -88,8 +88,9 @@ typedef struct {
     int isa;               /* 0 portable C, 1 AVX2, 2 AVX-512 (smf_isa) */
 } smf_forest;
 
-/* Counters for the benchmark: node visits (split decisions made by walking) and rows
- * answered by the box test alone, walks from the root; summed over trees and rows. */
+/* Counters for the benchmark: walk steps (split nodes for reuse 0 and 1, 3-level blocks for
+ * reuse 3), row-trees answered by the box test alone, walks from the root; summed over
+ * trees and rows. */
 typedef struct {
     int64_t visits, box_hits, walks;
 } smf_stats;

@@ -15,19 +15,15 @@ from libc.float cimport FLT_MAX
 
 from smengine._ext._typedefs cimport float32_t, float64_t, intp_t, int32_t, uint8_t
 
-from smengine._ext._forest_h cimport (smf_blk, smf_build_blocks, smf_forest, smf_isa, smf_leaf_boxes, smf_node,
-                                      smf_predict, smf_sd, smf_set_tables, smf_stats)
+from smengine._ext._forest_h cimport (smf_blk, smf_build_blocks, smf_forest, smf_isa, smf_leaf_boxes, smf_predict,
+                                      smf_sd, smf_set_forest, smf_set_tables, smf_stats)
 
 
 def leaf_boxes(const int32_t[:, ::1] nodes, const float64_t[::1] leaf, const long long[::1] root,
                intp_t n_features, float32_t[:, ::1] out):
     """Fill out (n_slots + 1, 2 * nfp) with every leaf slot's box (lo then hi; nfp = out.shape[1] // 2)."""
     cdef smf_forest F
-    F.nodes = <const smf_node *> &nodes[0, 0]
-    F.leaf = &leaf[0]
-    F.root = &root[0]
-    F.n_trees = root.shape[0]
-    F.n_features = n_features
+    smf_set_forest(&F, nodes, leaf, root, n_features)
     smf_leaf_boxes(&F, out.shape[0] - 1, out.shape[1] // 2, &out[0, 0])
 
 
@@ -41,11 +37,7 @@ def build_blocks(const int32_t[:, ::1] nodes, const float64_t[::1] leaf, const l
     if blocks.shape[0] < nodes.shape[0] + root.shape[0] or todo.shape[0] < blocks.shape[0] \
             or bslot.shape[0] < leaf.shape[0] or broot.shape[0] != root.shape[0] or blocks.shape[1] != 64:
         raise ValueError("build_blocks: output arrays too small")
-    F.nodes = <const smf_node *> &nodes[0, 0]
-    F.leaf = &leaf[0]
-    F.root = &root[0]
-    F.n_trees = root.shape[0]
-    F.n_features = n_features
+    smf_set_forest(&F, nodes, leaf, root, n_features)
     with nogil:
         nb = smf_build_blocks(&F, <smf_blk *> &blocks[0, 0], &bslot[0], &broot[0], &todo[0], &nls)
     return nb, nls
@@ -85,11 +77,7 @@ def predict(
     cdef const float *xr
     if n == 0:
         return 0
-    F.nodes = <const smf_node *> &nodes[0, 0]
-    F.leaf = &leaf[0]
-    F.root = &root[0]
-    F.n_trees = T
-    F.n_features = nf
+    smf_set_forest(&F, nodes, leaf, root, nf)
     smf_set_tables(&F, reuse, boxes, blocks, bleaf, broot)
     with nogil:
         for b in prange(nblk, schedule="dynamic", num_threads=n_threads):

@@ -43,10 +43,7 @@ SMF_TARGET static inline int SMF_NAME(smf_out)(const float *restrict xp, const f
     }
     return _mm256_movemask_ps(o) != 0;
 #else
-    int out = 0;
-    for (ptrdiff_t g = 0; g < nfp; ++g)
-        out |= (xp[g] <= b[g]) | (xp[g] > b[nfp + g]);
-    return out;
+    return smf_outside(xp, b, b + nfp, nfp);
 #endif
 }
 

@@ -30,16 +30,28 @@ cdef extern from "_forest.h" nogil:
     double smf_sd(double s1, double s2, ptrdiff_t T)
 
 
-cdef inline int smf_set_tables(smf_forest *F, int reuse, const float32_t[:, ::1] boxes,
-                               const unsigned char[:, ::1] blocks, const double[::1] bleaf,
-                               const int32_t[::1] broot) except -1:
-    """Point F at the leaf boxes and blocks (reuse == 3; CompiledForest.leaf_boxes/blocks)."""
+cdef inline void smf_set_forest(smf_forest *F, const int32_t[:, ::1] nodes, const double[::1] leaf,
+                                const long long[::1] root, ptrdiff_t n_features) noexcept:
+    """Point F at a CompiledForest's node layout (nodes viewed as (n_nodes, 3) int32), without tables."""
+    F.nodes = <const smf_node *> &nodes[0, 0]
+    F.leaf = &leaf[0]
+    F.root = &root[0]
+    F.n_trees = root.shape[0]
+    F.n_features = n_features
     F.boxes = NULL
     F.blk = NULL
     F.bleaf = NULL
     F.broot = NULL
     F.n_slots = 0
     F.nfp = 0
+    F.isa = 0
+
+
+cdef inline int smf_set_tables(smf_forest *F, int reuse, const float32_t[:, ::1] boxes,
+                               const unsigned char[:, ::1] blocks, const double[::1] bleaf,
+                               const int32_t[::1] broot) except -1:
+    """Point F (after smf_set_forest) at the leaf boxes and blocks of reuse == 3
+    (CompiledForest.blocks) and pick the instruction set."""
     F.isa = smf_isa()
     if reuse != 3:
         return 0
