@@ -342,6 +342,49 @@ def test_every_instruction_set_path_is_exact(isa, n_features, monkeypatch):
     assert mean.tobytes() == ref_mean.tobytes() and sd.tobytes() == ref_sd.tobytes()
 
 
+def _raster(rng, ny, nx, nf):
+    """(ny * nx, nf) rows of smooth random fields given row by row (a coherent raster)."""
+    from scipy import ndimage
+
+    f = [ndimage.gaussian_filter(rng.standard_normal((ny, nx)), s) for s in np.linspace(8, 16, nf)]
+    return np.stack(f, -1).reshape(-1, nf).astype(np.float32)
+
+
+@pytest.mark.parametrize("isa", ["c", "avx2", "avx512"])
+def test_stride_reference_row_is_exact_and_used(isa, monkeypatch):
+    """stride: the row `stride` back (the row above in a raster) is a second reference. Same
+    bytes as the plain walk for every stride (1, the width, one shorter than the block, at
+    least the block, more than all rows), with NaN rows; on a raster it adds box hits."""
+    from smengine._ext import _forest
+
+    monkeypatch.setenv("SMENGINE_FOREST_ISA", isa)
+    if _forest.isa() != {"c": 0, "avx2": 1, "avx512": 2}[isa]:
+        pytest.skip(f"this CPU has no {isa}")
+    rng = np.random.default_rng(11)
+    ny, nx = 60, 50
+    X = _raster(rng, ny, nx, 5)
+    y = np.sin(3 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.05 * rng.standard_normal(len(X))
+    rf = RandomForestRegressor(12, min_samples_leaf=20, random_state=2, n_jobs=1).fit(X, y)
+    cf = CompiledForest.from_sklearn(rf)
+    Xq = _raster(rng, ny, nx, 5)
+    Xq[rng.choice(len(Xq), 40, replace=False), rng.integers(0, 5, 40)] = np.nan
+    ref_mean, ref_sd = cf.predict_with_spread(Xq, n_threads=1, reuse=False)
+    for stride, block in [(1, 16384), (nx, 16384), (nx, 7), (299, 300), (nx, nx), (len(Xq) + 5, 16384)]:
+        mean, sd = cf.predict_with_spread(Xq, n_threads=2, stride=stride, block=block)
+        assert mean.tobytes() == ref_mean.tobytes() and sd.tobytes() == ref_sd.tobytes(), (stride, block)
+    plain = cf.traversal_stats(Xq, n_threads=1)
+    above = cf.traversal_stats(Xq, n_threads=1, stride=nx)
+    assert above.box_hits + above.walks == plain.box_hits + plain.walks == plain.row_trees
+    assert above.walks < 0.8 * plain.walks, (above, plain)
+
+
+@pytest.mark.parametrize("stride", [-1, 1.5, True, "10"])
+def test_stride_rejects_nonsense(fitted, stride):
+    rf, X = fitted
+    with pytest.raises(ConfigError, match="stride"):
+        CompiledForest.from_sklearn(rf).predict(X[:10], stride=stride)
+
+
 # --------------------------------------------------------------------------- persistence, cache
 def test_save_load_round_trip_and_portable_treelite(fitted, tmp_path):
     rf, X = fitted

@@ -180,7 +180,7 @@ def run_days(
                 if not any_want:
                     rc = 0
                 else:
-                    rc = smf_predict(&F, reuse, X, nrow, ncol, ok, acc, acc + nrow, acc + 2 * nrow,
+                    rc = smf_predict(&F, reuse, X, nrow, ncol, 0, ok, acc, acc + nrow, acc + 2 * nrow,
                                      acc + 3 * nrow, st)
                 if rc != 0:
                     failed += 1

@@ -9,7 +9,8 @@
  *
  * Kernels (smf_predict dispatches on `reuse`):
  *   3  the default: leaf-box table + 3-level blocks walked in interleaved lanes
- *      (smf_build_blocks, _forest_blocks.h; AVX-512, AVX2 or portable C, chosen at run time);
+ *      (smf_build_blocks, _forest_blocks.h; AVX-512, AVX2 or portable C, chosen at run time),
+ *      optionally with a second reference row `stride` rows back;
  *   1  smf_predict_block: one box per tree rebuilt during each walk (a reference);
  *   0  every row walks every tree from the root, node by node (the plain reference).
  *
@@ -33,7 +34,19 @@
  * the lanes so that no row's tail leaves lanes idle (exact, but 18 % slower: twice the
  * working set in cache), boxes as 64-byte uint16 bin bounds (2 % faster even with the
  * row's binning left out of the timing; binning costs ~450 ns per row). Earlier: path
- * replay, branch-free single descent, prefetching the node walk.
+ * replay, branch-free single descent, prefetching the node walk. Tried 2026-11-24: a
+ * tree-major kernel (per row chunk, one tree at a time, lanes running along row segments:
+ * one tree's blocks in L2, but each row's test waits for the previous row's new box:
+ * 1.5x slower coherent, 1.4x slower i.i.d.); the misses' walks with the 16 lanes in one
+ * AVX-512 register (gathers of thresholds, features, codes; no mispredictions, but a
+ * chain of five dependent gathers per block step: 1.35x slower); the per-row sums batched
+ * over 8 rows so their dependent additions interleave (3 % slower). Kept: the optional
+ * second reference row `stride` rows back (the row above in a raster given row by row):
+ * trees outside the previous row's leaf test that row's leaf before walking; on issue 5's
+ * raster it halves the walks (86 % hits instead of 70 %) and saves ~10 % of the time, the
+ * second test's box often coming from L3 or memory (prefetching it a row ahead was slower).
+ * In the engine's row orders it raised the hits (25 -> 39 %, day-inner 8 -> 31 %) without
+ * saving time, so the engine does not use it.
  *
  * Trees are visited in order for each row and their values summed in float64 in that
  * order, as RandomForestRegressor.predict(n_jobs=1) does, so the mean is bit-identical.
@@ -360,20 +373,22 @@ static int smf_isa(void)
 
 /* The entry point of both Cython kernels. reuse: 0 every row walks every tree from the root,
  * 1 the single-box kernel (smf_predict_block), 3 the leaf-box table with block walks in lanes
- * (F->boxes, F->blk, F->bleaf, F->broot set; F->isa from smf_isa). Returns 0, or -1 if scratch
- * memory could not be allocated. */
+ * (F->boxes, F->blk, F->bleaf, F->broot set; F->isa from smf_isa). stride (reuse 3 only; 0:
+ * none): a tree the row falls outside the previous row's leaf of is also tested against the
+ * leaf of row i - stride before it is walked. Returns 0, or -1 if scratch memory could not
+ * be allocated. */
 static int smf_predict(const smf_forest *F, int reuse, const float *X, ptrdiff_t n, ptrdiff_t ld,
-                       const unsigned char *valid, double *sum, double *shift, double *s1, double *s2,
+                       ptrdiff_t stride, const unsigned char *valid, double *sum, double *shift, double *s1, double *s2,
                        smf_stats *stats)
 {
     if (reuse == 3) {
 #if SMF_X86
         if (F->isa == 2 && F->nfp % 16 == 0)
-            return smf_predict_blocks_2(F, X, n, ld, valid, sum, shift, s1, s2, stats);
+            return smf_predict_blocks_2(F, X, n, ld, stride, valid, sum, shift, s1, s2, stats);
         if (F->isa >= 1 && F->nfp % 8 == 0)
-            return smf_predict_blocks_1(F, X, n, ld, valid, sum, shift, s1, s2, stats);
+            return smf_predict_blocks_1(F, X, n, ld, stride, valid, sum, shift, s1, s2, stats);
 #endif
-        return smf_predict_blocks_0(F, X, n, ld, valid, sum, shift, s1, s2, stats);
+        return smf_predict_blocks_0(F, X, n, ld, stride, valid, sum, shift, s1, s2, stats);
     }
     return smf_predict_block(F, X, n, ld, valid, reuse, sum, shift, s1, s2, stats);
 }

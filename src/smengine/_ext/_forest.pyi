@@ -34,4 +34,5 @@ def predict(
     blocks: npt.NDArray[np.uint8] | None = ...,
     bleaf: npt.NDArray[np.float64] | None = ...,
     broot: npt.NDArray[np.int32] | None = ...,
+    stride: int = ...,
 ) -> int: ...

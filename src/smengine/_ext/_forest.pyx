@@ -63,6 +63,7 @@ def predict(
     const uint8_t[:, ::1] blocks=None,   # IN  block layout for reuse == 3
     const float64_t[::1] bleaf=None,     # IN  leaf values in block-exit order
     const int32_t[::1] broot=None,       # IN  first block of each tree
+    intp_t stride=0,                    # reuse == 3: also try the leaf of the row `stride` before
 ):
     """Return the number of rows skipped because a feature is NaN or infinite."""
     cdef intp_t n = X.shape[0], nf = X.shape[1], T = root.shape[0]
@@ -96,7 +97,7 @@ def predict(
                         if not (fabs(xr[f]) <= FLT_MAX):
                             ok[i] = 0
                     n_bad += 1 - ok[i]
-                if smf_predict(&F, reuse, &X[i0, 0], m, nf, ok, acc, acc + m if spread else NULL,
+                if smf_predict(&F, reuse, &X[i0, 0], m, nf, stride, ok, acc, acc + m if spread else NULL,
                                acc + 2 * m if spread else NULL, acc + 3 * m if spread else NULL, st) != 0:
                     failed += 1
                 else:

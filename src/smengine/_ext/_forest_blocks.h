@@ -4,10 +4,12 @@
  * compare mask of a block.
  *
  * Each tree keeps the leaf slot of the previous row. The row is tested against all those
- * leaf boxes; the trees it falls outside of are walked from their root block in SMF_BLANES
- * interleaved lanes, one block per lane per round. The lanes are independent, so their
- * memory latencies overlap; the next block and the new leaf's box are prefetched. Trees are
- * summed in order after the walks, so the mean is bit-identical to scikit-learn's. */
+ * leaf boxes (with stride > 0, the trees it falls outside of also against the leaves of row
+ * i - stride, kept in a ring of stride x n_trees slots); the rest are walked from their root
+ * block in SMF_BLANES interleaved lanes, one block per lane per round. The lanes are
+ * independent, so their memory latencies overlap; the next block and the new leaf's box are
+ * prefetched. Trees are summed in order after the walks, so the mean is bit-identical to
+ * scikit-learn's. */
 #ifndef SMF_BLANES
 #define SMF_BLANES 16
 #endif
@@ -48,7 +50,8 @@ SMF_TARGET static inline int SMF_NAME(smf_out)(const float *restrict xp, const f
 }
 
 SMF_TARGET static int SMF_NAME(smf_predict_blocks)(const smf_forest *F, const float *restrict X, ptrdiff_t n,
-                                                   ptrdiff_t ld, const unsigned char *restrict valid,
+                                                   ptrdiff_t ld, ptrdiff_t stride,
+                                                   const unsigned char *restrict valid,
                                                    double *restrict sum, double *restrict shift,
                                                    double *restrict s1, double *restrict s2, smf_stats *stats)
 {
@@ -58,16 +61,20 @@ SMF_TARGET static int SMF_NAME(smf_predict_blocks)(const smf_forest *F, const fl
     const float *restrict boxes = F->boxes;
     const double *restrict leafv = F->bleaf; /* by exit order, as the boxes */
     int64_t visits = 0, hits = 0, walks = 0;
-    int32_t *cur = (int32_t *)malloc((size_t)(2 * T) * sizeof(int32_t));
+    if (stride < 1 || stride >= n)
+        stride = 0;
+    int32_t *cur = (int32_t *)malloc((size_t)((2 + stride) * T) * sizeof(int32_t));
     float *xp = (float *)aligned_alloc(64, (size_t)((nfp + 15) / 16 * 16) * sizeof(float));
     if (cur == NULL || xp == NULL) {
         free(cur);
         free(xp);
         return -1;
     }
-    int32_t *miss = cur + T;
+    int32_t *miss = cur + T, *ring = cur + 2 * T;
     for (ptrdiff_t t = 0; t < T; ++t)
         cur[t] = (int32_t)F->n_slots; /* the empty box: the first row walks every tree */
+    for (ptrdiff_t t = 0; t < stride * T; ++t)
+        ring[t] = (int32_t)F->n_slots;
     for (ptrdiff_t g = 0; g < nfp; ++g)
         xp[g] = 0.0f;
 #if SMF_ISA == 2
@@ -85,6 +92,20 @@ SMF_TARGET static int SMF_NAME(smf_predict_blocks)(const smf_forest *F, const fl
         for (ptrdiff_t t = 0; t < T; ++t) {
             miss[nm] = (int32_t)t;
             nm += SMF_NAME(smf_out)(xp, boxes + (ptrdiff_t)cur[t] * 2 * nfp, nfp);
+        }
+        /* Ring slot i % stride holds the leaves of row i - stride (the row above in a raster
+         * given row by row) and receives row i's after the walks. */
+        int32_t *restrict above = stride ? ring + (i % stride) * T : NULL;
+        if (above != NULL) {
+            ptrdiff_t nm2 = 0;
+            for (ptrdiff_t k = 0; k < nm; ++k) {
+                const int32_t t = miss[k], s = above[t];
+                const int o = SMF_NAME(smf_out)(xp, boxes + (ptrdiff_t)s * 2 * nfp, nfp);
+                cur[t] = o ? cur[t] : s;
+                miss[nm2] = t;
+                nm2 += o;
+            }
+            nm = nm2;
         }
         hits += T - nm;
         walks += nm;
@@ -147,6 +168,8 @@ SMF_TARGET static int SMF_NAME(smf_predict_blocks)(const smf_forest *F, const fl
                 }
             }
         }
+        if (above != NULL)
+            memcpy(above, cur, (size_t)T * sizeof(int32_t));
         /* in tree order, in registers (sum[i] += v per tree would chain through memory) */
         double acc = sum[i];
         for (ptrdiff_t t = 0; t < T; ++t)

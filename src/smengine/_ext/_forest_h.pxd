@@ -25,7 +25,7 @@ cdef extern from "_forest.h" nogil:
                                ptrdiff_t *n_bslot)
     int smf_isa()
     int smf_predict(const smf_forest *F, int reuse, const float *X, ptrdiff_t n, ptrdiff_t ld,
-                    const unsigned char *valid, double *sum, double *shift, double *s1, double *s2,
+                    ptrdiff_t stride, const unsigned char *valid, double *sum, double *shift, double *s1, double *s2,
                     smf_stats *stats)
     double smf_sd(double s1, double s2, ptrdiff_t T)
 
