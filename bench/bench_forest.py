@@ -134,17 +134,18 @@ def test_compiled(world, record, note, size, order, reuse, threads):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("size", list(SIZES))
-def test_compiled_stride(world, record, note, size, threads):
-    """Coherent rows with the raster's width given (``stride``): the row above is a second
-    reference leaf before a walk."""
-    X = world["rows"][size]
-    width = SIZES[size][1]
+def test_compiled_raster(world, record, note, size, threads):
+    """The coherent rows given as the raster they are, (ny, nx, 16): the kernel then also
+    uses the row above (``stride = nx``) as a second reference leaf before a walk."""
+    h, w = SIZES[size]
+    X = world["rows"][size].reshape(h, w, -1)
     cf = world["cf"]
-    name = f"ours {threads} thr stride=width"
-    out = record(f"forest {size} rows coherent", name, cf.predict, X, n_threads=threads, stride=width, rounds=3)
-    np.testing.assert_array_equal(out[:20_000], world["rf"].predict(X[:20_000]))
+    name = f"ours {threads} thr raster input"
+    out = record(f"forest {size} rows coherent", name, cf.predict, X, n_threads=threads, rounds=3)
+    assert out.shape == (h, w)
+    np.testing.assert_array_equal(out.ravel()[:20_000], world["rf"].predict(world["rows"][size][:20_000]))
     if threads == 1:
-        s = cf.traversal_stats(X, n_threads=1, stride=width)
+        s = cf.traversal_stats(X, n_threads=1)
         note(f"[forest {size} rows coherent] {name}: {s.visits_per_row_tree:.2f} block steps per row-tree "
              f"(box hits {100 * s.hit_rate:.0f} %)")  # fmt: skip
 

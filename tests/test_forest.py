@@ -378,6 +378,33 @@ def test_stride_reference_row_is_exact_and_used(isa, monkeypatch):
     assert above.walks < 0.8 * plain.walks, (above, plain)
 
 
+def test_raster_input_keeps_its_shape_and_uses_the_row_above():
+    """A (ny, nx, nf) raster: (ny, nx) outputs, byte-equal to the rows' plain walk, with
+    stride = nx chosen by itself (same counters as asking for it; stride=0 turns it off)."""
+    rng = np.random.default_rng(12)
+    ny, nx, nf = 40, 70, 4
+    X = _raster(rng, ny, nx, nf)
+    y = np.cos(2 * X[:, 0]) + X[:, 1] * X[:, 3] + 0.05 * rng.standard_normal(len(X))
+    rf = RandomForestRegressor(10, min_samples_leaf=10, random_state=4, n_jobs=1).fit(X, y)
+    cf = CompiledForest.from_sklearn(rf)
+    rows = _raster(rng, ny, nx, nf)
+    rows[rng.choice(len(rows), 25, replace=False), rng.integers(0, nf, 25)] = np.nan
+    grid = rows.reshape(ny, nx, nf)
+    ref_mean, ref_sd = cf.predict_with_spread(rows, n_threads=1, reuse=False)
+    mean, sd = cf.predict_with_spread(grid, n_threads=2)
+    assert mean.shape == sd.shape == (ny, nx)
+    assert mean.tobytes() == ref_mean.tobytes() and sd.tobytes() == ref_sd.tobytes()
+    assert cf.predict(grid).shape == (ny, nx)
+    ok = np.isfinite(rows).all(axis=1)
+    np.testing.assert_array_equal(mean.ravel()[ok], rf.predict(rows[ok]))
+    auto = cf.traversal_stats(grid, n_threads=1)
+    assert auto == cf.traversal_stats(rows, n_threads=1, stride=nx)
+    off = cf.traversal_stats(grid, n_threads=1, stride=0)
+    assert off == cf.traversal_stats(rows, n_threads=1) and auto.walks < off.walks
+    with pytest.raises(ValidationError, match=r"\(ny, nx, 4\).*\(40, 70, 3\)"):
+        cf.predict(grid[..., :3])
+
+
 @pytest.mark.parametrize("stride", [-1, 1.5, True, "10"])
 def test_stride_rejects_nonsense(fitted, stride):
     rf, X = fitted

@@ -46,7 +46,16 @@
  * raster it halves the walks (86 % hits instead of 70 %) and saves ~10 % of the time, the
  * second test's box often coming from L3 or memory (prefetching it a row ahead was slower).
  * In the engine's row orders it raised the hits (25 -> 39 %, day-inner 8 -> 31 %) without
- * saving time, so the engine does not use it.
+ * saving time, so the engine does not use it. Tried 2026-11-24 (later), exact but slower:
+ * starting a missed walk where the row leaves the previous leaf's path instead of at the
+ * root (a 256-byte path record per leaf: 32 thresholds and features, checked with two
+ * permutes and compares, which also answered the hit test): 38-46 % fewer block steps,
+ * but 1136 vs 984 ms (the steps saved are the cache-hot top of the tree; the records
+ * double the table traffic); building each missed tree's box during its walk (three
+ * branch-free min updates per block step, no box table or box fetch): 1665 vs 973 ms;
+ * skipping the row-above test when that leaf is the previous row's (22 % of those
+ * tests; its box is already in L1): 900 vs 866 ms. The kernel is bound by the walks'
+ * dependent steps and one mispredicted exit per walk, not by the box table's traffic.
  *
  * Trees are visited in order for each row and their values summed in float64 in that
  * order, as RandomForestRegressor.predict(n_jobs=1) does, so the mean is bit-identical.
