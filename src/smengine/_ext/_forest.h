@@ -54,8 +54,10 @@
  * double the table traffic); building each missed tree's box during its walk (three
  * branch-free min updates per block step, no box table or box fetch): 1665 vs 973 ms;
  * skipping the row-above test when that leaf is the previous row's (22 % of those
- * tests; its box is already in L1): 900 vs 866 ms. The kernel is bound by the walks'
- * dependent steps and one mispredicted exit per walk, not by the box table's traffic.
+ * tests; its box is already in L1): 900 vs 866 ms; refilling the lanes without a branch
+ * while the row's queue of missed trees lasts (dummy walks of tree 0 once it runs dry,
+ * dropped after): 1079 vs 1008 ms, with stride 888 vs 909 ms (noise). The kernel is bound
+ * by the walks' dependent steps, not by the box table's traffic.
  *
  * Trees are visited in order for each row and their values summed in float64 in that
  * order, as RandomForestRegressor.predict(n_jobs=1) does, so the mean is bit-identical.
