@@ -491,8 +491,9 @@ class CompiledForest:
                                    or stride < 0):  # fmt: skip
             raise ConfigError(f"stride should be None or a non-negative whole number of rows, got {stride!r}")
         rows, raster = self._as_rows(X)
+        mode = self._mode(reuse)
         if stride is None:  # a raster's row above is nx rows back
-            stride = raster[1] if raster is not None and self._mode(reuse) == 3 else 0
+            stride = raster[1] if raster is not None and mode == 3 else 0
         if stride:  # the first `stride` rows of a block have no row above: keep them a small share
             block = max(int(block), STRIDE_BLOCKS * int(stride))
         n = rows.shape[0]
@@ -500,7 +501,6 @@ class CompiledForest:
         sd = np.empty(n if spread else 0, dtype=np.float64)
         counters = np.zeros(3, dtype=np.int64)
         nt = effective_n_threads(n_threads)
-        mode = self._mode(reuse)
         n_bad = int(_forest.predict(self._nodes, self._leaf, self._root, rows, mean, sd, mode, int(block), nt,
                                     counters, *self._tables(mode), stride=int(stride)))  # fmt: skip
         if n_bad:
@@ -513,7 +513,8 @@ class CompiledForest:
         stats = TraversalStats(row_trees=(n - n_bad) * self.n_trees, visits=int(counters[0]),
                                box_hits=int(counters[1]), walks=int(counters[2]), n_invalid=n_bad)  # fmt: skip
         if raster is not None:
-            mean, sd = mean.reshape(raster), sd.reshape(raster) if spread else sd
+            mean = mean.reshape(raster)
+            sd = sd.reshape(raster) if spread else sd
         return mean, (sd if spread else None), stats
 
     def predict(self, X: npt.ArrayLike, *, n_threads: int | None = None,
