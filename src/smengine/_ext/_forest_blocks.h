@@ -49,6 +49,115 @@ SMF_TARGET static inline int SMF_NAME(smf_out)(const float *restrict xp, const f
 #endif
 }
 
+/* The leaf-box tests of one row, always inlined and specialised on n16 (16 padded features:
+ * the row stays in registers and a box is 128 bytes) and spread. The row is tested against
+ * the leaf each tree kept from the previous row; trees it falls outside of are tested against
+ * the leaves of rows i - stride (`above`) and i - stride + 1 (`right`) when given, and a hit
+ * replaces the kept leaf. Returns the number of trees still missed, listed in miss[].
+ * pend != NULL: cur still holds the leaves of the previous valid row, whose sums (tree order,
+ * the dependent additions of the mean, and with spread the shifted sums) are taken in the same
+ * loop, beside the independent box tests, and stored to pend[0..2]. */
+typedef struct {
+    double *sum, *shift, *s1, *s2;
+    ptrdiff_t i;
+} SMF_NAME(smf_pend);
+
+SMF_TARGET static inline __attribute__((always_inline)) ptrdiff_t
+SMF_NAME(smf_tests)(const float *restrict xp, ptrdiff_t nfp, const int n16, const int spread,
+                    const float *restrict boxes, const double *restrict leafv, int32_t *restrict cur,
+                    int32_t *restrict miss, ptrdiff_t T, const int32_t *restrict above,
+                    const int32_t *restrict right, const SMF_NAME(smf_pend) *pend)
+{
+#if SMF_ISA == 2
+    const __m512 x0 = _mm512_load_ps(xp);
+#define SMF_OUT(b)                                                                                   \
+    (n16 ? (_mm512_cmp_ps_mask(x0, _mm512_loadu_ps(b), _CMP_LE_OQ)                                   \
+            | _mm512_cmp_ps_mask(x0, _mm512_loadu_ps((b) + 16), _CMP_GT_OQ)) != 0                    \
+         : SMF_NAME(smf_out)(xp, (b), nfp))
+#elif SMF_ISA == 1
+    const __m256 x0 = _mm256_load_ps(xp), x1 = _mm256_load_ps(xp + 8);
+#define SMF_OUT(b)                                                                                   \
+    (n16 ? _mm256_movemask_ps(_mm256_or_ps(                                                          \
+               _mm256_or_ps(_mm256_cmp_ps(x0, _mm256_loadu_ps(b), _CMP_LE_OQ),                       \
+                            _mm256_cmp_ps(x1, _mm256_loadu_ps((b) + 8), _CMP_LE_OQ)),                \
+               _mm256_or_ps(_mm256_cmp_ps(x0, _mm256_loadu_ps((b) + 16), _CMP_GT_OQ),                \
+                            _mm256_cmp_ps(x1, _mm256_loadu_ps((b) + 24), _CMP_GT_OQ)))) != 0         \
+         : SMF_NAME(smf_out)(xp, (b), nfp))
+#else
+#define SMF_OUT(b) SMF_NAME(smf_out)(xp, (b), nfp)
+#endif
+#define SMF_BOX(c) (boxes + (n16 ? (ptrdiff_t)(c) << 5 : (ptrdiff_t)(c) * 2 * nfp))
+    ptrdiff_t nm = 0;
+    if (pend != NULL) {
+        const ptrdiff_t i = pend->i;
+        const double sh = spread ? leafv[cur[0]] : 0.0;
+        double acc = pend->sum[i], a1 = spread ? pend->s1[i] : 0.0, a2 = spread ? pend->s2[i] : 0.0;
+        for (ptrdiff_t t = 0; t < T; ++t) {
+            const int32_t c = cur[t];
+            miss[nm] = (int32_t)t;
+            nm += SMF_OUT(SMF_BOX(c));
+            const double v = leafv[c];
+            acc += v;
+            if (spread) {
+                const double dv = v - sh;
+                a1 += dv;
+                a2 += dv * dv;
+            }
+        }
+        pend->sum[i] = acc;
+        if (spread) {
+            pend->shift[i] = sh;
+            pend->s1[i] = a1;
+            pend->s2[i] = a2;
+        }
+    } else {
+        for (ptrdiff_t t = 0; t < T; ++t) {
+            miss[nm] = (int32_t)t;
+            nm += SMF_OUT(SMF_BOX(cur[t]));
+        }
+    }
+    for (int r = 0; r < 2; ++r) {
+        const int32_t *restrict ref = r ? right : above;
+        if (ref == NULL)
+            continue;
+        ptrdiff_t nm2 = 0;
+        for (ptrdiff_t k = 0; k < nm; ++k) {
+            const int32_t t = miss[k], c = ref[t];
+            const int o = SMF_OUT(SMF_BOX(c));
+            cur[t] = o ? cur[t] : c;
+            miss[nm2] = t;
+            nm2 += o;
+        }
+        nm = nm2;
+    }
+    return nm;
+#undef SMF_OUT
+#undef SMF_BOX
+}
+
+/* The sums of row i (as in smf_tests) for the last row of a block. */
+SMF_TARGET static void SMF_NAME(smf_sums)(const double *restrict leafv, const int32_t *restrict cur, ptrdiff_t T,
+                                          const SMF_NAME(smf_pend) *pend)
+{
+    const ptrdiff_t i = pend->i;
+    double acc = pend->sum[i];
+    for (ptrdiff_t t = 0; t < T; ++t)
+        acc += leafv[cur[t]];
+    pend->sum[i] = acc;
+    if (pend->s1 != NULL) {
+        const double sh = leafv[cur[0]];
+        double a1 = pend->s1[i], a2 = pend->s2[i];
+        for (ptrdiff_t t = 0; t < T; ++t) {
+            const double dv = leafv[cur[t]] - sh;
+            a1 += dv;
+            a2 += dv * dv;
+        }
+        pend->shift[i] = sh;
+        pend->s1[i] = a1;
+        pend->s2[i] = a2;
+    }
+}
+
 SMF_TARGET static int SMF_NAME(smf_predict_blocks)(const smf_forest *F, const float *restrict X, ptrdiff_t n,
                                                    ptrdiff_t ld, ptrdiff_t stride,
                                                    const unsigned char *restrict valid,
@@ -82,31 +191,27 @@ SMF_TARGET static int SMF_NAME(smf_predict_blocks)(const smf_forest *F, const fl
 #elif SMF_ISA == 1
     const int wide = nfp <= 16;
 #endif
+    SMF_NAME(smf_pend) pend = {sum, shift, s1, s2, -1};
+    const int spread = s1 != NULL;
     for (ptrdiff_t i = 0; i < n; ++i) {
         if (!valid[i])
             continue;
         const float *restrict x = X + i * ld;
         for (ptrdiff_t g = 0; g < nf; ++g)
             xp[g] = x[g];
-        ptrdiff_t nm = 0;
-        for (ptrdiff_t t = 0; t < T; ++t) {
-            miss[nm] = (int32_t)t;
-            nm += SMF_NAME(smf_out)(xp, boxes + (ptrdiff_t)cur[t] * 2 * nfp, nfp);
-        }
         /* Ring slot i % stride holds the leaves of row i - stride (the row above in a raster
-         * given row by row) and receives row i's after the walks. */
+         * given row by row) and receives row i's after the walks; slot (i + 1) % stride holds
+         * row i - stride + 1 (above and to the right) until then. */
         int32_t *restrict above = stride ? ring + (i % stride) * T : NULL;
-        if (above != NULL) {
-            ptrdiff_t nm2 = 0;
-            for (ptrdiff_t k = 0; k < nm; ++k) {
-                const int32_t t = miss[k], s = above[t];
-                const int o = SMF_NAME(smf_out)(xp, boxes + (ptrdiff_t)s * 2 * nfp, nfp);
-                cur[t] = o ? cur[t] : s;
-                miss[nm2] = t;
-                nm2 += o;
-            }
-            nm = nm2;
-        }
+        const int32_t *restrict right = stride > 1 ? ring + ((i + 1) % stride) * T : NULL;
+        const SMF_NAME(smf_pend) *pp = pend.i >= 0 ? &pend : NULL;
+        ptrdiff_t nm;
+        if (nfp == 16)
+            nm = spread ? SMF_NAME(smf_tests)(xp, 16, 1, 1, boxes, leafv, cur, miss, T, above, right, pp)
+                        : SMF_NAME(smf_tests)(xp, 16, 1, 0, boxes, leafv, cur, miss, T, above, right, pp);
+        else
+            nm = spread ? SMF_NAME(smf_tests)(xp, nfp, 0, 1, boxes, leafv, cur, miss, T, above, right, pp)
+                        : SMF_NAME(smf_tests)(xp, nfp, 0, 0, boxes, leafv, cur, miss, T, above, right, pp);
         hits += T - nm;
         walks += nm;
 #if SMF_ISA == 2
@@ -170,24 +275,10 @@ SMF_TARGET static int SMF_NAME(smf_predict_blocks)(const smf_forest *F, const fl
         }
         if (above != NULL)
             memcpy(above, cur, (size_t)T * sizeof(int32_t));
-        /* in tree order, in registers (sum[i] += v per tree would chain through memory) */
-        double acc = sum[i];
-        for (ptrdiff_t t = 0; t < T; ++t)
-            acc += leafv[cur[t]];
-        sum[i] = acc;
-        if (s1 != NULL) {
-            const double sh = leafv[cur[0]];
-            double a1 = s1[i], a2 = s2[i];
-            for (ptrdiff_t t = 0; t < T; ++t) {
-                const double dv = leafv[cur[t]] - sh;
-                a1 += dv;
-                a2 += dv * dv;
-            }
-            shift[i] = sh;
-            s1[i] = a1;
-            s2[i] = a2;
-        }
+        pend.i = i;
     }
+    if (pend.i >= 0)
+        SMF_NAME(smf_sums)(leafv, cur, T, &pend);
     free(cur);
     free(xp);
     if (stats != NULL) {
