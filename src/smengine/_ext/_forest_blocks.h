@@ -124,7 +124,7 @@ SMF_NAME(smf_tests)(const float *restrict xp, ptrdiff_t nfp, const int n16, cons
         for (ptrdiff_t k = 0; k < nm; ++k) {
             const int32_t t = miss[k], c = ref[t];
             const int o = SMF_OUT(SMF_BOX(c));
-            cur[t] = o ? cur[t] : c;
+            cur[t] = c ^ ((cur[t] ^ c) & -(int32_t)o); /* branch-free: the outcome is a coin toss */
             miss[nm2] = t;
             nm2 += o;
         }
@@ -203,7 +203,11 @@ SMF_TARGET static int SMF_NAME(smf_predict_blocks)(const smf_forest *F, const fl
          * given row by row) and receives row i's after the walks; slot (i + 1) % stride holds
          * row i - stride + 1 (above and to the right) until then. */
         int32_t *restrict above = stride ? ring + (i % stride) * T : NULL;
+#ifdef SMF_NO_RIGHT
+        const int32_t *restrict right = NULL;
+#else
         const int32_t *restrict right = stride > 1 ? ring + ((i + 1) % stride) * T : NULL;
+#endif
         const SMF_NAME(smf_pend) *pp = pend.i >= 0 ? &pend : NULL;
         ptrdiff_t nm;
         if (nfp == 16)
