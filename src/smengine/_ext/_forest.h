@@ -58,6 +58,15 @@
  * while the row's queue of missed trees lasts (dummy walks of tree 0 once it runs dry,
  * dropped after): 1079 vs 1008 ms, with stride 888 vs 909 ms (noise). The kernel is bound
  * by the walks' dependent steps, not by the box table's traffic.
+ * Kept 2026-11-24 (A/B in alternating processes, 1e6 raster, one thread, medians of 5):
+ * the box-test loop written for 16 padded features (the row in one register, a box at
+ * slot << 5; the generic loop kept its counter on the stack) with the previous row's sums
+ * in the same loop (their chain of dependent additions hidden behind the box tests):
+ * 891 -> 732 ms; the reference leaf chosen without a branch (a coin toss for the
+ * predictor): 703 -> 651 ms; a third reference, the row above and to the right (a third
+ * of the trees that miss both others; its boxes are the next row's row-above boxes):
+ * 671 -> 659 ms, walks 14.7 -> 10.1 per row. Dropped: a fourth, above and to the left
+ * (a ring of stride + 1 rows; 8.7 walks per row): 704 vs 699 ms.
  *
  * Trees are visited in order for each row and their values summed in float64 in that
  * order, as RandomForestRegressor.predict(n_jobs=1) does, so the mean is bit-identical.

@@ -4,12 +4,13 @@
  * compare mask of a block.
  *
  * Each tree keeps the leaf slot of the previous row. The row is tested against all those
- * leaf boxes (with stride > 0, the trees it falls outside of also against the leaves of row
- * i - stride, kept in a ring of stride x n_trees slots); the rest are walked from their root
- * block in SMF_BLANES interleaved lanes, one block per lane per round. The lanes are
- * independent, so their memory latencies overlap; the next block and the new leaf's box are
- * prefetched. Trees are summed in order after the walks, so the mean is bit-identical to
- * scikit-learn's. */
+ * leaf boxes (smf_tests; with stride > 1, the trees it falls outside of also against the
+ * leaves of rows i - stride and i - stride + 1, the row above and above-right in a raster,
+ * kept in a ring of stride x n_trees slots); the rest are walked from their root block in
+ * SMF_BLANES interleaved lanes, one block per lane per round. The lanes are independent, so
+ * their memory latencies overlap; the next block and the new leaf's box are prefetched.
+ * Trees are summed in order (during the next row's box tests), so the mean is bit-identical
+ * to scikit-learn's. */
 #ifndef SMF_BLANES
 #define SMF_BLANES 16
 #endif
