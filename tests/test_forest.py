@@ -21,7 +21,7 @@ from sklearn.ensemble import (
 )
 
 from smengine.errors import ConfigError, DataError, ValidationError
-from smengine.model import CompiledForest, forest_hash
+from smengine.model import CompiledForest, detect_stride, forest_hash
 from smengine.model._compiled import _floor_to_float32
 
 
@@ -403,6 +403,70 @@ def test_raster_input_keeps_its_shape_and_uses_the_row_above():
     assert off == cf.traversal_stats(rows, n_threads=1) and auto.walks < off.walks
     with pytest.raises(ValidationError, match=r"\(ny, nx, 4\).*\(40, 70, 3\)"):
         cf.predict(grid[..., :3])
+
+
+def test_lag_distances_equal_numpy():
+    """The detector's kernel: scaled max-norm distance to each of the L rows before a probe;
+    a NaN (or inf · 0 for an ignored feature) makes it +inf."""
+    from smengine._ext import _forest
+
+    rng = np.random.default_rng(20)
+    X = rng.standard_normal((500, 5)).astype(np.float32)
+    X[7, 1], X[30, 2], X[31, 4] = np.nan, np.inf, -np.inf
+    probes = np.array([40, 100, 499], dtype=np.intp)
+    inv = np.array([1.0, 0.5, 0.0, 2.0, 1.0], dtype=np.float32)
+    L = 40
+    out = np.empty((L, probes.size), dtype=np.float32)
+    _forest.lag_distances(X, probes, inv, out)
+    ref = np.empty_like(out)
+    with np.errstate(invalid="ignore"):
+        for k, p in enumerate(probes):
+            for s in range(1, L + 1):
+                v = np.abs(X[p - s] - X[p]) * inv
+                ref[s - 1, k] = np.inf if np.isnan(v).any() else v.max()
+    np.testing.assert_array_equal(out, ref)
+    assert np.isinf(out[40 - 7 - 1, 0]) and np.isinf(out[40 - 30 - 1, 0])  # NaN row; inf * 0
+    with pytest.raises(ValueError, match="probe row 39"):
+        _forest.lag_distances(X, np.array([39], dtype=np.intp), inv, np.empty((L, 1), dtype=np.float32))
+
+
+def test_detect_stride_finds_a_rasters_width_and_nothing_elsewhere():
+    rng = np.random.default_rng(21)
+    ny, nx = 160, 450
+    rows = _raster(rng, ny, nx, 6)
+    assert detect_stride(rows) == nx
+    assert detect_stride(rows, max_lag=nx + 1) == nx
+    bad = rows.copy()
+    bad[::97, 2] = np.nan  # NaN rows, some of them probes
+    assert detect_stride(bad) == nx
+    assert detect_stride(rows[rng.permutation(len(rows))]) == 0  # shuffled
+    assert detect_stride(_coherent(rng, 80_000, 6)) == 0  # smooth in order, but no raster
+    assert detect_stride(rng.standard_normal((80_000, 3))) == 0
+    assert detect_stride(np.ones((80_000, 3))) == 0  # constant: no features to tell
+    assert detect_stride(rows[:100]) == 0  # too short for the narrowest raster
+    with pytest.raises(ValidationError, match="n_rows, n_features"):
+        detect_stride(rows.ravel())
+    with pytest.raises(ConfigError, match="n_probes"):
+        detect_stride(rows, n_probes=0)
+
+
+def test_flat_raster_rows_get_their_width_by_themselves():
+    """Flat rows (at least 65 536) of a raster: predict detects the width and uses the rows
+    above (same counters as stride=nx, fewer walks than stride=0, same bytes as the plain walk);
+    shorter inputs are not probed."""
+    rng = np.random.default_rng(22)
+    ny, nx, nf = 150, 440, 4
+    X = _raster(rng, 60, 80, nf)
+    y = np.cos(2 * X[:, 0]) + X[:, 1] * X[:, 3] + 0.05 * rng.standard_normal(len(X))
+    rf = RandomForestRegressor(8, min_samples_leaf=10, random_state=5, n_jobs=1).fit(X, y)
+    cf = CompiledForest.from_sklearn(rf)
+    rows = _raster(rng, ny, nx, nf)
+    auto = cf.traversal_stats(rows, n_threads=1)
+    assert auto == cf.traversal_stats(rows, n_threads=1, stride=nx)
+    assert auto.walks < 0.8 * cf.traversal_stats(rows, n_threads=1, stride=0).walks
+    assert cf.predict(rows, n_threads=2).tobytes() == cf.predict(rows, n_threads=1, reuse=False).tobytes()
+    short = rows[:60_000]
+    assert cf.traversal_stats(short, n_threads=1) == cf.traversal_stats(short, n_threads=1, stride=0)
 
 
 @pytest.mark.parametrize("stride", [-1, 1.5, True, "10"])

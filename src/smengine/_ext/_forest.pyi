@@ -36,3 +36,9 @@ def predict(
     broot: npt.NDArray[np.int32] | None = ...,
     stride: int = ...,
 ) -> int: ...
+def lag_distances(
+    X: npt.NDArray[np.float32],
+    probes: npt.NDArray[np.intp],
+    inv: npt.NDArray[np.float32],
+    out: npt.NDArray[np.float32],
+) -> None: ...

@@ -9,7 +9,7 @@ elements.
 """
 
 from cython.parallel cimport prange
-from libc.math cimport NAN, fabs
+from libc.math cimport INFINITY, NAN, fabs
 from libc.stdlib cimport calloc, free, malloc
 from libc.float cimport FLT_MAX
 
@@ -122,3 +122,33 @@ def predict(
     stats[1] += hits
     stats[2] += walks
     return n_bad
+
+
+def lag_distances(
+    const float32_t[:, ::1] X,          # IN  (n_rows, n_features)
+    const intp_t[::1] probes,           # IN  (P,) probe rows, each >= L
+    const float32_t[::1] inv,           # IN  (n_features,) 1 / feature scale (0: ignore the feature)
+    float32_t[:, ::1] out,              # OUT (L, P) out[s - 1, k] = max_f |X[p - s, f] - X[p, f]| * inv[f]
+):
+    """Scaled max-norm distance of each probe row to each of the L rows before it (NaN: +inf)."""
+    cdef intp_t P = probes.shape[0], L = out.shape[0], nf = X.shape[1]
+    cdef intp_t k, s, f, p
+    cdef float m, v
+    if out.shape[1] != P or inv.shape[0] != nf:
+        raise ValueError("lag_distances: out must be (L, len(probes)) and inv (n_features,)")
+    for k in range(P):
+        if probes[k] < L or probes[k] >= X.shape[0]:
+            raise ValueError(f"lag_distances: probe row {probes[k]} outside [{L}, {X.shape[0]})")
+    with nogil:
+        for k in range(P):
+            p = probes[k]
+            for s in range(1, L + 1):
+                m = 0
+                for f in range(nf):
+                    v = fabs(X[p - s, f] - X[p, f]) * inv[f]
+                    if v > m:
+                        m = v
+                    elif v != v:  # NaN (a NaN feature, or inf * 0)
+                        m = INFINITY
+                        break
+                out[s - 1, k] = m if m <= FLT_MAX else INFINITY

@@ -9,9 +9,9 @@
 """
 
 from smengine.model._card import ModelCard
-from smengine.model._compiled import CompiledForest, TraversalStats
+from smengine.model._compiled import CompiledForest, TraversalStats, detect_stride
 from smengine.model._hash import forest_hash
 from smengine.model._train import CV_SCHEMES, DEFAULT_PARAM_GRID, Forest, train
 
 __all__ = ["CV_SCHEMES", "DEFAULT_PARAM_GRID", "CompiledForest", "Forest", "ModelCard", "TraversalStats",
-           "forest_hash", "train"]
+           "detect_stride", "forest_hash", "train"]

@@ -29,7 +29,7 @@ from smengine._threads import effective_n_threads
 from smengine.errors import ConfigError, DataError, ValidationError
 from smengine.model._hash import forest_hash
 
-__all__ = ["CompiledForest", "TraversalStats"]
+__all__ = ["CompiledForest", "TraversalStats", "detect_stride"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ FORMAT = "smengine.compiled-forest"
 FORMAT_VERSION = 1
 DEFAULT_BLOCK = 16384
 STRIDE_BLOCKS = 32  # with stride > 0, a kernel block holds at least this many strides of rows
+AUTO_STRIDE_MIN_ROWS = 65536  # flat inputs at least this long get detect_stride()
 
 # treelite's Operator enum (include/treelite/enum/operator.h)
 _CMP_LT, _CMP_LE = 2, 3
@@ -74,6 +75,91 @@ class TraversalStats:
     @property
     def hit_rate(self) -> float:
         return self.box_hits / self.row_trees if self.row_trees else float("nan")
+
+
+def detect_stride(X: npt.ArrayLike, *, max_lag: int = 4096, min_lag: int = 8, n_probes: int = 16) -> int:
+    """Width of the raster that flat feature rows were read from, or 0 if they show none.
+
+    Rows of a raster given row by row are as close to the row ``nx`` before them (the pixel
+    above) as to their neighbour in the row. For ``n_probes`` evenly spaced probe rows the
+    scaled max-norm distance ``max_f |x_p,f − x_p−s,f| / σ_f`` (σ_f: the feature's standard
+    deviation over the probes; constant features are ignored, a NaN makes the distance
+    infinite) is taken to each of the ``L = min(max_lag, n // 8)`` rows before it, and its
+    median over probes ``D(s)`` is formed. The lag ``s ≥ min_lag`` with the smallest
+    ``D(s)`` is returned when it is a clear dip: ``D(s) ≤ 2 D(1)`` and
+    ``D(s) < D̃ / 2`` (``D̃``: the median of ``D`` over all lags); shuffled rows have none.
+
+    :meth:`CompiledForest.predict` uses it for flat inputs of at least 65 536 rows when
+    ``stride`` is not given: the detected row above (and above-right) become reference
+    leaves. Any stride gives the same predictions; a good one only saves walks.
+
+    Parameters
+    ----------
+    X : array_like, shape (n_rows, n_features)
+        Feature rows (converted to float32).
+    max_lag : int, optional
+        Widest raster looked for (rows).
+    min_lag : int, optional
+        Narrowest raster looked for (smaller lags are neighbours along a raster row).
+    n_probes : int, optional
+        Probe rows (evenly spaced, so the answer is deterministic).
+
+    Returns
+    -------
+    int
+        The detected width in rows, or 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y, x = np.mgrid[0:300, 0:500].astype(float)
+    >>> fields = [x, y / 2, np.hypot(x - 200, y - 100), np.sin(x / 70) * np.cos(y / 50)]
+    >>> rows = np.stack(fields, -1).reshape(-1, 4)  # 150 000 rows, 4 features
+    >>> detect_stride(rows)
+    500
+    >>> detect_stride(rows[np.random.default_rng(0).permutation(len(rows))])
+    0
+    """
+    from smengine._ext import _forest
+
+    rows = np.ascontiguousarray(X, dtype=np.float32)
+    if rows.ndim != 2:
+        raise ValidationError(f"detect_stride: X should be (n_rows, n_features), got shape {rows.shape}")
+    if min(int(max_lag), int(min_lag), int(n_probes)) < 1:
+        raise ConfigError(f"detect_stride: max_lag, min_lag and n_probes should be >= 1, "
+                          f"got {max_lag}, {min_lag}, {n_probes}")  # fmt: skip
+    n = rows.shape[0]
+    L = min(int(max_lag), n // 8)
+    if L < max(2 * int(min_lag), 2):
+        return 0
+    probes = np.unique(np.linspace(L, n - 1, int(n_probes)).astype(np.intp))
+    with np.errstate(invalid="ignore", over="ignore"):
+        scale = np.std(rows[probes].astype(np.float64), axis=0)
+    inv = np.zeros(rows.shape[1], dtype=np.float32)
+    ok = np.isfinite(scale) & (scale > 0)
+    inv[ok] = 1.0 / scale[ok]
+    d = np.empty((L, probes.size), dtype=np.float32)
+    _forest.lag_distances(rows, probes, inv, d)
+    d.sort(axis=1)
+    D = 0.5 * (d[:, (probes.size - 1) // 2] + d[:, probes.size // 2])  # median over probes; D[s - 1]: lag s
+    s = int(min_lag) + int(np.argmin(D[int(min_lag) - 1:]))
+    if not (D[s - 1] <= 2.0 * D[0] and D[s - 1] < 0.5 * np.median(D)):
+        return 0
+    # The smallest of L medians is biased low: confirm on other rows, against lag 1 and 32 lags
+    # spread over [min_lag, L] (the same criterion, now without a choice among lags).
+    fresh = np.unique(np.linspace(L, n - 1, 16 * int(n_probes)).astype(np.intp) + 1)
+    fresh = fresh[(fresh < n) & ~np.isin(fresh, probes)]
+    spread = np.unique(np.linspace(int(min_lag), L, 32).astype(np.intp))
+    lags = np.concatenate([[1, s], spread[np.abs(spread - s) > 2]])
+    with np.errstate(invalid="ignore", over="ignore"):
+        dist = np.abs(rows[fresh][:, None, :] - rows[fresh[:, None] - lags]) * inv
+        dist = np.where(np.isnan(dist).any(-1), np.inf, dist.max(-1))
+    Dc = np.median(dist, axis=0)
+    if Dc[1] <= 2.0 * Dc[0] and Dc[1] < 0.5 * np.median(Dc[2:]):
+        log.debug("detect_stride: rows look like a raster of width %d (D(1) = %.3g, D(%d) = %.3g, "
+                  "other lags %.3g)", s, Dc[0], s, Dc[1], np.median(Dc[2:]))  # fmt: skip
+        return s
+    return 0
 
 
 def _floor_to_float32(t: np.ndarray, strict: bool) -> np.ndarray:
@@ -492,8 +578,13 @@ class CompiledForest:
             raise ConfigError(f"stride should be None or a non-negative whole number of rows, got {stride!r}")
         rows, raster = self._as_rows(X)
         mode = self._mode(reuse)
-        if stride is None:  # a raster's row above is nx rows back
-            stride = raster[1] if raster is not None and mode == 3 else 0
+        if stride is None:  # a raster's row above is nx rows back; flat rows may show their raster
+            if mode != 3:
+                stride = 0
+            elif raster is not None:
+                stride = raster[1]
+            else:
+                stride = detect_stride(rows) if rows.shape[0] >= AUTO_STRIDE_MIN_ROWS else 0
         if stride:  # the first `stride` rows of a block have no row above: keep them a small share
             block = max(int(block), STRIDE_BLOCKS * int(stride))
         n = rows.shape[0]
@@ -551,10 +642,12 @@ class CompiledForest:
         stride : int, optional
             Rows are also coherent with the row ``stride`` before them, e.g. a raster of
             ``stride`` columns given row by row: a tree the row falls outside the previous
-            row's leaf of is tested against that row's leaf before it is walked
-            (``reuse=True`` only). ``None`` (default): ``nx`` for a 3-D raster input, else
-            0 (no second row). On issue 5's 1000 × 1000 raster it halves the walks and
-            saves ~10-15 % of the time (``bench/bench_forest.py``). Results are identical.
+            row's leaf of is tested against the leaves of the rows ``stride`` and
+            ``stride - 1`` back (above and above-right) before it is walked (``reuse=True``
+            only). ``None`` (default): ``nx`` for a 3-D raster input; for flat rows (at
+            least 65 536) the width :func:`detect_stride` finds, else 0. An explicit 0 turns
+            it off. On issue 5's 1000 × 1000 raster it cuts the walks from 30 to 10 per row
+            and saves ~25 % of the time (``bench/bench_forest.py``). Results are identical.
 
         Returns
         -------
