@@ -150,6 +150,29 @@ def test_compiled_raster(world, record, note, size, threads):
              f"(box hits {100 * s.hit_rate:.0f} %)")  # fmt: skip
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("size", list(SIZES))
+def test_compiled_no_stride(world, record, note, size, threads):
+    """Flat coherent rows with the raster width left out (``stride=0``): only the previous
+    row's leaf is a reference. The default (``stride=None``) detects the width by itself
+    (``detect_stride``, included in the "ours" timings)."""
+    from smengine.model import detect_stride
+
+    X = world["rows"][size]
+    cf = world["cf"]
+    name = f"ours {threads} thr stride=0"
+    out = record(f"forest {size} rows coherent", name, cf.predict, X, n_threads=threads, stride=0, rounds=3)
+    np.testing.assert_array_equal(out[:20_000], world["rf"].predict(X[:20_000]))
+    if threads == 1:
+        t0 = time.perf_counter()
+        width = detect_stride(X)
+        dt = time.perf_counter() - t0
+        assert width == SIZES[size][1] or SMOKE
+        s = cf.traversal_stats(X, n_threads=1, stride=0)
+        note(f"[forest {size} rows coherent] {name}: {s.visits_per_row_tree:.2f} block steps per row-tree "
+             f"(box hits {100 * s.hit_rate:.0f} %); detect_stride found width {width} in {1e3 * dt:.1f} ms")  # fmt: skip
+
+
 @pytest.mark.parametrize("isa", ["avx2", "c"])
 @pytest.mark.parametrize("order", ["coherent", "iid"])
 @pytest.mark.parametrize("size", list(SIZES))
