@@ -66,7 +66,9 @@
  * predictor): 703 -> 651 ms; a third reference, the row above and to the right (a third
  * of the trees that miss both others; its boxes are the next row's row-above boxes):
  * 671 -> 659 ms, walks 14.7 -> 10.1 per row. Dropped: a fourth, above and to the left
- * (a ring of stride + 1 rows; 8.7 walks per row): 704 vs 699 ms.
+ * (a ring of stride + 1 rows; 8.7 walks per row): 704 vs 699 ms. The engine with these
+ * references (stride = sub-pixel side, or D day-inner) was 2-3 % faster, within the noise of
+ * three runs each (2870 vs 2958 ms, 3268 vs 3339 ms), so it still passes stride 0.
  *
  * Trees are visited in order for each row and their values summed in float64 in that
  * order, as RandomForestRegressor.predict(n_jobs=1) does, so the mean is bit-identical.
