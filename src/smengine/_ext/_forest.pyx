@@ -9,7 +9,7 @@ elements.
 """
 
 from cython.parallel cimport prange
-from libc.math cimport INFINITY, NAN, fabs
+from libc.math cimport INFINITY, NAN, fabs, fabsf
 from libc.stdlib cimport calloc, free, malloc
 from libc.float cimport FLT_MAX
 
@@ -134,6 +134,7 @@ def lag_distances(
     cdef intp_t P = probes.shape[0], L = out.shape[0], nf = X.shape[1]
     cdef intp_t k, s, f, p
     cdef float m, v
+    cdef int nan
     if out.shape[1] != P or inv.shape[0] != nf:
         raise ValueError("lag_distances: out must be (L, len(probes)) and inv (n_features,)")
     for k in range(P):
@@ -144,11 +145,9 @@ def lag_distances(
             p = probes[k]
             for s in range(1, L + 1):
                 m = 0
-                for f in range(nf):
-                    v = fabs(X[p - s, f] - X[p, f]) * inv[f]
-                    if v > m:
-                        m = v
-                    elif v != v:  # NaN (a NaN feature, or inf * 0)
-                        m = INFINITY
-                        break
-                out[s - 1, k] = m if m <= FLT_MAX else INFINITY
+                nan = 0
+                for f in range(nf):  # branch-free, so that it vectorises
+                    v = fabsf(X[p - s, f] - X[p, f]) * inv[f]
+                    m = v if v > m else m
+                    nan |= v != v  # a NaN feature, or inf * 0
+                out[s - 1, k] = INFINITY if nan or m > FLT_MAX else m

@@ -147,7 +147,7 @@ def detect_stride(X: npt.ArrayLike, *, max_lag: int = 4096, min_lag: int = 8, n_
         return 0
     # The smallest of L medians is biased low: confirm on other rows, against lag 1 and 32 lags
     # spread over [min_lag, L] (the same criterion, now without a choice among lags).
-    fresh = np.unique(np.linspace(L, n - 1, 16 * int(n_probes)).astype(np.intp) + 1)
+    fresh = np.unique(np.linspace(L, n - 1, 8 * int(n_probes)).astype(np.intp) + 1)
     fresh = fresh[(fresh < n) & ~np.isin(fresh, probes)]
     spread = np.unique(np.linspace(int(min_lag), L, 32).astype(np.intp))
     lags = np.concatenate([[1, s], spread[np.abs(spread - s) > 2]])
