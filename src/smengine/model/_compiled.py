@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 FORMAT = "smengine.compiled-forest"
 FORMAT_VERSION = 1
 DEFAULT_BLOCK = 16384
-STRIDE_BLOCKS = 32  # with stride > 0, a kernel block holds at least this many strides of rows
+STRIDE_BLOCKS = 32  # with stride > 0, a kernel block holds up to this many strides of rows (at least 4)
 AUTO_STRIDE_MIN_ROWS = 65536  # flat inputs at least this long get detect_stride()
 
 # treelite's Operator enum (include/treelite/enum/operator.h)
@@ -585,9 +585,10 @@ class CompiledForest:
                 stride = raster[1]
             else:
                 stride = detect_stride(rows) if rows.shape[0] >= AUTO_STRIDE_MIN_ROWS else 0
-        if stride:  # the first `stride` rows of a block have no row above: keep them a small share
-            block = max(int(block), STRIDE_BLOCKS * int(stride))
         n = rows.shape[0]
+        if stride:  # the first `stride` rows of a block have no row above: keep them a small share,
+            # but leave ~32 blocks for the threads (results do not depend on the blocks)
+            block = max(int(block), min(STRIDE_BLOCKS * int(stride), max(4 * int(stride), n // 32)))
         mean = np.empty(n, dtype=np.float64)
         sd = np.empty(n if spread else 0, dtype=np.float64)
         counters = np.zeros(3, dtype=np.int64)
@@ -637,8 +638,9 @@ class CompiledForest:
             ``False``/``'none'``: every row walks every tree from the root, node by node.
             Results are identical on every path.
         block : int, optional
-            Rows per kernel block (per-tree state is kept within a block; at least
-            32 · ``stride`` rows when ``stride`` is given).
+            Rows per kernel block (per-tree state is kept within a block). With a
+            ``stride``, at least ``min(32 · stride, max(4 · stride, n_rows // 32))`` rows,
+            so that few rows lack the row above and the threads still get ~32 blocks.
         stride : int, optional
             Rows are also coherent with the row ``stride`` before them, e.g. a raster of
             ``stride`` columns given row by row: a tree the row falls outside the previous
