@@ -117,7 +117,7 @@ def _ours(world, threads, day_inner=False):
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_naive(world, record, note, n_jobs):
     out = record("engine tile×days", f"naive numpy+sklearn n_jobs={n_jobs}", _naive, world, n_jobs,
-                 incumbent=n_jobs == 1, rounds=3)  # fmt: skip
+                 incumbent=n_jobs == 1, rounds=3, items=N_PIX * N_PIX * 16 * N_DAYS, unit="sub-px")  # fmt: skip
     if n_jobs == 2:
         return
     n = N_PIX * N_PIX * 16 * N_DAYS
@@ -146,7 +146,8 @@ def test_naive(world, record, note, n_jobs):
 @pytest.mark.parametrize("day_inner", [True, False])
 def test_engine(world, record, note, threads, day_inner):
     name = f"engine {threads} thr" + (" day-inner" if day_inner else "")
-    out, _ = record("engine tile×days", name, _ours, world, threads, day_inner, rounds=3)
+    out, _ = record("engine tile×days", name, _ours, world, threads, day_inner, rounds=3,
+                    items=N_PIX * N_PIX * 16 * N_DAYS, unit="sub-px")  # fmt: skip
     ref = _naive(world) if threads == 1 and not day_inner else None
     if ref is not None:
         for k in ("sm", "subpixel_sd", "uncertainty", "valid_fraction"):

@@ -108,7 +108,7 @@ def test_sklearn(world, record, size, order):
     X = world["rows"][size]
     if order == "iid":
         X = X[np.random.default_rng(0).permutation(len(X))]
-    record(f"forest {size} rows {order}", "sklearn.predict n_jobs=1", world["rf"].predict, X, incumbent=True,
+    record(f"forest {size} rows {order}", "sklearn.predict n_jobs=1", world["rf"].predict, X, incumbent=True, items=len(X),
            rounds=3)  # fmt: skip
 
 
@@ -122,7 +122,8 @@ def test_compiled(world, record, note, size, order, reuse, threads):
         X = X[np.random.default_rng(0).permutation(len(X))]
     cf, rf = world["cf"], world["rf"]
     name = f"ours {threads} thr" + {True: "", "box": " box", False: " no-reuse"}[reuse]
-    out = record(f"forest {size} rows {order}", name, cf.predict, X, n_threads=threads, reuse=reuse, rounds=3)
+    out = record(f"forest {size} rows {order}", name, cf.predict, X, n_threads=threads, reuse=reuse, rounds=3,
+                 items=len(X))  # fmt: skip
     check = slice(0, 20_000)
     np.testing.assert_array_equal(out[check], rf.predict(X[check]))
     if threads == 1:
@@ -141,7 +142,7 @@ def test_compiled_raster(world, record, note, size, threads):
     X = world["rows"][size].reshape(h, w, -1)
     cf = world["cf"]
     name = f"ours {threads} thr raster input"
-    out = record(f"forest {size} rows coherent", name, cf.predict, X, n_threads=threads, rounds=3)
+    out = record(f"forest {size} rows coherent", name, cf.predict, X, n_threads=threads, rounds=3, items=h * w)
     assert out.shape == (h, w)
     np.testing.assert_array_equal(out.ravel()[:20_000], world["rf"].predict(world["rows"][size][:20_000]))
     if threads == 1:
@@ -161,7 +162,8 @@ def test_compiled_no_stride(world, record, note, size, threads):
     X = world["rows"][size]
     cf = world["cf"]
     name = f"ours {threads} thr stride=0"
-    out = record(f"forest {size} rows coherent", name, cf.predict, X, n_threads=threads, stride=0, rounds=3)
+    out = record(f"forest {size} rows coherent", name, cf.predict, X, n_threads=threads, stride=0, rounds=3,
+                 items=len(X))  # fmt: skip
     np.testing.assert_array_equal(out[:20_000], world["rf"].predict(X[:20_000]))
     if threads == 1:
         t0 = time.perf_counter()
@@ -183,12 +185,13 @@ def test_compiled_isa(world, record, monkeypatch, size, order, isa):
     if order == "iid":
         X = X[np.random.default_rng(0).permutation(len(X))]
     name = "ours 1 thr " + {"avx2": "AVX2", "c": "portable C"}[isa]
-    out = record(f"forest {size} rows {order}", name, world["cf"].predict, X, n_threads=1, rounds=3)
+    out = record(f"forest {size} rows {order}", name, world["cf"].predict, X, n_threads=1, rounds=3,
+                 items=len(X))  # fmt: skip
     np.testing.assert_array_equal(out[:20_000], world["rf"].predict(X[:20_000]))
 
 
 @pytest.mark.parametrize("size", list(SIZES))
 def test_compiled_spread(world, record, size):
     X = world["rows"][size]
-    record(f"forest {size} rows coherent", "ours 1 thr + spread", world["cf"].predict_with_spread, X, n_threads=1,
+    record(f"forest {size} rows coherent", "ours 1 thr + spread", world["cf"].predict_with_spread, X, n_threads=1, items=len(X),
            rounds=3)  # fmt: skip

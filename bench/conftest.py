@@ -44,9 +44,10 @@ def peak_memory(func, *args, **kwargs) -> float:
 
 @pytest.fixture
 def record(benchmark):
-    """``record(group, name, func, *args, incumbent=False, rounds=5)``: time and store."""
+    """``record(group, name, func, *args, incumbent=False, rounds=5, items=None, unit="rows")``:
+    time and store; with ``items`` (work per call) the summary also prints the throughput."""
 
-    def _run(group, name, func, *args, incumbent=False, rounds=5, **kwargs):
+    def _run(group, name, func, *args, incumbent=False, rounds=5, items=None, unit="rows", **kwargs):
         benchmark.group = group
         benchmark.name = name
         benchmark.extra_info["incumbent"] = incumbent
@@ -56,7 +57,8 @@ def record(benchmark):
         median = stats.stats.median if stats is not None else float("nan")
         mem = peak_memory(func, *args, **kwargs)
         benchmark.extra_info["peak_mib"] = mem
-        _RESULTS[group][name] = {"median": median, "peak_mib": mem, "incumbent": incumbent}
+        _RESULTS[group][name] = {"median": median, "peak_mib": mem, "incumbent": incumbent, "items": items,
+                                 "unit": unit}  # fmt: skip
         return result
 
     return _run
@@ -81,9 +83,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(f"[{group}]")
         for name, c in cases.items():
             ratio = ref / c["median"] if c["median"] and c["median"] == c["median"] else float("nan")
+            rate = ""
+            if c.get("items") and c["median"] == c["median"] and c["median"] > 0:
+                rate = f"   {c['items'] / c['median'] / 1e6:7.3f} M {c['unit']}/s"
             tr.write_line(
                 f"  {name:<28s} median {c['median'] * 1e3:10.2f} ms   peak {c['peak_mib']:8.1f} MiB"
-                f"   speed-up vs incumbent {ratio:7.1f}x"
+                f"   speed-up vs incumbent {ratio:7.1f}x{rate}"
             )
     for line in _NOTES:
         tr.write_line(line)
