@@ -57,7 +57,7 @@ SMF_TARGET static inline int SMF_NAME(smf_out)(const float *restrict xp, const f
  * replaces the kept leaf. Returns the number of trees still missed, listed in miss[].
  * pend != NULL: cur still holds the leaves of the previous valid row, whose sums (tree order,
  * the dependent additions of the mean, and with spread the shifted sums) are taken in the same
- * loop, beside the independent box tests, and stored to pend[0..2]. */
+ * loop, beside the independent box tests, and stored in pend's arrays at row pend->i. */
 typedef struct {
     double *sum, *shift, *s1, *s2;
     ptrdiff_t i;
@@ -204,11 +204,7 @@ SMF_TARGET static int SMF_NAME(smf_predict_blocks)(const smf_forest *F, const fl
          * given row by row) and receives row i's after the walks; slot (i + 1) % stride holds
          * row i - stride + 1 (above and to the right) until then. */
         int32_t *restrict above = stride ? ring + (i % stride) * T : NULL;
-#ifdef SMF_NO_RIGHT
-        const int32_t *restrict right = NULL;
-#else
         const int32_t *restrict right = stride > 1 ? ring + ((i + 1) % stride) * T : NULL;
-#endif
         const SMF_NAME(smf_pend) *pp = pend.i >= 0 ? &pend : NULL;
         ptrdiff_t nm;
         if (nfp == 16)
