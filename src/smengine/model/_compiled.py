@@ -87,7 +87,11 @@ def detect_stride(X: npt.ArrayLike, *, max_lag: int = 4096, min_lag: int = 8, n_
     infinite) is taken to each of the ``L = min(max_lag, n // 8)`` rows before it, and its
     median over probes ``D(s)`` is formed. The lag ``s ≥ min_lag`` with the smallest
     ``D(s)`` is returned when it is a clear dip: ``D(s) ≤ 2 D(1)`` and
-    ``D(s) < D̃ / 2`` (``D̃``: the median of ``D`` over all lags); shuffled rows have none.
+    ``D(s) < D̃ / 2`` (``D̃``: the median of ``D`` over all lags), on the probes and again on
+    ``8 · n_probes`` other rows against lag 1 and 32 lags spread over ``[min_lag, L]`` (the
+    smallest of ``L`` medians is biased low; the second look has no choice to make).
+    Shuffled rows, and rows that are only smooth in order (a random walk), have no such dip.
+    It costs ~1.5 ms for 16 features (10^5–10^6 rows).
 
     :meth:`CompiledForest.predict` uses it for flat inputs of at least 65 536 rows when
     ``stride`` is not given: the detected row above (and above-right) become reference
