@@ -136,29 +136,6 @@ SMF_NAME(smf_tests)(const float *restrict xp, ptrdiff_t nfp, const int n16, cons
 #undef SMF_BOX
 }
 
-/* The sums of row i (as in smf_tests) for the last row of a block. */
-SMF_TARGET static void SMF_NAME(smf_sums)(const double *restrict leafv, const int32_t *restrict cur, ptrdiff_t T,
-                                          const SMF_NAME(smf_pend) *pend)
-{
-    const ptrdiff_t i = pend->i;
-    double acc = pend->sum[i];
-    for (ptrdiff_t t = 0; t < T; ++t)
-        acc += leafv[cur[t]];
-    pend->sum[i] = acc;
-    if (pend->s1 != NULL) {
-        const double sh = leafv[cur[0]];
-        double a1 = pend->s1[i], a2 = pend->s2[i];
-        for (ptrdiff_t t = 0; t < T; ++t) {
-            const double dv = leafv[cur[t]] - sh;
-            a1 += dv;
-            a2 += dv * dv;
-        }
-        pend->shift[i] = sh;
-        pend->s1[i] = a1;
-        pend->s2[i] = a2;
-    }
-}
-
 SMF_TARGET static int SMF_NAME(smf_predict_blocks)(const smf_forest *F, const float *restrict X, ptrdiff_t n,
                                                    ptrdiff_t ld, ptrdiff_t stride,
                                                    const unsigned char *restrict valid,
@@ -278,8 +255,8 @@ SMF_TARGET static int SMF_NAME(smf_predict_blocks)(const smf_forest *F, const fl
             memcpy(above, cur, (size_t)T * sizeof(int32_t));
         pend.i = i;
     }
-    if (pend.i >= 0)
-        SMF_NAME(smf_sums)(leafv, cur, T, &pend);
+    if (pend.i >= 0) /* the last row's sums, by the same loop (its box tests are not used) */
+        SMF_NAME(smf_tests)(xp, nfp, nfp == 16, spread, boxes, leafv, cur, miss, T, NULL, NULL, &pend);
     free(cur);
     free(xp);
     if (stats != NULL) {
