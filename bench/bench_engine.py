@@ -29,6 +29,7 @@ from scipy import ndimage
 
 N_PIX = 20 if SMOKE else 100  # pixels per tile side
 N_DAYS = 2 if SMOKE else 8  # predicted days (the stack)
+N_SUBPIXEL_DAYS = N_PIX * N_PIX * 16 * N_DAYS  # sub-pixel predictions per run
 SPIN = 4 if SMOKE else 24  # earlier days (training rows, SWI spin-up)
 N_TREES = 10 if SMOKE else 100
 N_TRAIN = 2_000 if SMOKE else 27_000
@@ -117,10 +118,10 @@ def _ours(world, threads, day_inner=False):
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_naive(world, record, note, n_jobs):
     out = record("engine tile×days", f"naive numpy+sklearn n_jobs={n_jobs}", _naive, world, n_jobs,
-                 incumbent=n_jobs == 1, rounds=3, items=N_PIX * N_PIX * 16 * N_DAYS, unit="sub-px")  # fmt: skip
+                 incumbent=n_jobs == 1, rounds=3, items=N_SUBPIXEL_DAYS, unit="sub-px")  # fmt: skip
     if n_jobs == 2:
         return
-    n = N_PIX * N_PIX * 16 * N_DAYS
+    n = N_SUBPIXEL_DAYS
     note(f"[engine] tile {N_PIX}×{N_PIX} px × 16 sub-px × {N_DAYS} days = {n:,} sub-pixel predictions; "
          f"{int(np.isfinite(out['sm']).sum()):,} pixel-days with a value")  # fmt: skip
     # where the naive pipeline's time goes (one run each)
@@ -147,7 +148,7 @@ def test_naive(world, record, note, n_jobs):
 def test_engine(world, record, note, threads, day_inner):
     name = f"engine {threads} thr" + (" day-inner" if day_inner else "")
     out, _ = record("engine tile×days", name, _ours, world, threads, day_inner, rounds=3,
-                    items=N_PIX * N_PIX * 16 * N_DAYS, unit="sub-px")  # fmt: skip
+                    items=N_SUBPIXEL_DAYS, unit="sub-px")  # fmt: skip
     ref = _naive(world) if threads == 1 and not day_inner else None
     if ref is not None:
         for k in ("sm", "subpixel_sd", "uncertainty", "valid_fraction"):

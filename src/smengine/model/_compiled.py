@@ -129,14 +129,19 @@ def detect_stride(X: npt.ArrayLike, *, max_lag: int = 4096, min_lag: int = 8, n_
     rows = np.ascontiguousarray(X, dtype=np.float32)
     if rows.ndim != 2:
         raise ValidationError(f"detect_stride: X should be (n_rows, n_features), got shape {rows.shape}")
-    if min(int(max_lag), int(min_lag), int(n_probes)) < 1:
+    max_lag, min_lag, n_probes = int(max_lag), int(min_lag), int(n_probes)
+    if min(max_lag, min_lag, n_probes) < 1:
         raise ConfigError(f"detect_stride: max_lag, min_lag and n_probes should be >= 1, "
                           f"got {max_lag}, {min_lag}, {n_probes}")  # fmt: skip
+
+    def dip(at_s: float, at_1: float, others: np.ndarray) -> bool:
+        return bool(at_s <= 2.0 * at_1 and at_s < 0.5 * np.median(others))
+
     n = rows.shape[0]
-    L = min(int(max_lag), n // 8)
-    if L < max(2 * int(min_lag), 2):
+    L = min(max_lag, n // 8)
+    if L < max(2 * min_lag, 2):
         return 0
-    probes = np.unique(np.linspace(L, n - 1, int(n_probes)).astype(np.intp))
+    probes = np.unique(np.linspace(L, n - 1, n_probes).astype(np.intp))
     with np.errstate(invalid="ignore", over="ignore"):
         scale = np.std(rows[probes].astype(np.float64), axis=0)
     inv = np.zeros(rows.shape[1], dtype=np.float32)
@@ -146,20 +151,20 @@ def detect_stride(X: npt.ArrayLike, *, max_lag: int = 4096, min_lag: int = 8, n_
     _forest.lag_distances(rows, probes, inv, d)
     d.sort(axis=1)
     D = 0.5 * (d[:, (probes.size - 1) // 2] + d[:, probes.size // 2])  # median over probes; D[s - 1]: lag s
-    s = int(min_lag) + int(np.argmin(D[int(min_lag) - 1:]))
-    if not (D[s - 1] <= 2.0 * D[0] and D[s - 1] < 0.5 * np.median(D)):
+    s = min_lag + int(np.argmin(D[min_lag - 1:]))
+    if not dip(D[s - 1], D[0], D):
         return 0
     # The smallest of L medians is biased low: confirm on other rows, against lag 1 and 32 lags
     # spread over [min_lag, L] (the same criterion, now without a choice among lags).
-    fresh = np.unique(np.linspace(L, n - 1, 8 * int(n_probes)).astype(np.intp) + 1)
+    fresh = np.unique(np.linspace(L, n - 1, 8 * n_probes).astype(np.intp) + 1)
     fresh = fresh[(fresh < n) & ~np.isin(fresh, probes)]
-    spread = np.unique(np.linspace(int(min_lag), L, 32).astype(np.intp))
+    spread = np.unique(np.linspace(min_lag, L, 32).astype(np.intp))
     lags = np.concatenate([[1, s], spread[np.abs(spread - s) > 2]])
     with np.errstate(invalid="ignore", over="ignore"):
         dist = np.abs(rows[fresh][:, None, :] - rows[fresh[:, None] - lags]) * inv
         dist = np.where(np.isnan(dist).any(-1), np.inf, dist.max(-1))
     Dc = np.median(dist, axis=0)
-    if Dc[1] <= 2.0 * Dc[0] and Dc[1] < 0.5 * np.median(Dc[2:]):
+    if dip(Dc[1], Dc[0], Dc[2:]):
         log.debug("detect_stride: rows look like a raster of width %d (D(1) = %.3g, D(%d) = %.3g, "
                   "other lags %.3g)", s, Dc[0], s, Dc[1], np.median(Dc[2:]))  # fmt: skip
         return s
