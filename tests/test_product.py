@@ -327,7 +327,7 @@ def test_netcdf_on_disk_layout(nc_path):
         sm = f["sm"]
         assert sm.filters()["zlib"] and sm.filters()["shuffle"] and sm.filters()["complevel"] == 4
         assert sm.chunking() == [1, 4, 5]
-        assert np.isnan(sm.getncattr("_FillValue")) and sm.getncattr("coordinates") == "lat lon"
+        assert np.isnan(sm.getncattr("_FillValue")) and sm.getncattr("coordinates") == "lat lon crs"
         assert sm.getncattr("grid_mapping") == "crs"
         t = f["time"]
         assert t.units == "days since 1970-01-01" and t.calendar == "standard" and t.bounds == "time_bnds"
@@ -392,6 +392,9 @@ def test_rioxarray_and_gdal_read_crs_and_transform(nc_path, grid):
         assert ds["sm"].rio.crs == grid.pyproj_crs  # crs travels with the variable (a coordinate)
     with xr.open_dataset(nc_path, decode_coords="all") as ds:  # plain xarray, no smengine
         assert ds.rio.crs == grid.pyproj_crs and ds.rio.transform() == grid.transform
+    with xr.open_dataset(nc_path) as ds:  # plain xarray, default options: crs is a coordinate
+        assert "crs" in ds.coords and ds.rio.crs == grid.pyproj_crs and ds.rio.transform() == grid.transform
+        assert ds["sm"].rio.crs == grid.pyproj_crs
         assert ds["quality_flag"].dtype == np.uint8
     with rasterio.open(f"NETCDF:{nc_path}:sm") as src:  # GDAL's netCDF driver
         assert CRS.from_wkt(src.crs.to_wkt()) == grid.pyproj_crs

@@ -7,8 +7,9 @@ scaling"). The physics of what a CRNS sees lives in :mod:`smengine.footprint`.
 
 from __future__ import annotations
 
-# PROJ first: the ecCodes wheels (cfgrib's GRIB backend) bundle their own PROJ, and whichever
-# copy loads first serves both; pyproj needs its own. Importing smengine first keeps it so.
+# PROJ first. The GRIB extra pins an ecCodes binding that brings no PROJ of its own; should a
+# newer one (eccodeslib/eckitlib, loaded with RTLD_GLOBAL, with a second PROJ) be installed
+# by something else, pyproj bound first keeps its own copy within smengine.
 import pyproj  # noqa: F401  isort: skip
 
 import logging

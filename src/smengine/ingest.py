@@ -540,6 +540,10 @@ def _check_grib_messages(path: Path) -> int:
 def _grib(spec: SourceSpec, path: Path) -> Source:
     import xarray as xr
 
+    try:
+        import cfgrib  # noqa: F401  (the optional extra; imported only for GRIB input)
+    except ImportError as exc:
+        raise DataError(f"{path}: reading GRIB needs the 'grib' extra: pip install 'smengine[grib]' ({exc})") from exc
     _check_grib_messages(path)
     try:
         ds = xr.open_dataset(path, engine="cfgrib", backend_kwargs={"indexpath": ""})

@@ -239,7 +239,7 @@ def _where(mask: np.ndarray, days: pd.DatetimeIndex) -> str:
 
 
 def _crs_attrs(crs: CRS, transform: Affine) -> dict[str, Any]:
-    attrs = dict(crs.to_cf())
+    attrs = {"long_name": "coordinate reference system", **crs.to_cf()}
     wkt = attrs.get("crs_wkt") or crs.to_wkt()
     attrs["crs_wkt"] = wkt
     attrs["spatial_ref"] = wkt  # GDAL and rioxarray read this one
@@ -587,9 +587,14 @@ def _for_writing(ds: xr.Dataset, where: str) -> xr.Dataset:
     for name, v in out.variables.items():
         v.encoding = dict(encoding.get(str(name), {}))
         v.attrs = dict(v.attrs)
-        for key in _CF_RELATED:  # xarray writes these from the encoding (keeps crs out of coordinates)
+        for key in _CF_RELATED:  # xarray writes these from the encoding
             if key in v.attrs:
                 v.encoding[key] = v.attrs.pop(key)
+        if v.encoding.get("grid_mapping") == "crs":
+            # crs listed as a coordinate too, so that a plain xr.open_dataset makes it one and
+            # rioxarray finds the CRS (ds.rio.crs) without decode_coords="all"
+            aux = [c for c in ("lat", "lon") if c in out.coords and set(out[c].dims) <= set(v.dims)]
+            v.encoding["coordinates"] = " ".join([*aux, "crs"])
         # CF wants these in the variable's type; a trip through Zarr (JSON) makes them Python numbers
         for key in ("valid_min", "valid_max", "flag_values"):
             if key in v.attrs and v.dtype.kind in "fiu":

@@ -31,7 +31,7 @@ from libc.math cimport NAN, exp, fabs, isnan, sqrt
 from libc.string cimport memset
 from libc.float cimport FLT_MAX
 
-from smengine._ext._typedefs cimport float32_t, float64_t, intp_t, int32_t, uint8_t
+from smengine._ext._typedefs cimport float32_t, float64_t, int32_t, int64_t, intp_t, uint8_t
 
 from smengine._ext._forest_h cimport smf_forest, smf_predict, smf_sd, smf_set_forest, smf_set_tables, smf_stats
 
@@ -46,12 +46,12 @@ DEF FLAG_NO_INPUT = 4
 def run_days(
     const float32_t[:, :, ::1] static,      # IN  (Fs, Y, X) sub-pixel static layers
     const float32_t[:, :, :, ::1] dynamic,  # IN  (T_store, Fd, Y, X) sub-pixel daily layers
-    const long long[::1] tidx,              # IN  (D,) store day of each chunk day (-1: absent)
+    const int64_t[::1] tidx,              # IN  (D,) store day of each chunk day (-1: absent)
     const uint8_t[::1] want,                # IN  (D,) 1: predict this day, 0: only advance the SWI state
     const float64_t[::1] tday,              # IN  (D,) day numbers (days since epoch) for the SWI
     const float32_t[:, ::1] cvals,          # IN  (D, n_cells) coarse values of the chunk days, layers concatenated
     const int32_t[:, :, ::1] cindex,        # IN  (Lc, Y, X) coarse cell of each sub-pixel (-1: none)
-    const long long[::1] coff,              # IN  (Lc,) offset of each layer in cvals
+    const int64_t[::1] coff,              # IN  (Lc,) offset of each layer in cvals
     const float64_t[:, ::1] consts,         # IN  (D, n_const) per-day constants (calendar)
     const int32_t[:, ::1] plan,             # IN  (n_cols, 3) kind, a, b (see module docstring)
     intp_t n_forest,                        # columns [0, n_forest) are the forest's features
@@ -61,7 +61,7 @@ def run_days(
     const float64_t[::1] swi_T,             # IN  (S,) characteristic time of each slot, days
     const int32_t[:, ::1] nodes,            # IN  forest layout (CompiledForest)
     const float64_t[::1] leaf,
-    const long long[::1] root,
+    const int64_t[::1] root,
     const float32_t[:, ::1] boxes,          # IN  leaf boxes (CompiledForest.leaf_boxes) for reuse == 3
     const uint8_t[:, ::1] blocks,           # IN  block layout (CompiledForest.blocks) for reuse == 3
     const float64_t[::1] bleaf,
@@ -79,7 +79,7 @@ def run_days(
     uint8_t[:, ::1] okbuf,                  # SCRATCH (n_threads, Px*s*s*D) row valid
     float64_t[:, ::1] accbuf,               # SCRATCH (n_threads, 4*Px*s*s*D) forest sums
     int n_threads,
-    long long[::1] stats,                   # OUT (4,) visits, box hits, walks, invalid rows (added to)
+    int64_t[::1] stats,                   # OUT (4,) visits, box hits, walks, invalid rows (added to)
 ):
     """Advance the SWI state over the chunk's days and predict the wanted days.
 
@@ -90,9 +90,9 @@ def run_days(
     cdef intp_t T = root.shape[0], nrow = Px * s2 * D
     cdef smf_forest F
     cdef intp_t pr, px, q, a, b, r, c, lin, d, j, k, row, n, tid, failed = 0
-    cdef long long visits = 0, hits = 0, walks = 0, n_bad = 0
+    cdef int64_t visits = 0, hits = 0, walks = 0, n_bad = 0
     cdef float *X
-    cdef unsigned char *ok
+    cdef uint8_t *ok
     cdef double *acc
     cdef smf_stats *st
     cdef float *x

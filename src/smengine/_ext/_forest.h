@@ -75,6 +75,9 @@
  */
 #ifndef SMENGINE_FOREST_H
 #define SMENGINE_FOREST_H
+
+/* table builders used by _forest.pyx only: no unused-function warning in _engine.pyx */
+#define SMF_UNUSED __attribute__((unused))
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -160,7 +163,7 @@ static inline void smf_add(double v, ptrdiff_t i, int first, double *restrict su
  * Returns 0, or -1 if scratch memory could not be allocated. */
 SMF_CLONES
 static int smf_predict_block(const smf_forest *F, const float *restrict X, ptrdiff_t n,
-                             ptrdiff_t ld, const unsigned char *restrict valid, int reuse,
+                             ptrdiff_t ld, const uint8_t *restrict valid, int reuse,
                              double *restrict sum, double *restrict shift,
                              double *restrict s1, double *restrict s2, smf_stats *stats)
 {
@@ -271,7 +274,7 @@ static void smf_boxes_rec(const smf_node *nodes, int32_t node, float *lo, float 
 }
 
 /* out: (n_slots + 1, 2 * nfp) boxes of every leaf slot; the last one is empty (never hit). */
-static void smf_leaf_boxes(const smf_forest *F, ptrdiff_t n_slots, ptrdiff_t nfp, float *out)
+SMF_UNUSED static void smf_leaf_boxes(const smf_forest *F, ptrdiff_t n_slots, ptrdiff_t nfp, float *out)
 {
     float lo[256], hi[256];
     for (ptrdiff_t g = 0; g < nfp; ++g) {
@@ -304,7 +307,7 @@ typedef char smf_blk_is_64_bytes[sizeof(smf_blk) == 64 ? 1 : -1];
 /* Build the blocks of every tree, breadth-first per tree. Capacity: blk and todo hold
  * n_nodes + n_trees records, bslot n_leaves. Returns the number of blocks; *n_bslot is set
  * to the number of exit leaf entries (every leaf once). */
-static ptrdiff_t smf_build_blocks(const smf_forest *F, smf_blk *blk, int32_t *bslot, int32_t *broot,
+SMF_UNUSED static ptrdiff_t smf_build_blocks(const smf_forest *F, smf_blk *blk, int32_t *bslot, int32_t *broot,
                                   int32_t *todo, ptrdiff_t *n_bslot)
 {
     const smf_node *nodes = F->nodes;
@@ -400,7 +403,7 @@ static int smf_isa(void)
  * leaf of row i - stride before it is walked. Returns 0, or -1 if scratch memory could not
  * be allocated. */
 static int smf_predict(const smf_forest *F, int reuse, const float *X, ptrdiff_t n, ptrdiff_t ld,
-                       ptrdiff_t stride, const unsigned char *valid, double *sum, double *shift, double *s1, double *s2,
+                       ptrdiff_t stride, const uint8_t *valid, double *sum, double *shift, double *s1, double *s2,
                        smf_stats *stats)
 {
     if (reuse == 3) {

@@ -13,13 +13,13 @@ from libc.math cimport INFINITY, NAN, fabs, fabsf
 from libc.stdlib cimport calloc, free, malloc
 from libc.float cimport FLT_MAX
 
-from smengine._ext._typedefs cimport float32_t, float64_t, intp_t, int32_t, uint8_t
+from smengine._ext._typedefs cimport float32_t, float64_t, int32_t, int64_t, intp_t, uint8_t
 
 from smengine._ext._forest_h cimport (smf_blk, smf_build_blocks, smf_forest, smf_isa, smf_leaf_boxes, smf_predict,
                                       smf_sd, smf_set_forest, smf_set_tables, smf_stats)
 
 
-def leaf_boxes(const int32_t[:, ::1] nodes, const float64_t[::1] leaf, const long long[::1] root,
+def leaf_boxes(const int32_t[:, ::1] nodes, const float64_t[::1] leaf, const int64_t[::1] root,
                intp_t n_features, float32_t[:, ::1] out):
     """Fill out (n_slots + 1, 2 * nfp) with every leaf slot's box (lo then hi; nfp = out.shape[1] // 2)."""
     cdef smf_forest F
@@ -27,7 +27,7 @@ def leaf_boxes(const int32_t[:, ::1] nodes, const float64_t[::1] leaf, const lon
     smf_leaf_boxes(&F, out.shape[0] - 1, out.shape[1] // 2, &out[0, 0])
 
 
-def build_blocks(const int32_t[:, ::1] nodes, const float64_t[::1] leaf, const long long[::1] root,
+def build_blocks(const int32_t[:, ::1] nodes, const float64_t[::1] leaf, const int64_t[::1] root,
                  intp_t n_features, uint8_t[:, ::1] blocks, int32_t[::1] bslot, int32_t[::1] broot,
                  int32_t[::1] todo):
     """Fill blocks (capacity n_nodes + n_trees rows of 64 bytes), bslot (n_leaves) and broot
@@ -51,14 +51,14 @@ def isa():
 def predict(
     const int32_t[:, ::1] nodes,        # IN  (n_nodes, 3) {thr bits, feat, right}
     const float64_t[::1] leaf,          # IN  leaf values by slot
-    const long long[::1] root,          # IN  (n_trees,) first node of each tree
+    const int64_t[::1] root,          # IN  (n_trees,) first node of each tree
     const float32_t[:, ::1] X,          # IN  (n_rows, n_features)
     float64_t[::1] mean,                # OUT (n_rows,) mean over trees, NaN for invalid rows
     float64_t[::1] sd,                  # OUT (n_rows,) population SD over trees (len 0: skip)
     int reuse,                          # leaf-box / path reuse between consecutive rows
     intp_t block,                       # rows per block (one block = one task)
     int n_threads,
-    long long[::1] stats,               # OUT (3,) visits, box hits, walks from the root (added to)
+    int64_t[::1] stats,               # OUT (3,) visits, box hits, walks from the root (added to)
     const float32_t[:, ::1] boxes=None,  # IN  leaf boxes for reuse == 3
     const uint8_t[:, ::1] blocks=None,   # IN  block layout for reuse == 3
     const float64_t[::1] bleaf=None,     # IN  leaf values in block-exit order
@@ -71,8 +71,8 @@ def predict(
     cdef bint spread = sd.shape[0] > 0
     cdef smf_forest F
     cdef intp_t b, i0, m, i, f, n_bad = 0, failed = 0
-    cdef long long visits = 0, hits = 0, walks = 0
-    cdef unsigned char *ok
+    cdef int64_t visits = 0, hits = 0, walks = 0
+    cdef uint8_t *ok
     cdef double *acc
     cdef smf_stats *st
     cdef const float *xr
@@ -84,7 +84,7 @@ def predict(
         for b in prange(nblk, schedule="dynamic", num_threads=n_threads):
             i0 = b * block
             m = min(block, n - i0)
-            ok = <unsigned char *> malloc(m)
+            ok = <uint8_t *> malloc(m)
             acc = <double *> calloc(4 * m, sizeof(double))
             st = <smf_stats *> calloc(1, sizeof(smf_stats))
             if ok == NULL or acc == NULL or st == NULL:

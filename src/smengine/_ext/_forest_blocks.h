@@ -138,7 +138,7 @@ SMF_NAME(smf_tests)(const float *restrict xp, ptrdiff_t nfp, const int n16, cons
 
 SMF_TARGET static int SMF_NAME(smf_predict_blocks)(const smf_forest *F, const float *restrict X, ptrdiff_t n,
                                                    ptrdiff_t ld, ptrdiff_t stride,
-                                                   const unsigned char *restrict valid,
+                                                   const uint8_t *restrict valid,
                                                    double *restrict sum, double *restrict shift,
                                                    double *restrict s1, double *restrict s2, smf_stats *stats)
 {

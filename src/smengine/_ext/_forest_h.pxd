@@ -1,6 +1,6 @@
 # Declarations of the C forest kernel in _forest.h, shared by _forest.pyx and _engine.pyx.
 
-from smengine._ext._typedefs cimport float32_t, int32_t
+from smengine._ext._typedefs cimport float32_t, int32_t, int64_t, uint8_t
 
 cdef extern from "_forest.h" nogil:
     ctypedef struct smf_node:
@@ -10,7 +10,7 @@ cdef extern from "_forest.h" nogil:
     ctypedef struct smf_forest:
         const smf_node *nodes
         const double *leaf
-        const long long *root
+        const int64_t *root
         ptrdiff_t n_trees, n_features
         const float *boxes
         ptrdiff_t n_slots, nfp
@@ -19,19 +19,19 @@ cdef extern from "_forest.h" nogil:
         const int32_t *broot
         int isa
     ctypedef struct smf_stats:
-        long long visits, box_hits, walks
+        int64_t visits, box_hits, walks
     void smf_leaf_boxes(const smf_forest *F, ptrdiff_t n_slots, ptrdiff_t nfp, float *out)
     ptrdiff_t smf_build_blocks(const smf_forest *F, smf_blk *blk, int32_t *bslot, int32_t *broot, int32_t *todo,
                                ptrdiff_t *n_bslot)
     int smf_isa()
     int smf_predict(const smf_forest *F, int reuse, const float *X, ptrdiff_t n, ptrdiff_t ld,
-                    ptrdiff_t stride, const unsigned char *valid, double *sum, double *shift, double *s1, double *s2,
+                    ptrdiff_t stride, const uint8_t *valid, double *sum, double *shift, double *s1, double *s2,
                     smf_stats *stats)
     double smf_sd(double s1, double s2, ptrdiff_t T)
 
 
 cdef inline void smf_set_forest(smf_forest *F, const int32_t[:, ::1] nodes, const double[::1] leaf,
-                                const long long[::1] root, ptrdiff_t n_features) noexcept:
+                                const int64_t[::1] root, ptrdiff_t n_features) noexcept:
     """Point F at a CompiledForest's node layout (nodes viewed as (n_nodes, 3) int32), without tables."""
     F.nodes = <const smf_node *> &nodes[0, 0]
     F.leaf = &leaf[0]
@@ -48,7 +48,7 @@ cdef inline void smf_set_forest(smf_forest *F, const int32_t[:, ::1] nodes, cons
 
 
 cdef inline int smf_set_tables(smf_forest *F, int reuse, const float32_t[:, ::1] boxes,
-                               const unsigned char[:, ::1] blocks, const double[::1] bleaf,
+                               const uint8_t[:, ::1] blocks, const double[::1] bleaf,
                                const int32_t[::1] broot) except -1:
     """Point F (after smf_set_forest) at the leaf boxes and blocks of reuse == 3
     (CompiledForest.blocks) and pick the instruction set."""
