@@ -11,7 +11,7 @@ import pytest
 
 from smengine import neutrons as nt
 from smengine import stations as S
-from smengine.errors import DataError, ValidationError
+from smengine.errors import DataError, DataLossWarning, ValidationError
 from smengine.metrics import bias, pearson_r
 
 UTC = "UTC"
@@ -140,6 +140,31 @@ def test_daily_half_hours_count_as_half_and_days_are_utc() -> None:
     ss = S.StationSet([S.Station(id="H", lat=50, lon=6, data=pd.DataFrame({"sm": sm}, index=idx))])
     d = ss.daily()
     assert d["date"].tolist() == [np.datetime64("2020-06-01")] and d["n_hours"].iloc[0] == 18.0
+
+
+def test_daily_input_is_recognised_and_losses_are_loud() -> None:
+    # a series that is already daily: each valid day stands for 24 h, so min_hours=18 keeps it
+    idx = pd.date_range("2020-06-01", periods=10, freq="D", tz="UTC")
+    sm = np.linspace(0.1, 0.3, 10)
+    sm[4] = np.nan
+    ss = S.StationSet([S.Station(id="D", lat=50, lon=6, data=pd.DataFrame({"sm": sm}, index=idx))])
+    d = ss.daily()
+    assert len(d) == 9 and (d["n_hours"] == 24.0).all() and d.attrs["dropped_days"] == {"D": 0}
+    np.testing.assert_allclose(d["sm"], np.delete(sm, 4))
+    # 3-hourly data: 6 valid steps = 18 h; a day counts at most 24 h
+    idx3 = pd.date_range("2020-06-01", periods=16, freq="3h", tz="UTC")
+    sm3 = np.r_[np.full(6, 0.2), np.full(2, np.nan), np.full(5, 0.3), np.full(3, np.nan)]
+    d3 = S.StationSet([S.Station(id="T", lat=50, lon=6, data=pd.DataFrame({"sm": sm3}, index=idx3))])
+    out = d3.daily(min_hours=16)  # day 2 has 15 h: dropped; half the days is not yet loud (warnings are errors here)
+    assert out["n_hours"].tolist() == [18.0] and out.attrs["dropped_days"] == {"T": 1}
+    assert d3.daily(min_hours=15)["n_hours"].tolist() == [18.0, 15.0]
+    # hourly data losing most days is loud: a DataLossWarning naming the station and counts
+    idxh = _hourly(24 * 4)
+    smh = np.full(24 * 4, 0.2)
+    smh[10:24] = smh[34:48] = smh[58:72] = np.nan  # three days with 10 valid hours, one full day
+    sh = S.StationSet([S.Station(id="H", lat=50, lon=6, data=pd.DataFrame({"sm": smh}, index=idxh))])
+    with pytest.warns(DataLossWarning, match=r"H 3 of 4.*lower min_hours"):
+        assert len(sh.daily()) == 1
 
 
 def test_stationset_mapping_metadata_and_add() -> None:

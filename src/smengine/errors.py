@@ -20,6 +20,7 @@ __all__ = [
     "ConfigError",
     "ConvergenceError",
     "DataError",
+    "DataLossWarning",
     "PerformanceWarning",
     "SMEngineError",
     "SMEngineWarning",
@@ -66,6 +67,13 @@ class SMEngineWarning(UserWarning):
 
 class PerformanceWarning(SMEngineWarning):
     """The requested configuration works but will be slow (e.g. a pathological chunking)."""
+
+
+class DataLossWarning(SMEngineWarning):
+    """Data were dropped on the way (station days, training rows, pixel-days): the result is
+    computed from less than was given. The message counts what was lost and why. Turn it
+    into an error with ``warnings.simplefilter("error", DataLossWarning)`` (the CLI's
+    ``--strict``)."""
 
 
 #: Mapping of return codes to exception classes, for decoding status variables.

@@ -55,6 +55,7 @@ import logging
 import math
 import os
 import re
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -64,7 +65,7 @@ import numpy as np
 import pandas as pd
 
 from smengine import neutrons as nt
-from smengine.errors import ConfigError, DataError, ValidationError
+from smengine.errors import ConfigError, DataError, DataLossWarning, ValidationError
 
 __all__ = [
     "CANONICAL_COLUMNS",
@@ -334,9 +335,10 @@ class StationSet(Mapping[str, Station]):
 
         A time step is valid when ``sm`` is finite and none of the ``mask`` bits of its
         ``flag`` are set. Valid hours = valid steps × step length (the median spacing,
-        at most 1 h), so two valid half-hours count as one hour. Other numeric columns are
-        averaged over the same day (``precipitation`` summed), each over its own
-        finite values.
+        at most 24 h; a day counts at most 24 h), so two valid half-hours count as one
+        hour and a series that is already daily counts 24 h for each valid day. Other
+        numeric columns are averaged over the same day (``precipitation`` summed), each
+        over its own finite values.
 
         Parameters
         ----------
@@ -351,16 +353,28 @@ class StationSet(Mapping[str, Station]):
             Tidy table with columns ``station``, ``date`` (datetime64[D]), ``sm``,
             ``n_hours`` and the met series and extras; sorted by station and date. The
             number of days dropped per station is in ``.attrs["dropped_days"]``.
+
+        Warns
+        -----
+        DataLossWarning
+            When a station loses more than half of its days with data to ``min_hours``.
         """
         if not 0.0 <= min_hours <= 24.0:
             raise ConfigError(f"min_hours should be within [0, 24], got {min_hours}")
-        frames, dropped = [], {}
+        frames, dropped, heavy = [], {}, []
         for s in self.values():
             d, n_drop = _daily_one(s, min_hours, int(mask))
             dropped[s.id] = n_drop
             if n_drop:
                 log.info("station %s: %d days with < %g valid hours dropped", s.id, n_drop, min_hours)
+                if n_drop > len(d):
+                    heavy.append(f"{s.id} {n_drop} of {n_drop + len(d)}")
             frames.append(d)
+        if heavy:
+            warnings.warn(f"daily(min_hours={min_hours:g}) dropped most of the days with data at "
+                          f"{len(heavy)} station(s) ({', '.join(heavy)}): they have fewer valid hours (steps x step "
+                          "length, at most 24 h a day); lower min_hours if that is expected", DataLossWarning,
+                          stacklevel=2)  # fmt: skip
         cols = ["station", "date", "sm", "n_hours"]
         out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
         rest = [c for c in out.columns if c not in cols]
@@ -370,10 +384,12 @@ class StationSet(Mapping[str, Station]):
 
 
 def _step_hours(index: pd.DatetimeIndex) -> float:
+    """Hours one valid time step stands for: the median spacing, at most a day (so a daily
+    series counts 24 h per valid day; a single value counts 1 h)."""
     if len(index) < 2:
         return 1.0
     step = (index[1:] - index[:-1]).median() / pd.Timedelta(hours=1)
-    return min(step, 1.0)
+    return float(min(step, 24.0))
 
 
 def _daily_one(s: Station, min_hours: float, mask: int) -> tuple[pd.DataFrame, int]:
@@ -383,7 +399,7 @@ def _daily_one(s: Station, min_hours: float, mask: int) -> tuple[pd.DataFrame, i
     step = _step_hours(df.index)
     sm = df["sm"].where(valid)
     g = pd.DataFrame({"sm": sm, "_n": valid.astype(np.int64)}, index=df.index).groupby(day)
-    out = pd.DataFrame({"sm": g["sm"].mean(), "n_hours": g["_n"].sum() * step})
+    out = pd.DataFrame({"sm": g["sm"].mean(), "n_hours": np.minimum(g["_n"].sum() * step, 24.0)})
     others = [c for c in df.columns if c not in ("sm", "flag") and pd.api.types.is_numeric_dtype(df[c])]
     if others:
         go = df[others].groupby(day)
