@@ -52,7 +52,7 @@ def make_tile(path: Path, x0: float = 4_321_000, seed: int = 3, tile_id: str = "
 def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("engine")
     store = make_tile(tmp / "t000_000.h5")
-    fb = FeatureBuilder(store, FeatureSpec(swi_T=(5.0, 20.0)))
+    fb = FeatureBuilder(store, FeatureSpec(swi_T=(5.0, 20.0), swi_carry=False))
     sw = fb.swi()
     X = np.concatenate([fb.day(t, swi=sw).reshape(len(fb.names), -1).T for t in range(DAYS.size)])
     ok = np.isfinite(X).all(1)
@@ -105,7 +105,7 @@ def test_engine_is_deterministic_across_threads_chunks_and_order(world):
 def test_pixel_value_is_mean_of_subpixel_predictions_not_prediction_of_mean(world):
     """θ̂_P = mean_j f(x_j): recompute one pixel by hand from FeatureBuilder rows."""
     s, rf, names = world["store"], world["rf"], world["names"]
-    fb = FeatureBuilder(s, FeatureSpec(swi_T=(5.0, 20.0)))
+    fb = FeatureBuilder(s, FeatureSpec(swi_T=(5.0, 20.0), swi_carry=False))
     t = 4
     x = fb.day(t, swi=fb.swi())[[fb.names.index(n) for n in names]]
     block = x[:, 12:16, 20:24].reshape(len(names), -1).T  # pixel (3, 5)
@@ -282,3 +282,31 @@ def test_engine_carried_swi_equals_naive(world):
     # carrying keeps pixels valid on the sub-pixels' gap days: more valid sub-pixels than without
     plain = world["cf"]
     assert out["valid_fraction"].mean() > TileRunner(s, plain).predict_arrays(DAYS[1:])[1]["valid_fraction"].mean()
+
+
+def test_degraded_products_are_loud(world, tmp_path):
+    """Pixel-days without a value past NAN_WARN_FRACTION: a DataLossWarning in the API, a
+    'warning:' line from the CLI, an error with --strict."""
+    from click.testing import CliRunner
+
+    from smengine.cli import cli
+    from smengine.engine import NAN_WARN_FRACTION
+    from smengine.errors import DataLossWarning
+
+    s = world["store"]
+    days = slice(str(s.times[-2]), str(s.times[-1] + np.timedelta64(3, "D")))  # 3 of 5 days not in the store
+    with pytest.warns(DataLossWarning, match=r"of 600 pixel-days \(6[01]%\) have no soil moisture"):
+        ds = predict(s, world["cf"], days=days, n_threads=1)
+    assert (ds["quality_flag"].values == 4).mean() == pytest.approx(0.6) and NAN_WARN_FRACTION < 0.6
+    from smengine.engine import EngineStats
+
+    EngineStats(pixel_days=1000, nan_pixel_days=int(NAN_WARN_FRACTION * 1000)).warn_if_degraded("x")  # silent
+    with pytest.warns(DataLossWarning, match="x: 101 of 1,000 pixel-days"):
+        EngineStats(pixel_days=1000, nan_pixel_days=int(NAN_WARN_FRACTION * 1000) + 1).warn_if_degraded("x")
+    model = world["cf"].save(tmp_path / "m.smf.h5")
+    args = ["predict", str(model), str(s.path), "--out", str(tmp_path / "o"), "--start", days.start, "--end",
+            days.stop, "--threads", "1"]  # fmt: skip
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0 and "warning: run into" in r.output and "have no soil moisture" in r.output
+    r = CliRunner().invoke(cli, ["--strict", *args[:4], str(tmp_path / "o2"), *args[5:]])
+    assert r.exit_code == 1 and "Error: run into" in r.output and "Traceback" not in r.output

@@ -20,6 +20,8 @@ from smengine.grid import Grid
 from smengine.stations import Station, StationSet
 from smengine.tiles import TileStore, TileWriter
 
+#: the SWI on observation days only (swi<T>_<src>), every store layer a feature: what these tests check
+PLAIN = FeatureSpec(swi_carry=False)
 DAYS = np.array(["2020-05-01", "2020-05-02", "2020-05-03", "2020-05-05", "2020-05-06", "2020-05-07"],
                 dtype="datetime64[D]")  # fmt: skip
 
@@ -66,12 +68,12 @@ def _stations(store: TileStore, row: int = 21, col: int = 19) -> StationSet:
 
 
 def test_feature_names_and_spec_roundtrip(store: TileStore) -> None:
-    fb = FeatureBuilder(store)
+    fb = FeatureBuilder(store, PLAIN)
     T = FeatureSpec().swi_T
     assert fb.swi_of == ["s1", "smap"]  # chosen by their soil-moisture units
     assert fb.names == (["elev", "sand", "s1", "ndvi", "smap"] + [f"swi{t:g}_s1" for t in T]
                         + [f"swi{t:g}_smap" for t in T] + ["doy_sin", "doy_cos"])  # fmt: skip
-    spec = FeatureSpec(static=("elev",), dynamic=(), coarse=("smap",), swi_of=("smap",), swi_T=(3, 30))
+    spec = FeatureSpec(static=("elev",), dynamic=(), coarse=("smap",), swi_of=("smap",), swi_T=(3, 30), swi_carry=False)
     assert FeatureSpec.from_dict(spec.to_dict()) == spec
     assert FeatureBuilder(store, spec).names == ["elev", "smap", "swi3_smap", "swi30_smap", "doy_sin", "doy_cos"]
     with pytest.raises(ConfigError, match="not in the store"):
@@ -79,14 +81,33 @@ def test_feature_names_and_spec_roundtrip(store: TileStore) -> None:
     with pytest.raises(ConfigError, match=r"SWI source\(s\) \['elev'\] are not dynamic/coarse covariates"):
         FeatureBuilder(store, FeatureSpec(dynamic=("ndvi",), swi_of=("elev",)))
     # a source need not be a feature itself (its SWI is)
-    assert FeatureBuilder(store, FeatureSpec(dynamic=("ndvi",), coarse=(), swi_of=("s1",), swi_T=(5,))).names == [
+    assert FeatureBuilder(store, FeatureSpec(dynamic=("ndvi",), coarse=(), swi_of=("s1",), swi_T=(5,), swi_carry=False)).names == [
         "elev", "sand", "ndvi", "swi5_s1", "doy_sin", "doy_cos"]
     with pytest.raises(ConfigError, match="swi_T"):
         FeatureSpec(swi_T=(0,))
 
 
-def test_builder_day_equals_store_layers_and_per_pixel_swi(store: TileStore) -> None:
+def test_default_spec_gives_features_on_every_day(store: TileStore) -> None:
+    """The default carries the SWI (named swi<T>c_) and leaves its gappy sources out of the raw features."""
     fb = FeatureBuilder(store)
+    T = FeatureSpec().swi_T
+    assert fb.swi_of == ["s1", "smap"]
+    assert fb.names == (["elev", "sand", "ndvi"] + [f"swi{t:g}c_s1" for t in T] + [f"swi{t:g}c_smap" for t in T]
+                        + ["doy_sin", "doy_cos"])  # fmt: skip
+    sw = fb.swi()
+    # after each source's first observation every feature exists every day (store layers here are complete)
+    first = max(int(np.argmax(np.isfinite(fb.source_series(n)).any(axis=(1, 2)))) for n in fb.swi_of)
+    x = np.stack([fb.day(t, swi=sw) for t in range(first, DAYS.size)])
+    plain = FeatureBuilder(store, PLAIN)
+    xp = np.stack([plain.day(t) for t in range(first, DAYS.size)])
+    assert np.isfinite(x).all(axis=1).mean() > np.isfinite(xp).all(axis=1).mean()
+    # a source named as a dynamic feature stays a raw feature beside its SWI
+    named = FeatureBuilder(store, FeatureSpec(dynamic=("s1", "ndvi"), swi_T=(5,)))
+    assert named.names == ["elev", "sand", "s1", "ndvi", "swi5c_s1", "swi5c_smap", "doy_sin", "doy_cos"]  # smap: default
+
+
+def test_builder_day_equals_store_layers_and_per_pixel_swi(store: TileStore) -> None:
+    fb = FeatureBuilder(store, PLAIN)
     win = (5, 30, 7, 40)
     swi = fb.swi(win)
     for t in range(DAYS.size):
@@ -121,14 +142,14 @@ def _slow_footprint_mean(raster: np.ndarray, r: int, c: int, k: np.ndarray, min_
 
 def test_training_table_matches_slow_reference(store: TileStore) -> None:
     ss = _stations(store)
-    table = training_table(ss, store)
+    table = training_table(ss, store, PLAIN)
     assert table.attrs["excluded"] == {"OUT": "outside every tile"}
     daily = ss.daily()
     inside = daily[(daily["station"] == "IN") & daily["date"].isin(DAYS)]
     assert table["date"].tolist() == inside["date"].tolist()  # 2020-05-04 is not in the store
     assert len(table) == 6
     np.testing.assert_array_equal(table["target"], inside["sm"])
-    fb = FeatureBuilder(store)
+    fb = FeatureBuilder(store, PLAIN)
     swi_full = fb.swi()
     cell = store.grid.subpixel_resolution
     for (_, row), (_, d) in zip(table.iterrows(), inside.iterrows(), strict=True):
@@ -167,7 +188,7 @@ def test_training_table_uniform_fields_give_the_field_value(tmp_path) -> None:
         for t in range(DAYS.size):
             w.write_dynamic(t, "s1", np.full(grid.subpixel_shape, 0.1 * (t + 1), np.float32))
     st = TileStore.open(tmp_path / "u.h5")
-    table = training_table(_stations(st, 2, 61), st, FeatureSpec(swi_T=(10.0,)))  # near the east edge
+    table = training_table(_stations(st, 2, 61), st, FeatureSpec(swi_T=(10.0,), swi_carry=False))  # near the east edge
     t = np.array([st.day_index(d) for d in table["date"]])
     assert len(t) == 6 and np.allclose(table["a"], 3.5) and np.allclose(table["s1"], 0.1 * (t + 1))
     ref = exp_filter(0.1 * (np.arange(DAYS.size) + 1), st.times.astype(float), 10.0)
@@ -183,7 +204,7 @@ def test_training_table_rejects_stores_with_different_units(tmp_path) -> None:
                 w.write_dynamic(t, "s1", np.full(grid.subpixel_shape, 0.2, np.float32))
         stores.append(TileStore.open(tmp_path / f"{name}.h5"))
     with pytest.raises(ValidationError, match="units differ"):
-        training_table(_stations(stores[0], 2, 2), stores)
+        training_table(_stations(stores[0], 2, 2), stores, PLAIN)
 
 
 def test_carried_swi_and_quantised_kernels(store: TileStore) -> None:
@@ -194,7 +215,7 @@ def test_carried_swi_and_quantised_kernels(store: TileStore) -> None:
     days = store.times.astype("datetime64[D]").astype(float)
     want = exp_filter(fb.source_series("s1"), days, 5.0, carry=True)
     np.testing.assert_array_equal(fb.swi()[0], want)
-    plain = FeatureBuilder(store, FeatureSpec(swi_T=(5.0, 20.0))).swi()[0]
+    plain = FeatureBuilder(store, FeatureSpec(swi_T=(5.0, 20.0), swi_carry=False)).swi()[0]
     assert np.isnan(plain).sum() > np.isnan(want).sum()  # carrying fills the gap days
     ss = _stations(store)
     q = (2.0, 0.02, 5.0)

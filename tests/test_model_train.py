@@ -396,7 +396,7 @@ def test_end_to_end_on_a_real_training_table(tmp_path) -> None:
         theta = 0.15 + 0.05 * i + 0.05 * np.sin(np.arange(hours.size) / 96.0)
         data = pd.DataFrame({"sm": theta, "abs_humidity": 6.0, "pressure": 990.0}, index=hours)
         stations.append(Station(id=f"ST{i}", lat=float(lat), lon=float(lon), data=data, bulk_density=1.4))
-    tt = training_table(StationSet(stations), store, FeatureSpec(swi_T=(5.0,)))
+    tt = training_table(StationSet(stations), store, FeatureSpec(swi_T=(5.0,), swi_carry=False))
     assert len(tt) == 4 * days.size and {"x", "y"} <= set(tt.columns)
     f = train(tt, block_size=6_000.0, **FAST)
     card = f.card
@@ -430,3 +430,19 @@ def test_cli_train_writes_a_compiled_forest_with_its_card(table: pd.DataFrame, t
     assert "| " in card.read_text() and cf.card.content_hash in card.read_text()
     bad = CliRunner().invoke(cli, ["train", str(csv), "--out", str(out), "--cv", "random"])
     assert bad.exit_code != 0 and "unknown cv scheme" in bad.output
+
+
+def test_dropped_rows_are_loud(table: pd.DataFrame) -> None:
+    from smengine.errors import DataLossWarning
+    from smengine.model._train import DROP_WARN_FRACTION
+
+    gappy = table.copy()
+    gappy.attrs = dict(table.attrs)
+    gappy.loc[gappy.index[::3], "clay"] = np.nan  # a third of the rows
+    with pytest.warns(DataLossWarning, match=r"rows \(3[34]%\) have NaN/inf .*worst features: clay 3[34]%"):
+        f = train(gappy, cv=("site",), search=False, **FAST)
+    assert f.card.n_dropped["features"] == {"clay": int(np.ceil(len(table) / 3))}
+    few = table.copy()
+    few.attrs = dict(table.attrs)
+    few.loc[few.index[: int(DROP_WARN_FRACTION * len(few))], "clay"] = np.nan  # at the threshold: silent
+    train(few, cv=("site",), search=False, **FAST)

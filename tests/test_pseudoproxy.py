@@ -100,7 +100,7 @@ def test_run_pseudoproxy_on_a_tile(tmp_path):
     from smengine.pseudoproxy import run_pseudoproxy
 
     store, days = _tile(tmp_path / "t.h5")
-    spec = FeatureSpec(swi_T=(5.0,))
+    spec = FeatureSpec(swi_T=(5.0,), swi_carry=False)
     fb = FeatureBuilder(store, spec)
     sw = fb.swi()
     grid = store.grid

@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 import click
 
 import smengine
 from smengine import footprint as fp
-from smengine.errors import SMEngineError
+from smengine.errors import SMEngineError, SMEngineWarning
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +27,43 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root.setLevel(level)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """The command group: an smengine error (or, with --strict, warning) becomes one clean line and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (SMEngineError, SMEngineWarning) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def _show_warnings(ctx: click.Context, strict: bool) -> None:
+    """For the rest of the command: smengine warnings (data dropped, degraded results) print as
+    ``warning: ...`` on stderr, each time; with ``strict`` they are errors."""
+    ctx.with_resource(warnings.catch_warnings())
+    warnings.simplefilter("error" if strict else "always", SMEngineWarning)
+    shown = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:  # fmt: skip
+        if issubclass(category, SMEngineWarning):
+            click.echo(f"warning: {message}", err=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(smengine.__version__, "-V", "--version", prog_name="smengine")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
-def cli(verbose: int, quiet: bool) -> None:
+@click.option("--strict", is_flag=True, help="Treat smengine warnings (dropped data, degraded results) as errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool, strict: bool) -> None:
     """smengine: gridded profile soil moisture by emulating cosmic-ray neutron sensors."""
     _setup_logging(verbose, quiet)
+    _show_warnings(ctx, strict)
 
 
 @cli.command()

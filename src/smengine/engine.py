@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from smengine._threads import effective_n_threads
-from smengine.errors import ConfigError, DataError
+from smengine.errors import ConfigError, DataError, DataLossWarning
 from smengine.features import calendar_features
 from smengine.tiles import TileStore, as_days
 
@@ -78,6 +78,9 @@ class EngineStats:
         Forest traversal counters (see :class:`smengine.model.TraversalStats`).
     spinup_days : int
         Store days run through the SWI state update only.
+    pixel_days, nan_pixel_days : int
+        Requested pixel × days, and those without a value (quality flag 2-4: too few
+        valid sub-pixels, none, or no input).
     """
 
     subpixel_days: int = 0
@@ -87,10 +90,29 @@ class EngineStats:
     box_hits: int = 0
     walks: int = 0
     spinup_days: int = 0
+    pixel_days: int = 0
+    nan_pixel_days: int = 0
 
     def add(self, other: EngineStats) -> None:
         for k in self.__dataclass_fields__:
             setattr(self, k, getattr(self, k) + getattr(other, k))
+
+    def warn_if_degraded(self, where: str, fraction: float | None = None) -> None:
+        """Warn (:class:`~smengine.errors.DataLossWarning`) when more than ``fraction`` (default
+        :data:`NAN_WARN_FRACTION`) of the pixel-days have no value, with the sub-pixel rows
+        that had a NaN/inf feature."""
+        limit = NAN_WARN_FRACTION if fraction is None else fraction
+        if self.pixel_days and self.nan_pixel_days > limit * self.pixel_days:
+            rows = f"{self.invalid / self.subpixel_days:.0%}" if self.subpixel_days else "no"
+            warnings.warn(f"{where}: {self.nan_pixel_days:,} of {self.pixel_days:,} pixel-days "
+                          f"({self.nan_pixel_days / self.pixel_days:.0%}) have no soil moisture; {rows} of the "
+                          "sub-pixel-days had a NaN/inf feature (a covariate with gaps, e.g. a satellite layer on "
+                          "overpass days only, or days missing from the tiles); use carried SWI features "
+                          "(FeatureSpec(swi_carry=True)) or leave such layers out", DataLossWarning, stacklevel=3)
+
+
+#: predict/run warn (DataLossWarning) when more than this fraction of the pixel-days is NaN
+NAN_WARN_FRACTION = 0.1
 
 
 def _load_forest(forest: Any) -> Any:
@@ -358,6 +380,8 @@ class TileRunner:
             if progress is not None:
                 progress(int(want.sum()))
         self._next = max(self._next, last + 1)
+        self.stats.pixel_days += out["quality_flag"].size
+        self.stats.nan_pixel_days += int((out["quality_flag"] >= 2).sum())
         return req, out
 
 
@@ -415,6 +439,7 @@ def predict(
     runner = TileRunner(store, forest, min_valid_fraction=min_valid_fraction, n_threads=n_threads,
                         chunk_days=chunk_days, day_inner=day_inner, reuse=reuse)  # fmt: skip
     req, out = runner.predict_arrays(days, progress=progress)
+    runner.stats.warn_if_degraded(f"predict {runner.store.path}")
     return _product(runner, req, out, config)
 
 
@@ -607,6 +632,7 @@ def run(
         written += w
         skipped += sk
         stats.add(st_)
+    stats.warn_if_degraded(f"run into {out}")
     return RunResult(tuple(written), tuple(skipped), tuple(failed), stats)
 
 
@@ -635,7 +661,8 @@ def naive_predict(store: TileStore | str | os.PathLike[str], estimator: Any, fea
     carry = {bool(m["carry"]) for m in swi}
     if len(carry) > 1:
         raise ConfigError("naive_predict: the forest mixes carried (swi<T>c_) and plain SWI features")
-    spec = FeatureSpec(swi_of=tuple(srcs), swi_T=tuple(Ts) if Ts else (5.0,), swi_carry=carry == {True})
+    spec = FeatureSpec(dynamic=tuple(s.dynamic_names), coarse=tuple(s.coarse_names), swi_of=tuple(srcs),
+                       swi_T=tuple(Ts) if Ts else (5.0,), swi_carry=carry == {True})  # fmt: skip
     fb = FeatureBuilder(s, spec)
     col = [fb.names.index(n) for n in names]
     req = _select_days(s, days)

@@ -60,7 +60,11 @@ class FeatureSpec:
     Parameters
     ----------
     static, dynamic, coarse : sequence of str, optional
-        Covariates to use; ``None`` takes all of that kind in the store.
+        Covariates to use; ``None`` takes all of that kind in the store, except (with
+        ``swi_carry``) the SWI sources themselves: a satellite soil-moisture layer has
+        values on overpass days only, and a raw feature with gaps leaves its rows and
+        pixel-days NaN; its information enters every day through its carried SWI.
+        Name such a layer explicitly to use it raw as well.
     swi_of : sequence of str, optional
         Covariates (dynamic or coarse) to filter — they need not be features themselves
         (e.g. a layer with gaps whose carried SWI is used); ``None``: the selected dynamic
@@ -72,7 +76,14 @@ class FeatureSpec:
     swi_carry : bool, optional
         On days without an observation of the source, carry the last SWI forward instead
         of NaN (``exp_filter(carry=True)``), so that the SWI exists every day after the
-        first observation. The features are then named ``swi<T>c_<source>``. Default False.
+        first observation and the product is daily. The features are then named
+        ``swi<T>c_<source>``. Default True; ``False`` gives the SWI on observation days
+        only (``swi<T>_<source>``).
+
+    Examples
+    --------
+    >>> FeatureSpec(swi_of=("s1_sm",), swi_T=(5, 20)).swi_carry
+    True
     """
 
     static: tuple[str, ...] | None = None
@@ -81,7 +92,7 @@ class FeatureSpec:
     swi_of: tuple[str, ...] | None = None
     swi_T: tuple[float, ...] = (5.0, 10.0, 20.0, 40.0)
     calendar: bool = True
-    swi_carry: bool = False
+    swi_carry: bool = True
     _fields: tuple[str, ...] = field(default=("static", "dynamic", "coarse", "swi_of"), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -169,6 +180,11 @@ class FeatureBuilder:
             if bad:
                 raise ConfigError(f"{store.path}: SWI source(s) {bad} are not dynamic/coarse covariates of the store "
                                   f"({store.dynamic_names + store.coarse_names})")  # fmt: skip
+        if spec.swi_carry:  # a carried SWI source is not also a raw feature unless named (see FeatureSpec)
+            if spec.dynamic is None:
+                self.dynamic = [n for n in self.dynamic if n not in self.swi_of]
+            if spec.coarse is None:
+                self.coarse = [n for n in self.coarse if n not in self.swi_of]
         c = "c" if spec.swi_carry else ""
         self.swi_names = [f"swi{T:g}{c}_{n}" for n in self.swi_of for T in spec.swi_T]
         self.calendar = ["doy_sin", "doy_cos"] if spec.calendar else []

@@ -46,7 +46,7 @@ from joblib import effective_n_jobs
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, ParameterGrid
 
-from smengine.errors import ConfigError, ValidationError
+from smengine.errors import ConfigError, DataLossWarning, ValidationError
 from smengine.metrics import evaluate
 from smengine.model._card import ModelCard, json_safe
 from smengine.model._hash import forest_hash
@@ -292,6 +292,10 @@ def _median(site: pd.DataFrame) -> dict[str, Any]:
     return {k: float(site[k].median()) if site[k].notna().any() else None for k in _MEDIAN_KEYS if k in site}
 
 
+#: train warns (DataLossWarning) when more than this fraction of the table's rows is incomplete
+DROP_WARN_FRACTION = 0.1
+
+
 def _drop_incomplete(table: pd.DataFrame, X: np.ndarray, y: np.ndarray, features: Sequence[str],
                      target: str) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
     bad_x = ~np.isfinite(X)
@@ -305,6 +309,13 @@ def _drop_incomplete(table: pd.DataFrame, X: np.ndarray, y: np.ndarray, features
     if dropped["total"]:
         log.info("dropped %d of %d rows with NaN/inf: %s %d, station %d, date %d, features %s", dropped["total"],
                  len(table), target, dropped["target"], dropped["station"], dropped["date"], per_feature)  # fmt: skip
+    if keep.any() and dropped["total"] > DROP_WARN_FRACTION * len(table):  # none left: train raises
+        worst = ", ".join(f"{f} {n / len(table):.0%}" for f, n in sorted(per_feature.items(), key=lambda kv: -kv[1])[:5])
+        warnings.warn(f"train: {dropped['total']} of {len(table)} rows ({dropped['total'] / len(table):.0%}) have "
+                      f"NaN/inf and are left out (target {dropped['target']}; NaN share of the worst features: "
+                      f"{worst or 'none'}); a feature with gaps (e.g. a satellite layer on overpass days only) "
+                      "also leaves its pixel-days NaN in the product: use its carried SWI (FeatureSpec(swi_carry=True)) "
+                      "or leave it out", DataLossWarning, stacklevel=3)  # fmt: skip
     return keep, dropped
 
 
@@ -341,8 +352,10 @@ def train(
 
     1. Rows with NaN/inf in a feature or the target (or a missing station or date) are
        dropped and counted per reason: the native predictor never sees incomplete rows,
-       so the forest is trained on complete rows only. Rows are then sorted by station and
-       date, so the result does not depend on the table's row order.
+       so the forest is trained on complete rows only (a :class:`~smengine.errors.DataLossWarning`
+       names the worst features when more than :data:`DROP_WARN_FRACTION` of the rows go).
+       Rows are then sorted by station and date, so the result does not depend on the
+       table's row order.
     2. With ``search``, every candidate of ``param_grid`` (default SCIENCE §4.3:
        ``max_features`` ∈ {0.2, 0.33, 0.5} × ``min_samples_leaf`` ∈ {1, 5, 20}) is scored by
        leave-site-out CV with ``search_estimators`` trees; the lowest pooled RMSE wins
