@@ -7,8 +7,10 @@ source cell that contains (or, on a reduced Gaussian grid, is nearest to) its ce
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ import xarray as xr
 from affine import Affine
 from pyproj import Transformer
 
-from smengine.errors import DataError
+from smengine.errors import ConfigError, DataError, SMEngineWarning
 from smengine.grid import Grid
 from smengine.ingest import (
     SourceSpec,
@@ -362,3 +364,200 @@ def test_failed_ingest_leaves_no_partial_tile(tmp_path):
     assert names == ["t000_000.h5"]  # the finished western tile stays, the failed one is absent
     TileStore.open(out / "t000_000.h5")
     shutil.rmtree(out)
+
+
+# ---------------------------------------------------------------- incremental ingest
+FINE = Affine(250, 0, 4_321_000, 0, -250, 3_000_000)  # sub-pixel sized cells over the whole grid
+COARSE = Affine(5000, 0, 4_321_000, 0, -5000, 3_000_000)  # > 4 pixels: kept coarse
+
+
+def _world(folder, n_days=8):
+    """A 2x2-tile grid, daily fine (s1) and coarse (cci) GeoTIFFs, a static elevation."""
+    grid = Grid.from_bounds(4_321_000, 2_980_000, 4_341_000, 3_000_000, tile_size=10)
+    (folder / "s1").mkdir()
+    (folder / "cci").mkdir()
+    s1 = _daily_tifs(folder / "s1", n_days, FINE, (80, 80))
+    cci = _daily_tifs(folder / "cci", n_days, COARSE, (4, 4), seed=1)
+    _write_tif(folder / "elev.tif", np.arange(6400.0).reshape(80, 80), FINE, units="m")
+    return grid, s1, cci, folder / "elev.tif"
+
+
+def _tiles(out):
+    """Every tile's bytes, by file name."""
+    return {p.name: p.read_bytes() for p in sorted(out.glob("*.h5"))}
+
+
+def _stat(out):
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(out.iterdir())}
+
+
+def _spy(src, reads):
+    """The source, recording the day indices its reader is asked for."""
+    inner = src.reader
+    return dataclasses.replace(src, reader=lambda t, w: (reads.append(t), inner(t, w))[1], _cache=None)
+
+
+def test_ingest_appends_new_days_and_copies_the_old_ones(tmp_path, caplog):
+    grid, s1, cci, elev = _world(tmp_path)
+    out = tmp_path / "tiles"
+    ingest([SourceSpec(s1[:5], name="s1"), SourceSpec(cci[:5], name="cci", storage="coarse"),
+            SourceSpec(elev, name="elev")], grid, out)  # fmt: skip
+    first = {p.name: TileStore.open(p) for p in out.glob("*.h5")}
+    first = {k: (np.array(s.static), np.array(s.dynamic), np.array(s.coarse["cci"].values)) for k, s in first.items()}
+    # the glob now matches 8 days; only days 6-8 may be read (and regridded) from the sources
+    reads = {"s1": [], "cci": [], "elev": []}
+    srcs = [_spy(open_source(SourceSpec(s1, name="s1")), reads["s1"]),
+            _spy(open_source(SourceSpec(cci, name="cci")), reads["cci"]),
+            _spy(open_source(SourceSpec(elev, name="elev")), reads["elev"])]  # fmt: skip
+    with caplog.at_level("INFO", logger="smengine.ingest"):
+        ingest(srcs, grid, out)
+    assert set(reads["s1"]) == set(reads["cci"]) == {5, 6, 7} and reads["elev"] == []
+    assert "t001_001: appended 3 days, regridded new days of ['s1', 'cci']" in caplog.text
+    for name, (static, dynamic, values) in first.items():
+        s = TileStore.open(out / name)
+        assert s.times.size == 8 and str(s.times[-1]) == "2020-01-08" and s.coarse_names == ["cci"]
+        assert s.static.tobytes() == static.tobytes()
+        assert s.dynamic[:5].tobytes() == dynamic.tobytes()
+        assert s.coarse["cci"].values[:5].tobytes() == values.tobytes()
+        assert s.covered("s1").all() and s.covered("cci").all()
+    # days 6-8 (indeed the whole file) equal a from-scratch ingest of the 8 days
+    fresh = tmp_path / "fresh"
+    ingest([SourceSpec(s1, name="s1"), SourceSpec(cci, name="cci", storage="coarse"), SourceSpec(elev, name="elev")],
+           grid, fresh)  # fmt: skip
+    assert _tiles(out) == _tiles(fresh)
+
+
+def test_ingest_adds_new_static_and_coarse_sources(tmp_path, caplog):
+    grid, s1, cci, elev = _world(tmp_path, n_days=3)
+    out = tmp_path / "tiles"
+    ingest([SourceSpec(s1, name="s1")], grid, out)
+    before = {p.name: np.array(TileStore.open(p).dynamic) for p in out.glob("*.h5")}
+    specs = [SourceSpec(s1, name="s1"), SourceSpec(elev, name="elev"),
+             SourceSpec(cci[:2], name="cci", storage="coarse")]  # fmt: skip
+    with caplog.at_level("INFO", logger="smengine.ingest"):
+        ingest(specs, grid, out)
+    assert "t000_000: added layers ['elev', 'cci']" in caplog.text
+    for name, dynamic in before.items():
+        s = TileStore.open(out / name)
+        assert s.static_names == ["elev"] and s.dynamic_names == ["s1"] and s.coarse_names == ["cci"]
+        assert s.units["elev"] == "m" and s.sources["elev"] == str(elev)
+        assert s.dynamic.tobytes() == dynamic.tobytes()
+        assert list(s.covered("cci")) == [True, True, False]  # the coarse source lacks day 3: NaN
+        assert np.isnan(s.coarse["cci"].values[2]).all()
+    fresh = tmp_path / "fresh"
+    ingest(specs, grid, fresh)
+    assert _tiles(out) == _tiles(fresh)
+
+
+def test_ingest_fills_the_days_a_layer_lacked(tmp_path):
+    # a product that lags behind (cci has 2 of the tile's 4 days) later catches up
+    grid, s1, cci, elev = _world(tmp_path, n_days=4)
+    out = tmp_path / "tiles"
+    ingest([SourceSpec(s1, name="s1"), SourceSpec(cci[:2], name="cci")], grid, out)
+    assert list(TileStore.open(out / "t000_000.h5").covered("cci")) == [True, True, False, False]
+    reads = []
+    ingest([SourceSpec(s1, name="s1"), _spy(open_source(SourceSpec(cci, name="cci")), reads)], grid, out)
+    assert set(reads) == {2, 3}
+    fresh = tmp_path / "fresh"
+    ingest([SourceSpec(s1, name="s1"), SourceSpec(cci, name="cci")], grid, fresh)
+    assert _tiles(out) == _tiles(fresh)
+
+
+def test_ingest_redoes_a_changed_source_with_a_warning(tmp_path, caplog):
+    grid, s1, cci, elev = _world(tmp_path, n_days=3)
+    (tmp_path / "v2").mkdir()
+    s1_v2 = _daily_tifs(tmp_path / "v2", 3, FINE, (80, 80), seed=7)  # reprocessed: other files, same days
+    out = tmp_path / "tiles"
+    ingest([SourceSpec(s1, name="s1"), SourceSpec(elev, name="elev")], grid, out)
+    static = {p.name: np.array(TileStore.open(p).static) for p in out.glob("*.h5")}
+    specs = [SourceSpec(s1_v2, name="s1"), SourceSpec(elev, name="elev")]
+    with pytest.warns(SMEngineWarning, match=r"layer 's1': source files changed.*v2") as record:
+        ingest(specs, grid, out)
+    assert len(record) == 1  # once per layer, not once per tile
+    assert caplog.text.count("source files changed") == 4  # each tile is logged
+    assert "t001_000: layer 's1'" in caplog.text and str(s1[0]) in caplog.text and str(s1_v2[0]) in caplog.text
+    for name, st in static.items():
+        assert TileStore.open(out / name).static.tobytes() == st.tobytes()  # elev: untouched
+    fresh = tmp_path / "fresh"
+    ingest(specs, grid, fresh)
+    assert _tiles(out) == _tiles(fresh)
+    # a changed storage is a change too
+    with pytest.warns(SMEngineWarning, match=r"layer 's1': stored as dynamic, now coarse"):
+        ingest([SourceSpec(s1_v2, name="s1", storage="coarse")], grid, out)
+    s = TileStore.open(out / "t000_000.h5")
+    assert s.coarse_names == ["s1"] and s.dynamic_names == [] and s.static_names == ["elev"]
+
+
+def test_ingest_skips_a_complete_tile_and_keeps_unnamed_layers(tmp_path, caplog):
+    grid, s1, cci, elev = _world(tmp_path, n_days=3)
+    out = tmp_path / "tiles"
+    specs = [SourceSpec(s1, name="s1"), SourceSpec(cci[1:], name="cci"), SourceSpec(elev, name="elev")]
+    ingest(specs, grid, out)
+    before = _stat(out)
+    with caplog.at_level("INFO", logger="smengine.ingest"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ingest(specs, grid, out) == [out / f"{t}.h5" for t in ("t000_000", "t000_001", "t001_000", "t001_001")]
+        ingest(specs[:2], grid, out)  # elev named by no source: kept, and nothing to do
+    assert _stat(out) == before
+    assert "t001_001: up to date, skipped" in caplog.text
+    assert "t001_001: up to date, skipped; kept ['elev'] (named by no source)" in caplog.text
+
+
+def test_failed_update_leaves_the_old_tile(tmp_path):
+    grid, s1, cci, elev = _world(tmp_path, n_days=5)
+    out = tmp_path / "tiles"
+    ingest([SourceSpec(s1[:3], name="s1")], grid, out)
+    before = _tiles(out)
+
+    def broken(t, window):
+        raise DataError("s1_20200105.tif: read error")
+
+    src = open_source(SourceSpec(s1, name="s1"))
+    good = src.reader
+    src = dataclasses.replace(src, reader=lambda t, w: broken(t, w) if t == 4 else good(t, w), _cache=None)
+    with pytest.raises(DataError, match="read error"):
+        ingest([src], grid, out)
+    assert _tiles(out) == before
+    assert sorted(os.listdir(out)) == sorted(before)  # no temporary files
+
+
+def test_ingest_overwrite_rewrites_and_days_extend_the_axis(tmp_path):
+    grid, s1, cci, elev = _world(tmp_path, n_days=2)
+    out = tmp_path / "tiles"
+    specs = [SourceSpec(s1, name="s1")]
+    ingest(specs, grid, out)
+    before, content = _stat(out), _tiles(out)
+    ingest(specs, grid, out, overwrite=True)
+    after = _stat(out)
+    assert all(after[k][0] != before[k][0] for k in before) and _tiles(out) == content
+    # days= adds to an existing tile's own days
+    dynamic = np.array(TileStore.open(out / "t000_000.h5").dynamic)
+    ingest(specs, grid, out, days=["2020-01-05"])
+    s = TileStore.open(out / "t000_000.h5")
+    assert list(s.times.astype(str)) == ["2020-01-01", "2020-01-02", "2020-01-05"]
+    assert list(s.covered("s1")) == [True, True, False] and np.isnan(s.dynamic[2]).all()
+    assert s.dynamic[:2].tobytes() == dynamic.tobytes()
+
+
+def test_ingest_refuses_a_tile_of_another_grid(tmp_path):
+    grid, s1, cci, elev = _world(tmp_path, n_days=1)
+    out = tmp_path / "tiles"
+    ingest([SourceSpec(s1, name="s1")], grid, out)
+    other = Grid.from_bounds(4_321_000, 2_980_000, 4_341_000, 3_000_000, resolution=500.0, tile_size=20)
+    with pytest.raises(ConfigError, match="t000_000.h5: the tile was written for another grid"):
+        ingest([SourceSpec(s1, name="s1")], other, out)
+
+
+def test_ingest_updates_a_tile_written_before_coverage_was_recorded(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    grid, s1, cci, elev = _world(tmp_path, n_days=3)
+    out = tmp_path / "tiles"
+    ingest([SourceSpec(s1[:2], name="s1")], grid, out)
+    with h5py.File(out / "t000_000.h5", "a") as h5:
+        del h5["coverage"]
+    dynamic = np.array(TileStore.open(out / "t000_000.h5").dynamic)
+    reads = []
+    ingest([_spy(open_source(SourceSpec(s1, name="s1")), reads)], grid, out)
+    assert set(reads) == {2}  # every stored day is taken as present; only day 3 is new
+    s = TileStore.open(out / "t000_000.h5")
+    assert s.times.size == 3 and s.dynamic[:2].tobytes() == dynamic.tobytes() and s.covered("s1").all()

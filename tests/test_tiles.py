@@ -118,7 +118,34 @@ def test_append_days(tmp_path, tgrid):
     np.testing.assert_array_equal(s.static, static)
     with pytest.raises(ValidationError, match="must follow"):
         TileStore.append_days(path, ["2020-01-02"])
+    # coverage: the old days as they were, the new ones where data were given
+    assert s.covered("s1").all() and list(s.covered("cci")) == [True] * 5
+    TileStore.append_days(path, ["2020-01-07"], new[:1])
+    s = TileStore.open(path)
+    assert s.covered("ndvi").all() and list(s.covered("cci")) == [True] * 5 + [False]
+    with pytest.raises(ValidationError, match="no coarse layer 'smap'"):
+        TileStore.append_days(path, ["2020-01-08"], coarse={"smap": np.ones((1, 3))})
+    with pytest.raises(ValidationError, match="coarse 'cci' shape"):
+        TileStore.append_days(path, ["2020-01-08"], coarse={"cci": np.ones((2, coarse.shape[1]))})
     assert sorted(os.listdir(tmp_path)) == ["t.h5"]
+
+
+def test_coverage_marks_written_days_and_legacy_tiles_cover_all(tmp_path, tgrid):
+    path = tmp_path / "t.h5"
+    ny, nx = tgrid.subpixel_shape
+    with TileWriter(path, tgrid, ["2020-01-01", "2020-01-02", "2020-01-03"], ["elev"], ["a", "b"],
+                    {"elev": "m", "a": "1", "b": "1", "c": "1"}, {}, {"c": (np.zeros((ny, nx)), 1)}) as w:  # fmt: skip
+        w.write_static("elev", np.zeros((ny, nx)))
+        w.write_dynamic(0, "a", np.ones((ny, nx)))
+        w.write_dynamic(2, "b", np.ones((ny, nx)))
+        w.write_coarse(1, "c", [1.0])
+    s = TileStore.open(path)
+    assert [list(s.covered(n)) for n in "abc"] == [[True, False, False], [False, False, True], [False, True, False]]
+    with pytest.raises(Exception, match="'elev' is not a daily layer"):
+        s.covered("elev")
+    with h5py.File(path, "a") as h5:  # a tile written before coverage was recorded
+        del h5["coverage"]
+    assert all(TileStore.open(path).covered(n).all() for n in "abc")
 
 
 def test_open_errors_name_the_file(tmp_path, tgrid):

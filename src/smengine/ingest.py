@@ -16,7 +16,9 @@ instead be kept coarse with an index map from sub-pixel to source cell (:func:`c
 
 :func:`ingest` streams day by day into one :class:`~smengine.tiles.TileWriter` per tile, so
 memory stays bounded by about one tile-day whatever the domain size; each tile is written
-to a temporary name and renamed, and existing tiles are skipped on a rerun.
+to a temporary name and renamed. A rerun is incremental: an existing tile gets the days and
+layers it lacks (its own are copied, not regridded again), layers whose source files
+changed are redone, and a complete tile is skipped.
 
 Units are normalised to a small vocabulary (``m3 m-3``, ``%`` of saturation, ``K``, ``1``,
 ``m``, …). ESA CCI ACTIVE is in percent of saturation: it becomes a feature whose name ends
@@ -44,9 +46,9 @@ from pyproj import CRS, Transformer
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
-from smengine.errors import ConfigError, DataError
+from smengine.errors import ConfigError, DataError, SMEngineWarning
 from smengine.grid import Grid, Tile
-from smengine.tiles import CoarseLayer, TileWriter, as_days
+from smengine.tiles import CoarseLayer, TileStore, TileWriter, as_days
 
 log = logging.getLogger(__name__)
 
@@ -830,7 +832,21 @@ def ingest(
     overwrite: bool = False,
     progress: bool = False,
 ) -> list[Path]:
-    """Ingest sources into one TileStore file per tile (``<out_dir>/<tile_id>.h5``).
+    """Ingest sources into one TileStore file per tile (``<out_dir>/<tile_id>.h5``), incrementally.
+
+    A tile that exists already is brought up to date instead of rewritten: its day axis
+    becomes the union of its own days and the sources' days, its layers keep their stored
+    values for the days they have, and only what is missing is regridded from the sources:
+
+    * days a source has and the layer lacks (e.g. a glob that now matches more daily files);
+    * a source whose feature name is not in the tile: a new layer;
+    * a layer whose source changed (its recorded files are not all among the source's
+      files now, or its storage, units or resampling method changed) is regridded in full
+      for every day, with a warning.
+
+    Layers of the tile that no source names are kept as they are. A tile with nothing
+    missing is not touched, so a rerun resumes. A rewrite builds a temporary file, copying
+    the old tile day by day, and renames it into place.
 
     Parameters
     ----------
@@ -841,23 +857,31 @@ def ingest(
     tiles : sequence of Tile or tile ids, optional
         Default: every tile of the grid that any source overlaps.
     days : array_like of dates, optional
-        Time axis of the tiles (default: the union of the sources' days). Days a source
-        lacks are NaN.
+        Time axis of the tiles (default: the union of the sources' days); an existing tile's
+        axis is its own days plus these. Days a source lacks are NaN.
     overwrite : bool
-        Rewrite existing tiles (default: skip them, so a rerun resumes).
+        Rewrite existing tiles from scratch (default: update them, see above).
     progress : bool
         Show a tqdm progress bar over tiles.
 
     Returns
     -------
     list of Path
-        The tile files (written or already present).
+        The tile files (written, updated or already complete).
 
     Raises
     ------
     DataError
-        For unreadable sources or sources that overlap no tile. A failure while writing a
-        tile removes that tile's temporary file; finished tiles stay.
+        For unreadable sources or tiles, or sources that overlap no tile. A failure while
+        writing a tile removes that tile's temporary file and leaves an existing tile as it
+        was; finished tiles stay.
+    ConfigError
+        If an existing tile was written for another grid.
+
+    Warns
+    -----
+    SMEngineWarning
+        Once per layer whose source changed (each tile concerned is logged).
     """
     specs = [s if isinstance(s, SourceSpec) else SourceSpec(s.path if isinstance(s, Source) else s)
              for s in sources]
@@ -876,6 +900,7 @@ def ingest(
 
     written: list[Path] = []
     overlapped = False
+    warned: set[str] = set()
     iterator: Iterable[Tile] = tile_list
     if progress:
         from tqdm.auto import tqdm
@@ -894,48 +919,197 @@ def ingest(
             continue
         overlapped = True
         path = out / f"{tile.id}.h5"
-        if path.exists() and not overwrite:
-            log.info("tile %s exists: skipped", tile.id)
-            written.append(path)
-            continue
-        _write_tile(path, tgrid, tile.id, touching, all_days)
+        old = _open_existing(path, tgrid) if path.exists() and not overwrite else None
+        for name, why in _write_tile(path, tgrid, tile.id, touching, all_days, old).items():
+            if name not in warned:
+                warned.add(name)
+                warnings.warn(f"tile {tile.id}: layer {name!r}: {why}; the layer is regridded in full "
+                              "(further tiles are only logged)", SMEngineWarning, stacklevel=2)  # fmt: skip
         written.append(path)
     if not overlapped:
         raise DataError(f"no source overlaps the grid ({[s.path for s in opened]})")
     return written
 
 
-def _day_of(source: Source, day: np.datetime64) -> int | None:
-    """Time index of a UTC day in a dynamic source, or None if it has no such day."""
-    k = int(np.searchsorted(source.times, day))  # type: ignore[arg-type]
-    return k if k < source.times.size and source.times[k] == day else None  # type: ignore[union-attr]
+def _open_existing(path: Path, tgrid: Grid) -> TileStore:
+    """The tile already at ``path``, checked to be on the tile grid ``tgrid``."""
+    try:
+        old = TileStore.open(path)
+    except DataError as exc:
+        raise DataError(f"{exc}; remove the tile or pass overwrite=True") from exc
+    if old.grid != tgrid:
+        raise ConfigError(f"{path}: the tile was written for another grid; use another out_dir or overwrite=True")
+    return old
+
+
+@dataclass
+class _Layer:
+    """One layer of a tile being written, and where each of its days comes from.
+
+    ``copy`` and ``take`` have one entry per day of the tile (a single entry for a static
+    layer): the index of the old tile's day to copy, or of the source's day to regrid;
+    −1 for neither (the day stays NaN).
+    """
+
+    name: str
+    kind: str  # "static", "dynamic" or "coarse"
+    units: str
+    files: str  # provenance: the source files, ";"-joined
+    method: str | None
+    copy: np.ndarray
+    take: np.ndarray
+    slot: int = -1  # position in the old tile's static or dynamic array
+    src: Source | None = None
+    spec: SourceSpec | None = None
+    index: np.ndarray | None = None  # coarse: sub-pixel → cell
+    cells: np.ndarray | None = None  # coarse: the cells of the source (when regridding)
+    n_cells: int = 0
+
+
+def _positions(days: np.ndarray | None, axis: np.ndarray) -> np.ndarray:
+    """Index in the sorted ``days`` of each day of ``axis``, −1 where ``days`` lacks it."""
+    if days is None or not days.size:
+        return np.full(axis.size, -1, dtype=np.int64)
+    k = np.minimum(np.searchsorted(days, axis), days.size - 1)
+    return np.where(days[k] == axis, k, -1)
+
+
+def _stored(old: TileStore, name: str, axis: np.ndarray) -> tuple[str, np.ndarray, int]:
+    """Kind of layer ``name`` in the old tile, the old day to copy for each day of ``axis``
+    (only days the layer has), and its slot in the old static or dynamic array."""
+    if name in old.static_names:
+        return "static", np.zeros(1, dtype=np.int64), old.static_names.index(name)
+    pos = _positions(old.times, axis)
+    if old.times.size:
+        pos = np.where((pos >= 0) & old.covered(name)[np.maximum(pos, 0)], pos, -1)
+    if name in old.dynamic_names:
+        return "dynamic", pos, old.dynamic_names.index(name)
+    return "coarse", pos, -1
+
+
+def _brief(files: Sequence[str], n: int = 3) -> str:
+    """A list of files for a message: all of them, or the first ``n`` and how many there are."""
+    return str(list(files)) if len(files) <= n else f"{list(files[:n])}… ({len(files)} files)"
+
+
+def _why_redo(old: TileStore, name: str, kind: str, spec: SourceSpec, src: Source) -> str | None:
+    """Why the existing layer ``name`` must be regridded in full (None: its days can be reused)."""
+    was = "static" if name in old.static_names else "dynamic" if name in old.dynamic_names else "coarse"
+    if was != kind:
+        return f"stored as {was}, now {kind}"
+    if old.units[name] != src.units:
+        return f"units changed from {old.units[name]!r} to {src.units!r}"
+    method = old.attrs.get("methods", {}).get(name)
+    if kind != "coarse" and method is not None and method != spec.method:
+        return f"resampling method changed from {method!r} to {spec.method!r}"
+    before = [f for f in old.sources.get(name, "").split(";") if f]
+    now = [f for f in src.path.split(";") if f]
+    if not set(before) <= set(now):
+        gone = [f for f in before if f not in set(now)]
+        return f"source files changed (old {_brief(before)}, new {_brief(now)}; gone {_brief(gone)})"
+    return None
+
+
+def _plan(tgrid: Grid, touching: list[tuple[SourceSpec, Source]], axis: np.ndarray,
+          old: TileStore | None) -> tuple[list[_Layer], dict[str, str]]:
+    """The layers of the tile (the old tile's first, in its order, then new ones) and, for
+    each, what to copy from ``old`` and what to regrid; plus the layers to redo (name → why)."""
+    pairs = {s.name: (sp, s) for sp, s in touching}
+    old_names = [n for n in old.units if n in old.feature_names] if old is not None else []
+    layers: list[_Layer] = []
+    redo: dict[str, str] = {}
+    for name in old_names + [n for n in pairs if n not in old_names]:
+        if name not in pairs:  # no source names it: kept as it is
+            assert old is not None
+            kind, copy, slot = _stored(old, name, axis)
+            layer = _Layer(name, kind, old.units[name], old.sources.get(name, ""),
+                           old.attrs.get("methods", {}).get(name), copy, np.full(copy.size, -1), slot)  # fmt: skip
+            if kind == "coarse":
+                layer.index = np.asarray(old.coarse[name].index)
+                layer.n_cells = old.coarse[name].values.shape[1]
+            layers.append(layer)
+            continue
+        spec, src = pairs[name]
+        kind = "static" if src.is_static else "coarse" if _storage(spec, src, tgrid) == "coarse" else "dynamic"
+        here = np.zeros(1, dtype=np.int64) if kind == "static" else _positions(src.times, axis)
+        layer = _Layer(name, kind, src.units, src.path, spec.method, np.full(here.size, -1), here, src=src, spec=spec)
+        why = _why_redo(old, name, kind, spec, src) if old is not None and name in old_names else None
+        if old is not None and name in old_names and why is None:  # reuse the days it has
+            _, layer.copy, layer.slot = _stored(old, name, axis)
+            layer.take = np.where(layer.copy < 0, here, -1)
+        if kind == "coarse":
+            if old is not None and name in old_names and why is None and not (layer.take >= 0).any():
+                layer.index = np.asarray(old.coarse[name].index)  # only copied: no need to map the source
+                layer.n_cells = old.coarse[name].values.shape[1]
+            else:
+                layer.index, layer.cells = coarse_index(src, tgrid)
+                layer.n_cells = layer.cells.size
+                if old is not None and name in old_names and why is None and (
+                    layer.n_cells != old.coarse[name].values.shape[1]
+                    or not np.array_equal(layer.index, old.coarse[name].index)
+                ):
+                    why = "the source's grid changed"
+                    layer.copy, layer.take = np.full(here.size, -1), here
+        if why is not None:
+            redo[name] = why
+        layers.append(layer)
+    return layers, redo
 
 
 def _write_tile(path: Path, tgrid: Grid, tile_id: str, touching: list[tuple[SourceSpec, Source]],
-                all_days: np.ndarray) -> None:
-    static = [(sp, s) for sp, s in touching if s.is_static]
-    dynamic = [(sp, s) for sp, s in touching if not s.is_static and _storage(sp, s, tgrid) == "fine"]
-    coarse = [(sp, s) for sp, s in touching if not s.is_static and _storage(sp, s, tgrid) == "coarse"]
-    maps = {s.name: coarse_index(s, tgrid) for _, s in coarse}
-    units = {s.name: s.units for _, s in touching}
-    sources = {s.name: s.path for _, s in touching}
+                all_days: np.ndarray, old: TileStore | None = None) -> dict[str, str]:
+    """Write the tile at ``path`` from the sources ``touching`` it or, given the ``old`` tile
+    there, update it (copying what it has, regridding what it lacks; see :func:`ingest`).
+
+    Returns the layers regridded in full because their source changed (name → why).
+    """
+    axis = all_days if old is None else np.union1d(old.times, all_days)
+    layers, redo = _plan(tgrid, touching, axis, old)
+    static = [la for la in layers if la.kind == "static"]
+    dynamic = [la for la in layers if la.kind == "dynamic"]
+    coarse = [la for la in layers if la.kind == "coarse"]
+    if old is not None:
+        for name, why in redo.items():
+            log.warning("tile %s: layer %r: %s; regridding it for every day", tile_id, name, why)
+        n_new = axis.size - old.times.size
+        done = [f"appended {n_new} day{'s' if n_new > 1 else ''}"] if n_new else []
+        added = [la.name for la in layers if la.name not in old.units]
+        filled = [la.name for la in layers if la.name in old.units and la.name not in redo and (la.take >= 0).any()]
+        done += [f"{what} {names}" for what, names in (("added layers", added), ("redone layers", list(redo)),
+                                                        ("regridded new days of", filled)) if names]  # fmt: skip
+        kept = [la.name for la in layers if la.src is None]
+        note = f"; kept {kept} (named by no source)" if kept else ""
+        if not done:
+            log.info("tile %s: up to date, skipped%s", tile_id, note)
+            return redo
+        log.info("tile %s: %s%s", tile_id, ", ".join(done), note)
+    fine = {la.name: _Regridder(la.src, tgrid, True, la.spec.method)  # type: ignore[arg-type, union-attr]
+            for la in static + dynamic if (la.take >= 0).any()}  # fmt: skip
+    methods = {la.name: la.method for la in layers if la.method is not None}
     writer = TileWriter(
-        path, tgrid, all_days, [s.name for _, s in static], [s.name for _, s in dynamic], units, sources,
-        {n: (idx, cells.size) for n, (idx, cells) in maps.items()},
-        attrs={"methods": {s.name: sp.method for sp, s in touching}}, tile_id=tile_id,
+        path, tgrid, axis, [la.name for la in static], [la.name for la in dynamic],
+        {la.name: la.units for la in layers}, {la.name: la.files for la in layers},
+        {la.name: (np.asarray(la.index), la.n_cells) for la in coarse},
+        attrs={**(old.attrs if old is not None else {}), "methods": methods}, tile_id=tile_id,
     )  # fmt: skip
-    fine = {s.name: _Regridder(s, tgrid, True, sp.method) for sp, s in static + dynamic}
-    with writer as w:
-        for _, s in static:
-            w.write_static(s.name, fine[s.name].field(0))
-        for t, day in enumerate(all_days):
-            for _, s in dynamic:
-                k = _day_of(s, day)
-                if k is not None:
-                    w.write_dynamic(t, s.name, fine[s.name].field(k))
-            for _, s in coarse:
-                k = _day_of(s, day)
-                if k is not None:
-                    w.write_coarse(t, s.name, s.day(k).ravel()[maps[s.name][1]])
-    log.info("tile %s: %d static, %d dynamic, %d coarse layers, %d days", tile_id, len(static),
-             len(dynamic), len(coarse), all_days.size)  # fmt: skip
+    with writer as w:  # one day at a time, copying from the old tile or regridding
+        for la in static:
+            if la.copy[0] >= 0:
+                w.write_static(la.name, old.static[la.slot])  # type: ignore[union-attr]
+            elif la.take[0] >= 0:
+                w.write_static(la.name, fine[la.name].field(0))
+        for t in range(axis.size):
+            for la in dynamic:
+                if la.copy[t] >= 0:
+                    w.write_dynamic(t, la.name, old.dynamic[la.copy[t], la.slot])  # type: ignore[union-attr]
+                elif la.take[t] >= 0:
+                    w.write_dynamic(t, la.name, fine[la.name].field(la.take[t]))
+            for la in coarse:
+                if la.copy[t] >= 0:
+                    w.write_coarse(t, la.name, old.coarse[la.name].values[la.copy[t]])  # type: ignore[union-attr]
+                elif la.take[t] >= 0:
+                    w.write_coarse(t, la.name, la.src.day(la.take[t]).ravel()[la.cells])  # type: ignore[union-attr]
+    if old is None:
+        log.info("tile %s: %d static, %d dynamic, %d coarse layers, %d days", tile_id, len(static),
+                 len(dynamic), len(coarse), axis.size)  # fmt: skip
+    return redo

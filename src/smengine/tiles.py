@@ -8,11 +8,15 @@ be opened as ``numpy.memmap`` at their byte offset)::
     /dynamic                   float32 (T, Fd, Y, X) sub-pixel daily layers
     /coarse/<name>/values      float32 (T, Nc)      a coarse daily product, kept coarse
     /coarse/<name>/index       int32 (Y, X)         sub-pixel → coarse cell (−1: none)
+    /coverage                  uint8 (T, Fd + Fc)   1 where a daily layer (dynamic, then coarse)
+                                                    was written for that day, 0 where it is NaN
+                                                    because its source lacks the day
 
 Attributes on ``/`` hold the format version, the tile grid (JSON), the CRS (WKT), the
 sub-pixel affine transform, feature names, units and source files. Every write goes to a
 temporary file in the same folder that is renamed into place only when complete, so a
-failed or interrupted write never leaves a partial tile behind.
+failed or interrupted write never leaves a partial tile behind. Tiles written before
+``/coverage`` existed read as covering every day.
 """
 
 from __future__ import annotations
@@ -108,7 +112,9 @@ class TileWriter:
     """Write one tile file, streaming day by day, atomically.
 
     Use as a context manager; on a clean exit the temporary file is renamed to ``path``,
-    on an exception it is removed and ``path`` is left as it was.
+    on an exception it is removed and ``path`` is left as it was. Each
+    :meth:`write_dynamic`/:meth:`write_coarse` marks its (day, layer) as covered in
+    ``/coverage``; days never written stay NaN and uncovered.
 
     Parameters
     ----------
@@ -160,6 +166,8 @@ class TileWriter:
         self.tile_id = tile_id
         self._file: h5py.File | None = None
         self._tmp: Path | None = None
+        self._daily = {n: i for i, n in enumerate(self.dynamic_names + list(coarse))}
+        self._covered = np.zeros((self.times.size, len(self._daily)), dtype=np.uint8)
 
     # context manager --------------------------------------------------------------
     def __enter__(self) -> TileWriter:
@@ -196,6 +204,8 @@ class TileWriter:
         """Flush, close and rename the temporary file into place."""
         if self._file is None or self._tmp is None:
             raise ConfigError("TileWriter.commit() outside a with-block or called twice")
+        if self._covered.size:
+            self._file["coverage"][...] = self._covered
         self._file.flush()
         self._file.close()
         self._file = None
@@ -229,6 +239,7 @@ class TileWriter:
             _create_contiguous(g, "values", (self.times.size, int(n_cells)), np.float32, np.nan)
             d = _create_contiguous(g, "index", (ny, nx), np.int32, -1)
             d[...] = idx.astype(np.int32)
+        _create_contiguous(f, "coverage", self._covered.shape, np.uint8, 0)
         a = f.attrs
         a["format"] = FORMAT
         a["grid"] = json.dumps(self.grid.get_config())
@@ -263,6 +274,7 @@ class TileWriter:
         """Write dynamic layer ``name`` of day index ``t``, shape (Y, X)."""
         i = self.dynamic_names.index(name)
         self._f()["dynamic"][t, i] = self._field(f"dynamic {name!r} day {t}", field)
+        self._covered[t, self._daily[name]] = 1
 
     def write_coarse(self, t: int, name: str, values: npt.ArrayLike) -> None:
         """Write the coarse cells of layer ``name`` for day index ``t``, shape (Nc,)."""
@@ -271,6 +283,7 @@ class TileWriter:
         if v.shape != d.shape[1:]:
             raise ValidationError(f"coarse {name!r} day {t}: shape {v.shape} != {d.shape[1:]}")
         d[t] = v
+        self._covered[t, self._daily[name]] = 1
 
 
 def _memmap(path: Path, ds: h5py.Dataset) -> np.ndarray:
@@ -302,6 +315,7 @@ class TileStore:
     coarse : dict of str → :class:`CoarseLayer`
     static_names, dynamic_names, coarse_names : list of str
     units, sources : dict of str → str
+        ``sources`` holds each layer's source files, ``;``-joined.
 
     Examples
     --------
@@ -331,6 +345,14 @@ class TileStore:
             n: CoarseLayer(_memmap(path, h5["coarse"][n]["values"]), _memmap(path, h5["coarse"][n]["index"]))
             for n in self.coarse_names
         }
+        daily = len(self.dynamic_names) + len(self.coarse_names)
+        if "coverage" in h5:
+            self._coverage = h5["coverage"][...].astype(bool)
+            if self._coverage.shape != (self.times.size, daily):
+                raise DataError(f"{path}: /coverage has shape {self._coverage.shape}, "
+                                f"expected {(self.times.size, daily)}")
+        else:  # written before coverage was recorded: assume every day
+            self._coverage = np.ones((self.times.size, daily), dtype=bool)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> TileStore:
@@ -368,6 +390,14 @@ class TileStore:
             raise ConfigError(f"{self.path}: day {d} not in the store ({self.times[0]}…{self.times[-1]})"
                               if self.times.size else f"{self.path}: the store has no days")
         return i
+
+    def covered(self, name: str) -> np.ndarray:
+        """Days (bool mask over :attr:`times`) for which daily layer ``name`` was written;
+        on the other days its source had no data and the layer is NaN."""
+        daily = self.dynamic_names + self.coarse_names
+        if name not in daily:
+            raise ConfigError(f"{self.path}: {name!r} is not a daily layer (daily layers: {daily})")
+        return self._coverage[:, daily.index(name)].copy()
 
     def features(self, t: int, out: np.ndarray | None = None) -> np.ndarray:
         """All features of day index ``t`` as a (F, Y, X) float32 array (a copy)."""
@@ -424,6 +454,12 @@ class TileStore:
         dyn = None if dynamic is None else np.asarray(dynamic, dtype=np.float32)
         if dyn is not None and dyn.shape != (new_days.size, len(old.dynamic_names), *old.grid.subpixel_shape):
             raise ValidationError(f"{path}: dynamic shape {dyn.shape} does not fit the store")
+        new_coarse = {n: np.asarray(v, dtype=np.float32) for n, v in (coarse or {}).items()}
+        for name, v in new_coarse.items():
+            if name not in old.coarse:
+                raise ValidationError(f"{path}: no coarse layer {name!r} (has {old.coarse_names})")
+            if v.shape != (new_days.size, old.coarse[name].values.shape[1]):
+                raise ValidationError(f"{path}: coarse {name!r} shape {v.shape} does not fit the store")
         writer = TileWriter(
             path, old.grid, all_days, old.static_names, old.dynamic_names, old.units, old.sources,
             {n: (np.asarray(c.index), c.values.shape[1]) for n, c in old.coarse.items()},
@@ -434,12 +470,16 @@ class TileStore:
             f["static"][...] = old.static
             for t in range(old.times.size):  # day by day: memory bounded
                 f["dynamic"][t] = old.dynamic[t]
+            w._covered[: old.times.size] = old._coverage
+            nd = len(old.dynamic_names)
             if dyn is not None:
                 f["dynamic"][old.times.size :] = dyn
-            for name, layer in old.coarse.items():
+                w._covered[old.times.size :, :nd] = 1
+            for k, (name, layer) in enumerate(old.coarse.items()):
                 d = f["coarse"][name]["values"]
                 if old.times.size:
                     d[: old.times.size] = layer.values
-                if coarse and name in coarse:
-                    d[old.times.size :] = np.asarray(coarse[name], dtype=np.float32)
+                if name in new_coarse:
+                    d[old.times.size :] = new_coarse[name]
+                    w._covered[old.times.size :, nd + k] = 1
         return Path(path)
