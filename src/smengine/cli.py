@@ -126,10 +126,54 @@ def demo(out_dir: Path, quick: bool, seed: int, threads: int | None) -> None:
     click.echo(f"wrote {res.report}")
 
 
+def _keyed(values: tuple[str, ...], what: str) -> tuple[dict[str, str], str | None]:
+    """``NAME=VALUE`` options as a dict; a bare ``VALUE`` applies to every source (returned apart)."""
+    keyed, bare = {}, None
+    for v in values:
+        if "=" in v:
+            k, _, val = v.partition("=")
+            keyed[k.strip()] = val.strip()
+        elif bare is None:
+            bare = v
+        else:
+            raise click.UsageError(f"--{what} given twice without NAME=: {bare!r}, {v!r}")
+    return keyed, bare
+
+
+def _group_sources(args: tuple[str, ...]) -> list[tuple[str | None, list[Path]]]:
+    """SOURCES arguments → (name or None, files) per source.
+
+    ``NAME=PATTERN`` is one named source; a glob pattern (quoted, so the shell leaves it) is
+    one source; plain files whose names differ only in their digits (one file per day, as
+    a shell expands ``ESACCI-*.nc``) in one folder are one source, stacked along time.
+    """
+    import re
+
+    from smengine.config import expand_paths
+
+    groups: dict[Any, tuple[str | None, list[Path]]] = {}
+    for a in args:
+        name, _, pattern = a.partition("=") if "=" in a else (None, "", a)
+        files = expand_paths(pattern)
+        missing = [str(f) for f in files if not f.exists()]
+        if missing:
+            raise click.BadParameter(f"no such file: {', '.join(missing)}", param_hint="SOURCES")
+        if name is not None or len(files) > 1:
+            key: Any = ("arg", a)
+        else:
+            f = files[0]
+            key = ("series", str(f.parent), re.sub(r"\d+", "#", f.name))
+        g = groups.setdefault(key, (name, []))
+        g[1].extend(files)
+    return list(groups.values())
+
+
 @cli.command()
-@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for the tile files (<tile_id>.h5).")
+@click.argument("sources", nargs=-1)
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Run configuration (TOML): its [domain], [period], [[sources]] and [output] dir.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the tile files (<tile_id>.h5); default with --config: <output dir>/tiles.")
 @click.option("--bounds", nargs=4, type=float, metavar="XMIN YMIN XMAX YMAX",
               help="Grid bounds in the grid CRS (m).")
 @click.option("--lonlat-bounds", nargs=4, type=float, metavar="WEST SOUTH EAST NORTH",
@@ -138,33 +182,86 @@ def demo(out_dir: Path, quick: bool, seed: int, threads: int | None) -> None:
 @click.option("--resolution", default=1000.0, show_default=True, help="Pixel size (m).")
 @click.option("--subpixel", default=4, show_default=True, help="Sub-pixels per pixel side.")
 @click.option("--tile-size", default=100, show_default=True, help="Tile side in pixels.")
+@click.option("--start", help="First UTC day of the tiles' time axis (default: the sources' first day).")
+@click.option("--end", help="Last UTC day of the tiles' time axis (default: the sources' last day).")
 @click.option("--daily", type=click.Choice(["mean", "min", "max", "sum"]), help="Aggregate sub-daily sources.")
-@click.option("--method", type=click.Choice(["auto", "average", "bilinear", "nearest"]), default="auto",
-              show_default=True, help="Resampling for fine storage.")
-@click.option("--units", help="Units for sources that state none (e.g. GeoTIFF elevation: m).")
-@click.option("--overwrite", is_flag=True, help="Rewrite existing tiles (default: skip them, resume).")
-def ingest(sources: tuple[Path, ...], out_dir: Path, bounds: tuple[float, ...] | None,
-           lonlat_bounds: tuple[float, ...] | None, crs: str, resolution: float, subpixel: int,
-           tile_size: int, daily: str | None, method: str, units: str | None, overwrite: bool) -> None:
-    """Regrid SOURCES (GeoTIFF, NetCDF, GRIB) onto the grid and write one tile store per tile."""
+@click.option("--method", "method_opt", multiple=True, metavar="[NAME=]auto|average|bilinear|nearest",
+              help="Resampling for fine storage (default auto): NAME=METHOD for one source, METHOD for all. Repeatable.")
+@click.option("--units", "units_opt", multiple=True, metavar="[NAME=]UNITS",
+              help="Units of a source that states none (GeoTIFFs): NAME=UNITS for one, UNITS for all. Repeatable.")
+@click.option("--variable", "variable_opt", multiple=True, metavar="NAME=VAR",
+              help="Variable to read from a NetCDF/GRIB source. Repeatable.")
+@click.option("--storage", "storage_opt", multiple=True, metavar="NAME=fine|coarse",
+              help="Keep a coarse product coarse (index map) or regrid it to sub-pixels. Repeatable.")
+@click.option("--overwrite", is_flag=True,
+              help="Rewrite the tiles from scratch (default: add new days and sources to existing tiles).")
+def ingest(sources: tuple[str, ...], config_file: Path | None, out_dir: Path | None,
+           bounds: tuple[float, ...] | None, lonlat_bounds: tuple[float, ...] | None, crs: str, resolution: float,
+           subpixel: int, tile_size: int, start: str | None, end: str | None, daily: str | None,
+           method_opt: tuple[str, ...], units_opt: tuple[str, ...], variable_opt: tuple[str, ...], storage_opt: tuple[str, ...],
+           overwrite: bool) -> None:  # fmt: skip
+    """Regrid SOURCES (GeoTIFF, NetCDF, GRIB) onto the grid and write one tile store per tile.
+
+    Each SOURCE is a file, a glob (quote it: "s1/*.tif") or NAME=FILE_OR_GLOB. A glob is
+    one source stacked along time; so are files that differ only in their digits (the
+    shell's expansion of ESACCI-*.nc). Reruns add new days and new sources to existing
+    tiles and skip what is there.
+    """
+    import numpy as np
+
     from smengine.grid import Grid
     from smengine.ingest import SourceSpec
     from smengine.ingest import ingest as run_ingest
 
-    try:
-        if (bounds is None) == (lonlat_bounds is None):
-            raise click.UsageError("give exactly one of --bounds or --lonlat-bounds")
-        if bounds is not None:
-            grid = Grid.from_bounds(*bounds, crs=crs, resolution=resolution, subpixel=subpixel, tile_size=tile_size)
-        else:
-            grid = Grid.from_lonlat_bounds(*lonlat_bounds, crs=crs, resolution=resolution,  # type: ignore[misc]
-                                           subpixel=subpixel, tile_size=tile_size)
-        specs = [SourceSpec(p, daily=daily, method=method, units=units) for p in sources]  # type: ignore[arg-type]
-        paths = run_ingest(specs, grid, out_dir, overwrite=overwrite, progress=True)
-    except SMEngineError as exc:
-        raise click.ClickException(str(exc)) from exc
+    cfg = None
+    if config_file is not None:
+        from smengine.config import load_config
+
+        cfg = load_config(config_file)
+    if not sources and (cfg is None or not cfg.sources):
+        raise click.UsageError("give SOURCES or --config with [[sources]]")
+    if (bounds is None) == (lonlat_bounds is None) and (cfg is None or cfg.grid is None or bounds or lonlat_bounds):
+        raise click.UsageError("give exactly one of --bounds or --lonlat-bounds (or --config with [domain])")
+    if bounds is not None:
+        grid = Grid.from_bounds(*bounds, crs=crs, resolution=resolution, subpixel=subpixel, tile_size=tile_size)
+    elif lonlat_bounds is not None:
+        grid = Grid.from_lonlat_bounds(*lonlat_bounds, crs=crs, resolution=resolution,  # type: ignore[misc]
+                                       subpixel=subpixel, tile_size=tile_size)
+    else:
+        grid = cfg.grid  # type: ignore[union-attr,assignment]
+    if out_dir is None:
+        if cfg is None:
+            raise click.UsageError("give --out (or --config)")
+        out_dir = cfg.tiles_dir
+    methods, method_all = _keyed(method_opt, "method")
+    bad = sorted({m for m in [*methods.values(), method_all] if m} - {"auto", "average", "bilinear", "nearest"})
+    if bad:
+        raise click.BadParameter(f"unknown resampling {bad}; choose auto, average, bilinear or nearest",
+                                 param_hint="--method")  # fmt: skip
+    units, units_all = _keyed(units_opt, "units")
+    variables, _ = _keyed(variable_opt, "variable")
+    storage, _ = _keyed(storage_opt, "storage")
+    specs = cfg.source_specs() if cfg is not None and not sources else []
+    for name, files in _group_sources(sources):
+        # NAME= options match a named source, or an unnamed one by its file stem (digits and separators
+        # at the end stripped: s1_sm_20190101.tif -> s1_sm)
+        keys = [name] if name else [files[0].stem, files[0].stem.rstrip("0123456789_-.")]
+
+        def opt(d: dict[str, str], default: Any = None) -> Any:
+            return next((d[k] for k in keys if k in d), default)
+
+        specs.append(SourceSpec(files[0] if len(files) == 1 else files, name=name, daily=daily,  # type: ignore[arg-type]
+                                method=opt(methods, method_all or "auto"),
+                                units=opt(units, units_all), variable=opt(variables),
+                                storage=opt(storage, "auto")))  # fmt: skip
+    start = start or (cfg.start if cfg else None)
+    end = end or (cfg.end if cfg else None)
+    if bool(start) != bool(end):
+        raise click.UsageError("give both --start and --end (or neither)")
+    days = np.arange(np.datetime64(start, "D"), np.datetime64(end, "D") + 1) if start and end else None
+    paths = run_ingest(specs, grid, out_dir, days=days, overwrite=overwrite, progress=True)
     click.echo(f"{len(paths)} tile(s) in {out_dir} ({grid.shape[0]}x{grid.shape[1]} pixels, "
-               f"{grid.tile_shape[0]}x{grid.tile_shape[1]} tiles)")
+               f"{grid.tile_shape[0]}x{grid.tile_shape[1]} tiles) from {len(specs)} source(s)")  # fmt: skip
 
 
 _READERS = ("cosmos-europe", "ismn", "csv", "roaring-fork", "fuerstensee")
@@ -210,41 +307,116 @@ def stations(source: Path, fmt: str, metadata: Path | None, min_hours: float, ou
 
 
 @cli.command()
-@click.argument("table_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("stations_source", type=click.Path(exists=True, path_type=Path))
+@click.argument("tiles", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(_READERS), required=True, help="Reader for STATIONS_SOURCE.")
+@click.option("--metadata", type=click.Path(exists=True, path_type=Path), help="Station table (csv format).")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Training table to write (NetCDF, with units and sources; .csv: plain CSV without units).")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Take the features (and min_hours) from this run configuration's [features] and [stations].")
+@click.option("--min-hours", type=float, help="Minimum valid hours per UTC day (default 18; daily input counts 24 h a day).")
+@click.option("--kernel-quantum", nargs=3, type=float, metavar="HUMIDITY THETA PRESSURE",
+              help="Round each day's footprint-kernel inputs to these steps (g m-3, m3 m-3, hPa) and reuse kernels: "
+                   "much faster, e.g. 2 0.02 5 (default: the exact kernel of every station-day).")
+@click.option("--swi-of", help="Comma-separated covariates to filter into SWI features (default: soil-moisture layers).")
+@click.option("--swi-T", "swi_t", help="Comma-separated SWI characteristic times, days (default 5,10,20,40).")
+@click.option("--no-carry", is_flag=True, help="SWI on observation days only (default: carried to every day).")
+@click.option("--static", help="Comma-separated static covariates (default all).")
+@click.option("--dynamic", help="Comma-separated dynamic covariates (default all but the SWI sources).")
+@click.option("--coarse", help="Comma-separated coarse covariates (default all but the SWI sources).")
+def table(stations_source: Path, tiles: tuple[Path, ...], fmt: str, metadata: Path | None, out_file: Path,
+          config_file: Path | None, min_hours: float | None, kernel_quantum: tuple[float, ...] | None, swi_of: str | None, swi_t: str | None, no_carry: bool,
+          static: str | None, dynamic: str | None, coarse: str | None) -> None:  # fmt: skip
+    """Build the training table: STATIONS_SOURCE's daily soil moisture and the footprint-weighted
+    features of TILES (tile files or folders) at each station-day."""
+    from smengine.experiments import read_station_set
+    from smengine.features import FeatureSpec, training_table, write_table
+    from smengine.tiles import TileStore
+
+    spec = FeatureSpec()
+    hours = 18.0
+    if config_file is not None:
+        from smengine.config import load_config
+
+        cfg = load_config(config_file)
+        spec, hours = cfg.features, float(cfg.stations.get("min_hours", hours))
+        kernel_quantum = kernel_quantum or cfg.stations.get("kernel_quantum")
+    d = spec.to_dict()
+
+    def names(v: str) -> list[str]:
+        return [x.strip() for x in v.split(",") if x.strip()]
+
+    for key, v in (("swi_of", swi_of), ("static", static), ("dynamic", dynamic), ("coarse", coarse)):
+        if v is not None:
+            d[key] = names(v)
+    if swi_t is not None:
+        d["swi_T"] = [float(x) for x in names(swi_t)]
+    if no_carry:
+        d["swi_carry"] = False
+    spec = FeatureSpec.from_dict(d)
+    hours = min_hours if min_hours is not None else hours
+    paths = [q for p in tiles for q in (sorted(p.glob("*.h5")) if p.is_dir() else [p])]
+    if not paths:
+        raise click.ClickException(f"no tile files (*.h5) in {', '.join(map(str, tiles))}")
+    ss = read_station_set(stations_source, fmt, metadata)
+    if len(ss) == 0:
+        raise click.ClickException(f"no station read from {stations_source}")
+    daily = ss.daily(hours)
+    tab = training_table(ss, [TileStore.open(p) for p in paths], spec, daily=daily, min_hours=hours,
+                         kernel_quantum=tuple(kernel_quantum) if kernel_quantum else None)  # fmt: skip
+    if out_file.suffix.lower() == ".csv":
+        from smengine._io import atomic_write
+
+        atomic_write(out_file, tab.to_csv(index=False, float_format="%.9g").encode())
+    else:
+        write_table(tab, out_file)
+    complete = int(tab[tab.attrs["features"]].notna().all(axis=1).sum()) if len(tab) else 0
+    click.echo(f"{len(tab)} station-days from {tab['station'].nunique()} station(s) x {len(tab.attrs['features'])} "
+               f"features ({complete} complete) -> {out_file}")  # fmt: skip
+    for sid, why in tab.attrs.get("excluded", {}).items():
+        click.echo(f"excluded {sid}: {why}", err=True)
+
+
+@cli.command()
+@click.argument("table_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Compiled forest file to write (HDF5: treelite model, native layout, model card).")
-@click.option("--features", help="Comma-separated feature columns (default: every other numeric column).")
+@click.option("--features", help="Comma-separated feature columns (default: the table's features).")
 @click.option("--cv", default="site,year,block", show_default=True, help="Grouped CV schemes.")
 @click.option("--no-search", is_flag=True, help="Skip the max_features x min_samples_leaf search.")
 @click.option("--trees", default=500, show_default=True, help="Trees in the final forest.")
 @click.option("--seed", default=0, show_default=True, help="random_state of every fit.")
+@click.option("--threads", type=int, help="Threads (default all).")
 @click.option("--card", "card_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the model card as Markdown here.")
-def train(table_csv: Path, out_file: Path, features: str | None, cv: str, no_search: bool, trees: int, seed: int,
-          card_file: Path | None) -> None:  # fmt: skip
-    """Train the forest on a training table (CSV from smengine.features.training_table)."""
+def train(table_file: Path, out_file: Path, features: str | None, cv: str, no_search: bool, trees: int, seed: int,
+          threads: int | None, card_file: Path | None) -> None:  # fmt: skip
+    """Train the forest on a training table (NetCDF from smengine table, or a CSV)."""
     import pandas as pd
 
     from smengine._io import atomic_write
-    from smengine.features import TABLE_EXTRAS, TABLE_KEYS
+    from smengine.features import TABLE_EXTRAS, TABLE_KEYS, read_table
     from smengine.model import train as run_train
 
-    try:
-        table = pd.read_csv(table_csv, parse_dates=["date"])
-        if features:
-            names = [f.strip() for f in features.split(",") if f.strip()]
-        else:
-            not_features = {*TABLE_KEYS, *TABLE_EXTRAS}
-            names = [c for c in table.columns if c not in not_features and pd.api.types.is_numeric_dtype(table[c])]
-        schemes = tuple(s.strip() for s in cv.split(",") if s.strip())
-        forest = run_train(table, names, cv=schemes, search=not no_search, n_estimators=trees, random_state=seed,
-                           progress=True)  # fmt: skip
-        cf = forest.compile()
-        cf.save(out_file)
-        if card_file is not None:
-            atomic_write(card_file, forest.card.to_markdown().encode())
-    except SMEngineError as exc:
-        raise click.ClickException(str(exc)) from exc
+    tab = read_table(table_file)
+    if features:
+        names = [f.strip() for f in features.split(",") if f.strip()]
+    elif tab.attrs.get("features"):
+        names = list(tab.attrs["features"])
+    else:
+        not_features = {*TABLE_KEYS, *TABLE_EXTRAS}
+        names = [c for c in tab.columns if c not in not_features and pd.api.types.is_numeric_dtype(tab[c])]
+    if not tab.attrs.get("units"):
+        click.echo(f"warning: {table_file} carries no feature units (a CSV); the model card will say 'units "
+                   "unknown' - write tables with smengine table (NetCDF)", err=True)  # fmt: skip
+    schemes = tuple(s.strip() for s in cv.split(",") if s.strip())
+    forest = run_train(tab, names, cv=schemes, search=not no_search, n_estimators=trees, random_state=seed,
+                       n_jobs=threads or -1, progress=True)  # fmt: skip
+    cf = forest.compile()
+    cf.save(out_file)
+    if card_file is not None:
+        atomic_write(card_file, forest.card.to_markdown().encode())
     click.echo(repr(forest))
     click.echo(f"wrote {out_file} ({cf.n_trees} trees, {cf.n_nodes} nodes, {cf.content_hash[:19]}…)")
 
@@ -377,6 +549,51 @@ def stations_experiment(data_dir: Path | None, out_dir: Path, experiment: str, s
         line = ", ".join(f"{m} {med.loc[m, 'ubRMSE']:.4f}" for m in med.index)
         click.echo(f"{name}: median ubRMSE {line}; median R forest {med.loc['forest', 'R']:.3f}")
     click.echo(f"wrote {res.report}")
+
+
+@cli.command("run")
+@click.argument("config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--steps", default=",".join(("ingest", "table", "train", "predict")), show_default=True,
+              help="Comma-separated steps to run.")
+@click.option("--overwrite", is_flag=True, help="Redo every step from scratch (default: resume).")
+@click.option("--threads", type=int, help="Threads (default all).")
+def run_cmd(config_file: Path, steps: str, overwrite: bool, threads: int | None) -> None:
+    """Run CONFIG_FILE (TOML, see smengine.config) from the user's files to the daily product:
+    ingest -> table -> train -> predict. Resumable: a step whose inputs did not change is skipped."""
+    from smengine.config import load_config
+    from smengine.pipeline import run_pipeline
+
+    cfg = load_config(config_file)
+    wanted = tuple(s.strip() for s in steps.split(",") if s.strip())
+    res = run_pipeline(cfg, wanted, overwrite=overwrite, n_threads=threads,
+                       progress=lambda step: click.echo(f"== {step}", err=True))  # fmt: skip
+    for step in wanted:
+        click.echo(f"{step}: {res.status.get(step, '?')} ({res.seconds.get(step, 0.0):.1f} s)")
+    if "predict" in res.outputs:
+        out = res.outputs["predict"]
+        st = out.stats
+        valid = (f"{1 - st.nan_pixel_days / st.pixel_days:.1%} of the pixel-days predicted have a value"
+                 if st.pixel_days else "nothing new to predict")  # fmt: skip
+        click.echo(f"product: {cfg.product_dir} ({len(out.written)} written, {len(out.skipped)} kept; {valid})")
+
+
+@cli.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("twin"),
+              show_default=True, help="Folder for the twin's files.")
+@click.option("--quick", is_flag=True, help="The small twin (20 km x 20 km, one year).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the world.")
+def twin(out_dir: Path, quick: bool, seed: int) -> None:
+    """Write the synthetic twin world's raw files (GeoTIFF, NetCDF, CRNS station files) into OUT,
+    with a run configuration (OUT/smengine.toml) for them: a stand-in for a user's own data."""
+    from smengine.twin import make_world, write_run_config
+
+    world = make_world(seed, out_dir, quick=quick)
+    cfg = write_run_config(world, out_dir / "smengine.toml")
+    g = world.grid
+    click.echo(f"twin world in {out_dir}: {g.shape[0]}x{g.shape[1]} km, {world.days.size} days, "
+               f"{len(world.read_stations())} CRNS stations; bounds {g.bounds[0]:.0f} {g.bounds[1]:.0f} "
+               f"{g.bounds[2]:.0f} {g.bounds[3]:.0f} (EPSG:3035)")  # fmt: skip
+    click.echo(f"run configuration: {cfg}")
 
 
 def main() -> None:  # console-script entry point

@@ -26,8 +26,10 @@ References
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +41,16 @@ from smengine.filters import exp_filter
 from smengine.footprint import REFERENCE_PRESSURE, footprint_average, footprint_kernel
 from smengine.tiles import TileStore
 
-__all__ = ["TABLE_EXTRAS", "TABLE_KEYS", "FeatureBuilder", "FeatureSpec", "calendar_features", "training_table"]
+__all__ = [
+    "TABLE_EXTRAS",
+    "TABLE_KEYS",
+    "FeatureBuilder",
+    "FeatureSpec",
+    "calendar_features",
+    "read_table",
+    "training_table",
+    "write_table",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +78,9 @@ class FeatureSpec:
         Name such a layer explicitly to use it raw as well.
     swi_of : sequence of str, optional
         Covariates (dynamic or coarse) to filter — they need not be features themselves
-        (e.g. a layer with gaps whose carried SWI is used); ``None``: the selected dynamic
-        and coarse features whose units are a soil-moisture unit (:data:`SOIL_MOISTURE_UNITS`).
+        (e.g. a layer with gaps whose carried SWI is used); ``None``: every dynamic and
+        coarse layer of the store whose units are a soil-moisture unit
+        (:data:`SOIL_MOISTURE_UNITS`).
     swi_T : sequence of float, optional
         Characteristic times, days (default 5, 10, 20, 40).
     calendar : bool, optional
@@ -172,7 +184,7 @@ class FeatureBuilder:
         self.dynamic = _pick("dynamic", spec.dynamic, store.dynamic_names, store)
         self.coarse = _pick("coarse", spec.coarse, store.coarse_names, store)
         if spec.swi_of is None:
-            self.swi_of = [n for n in self.dynamic + self.coarse
+            self.swi_of = [n for n in store.dynamic_names + store.coarse_names
                            if store.units.get(n, "").strip().lower() in SOIL_MOISTURE_UNITS]  # fmt: skip
         else:
             self.swi_of = list(spec.swi_of)
@@ -424,3 +436,97 @@ def training_table(
     log.info("training table: %d station-days from %d stations (%d excluded)", len(out),
              out["station"].nunique(), len(excluded))  # fmt: skip
     return out
+
+
+# ------------------------------------------------------------------------------------ table files
+_TABLE_ATTRS = ("features", "units", "kinds", "sources", "spec", "excluded")
+
+
+def write_table(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write a training table to NetCDF with its units, sources and spec (atomic).
+
+    One dimension ``row``; each column a variable (strings as NetCDF strings, ``date`` as
+    days since 1970-01-01); each feature variable carries its ``units``; the table's
+    ``.attrs`` (features, units, kinds, sources, spec, excluded stations) are stored as
+    JSON in the global attribute ``smengine_table``, so :func:`read_table` gives back the
+    table that :func:`smengine.model.train` needs, units included.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        As from :func:`training_table`.
+    path : path
+        Output file (``.nc``); written to a temporary name and renamed.
+
+    Returns
+    -------
+    Path
+    """
+    import json
+
+    import xarray as xr
+
+    from smengine._io import atomic_target
+
+    missing = [c for c in TABLE_KEYS if c not in table.columns]
+    if missing:
+        raise ValidationError(f"write_table: columns {missing} missing (a training table has {list(TABLE_KEYS)})")
+    units = dict(table.attrs.get("units") or {})
+    ds = xr.Dataset.from_dataframe(table.reset_index(drop=True).rename_axis("row"))
+    for name in ds.data_vars:
+        if ds[name].dtype == object:
+            ds[name] = ds[name].astype(str)
+        if name in units:
+            ds[name].attrs["units"] = units[name]
+    ds["target"].attrs.setdefault("units", "m3 m-3")
+    meta = {k: table.attrs[k] for k in _TABLE_ATTRS if k in table.attrs}
+    ds.attrs = {"title": "smengine training table (one row per station-day)",
+                "smengine_table": json.dumps(meta, default=str)}  # fmt: skip
+    out = Path(path).expanduser()
+    with atomic_target(out) as tmp:
+        ds.to_netcdf(tmp, engine="netcdf4", encoding={"date": {"units": "days since 1970-01-01"}})
+    log.info("training table: %d rows written to %s", len(table), out)
+    return out
+
+
+def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a training table written by :func:`write_table` (NetCDF) or a CSV.
+
+    A NetCDF table comes back with its ``.attrs`` (features, units, kinds, sources, spec).
+    A CSV has no units: its ``.attrs`` stay empty and models trained on it say "units
+    unknown" (prefer NetCDF).
+
+    Raises
+    ------
+    DataError
+        Naming the file: unreadable, or not a training table.
+    """
+    import json
+
+    import xarray as xr
+
+    from smengine.errors import DataError
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    try:
+        if p.suffix.lower() == ".csv":
+            table = pd.read_csv(p, parse_dates=["date"])
+        else:
+            with xr.open_dataset(p, engine="netcdf4") as ds:
+                meta = json.loads(ds.attrs.get("smengine_table", "null") or "null")
+                table = ds.to_dataframe().reset_index(drop=True)
+            if meta is None:
+                raise DataError(f"{p}: not a training table (no smengine_table attribute; write it with "
+                                "smengine table or smengine.features.write_table)")  # fmt: skip
+            table.attrs.update(meta)
+    except DataError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{p}: cannot read the training table: {exc}") from exc
+    missing = [c for c in TABLE_KEYS if c not in table.columns]
+    if missing:
+        raise DataError(f"{p}: columns {missing} missing (a training table has {list(TABLE_KEYS)}, ...)")
+    table["date"] = pd.to_datetime(table["date"])
+    return table

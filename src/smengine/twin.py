@@ -99,6 +99,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
 import logging
 import time as _time
 from collections.abc import Iterator
@@ -128,6 +129,7 @@ __all__ = [
     "make_world",
     "simulate_fine",
     "station_theta",
+    "write_run_config",
 ]
 
 #: Layer tops and bottoms of the true soil profile, cm.
@@ -932,6 +934,42 @@ class TwinWorld:
                     for k in (1, 2, 3)]  # fmt: skip
         return out
 
+    def run_config(self) -> str:
+        """A run configuration (TOML, :mod:`smengine.config`) for the world's raw files, with
+        paths relative to :attr:`root`: what a user would write for their own data. The
+        features are those of ``smengine demo`` (the gappy LST left out)."""
+        from smengine.demo import DEMO_SPEC
+
+        g = self.grid
+
+        def rel(p: Any) -> str:
+            return Path(p).relative_to(self.root).as_posix()
+
+        def arr(v: Any) -> str:
+            return "[" + ", ".join(json.dumps(x) for x in v) + "]"
+
+        st = self.paths["static"]
+        lines = ["# smengine run configuration for the twin world's raw files (smengine twin); see smengine.config", "",
+                 "[domain]", f"bounds = {arr([int(round(b)) for b in g.bounds])}", f'crs = "{g.crs}"',
+                 f"resolution = {g.resolution:g}", f"subpixel = {g.subpixel}", f"tile_size = {g.tile_size}", "",
+                 "[period]", f'start = "{self.days[0]}"', f'end = "{self.days[-1]}"', ""]  # fmt: skip
+        for n in ("elevation", "twi", "sand", "clay", "porosity", "land_cover"):
+            lines += ["[[sources]]", f'name = "{n}"', f'path = "{rel(st[n])}"']
+            lines += ['method = "nearest"', ""] if n == "land_cover" else [""]
+        s1 = Path(self.paths["s1"][0])
+        lines += ["[[sources]]", 'name = "s1_sm"', f'path = "{rel(s1.parent)}/s1_sm_*.tif"', ""]
+        lines += ["[[sources]]", 'name = "smap_sm"', f'path = "{rel(self.paths["smap"])}"', 'variable = "soil_moisture"',
+                  'storage = "coarse"', ""]  # fmt: skip
+        for n in ("ndvi", "lst", "precipitation"):
+            lines += ["[[sources]]", f'name = "{n}"', f'path = "{rel(self.paths[n])}"', f'variable = "{n}"', ""]
+        lines += ["[stations]", 'format = "cosmos-europe"', f'path = "{rel(self.paths["crns"])}"', "min_hours = 18",
+                  "kernel_quantum = [2.0, 0.02, 5.0]", "", "[features]"]  # fmt: skip
+        for k in ("static", "dynamic", "swi_of", "swi_T"):
+            lines.append(f"{k} = {arr(DEMO_SPEC[k])}")
+        lines += ["", "[model]", "trees = 100", 'cv = ["site"]', "search = false", "seed = 0", "",
+                  "[output]", 'dir = "run"', ""]  # fmt: skip
+        return "\n".join(lines)
+
     def fine_state(self, day: Any) -> FineDay:
         """The fine-grid truth of one day (re-simulated deterministically up to it)."""
         d = np.datetime64(day, "D")
@@ -1479,3 +1517,13 @@ def _write_stations(seed: int, cfg: TwinConfig, paths: dict[str, Any], stations:
                                                             lineterminator="\n").encode())  # fmt: skip
     atomic_write(Path(paths["stations"]), stations.to_csv(index=False, float_format="%.10g",
                                                           lineterminator="\n").encode())  # fmt: skip
+
+
+def write_run_config(world: TwinWorld, path: str | os.PathLike[str]) -> Path:
+    """Write :meth:`TwinWorld.run_config` to ``path`` (atomic; paths in it are relative to the
+    world's folder, so ``path`` belongs there)."""
+    from smengine._io import atomic_write
+
+    p = Path(path)
+    atomic_write(p, world.run_config().encode())
+    return p

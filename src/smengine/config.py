@@ -1,0 +1,290 @@
+"""Run configuration: one TOML file from a user's files to the daily product.
+
+A run configuration names the domain, the period, the covariate sources, the station set,
+the features and the model; :func:`smengine.pipeline.run_pipeline` (``smengine run``) goes
+from files to product with it, and each CLI step (``smengine ingest``, ``table``,
+``train``, ``predict``) can read its own section with ``--config``. Relative paths are
+relative to the configuration file's folder. Unknown keys are errors (a typo must not be
+silently ignored).
+
+Example (``smengine twin --out mydata`` writes this file for the twin's raw files)::
+
+    [domain]                      # one of bounds (grid CRS, m) or lonlat_bounds (degrees)
+    bounds = [4300000, 3080000, 4320000, 3100000]
+    crs = "EPSG:3035"             # default; resolution 1000 m, subpixel 4, tile_size 100
+    subpixel = 4
+
+    [period]                      # optional; default: the sources' days
+    start = "2019-01-01"
+    end = "2019-12-31"
+
+    [[sources]]                   # one table per covariate; a glob is one source
+    name = "elevation"
+    path = "static/elevation.tif"
+    units = "m"                   # for files that state none (GeoTIFFs)
+
+    [[sources]]
+    name = "s1_sm"
+    path = "s1/s1_sm_*.tif"       # daily GeoTIFFs, stacked along time
+
+    [[sources]]
+    name = "smap_sm"
+    path = "smap/smap_l3_like.nc"
+    variable = "soil_moisture"
+    storage = "coarse"            # keep the 9-km cells with an index map
+
+    [stations]
+    format = "cosmos-europe"      # or csv (with metadata), ismn, roaring-fork, fuerstensee
+    path = "crns/COSMOS_Europe_Data_rev1"
+    min_hours = 18
+
+    [features]                    # smengine.features.FeatureSpec
+    static = ["elevation", "twi", "sand", "clay"]
+    dynamic = ["ndvi", "precipitation"]
+    swi_of = ["s1_sm", "smap_sm"]
+    swi_T = [5, 10, 20, 40]
+
+    [model]                       # smengine.model.train
+    trees = 100
+    cv = ["site"]
+    search = false
+
+    [output]
+    dir = "run"                   # tiles/, table.nc, model.smf.h5, product/ inside
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smengine.errors import ConfigError
+from smengine.features import FeatureSpec
+from smengine.grid import Grid
+
+__all__ = ["RunConfig", "SourceConfig", "expand_paths", "load_config"]
+
+_DOMAIN_KEYS = {"bounds", "lonlat_bounds", "crs", "resolution", "subpixel", "tile_size"}
+_SOURCE_KEYS = {"name", "path", "variable", "units", "storage", "method", "daily", "time"}
+_STATION_KEYS = {"format", "path", "metadata", "min_hours", "kernel_quantum"}
+_MODEL_KEYS = {"trees", "cv", "search", "seed", "max_features", "min_samples_leaf"}
+_PREDICT_KEYS = {"file_days", "chunk_days", "min_valid", "format"}
+_SECTIONS = {"domain", "period", "sources", "stations", "features", "model", "predict", "output"}
+
+
+def _check_keys(where: str, d: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def expand_paths(pattern: str | os.PathLike[str] | list[Any], base: Path | None = None) -> list[Path]:
+    """Files of a path, a glob or a list of them (relative to ``base`` or the working folder;
+    ``~`` expanded), as absolute paths, each glob's matches sorted.
+
+    Raises
+    ------
+    ConfigError
+        When a pattern matches nothing, naming it.
+    """
+    items = pattern if isinstance(pattern, list) else [pattern]
+    out: list[Path] = []
+    for item in items:
+        p = Path(os.path.expanduser(str(item)))
+        if base is not None and not p.is_absolute():
+            p = base / p
+        p = p.absolute()  # tiles record their source files: the same file, whatever the working folder
+        if glob.has_magic(str(p)):
+            hits = sorted(Path(h) for h in glob.glob(str(p)))
+            if not hits:
+                raise ConfigError(f"{item}: the pattern matches no file")
+            out += hits
+        else:
+            out.append(p)
+    return out
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One covariate source: a path or glob (one source, stacked along time) and how to read it.
+
+    The fields are those of :class:`smengine.ingest.SourceSpec`.
+    """
+
+    name: str
+    path: str | list[str]
+    variable: str | None = None
+    units: str | None = None
+    storage: str = "auto"
+    method: str = "auto"
+    daily: str | None = None
+    time: str | None = None
+
+    def spec(self, base: Path | None = None) -> Any:
+        """The :class:`~smengine.ingest.SourceSpec` (paths expanded)."""
+        from smengine.ingest import SourceSpec
+
+        paths = expand_paths(self.path, base)
+        return SourceSpec(paths[0] if len(paths) == 1 else paths, variable=self.variable, name=self.name,
+                          storage=self.storage, method=self.method, daily=self.daily, time=self.time,  # type: ignore[arg-type]
+                          units=self.units)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A parsed run configuration (see the module docstring for the file).
+
+    Attributes
+    ----------
+    base : Path
+        Folder that relative paths are relative to (the file's folder).
+    grid : Grid or None
+    start, end : str or None
+        The period (UTC days, inclusive).
+    sources : tuple of SourceConfig
+    stations : dict
+        ``format``, ``path``, ``metadata``, ``min_hours`` (default 18), ``kernel_quantum``.
+    features : FeatureSpec
+    model : dict
+        ``trees`` (100), ``cv`` (``["site"]``), ``search`` (False), ``seed`` (0),
+        ``max_features``, ``min_samples_leaf``.
+    predict : dict
+        ``file_days`` (32), ``chunk_days`` (8), ``min_valid`` (0.5), ``format`` (netcdf).
+    out : Path
+        Output folder: ``tiles/``, ``table.nc``, ``model.smf.h5``, ``model_card.md``,
+        ``product/`` and ``run.json`` (what each step was made from, for resuming).
+    """
+
+    base: Path
+    grid: Grid | None
+    start: str | None
+    end: str | None
+    sources: tuple[SourceConfig, ...]
+    stations: dict[str, Any]
+    features: FeatureSpec
+    model: dict[str, Any]
+    predict: dict[str, Any]
+    out: Path
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], base: str | os.PathLike[str] = ".") -> RunConfig:
+        """Parse the TOML tables (as a dict); ``base`` resolves relative paths."""
+        base = Path(base).expanduser().resolve()
+        _check_keys("run configuration", d, _SECTIONS)
+        grid = _grid(d["domain"]) if "domain" in d else None
+        period = dict(d.get("period", {}))
+        _check_keys("[period]", period, {"start", "end"})
+        srcs = []
+        for i, s in enumerate(d.get("sources", [])):
+            _check_keys(f"[[sources]] #{i + 1}", s, _SOURCE_KEYS)
+            if "name" not in s or "path" not in s:
+                raise ConfigError(f"[[sources]] #{i + 1}: 'name' and 'path' are required, got {sorted(s)}")
+            srcs.append(SourceConfig(**s))
+        names = [s.name for s in srcs]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"[[sources]]: two sources share a name: {names}")
+        st = dict(d.get("stations", {}))
+        _check_keys("[stations]", st, _STATION_KEYS)
+        st.setdefault("min_hours", 18.0)
+        feats = dict(d.get("features", {}))
+        try:
+            spec = FeatureSpec.from_dict(feats)
+        except TypeError as exc:
+            raise ConfigError(f"[features]: {exc} (keys: static, dynamic, coarse, swi_of, swi_T, calendar, "
+                              "swi_carry)") from exc  # fmt: skip
+        model = {"trees": 100, "cv": ["site"], "search": False, "seed": 0, **d.get("model", {})}
+        _check_keys("[model]", model, _MODEL_KEYS)
+        pred = {"file_days": 32, "chunk_days": 8, "min_valid": 0.5, "format": "netcdf", **d.get("predict", {})}
+        _check_keys("[predict]", pred, _PREDICT_KEYS)
+        output = dict(d.get("output", {}))
+        _check_keys("[output]", output, {"dir"})
+        out = Path(os.path.expanduser(str(output.get("dir", "smengine-run"))))
+        return cls(base, grid, _day(period.get("start"), "start"), _day(period.get("end"), "end"), tuple(srcs), st,
+                   spec, model, pred, out if out.is_absolute() else base / out, dict(d))  # fmt: skip
+
+    def path(self, p: str | os.PathLike[str]) -> Path:
+        """A path of the configuration, resolved against :attr:`base` (``~`` expanded)."""
+        q = Path(os.path.expanduser(str(p)))
+        return q if q.is_absolute() else self.base / q
+
+    def source_specs(self) -> list[Any]:
+        """The :class:`~smengine.ingest.SourceSpec` of every source."""
+        return [s.spec(self.base) for s in self.sources]
+
+    def require(self, *sections: str) -> None:
+        """Raise a ConfigError naming the sections a step needs and the file lacks."""
+        have = {"domain": self.grid is not None, "sources": bool(self.sources),
+                "stations": "format" in self.stations and "path" in self.stations}  # fmt: skip
+        missing = [s for s in sections if not have.get(s, True)]
+        if missing:
+            raise ConfigError(f"the run configuration needs {missing} for this step (see smengine.config)")
+
+    @property
+    def tiles_dir(self) -> Path:
+        return self.out / "tiles"
+
+    @property
+    def table_path(self) -> Path:
+        return self.out / "table.nc"
+
+    @property
+    def model_path(self) -> Path:
+        return self.out / "model.smf.h5"
+
+    @property
+    def product_dir(self) -> Path:
+        return self.out / "product"
+
+    def section_json(self, *names: str) -> str:
+        """The named sections as canonical JSON (what a step's output is made from)."""
+        return json.dumps({n: self.raw.get(n) for n in names}, sort_keys=True, default=str)
+
+
+def _day(v: Any, what: str) -> str | None:
+    if v is None:
+        return None
+    import numpy as np
+
+    try:
+        return str(np.datetime64(str(v), "D"))
+    except ValueError as exc:
+        raise ConfigError(f"[period] {what} = {v!r} is not a date (YYYY-MM-DD)") from exc
+
+
+def _grid(d: Mapping[str, Any]) -> Grid:
+    _check_keys("[domain]", d, _DOMAIN_KEYS)
+    if ("bounds" in d) == ("lonlat_bounds" in d):
+        raise ConfigError("[domain]: give exactly one of bounds (grid CRS, m) or lonlat_bounds (degrees)")
+    kw = {k: d[k] for k in ("crs", "resolution", "subpixel", "tile_size") if k in d}
+    b = d.get("bounds") or d["lonlat_bounds"]
+    if not (isinstance(b, list) and len(b) == 4):
+        raise ConfigError(f"[domain]: bounds should be 4 numbers [xmin, ymin, xmax, ymax], got {b!r}")
+    return Grid.from_bounds(*b, **kw) if "bounds" in d else Grid.from_lonlat_bounds(*b, **kw)
+
+
+def load_config(path: str | os.PathLike[str]) -> RunConfig:
+    """Read a run configuration file (TOML).
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and the key: TOML syntax, unknown keys, missing or bad values.
+    """
+    p = Path(path).expanduser()
+    try:
+        d = tomllib.loads(p.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{p}: no such configuration file") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    try:
+        return RunConfig.from_dict(d, p.resolve().parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from exc
