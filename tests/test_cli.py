@@ -97,6 +97,67 @@ def test_ingest_command_writes_tiles(data_dir, tmp_path):
     assert bad.exit_code != 0 and "--bounds" in bad.output
 
 
+def test_ingest_command_takes_a_shell_expanded_series_globs_and_names(data_dir, tmp_path):
+    """The README's `smengine ingest ESACCI-*.nc`: the day files are one source; a quoted glob and
+    NAME=PATTERN too; per-source options by name; a second source is added to existing tiles."""
+    from smengine.tiles import TileStore
+
+    cci = sorted((data_dir / "gridded" / "esa_cci_sm_v05.2").glob("ESACCI-*.nc"))
+    c3s = sorted((data_dir / "gridded" / "c3s_sm" / "daily_combined_TCDR_v201801").glob("C3S-*.nc"))
+    assert len(cci) == 2 and len(c3s) == 2
+    box = ["--lonlat-bounds", "6", "47", "7", "48", "--tile-size", "50"]
+    r = CliRunner().invoke(cli, ["-q", "ingest", *map(str, cci), "--out", str(tmp_path / "a"), *box])
+    assert r.exit_code == 0 and "from 1 source(s)" in r.output, r.output
+    st = TileStore.open(sorted((tmp_path / "a").glob("*.h5"))[0])
+    assert st.coarse_names == ["esa_cci_sm"] and [str(t) for t in st.times] == ["2016-06-07", "2016-06-08"]
+    # a quoted glob, named, kept coarse by name, with its units by name
+    pattern = str(cci[0].parent / "ESACCI-*.nc")
+    r = CliRunner().invoke(cli, ["-q", "ingest", f"cci={pattern}", "--storage", "cci=fine", "--units",
+                                 "cci=m3 m-3", "--out", str(tmp_path / "b"), *box])  # fmt: skip
+    assert r.exit_code == 0 and "from 1 source(s)" in r.output, r.output
+    st = TileStore.open(sorted((tmp_path / "b").glob("*.h5"))[0])
+    assert st.dynamic_names == ["cci"] and st.units["cci"] == "m3 m-3" and st.times.size == 2
+    # a second product into the same tiles: added beside the first, days extended (C3S is 2014)
+    r = CliRunner().invoke(cli, ["-q", "ingest", *map(str, c3s), "--out", str(tmp_path / "a"), *box])
+    assert r.exit_code == 0, r.output
+    st = TileStore.open(sorted((tmp_path / "a").glob("*.h5"))[0])
+    assert st.coarse_names == ["esa_cci_sm", "c3s_sm"] and st.times.size == 4
+    # mistakes are one line, no traceback
+    r = CliRunner().invoke(cli, ["ingest", str(tmp_path / "missing-*.nc"), "--out", str(tmp_path / "c"), *box])
+    assert r.exit_code != 0 and "pattern matches no file" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(cli, ["ingest", str(cci[0]), "--method", "cubic", "--out", str(tmp_path / "c"), *box])
+    assert r.exit_code != 0 and "unknown resampling ['cubic']" in r.output
+
+
+def test_table_train_commands_carry_units(data_dir, tmp_path):
+    """smengine table writes NetCDF with units; smengine train reads it and the card has them."""
+    from smengine.features import read_table
+    from smengine.model import CompiledForest
+    from smengine.twin import make_world
+
+    w = make_world(0, tmp_path / "twin", quick=True)
+    from smengine.ingest import ingest
+
+    ingest(w.sources(), w.grid, tmp_path / "tiles")
+    r = CliRunner().invoke(cli, ["-q", "table", str(w.paths["crns"]), str(tmp_path / "tiles"), "--format",
+                                 "cosmos-europe", "--kernel-quantum", "2", "0.02", "5", "--dynamic",
+                                 "ndvi,precipitation", "--swi-T", "5,20", "--out", str(tmp_path / "t.nc")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    t = read_table(tmp_path / "t.nc")
+    assert t.attrs["units"]["swi20c_s1_sm"] == "m3 m-3" and t.attrs["units"]["precipitation"] == "mm"
+    assert "25 station(s) x 14 features" in r.output  # 6 static, 2 dynamic, 2 x 2 SWI, 2 calendar and t.attrs["features"][-2:] == ["doy_sin", "doy_cos"]
+    r = CliRunner().invoke(cli, ["-q", "train", str(tmp_path / "t.nc"), "--out", str(tmp_path / "m.h5"), "--cv",
+                                 "site", "--no-search", "--trees", "10", "--threads", "1"])  # fmt: skip
+    assert r.exit_code == 0 and "warning" not in r.output, r.output
+    card = CompiledForest.load(tmp_path / "m.h5").card
+    assert {f["name"]: f["units"] for f in card.features}["swi5c_s1_sm"] == "m3 m-3"
+    # a CSV table has no units: train says so
+    t.to_csv(tmp_path / "t.csv", index=False)
+    r = CliRunner().invoke(cli, ["-q", "train", str(tmp_path / "t.csv"), "--out", str(tmp_path / "m2.h5"), "--cv",
+                                 "site", "--no-search", "--trees", "10", "--threads", "1"])  # fmt: skip
+    assert r.exit_code == 0 and "carries no feature units" in r.output, r.output
+
+
 def test_stations_command_writes_daily_table(tmp_path):
     import pandas as pd
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import netCDF4
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 from pyproj import Transformer
 
 from smengine.errors import ConfigError, ValidationError
@@ -231,3 +233,28 @@ def test_carried_swi_and_quantised_kernels(store: TileStore) -> None:
     assert not np.allclose(fast[fb.names].to_numpy(float), exact[fb.names].to_numpy(float), rtol=1e-6, equal_nan=True)
     with pytest.raises(ConfigError, match="kernel_quantum"):
         training_table(ss, store, spec, kernel_quantum=(0.0, 0.02, 5.0))
+
+
+def test_table_file_round_trip_and_errors(store: TileStore, tmp_path) -> None:
+    from smengine.errors import DataError
+    from smengine.features import read_table, write_table
+
+    table = training_table(_stations(store, 20, 20), store, FeatureSpec(swi_T=(5.0,)))
+    assert len(table) > 0
+    path = write_table(table, tmp_path / "t.nc")
+    back = read_table(path)
+    pd.testing.assert_frame_equal(back, table, check_dtype=False)
+    assert back.attrs == {k: table.attrs[k] for k in back.attrs} and back.attrs["units"] == table.attrs["units"]
+    assert back["date"].dtype.kind == "M" and back["station"].tolist() == table["station"].tolist()
+    with netCDF4.Dataset(path) as f:  # units on each variable for any NetCDF reader
+        assert f["elev"].units == "m" and f["target"].units == "m3 m-3"
+    table.to_csv(tmp_path / "t.csv", index=False)
+    csv = read_table(tmp_path / "t.csv")
+    assert csv.attrs == {} and csv["date"].dtype.kind == "M" and len(csv) == len(table)
+    with pytest.raises(DataError, match="no such file"):
+        read_table(tmp_path / "missing.nc")
+    xr.Dataset({"a": ("x", [1.0])}).to_netcdf(tmp_path / "other.nc")
+    with pytest.raises(DataError, match="other.nc: not a training table"):
+        read_table(tmp_path / "other.nc")
+    with pytest.raises(ValidationError, match=r"columns \['target'\] missing"):
+        write_table(table.drop(columns="target"), tmp_path / "u.nc")

@@ -905,7 +905,7 @@ def ingest(
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(tile_list, desc="ingest tiles", unit="tile")
+        iterator = tqdm(tile_list, desc="ingest tiles", unit="tile", disable=None)
     for tile in iterator:
         tgrid = grid.tile_grid(tile)
         touching = []
