@@ -271,7 +271,8 @@ _READERS = ("cosmos-europe", "ismn", "csv", "roaring-fork", "fuerstensee")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(_READERS), required=True, help="Reader for SOURCE.")
 @click.option("--metadata", type=click.Path(exists=True, path_type=Path), help="Station table (csv format).")
-@click.option("--min-hours", default=18.0, show_default=True, help="Minimum valid hours per UTC day.")
+@click.option("--min-hours", default=18.0, show_default=True,
+              help="Minimum valid hours per UTC day (a step counts its spacing: daily input counts 24 h a day).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the daily table as CSV (atomic); default: print a summary only.")  # fmt: skip
 def stations(source: Path, fmt: str, metadata: Path | None, min_hours: float, out_file: Path | None) -> None:

@@ -51,7 +51,7 @@ import pandas as pd
 
 from smengine._io import atomic_write
 from smengine.errors import ConfigError, DataError, ValidationError
-from smengine.stations import Station, StationSet
+from smengine.stations import Station, StationSet, step_hours
 
 __all__ = [
     "DEFAULT_T",
@@ -209,7 +209,8 @@ def daily_precipitation(stations: StationSet, min_hours: float = 18.0) -> pd.Dat
     """Daily precipitation sums (mm) of the stations' own gauges on UTC days.
 
     A day is kept when its finite precipitation steps cover ``min_hours`` (step length =
-    median spacing, at most 1 h), else it is NaN: a missing gauge is not a dry day.
+    median spacing, at most 24 h: a daily gauge series counts 24 h a day), else it is NaN:
+    a missing gauge is not a dry day.
 
     Returns
     -------
@@ -222,7 +223,7 @@ def daily_precipitation(stations: StationSet, min_hours: float = 18.0) -> pd.Dat
         if "precipitation" not in s.data.columns or not s.data["precipitation"].notna().any():
             continue
         pr = s.data["precipitation"]
-        step = _step_hours(s.data.index)
+        step = step_hours(s.data.index)
         day = pr.index.floor("D").tz_localize(None)
         g = pr.groupby(day)
         tot, hours = g.sum(min_count=1), g.count() * step
@@ -230,12 +231,6 @@ def daily_precipitation(stations: StationSet, min_hours: float = 18.0) -> pd.Dat
     out = pd.DataFrame(cols)
     out.index.name = "date"
     return out
-
-
-def _step_hours(index: pd.DatetimeIndex) -> float:
-    if len(index) < 2:
-        return 1.0
-    return float(min((index[1:] - index[:-1]).median() / pd.Timedelta(hours=1), 1.0))
 
 
 def tdr_footprint_average(

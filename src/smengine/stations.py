@@ -80,6 +80,7 @@ __all__ = [
     "read_ismn",
     "read_nmdb",
     "read_roaring_fork",
+    "step_hours",
 ]
 
 log = logging.getLogger(__name__)
@@ -383,9 +384,17 @@ class StationSet(Mapping[str, Station]):
         return out
 
 
-def _step_hours(index: pd.DatetimeIndex) -> float:
+def step_hours(index: pd.DatetimeIndex) -> float:
     """Hours one valid time step stands for: the median spacing, at most a day (so a daily
-    series counts 24 h per valid day; a single value counts 1 h)."""
+    series counts 24 h per valid day; a single value counts 1 h).
+
+    Examples
+    --------
+    >>> step_hours(pd.date_range("2020-01-01", periods=4, freq="30min"))
+    0.5
+    >>> step_hours(pd.date_range("2020-01-01", periods=4, freq="D"))
+    24.0
+    """
     if len(index) < 2:
         return 1.0
     step = (index[1:] - index[:-1]).median() / pd.Timedelta(hours=1)
@@ -396,7 +405,7 @@ def _daily_one(s: Station, min_hours: float, mask: int) -> tuple[pd.DataFrame, i
     df = s.data
     valid = df["sm"].notna() & ((df["flag"].to_numpy() & mask) == 0)
     day = df.index.floor("D")
-    step = _step_hours(df.index)
+    step = step_hours(df.index)
     sm = df["sm"].where(valid)
     g = pd.DataFrame({"sm": sm, "_n": valid.astype(np.int64)}, index=df.index).groupby(day)
     out = pd.DataFrame({"sm": g["sm"].mean(), "n_hours": np.minimum(g["_n"].sum() * step, 24.0)})
