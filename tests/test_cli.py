@@ -127,6 +127,12 @@ def test_ingest_command_takes_a_shell_expanded_series_globs_and_names(data_dir, 
     assert r.exit_code != 0 and "pattern matches no file" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(cli, ["ingest", str(cci[0]), "--method", "cubic", "--out", str(tmp_path / "c"), *box])
     assert r.exit_code != 0 and "unknown resampling ['cubic']" in r.output
+    r = CliRunner().invoke(cli, ["ingest", str(cci[0]), str(cci[1]), str(c3s[0]), "a=" + str(cci[1]),
+                                 "--out", str(tmp_path / "c"), *box])  # fmt: skip
+    assert r.exit_code == 0, r.output  # the two CCI days group into one source beside 'a' and C3S
+    r = CliRunner().invoke(cli, ["ingest", str(cci[0]), f"x={cci[1]}", f"x={c3s[0]}", "--out", str(tmp_path / "d"),
+                                 *box])  # fmt: skip
+    assert r.exit_code != 0 and "share the feature name(s) ['x']" in r.output and "NAME=PATTERN" in r.output
 
 
 def test_table_train_commands_carry_units(data_dir, tmp_path):

@@ -888,7 +888,10 @@ def ingest(
     opened = [s if isinstance(s, Source) else open_source(sp) for s, sp in zip(sources, specs)]
     names = [s.name for s in opened]
     if len(set(names)) != len(names):
-        raise ConfigError(f"two sources share a feature name: {names}; set SourceSpec.name")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError(f"two sources share the feature name(s) {dup} (of {names}): name them apart — "
+                          "NAME=PATTERN on the command line, name = ... in a run configuration's [[sources]], "
+                          "SourceSpec(name=...) in Python; or give files of one product as one source (a glob)")  # fmt: skip
     if days is None:
         dyn_days = [s.times for s in opened if s.times is not None]
         all_days = np.unique(np.concatenate(dyn_days)) if dyn_days else np.array([], "datetime64[D]")
