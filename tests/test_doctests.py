@@ -15,10 +15,11 @@ import smengine.metrics
 import smengine.model._card
 import smengine.model._compiled
 import smengine.neutrons
-import smengine.stations
+import smengine.stations._core
+import smengine.stations.readers
 
 
-@pytest.mark.parametrize("module", [smengine.features, smengine.filters, smengine.footprint, smengine.grid, smengine.ingest, smengine.metrics, smengine.model._card, smengine.model._compiled, smengine.neutrons, smengine.stations], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [smengine.features, smengine.filters, smengine.footprint, smengine.grid, smengine.ingest, smengine.metrics, smengine.model._card, smengine.model._compiled, smengine.neutrons, smengine.stations._core, smengine.stations.readers], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE, extraglobs={"np": __import__("numpy")})
     assert result.attempted > 0

@@ -426,3 +426,30 @@ def test_fuerstensee_reproduces_cosmos_europe_site_values(data_dir: Path) -> Non
     assert 0.0 <= d["sm"].min() < 0.03 and 0.3 < d["sm"].max() < 0.4
     # the incoming correction used the Jungfraujoch monitor (covers 2014–2020)
     assert st.data["f_incoming"].std() > 0.01
+
+
+def test_format_registry_and_guessing(data_dir: Path, tmp_path: Path) -> None:
+    from smengine.errors import ConfigError
+
+    assert sorted(S.FORMATS) == ["cosmos-europe", "csv", "fuerstensee", "ismn", "roaring-fork"]
+    assert S.FORMATS["ismn"] is S.read_ismn and S.FORMATS["csv"] is S.read_csv
+    crns = data_dir / "crns"
+    assert S.guess_format(crns / "roaring_fork_co_usgs") == "roaring-fork"
+    assert S.guess_format(crns / "neptoon_examples" / "FSC001_time_series.csv") == "fuerstensee"
+    assert S.guess_format(data_dir / "insitu" / "ismn_pytesmo_testdata") == "ismn"
+    rev1 = tmp_path / "COSMOS_Europe_Data_rev1"
+    rev1.mkdir()
+    (rev1 / "General_ information_rev1.csv").write_text("x\n")
+    assert S.guess_format(rev1) == "cosmos-europe"
+    (tmp_path / "mine.csv").write_text("time,station,sm\n")
+    assert S.guess_format(tmp_path / "mine.csv") == "csv"
+    with pytest.raises(ConfigError, match=r"cannot tell the station format.*\['cosmos-europe', 'csv'"):
+        S.guess_format(tmp_path / "nothing-here")
+    with pytest.raises(ConfigError, match="unknown station format 'cosmos'"):
+        S.open_stations(rev1, format="cosmos")
+    # the guessed reader is the named one: same stations, same data
+    guessed = S.open_stations(data_dir / "insitu" / "ismn_pytesmo_testdata")
+    named = S.read_ismn(data_dir / "insitu" / "ismn_pytesmo_testdata")
+    assert list(guessed) == list(named) and len(guessed) > 0
+    for sid in named:
+        pd.testing.assert_frame_equal(guessed[sid].data, named[sid].data)

@@ -264,33 +264,30 @@ def ingest(sources: tuple[str, ...], config_file: Path | None, out_dir: Path | N
                f"{grid.tile_shape[0]}x{grid.tile_shape[1]} tiles) from {len(specs)} source(s)")  # fmt: skip
 
 
-_READERS = ("cosmos-europe", "ismn", "csv", "roaring-fork", "fuerstensee")
+def _formats() -> tuple[str, ...]:
+    from smengine.stations import FORMATS
+
+    return tuple(FORMATS)
+
+
+_READERS = _formats()
 
 
 @cli.command()
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(_READERS), required=True, help="Reader for SOURCE.")
+@click.option("--format", "fmt", type=click.Choice(_READERS), help="Reader for SOURCE (default: guessed from it).")
 @click.option("--metadata", type=click.Path(exists=True, path_type=Path), help="Station table (csv format).")
 @click.option("--min-hours", default=18.0, show_default=True,
               help="Minimum valid hours per UTC day (a step counts its spacing: daily input counts 24 h a day).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the daily table as CSV (atomic); default: print a summary only.")  # fmt: skip
-def stations(source: Path, fmt: str, metadata: Path | None, min_hours: float, out_file: Path | None) -> None:
+def stations(source: Path, fmt: str | None, metadata: Path | None, min_hours: float, out_file: Path | None) -> None:
     """Read CRNS/in-situ stations from SOURCE, aggregate to UTC days and summarise them."""
-    from smengine import stations as st
     from smengine._io import atomic_write
+    from smengine.experiments import read_station_set
 
     try:
-        if fmt == "cosmos-europe":
-            ss = st.read_cosmos_europe(source)
-        elif fmt == "ismn":
-            ss = st.read_ismn(source)
-        elif fmt == "csv":
-            ss = st.read_csv(source, metadata=metadata)
-        elif fmt == "roaring-fork":
-            ss = st.read_roaring_fork(source)
-        else:
-            ss = st.read_fuerstensee(source)
+        ss = read_station_set(source, fmt, metadata)
         daily = ss.daily(min_hours)
     except SMEngineError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -310,7 +307,7 @@ def stations(source: Path, fmt: str, metadata: Path | None, min_hours: float, ou
 @cli.command()
 @click.argument("stations_source", type=click.Path(exists=True, path_type=Path))
 @click.argument("tiles", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(_READERS), required=True, help="Reader for STATIONS_SOURCE.")
+@click.option("--format", "fmt", type=click.Choice(_READERS), help="Reader for STATIONS_SOURCE (default: guessed from it).")
 @click.option("--metadata", type=click.Path(exists=True, path_type=Path), help="Station table (csv format).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Training table to write (NetCDF, with units and sources; .csv: plain CSV without units).")
@@ -326,7 +323,7 @@ def stations(source: Path, fmt: str, metadata: Path | None, min_hours: float, ou
 @click.option("--static", help="Comma-separated static covariates (default all).")
 @click.option("--dynamic", help="Comma-separated dynamic covariates (default all but the SWI sources).")
 @click.option("--coarse", help="Comma-separated coarse covariates (default all but the SWI sources).")
-def table(stations_source: Path, tiles: tuple[Path, ...], fmt: str, metadata: Path | None, out_file: Path,
+def table(stations_source: Path, tiles: tuple[Path, ...], fmt: str | None, metadata: Path | None, out_file: Path,
           config_file: Path | None, min_hours: float | None, kernel_quantum: tuple[float, ...] | None, swi_of: str | None, swi_t: str | None, no_carry: bool,
           static: str | None, dynamic: str | None, coarse: str | None) -> None:  # fmt: skip
     """Build the training table: STATIONS_SOURCE's daily soil moisture and the footprint-weighted
@@ -502,7 +499,7 @@ def predict(model: Path, tiles: tuple[Path, ...], out_dir: Path, start: str | No
               show_default=True, help="Which experiment(s) to run.")
 @click.option("--source", type=click.Path(exists=True, path_type=Path),
               help="Run on a station set of your own (with --format) instead of the two real networks.")
-@click.option("--format", "fmt", type=click.Choice(_READERS), help="Reader for --source.")
+@click.option("--format", "fmt", type=click.Choice(_READERS), help="Reader for --source (default: guessed).")
 @click.option("--metadata", type=click.Path(exists=True, path_type=Path), help="Station table (csv format).")
 @click.option("--precipitation", "precip_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Daily precipitation CSV (date column + one column per station, mm); default: station gauges.")
@@ -531,8 +528,6 @@ def stations_experiment(data_dir: Path | None, out_dir: Path, experiment: str, s
     try:
         ss = pr = None
         if source is not None:
-            if fmt is None:
-                raise click.UsageError("--source needs --format")
             ss = read_station_set(source, fmt, metadata)
             if len(ss) == 0:
                 raise click.ClickException(f"no station read from {source}")

@@ -34,7 +34,7 @@ Example (``smengine twin --out mydata`` writes this file for the twin's raw file
     storage = "coarse"            # keep the 9-km cells with an index map
 
     [stations]
-    format = "cosmos-europe"      # or csv (with metadata), ismn, roaring-fork, fuerstensee
+    format = "cosmos-europe"      # smengine.stations.FORMATS (default: guessed from path)
     path = "crns/COSMOS_Europe_Data_rev1"
     min_hours = 18
 
@@ -149,7 +149,8 @@ class RunConfig:
         The period (UTC days, inclusive).
     sources : tuple of SourceConfig
     stations : dict
-        ``format``, ``path``, ``metadata``, ``min_hours`` (default 18), ``kernel_quantum``.
+        ``path``, ``format`` (a :data:`smengine.stations.FORMATS` key; default guessed),
+        ``metadata``, ``min_hours`` (default 18), ``kernel_quantum``.
     features : FeatureSpec
     model : dict
         ``trees`` (100), ``cv`` (``["site"]``), ``search`` (False), ``seed`` (0),
@@ -221,7 +222,7 @@ class RunConfig:
     def require(self, *sections: str) -> None:
         """Raise a ConfigError naming the sections a step needs and the file lacks."""
         have = {"domain": self.grid is not None, "sources": bool(self.sources),
-                "stations": "format" in self.stations and "path" in self.stations}  # fmt: skip
+                "stations": "path" in self.stations}  # fmt: skip
         missing = [s for s in sections if not have.get(s, True)]
         if missing:
             raise ConfigError(f"the run configuration needs {missing} for this step (see smengine.config)")

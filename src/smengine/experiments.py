@@ -188,21 +188,13 @@ def read_daily_precipitation(path: PathLike, stations: StationSet | None = None)
     return df
 
 
-def read_station_set(source: PathLike, fmt: str, metadata: PathLike | None = None) -> StationSet:
-    """Read a station set with the reader named ``fmt`` (as ``smengine stations --format``).
+def read_station_set(source: PathLike, fmt: str | None, metadata: PathLike | None = None) -> StationSet:
+    """Read a station set with the reader named ``fmt`` (a :data:`smengine.stations.FORMATS` key;
+    ``None``: guessed), as ``smengine stations --format``; ``metadata`` is the station table
+    of the ``csv`` format."""
+    from smengine.stations import open_stations
 
-    ``fmt``: ``roaring-fork``, ``fuerstensee``, ``cosmos-europe``, ``csv`` (with
-    ``metadata``: the station table) or ``ismn``.
-    """
-    from smengine import stations as st
-
-    readers: dict[str, Any] = {"roaring-fork": st.read_roaring_fork, "fuerstensee": st.read_fuerstensee,
-               "cosmos-europe": st.read_cosmos_europe, "ismn": st.read_ismn}  # fmt: skip
-    if fmt == "csv":
-        return st.read_csv(source, metadata=metadata)
-    if fmt not in readers:
-        raise ConfigError(f"unknown station format {fmt!r}; choose from {sorted([*readers, 'csv'])}")
-    return readers[fmt](source)
+    return open_stations(source, fmt, **({"metadata": metadata} if metadata is not None else {}))
 
 
 def daily_precipitation(stations: StationSet, min_hours: float = 18.0) -> pd.DataFrame:

@@ -164,9 +164,9 @@ def run_pipeline(
             from smengine.features import training_table, write_table
             from smengine.tiles import TileStore
 
-            ss = read_station_set(st_path, cfg.stations["format"], cfg.path(meta) if meta else None)
+            ss = read_station_set(st_path, cfg.stations.get("format"), cfg.path(meta) if meta else None)
             if len(ss) == 0:
-                raise ConfigError(f"no station read from {st_path} (format {cfg.stations['format']})")
+                raise ConfigError(f"no station read from {st_path} (format {cfg.stations.get('format', 'guessed')})")
             stores = [TileStore.open(p) for p in tiles()]
             q = cfg.stations.get("kernel_quantum")
             daily = ss.daily(float(cfg.stations["min_hours"]))

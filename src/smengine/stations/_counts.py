@@ -1,0 +1,283 @@
+"""Quality control and counts → soil moisture (SCIENCE.md §5.3): range flags, the incoming-flux series, corrections, conversion."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smengine import neutrons as nt
+from smengine.errors import ConfigError, DataError, ValidationError
+from smengine.stations._core import _SUMMED, PHYSICAL_RANGE, QC, PathLike
+from smengine.stations._parse import _parse_times
+
+log = logging.getLogger(__name__)
+
+# ======================================================================================
+# quality control and counts → soil moisture
+# ======================================================================================
+def _flag_range(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Flag and blank values outside :data:`PHYSICAL_RANGE`; log what was flagged."""
+    for c, (lo, hi) in PHYSICAL_RANGE.items():
+        if c not in df.columns:
+            continue
+        v = df[c].to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            bad = np.isfinite(v) & ((v < lo) | (v > hi))
+        if bad.any():
+            log.warning("%s: %d %s values outside [%g, %g] flagged OUT_OF_RANGE", where, int(bad.sum()), c, lo, hi)
+            df.loc[bad, "flag"] = df.loc[bad, "flag"] | int(QC.OUT_OF_RANGE)
+            df.loc[bad, c] = np.nan
+    return df
+
+
+def read_nmdb(path: PathLike) -> pd.Series:
+    """Read a neutron-monitor export (NMDB, ``time;counts`` per line, UTC) as a Series.
+
+    Parameters
+    ----------
+    path : path
+        Text file with ``YYYY-MM-DD HH:MM:SS;value`` lines (``;`` or ``,`` separated).
+
+    Returns
+    -------
+    pandas.Series
+        Count rate on a UTC DatetimeIndex, named after the file stem.
+    """
+    p = Path(path)
+    try:
+        raw = pd.read_csv(p, sep=r"[;,]", engine="python", header=None, comment="#", names=["time", "nm"],
+                          skipinitialspace=True)  # fmt: skip
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{p}: cannot read neutron-monitor file: {exc}") from exc
+    t = _parse_times(raw["time"], p, "time", utc=True)
+    nm = pd.to_numeric(raw["nm"], errors="coerce")
+    if nm.notna().sum() == 0:
+        raise DataError(f"{p}: no numeric neutron-monitor counts")
+    return pd.Series(nm.to_numpy(), index=pd.DatetimeIndex(t), name=p.stem).sort_index()
+
+
+def counts_to_sm(
+    raw_cph: pd.Series,
+    *,
+    n0: float,
+    bulk_density: float,
+    lattice_water: float = 0.0,
+    soc: float = 0.0,
+    pressure: pd.Series | None = None,
+    abs_humidity: pd.Series | None = None,
+    incoming: pd.Series | None = None,
+    incoming_reference: float | None = None,
+    cutoff_rigidity: float | None = None,
+    monitor_rigidity: float = 4.49,
+    pressure_reference: float = 1013.25,
+    count_range: tuple[float, float] = (50.0, 10000.0),
+    porosity: float | None = None,
+    smooth_hours: int = 24,
+) -> pd.DataFrame:
+    r"""Raw neutron count rates → hourly volumetric soil moisture (SCIENCE.md §5.3, CE-PROC).
+
+    1. Average to hourly rates (sub-hourly input; rates, so a missing half-hour does
+       not bias the hour). Counts outside ``count_range`` are NaN, flagged
+       :attr:`QC.EXTREME_COUNTS`; counts outside the centred 24 h mean ± 2√(24 h sum)
+       are NaN, flagged :attr:`QC.OUTLIER`.
+    2. :math:`N = N_{raw} f_p f_h f_i` (:func:`smengine.neutrons.pressure_correction`,
+       :func:`~smengine.neutrons.humidity_correction` with h_ref = 0,
+       :func:`~smengine.neutrons.incoming_correction`, Hawdon 2014). Humidity gaps are
+       filled with the station's mean absolute humidity (flag ``GAPFILLED_MET``); hours
+       without pressure cannot be corrected (flag ``NO_CORRECTION``). Without an incoming
+       series, or where it does not cover the data, f_i = 1 (logged).
+    3. A centred ``smooth_hours`` moving mean (min half the window), as COSMOS-Europe's
+       ``MovAvg24h``, then :func:`~smengine.neutrons.counts_to_theta` with N0, ρ_b,
+       W_lat, W_soc; the uncertainty from :func:`~smengine.neutrons.theta_uncertainty`
+       with σ_N = √(N·smooth_hours)/smooth_hours scaled by the corrections.
+
+    Parameters
+    ----------
+    raw_cph : pandas.Series
+        Raw epithermal count rate, counts per hour, on a UTC DatetimeIndex.
+    n0 : float
+        Desilets N0 (cph) for *this* correction convention (p_ref, h_ref = 0, I_ref).
+    bulk_density : float
+        g cm⁻³.
+    lattice_water, soc : float, optional
+        g g⁻¹.
+    pressure : pandas.Series, optional
+        Air pressure, hPa, same index (required for a pressure correction).
+    abs_humidity : pandas.Series, optional
+        Absolute humidity, g m⁻³, same index (no humidity correction without it).
+    incoming : pandas.Series, optional
+        Neutron-monitor count rate (any index; matched to the hour).
+    incoming_reference : float, optional
+        Reference monitor rate (default: the monitor's mean over the station's period).
+    cutoff_rigidity : float, optional
+        Site cutoff rigidity, GV (Hawdon rigidity scaling with ``monitor_rigidity``).
+    monitor_rigidity : float, optional
+        Monitor cutoff rigidity, GV (Jungfraujoch: 4.49).
+    pressure_reference : float, optional
+        hPa (default 1013.25 as COSMOS-Europe).
+    count_range : (float, float), optional
+        Plausible raw cph (CE-PROC: 50–10000; high-altitude sites count more).
+    porosity : float, optional
+        Flag ``POROSITY_EXCESS`` above it.
+    smooth_hours : int, optional
+        Moving-mean window in hours (default 24; 1 disables).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Hourly ``sm``, ``sm_std``, ``counts`` (corrected, smoothed), ``counts_raw``,
+        ``f_pressure``, ``f_humidity``, ``f_incoming`` and ``flag``.
+    """
+    corrected = _correct_counts(
+        raw_cph, pressure=pressure, abs_humidity=abs_humidity, incoming=incoming,
+        incoming_reference=incoming_reference, cutoff_rigidity=cutoff_rigidity, monitor_rigidity=monitor_rigidity,
+        pressure_reference=pressure_reference, count_range=count_range, smooth_hours=smooth_hours,
+    )  # fmt: skip
+    return _corrected_to_sm(corrected, n0, bulk_density, lattice_water, soc, porosity)
+
+
+def _correct_counts(
+    raw_cph: pd.Series,
+    *,
+    pressure: pd.Series | None = None,
+    abs_humidity: pd.Series | None = None,
+    incoming: pd.Series | None = None,
+    incoming_reference: float | None = None,
+    cutoff_rigidity: float | None = None,
+    monitor_rigidity: float = 4.49,
+    pressure_reference: float = 1013.25,
+    count_range: tuple[float, float] = (50.0, 10000.0),
+    smooth_hours: int = 24,
+) -> pd.DataFrame:
+    """Steps 1–2 and the smoothing of :func:`counts_to_sm` (no N0 needed).
+
+    Returns hourly ``counts`` (corrected, smoothed), ``counts_raw``, ``f_pressure``,
+    ``f_humidity``, ``f_incoming``, ``flag`` and ``_n_hours`` (hours in each smoothing
+    window, for the uncertainty), so that N0 can be calibrated on the corrected counts
+    before :func:`_corrected_to_sm` converts them.
+    """
+    if not isinstance(raw_cph.index, pd.DatetimeIndex) or raw_cph.index.tz is None:
+        raise ValidationError("raw_cph should have a timezone-aware DatetimeIndex")
+    lo, hi = count_range
+    if not 0 <= lo < hi:
+        raise ConfigError(f"count_range should be 0 <= low < high, got {count_range}")
+    frame = pd.DataFrame({"raw": raw_cph.astype(np.float64)})
+    if pressure is not None:
+        frame["p"] = pressure.astype(np.float64)
+    if abs_humidity is not None:
+        frame["h"] = abs_humidity.astype(np.float64)
+    hourly = frame.resample("1h").mean()
+    flag = pd.Series(0, index=hourly.index, dtype=np.int64)
+    raw = hourly["raw"]
+    extreme = raw.notna() & ((raw < lo) | (raw > hi))
+    flag[extreme] |= int(QC.EXTREME_COUNTS)
+    raw = raw.where(~extreme)
+    w = smooth_hours if smooth_hours > 1 else 24
+    mean24 = raw.rolling(w, center=True, min_periods=max(1, w // 2)).mean()
+    sum24 = raw.rolling(w, center=True, min_periods=max(1, w // 2)).sum()
+    outlier = raw.notna() & ((raw - mean24).abs() > 2.0 * np.sqrt(sum24))
+    flag[outlier] |= int(QC.OUTLIER)
+    raw = raw.where(~outlier)
+
+    fp = pd.Series(1.0, index=hourly.index)
+    if "p" in hourly:
+        fp = pd.Series(nt.pressure_correction(hourly["p"].to_numpy(), pressure_reference), index=hourly.index)
+        missing = hourly["p"].isna() & raw.notna()
+        flag[missing] |= int(QC.NO_CORRECTION)
+    fh = pd.Series(1.0, index=hourly.index)
+    if "h" in hourly and hourly["h"].notna().any():
+        h = hourly["h"]
+        filled = h.isna() & raw.notna()
+        flag[filled] |= int(QC.GAPFILLED_MET)
+        fh = pd.Series(nt.humidity_correction(h.fillna(h.mean()).to_numpy()), index=hourly.index)
+    fi = pd.Series(1.0, index=hourly.index)
+    if incoming is not None:
+        inc = incoming.sort_index().resample("1h").mean().reindex(hourly.index)
+        if inc.notna().any():
+            ref = float(incoming_reference) if incoming_reference is not None else float(inc.mean())
+            rc = (cutoff_rigidity, monitor_rigidity) if cutoff_rigidity is not None else (None, None)
+            fi = pd.Series(nt.incoming_correction(inc.to_numpy(), ref, *rc), index=hourly.index)
+            gaps = inc.isna() & raw.notna()
+            if gaps.any():
+                log.warning("incoming-flux series misses %d of %d counted hours: f_i = 1 there",
+                            int(gaps.sum()), int(raw.notna().sum()))  # fmt: skip
+                fi = fi.fillna(1.0)
+        else:
+            log.warning("incoming-flux series does not cover %s…%s: no incoming correction",
+                        hourly.index[0], hourly.index[-1])  # fmt: skip
+    corrected = raw * fp * fh * fi
+    if smooth_hours > 1:
+        smooth = corrected.rolling(smooth_hours, center=True, min_periods=smooth_hours // 2).mean()
+        n_in = corrected.notna().astype(float).rolling(smooth_hours, center=True, min_periods=1).sum()
+    else:
+        smooth, n_in = corrected, pd.Series(1.0, index=hourly.index)
+    smooth = smooth.where(corrected.notna())  # no value where the hour itself is bad
+    return pd.DataFrame(
+        {"counts": smooth.to_numpy(), "counts_raw": hourly["raw"].to_numpy(), "f_pressure": fp.to_numpy(),
+         "f_humidity": fh.to_numpy(), "f_incoming": fi.to_numpy(), "flag": flag.to_numpy(),
+         "_n_hours": n_in.to_numpy()},
+        index=hourly.index,
+    )  # fmt: skip
+
+
+def _corrected_to_sm(
+    corrected: pd.DataFrame, n0: float, bulk_density: float, lattice_water: float, soc: float,
+    porosity: float | None,
+) -> pd.DataFrame:  # fmt: skip
+    """Step 3 of :func:`counts_to_sm`: θ and its uncertainty from :func:`_correct_counts` output."""
+    out = corrected.drop(columns="_n_hours")
+    n = corrected["counts"].to_numpy()
+    f = (corrected["f_pressure"] * corrected["f_humidity"] * corrected["f_incoming"]).to_numpy()
+    # Poisson σ of a mean over n_hours hours, carried through the correction factors
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sigma_n = np.sqrt(n / np.maximum(corrected["_n_hours"].to_numpy(), 1.0) * f)
+    out.insert(0, "sm_std", nt.theta_uncertainty(n, sigma_n, n0, bulk_density))
+    out.insert(0, "sm", nt.counts_to_theta(n, n0, bulk_density, lattice_water, soc))
+    if porosity is not None and np.isfinite(porosity):
+        excess = out["sm"] > porosity
+        out.loc[excess, "flag"] |= int(QC.POROSITY_EXCESS)
+    return out
+
+
+def _calibrated_n0(
+    counts: pd.Series, dates: Sequence[Any], theta_total_g: Sequence[float], where: str, max_days: int = 7
+) -> tuple[float, list[dict[str, Any]]]:
+    """N0 from corrected counts on calibration days (nearest valid day within ``max_days``)."""
+    daily = counts.resample("1D").mean().dropna()
+    if daily.empty:
+        raise DataError(f"{where}: no valid counts to calibrate N0")
+    rows = []
+    for d, tw in zip(dates, theta_total_g, strict=True):
+        day = pd.Timestamp(d).tz_localize("UTC") if pd.Timestamp(d).tzinfo is None else pd.Timestamp(d)
+        day = day.floor("D")
+        k = int(abs(daily.index - day).argmin())
+        gap = abs(daily.index[k] - day)
+        if gap > pd.Timedelta(days=max_days):
+            log.warning("%s: no counts within %d days of calibration day %s; campaign skipped", where, max_days, day.date())
+            continue
+        n0 = nt.calibrate_n0(float(daily.iloc[k]), float(tw))
+        rows.append({"date": day.date(), "counts_day": daily.index[k].date(), "counts": float(daily.iloc[k]),
+                     "theta_total_g": float(tw), "n0": float(n0)})  # fmt: skip
+    if not rows:
+        raise DataError(f"{where}: no calibration campaign has counts within {max_days} days")
+    return float(np.mean([r["n0"] for r in rows])), rows
+
+
+def _merge_hourly(conv: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
+    """Converted hourly frame + the other (met, TDR …) columns of the raw frame averaged hourly."""
+    rest = raw.drop(columns=[c for c in ("sm", "sm_std", "counts", "counts_raw", "flag") if c in raw.columns])
+    flag_raw = raw["flag"].resample("1h").agg(lambda x: int(np.bitwise_or.reduce(x.to_numpy())) if len(x) else 0)
+    if len(rest.columns):
+        r = rest.resample("1h")
+        # summed columns keep NaN for an hour without any value: a missing gauge is not a dry hour
+        hourly = pd.DataFrame({c: (r[c].sum(min_count=1) if c in _SUMMED else r[c].mean()) for c in rest.columns})
+    else:
+        hourly = pd.DataFrame(index=conv.index)
+    out = conv.join(hourly, how="left")
+    out["flag"] = out["flag"].to_numpy() | flag_raw.reindex(out.index, fill_value=0).to_numpy()
+    return out

@@ -1,0 +1,107 @@
+"""Station readers, one module per format, and the registry :data:`FORMATS`.
+
+A reader is a function ``reader(source, **kwargs) -> StationSet``. :func:`open_stations`
+calls the one named by ``format`` or, without it, the one :func:`guess_format` finds for
+the source (xarray's ``open_dataset(engine=...)`` / ``guess_engine`` pattern). The CLI's
+``--format`` choices and :mod:`smengine.experiments` use this registry.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from smengine.errors import ConfigError
+from smengine.stations._core import StationSet
+from smengine.stations.readers.cosmos_europe import read_cosmos_europe
+from smengine.stations.readers.fuerstensee import read_fuerstensee
+from smengine.stations.readers.generic import read_csv
+from smengine.stations.readers.ismn import read_ismn
+from smengine.stations.readers.roaring_fork import read_roaring_fork
+
+__all__ = ["FORMATS", "guess_format", "open_stations"]
+
+#: Reader of each station format, by the name the CLI's ``--format`` takes.
+FORMATS: dict[str, Callable[..., StationSet]] = {
+    "cosmos-europe": read_cosmos_europe,
+    "csv": read_csv,
+    "fuerstensee": read_fuerstensee,
+    "ismn": read_ismn,
+    "roaring-fork": read_roaring_fork,
+}
+
+
+def _head(path: Path) -> str:
+    try:
+        with open(path, encoding="latin-1") as f:
+            return f.readline()
+    except OSError:
+        return ""
+
+
+def guess_format(source: str | os.PathLike[str]) -> str:
+    """The :data:`FORMATS` key for a station source, from its layout.
+
+    * a folder with a COSMOS-Europe ``General_information`` table: ``cosmos-europe``;
+    * a folder with ``RoaringFork_CRNS_metadata.csv`` or ``data_release_2024/``: ``roaring-fork``;
+    * a ``.stm`` file, or a folder with ``.stm`` files below it: ``ismn``;
+    * a CSV whose header has ``NeutronCount_Epithermal_Cum1h``: ``fuerstensee``;
+    * any other ``.csv`` / ``.txt`` file: ``csv``.
+
+    Raises
+    ------
+    ConfigError
+        When nothing fits, naming the source and the formats.
+    """
+    p = Path(source).expanduser()
+    if p.is_dir():
+        names = {q.name.lower().replace(" ", "") for q in p.iterdir()}
+        if any(n.startswith("general_information") and n.endswith(".csv") for n in names):
+            return "cosmos-europe"
+        if "roaringfork_crns_metadata.csv" in names or "data_release_2024" in names:
+            return "roaring-fork"
+        if next(p.rglob("*.stm"), None) is not None:
+            return "ismn"
+    elif p.is_file():
+        suffix = p.suffix.lower()
+        if suffix == ".stm":
+            return "ismn"
+        if suffix in (".csv", ".txt"):
+            return "fuerstensee" if "NeutronCount_Epithermal_Cum1h" in _head(p) else "csv"
+    raise ConfigError(f"{p}: cannot tell the station format (no such file or folder, or an unknown layout); "
+                      f"pass format= one of {sorted(FORMATS)}")  # fmt: skip
+
+
+def open_stations(source: str | os.PathLike[str], format: str | None = None, **kwargs: Any) -> StationSet:
+    """Read a station set with the reader of ``format`` (default: :func:`guess_format`).
+
+    Parameters
+    ----------
+    source : path
+        What the reader reads (a folder or a file).
+    format : str, optional
+        A :data:`FORMATS` key.
+    **kwargs
+        Passed to the reader (e.g. ``metadata=`` for ``csv``).
+
+    Returns
+    -------
+    StationSet
+
+    Raises
+    ------
+    ConfigError
+        For an unknown format or one that cannot be guessed; the readers' own errors
+        (:class:`~smengine.errors.DataError` naming the file) pass through.
+
+    Examples
+    --------
+    >>> sorted(FORMATS)
+    ['cosmos-europe', 'csv', 'fuerstensee', 'ismn', 'roaring-fork']
+    """
+    fmt = guess_format(source) if format is None else format
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown station format {fmt!r}; choose from {sorted(FORMATS)}")
+    return FORMATS[fmt](source, **kwargs)

@@ -1,0 +1,192 @@
+"""The documented generic CSV: soil moisture, raw counts or both, with a station table."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smengine import neutrons as nt
+from smengine.errors import ConfigError, DataError, ValidationError
+from smengine.stations._core import PathLike, Station, StationSet
+from smengine.stations._counts import (
+    _flag_range,
+    _merge_hourly,
+    counts_to_sm,
+    read_nmdb,
+)
+from smengine.stations._parse import (
+    _exclude_or_raise,
+    _float,
+    _parse_times,
+    _read_table,
+    _require,
+)
+
+# ======================================================================================
+# generic CSV
+# ======================================================================================
+_META_COLUMNS = ("lat", "lon", "elevation", "bulk_density", "lattice_water", "soc", "n0", "porosity",
+                 "cutoff_rigidity", "name", "network", "land_cover")  # fmt: skip
+
+
+def read_csv(
+    path: PathLike,
+    *,
+    metadata: PathLike | pd.DataFrame | Mapping[str, Any] | None = None,
+    station: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    time_column: str = "time",
+    time_format: str | None = None,
+    sep: str = ",",
+    encoding: str = "utf-8",
+    timezone: str = "UTC",
+    neutron_monitor: pd.Series | PathLike | None = None,
+    count_range: tuple[float, float] = (50.0, 10000.0),
+    strict: bool = False,
+) -> StationSet:
+    """Read station data from a documented generic CSV.
+
+    **Format.** One row per time step; a time column (ISO 8601; UTC unless it carries an
+    offset or ``timezone`` says otherwise) and canonical columns (after renaming with
+    ``columns``): ``sm`` (m³ m⁻³) *or* ``counts_raw`` (raw epithermal cph), and any of
+    ``pressure`` (hPa), ``abs_humidity`` (g m⁻³), ``rel_humidity`` (%),
+    ``air_temperature`` (°C), ``precipitation`` (mm), ``flag`` (:class:`QC` bits), plus
+    any numeric extras. Several stations go in one file with a ``station`` column;
+    otherwise the file is one station named ``station`` (default: the file stem).
+
+    **Metadata.** ``metadata`` is a CSV path or DataFrame with a ``station`` column and
+    ``lat``, ``lon`` (required) and optional ``elevation``, ``bulk_density``,
+    ``lattice_water``, ``soc``, ``n0``, ``porosity``, ``cutoff_rigidity``, ``name``,
+    ``network``, ``land_cover``; or, for a single station, a dict of those.
+
+    Stations with ``counts_raw`` and no ``sm`` are converted by :func:`counts_to_sm`
+    (needs ``n0`` and ``bulk_density``; absolute humidity from relative humidity and
+    temperature when only those are given).
+
+    Parameters
+    ----------
+    path : path
+    metadata : path, DataFrame or dict
+    station : str, optional
+        Station id of a single-station file.
+    columns : dict, optional
+        File column → canonical name.
+    time_column : str, optional
+        Name of the time column in the file (default ``"time"``).
+    time_format : str, optional
+        strftime format of the times (default: ISO 8601 / inferred).
+    sep, encoding : str, optional
+    timezone : str, optional
+        Zone of naive times (default UTC).
+    neutron_monitor : Series or path, optional
+        Incoming-flux series (e.g. :func:`read_nmdb`) for count conversion.
+    count_range : (float, float), optional
+        Plausible raw cph for count conversion.
+    strict : bool, optional
+        Raise on a station without coordinates instead of excluding it.
+
+    Raises
+    ------
+    DataError
+        Missing time or soil-moisture/count column, unparseable time (file, row and value
+        named), missing metadata for a count conversion.
+
+    Examples
+    --------
+    >>> ss = read_csv("site.csv", metadata={"lat": 50.87, "lon": 6.45})   # doctest: +SKIP
+    """
+    p = Path(path)
+    df = _read_table(p, sep=sep, encoding=encoding)
+    df.columns = [str(c).strip() for c in df.columns]
+    if columns:
+        df = df.rename(columns=dict(columns))
+    _require(df, [time_column], p)
+    if "sm" not in df.columns and "counts_raw" not in df.columns:
+        raise DataError(f"{p}: missing column 'sm' (soil moisture, m3 m-3) or 'counts_raw' (raw cph); "
+                        f"found {', '.join(df.columns)}; map yours with columns={{...}}")  # fmt: skip
+    naive = _parse_times(df[time_column], p, time_column, utc=False, fmt=time_format)
+    if naive.tz is None:
+        try:
+            idx = naive.tz_localize(timezone).tz_convert("UTC")
+        except Exception as exc:
+            raise ConfigError(f"{p}: cannot localise times to {timezone!r}: {exc}") from exc
+    else:
+        idx = naive.tz_convert("UTC")
+    df = df.drop(columns=[time_column])
+    df.index = idx
+    meta = _generic_metadata(metadata, p)
+    nm = read_nmdb(neutron_monitor) if isinstance(neutron_monitor, (str, os.PathLike)) else neutron_monitor
+    groups = df.groupby("station", sort=True) if "station" in df.columns else [(station or p.stem, df)]
+    out, excl = [], []
+    for sid, g in groups:
+        sid = str(sid)
+        g = g.drop(columns=["station"], errors="ignore")
+        m = meta.get(sid, meta.get("*", {}))
+        if not m:
+            _exclude_or_raise(strict, excl, sid, "no metadata (lat, lon)", str(p), len(g))
+            continue
+        try:
+            out.append(_generic_station(sid, g, m, p, nm, count_range))
+        except ValidationError as exc:
+            _exclude_or_raise(strict, excl, sid, str(exc), str(p), len(g))
+    return StationSet(out, excl)
+
+
+def _generic_metadata(metadata: Any, p: Path) -> dict[str, dict[str, Any]]:
+    if metadata is None:
+        return {}
+    if isinstance(metadata, Mapping):
+        return {"*": dict(metadata)}
+    m = metadata if isinstance(metadata, pd.DataFrame) else _read_table(Path(metadata))
+    where = "metadata" if isinstance(metadata, pd.DataFrame) else str(metadata)
+    if "station" not in m.columns:
+        raise DataError(f"{where}: metadata needs a 'station' column")
+    dup = m["station"][m["station"].duplicated()]
+    if len(dup):
+        raise DataError(f"{where}: station {dup.iloc[0]!r} listed twice")
+    return {str(r["station"]): {k: r[k] for k in _META_COLUMNS if k in m.columns} for _, r in m.iterrows()}
+
+
+def _generic_station(sid: str, g: pd.DataFrame, m: Mapping[str, Any], p: Path, nm: pd.Series | None,
+                     count_range: tuple[float, float]) -> Station:  # fmt: skip
+    if g.index.has_duplicates:
+        raise DataError(f"{p}: station {sid}: duplicate time stamp {g.index[g.index.duplicated()][0]}")
+    g = g.sort_index().apply(pd.to_numeric, errors="coerce")
+    g["flag"] = g["flag"].fillna(0).astype(np.int64) if "flag" in g else 0
+    g = _flag_range(g, f"{p} station {sid}")
+    kw = {k: m[k] for k in _META_COLUMNS if k in m and not (isinstance(m[k], float) and np.isnan(m[k]))}
+    lat, lon = kw.pop("lat", math.nan), kw.pop("lon", math.nan)
+    processing = [f"generic CSV {p.name}"]
+    if "sm" not in g.columns or g["sm"].isna().all():
+        if "counts_raw" not in g.columns:
+            raise DataError(f"{p}: station {sid}: no 'sm' values and no 'counts_raw' to convert")
+        for need in ("n0", "bulk_density"):
+            if not np.isfinite(_float(kw.get(need))):
+                raise DataError(f"{p}: station {sid}: converting counts needs {need!r} in the metadata")
+        if "abs_humidity" not in g and {"rel_humidity", "air_temperature"} <= set(g.columns):
+            g["abs_humidity"] = nt.absolute_humidity(g["rel_humidity"].to_numpy(), g["air_temperature"].to_numpy())
+        conv = counts_to_sm(
+            g["counts_raw"], n0=float(kw["n0"]), bulk_density=float(kw["bulk_density"]),
+            lattice_water=_float(kw.get("lattice_water", 0.0)), soc=_float(kw.get("soc", 0.0)),
+            pressure=g.get("pressure"), abs_humidity=g.get("abs_humidity"), incoming=nm,
+            cutoff_rigidity=_float(kw["cutoff_rigidity"]) if "cutoff_rigidity" in kw else None,
+            count_range=count_range, porosity=_float(kw.get("porosity", math.nan)),
+        )  # fmt: skip
+        g = _merge_hourly(conv, g)
+        processing.append("counts → sm (counts_to_sm)")
+    for k in ("name", "network", "land_cover"):
+        kw[k] = str(kw.get(k, ""))
+    for k in ("elevation", "bulk_density", "n0", "porosity", "cutoff_rigidity", "lattice_water", "soc"):
+        if k in kw:
+            kw[k] = _float(kw[k])
+    st = Station(id=sid, lat=lat, lon=lon, data=g, source=str(p), **kw)
+    st.processing.extend(processing)
+    return st
+
+
