@@ -310,3 +310,12 @@ def test_degraded_products_are_loud(world, tmp_path):
     assert r.exit_code == 0 and "warning: run into" in r.output and "have no soil moisture" in r.output
     r = CliRunner().invoke(cli, ["--strict", *args[:4], str(tmp_path / "o2"), *args[5:]])
     assert r.exit_code == 1 and "Error: run into" in r.output and "Traceback" not in r.output
+
+
+def test_quality_flags_are_one_vocabulary():
+    """The kernel's C enum mirrors smengine.product.QualityFlag; QUALITY_FLAGS is derived from it."""
+    from smengine._ext import _engine
+    from smengine.product import QUALITY_FLAGS, QualityFlag
+
+    assert _engine.QUALITY_FLAG_CODES == {f.name.lower(): int(f) for f in QualityFlag} == QUALITY_FLAGS
+    assert [int(f) for f in QualityFlag] == list(range(len(QualityFlag)))

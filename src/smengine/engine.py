@@ -51,6 +51,7 @@ import numpy as np
 from smengine._threads import effective_n_threads
 from smengine.errors import ConfigError, DataError, DataLossWarning
 from smengine.features import calendar_features
+from smengine.product import QualityFlag
 from smengine.tiles import TileStore, as_days
 
 __all__ = ["EngineStats", "TileRunner", "predict", "run"]
@@ -339,7 +340,7 @@ class TileRunner:
         # days that are never predicted (absent from the store) stay NaN, valid fraction 0, flag no_input
         out = {k: np.full((req.size, Py, Px), np.nan, np.float32) for k in ("sm", "subpixel_sd", "uncertainty")}
         out["valid_fraction"] = np.zeros((req.size, Py, Px), np.float32)
-        out["quality_flag"] = np.full((req.size, Py, Px), 4, np.uint8)
+        out["quality_flag"] = np.full((req.size, Py, Px), QualityFlag.NO_INPUT, np.uint8)
         # store day index of each requested day (-1: not in the store)
         pos = np.searchsorted(s.times, req)
         inside = pos < s.times.size
@@ -381,7 +382,7 @@ class TileRunner:
                 progress(int(want.sum()))
         self._next = max(self._next, last + 1)
         self.stats.pixel_days += out["quality_flag"].size
-        self.stats.nan_pixel_days += int((out["quality_flag"] >= 2).sum())
+        self.stats.nan_pixel_days += int((out["quality_flag"] >= QualityFlag.LOW_VALID_FRACTION).sum())
         return req, out
 
 
@@ -690,8 +691,10 @@ def naive_predict(store: TileStore | str | os.PathLike[str], estimator: Any, fea
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
         sm, sd, sp = np.nanmean(P, -1), np.nanstd(P, -1), np.nanmean(S, -1)
-    flag = np.where(n == 0, 3, np.where(vf < min_valid_fraction, 2, np.where(n < k * k, 1, 0))).astype(np.uint8)
-    bad = flag >= 2
+    Q = QualityFlag
+    flag = np.where(n == 0, Q.NO_VALID_SUBPIXELS, np.where(vf < min_valid_fraction, Q.LOW_VALID_FRACTION,
+                    np.where(n < k * k, Q.PARTIAL, Q.GOOD))).astype(np.uint8)  # fmt: skip
+    bad = flag >= Q.LOW_VALID_FRACTION
     for a in (sm, sd, sp):
         a[bad] = np.nan
     return {"sm": sm, "subpixel_sd": sd, "uncertainty": sp, "valid_fraction": vf, "quality_flag": flag, "days": req}

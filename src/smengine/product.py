@@ -49,6 +49,7 @@ Eaton, B., et al.: NetCDF Climate and Forecast (CF) Metadata Conventions, versio
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import math
@@ -72,18 +73,24 @@ from smengine.grid import Grid
 
 log = logging.getLogger(__name__)
 
-__all__ = ["QUALITY_FLAGS", "make_product", "open_product", "write_cog", "write_netcdf", "write_zarr"]
+__all__ = ["QUALITY_FLAGS", "QualityFlag", "make_product", "open_product", "write_cog", "write_netcdf", "write_zarr"]
 
-#: Quality-flag codes of ``quality_flag`` (uint8); ``sm`` is NaN for codes 2–4.
-QUALITY_FLAGS: dict[str, int] = {
-    "good": 0,
-    "partial": 1,
-    "low_valid_fraction": 2,
-    "no_valid_subpixels": 3,
-    "no_input": 4,
-}
+class QualityFlag(enum.IntEnum):
+    """Codes of ``quality_flag`` (uint8), defined once; the engine kernel mirrors them in its
+    C enum (``_engine.QUALITY_FLAG_CODES``, checked by a test). ``sm`` is NaN from
+    ``LOW_VALID_FRACTION`` on."""
 
-_NAN_CODES = (2, 3, 4)  # codes for which sm is NaN
+    GOOD = 0  #: every sub-pixel has a prediction
+    PARTIAL = 1  #: at least min_valid_fraction of them
+    LOW_VALID_FRACTION = 2  #: fewer than min_valid_fraction: sm NaN
+    NO_VALID_SUBPIXELS = 3  #: none: sm NaN
+    NO_INPUT = 4  #: not predicted (the day is not in the tile): sm NaN
+
+
+#: ``flag_meanings`` name → code of :class:`QualityFlag` (the CF attribute pair).
+QUALITY_FLAGS: dict[str, int] = {f.name.lower(): int(f) for f in QualityFlag}
+
+_NAN_CODES = tuple(int(f) for f in QualityFlag if f >= QualityFlag.LOW_VALID_FRACTION)  # sm is NaN
 _TIME_UNITS = "days since 1970-01-01"
 _CALENDAR = "standard"
 _CF_RELATED = ("grid_mapping", "bounds")  # attributes naming other variables (xarray: CF_RELATED_DATA)
@@ -469,7 +476,7 @@ def _check_consistency(data: dict[str, np.ndarray], flag: np.ndarray, days: pd.D
                 f"valid_fraction is below min_valid_fraction={mvf:g} (or NaN) where quality_flag is 0 or 1 "
                 f"at {_where(bad, days)}; was the engine run with another min_valid_fraction?"
             )
-        bad = (flag == QUALITY_FLAGS["low_valid_fraction"]) & (vf >= np.float32(mvf))
+        bad = (flag == QualityFlag.LOW_VALID_FRACTION) & (vf >= np.float32(mvf))
         if bad.any():
             raise ValidationError(
                 f"quality_flag is 2 (low_valid_fraction) but valid_fraction >= min_valid_fraction={mvf:g} "

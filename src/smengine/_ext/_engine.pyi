@@ -1,6 +1,8 @@
 import numpy as np
 import numpy.typing as npt
 
+QUALITY_FLAG_CODES: dict[str, int]
+
 def run_days(
     static: npt.NDArray[np.float32],
     dynamic: npt.NDArray[np.float32],

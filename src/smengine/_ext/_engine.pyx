@@ -35,12 +35,17 @@ from smengine._ext._typedefs cimport float32_t, float64_t, int32_t, int64_t, int
 
 from smengine._ext._forest_h cimport smf_forest, smf_predict, smf_sd, smf_set_forest, smf_set_tables, smf_stats
 
-# quality flag codes (smengine.product.QUALITY_FLAGS)
-DEF FLAG_GOOD = 0
-DEF FLAG_PARTIAL = 1
-DEF FLAG_LOW = 2
-DEF FLAG_NONE = 3
-DEF FLAG_NO_INPUT = 4
+# quality flag codes: a mirror of smengine.product.QualityFlag (tests/test_engine.py checks they agree)
+cdef enum:
+    FLAG_GOOD = 0
+    FLAG_PARTIAL = 1
+    FLAG_LOW = 2
+    FLAG_NONE = 3
+    FLAG_NO_INPUT = 4
+
+#: The kernel's quality-flag codes by flag_meanings name (compared with QualityFlag in the tests).
+QUALITY_FLAG_CODES = {"good": FLAG_GOOD, "partial": FLAG_PARTIAL, "low_valid_fraction": FLAG_LOW,
+                      "no_valid_subpixels": FLAG_NONE, "no_input": FLAG_NO_INPUT}
 
 
 def run_days(
