@@ -11,7 +11,9 @@ import rasterio
 import xarray as xr
 
 from smengine import footprint as fp
+from smengine import neutrons as nt
 from smengine import twin
+from smengine.errors import ConfigError
 from smengine.twin import LAYER_BOTTOMS, LAYER_TOPS, TwinConfig, make_world
 
 # a small version of the quick configuration keeps the suite fast (the full quick world,
@@ -70,7 +72,7 @@ def test_determinism_same_seed_same_arrays(tmp_path):
 
 def test_physical_bounds_and_water_balance_closes():
     cfg = TwinConfig.quick(size_km=8, n_days=60, spinup_days=30, n_stations=3)
-    statics = twin._make_statics(1, cfg)
+    statics = twin._model._make_statics(1, cfg)
     land = statics.land
     days = list(twin.simulate_fine(1, cfg))
     assert len(days) == cfg.n_days
@@ -97,7 +99,7 @@ def test_physical_bounds_and_water_balance_closes():
 def test_precipitation_correlation_length():
     rng = np.random.default_rng(0)
     L = 8.0
-    fields = [twin._grf((120, 120), L, rng) for _ in range(20)]
+    fields = [twin._model._grf((120, 120), L, rng) for _ in range(20)]
     f = np.stack(fields)
     assert f.std() == pytest.approx(1.0, abs=0.1)
     r_L = np.mean([np.corrcoef(x[:, :-8].ravel(), x[:, 8:].ravel())[0, 1] for x in f])
@@ -105,7 +107,7 @@ def test_precipitation_correlation_length():
     # the precipitation itself (intermittent, log-normal) keeps a correlation length of that order
     cfg = TwinConfig.quick(size_km=60, n_days=60)
     elev = np.full((60, 60), 300.0)
-    wet = [p for p, _ in (twin._precip_day(5, cfg, t, elev) for t in range(60)) if (p > 0).mean() > 0.5]
+    wet = [p for p, _ in (twin._model._precip_day(5, cfg, t, elev) for t in range(60)) if (p > 0).mean() > 0.5]
     assert len(wet) > 10
 
     def corr(lag):
@@ -200,10 +202,10 @@ def test_stations_read_back_with_the_configured_noise(world):
     z = []
     for sid, grp in m.groupby("station"):
         s = meta.loc[sid]
-        n_day = twin.nt.theta_to_counts(grp["sm_noisefree"].to_numpy(), s["n0"], s["bulk_density"],
+        n_day = nt.theta_to_counts(grp["sm_noisefree"].to_numpy(), s["n0"], s["bulk_density"],
                                         s["lattice_water"], s["soc"])  # fmt: skip
         sigma_n = np.sqrt(n_day / 36.0)  # corrections are close to 1 here
-        sig = twin.nt.theta_uncertainty(n_day, sigma_n, s["n0"], s["bulk_density"])
+        sig = nt.theta_uncertainty(n_day, sigma_n, s["n0"], s["bulk_density"])
         z.append((grp["sm"].to_numpy() - grp["sm_noisefree"].to_numpy()) / sig)
     z = np.concatenate(z)
     assert np.nanstd(z) == pytest.approx(1.0, abs=0.2)
@@ -259,14 +261,14 @@ def test_config_validation_and_roundtrip():
     c = TwinConfig.quick()
     assert TwinConfig.from_config(c.get_config()) == c
     assert c.fine_shape == (200, 200) and c.grid().shape == (20, 20)
-    with pytest.raises(twin.ConfigError, match="fine_resolution"):
+    with pytest.raises(ConfigError, match="fine_resolution"):
         TwinConfig(fine_resolution=300.0)
-    with pytest.raises(twin.ConfigError, match="multiples of 1000"):
+    with pytest.raises(ConfigError, match="multiples of 1000"):
         TwinConfig(xmin=4_300_500.0)
 
 
 def test_docstring_examples():
     import doctest
 
-    result = doctest.testmod(twin, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
+    results = [doctest.testmod(m, optionflags=doctest.NORMALIZE_WHITESPACE) for m in (twin._model, twin._files)]
+    assert sum(r.attempted for r in results) > 0 and sum(r.failed for r in results) == 0
