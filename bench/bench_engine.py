@@ -83,7 +83,7 @@ def world(tmp_path_factory):
     path = tmp_path_factory.mktemp("engine") / "bench.h5"
     days = _make_tile(path)
     store = TileStore.open(path)
-    fb = FeatureBuilder(store, FeatureSpec(swi_of=("s1",)))
+    fb = FeatureBuilder(store, FeatureSpec(swi_of=("s1",), swi_carry=False))
     assert len(fb.names) == 16, fb.names
     rng = np.random.default_rng(0)
     sw = fb.swi()
@@ -129,7 +129,7 @@ def test_naive(world, record, note, n_jobs):
 
     s, rf = world["store"], world["rf"]
     t0 = time.perf_counter()
-    fb = FeatureBuilder(s, FeatureSpec(swi_of=("s1",)))
+    fb = FeatureBuilder(s, FeatureSpec(swi_of=("s1",), swi_carry=False))
     sw = fb.swi()
     X = np.stack([fb.day(s.day_index(d), swi=sw) for d in world["days"]]).transpose(0, 2, 3, 1).reshape(-1, 16)
     t1 = time.perf_counter()

@@ -264,6 +264,15 @@ def ingest(sources: tuple[str, ...], config_file: Path | None, out_dir: Path | N
                f"{grid.tile_shape[0]}x{grid.tile_shape[1]} tiles) from {len(specs)} source(s)")  # fmt: skip
 
 
+def _guessed(source: Path, fmt: str | None) -> str:
+    """A hint for messages about a station source read with a guessed format."""
+    if fmt is not None:
+        return ""
+    from smengine.stations import guess_format
+
+    return f" (format {guess_format(source)!r} guessed from it; choose the reader with --format)"
+
+
 def _formats() -> tuple[str, ...]:
     from smengine.stations import FORMATS
 
@@ -293,7 +302,7 @@ def stations(source: Path, fmt: str | None, metadata: Path | None, min_hours: fl
         raise click.ClickException(str(exc)) from exc
     if len(ss) == 0:
         why = "; ".join(f"{e['station']}: {e['reason']}" for _, e in ss.exclusions.iterrows())
-        raise click.ClickException(f"no station read from {source} ({why or 'nothing found'})")
+        raise click.ClickException(f"no station read from {source} ({why or 'nothing found'}){_guessed(source, fmt)}")
     summary = daily.groupby("station")["sm"].agg(["count", "mean", "min", "max"])
     click.echo(f"{len(ss)} station(s), {len(daily)} station-days (>= {min_hours:g} valid hours)")
     click.echo(summary.round(3).to_string())
@@ -530,7 +539,7 @@ def stations_experiment(data_dir: Path | None, out_dir: Path, experiment: str, s
         if source is not None:
             ss = read_station_set(source, fmt, metadata)
             if len(ss) == 0:
-                raise click.ClickException(f"no station read from {source}")
+                raise click.ClickException(f"no station read from {source}{_guessed(source, fmt)}")
             pr = read_daily_precipitation(precip_file, ss) if precip_file is not None else None
         elif precip_file is not None:
             raise click.UsageError("--precipitation goes with --source")

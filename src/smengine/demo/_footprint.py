@@ -1,4 +1,4 @@
-"""The embedded demonstration behind ``smengine demo`` (grows with the engine).
+"""Step 0 of ``smengine demo``: the footprint physics tables, kernel and report.
 
 Writes, atomically, into an output folder:
 

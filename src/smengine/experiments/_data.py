@@ -1,0 +1,417 @@
+"""Station data and point covariates for the experiments: station sets, precipitation, the station-day table and its covariates."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smengine.errors import ConfigError, DataError, ValidationError
+from smengine.stations import Station, StationSet, step_hours
+
+log = logging.getLogger(__name__)
+
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+#: Characteristic times (days) of the antecedent-precipitation features.
+DEFAULT_T = (1.0, 3.0, 7.0, 15.0, 30.0)
+#: Daily met features (daily means of the station series) and their units.
+MET_FEATURES = {"air_temperature": "degC", "rel_humidity": "%", "abs_humidity": "g m-3", "pressure": "hPa"}
+#: Static site descriptors (from :class:`~smengine.stations.Station`) and their units.
+STATIC_FEATURES = {"bulk_density": "g cm-3", "lattice_water": "g g-1", "soc": "g g-1", "elevation": "m",
+                   "land_cover_class": "1"}  # fmt: skip
+#: Coarse land-cover classes (codes = position) and the words that map a station's text to them.
+LAND_COVER_CLASSES: dict[str, tuple[str, ...]] = {
+    "forest": ("forest", "wood", "pine", "spruce", "fir", "aspen", "oak", "cottonwood", "beech", "tree", "conifer",
+               "deciduous"),
+    "grassland": ("grass", "meadow", "pasture", "prairie", "steppe", "lawn"),
+    "shrubland": ("shrub", "sage", "heath", "scrub", "bush"),
+    "cropland": ("crop", "alfalfa", "arable", "agricult", "cultivat", "irrigat", "farm", "field"),
+    "wetland": ("wetland", "riparian", "marsh", "bog", "swamp", "peat", "floodplain", "fen"),
+    "bare": ("bare", "urban", "sand", "rock", "desert"),
+    "other": (),
+}  # fmt: skip
+#: The methods every experiment scores, in report order.
+METHODS = ("forest", "linear", "mean", "tdr")
+#: Lower/upper bounds of θ fed to D86 (it needs θ inside (0, 1)).
+_THETA_D86 = (1e-3, 0.95)
+_TDR_COLUMN = re.compile(r"^tdr_(\d+(?:\.\d+)?)$")
+_SCORE_KEYS = ("n", "R", "ubRMSE", "bias", "KGE")
+
+
+# ======================================================================================
+# covariates
+# ======================================================================================
+def land_cover_class(text: str | None) -> float:
+    """Code (index in :data:`LAND_COVER_CLASSES`) of a free-text land cover; NaN if empty.
+
+    The class whose keyword occurs first in the text wins, so ``"Pasture with aspen"`` is
+    grassland and ``"Wetland/aspen"`` wetland; unknown text is ``"other"``.
+
+    Examples
+    --------
+    >>> [land_cover_class(t) for t in ("Grassland", "Ponderosa pine", "Sagebrush/grasses", "")]
+    [1.0, 0.0, 2.0, nan]
+    """
+    t = (text or "").strip().lower()
+    if not t:
+        return math.nan
+    best, pos = len(LAND_COVER_CLASSES) - 1, len(t) + 1
+    for code, words in enumerate(LAND_COVER_CLASSES.values()):
+        for w in words:
+            i = t.find(w)
+            if 0 <= i < pos:
+                best, pos = code, i
+    return float(best)
+
+
+def _norm_name(s: str) -> str:
+    return re.sub(r"\s+", "", str(s)).lower()
+
+
+def read_daily_precipitation(path: PathLike, stations: StationSet | None = None) -> pd.DataFrame:
+    """Daily precipitation per site from a wide CSV (e.g. the Roaring Fork ``DailyPRISM_Ppt.csv``).
+
+    Parameters
+    ----------
+    path : path
+        CSV with a ``date`` (or ``Date``) column — ISO 8601 or ``m/d/Y`` as PRISM's — and
+        one column per site, mm day⁻¹ (UTC days). Unnamed index columns are ignored.
+    stations : StationSet, optional
+        Rename site columns to station ids: a column matches a station whose ``id`` or
+        ``name`` equals it ignoring spaces and case (PRISM's ``"RF5"`` ↔ ``"RF 5"``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``date`` (naive datetime64 days), one column per site or station, mm.
+
+    Raises
+    ------
+    DataError
+        Missing file or date column, unparseable dates (the value named).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such precipitation file")
+    df = pd.read_csv(p)
+    df = df.loc[:, [c for c in df.columns if not str(c).startswith("Unnamed")]]
+    col = next((c for c in df.columns if str(c).strip().lower() == "date"), None)
+    if col is None:
+        raise DataError(f"{p}: no 'date' column (found {list(df.columns)})")
+    raw = df.pop(col).astype(str).str.strip()
+    idx = None
+    for fmt in ("%m/%d/%Y", "ISO8601"):
+        try:
+            idx = pd.to_datetime(raw, format=fmt)
+            break
+        except (ValueError, TypeError):
+            continue
+    if idx is None:
+        bad = raw[pd.to_datetime(raw, errors="coerce", format="ISO8601").isna()]
+        raise DataError(f"{p}: cannot parse date {bad.iloc[0]!r} (row {bad.index[0] + 2}); use ISO 8601 or m/d/Y")
+    if idx.dt.tz is not None:
+        idx = idx.dt.tz_convert(None)
+    df.index = pd.DatetimeIndex(idx.dt.normalize(), name="date")
+    df = df.apply(pd.to_numeric, errors="coerce").sort_index()
+    if df.index.has_duplicates:
+        raise DataError(f"{p}: duplicate date {df.index[df.index.duplicated()][0]:%Y-%m-%d}")
+    if stations is not None:
+        lookup: dict[str, str] = {}
+        for s in stations.values():
+            lookup.setdefault(_norm_name(s.id), s.id)
+            if s.name:
+                lookup.setdefault(_norm_name(s.name), s.id)
+        df = df.rename(columns=lambda c: lookup.get(_norm_name(c), c))
+    return df
+
+
+def read_station_set(source: PathLike, fmt: str | None, metadata: PathLike | None = None) -> StationSet:
+    """Read a station set with the reader named ``fmt`` (a :data:`smengine.stations.FORMATS` key;
+    ``None``: guessed), as ``smengine stations --format``; ``metadata`` is the station table
+    of the ``csv`` format."""
+    from smengine.stations import open_stations
+
+    return open_stations(source, fmt, **({"metadata": metadata} if metadata is not None else {}))
+
+
+def daily_precipitation(stations: StationSet, min_hours: float = 18.0) -> pd.DataFrame:
+    """Daily precipitation sums (mm) of the stations' own gauges on UTC days.
+
+    A day is kept when its finite precipitation steps cover ``min_hours`` (step length =
+    median spacing, at most 24 h: a daily gauge series counts 24 h a day), else it is NaN:
+    a missing gauge is not a dry day.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``date`` (naive UTC days, continuous from each record's first to last day),
+        one column per station with a ``precipitation`` column.
+    """
+    cols = {}
+    for s in stations.values():
+        if "precipitation" not in s.data.columns or not s.data["precipitation"].notna().any():
+            continue
+        pr = s.data["precipitation"]
+        step = step_hours(s.data.index)
+        day = pr.index.floor("D").tz_localize(None)
+        g = pr.groupby(day)
+        tot, hours = g.sum(min_count=1), g.count() * step
+        cols[s.id] = tot.where(hours >= min_hours).asfreq("D")
+    out = pd.DataFrame(cols)
+    out.index.name = "date"
+    return out
+
+
+def tdr_footprint_average(
+    profile: Any,
+    depths: Sequence[float],
+    bulk_density: float,
+    lattice_water: float = 0.0,
+    soc: float = 0.0,
+    *,
+    r: float = 0.0,
+    tol: float = 1e-7,
+    max_iter: int = 50,
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Point profile (TDR) weighted with the CRNS vertical footprint, per day.
+
+    Fixed point of :math:`\theta = \sum_k W_d(d_k; D_{86}(\theta))\,\theta_k / \sum_k
+    W_d(d_k; D_{86}(\theta))` with :func:`smengine.footprint.vertical_weight` and
+    :func:`smengine.footprint.penetration_depth` (at distance ``r``, with the site's ρ_b,
+    W_lat and W_soc), started from the profile mean: the day's D86 is the one of the
+    weighted profile itself, so the result does not use the CRNS value (Schrön et al.
+    2017, §1.7 of SCIENCE.md for one profile). θ fed to D86 is clipped to [0.001, 0.95].
+
+    Parameters
+    ----------
+    profile : array_like, shape (n_days, n_depths)
+        Volumetric soil moisture at each depth, m³ m⁻³; a day with any NaN gives NaN.
+    depths : sequence of float
+        Sensor depths, cm.
+    bulk_density, lattice_water, soc : float
+        Site ρ_b (g cm⁻³), W_lat and W_soc (g g⁻¹).
+    r : float, optional
+        Distance of the profile from the sensor, m (default 0).
+
+    Returns
+    -------
+    theta, d86 : ndarray, shape (n_days,)
+        Weighted soil moisture (m³ m⁻³) and that day's D86 (cm).
+    """
+    from smengine.footprint import penetration_depth, vertical_weight
+
+    th = np.asarray(profile, dtype=np.float64)
+    d = np.asarray(depths, dtype=np.float64)
+    if th.ndim != 2 or th.shape[1] != d.size:
+        raise ValidationError(f"profile should have shape (n_days, {d.size}), got {th.shape}")
+    theta = np.full(th.shape[0], np.nan)
+    d86 = np.full(th.shape[0], np.nan)
+    ok = np.isfinite(th).all(axis=1)
+    if not ok.any():
+        return theta, d86
+    p = th[ok]
+    t = p.mean(axis=1)
+    for _ in range(max_iter):
+        D = penetration_depth(r, bulk_density, np.clip(t, *_THETA_D86), lattice_water, soc)
+        w = vertical_weight(d[None, :], D[:, None])
+        new = (w * p).sum(axis=1) / w.sum(axis=1)
+        done = np.max(np.abs(new - t)) < tol
+        t = new
+        if done:
+            break
+    theta[ok] = t
+    d86[ok] = penetration_depth(r, bulk_density, np.clip(t, *_THETA_D86), lattice_water, soc)
+    return theta, d86
+
+
+def _tdr_depths(columns: Sequence[str]) -> dict[str, float]:
+    out = {}
+    for c in columns:
+        m = _TDR_COLUMN.match(str(c))
+        if m:
+            out[str(c)] = float(m.group(1))
+    return dict(sorted(out.items(), key=lambda kv: kv[1]))
+
+
+def _calendar_met(s: Station) -> pd.DataFrame:
+    """Daily means of the met columns over every step (not only valid-sm steps); absolute
+    humidity from relative humidity and temperature where the station lacks it."""
+    data = s.data
+    if "abs_humidity" not in data.columns and {"rel_humidity", "air_temperature"} <= set(data.columns):
+        from smengine.neutrons import absolute_humidity
+
+        data = data.assign(abs_humidity=absolute_humidity(data["rel_humidity"].to_numpy(np.float64),
+                                                          data["air_temperature"].to_numpy(np.float64)))  # fmt: skip
+    have = [c for c in MET_FEATURES if c in data.columns]
+    day = data.index.floor("D").tz_localize(None)
+    if not have:
+        return pd.DataFrame(index=pd.DatetimeIndex(day.unique(), name="date"))
+    out = data[have].groupby(day).mean()
+    out.index.name = "date"
+    return out
+
+
+def station_table(
+    stations: StationSet,
+    *,
+    precipitation: pd.DataFrame | None = None,
+    T: Sequence[float] = DEFAULT_T,
+    min_hours: float = 18.0,
+    tdr: bool = True,
+    tdr_distance: float = 0.0,
+) -> pd.DataFrame:
+    r"""Station-day table: CRNS soil moisture and the point covariates of each station.
+
+    Parameters
+    ----------
+    stations : StationSet
+        From any reader of :mod:`smengine.stations`.
+    precipitation : DataFrame, optional
+        Daily precipitation, mm, index of days, one column per station id (e.g.
+        :func:`read_daily_precipitation`). Stations without a column use their own gauge
+        (:func:`daily_precipitation`); default: the gauges.
+    T : sequence of float, optional
+        Characteristic times (days) of the antecedent-precipitation features
+        ``precip_ef<T>`` (default :data:`DEFAULT_T`).
+    min_hours : float, optional
+        Valid hours per UTC day for the target (:meth:`StationSet.daily`, default 18).
+    tdr : bool, optional
+        Add the footprint-weighted TDR profile (``tdr_weighted``, ``tdr_d86``) where the
+        station has ``tdr_<depth>`` columns (default True).
+    tdr_distance : float, optional
+        Distance of the TDR profile from the sensor for D86, m (default 0).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``station``, ``date`` (naive UTC day), ``target`` (θ_CRNS, m³ m⁻³), the
+        features and, where available, the TDR columns; sorted by station and date.
+        ``attrs``: ``features`` (names in model order), ``units``, ``kinds``,
+        ``dropped_features`` (feature → reason; e.g. a static descriptor unknown at some
+        station or a met series absent everywhere), ``tdr_depths`` (station → depths, cm,
+        of its TDR baseline: the depths it measures at all, at least two; a day needs all).
+
+        ========================= ========== ==========================================
+        feature                   unit       meaning
+        ========================= ========== ==========================================
+        ``precipitation``         mm d⁻¹     the day's precipitation
+        ``precip_ef<T>``          mm d⁻¹     exp. filter of daily precipitation, T days
+        ``air_temperature``       °C         daily mean
+        ``rel_humidity``          %          daily mean
+        ``abs_humidity``          g m⁻³      daily mean
+        ``pressure``              hPa        daily mean
+        ``doy_sin``, ``doy_cos``  1          day of year on the unit circle
+        ``bulk_density``          g cm⁻³     site ρ_b
+        ``lattice_water``, ``soc`` g g⁻¹     site W_lat, W_soc
+        ``elevation``             m          site elevation
+        ``land_cover_class``      1          :func:`land_cover_class` code
+        ========================= ========== ==========================================
+
+    Notes
+    -----
+    The precipitation series is the continuous daily calendar of the record, not only the
+    days with a valid CRNS value; missing days are skipped by the filter (Δt runs from the
+    last valid day) and give NaN features on the day itself.
+    """
+    from smengine.features import calendar_features
+    from smengine.filters import exp_filter
+
+    if not isinstance(stations, StationSet) or len(stations) == 0:
+        raise ConfigError("station_table: need a non-empty StationSet")
+    Ts = [float(t) for t in T]
+    if any(not (t > 0 and math.isfinite(t)) for t in Ts):
+        raise ConfigError(f"T should be positive days, got {T!r}")
+    daily = stations.daily(min_hours)
+    gauge = daily_precipitation(stations, min_hours)
+    ef_names = [f"precip_ef{t:g}" for t in Ts]
+    frames = []
+    tdr_used: dict[str, list[float]] = {}
+    for s in stations.values():
+        d = daily[daily["station"] == s.id]
+        if d.empty:
+            log.info("station %s: no valid days", s.id)
+            continue
+        keep = ["date", "sm", *[c for c in d.columns if _TDR_COLUMN.match(str(c))]]
+        d = d[keep].rename(columns={"sm": "target"}).copy()
+        d["date"] = pd.to_datetime(d["date"])
+        d = d.set_index("date")
+        # precipitation on the full calendar, then its exponential filter
+        if precipitation is not None and s.id in precipitation.columns:
+            pr, src = precipitation[s.id], "table"
+        elif s.id in gauge.columns:
+            pr, src = gauge[s.id], "gauge"
+        else:
+            pr, src = None, "none"
+        cal = pd.DataFrame(index=pd.DatetimeIndex([], name="date"))
+        if pr is not None:
+            pr = pr.copy()
+            pr.index = pd.DatetimeIndex(pd.to_datetime(pr.index)).tz_localize(None).normalize()
+            pr = pr.sort_index().asfreq("D")
+            ef = exp_filter(pr.to_numpy(np.float64), pr.index.to_numpy(), Ts)
+            cal = pd.DataFrame({"precipitation": pr.to_numpy(), **dict(zip(ef_names, ef, strict=True))}, index=pr.index)
+        met = _calendar_met(s)
+        row = d.join(cal, how="left").join(met, how="left")
+        for c in ["precipitation", *ef_names, *MET_FEATURES]:
+            if c not in row.columns:
+                row[c] = np.nan
+        row["precip_source"] = src
+        row = row.reset_index()
+        row.insert(0, "station", s.id)
+        cal_f = calendar_features(row["date"].to_numpy())
+        row["doy_sin"], row["doy_cos"] = cal_f["doy_sin"], cal_f["doy_cos"]
+        static = {"bulk_density": s.bulk_density, "lattice_water": s.lattice_water, "soc": s.soc,
+                  "elevation": s.elevation, "land_cover_class": land_cover_class(s.land_cover)}  # fmt: skip
+        for k, v in static.items():
+            row[k] = float(v) if v is not None else math.nan
+        if tdr:
+            # the depths this station measures at all; a profile needs at least two of them
+            depths = {c: z for c, z in _tdr_depths(row.columns).items() if row[c].notna().any()}
+            if len(depths) >= 2 and math.isfinite(s.bulk_density):
+                th, d86 = tdr_footprint_average(row[list(depths)].to_numpy(), list(depths.values()), s.bulk_density,
+                                                s.lattice_water or 0.0, s.soc or 0.0, r=tdr_distance)  # fmt: skip
+                row["tdr_weighted"], row["tdr_d86"] = th, d86
+                tdr_used[s.id] = list(depths.values())
+            elif depths:
+                log.info("station %s: TDR at %s cm only; no profile baseline", s.id, list(depths.values()))
+        frames.append(row)
+    if not frames:
+        raise ValidationError("station_table: no station has a valid day")
+    table = pd.concat(frames, ignore_index=True).sort_values(["station", "date"], kind="mergesort")
+    table = table.reset_index(drop=True)
+    if tdr and "tdr_weighted" not in table.columns:
+        table["tdr_weighted"] = np.nan
+    # features: drop the ones that cannot be used everywhere
+    candidates = ["precipitation", *ef_names, *MET_FEATURES, "doy_sin", "doy_cos", *STATIC_FEATURES]
+    dropped: dict[str, str] = {}
+    for c in candidates:
+        v = table[c]
+        if c in STATIC_FEATURES:
+            unknown = sorted(table.loc[v.isna(), "station"].unique().tolist())
+            if unknown:
+                dropped[c] = f"unknown at station(s) {unknown}"
+        elif not v.notna().any():
+            dropped[c] = "no values at any station"
+    for c, why in dropped.items():
+        log.warning("station_table: feature %s left out: %s", c, why)
+    features = [c for c in candidates if c not in dropped]
+    units = {"precipitation": "mm d-1", **{n: "mm d-1" for n in ef_names}, **MET_FEATURES, "doy_sin": "1",
+             "doy_cos": "1", **STATIC_FEATURES}  # fmt: skip
+    kinds = {"precipitation": "dynamic", **{n: "swi" for n in ef_names}, **{n: "dynamic" for n in MET_FEATURES},
+             "doy_sin": "calendar", "doy_cos": "calendar", **{n: "static" for n in STATIC_FEATURES}}  # fmt: skip
+    table.attrs.update({"features": features, "units": {f: units[f] for f in features},
+                        "kinds": {f: kinds[f] for f in features}, "dropped_features": dropped, "T": Ts,
+                        "tdr_depths": tdr_used})  # fmt: skip
+    return table
+
+

@@ -1,0 +1,283 @@
+"""The experiments' report: run them, write report.md, tables and plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smengine._io import atomic_write
+from smengine.errors import ConfigError
+from smengine.experiments._data import DEFAULT_T, METHODS, PathLike, read_daily_precipitation, station_table
+from smengine.experiments._run import ExperimentResult, _complete, leave_site_out, temporal_split
+from smengine.stations import StationSet
+
+
+# ======================================================================================
+# report
+# ======================================================================================
+@dataclass
+class ExperimentsReport:
+    """What :func:`run_experiments` made: the results and the files written."""
+
+    results: dict[str, ExperimentResult]
+    tables: dict[str, pd.DataFrame]
+    report: Path
+    files: list[Path]
+
+
+def _default_data_dir() -> Path:
+    env = os.environ.get("SMENGINE_DATA")
+    cands = [Path(env)] if env else []
+    cands += [Path.cwd().parent / "shared" / "data", Path(__file__).resolve().parents[3] / "shared" / "data"]
+    for c in cands:
+        if c.is_dir():
+            return c
+    raise ConfigError("real data not found: pass data_dir / --data, or set SMENGINE_DATA")
+
+
+def _fmt(v: Any, nd: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    return f"{float(v):.{nd}f}"
+
+
+def _markdown_scores(res: ExperimentResult) -> str:
+    methods = [m for m in METHODS if m in set(res.scores["method"])]
+    head = "| station | " + " | ".join(f"{m} n | {m} R | {m} ubRMSE | {m} bias | {m} KGE" for m in methods) + " |"
+    sep = "|---|" + "---:|" * (5 * len(methods))
+    per = {m: res.station_scores(m) for m in methods}
+    stations = [s for s in per["forest"].index if s != "median"] + ["median"]
+    lines = [head, sep]
+    for s in stations:
+        cells = []
+        for m in methods:
+            r = per[m].loc[s] if s in per[m].index else pd.Series(dtype=float)
+            cells += [_fmt(r.get("n"), 0) if s != "median" else "", _fmt(r.get("R")), _fmt(r.get("ubRMSE"), 4),
+                      _fmt(r.get("bias"), 4), _fmt(r.get("KGE"))]  # fmt: skip
+        name = "**median**" if s == "median" else s
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _markdown_medians(res: ExperimentResult) -> str:
+    m = res.medians()
+    lines = ["| method | R | ubRMSE | bias | KGE |", "|---|---:|---:|---:|---:|"]
+    for meth, r in m.iterrows():
+        lines.append(f"| {meth} | {_fmt(r['R'])} | {_fmt(r['ubRMSE'], 4)} | {_fmt(r['bias'], 4)} | {_fmt(r['KGE'])} |")
+    return "\n".join(lines)
+
+
+def _verdict(res: ExperimentResult) -> str:
+    m = res.medians()["ubRMSE"]
+    beats = res.forest_beats()
+    parts = [f"median ubRMSE: forest {_fmt(m.get('forest'), 4)}, linear {_fmt(m.get('linear'), 4)}, "
+             f"training mean {_fmt(m.get('mean'), 4)}" + (f", TDR {_fmt(m.get('tdr'), 4)}" if "tdr" in m else "")]  # fmt: skip
+    if all(beats.values()):
+        parts.append("the forest beats both the training mean and the linear model.")
+    else:
+        lost = [b for b, ok in beats.items() if not ok]
+        parts.append(f"the forest does NOT beat the {' and the '.join(lost)} baseline (see the note below).")
+    return "; ".join(parts)
+
+
+def _plot_temporal(res: ExperimentResult, table: pd.DataFrame, path: Path) -> Path:
+    from smengine.evaluate import _plt, _save
+
+    plt = _plt()
+    sites = sorted(res.predictions["station"].unique())
+    fig, axes = plt.subplots(len(sites), 1, figsize=(10, 3.2 * len(sites)), squeeze=False)
+    split = pd.Timestamp(res.params["split_date"])
+    for ax, sid in zip(axes[:, 0], sites, strict=True):
+        # on a daily calendar, so gaps show as gaps
+        obs = table[table["station"] == sid].set_index("date")["target"].asfreq("D")
+        ax.plot(obs.index, obs.to_numpy(), color="k", lw=1.0, label="CRNS θ")
+        p = res.predictions[res.predictions["station"] == sid].set_index("date").asfreq("D")
+        for m, c in (("forest", "tab:green"), ("linear", "tab:blue"), ("mean", "tab:gray"), ("tdr", "tab:orange")):
+            if p[m].notna().any():
+                ax.plot(p.index, p[m].to_numpy(), lw=0.9, color=c, label=m)
+        ax.axvline(split, color="r", ls="--", lw=1)
+        ax.set_ylabel("θ (m³ m⁻³)")
+        ax.set_title(f"{sid}: trained before {split:%Y-%m-%d} (red), tested after")
+        ax.legend(loc="upper right", ncol=5, fontsize=8)
+    fig.autofmt_xdate()
+    return _save(fig, path)
+
+
+def _plot_lso(res: ExperimentResult, path: Path) -> Path:
+    from smengine.evaluate import _plt, _save
+
+    plt = _plt()
+    methods = [m for m in METHODS if m in set(res.scores["method"])]
+    sites = [s for s in res.station_scores("forest").index if s != "median"]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [2.2, 1]})
+    w = 0.8 / len(methods)
+    x = np.arange(len(sites))
+    for i, m in enumerate(methods):
+        s = res.station_scores(m).reindex(sites)["ubRMSE"]
+        a1.bar(x + i * w, s.to_numpy(), w, label=f"{m} (median {_fmt(res.medians().loc[m, 'ubRMSE'], 3)})")
+    a1.set_xticks(x + w * (len(methods) - 1) / 2, sites)
+    a1.set_ylabel("ubRMSE (m³ m⁻³)")
+    a1.set_title("leave-site-out: ubRMSE per held-out station")
+    a1.legend(fontsize=8)
+    p = res.predictions.dropna(subset=["forest"])
+    a2.plot(p["obs"], p["forest"], ".", ms=2, alpha=0.4, label="forest")
+    lo, hi = float(p[["obs", "forest"]].min().min()), float(p[["obs", "forest"]].max().max())
+    a2.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+    a2.set_xlabel("CRNS θ (m³ m⁻³)")
+    a2.set_ylabel("forest (m³ m⁻³)")
+    a2.set_title("held-out station-days")
+    return _save(fig, path)
+
+
+def _load_default(data_dir: Path, which: str) -> tuple[StationSet, pd.DataFrame | None]:
+    from smengine import stations as st
+
+    if which == "temporal":
+        return st.read_fuerstensee(data_dir / "crns" / "neptoon_examples"), None
+    root = data_dir / "crns" / "roaring_fork_co_usgs"
+    ss = st.read_roaring_fork(root)
+    return ss, read_daily_precipitation(root / "DailyPRISM_Ppt.csv", ss)
+
+
+def run_experiments(
+    out_dir: PathLike,
+    data_dir: PathLike | None = None,
+    *,
+    experiments: Sequence[str] = ("temporal", "leave-site-out"),
+    stations: StationSet | None = None,
+    precipitation: pd.DataFrame | None = None,
+    split_date: str | None = None,
+    train_years: float = 2.4,
+    T: Sequence[float] = DEFAULT_T,
+    n_estimators: int = 500,
+    search: bool = False,
+    random_state: int = 0,
+    n_jobs: int | None = -1,
+    plots: bool = True,
+) -> ExperimentsReport:
+    """Run the station experiments and write ``report.md``, CSV tables and PNGs into ``out_dir``.
+
+    Without ``stations``: the temporal split at Fürstensee (COSMOS-Europe FSC001, station
+    gauge precipitation; ``<data>/crns/neptoon_examples``) and leave-site-out over the 15
+    Roaring Fork stations (PRISM precipitation; ``<data>/crns/roaring_fork_co_usgs``).
+    With ``stations`` (any reader's :class:`StationSet`), every requested experiment runs on
+    that set (``precipitation`` optionally overrides gauges).
+
+    Parameters
+    ----------
+    out_dir : path
+    data_dir : path, optional
+        Real data root (default ``$SMENGINE_DATA`` or ``../shared/data``); unused with
+        ``stations``.
+    experiments : sequence of {"temporal", "leave-site-out"}
+    stations, precipitation : optional
+        A station set of your own and its daily precipitation (see :func:`station_table`).
+    split_date, train_years : optional
+        Temporal split (see :func:`temporal_split`).
+    T : sequence of float
+        Antecedent-precipitation times, days.
+    n_estimators, search, random_state, n_jobs
+        Forest settings (:func:`smengine.model.train`); deterministic for a seed.
+    plots : bool
+        Write the PNGs (needs matplotlib).
+
+    Files
+    -----
+    ``report.md``; per experiment ``<name>_scores.csv`` (long: method, station, n, R,
+    ubRMSE, bias, KGE), ``<name>_predictions.csv``, ``<name>.png``; ``summary.json``.
+    """
+    exps = tuple(dict.fromkeys(experiments))
+    bad = [e for e in exps if e not in ("temporal", "leave-site-out")]
+    if bad or not exps:
+        raise ConfigError(f"unknown experiment(s) {bad or exps}; choose from temporal, leave-site-out")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    root = None if stations is not None else (Path(data_dir) if data_dir is not None else _default_data_dir())
+    results: dict[str, ExperimentResult] = {}
+    tables: dict[str, pd.DataFrame] = {}
+    files: list[Path] = []
+    sources: dict[str, str] = {}
+    for e in exps:
+        if stations is not None:
+            ss, pr, src = stations, precipitation, "given station set"
+        else:
+            assert root is not None
+            ss, pr = _load_default(root, e)
+            src = ("COSMOS-Europe FSC001 Fürstensee (neptoon example, raw counts → θ), station gauge"
+                   if e == "temporal" else "USGS Roaring Fork, 15 stations (raw counts → θ), PRISM precipitation")
+        table = station_table(ss, precipitation=pr, T=T)
+        tables[e] = table
+        sources[e] = src
+        kw: dict[str, Any] = {"n_estimators": n_estimators, "search": search, "random_state": random_state,
+                              "n_jobs": n_jobs}  # fmt: skip
+        res = temporal_split(table, split_date=split_date, train_years=train_years, **kw) if e == "temporal" \
+            else leave_site_out(table, **kw)  # fmt: skip
+        results[e] = res
+        stem = e.replace("-", "_")
+        for name, df in ((f"{stem}_scores.csv", res.scores), (f"{stem}_predictions.csv", res.predictions)):
+            atomic_write(out / name, df.to_csv(index=False, float_format="%.6g").encode())
+            files.append(out / name)
+        if plots:
+            files.append(_plot_temporal(res, table, out / f"{stem}.png") if e == "temporal"
+                         else _plot_lso(res, out / f"{stem}.png"))  # fmt: skip
+    rep = _report(results, tables, sources, plots)
+    atomic_write(out / "report.md", rep.encode())
+    summary = {e: {"medians": {m: {k: (None if not np.isfinite(v) else float(v)) for k, v in r.items()}
+                               for m, r in res.medians().iterrows()},
+                   "forest_beats": res.forest_beats(), "params": res.params, "features": res.features}
+               for e, res in results.items()}  # fmt: skip
+    atomic_write(out / "summary.json", json.dumps(summary, indent=1, default=str).encode())
+    files += [out / "report.md", out / "summary.json"]
+    return ExperimentsReport(results, tables, out / "report.md", files)
+
+
+def _report(results: Mapping[str, ExperimentResult], tables: Mapping[str, pd.DataFrame], sources: Mapping[str, str],
+            plots: bool) -> str:  # fmt: skip
+    import smengine
+
+    L = ["# Real-data emulation at CRNS stations", "",
+         (f"smengine {smengine.__version__}. Target: daily CRNS θ (UTC days, ≥ 18 valid hours). Methods scored on the "
+         "same test days (finite CRNS θ and a forest prediction): **forest** (`smengine.model.train`, SCIENCE §4.3 "
+         "defaults), **linear** (OLS on standardised features), **mean** (training-row mean), **tdr** (TDR profile "
+         "weighted with the vertical footprint at that day's D86; a measurement, not a model). Scores per station "
+         "(≥ 30 days) with `smengine.evaluate.site_scores`; bias = prediction − CRNS, m³ m⁻³."), ""]  # fmt: skip
+    for e, res in results.items():
+        t = tables[e]
+        title = "Single-site temporal split" if e == "temporal" else "Leave-site-out"
+        L += [f"## {title} ({e})", "", (f"Data: {sources[e]}; {t['station'].nunique()} station(s), "
+              f"{len(t)} station-days {t['date'].min():%Y-%m-%d} … {t['date'].max():%Y-%m-%d}."), ""]  # fmt: skip
+        L.append(f"Features ({len(res.features)}): {', '.join(f'`{f}`' for f in res.features)}.")
+        dropped = t.attrs.get("dropped_features") or {}
+        if dropped:
+            L.append("Left out: " + "; ".join(f"`{k}` ({v})" for k, v in dropped.items()) + ".")
+        f0 = res.folds[0]
+        if e == "temporal":
+            L.append(f"Split: train {f0['train_start']} … {f0['train_end']} ({f0['n_train']} complete days), "
+                     f"test {f0['test_start']} … {f0['test_end']} ({f0['n_test']} days scored).")  # fmt: skip
+        else:
+            L.append(f"{len(res.folds)} folds, one held-out station each; training rows per fold "
+                     f"{min(f['n_train'] for f in res.folds)}–{max(f['n_train'] for f in res.folds)}.")  # fmt: skip
+        L.append(f"Forest: {f0['forest']}, seed {res.params['random_state']}, search {res.params['search']}.")
+        n_inc = int((~_complete(t, res.features)).sum())
+        if n_inc:
+            L.append(f"{n_inc} station-days have a missing feature (e.g. no precipitation record) and are neither "
+                     "trained on nor scored.")  # fmt: skip
+        depths = t.attrs.get("tdr_depths") or {}
+        if depths:
+            L.append("TDR profile depths (cm): " + "; ".join(f"{k} {v}" for k, v in depths.items()) +
+                     "; stations with fewer than two depths have no TDR baseline.")  # fmt: skip
+        L += ["", "Medians over stations:", "", _markdown_medians(res), "", "Per station:", "", _markdown_scores(res), ""]
+        L += [f"**Verdict:** {_verdict(res)}", ""]
+        if plots:
+            L += [f"![{e}]({e.replace('-', '_')}.png)", ""]
+    return "\n".join(L) + "\n"

@@ -1,0 +1,269 @@
+"""The experiments: temporal split and leave-site-out with the forest and its baselines."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smengine.errors import ConfigError, ValidationError
+from smengine.experiments._data import _SCORE_KEYS, METHODS
+
+log = logging.getLogger(__name__)
+
+# ======================================================================================
+# the experiments
+# ======================================================================================
+@dataclass
+class ExperimentResult:
+    """One experiment: per-row predictions, per-station scores, folds.
+
+    Attributes
+    ----------
+    name : str
+        ``"temporal"`` or ``"leave-site-out"``.
+    predictions : DataFrame
+        Test rows: ``station, date, fold, obs`` and one column per method of
+        :data:`METHODS` (NaN where a method cannot predict, and on rows not scored).
+    scores : DataFrame
+        Long: ``method, station`` (``"median"`` last), ``n, R, ubRMSE, bias, KGE``.
+    folds : list of dict
+        ``fold``, ``train_stations``, ``test_stations``, ``n_train``, ``n_test``,
+        ``train_end``/``test_start`` (temporal), the linear model's coefficients.
+    features : list of str
+    params : dict
+        Split, forest settings and the forest's hyper-parameters.
+    """
+
+    name: str
+    predictions: pd.DataFrame
+    scores: pd.DataFrame
+    folds: list[dict[str, Any]]
+    features: list[str]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def medians(self) -> pd.DataFrame:
+        """Median over stations per method (rows) and metric (columns)."""
+        m = self.scores[self.scores["station"] == "median"].set_index("method")
+        return m[list(_SCORE_KEYS)].reindex([x for x in METHODS if x in m.index])
+
+    def station_scores(self, method: str) -> pd.DataFrame:
+        """Per-station scores (and the median row) of one method."""
+        return self.scores[self.scores["method"] == method].set_index("station")[list(_SCORE_KEYS)]
+
+    def forest_beats(self) -> dict[str, bool]:
+        """Whether the forest's median ubRMSE is lower than each baseline model's."""
+        m = self.medians()["ubRMSE"]
+        return {b: bool(m.get("forest", np.nan) < m.get(b, np.nan)) for b in ("mean", "linear")}
+
+
+def linear_baseline(train: pd.DataFrame, test: pd.DataFrame, features: Sequence[str],
+                    target: str = "target") -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
+    """OLS on the standardised features, fitted on the complete training rows.
+
+    ``StandardScaler`` (training mean and SD; a constant feature becomes 0 and gets
+    coefficient 0) then ``LinearRegression``. Test rows with a NaN feature get NaN.
+
+    Returns
+    -------
+    prediction : ndarray, shape (len(test),)
+    info : dict
+        ``n_train``, ``intercept``, ``coef`` (per feature, standardised units).
+    """
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    f = list(features)
+    X = train[f].to_numpy(np.float64)
+    y = train[target].to_numpy(np.float64)
+    ok = np.isfinite(X).all(axis=1) & np.isfinite(y)
+    if not ok.any():
+        raise ValidationError("linear baseline: no complete training rows")
+    model = make_pipeline(StandardScaler(), LinearRegression()).fit(X[ok], y[ok])
+    Xt = test[f].to_numpy(np.float64)
+    okt = np.isfinite(Xt).all(axis=1)
+    pred = np.full(len(test), np.nan)
+    if okt.any():
+        pred[okt] = model.predict(Xt[okt])
+    lr = model[-1]
+    return pred, {"n_train": int(ok.sum()), "intercept": float(lr.intercept_),
+                  "coef": {k: float(v) for k, v in zip(f, lr.coef_, strict=True)}}  # fmt: skip
+
+
+def _complete(table: pd.DataFrame, features: Sequence[str], target: str = "target") -> np.ndarray:
+    X = table[list(features)].to_numpy(np.float64)
+    return np.isfinite(X).all(axis=1) & np.isfinite(table[target].to_numpy(np.float64))
+
+
+def _fit_predict(train_rows: pd.DataFrame, test_rows: pd.DataFrame, features: Sequence[str], *, n_estimators: int,
+                 search: bool, random_state: int, n_jobs: int | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:  # fmt: skip
+    """Forest, linear and mean fitted on ``train_rows``, predicted on ``test_rows``."""
+    from smengine.model import train
+
+    comp = train_rows[_complete(train_rows, features)]
+    if comp.empty:
+        raise ValidationError("no complete training rows (every row has a NaN feature or target)")
+    n_sites = comp["station"].nunique()
+    forest = train(comp, list(features), "target", cv=(), search=search and n_sites >= 2, n_estimators=n_estimators,
+                   random_state=random_state, n_jobs=n_jobs, progress=False)  # fmt: skip
+    lin, info = linear_baseline(comp, test_rows, features)
+    pred = {
+        "forest": forest.predict(test_rows),
+        "linear": lin,
+        "mean": np.full(len(test_rows), float(comp["target"].mean())),
+    }
+    hp = {k: forest.estimator.get_params()[k] for k in ("max_features", "min_samples_leaf", "n_estimators")}
+    return pred, {"n_train": len(comp), "train_mean": float(comp["target"].mean()), "linear": info,
+                  "forest": hp, "forest_hash": forest.card.content_hash}  # fmt: skip
+
+
+def _score(pred: pd.DataFrame) -> pd.DataFrame:
+    import warnings
+
+    from scipy.stats import ConstantInputWarning
+
+    from smengine.evaluate import site_scores
+
+    rows = []
+    for m in METHODS:
+        if m not in pred.columns or not pred[m].notna().any():
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConstantInputWarning)
+            s = site_scores(pred, pred=m, obs="obs", min_obs=30)
+        s = s[list(_SCORE_KEYS)].reset_index()
+        if m == "mean":  # a constant: R (and so KGE) undefined, not the round-off of a zero variance
+            s[["R", "KGE"]] = np.nan
+        s.insert(0, "method", m)
+        rows.append(s)
+    return pd.concat(rows, ignore_index=True)
+
+
+def _mask_common(pred: pd.DataFrame) -> pd.DataFrame:
+    """Score every method on the same rows: finite obs and a forest prediction."""
+    ok = pred["obs"].notna() & pred["forest"].notna()
+    for m in METHODS:
+        if m in pred.columns:
+            pred.loc[~ok, m] = np.nan
+    return pred
+
+
+def _check_table(table: pd.DataFrame, features: Sequence[str] | None) -> tuple[list[str], pd.DataFrame]:
+    """The feature list and a copy of the table with parsed dates."""
+    if not isinstance(table, pd.DataFrame):
+        raise ConfigError("need a station table (DataFrame from station_table)")
+    f = list(features) if features is not None else list(table.attrs.get("features") or [])
+    if not f:
+        raise ConfigError("no features: pass features=[...] or a table from station_table")
+    missing = [c for c in ("station", "date", "target", *f) if c not in table.columns]
+    if missing:
+        raise ConfigError(f"table lacks column(s) {missing}")
+    t = table.copy()
+    t["date"] = pd.to_datetime(t["date"])
+    return f, t
+
+
+def _fold(train: pd.DataFrame, test: pd.DataFrame, features: Sequence[str], fold: int,
+          **fit: Any) -> tuple[pd.DataFrame, dict[str, Any]]:  # fmt: skip
+    """Fit every method on ``train`` and predict ``test``: the fold's prediction frame (common days) and fit info."""
+    pred, info = _fit_predict(train, test, features, **fit)
+    out = pd.DataFrame({"station": test["station"], "date": test["date"], "fold": fold, "obs": test["target"], **pred,
+                        "tdr": test.get("tdr_weighted", np.nan)})  # fmt: skip
+    return _mask_common(out), info
+
+
+def temporal_split(
+    table: pd.DataFrame,
+    *,
+    split_date: str | pd.Timestamp | None = None,
+    train_years: float = 2.4,
+    features: Sequence[str] | None = None,
+    n_estimators: int = 500,
+    search: bool = False,
+    random_state: int = 0,
+    n_jobs: int | None = -1,
+) -> ExperimentResult:
+    """Train on the days before ``split_date``, test on the days from it on.
+
+    Parameters
+    ----------
+    table : DataFrame
+        From :func:`station_table` (one station: the single-site case; several are pooled).
+    split_date : date-like, optional
+        First test day (default: the first day + ``train_years`` × 365.25 days).
+    train_years : float, optional
+        Length of the training period when ``split_date`` is not given (default 2.4).
+    features : sequence of str, optional
+        Default ``table.attrs["features"]``.
+    n_estimators, search, random_state, n_jobs
+        Passed to :func:`smengine.model.train` (``search`` needs ≥ 2 stations).
+
+    Returns
+    -------
+    ExperimentResult
+    """
+    f, t = _check_table(table, features)
+    first = t["date"].min()
+    if split_date is None:
+        split = (first + pd.Timedelta(days=float(train_years) * 365.25)).normalize()
+    else:
+        split = pd.Timestamp(split_date)
+        split = split.tz_convert(None) if split.tz is not None else split
+    tr, te = t[t["date"] < split], t[t["date"] >= split].reset_index(drop=True)
+    if tr.empty or te.empty:
+        raise ValidationError(f"split date {split:%Y-%m-%d} leaves no training or no test days "
+                              f"(data {first:%Y-%m-%d} … {t['date'].max():%Y-%m-%d})")  # fmt: skip
+    out, info = _fold(tr, te, f, 0, n_estimators=n_estimators, search=search, random_state=random_state, n_jobs=n_jobs)
+    comp_tr = tr[_complete(tr, f)]
+    folds = [{"fold": 0, "train_stations": sorted(comp_tr["station"].unique().tolist()),
+              "test_stations": sorted(te["station"].unique().tolist()), "n_test": int(out["forest"].notna().sum()),
+              "train_start": str(comp_tr["date"].min().date()), "train_end": str(comp_tr["date"].max().date()),
+              "test_start": str(te["date"].min().date()), "test_end": str(te["date"].max().date()), **info}]  # fmt: skip
+    params = {"split_date": str(split.date()), "train_years": train_years, "n_estimators": n_estimators,
+              "search": search, "random_state": random_state}  # fmt: skip
+    return ExperimentResult("temporal", out, _score(out), folds, f, params)
+
+
+def leave_site_out(
+    table: pd.DataFrame,
+    *,
+    features: Sequence[str] | None = None,
+    n_estimators: int = 500,
+    search: bool = False,
+    random_state: int = 0,
+    n_jobs: int | None = -1,
+) -> ExperimentResult:
+    """Hold out one station per fold; fit on all the others (forest, linear, mean).
+
+    Each fold calls :func:`smengine.model.train` on the other stations' complete rows
+    (``cv=()``; with ``search`` the hyper-parameters are tuned by leave-site-out CV
+    *inside* the training stations, i.e. nested), so the held-out station is never seen.
+
+    Returns
+    -------
+    ExperimentResult
+    """
+    f, t = _check_table(table, features)
+    sites = sorted(t["station"].unique().tolist())
+    if len(sites) < 2:
+        raise ValidationError(f"leave-site-out needs at least 2 stations, got {sites}")
+    frames, folds = [], []
+    for k, sid in enumerate(sites):
+        tr = t[t["station"] != sid]
+        te = t[t["station"] == sid].reset_index(drop=True)
+        out, info = _fold(tr, te, f, k, n_estimators=n_estimators, search=search, random_state=random_state,
+                          n_jobs=n_jobs)  # fmt: skip
+        frames.append(out)
+        folds.append({"fold": k, "train_stations": sorted(tr.loc[_complete(tr, f), "station"].unique().tolist()),
+                      "test_stations": [sid], "n_test": int(frames[-1]["forest"].notna().sum()), **info})  # fmt: skip
+        log.info("leave-site-out fold %d/%d (%s): %d train rows", k + 1, len(sites), sid, info["n_train"])
+    out = pd.concat(frames, ignore_index=True)
+    params = {"n_estimators": n_estimators, "search": search, "random_state": random_state, "n_folds": len(sites)}
+    return ExperimentResult("leave-site-out", out, _score(out), folds, f, params)
+
+
