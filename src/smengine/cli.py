@@ -293,10 +293,10 @@ _READERS = _formats()
 def stations(source: Path, fmt: str | None, metadata: Path | None, min_hours: float, out_file: Path | None) -> None:
     """Read CRNS/in-situ stations from SOURCE, aggregate to UTC days and summarise them."""
     from smengine._io import atomic_write
-    from smengine.experiments import read_station_set
+    from smengine.stations import open_stations
 
     try:
-        ss = read_station_set(source, fmt, metadata)
+        ss = open_stations(source, fmt, metadata=metadata)
         daily = ss.daily(min_hours)
     except SMEngineError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -337,8 +337,8 @@ def table(stations_source: Path, tiles: tuple[Path, ...], fmt: str | None, metad
           static: str | None, dynamic: str | None, coarse: str | None) -> None:  # fmt: skip
     """Build the training table: STATIONS_SOURCE's daily soil moisture and the footprint-weighted
     features of TILES (tile files or folders) at each station-day."""
-    from smengine.experiments import read_station_set
     from smengine.features import FeatureSpec, training_table, write_table
+    from smengine.stations import open_stations
     from smengine.tiles import TileStore
 
     spec = FeatureSpec()
@@ -366,7 +366,7 @@ def table(stations_source: Path, tiles: tuple[Path, ...], fmt: str | None, metad
     paths = [q for p in tiles for q in (sorted(p.glob("*.h5")) if p.is_dir() else [p])]
     if not paths:
         raise click.ClickException(f"no tile files (*.h5) in {', '.join(map(str, tiles))}")
-    ss = read_station_set(stations_source, fmt, metadata)
+    ss = open_stations(stations_source, fmt, metadata=metadata)
     if len(ss) == 0:
         raise click.ClickException(f"no station read from {stations_source}")
     daily = ss.daily(hours)

@@ -6,7 +6,8 @@ tile into per-sub-pixel feature rasters for any day and window:
 * every static, dynamic and coarse covariate of the store (or the chosen subset);
 * the Soil Water Index (:func:`smengine.filters.exp_filter`, Albergel 2008) of the
   surface soil-moisture covariates at several characteristic times T, computed per
-  sub-pixel from its own series (``swi<T>_<name>``);
+  sub-pixel from its own series, carried to every day by default (``swi<T>c_<name>``; on
+  observation days only with ``swi_carry=False``: ``swi<T>_<name>``);
 * calendar features ``doy_sin``, ``doy_cos`` (day of year on the unit circle).
 
 The training table (:func:`training_table`) takes the footprint-weighted average
@@ -160,11 +161,11 @@ class FeatureBuilder:
     Attributes
     ----------
     names : list of str
-        Feature names in order: static, dynamic, coarse, SWI (``swi<T>_<name>`` by
+        Feature names in order: static, dynamic, coarse, SWI (``swi<T>c_<name>`` by
         source then T), calendar.
     units : dict of str → str
         Units of every feature: the store's ``units`` for covariates, the source's units
-        for ``swi<T>_<name>`` and ``"1"`` for ``doy_sin``/``doy_cos``.
+        for ``swi<T>[c]_<name>`` and ``"1"`` for ``doy_sin``/``doy_cos``.
     kinds : dict of str → str
         ``"static"``, ``"dynamic"``, ``"coarse"``, ``"swi"`` or ``"calendar"`` per feature.
     sources : dict of str → str

@@ -160,11 +160,11 @@ def run_pipeline(
         if not changed and man.current("table", key, [cfg.table_path]):
             res.status["table"] = "skipped"
         else:
-            from smengine.experiments import read_station_set
+            from smengine.stations import open_stations
             from smengine.features import training_table, write_table
             from smengine.tiles import TileStore
 
-            ss = read_station_set(st_path, cfg.stations.get("format"), cfg.path(meta) if meta else None)
+            ss = open_stations(st_path, cfg.stations.get("format"), metadata=cfg.path(meta) if meta else None)
             if len(ss) == 0:
                 raise ConfigError(f"no station read from {st_path} (format {cfg.stations.get('format', 'guessed')})")
             stores = [TileStore.open(p) for p in tiles()]

@@ -142,7 +142,7 @@ def read_station_set(source: PathLike, fmt: str | None, metadata: PathLike | Non
     of the ``csv`` format."""
     from smengine.stations import open_stations
 
-    return open_stations(source, fmt, **({"metadata": metadata} if metadata is not None else {}))
+    return open_stations(source, fmt, metadata=metadata)
 
 
 def daily_precipitation(stations: StationSet, min_hours: float = 18.0) -> pd.DataFrame:

@@ -8,6 +8,7 @@ the source (xarray's ``open_dataset(engine=...)`` / ``guess_engine`` pattern). T
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -74,7 +75,8 @@ def guess_format(source: str | os.PathLike[str]) -> str:
                       f"pass format= one of {sorted(FORMATS)}")  # fmt: skip
 
 
-def open_stations(source: str | os.PathLike[str], format: str | None = None, **kwargs: Any) -> StationSet:
+def open_stations(source: str | os.PathLike[str], format: str | None = None, *,
+                  metadata: str | os.PathLike[str] | None = None, **kwargs: Any) -> StationSet:  # fmt: skip
     """Read a station set with the reader of ``format`` (default: :func:`guess_format`).
 
     Parameters
@@ -83,6 +85,9 @@ def open_stations(source: str | os.PathLike[str], format: str | None = None, **k
         What the reader reads (a folder or a file).
     format : str, optional
         A :data:`FORMATS` key.
+    metadata : path, optional
+        The station table, for the formats whose reader takes one (``csv``,
+        ``fuerstensee``); an error for the others.
     **kwargs
         Passed to the reader (e.g. ``metadata=`` for ``csv``).
 
@@ -104,4 +109,9 @@ def open_stations(source: str | os.PathLike[str], format: str | None = None, **k
     fmt = guess_format(source) if format is None else format
     if fmt not in FORMATS:
         raise ConfigError(f"unknown station format {fmt!r}; choose from {sorted(FORMATS)}")
-    return FORMATS[fmt](source, **kwargs)
+    reader = FORMATS[fmt]
+    if metadata is not None:
+        if "metadata" not in inspect.signature(reader).parameters:
+            raise ConfigError(f"the {fmt} format takes no separate station table (metadata={metadata})")
+        kwargs["metadata"] = metadata
+    return reader(source, **kwargs)
