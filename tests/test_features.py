@@ -258,3 +258,16 @@ def test_table_file_round_trip_and_errors(store: TileStore, tmp_path) -> None:
         read_table(tmp_path / "other.nc")
     with pytest.raises(ValidationError, match=r"columns \['target'\] missing"):
         write_table(table.drop(columns="target"), tmp_path / "u.nc")
+
+
+@pytest.mark.parametrize("source", ["s1", "s1_sm", "esa_cci_sm", "a_b_c"])
+@pytest.mark.parametrize("T", [0.5, 5.0, 10.0, 37.25, 1e3])
+@pytest.mark.parametrize("carry", [True, False])
+def test_swi_name_grammar_round_trips(source: str, T: float, carry: bool) -> None:
+    from smengine.features import parse_swi_feature_name, swi_feature_name
+
+    name = swi_feature_name(source, T, carry)
+    assert parse_swi_feature_name(name) == (source, T, carry)
+    assert name.startswith("swi") and name.endswith(f"_{source}") and ("c_" in name) == carry
+    for other in ("ndvi", "swi", "swic_s1", "swi5", "doy_sin", "swi.._s1"):
+        assert parse_swi_feature_name(other) is None, other

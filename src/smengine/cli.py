@@ -349,7 +349,7 @@ def table(stations_source: Path, tiles: tuple[Path, ...], fmt: str | None, metad
         cfg = load_config(config_file)
         spec, hours = cfg.features, float(cfg.stations.get("min_hours", hours))
         kernel_quantum = kernel_quantum or cfg.stations.get("kernel_quantum")
-    d = spec.to_dict()
+    d = spec.get_config()
 
     def names(v: str) -> list[str]:
         return [x.strip() for x in v.split(",") if x.strip()]
@@ -361,7 +361,7 @@ def table(stations_source: Path, tiles: tuple[Path, ...], fmt: str | None, metad
         d["swi_T"] = [float(x) for x in names(swi_t)]
     if no_carry:
         d["swi_carry"] = False
-    spec = FeatureSpec.from_dict(d)
+    spec = FeatureSpec.from_config(d)
     hours = min_hours if min_hours is not None else hours
     paths = [q for p in tiles for q in (sorted(p.glob("*.h5")) if p.is_dir() else [p])]
     if not paths:

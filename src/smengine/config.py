@@ -196,7 +196,7 @@ class RunConfig:
         st.setdefault("min_hours", 18.0)
         feats = dict(d.get("features", {}))
         try:
-            spec = FeatureSpec.from_dict(feats)
+            spec = FeatureSpec.from_config(feats)
         except TypeError as exc:
             raise ConfigError(f"[features]: {exc} (keys: static, dynamic, coarse, swi_of, swi_T, calendar, "
                               "swi_carry)") from exc  # fmt: skip

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,7 +49,9 @@ __all__ = [
     "FeatureBuilder",
     "FeatureSpec",
     "calendar_features",
+    "parse_swi_feature_name",
     "read_table",
+    "swi_feature_name",
     "training_table",
     "write_table",
 ]
@@ -67,7 +70,7 @@ Window = tuple[int, int, int, int]  # row0, row1, col0, col1 (half-open), sub-pi
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Which features a model uses. Stored with the model (``to_dict``/``from_dict``).
+    """Which features a model uses. Stored with the model (``get_config``/``from_config``).
 
     Parameters
     ----------
@@ -118,14 +121,55 @@ class FeatureSpec:
             raise ConfigError(f"swi_T should be positive days, got {self.swi_T}")
         object.__setattr__(self, "swi_T", T)
 
-    def to_dict(self) -> dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
+        """JSON-safe configuration; ``FeatureSpec.from_config(s.get_config()) == s``."""
         d = asdict(self)
         d.pop("_fields")
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> FeatureSpec:
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+    def from_config(cls, config: Mapping[str, Any]) -> FeatureSpec:
+        """Inverse of :meth:`get_config`."""
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()})
+
+    # the earlier spelling, kept working
+    to_dict = get_config
+    from_dict = from_config
+
+
+#: The grammar of SWI feature names: ``swi<T>[c]_<source>`` (``c``: carried to every day).
+_SWI_NAME = re.compile(r"^swi(?P<T>[0-9.eE+-]+)(?P<carry>c?)_(?P<src>.+)$")
+
+
+def swi_feature_name(source: str, T: float, carry: bool = True) -> str:
+    """The feature name of the SWI of ``source`` at characteristic time ``T`` (days).
+
+    The one spelling used by the builder, the engine and the naive reference; the inverse
+    of :func:`parse_swi_feature_name`.
+
+    Examples
+    --------
+    >>> swi_feature_name("s1_sm", 5.0), swi_feature_name("smap", 2.5, carry=False)
+    ('swi5c_s1_sm', 'swi2.5_smap')
+    """
+    return f"swi{float(T):g}{'c' if carry else ''}_{source}"
+
+
+def parse_swi_feature_name(name: str) -> tuple[str, float, bool] | None:
+    """``(source, T, carry)`` of an SWI feature name, or None if ``name`` is not one.
+
+    Examples
+    --------
+    >>> parse_swi_feature_name("swi20c_s1_sm"), parse_swi_feature_name("ndvi")
+    (('s1_sm', 20.0, True), None)
+    """
+    m = _SWI_NAME.match(name)
+    if m is None:
+        return None
+    try:
+        return m["src"], float(m["T"]), bool(m["carry"])
+    except ValueError:
+        return None
 
 
 def calendar_features(dates: npt.ArrayLike) -> dict[str, np.ndarray]:
@@ -198,8 +242,7 @@ class FeatureBuilder:
                 self.dynamic = [n for n in self.dynamic if n not in self.swi_of]
             if spec.coarse is None:
                 self.coarse = [n for n in self.coarse if n not in self.swi_of]
-        c = "c" if spec.swi_carry else ""
-        self.swi_names = [f"swi{T:g}{c}_{n}" for n in self.swi_of for T in spec.swi_T]
+        self.swi_names = [swi_feature_name(n, T, spec.swi_carry) for n in self.swi_of for T in spec.swi_T]
         self.calendar = ["doy_sin", "doy_cos"] if spec.calendar else []
         self.names = self.static + self.dynamic + self.coarse + self.swi_names + self.calendar
         swi_src = dict(zip(self.swi_names, [(n, T) for n in self.swi_of for T in spec.swi_T], strict=True))
@@ -433,7 +476,7 @@ def training_table(
     out = pd.DataFrame(rows, columns=cols)
     b0 = builders[0]
     out.attrs.update(features=list(names), units=dict(b0.units), kinds=dict(b0.kinds), sources=dict(b0.sources),
-                     spec=(spec or FeatureSpec()).to_dict(), excluded=excluded)  # fmt: skip
+                     spec=(spec or FeatureSpec()).get_config(), excluded=excluded)  # fmt: skip
     log.info("training table: %d station-days from %d stations (%d excluded)", len(out),
              out["station"].nunique(), len(excluded))  # fmt: skip
     return out

@@ -419,7 +419,7 @@ def run_pseudoproxy(
     on = set(key.values())
     scores["station_pixel"] = [(r, c) in on for r, c in zip(scores["row"], scores["col"], strict=True)]
     # DI of pixel-days against the training rows (stations as folds)
-    spec = spec or FeatureSpec.from_dict(table.attrs["spec"])
+    spec = spec or FeatureSpec.from_config(table.attrs["spec"])
     fb = FeatureBuilder(store, spec)
     cols = [fb.names.index(n) for n in names]
     sw = fb.swi() if swi is None else swi

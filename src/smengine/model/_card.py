@@ -154,18 +154,18 @@ class ModelCard:
             raise ConfigError(f"ModelCard: period should be [first, last], got {self.period!r}")
 
     def __hash__(self) -> int:
-        d = self.to_dict()
+        d = self.get_config()
         d.pop("created")
         return hash(json.dumps(d, sort_keys=True))
 
     # ------------------------------------------------------------------ serialisation
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of every field (a deep copy); inverse of :meth:`from_dict`."""
+    def get_config(self) -> dict[str, Any]:
+        """JSON-safe dict of every field (a deep copy); inverse of :meth:`from_config`."""
         return {f.name: json.loads(json.dumps(getattr(self, f.name))) for f in fields(self)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ModelCard:
-        """A card from :meth:`to_dict` output.
+    def from_config(cls, d: Mapping[str, Any]) -> ModelCard:
+        """A card from :meth:`get_config` output.
 
         Raises
         ------
@@ -175,20 +175,24 @@ class ModelCard:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ConfigError(f"ModelCard.from_dict: unknown keys {unknown}")
+            raise ConfigError(f"ModelCard.from_config: unknown keys {unknown}")
         missing = sorted(n for n in names - set(d) if n != "created")
         if missing:
-            raise ConfigError(f"ModelCard.from_dict: missing keys {missing}")
+            raise ConfigError(f"ModelCard.from_config: missing keys {missing}")
         return cls(**dict(d))
 
+    # the earlier spelling, kept working
+    to_dict = get_config
+    from_dict = from_config
+
     def to_json(self, indent: int | None = 1) -> str:
-        """JSON text of :meth:`to_dict` (strict JSON: no NaN)."""
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        """JSON text of :meth:`get_config` (strict JSON: no NaN)."""
+        return json.dumps(self.get_config(), indent=indent, allow_nan=False)
 
     @classmethod
     def from_json(cls, s: str) -> ModelCard:
         """Inverse of :meth:`to_json`."""
-        return cls.from_dict(json.loads(s))
+        return cls.from_config(json.loads(s))
 
     # ------------------------------------------------------------------ conveniences
     @property
