@@ -187,3 +187,21 @@ def test_stations_command_roaring_fork(data_dir, tmp_path):
     res = CliRunner().invoke(cli, ["stations", str(data_dir / "crns" / "roaring_fork_co_usgs"), "--format", "roaring-fork"])
     assert res.exit_code == 0, res.output
     assert "15 station(s)" in res.output and "R7 " in res.output
+
+
+def test_dash_h_is_help_everywhere_and_shared_options_are_one():
+    from smengine.cli import options
+
+    assert set(cli.commands) >= {"footprint", "twin", "ingest", "stations", "table", "train", "predict", "run",
+                                 "stations-experiment", "demo"}  # fmt: skip
+    for name in cli.commands:
+        res = CliRunner().invoke(cli, [name, "-h"])
+        assert res.exit_code == 0 and f"Usage: cli {name}" in res.output, (name, res.output)
+    # the shared options come from one registry: same help text wherever they appear
+    helps = {}
+    for name, cmd in cli.commands.items():
+        for p in cmd.params:
+            if p.name in ("threads", "seed"):
+                helps.setdefault(p.name, set()).add(p.help)
+    assert helps["threads"] == {options.threads(lambda: None).__click_params__[0].help}
+    assert len(helps["seed"]) == 1

@@ -18,6 +18,42 @@ from smengine.errors import SMEngineError, SMEngineWarning
 log = logging.getLogger(__name__)
 
 
+def _guessed(source: Path, fmt: str | None) -> str:
+    """A hint for messages about a station source read with a guessed format."""
+    if fmt is not None:
+        return ""
+    from smengine.stations import guess_format
+
+    return f" (format {guess_format(source)!r} guessed from it; choose the reader with --format)"
+
+
+def _formats() -> tuple[str, ...]:
+    from smengine.stations import FORMATS
+
+    return tuple(FORMATS)
+
+
+_READERS = _formats()
+
+
+class options:  # noqa: N801 - a namespace of shared click options (rasterio's rio/options.py)
+    """The options several commands share, defined once."""
+
+    threads = click.option("--threads", type=int, help="Threads (default all cores).")
+    seed = click.option("--seed", default=0, show_default=True, help="Seed (random_state) of every random step.")
+    metadata = click.option("--metadata", type=click.Path(exists=True, path_type=Path),
+                            help="Station table, for the station formats that take one (csv, fuerstensee).")  # fmt: skip
+
+    @staticmethod
+    def trees(default: int) -> Any:
+        return click.option("--trees", default=default, show_default=True, help="Trees per forest.")
+
+    @staticmethod
+    def station_format(what: str) -> Any:
+        return click.option("--format", "fmt", type=click.Choice(_READERS),
+                            help=f"Station reader for {what} (smengine.stations.FORMATS; default: guessed from it).")  # fmt: skip
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.INFO if verbose == 0 else logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
@@ -67,7 +103,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, strict: bool) -> None:
 
 
 @cli.command()
-@click.option("--humidity", "-h", "humidity", type=float, default=5.0, show_default=True,
+@click.option("--humidity", "humidity", type=float, default=5.0, show_default=True,
               help="Absolute air humidity, g m-3.")
 @click.option("--theta", type=float, default=0.2, show_default=True, help="Soil moisture, m3 m-3.")
 @click.option("--pressure", type=float, default=fp.REFERENCE_PRESSURE, show_default=True, help="Air pressure, hPa.")
@@ -93,8 +129,8 @@ def footprint(humidity: float, theta: float, pressure: float, bulk_density: floa
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("smengine-demo"), show_default=True, help="Output folder.")
 @click.option("--quick", is_flag=True, help="Small twin world and forest (about a minute; what CI runs).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the twin world and of every fit.")
-@click.option("--threads", type=int, help="Threads (default all).")
+@options.seed
+@options.threads
 def demo(out_dir: Path, quick: bool, seed: int, threads: int | None) -> None:
     """Run the whole chain on the synthetic twin world and write the product, plots and report.md into OUT.
 
@@ -264,28 +300,10 @@ def ingest(sources: tuple[str, ...], config_file: Path | None, out_dir: Path | N
                f"{grid.tile_shape[0]}x{grid.tile_shape[1]} tiles) from {len(specs)} source(s)")  # fmt: skip
 
 
-def _guessed(source: Path, fmt: str | None) -> str:
-    """A hint for messages about a station source read with a guessed format."""
-    if fmt is not None:
-        return ""
-    from smengine.stations import guess_format
-
-    return f" (format {guess_format(source)!r} guessed from it; choose the reader with --format)"
-
-
-def _formats() -> tuple[str, ...]:
-    from smengine.stations import FORMATS
-
-    return tuple(FORMATS)
-
-
-_READERS = _formats()
-
-
 @cli.command()
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(_READERS), help="Reader for SOURCE (default: guessed from it).")
-@click.option("--metadata", type=click.Path(exists=True, path_type=Path), help="Station table (csv format).")
+@options.station_format("SOURCE")
+@options.metadata
 @click.option("--min-hours", default=18.0, show_default=True,
               help="Minimum valid hours per UTC day (a step counts its spacing: daily input counts 24 h a day).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -316,8 +334,8 @@ def stations(source: Path, fmt: str | None, metadata: Path | None, min_hours: fl
 @cli.command()
 @click.argument("stations_source", type=click.Path(exists=True, path_type=Path))
 @click.argument("tiles", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(_READERS), help="Reader for STATIONS_SOURCE (default: guessed from it).")
-@click.option("--metadata", type=click.Path(exists=True, path_type=Path), help="Station table (csv format).")
+@options.station_format("STATIONS_SOURCE")
+@options.metadata
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Training table to write (NetCDF, with units and sources; .csv: plain CSV without units).")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -392,9 +410,9 @@ def table(stations_source: Path, tiles: tuple[Path, ...], fmt: str | None, metad
 @click.option("--features", help="Comma-separated feature columns (default: the table's features).")
 @click.option("--cv", default="site,year,block", show_default=True, help="Grouped CV schemes.")
 @click.option("--no-search", is_flag=True, help="Skip the max_features x min_samples_leaf search.")
-@click.option("--trees", default=500, show_default=True, help="Trees in the final forest.")
-@click.option("--seed", default=0, show_default=True, help="random_state of every fit.")
-@click.option("--threads", type=int, help="Threads (default all).")
+@options.trees(500)
+@options.seed
+@options.threads
 @click.option("--card", "card_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the model card as Markdown here.")
 def train(table_file: Path, out_file: Path, features: str | None, cv: str, no_search: bool, trees: int, seed: int,
@@ -438,7 +456,7 @@ def train(table_file: Path, out_file: Path, features: str | None, cv: str, no_se
 @click.option("--file-days", default=32, show_default=True, help="Days per output file.")
 @click.option("--chunk-days", default=8, show_default=True, help="Days per kernel call (memory grows with it).")
 @click.option("--min-valid", default=0.5, show_default=True, help="Minimum valid sub-pixel fraction of a pixel.")
-@click.option("--threads", type=int, help="Threads (default all).")
+@options.threads
 @click.option("--overwrite", is_flag=True, help="Rewrite existing outputs (default: skip them, resume).")
 @click.option("--keep-going", is_flag=True, help="Log a failing tile and go on with the others.")
 @click.option("--format", "fmt", type=click.Choice(["netcdf", "zarr"]), default="netcdf", show_default=True,
@@ -508,16 +526,16 @@ def predict(model: Path, tiles: tuple[Path, ...], out_dir: Path, start: str | No
               show_default=True, help="Which experiment(s) to run.")
 @click.option("--source", type=click.Path(exists=True, path_type=Path),
               help="Run on a station set of your own (with --format) instead of the two real networks.")
-@click.option("--format", "fmt", type=click.Choice(_READERS), help="Reader for --source (default: guessed).")
-@click.option("--metadata", type=click.Path(exists=True, path_type=Path), help="Station table (csv format).")
+@options.station_format("--source")
+@options.metadata
 @click.option("--precipitation", "precip_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Daily precipitation CSV (date column + one column per station, mm); default: station gauges.")
 @click.option("--split-date", help="First test day of the temporal split (default: first day + --train-years).")
 @click.option("--train-years", default=2.4, show_default=True, help="Training years of the temporal split.")
-@click.option("--trees", default=500, show_default=True, help="Trees per forest.")
+@options.trees(500)
 @click.option("--search", is_flag=True, help="Tune max_features x min_samples_leaf (nested leave-site-out).")
-@click.option("--seed", default=0, show_default=True, help="random_state of every fit.")
-@click.option("--threads", type=int, help="Threads per fit (default all).")
+@options.seed
+@options.threads
 @click.option("--no-plots", is_flag=True, help="Skip the PNGs.")
 def stations_experiment(data_dir: Path | None, out_dir: Path, experiment: str, source: Path | None, fmt: str | None,
                         metadata: Path | None, precip_file: Path | None, split_date: str | None, train_years: float,
@@ -561,7 +579,7 @@ def stations_experiment(data_dir: Path | None, out_dir: Path, experiment: str, s
 @click.option("--steps", default=",".join(("ingest", "table", "train", "predict")), show_default=True,
               help="Comma-separated steps to run.")
 @click.option("--overwrite", is_flag=True, help="Redo every step from scratch (default: resume).")
-@click.option("--threads", type=int, help="Threads (default all).")
+@options.threads
 def run_cmd(config_file: Path, steps: str, overwrite: bool, threads: int | None) -> None:
     """Run CONFIG_FILE (TOML, see smengine.config) from the user's files to the daily product:
     ingest -> table -> train -> predict. Resumable: a step whose inputs did not change is skipped."""
@@ -586,7 +604,7 @@ def run_cmd(config_file: Path, steps: str, overwrite: bool, threads: int | None)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("twin"),
               show_default=True, help="Folder for the twin's files.")
 @click.option("--quick", is_flag=True, help="The small twin (20 km x 20 km, one year).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the world.")
+@options.seed
 def twin(out_dir: Path, quick: bool, seed: int) -> None:
     """Write the synthetic twin world's raw files (GeoTIFF, NetCDF, CRNS station files) into OUT,
     with a run configuration (OUT/smengine.toml) for them: a stand-in for a user's own data."""
