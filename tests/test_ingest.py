@@ -89,8 +89,8 @@ def test_windowed_reads_equal_slices_of_the_whole_day(gridded, tmp_path):
     for src in (open_source(tmp_path / "w.tif"), open_source(gridded / CCI)):
         whole = src.day(0)
         win = src.window_for(grid)
-        assert win is not None and win[2] < src.shape[0] and win[3] < src.shape[1]
-        r0, c0, h, w = win
+        assert win is not None and win.height < src.shape[0] and win.width < src.shape[1]
+        r0, c0, h, w = win.row_off, win.col_off, win.height, win.width
         np.testing.assert_array_equal(src.day(0, win), whole[r0 : r0 + h, c0 : c0 + w])
         # the window's transform places its first cell where the whole grid has it
         assert src.window_transform(win) @ (0, 0) == src.transform @ (c0, r0)

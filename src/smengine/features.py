@@ -41,6 +41,7 @@ import pandas as pd
 from smengine.errors import ConfigError, ValidationError
 from smengine.filters import exp_filter
 from smengine.footprint import REFERENCE_PRESSURE, footprint_average, footprint_kernel
+from smengine.grid import Window, as_window
 from smengine.tiles import TileStore
 
 __all__ = [
@@ -65,7 +66,6 @@ TABLE_KEYS = ("station", "date", "target")
 TABLE_EXTRAS = ("x", "y", "tile", "kernel_half_width", "valid_fraction")
 SOIL_MOISTURE_UNITS = ("m3 m-3", "m3/m3", "m3m-3", "percent saturation", "% saturation", "pct_saturation")
 
-Window = tuple[int, int, int, int]  # row0, row1, col0, col1 (half-open), sub-pixels
 
 
 @dataclass(frozen=True)
@@ -264,14 +264,15 @@ class FeatureBuilder:
     def __repr__(self) -> str:
         return f"<FeatureBuilder {self.store.tile_id}: {len(self.names)} features {self.names}>"
 
-    def _window(self, window: Window | None) -> Window:
+    def _window(self, window: Window | tuple[int, int, int, int] | None) -> tuple[int, int, int, int]:
+        """(row0, row1, col0, col1) of a window of the tile's sub-pixels (default the whole tile)."""
         ny, nx = self.store.grid.subpixel_shape
         if window is None:
             return (0, ny, 0, nx)
-        r0, r1, c0, c1 = (int(v) for v in window)
+        (r0, r1), (c0, c1) = as_window(window).toranges()
         if not (0 <= r0 < r1 <= ny and 0 <= c0 < c1 <= nx):
             raise ValidationError(f"window {window} outside the tile's {ny}×{nx} sub-pixels")
-        return (r0, r1, c0, c1)
+        return (int(r0), int(r1), int(c0), int(c1))
 
     def source_series(self, name: str, window: Window | None = None) -> np.ndarray:
         """All days of one dynamic or coarse covariate over a window: (T, h, w) float32."""
@@ -308,8 +309,9 @@ class FeatureBuilder:
         ----------
         t : int
             Day index into ``store.times``.
-        window : (row0, row1, col0, col1), optional
-            Sub-pixel window (default the whole tile).
+        window : rasterio.windows.Window, optional
+            Sub-pixel window (default the whole tile); a ``(row0, row1, col0, col1)`` tuple
+            is read by :func:`smengine.grid.as_window`.
         swi : ndarray, optional
             :meth:`swi` of the same window (computed here if needed and not given).
         out : ndarray, optional
@@ -330,7 +332,7 @@ class FeatureBuilder:
             out[k] = s.dynamic[t, i, r0:r1, c0:c1]
             k += 1
         for name in self.coarse:
-            s.coarse[name].expand(t, out=out[k], window=(r0, r1, c0, c1))
+            s.coarse[name].expand(t, out=out[k], window=Window(c0, r0, c1 - c0, r1 - r0))
             k += 1
         if self.swi_names:
             if swi is None:
@@ -460,12 +462,13 @@ def training_table(
         kernels = [kernel(cell, h, th, p) for h, th, p in zip(hum, g["sm"].to_numpy(), pres, strict=True)]
         half = max(k.shape[0] // 2 for k in kernels)
         ny, nx = b.store.grid.subpixel_shape
-        win = (max(r - half, 0), min(r + half + 1, ny), max(c - half, 0), min(c + half + 1, nx))
+        r0, c0 = max(r - half, 0), max(c - half, 0)
+        win = Window(c0, r0, min(c + half + 1, nx) - c0, min(r + half + 1, ny) - r0)
         swi = b.swi(win) if b.swi_names else None
-        buf = np.empty((len(names), win[1] - win[0], win[3] - win[2]), dtype=np.float32)
+        buf = np.empty((len(names), win.height, win.width), dtype=np.float32)
         for (_, row), t, k in zip(g.iterrows(), t_idx, kernels, strict=True):
             x = b.day(int(t), win, swi, out=buf)
-            vals, frac = footprint_average(x, [r - win[0]], [c - win[2]], k, min_valid_fraction,
+            vals, frac = footprint_average(x, [r - r0], [c - c0], k, min_valid_fraction,
                                            return_valid_fraction=True)  # fmt: skip
             rec = {"station": sid, "date": row["date"], "target": row["sm"]}
             rec.update(zip(names, vals[:, 0].tolist(), strict=True))

@@ -22,12 +22,13 @@ import numpy as np
 import numpy.typing as npt
 from affine import Affine
 from pyproj import CRS, Transformer
+from rasterio.windows import Window
 
 from smengine.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Grid", "Tile"]
+__all__ = ["Grid", "Tile", "Window", "as_window"]
 
 
 @dataclass(frozen=True)
@@ -308,3 +309,26 @@ class Grid:
         """(west, south, east, north) in degrees, densified along the edges."""
         t = Transformer.from_crs(self.crs, "EPSG:4326", always_xy=True)
         return tuple(float(v) for v in t.transform_bounds(*self.bounds, densify_pts=51))  # type: ignore[return-value]
+
+
+def as_window(window: Any) -> Window:
+    """The one window type: a :class:`rasterio.windows.Window` (``col_off, row_off, width, height``).
+
+    A ``Window`` is returned as it is; a 4-tuple is read as the half-open row and column
+    ranges ``(row0, row1, col0, col1)`` that :class:`~smengine.features.FeatureBuilder` and
+    :class:`~smengine.tiles.CoarseLayer` took before they took windows.
+
+    Examples
+    --------
+    >>> as_window((5, 30, 7, 40))
+    Window(col_off=7, row_off=5, width=33, height=25)
+    >>> as_window((5, 30, 7, 40)).toslices()
+    (slice(5, 30, None), slice(7, 40, None))
+    """
+    if isinstance(window, Window):
+        return window
+    try:
+        r0, r1, c0, c1 = (int(v) for v in window)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"a window is a rasterio.windows.Window or (row0, row1, col0, col1), got {window!r}") from exc
+    return Window(c0, r0, c1 - c0, r1 - r0)

@@ -47,7 +47,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
 from smengine.errors import ConfigError, DataError, SMEngineWarning
-from smengine.grid import Grid, Tile
+from smengine.grid import Grid, Tile, Window
 from smengine.tiles import CoarseLayer, TileStore, TileWriter, as_days
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,6 @@ log = logging.getLogger(__name__)
 __all__ = ["Source", "SourceSpec", "coarse_index", "ingest", "normalise_units", "open_source", "regrid"]
 
 Method = Literal["auto", "average", "bilinear", "nearest"]
-Win = tuple[int, int, int, int]  # (row_off, col_off, height, width) in source pixels
 
 # canonical unit → accepted spellings (lower case, spaces collapsed)
 _UNITS: dict[str, tuple[str, ...]] = {
@@ -132,12 +131,12 @@ class Source:
     shape: tuple[int, ...]
     times: np.ndarray | None
     crs: CRS
-    reader: Callable[[int, Win | None], np.ndarray]
+    reader: Callable[[int, Window | None], np.ndarray]
     transform: Affine | None = None
     lat: np.ndarray | None = None
     lon: np.ndarray | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
-    _cache: tuple[int, Win | None, np.ndarray] | None = field(default=None, repr=False)
+    _cache: tuple[int, Window | None, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def is_static(self) -> bool:
@@ -160,20 +159,20 @@ class Source:
         n = self.lat.size if self.lat is not None else 1
         return float(np.sqrt(4 * np.pi * 6_371_000.0**2 / max(n, 1)))
 
-    def day(self, t: int, window: Win | None = None) -> np.ndarray:
-        """Field of time index ``t`` (float32, NaN for missing), optionally only a window
-        ``(row_off, col_off, height, width)`` of a regular grid; the last read is cached."""
+    def day(self, t: int, window: Window | None = None) -> np.ndarray:
+        """Field of time index ``t`` (float32, NaN for missing), optionally only a
+        :class:`rasterio.windows.Window` of a regular grid; the last read is cached."""
         t = 0 if self.is_static else int(t)
         if self._cache is not None and self._cache[:2] == (t, window):
             return self._cache[2]
         a = np.ascontiguousarray(self.reader(t, window), dtype=np.float32)
-        want = self.shape if window is None else tuple(window[2:])
+        want = self.shape if window is None else (int(window.height), int(window.width))
         if a.shape != want:
             raise DataError(f"{self.path}: day {t} has shape {a.shape}, expected {want}")
         self._cache = (t, window, a)
         return a
 
-    def window_for(self, grid: Grid, pad: int = 2) -> Win | None:
+    def window_for(self, grid: Grid, pad: int = 2) -> Window | None:
         """The part of a regular source that covers ``grid`` (plus ``pad`` cells), or None."""
         if self.transform is None:
             return None
@@ -189,28 +188,27 @@ class Source:
             return None  # crosses the antimeridian: read whole
         if r1 <= r0 or c1 <= c0:
             return None
-        return (r0, c0, r1 - r0, c1 - c0)
+        return Window(c0, r0, c1 - c0, r1 - r0)
 
-    def window_transform(self, window: Win | None) -> Affine:
+    def window_transform(self, window: Window | None) -> Affine:
         """Transform of a window's pixels."""
         assert self.transform is not None
         if window is None:
             return self.transform
-        return self.transform @ Affine.translation(window[1], window[0])
+        return self.transform @ Affine.translation(window.col_off, window.row_off)
 
     def load(self) -> np.ndarray:
         """All days as one (T, ...) array (for small sources and tests)."""
         return np.stack([self.day(t) for t in range(self.n_times)])
 
 
-def _cut(a: np.ndarray, window: Win | None) -> np.ndarray:
+def _cut(a: np.ndarray, window: Window | None) -> np.ndarray:
     if window is None:
         return a
-    r0, c0, h, w = window
-    return a[..., r0 : r0 + h, c0 : c0 + w]
+    return a[(..., *window.toslices())]
 
 
-def _eager(data: np.ndarray) -> Callable[[int, Win | None], np.ndarray]:
+def _eager(data: np.ndarray) -> Callable[[int, Window | None], np.ndarray]:
     return lambda t, window: _cut(data[t], window)
 
 
@@ -304,13 +302,10 @@ def _daily_times(times: np.ndarray, path: str, attrs: dict[str, Any], daily: str
     return t.astype("datetime64[D]"), data
 
 
-def _read_band(path: Path, window: Win | None = None) -> np.ndarray:
-    from rasterio.windows import Window
-
+def _read_band(path: Path, window: Window | None = None) -> np.ndarray:
     try:
         with rasterio.open(path) as src:
-            win = None if window is None else Window(window[1], window[0], window[3], window[2])
-            return src.read(1, window=win, masked=True).astype(np.float32).filled(np.nan)
+            return src.read(1, window=window, masked=True).astype(np.float32).filled(np.nan)
     except rasterio.errors.RasterioError as exc:
         raise DataError(f"{path}: cannot read GeoTIFF (corrupt or truncated?): {exc}") from exc
 
@@ -335,7 +330,7 @@ def _geotiff(spec: SourceSpec, path: Path) -> Source:
     except rasterio.errors.RasterioError as exc:
         raise DataError(f"{path}: cannot read GeoTIFF (corrupt or truncated?): {exc}") from exc
     # fail now, naming the file, if the pixel data are cut short: the last row is stored last
-    _read_band(path, (shape[0] - 1, 0, 1, shape[1]))
+    _read_band(path, Window(0, shape[0] - 1, shape[1], 1))
     name = spec.name or descr or path.stem
     when = spec.time
     if when is None and tag_time:
@@ -487,7 +482,7 @@ def _netcdf(spec: SourceSpec, path: Path) -> Source:
 
     if reader is None:  # daily: read one day at a time, reopening the file (bounded memory)
 
-        def reader(t: int, window: Win | None) -> np.ndarray:
+        def reader(t: int, window: Window | None) -> np.ndarray:
             with open_ds() as d:  # coarse gridded products: read the day, then cut the window
                 try:
                     return _cut(layout.fields(d, t), window)
@@ -772,7 +767,7 @@ class _Regridder:
 
 
 def coarse_index(
-    source: Source, grid: Grid, *, subpixel: bool = True, window: Win | None = None
+    source: Source, grid: Grid, *, subpixel: bool = True, window: Window | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Map each target cell to the native source cell containing its centre.
 
@@ -802,7 +797,7 @@ def coarse_index(
             sx = (np.asarray(sx) - source.transform.c) % 360.0 + source.transform.c  # wrap longitudes
         c, r = ~source.window_transform(window) @ (np.asarray(sx), np.asarray(sy))
         r, c = np.floor(r).astype(np.int64), np.floor(c).astype(np.int64)
-        sh, sw = source.shape if window is None else window[2:]
+        sh, sw = source.shape if window is None else (int(window.height), int(window.width))
         valid = (r >= 0) & (r < sh) & (c >= 0) & (c < sw)
         flat = np.where(valid, r * sw + c, 0)
     cells, inv = np.unique(flat[valid], return_inverse=True)

@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from smengine.errors import ConfigError, DataError, ValidationError
-from smengine.grid import Grid
+from smengine.grid import Grid, as_window
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +92,13 @@ class CoarseLayer:
     values: np.ndarray
     index: np.ndarray
 
-    def expand(
-        self, t: int, out: np.ndarray | None = None, window: tuple[int, int, int, int] | None = None
-    ) -> np.ndarray:
+    def expand(self, t: int, out: np.ndarray | None = None, window: Any = None) -> np.ndarray:
         """Sub-pixel field (Y, X) of day index ``t`` (NaN where the index is −1).
 
-        ``window`` = (row0, row1, col0, col1) expands only that part (shape (row1 − row0, col1 − col0)).
+        ``window`` (a :class:`rasterio.windows.Window`, or ``(row0, row1, col0, col1)``, see
+        :func:`smengine.grid.as_window`) expands only that part.
         """
-        idx = self.index if window is None else self.index[window[0] : window[1], window[2] : window[3]]
+        idx = self.index if window is None else self.index[as_window(window).toslices()]
         if out is None:
             out = np.empty(idx.shape, dtype=np.float32)
         row = self.values[t]
