@@ -20,6 +20,7 @@ from sklearn.ensemble import (
     RandomForestRegressor,
 )
 
+from smengine._threads import forest_isa_cap
 from smengine.errors import ConfigError, DataError, ValidationError
 from smengine.model import CompiledForest, detect_stride, forest_hash
 from smengine.model._compiled import _floor_to_float32
@@ -328,7 +329,7 @@ def test_every_instruction_set_path_is_exact(isa, n_features, monkeypatch):
 
     monkeypatch.setenv("SMENGINE_FOREST_ISA", isa)
     level = {"c": 0, "avx2": 1, "avx512": 2}[isa]
-    if _forest.isa() != level:
+    if _forest.isa(forest_isa_cap()) != level:
         pytest.skip(f"this CPU has no {isa}")
     rng = np.random.default_rng(n_features)
     X = rng.standard_normal((600, n_features)).astype(np.float32)
@@ -340,6 +341,18 @@ def test_every_instruction_set_path_is_exact(isa, n_features, monkeypatch):
     assert np.array_equal(mean, rf.predict(Xq))
     ref_mean, ref_sd = cf.predict_with_spread(Xq, n_threads=1, reuse=False)
     assert mean.tobytes() == ref_mean.tobytes() and sd.tobytes() == ref_sd.tobytes()
+
+
+@pytest.mark.parametrize("bad", ["sse", "a", "avx", "avx2x", "c avx2"])
+def test_bad_instruction_set_cap_raises_config_error(fitted, monkeypatch, bad):
+    """SMENGINE_FOREST_ISA other than c | avx2 | avx512 is a ConfigError naming the variable and
+    the value, for every kernel (the engine reads the cap the same way)."""
+    rf, X = fitted
+    cf = CompiledForest.from_sklearn(rf)
+    monkeypatch.setenv("SMENGINE_FOREST_ISA", bad)
+    for reuse in (True, "box", False):
+        with pytest.raises(ConfigError, match=rf"SMENGINE_FOREST_ISA={bad!r}"):
+            cf.predict(X[:10], reuse=reuse)
 
 
 def _raster(rng, ny, nx, nf):
@@ -358,7 +371,7 @@ def test_stride_reference_row_is_exact_and_used(isa, monkeypatch):
     from smengine._ext import _forest
 
     monkeypatch.setenv("SMENGINE_FOREST_ISA", isa)
-    if _forest.isa() != {"c": 0, "avx2": 1, "avx512": 2}[isa]:
+    if _forest.isa(forest_isa_cap()) != {"c": 0, "avx2": 1, "avx512": 2}[isa]:
         pytest.skip(f"this CPU has no {isa}")
     rng = np.random.default_rng(11)
     ny, nx = 60, 50

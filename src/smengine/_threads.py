@@ -1,4 +1,5 @@
-"""One place that decides how many threads a kernel uses."""
+"""One place that decides how the kernels run: how many threads, and which instruction set the
+forest kernel may use."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import os
 
 from smengine.errors import ConfigError
 
-__all__ = ["effective_n_threads", "openmp_enabled"]
+__all__ = ["FOREST_ISA_LEVELS", "effective_n_threads", "forest_isa_cap", "openmp_enabled"]
+
+#: Values of the environment variable ``SMENGINE_FOREST_ISA`` and the instruction-set level each
+#: caps the forest's block kernel at (0 portable C, 1 AVX2, 2 AVX-512).
+FOREST_ISA_LEVELS = {"c": 0, "avx2": 1, "avx512": 2}
 
 
 def openmp_enabled() -> bool:
@@ -49,3 +54,30 @@ def effective_n_threads(n_threads: int | None = None) -> int:
     if n_threads < 0:
         return max(1, (os.cpu_count() or 1) + 1 + n_threads)
     return n_threads
+
+
+def forest_isa_cap() -> int:
+    """The highest instruction set the forest's block kernel may use, from ``SMENGINE_FOREST_ISA``.
+
+    The kernel takes the best this CPU has up to the cap; results are identical on every
+    path (the variable exists for tests and comparisons). Read on every prediction.
+
+    Returns
+    -------
+    int
+        0 for ``c`` (portable C), 1 for ``avx2``, 2 for ``avx512`` or when the variable is
+        unset or empty (no cap). Case and surrounding whitespace are ignored.
+
+    Raises
+    ------
+    ConfigError
+        If the variable holds anything else.
+    """
+    raw = os.environ.get("SMENGINE_FOREST_ISA", "")
+    value = raw.strip().lower()
+    if not value:
+        return max(FOREST_ISA_LEVELS.values())
+    if value not in FOREST_ISA_LEVELS:
+        raise ConfigError(f"SMENGINE_FOREST_ISA={raw!r}: expected one of {', '.join(FOREST_ISA_LEVELS)} "
+                          "(or unset for no cap)")  # fmt: skip
+    return FOREST_ISA_LEVELS[value]

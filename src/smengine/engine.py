@@ -249,7 +249,7 @@ class TileRunner:
         self.day_inner = bool(day_inner)
         self.reuse = reuse
         self._mode = self.forest._mode(reuse)
-        self._tables = self.forest._tables(self._mode)
+        self._kernel = self.forest._kernel_tables(self._mode)  # the forest as the kernel sees it
         names = self.forest.feature_names
         if names is None:
             raise ConfigError("the forest has no feature names; compile it with feature_names=… so that the engine "
@@ -274,6 +274,11 @@ class TileRunner:
         sizes = [c.values.shape[1] for c in layers]
         self._coff = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if layers else np.zeros(0, np.int64)
         self._layers = layers
+        from smengine._ext import _engine
+
+        self._tile = _engine.TileArrays(self._static, self._dynamic, self._cindex, self._coff, self._plan.plan,
+                                        grid.subpixel)  # fmt: skip
+        self._state = _engine.SWIState(self._gain, self._swi, self._last, self._plan.swi_T)  # updated in place
         self._scratch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._next = 0  # first store day index not yet run through the SWI state
         self.stats = EngineStats()
@@ -286,7 +291,7 @@ class TileRunner:
         """Kernel call for store day indices ``sidx`` (-1: absent): (D, Py, Px) layers, valid where ``want``."""
         from smengine._ext import _engine
 
-        s, f = self.store, self.forest
+        s = self.store
         D = sidx.size
         present = sidx >= 0
         dates = np.where(present, s.times[np.maximum(sidx, 0)], _EPOCH) if s.times.size else np.full(D, _EPOCH)
@@ -311,12 +316,11 @@ class TileRunner:
             nt = self.n_threads
             self._scratch = (np.empty((nt, nrow * ncol), np.float32), np.empty((nt, nrow), np.uint8),
                              np.empty((nt, 4 * nrow), np.float64))  # fmt: skip
-        _engine.run_days(self._static, self._dynamic, sidx.astype(np.int64), want.astype(np.uint8), tday, cvals,
-                         self._cindex, self._coff, consts, self._plan.plan, self._plan.n_forest, self._gain,
-                         self._swi, self._last, self._plan.swi_T, f._nodes, f._leaf, f._root, *self._tables,
-                         self.grid.subpixel, self.day_inner, self._mode, self.min_valid_fraction, bufs["sm"], bufs["subpixel_sd"],
-                         bufs["uncertainty"], bufs["valid_fraction"], bufs["quality_flag"], *self._scratch,
-                         self.n_threads, counters)  # fmt: skip
+        chunk = _engine.ChunkInputs(sidx.astype(np.int64), want.astype(np.uint8), tday, cvals, consts)
+        outputs = _engine.Outputs(bufs["sm"], bufs["subpixel_sd"], bufs["uncertainty"], bufs["valid_fraction"],
+                                  bufs["quality_flag"])  # fmt: skip
+        _engine.run_days(self._kernel, self._tile, self._state, chunk, outputs, _engine.Scratch(*self._scratch),
+                         self.day_inner, self._mode, self.min_valid_fraction, self.n_threads, counters)  # fmt: skip
         w = want.astype(bool)
         s2 = self.grid.subpixel**2
         n_rows = int(w[present].sum()) * Py * Px * s2

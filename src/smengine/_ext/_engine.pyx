@@ -9,7 +9,12 @@ predictions of each pixel and day to: the mean of its valid sub-pixel prediction
 population SD, the mean forest spread (population SD over trees) and the valid fraction.
 Scratch memory is one task's rows, so memory does not grow with the tile or the days.
 
-The public API is :func:`smengine.engine.predict`; this kernel trusts its inputs.
+The public API is :func:`smengine.engine.predict`; this kernel trusts the contents of its
+inputs and checks that their shapes agree. They come grouped: the forest
+(:class:`smengine._ext._forest.ForestTables`), the tile's covariates and gather plan
+(:class:`TileArrays`, one per :class:`~smengine.engine.TileRunner`), the SWI state carried
+from chunk to chunk (:class:`SWIState`), one chunk's days (:class:`ChunkInputs`), its pixel
+layers (:class:`Outputs`) and per-thread scratch memory (:class:`Scratch`).
 
 Feature plan, one row per gathered column ``j`` (the forest's columns first, then any
 SWI source the forest does not use itself)::
@@ -21,19 +26,24 @@ SWI source the forest does not use itself)::
     kind 4  consts[d, a]
     kind 5  as 3, but a missing value gives the last SWI (``exp_filter(carry=True)``)
 
-The SWI recursion is exactly :func:`smengine.filters.exp_filter`'s: for a valid value v
-at time t, ``K = K / (K + exp(-(t - t_last) / T))``, ``s = s + K (v - s)`` (``K = 1``,
-``s = v`` for the first value); a missing value gives NaN and leaves the state alone.
+The SWI recursion is :func:`smengine.filters.exp_filter`'s, the same inline step
+(``swi_step`` of ``_swi.pxd``): for a valid value v at time t,
+``K = K / (K + exp(-(t - t_last) / T))``, ``s = s + K (v - s)`` (``K = 1``, ``s = v`` for the
+first value); a missing value gives NaN and leaves the state alone.
 """
 
+import numpy as np
+
 from cython.parallel cimport prange, threadid
-from libc.math cimport NAN, exp, fabs, isnan, sqrt
+from libc.math cimport NAN, fabs, isnan, sqrt
 from libc.string cimport memset
 from libc.float cimport FLT_MAX
 
 from smengine._ext._typedefs cimport float32_t, float64_t, int32_t, int64_t, intp_t, uint8_t
 
-from smengine._ext._forest_h cimport smf_forest, smf_predict, smf_sd, smf_set_forest, smf_set_tables, smf_stats
+from smengine._ext._forest cimport ForestTables
+from smengine._ext._forest_h cimport smf_forest, smf_predict, smf_sd, smf_stats
+from smengine._ext._swi cimport swi_step, swi_weight
 
 # quality flag codes: a mirror of smengine.product.QualityFlag (tests/test_engine.py checks they agree)
 cdef enum:
@@ -48,52 +58,208 @@ QUALITY_FLAG_CODES = {"good": FLAG_GOOD, "partial": FLAG_PARTIAL, "low_valid_fra
                       "no_valid_subpixels": FLAG_NONE, "no_input": FLAG_NO_INPUT}
 
 
+cdef class TileArrays:
+    """What every chunk of a tile reads: the sub-pixel covariates and the gather plan (one per TileRunner).
+
+    Parameters
+    ----------
+    static : ndarray of float32, shape (Fs, Y, X)
+        Sub-pixel static layers.
+    dynamic : ndarray of float32, shape (T_store, Fd, Y, X)
+        Sub-pixel daily layers (memory-mapped).
+    cindex : ndarray of int32, shape (Lc, Y, X)
+        Coarse cell of each sub-pixel per coarse layer (-1: none).
+    coff : ndarray of int64, shape (Lc,)
+        Offset of each coarse layer in a chunk's ``cvals``.
+    plan : ndarray of int32, shape (n_cols, 3)
+        Gather plan: kind, a, b per column (see the module docstring); the forest's
+        ``n_features`` columns come first.
+    sub : int
+        Sub-pixels per pixel side (``sub * sub`` per pixel).
+    """
+
+    cdef const float32_t[:, :, ::1] static
+    cdef const float32_t[:, :, :, ::1] dynamic
+    cdef const int32_t[:, :, ::1] cindex
+    cdef const int64_t[::1] coff
+    cdef const int32_t[:, ::1] plan
+    cdef readonly intp_t sub
+
+    def __init__(self, static, dynamic, cindex, coff, plan, intp_t sub):
+        self.static = static
+        self.dynamic = dynamic
+        self.cindex = cindex
+        self.coff = coff
+        self.plan = plan
+        self.sub = sub
+        cdef intp_t ny = self.static.shape[1], nx = self.static.shape[2]
+        if sub < 1 or ny % sub or nx % sub or self.dynamic.shape[2] != ny or self.dynamic.shape[3] != nx \
+                or self.cindex.shape[1] != ny or self.cindex.shape[2] != nx or self.cindex.shape[0] != self.coff.shape[0] \
+                or self.plan.shape[1] != 3:
+            raise ValueError("TileArrays: static (Fs, Y, X), dynamic (T, Fd, Y, X), cindex (Lc, Y, X), coff (Lc,) and "
+                             "plan (n_cols, 3) should agree, and Y and X be multiples of sub")
+
+
+cdef class SWIState:
+    """The SWI state of every sub-pixel, carried from chunk to chunk (updated in place).
+
+    Parameters
+    ----------
+    gain, swi, last : ndarray of float64, shape (S, Y * X)
+        Per state slot and sub-pixel: gain K of the last valid value (0: none yet), the SWI
+        at that value, its day (as :class:`smengine.filters.SWIState`).
+    T : ndarray of float64, shape (S,)
+        Characteristic time of each slot, days.
+    """
+
+    cdef float64_t[:, ::1] gain
+    cdef float64_t[:, ::1] swi
+    cdef float64_t[:, ::1] last
+    cdef const float64_t[::1] T
+
+    def __init__(self, gain, swi, last, T):
+        self.gain = gain
+        self.swi = swi
+        self.last = last
+        self.T = T
+        if not (self.gain.shape[0] == self.swi.shape[0] == self.last.shape[0] == self.T.shape[0]) \
+                or not (self.gain.shape[1] == self.swi.shape[1] == self.last.shape[1]):
+            raise ValueError("SWIState: gain, swi and last should be (S, Y * X) and T (S,)")
+
+
+cdef class ChunkInputs:
+    """The inputs of one chunk of D days.
+
+    Parameters
+    ----------
+    tidx : ndarray of int64, shape (D,)
+        Store day of each chunk day (-1: absent).
+    want : ndarray of uint8, shape (D,)
+        1: predict this day, 0: only advance the SWI state.
+    tday : ndarray of float64, shape (D,)
+        Day numbers (days since the epoch) for the SWI.
+    cvals : ndarray of float32, shape (D, n_cells)
+        Coarse values of the chunk days, layers concatenated (``TileArrays.coff``).
+    consts : ndarray of float64, shape (D, n_const)
+        Per-day constants (the calendar).
+    """
+
+    cdef const int64_t[::1] tidx
+    cdef const uint8_t[::1] want
+    cdef const float64_t[::1] tday
+    cdef const float32_t[:, ::1] cvals
+    cdef const float64_t[:, ::1] consts
+
+    def __init__(self, tidx, want, tday, cvals, consts):
+        self.tidx = tidx
+        self.want = want
+        self.tday = tday
+        self.cvals = cvals
+        self.consts = consts
+        cdef intp_t D = self.tidx.shape[0]
+        if self.want.shape[0] != D or self.tday.shape[0] != D or self.cvals.shape[0] != D or self.consts.shape[0] != D:
+            raise ValueError("ChunkInputs: tidx, want, tday, cvals and consts should have one entry per day")
+
+
+cdef class Outputs:
+    """The pixel layers of one chunk, written by the kernel.
+
+    Parameters
+    ----------
+    sm, sub_sd, spread, vfrac : ndarray of float32, shape (D, Py, Px)
+        Mean of the valid sub-pixel predictions, their population SD, the mean forest spread
+        (SD over trees), the valid sub-pixel fraction.
+    flag : ndarray of uint8, shape (D, Py, Px)
+        Quality flag.
+    """
+
+    cdef float32_t[:, :, ::1] sm
+    cdef float32_t[:, :, ::1] sub_sd
+    cdef float32_t[:, :, ::1] spread
+    cdef float32_t[:, :, ::1] vfrac
+    cdef uint8_t[:, :, ::1] flag
+
+    def __init__(self, sm, sub_sd, spread, vfrac, flag):
+        self.sm = sm
+        self.sub_sd = sub_sd
+        self.spread = spread
+        self.vfrac = vfrac
+        self.flag = flag
+        if len({np.shape(a) for a in (sm, sub_sd, spread, vfrac, flag)}) != 1:
+            raise ValueError("Outputs: every layer should be (D, Py, Px)")
+
+
+cdef class Scratch:
+    """Scratch memory of the kernel, one row per thread (allocated once per run by the caller, so
+    that memory tracing sees it).
+
+    Parameters
+    ----------
+    xbuf : ndarray of float32, shape (n_threads, >= Px * s * s * D * n_cols)
+        Feature rows.
+    okbuf : ndarray of uint8, shape (n_threads, >= Px * s * s * D)
+        Row valid.
+    accbuf : ndarray of float64, shape (n_threads, >= 4 * Px * s * s * D)
+        Forest sums.
+    """
+
+    cdef float32_t[:, ::1] xbuf
+    cdef uint8_t[:, ::1] okbuf
+    cdef float64_t[:, ::1] accbuf
+
+    def __init__(self, xbuf, okbuf, accbuf):
+        self.xbuf = xbuf
+        self.okbuf = okbuf
+        self.accbuf = accbuf
+        if not (self.xbuf.shape[0] == self.okbuf.shape[0] == self.accbuf.shape[0]):
+            raise ValueError("Scratch: xbuf, okbuf and accbuf should have one row per thread")
+
+
 def run_days(
-    const float32_t[:, :, ::1] static,      # IN  (Fs, Y, X) sub-pixel static layers
-    const float32_t[:, :, :, ::1] dynamic,  # IN  (T_store, Fd, Y, X) sub-pixel daily layers
-    const int64_t[::1] tidx,              # IN  (D,) store day of each chunk day (-1: absent)
-    const uint8_t[::1] want,                # IN  (D,) 1: predict this day, 0: only advance the SWI state
-    const float64_t[::1] tday,              # IN  (D,) day numbers (days since epoch) for the SWI
-    const float32_t[:, ::1] cvals,          # IN  (D, n_cells) coarse values of the chunk days, layers concatenated
-    const int32_t[:, :, ::1] cindex,        # IN  (Lc, Y, X) coarse cell of each sub-pixel (-1: none)
-    const int64_t[::1] coff,              # IN  (Lc,) offset of each layer in cvals
-    const float64_t[:, ::1] consts,         # IN  (D, n_const) per-day constants (calendar)
-    const int32_t[:, ::1] plan,             # IN  (n_cols, 3) kind, a, b (see module docstring)
-    intp_t n_forest,                        # columns [0, n_forest) are the forest's features
-    float64_t[:, ::1] gain,                 # IN/OUT (S, Y*X) SWI gain K (0: no value yet)
-    float64_t[:, ::1] swi,                  # IN/OUT (S, Y*X) SWI of the last value
-    float64_t[:, ::1] last,                 # IN/OUT (S, Y*X) day of the last value
-    const float64_t[::1] swi_T,             # IN  (S,) characteristic time of each slot, days
-    const int32_t[:, ::1] nodes,            # IN  forest layout (CompiledForest)
-    const float64_t[::1] leaf,
-    const int64_t[::1] root,
-    const float32_t[:, ::1] boxes,          # IN  leaf boxes (CompiledForest.leaf_boxes) for reuse == 3
-    const uint8_t[:, ::1] blocks,           # IN  block layout (CompiledForest.blocks) for reuse == 3
-    const float64_t[::1] bleaf,
-    const int32_t[::1] broot,
-    intp_t sub,                             # sub-pixels per pixel side (s: s*s per pixel)
-    bint day_inner,                         # row order: a sub-pixel's days together (1) or day by day (0)
-    int reuse,                              # forest reuse: 0 none, 1 box kernel, 3 leaf-box table + lanes
-    double min_valid,                       # minimum valid fraction for a pixel value
-    float32_t[:, :, ::1] sm,                # OUT (D, Py, Px) mean of valid sub-pixel predictions
-    float32_t[:, :, ::1] sub_sd,            # OUT (D, Py, Px) population SD of those predictions
-    float32_t[:, :, ::1] spread,            # OUT (D, Py, Px) mean forest spread (SD over trees)
-    float32_t[:, :, ::1] vfrac,             # OUT (D, Py, Px) valid sub-pixel fraction
-    uint8_t[:, :, ::1] flag,                # OUT (D, Py, Px) quality flag
-    float32_t[:, ::1] xbuf,                 # SCRATCH (n_threads, Px*s*s*D*n_cols) feature rows
-    uint8_t[:, ::1] okbuf,                  # SCRATCH (n_threads, Px*s*s*D) row valid
-    float64_t[:, ::1] accbuf,               # SCRATCH (n_threads, 4*Px*s*s*D) forest sums
+    ForestTables forest not None,       # IN  the forest (CompiledForest._kernel_tables())
+    TileArrays tile not None,           # IN  covariates and gather plan of the tile
+    SWIState state not None,            # IN/OUT SWI state of every sub-pixel
+    ChunkInputs chunk not None,         # IN  the chunk's days
+    Outputs out not None,               # OUT (D, Py, Px) pixel layers
+    Scratch scratch not None,           # SCRATCH per-thread rows
+    bint day_inner,                     # row order: a sub-pixel's days together (1) or day by day (0)
+    int reuse,                          # forest reuse: 0 none, 1 box kernel, 3 leaf-box table + lanes
+    double min_valid,                   # minimum valid fraction for a pixel value
     int n_threads,
-    int64_t[::1] stats,                   # OUT (4,) visits, box hits, walks, invalid rows (added to)
+    int64_t[::1] stats,                 # OUT (4,) visits, box hits, walks, invalid rows (added to)
 ):
     """Advance the SWI state over the chunk's days and predict the wanted days.
 
     Scratch memory comes from the caller (one slice per thread), so that it is allocated
     once per run and visible to memory tracing. Returns 0."""
+    # the tile's, state's, chunk's and outputs' views as locals of the loops below
+    cdef const float32_t[:, :, ::1] static = tile.static
+    cdef const float32_t[:, :, :, ::1] dynamic = tile.dynamic
+    cdef const int32_t[:, :, ::1] cindex = tile.cindex
+    cdef const int64_t[::1] coff = tile.coff
+    cdef const int32_t[:, ::1] plan = tile.plan
+    cdef float64_t[:, ::1] gain = state.gain
+    cdef float64_t[:, ::1] swi = state.swi
+    cdef float64_t[:, ::1] last = state.last
+    cdef const float64_t[::1] swi_T = state.T
+    cdef const int64_t[::1] tidx = chunk.tidx
+    cdef const uint8_t[::1] want = chunk.want
+    cdef const float64_t[::1] tday = chunk.tday
+    cdef const float32_t[:, ::1] cvals = chunk.cvals
+    cdef const float64_t[:, ::1] consts = chunk.consts
+    cdef float32_t[:, :, ::1] sm = out.sm
+    cdef float32_t[:, :, ::1] sub_sd = out.sub_sd
+    cdef float32_t[:, :, ::1] spread = out.spread
+    cdef float32_t[:, :, ::1] vfrac = out.vfrac
+    cdef uint8_t[:, :, ::1] flag = out.flag
+    cdef float32_t[:, ::1] xbuf = scratch.xbuf
+    cdef uint8_t[:, ::1] okbuf = scratch.okbuf
+    cdef float64_t[:, ::1] accbuf = scratch.accbuf
+    cdef const smf_forest *F = &forest.F
+    cdef intp_t sub = tile.sub, n_forest = F.n_features
     cdef intp_t D = tidx.shape[0], ncol = plan.shape[0], nx = static.shape[2]
     cdef intp_t Py = sm.shape[1], Px = sm.shape[2], s2 = sub * sub
-    cdef intp_t T = root.shape[0], nrow = Px * s2 * D
-    cdef smf_forest F
+    cdef intp_t T = F.n_trees, nrow = Px * s2 * D
     cdef intp_t pr, px, q, a, b, r, c, lin, d, j, k, row, n, tid, failed = 0
     cdef int64_t visits = 0, hits = 0, walks = 0, n_bad = 0
     cdef float *X
@@ -102,17 +268,20 @@ def run_days(
     cdef smf_stats *st
     cdef float *x
     cdef float v32
-    cdef double v, K, s, w, p, mu, ss, sp
+    cdef double v, w, p, mu, ss, sp
     cdef int kind, rc, any_want = 0
     cdef smf_stats sts[256]
     if xbuf.shape[0] < n_threads or n_threads > 256 or xbuf.shape[1] < nrow * ncol \
             or okbuf.shape[1] < nrow or accbuf.shape[1] < 4 * nrow:
         raise ValueError("engine kernel: scratch buffers too small for the chunk and threads")
+    if ncol < n_forest or sm.shape[0] != D or Py * sub > static.shape[1] or Px * sub > nx \
+            or gain.shape[1] != static.shape[1] * nx or stats.shape[0] < 4:
+        raise ValueError("engine kernel: the plan, tile, SWI state, chunk and outputs do not agree")
+    if reuse == 3 and not forest.has_blocks:
+        raise ValueError("engine kernel: reuse 3 needs the forest's leaf boxes and blocks")
     for d in range(D):
         if want[d] and tidx[d] >= 0:
             any_want = 1
-    smf_set_forest(&F, nodes, leaf, root, n_forest)
-    smf_set_tables(&F, reuse, boxes, blocks, bleaf, broot)
     with nogil:
         for pr in prange(Py, schedule="dynamic", num_threads=n_threads):
             tid = threadid()
@@ -163,19 +332,8 @@ def run_days(
                                     else:
                                         x[j] = NAN
                                     continue
-                                K = gain[k, lin]
-                                if K > 0:
-                                    w = exp(-(tday[d] - last[k, lin]) / swi_T[k])
-                                    K = K / (K + w)
-                                    s = swi[k, lin]
-                                    s = s + K * (v - s)
-                                else:
-                                    K = 1.0
-                                    s = v
-                                swi[k, lin] = s
-                                gain[k, lin] = K
-                                last[k, lin] = tday[d]
-                                x[j] = <float> s
+                                w = swi_weight(tday[d], last[k, lin], swi_T[k]) if gain[k, lin] > 0 else 0.0
+                                x[j] = <float> swi_step(&gain[k, lin], &swi[k, lin], &last[k, lin], v, tday[d], w)
                             if want[d]:
                                 ok[row] = 1
                                 for j in range(n_forest):
@@ -185,7 +343,7 @@ def run_days(
                 if not any_want:
                     rc = 0
                 else:
-                    rc = smf_predict(&F, reuse, X, nrow, ncol, 0, ok, acc, acc + nrow, acc + 2 * nrow,
+                    rc = smf_predict(F, reuse, X, nrow, ncol, 0, ok, acc, acc + nrow, acc + 2 * nrow,
                                      acc + 3 * nrow, st)
                 if rc != 0:
                     failed += 1

@@ -9,16 +9,20 @@ reading each input row segment once per T (the block's input stays in L2 across 
 time-major order (all series per step) streamed three state arrays through memory every
 step and was memory-bound.
 
+The recursion step is ``swi_step`` of ``_swi.pxd``, the same inline function the engine
+kernel (``_engine.pyx``) uses for its SWI features.
+
 With ``step > 0`` (the caller found the times uniform with an integer step, so every
-``t_i - t_last == d * step`` exactly) a table ``exp(-(d * step) / T_k)`` built here with the
-same libm ``exp`` replaces the per-observation ``exp``: bit-identical results.
+``t_i - t_last == d * step`` exactly) a table of ``swi_weight(d * step, 0, T_k)`` (the same
+libm ``exp`` of the same argument) replaces the per-observation ``exp``: bit-identical results.
 """
 
 import numpy as np
 
 from cython.parallel cimport prange
-from libc.math cimport exp, NAN, isnan
+from libc.math cimport NAN, isnan
 
+from smengine._ext._swi cimport swi_step, swi_weight
 from smengine._ext._typedefs cimport float32_t, float64_t, intp_t
 
 ctypedef fused real_t:
@@ -48,16 +52,15 @@ def exp_filter(
     cdef float64_t[:, ::1] wtable = np.empty((nT, ntab))
     cdef intp_t nblk = (m + BLOCK - 1) // BLOCK
     cdef intp_t b, j0, j1, i, j, k, d
-    cdef double v, K, w, s, tl, ti, invT, invstep = 1.0 / step if step > 0 else 0.0
+    cdef double v, K, w, tl, ti, invstep = 1.0 / step if step > 0 else 0.0
     with nogil:
         for k in range(nT):
             for d in range(ntab):
-                wtable[k, d] = exp(-(d * step) / ctimes[k])
+                wtable[k, d] = swi_weight(d * step, 0.0, ctimes[k])
         for b in prange(nblk, schedule="static", num_threads=n_threads):
             j0 = b * BLOCK
             j1 = min(j0 + BLOCK, m)
             for k in range(nT):
-                invT = 1.0 / ctimes[k]
                 for i in range(n):
                     ti = times[i]
                     for j in range(j0, j1):
@@ -66,20 +69,12 @@ def exp_filter(
                         if isnan(v):
                             out[k, i, j] = <real_t>state[k, j] if (carry and K > 0) else <real_t>NAN
                             continue
+                        w = 0.0
                         if K > 0:
                             tl = last[k, j]
                             if ntab > 0:
                                 d = <intp_t>((ti - tl) * invstep + 0.5)
-                                w = wtable[k, d] if d < ntab else exp(-(ti - tl) / ctimes[k])
+                                w = wtable[k, d] if d < ntab else swi_weight(ti, tl, ctimes[k])
                             else:
-                                w = exp(-(ti - tl) / ctimes[k])
-                            K = K / (K + w)
-                            s = state[k, j]
-                            s = s + K * (v - s)
-                        else:
-                            K = 1.0
-                            s = v
-                        state[k, j] = s
-                        gain[k, j] = K
-                        last[k, j] = ti
-                        out[k, i, j] = <real_t>s
+                                w = swi_weight(ti, tl, ctimes[k])
+                        out[k, i, j] = <real_t>swi_step(&gain[k, j], &state[k, j], &last[k, j], v, ti, w)

@@ -7,10 +7,14 @@
  *     x <= thr32   <=>   (double)x <= thr64
  * and the traversal is exactly scikit-learn's (Tree.apply on float32 input).
  *
+ * The kernels see a forest through one smf_forest, filled and owned (with the arrays it
+ * points into) by smengine._ext._forest.ForestTables.
+ *
  * Kernels (smf_predict dispatches on `reuse`):
  *   3  the default: leaf-box table + 3-level blocks walked in interleaved lanes
- *      (smf_build_blocks, _forest_blocks.h; AVX-512, AVX2 or portable C, chosen at run time),
- *      optionally with a second reference row `stride` rows back;
+ *      (smf_build_blocks, _forest_blocks.h; AVX-512, AVX2 or portable C, chosen at run time
+ *      by smf_isa under a cap passed in from Python), optionally with reference rows
+ *      `stride` rows back;
  *   1  smf_predict_block: one box per tree rebuilt during each walk (a reference);
  *   0  every row walks every tree from the root, node by node (the plain reference).
  *
@@ -18,57 +22,12 @@
  * For each tree the kernel keeps the box of the last row's leaf (lo[f] < x[f] <= hi[f]
  * for every feature: the intersection of the path's split conditions). A row inside the
  * box reaches the same leaf, answered by one vectorised comparison of 2 x n_features
- * floats instead of a dependent walk from the root.
+ * floats instead of a dependent walk from the root. With reuse 3 and stride > 0 a tree the
+ * row falls outside of is then tested against the leaves of the rows stride and stride - 1
+ * back (above and above-right in a raster given row by row) before it is walked; the
+ * engine passes stride 0. The walks' dependent block steps bound the time.
  *
- * Measured on issue 5's forest (bench/bench_forest.py, 1e6 coherent rows, one thread, per
- * row-tree): scikit-learn ~24 ns; reuse 1 ~20 ns; node-by-node lanes (the previous
- * default) 13-14 ns; reuse 3 ~9-10 ns, of which the box test is ~1.4 ns (when written with
- * explicit vector compares: the compiler's vectorisation of the generic loop took ~8 ns)
- * and the rest the 30 % missed trees' block walks (~5.4 steps each, bound by cache misses
- * in the 5.6 MiB of blocks and 33.5 MiB of boxes and by one mispredicted branch per walk).
- * Tried and dropped (slower or within noise): 4-level blocks (two cache lines, 1.26 instead
- * of 1.63 steps per row-tree), lockstep lanes parked at a self-loop instead of refilled
- * (tails waste more than the mispredictions cost), starting a missed walk at the last
- * block when the row is inside that block's box (only 12 % fewer steps), a second box per
- * tree, huge pages, 8/12/24/32 lanes, two row streams (two halves of the block) sharing
- * the lanes so that no row's tail leaves lanes idle (exact, but 18 % slower: twice the
- * working set in cache), boxes as 64-byte uint16 bin bounds (2 % faster even with the
- * row's binning left out of the timing; binning costs ~450 ns per row). Earlier: path
- * replay, branch-free single descent, prefetching the node walk. Tried 2026-11-24: a
- * tree-major kernel (per row chunk, one tree at a time, lanes running along row segments:
- * one tree's blocks in L2, but each row's test waits for the previous row's new box:
- * 1.5x slower coherent, 1.4x slower i.i.d.); the misses' walks with the 16 lanes in one
- * AVX-512 register (gathers of thresholds, features, codes; no mispredictions, but a
- * chain of five dependent gathers per block step: 1.35x slower); the per-row sums batched
- * over 8 rows so their dependent additions interleave (3 % slower). Kept: the optional
- * second reference row `stride` rows back (the row above in a raster given row by row):
- * trees outside the previous row's leaf test that row's leaf before walking; on issue 5's
- * raster it halves the walks (86 % hits instead of 70 %) and saves ~10 % of the time, the
- * second test's box often coming from L3 or memory (prefetching it a row ahead was slower).
- * In the engine's row orders it raised the hits (25 -> 39 %, day-inner 8 -> 31 %) without
- * saving time, so the engine does not use it. Tried 2026-11-24 (later), exact but slower:
- * starting a missed walk where the row leaves the previous leaf's path instead of at the
- * root (a 256-byte path record per leaf: 32 thresholds and features, checked with two
- * permutes and compares, which also answered the hit test): 38-46 % fewer block steps,
- * but 1136 vs 984 ms (the steps saved are the cache-hot top of the tree; the records
- * double the table traffic); building each missed tree's box during its walk (three
- * branch-free min updates per block step, no box table or box fetch): 1665 vs 973 ms;
- * skipping the row-above test when that leaf is the previous row's (22 % of those
- * tests; its box is already in L1): 900 vs 866 ms; refilling the lanes without a branch
- * while the row's queue of missed trees lasts (dummy walks of tree 0 once it runs dry,
- * dropped after): 1079 vs 1008 ms, with stride 888 vs 909 ms (noise). The kernel is bound
- * by the walks' dependent steps, not by the box table's traffic.
- * Kept 2026-11-24 (A/B in alternating processes, 1e6 raster, one thread, medians of 5):
- * the box-test loop written for 16 padded features (the row in one register, a box at
- * slot << 5; the generic loop kept its counter on the stack) with the previous row's sums
- * in the same loop (their chain of dependent additions hidden behind the box tests):
- * 891 -> 732 ms; the reference leaf chosen without a branch (a coin toss for the
- * predictor): 703 -> 651 ms; a third reference, the row above and to the right (a third
- * of the trees that miss both others; its boxes are the next row's row-above boxes):
- * 671 -> 659 ms, walks 14.7 -> 10.1 per row. Dropped: a fourth, above and to the left
- * (a ring of stride + 1 rows; 8.7 walks per row): 704 vs 699 ms. The engine with these
- * references (stride = sub-pixel side, or D day-inner) was 2-3 % faster, within the noise of
- * three runs each (2870 vs 2958 ms, 3268 vs 3339 ms), so it still passes stride 0.
+ * Measurements and the alternatives tried (kept and dropped): bench/NOTES.md.
  *
  * Trees are visited in order for each row and their values summed in float64 in that
  * order, as RandomForestRegressor.predict(n_jobs=1) does, so the mean is bit-identical.
@@ -115,7 +74,7 @@ typedef struct {
     const double *leaf;    /* leaf values by slot */
     const int64_t *root;   /* first node of each tree */
     ptrdiff_t n_trees, n_features;
-    /* reuse == 3 only (CompiledForest._tables). Leaves are numbered in block-exit order
+    /* reuse == 3 only (ForestTables with block tables). Leaves are numbered in block-exit order
      * (exit code k >= 128 of block b is leaf b.leaf + k - 128), so that the walk's result
      * indexes the boxes and values directly and siblings sit side by side: */
     const float *boxes;    /* (n_slots + 1, 2 * nfp) leaf boxes, the last one empty */
@@ -123,7 +82,7 @@ typedef struct {
     const smf_blk *blk;    /* block layout */
     const double *bleaf;   /* (n_slots,) leaf values */
     const int32_t *broot;  /* first block of each tree */
-    int isa;               /* 0 portable C, 1 AVX2, 2 AVX-512 (smf_isa) */
+    int isa;               /* 0 portable C, 1 AVX2, 2 AVX-512 (smf_isa of the cap) */
 } smf_forest;
 
 /* Counters for the benchmark: walk steps (split nodes for reuse 0 and 1, 3-level blocks for
@@ -296,7 +255,12 @@ SMF_UNUSED static void smf_leaf_boxes(const smf_forest *F, ptrdiff_t n_slots, pt
  * with the 7 thresholds in one vector compare, and the 7-bit mask picks the exit through
  * smf_exit_lut. A walk takes ~5 dependent steps instead of ~15, each on one cache line.
  * Exactness does not change: every real node compares x[feat] <= thr as before, and a
- * repeated leaf's exits all lead to it whatever its (meaningless) comparison says. */
+ * repeated leaf's exits all lead to it whatever its (meaningless) comparison says.
+ *
+ * smf_exit_lut[m] is the exit reached with compare mask m (bit p set: node p's test
+ * x[feat[p]] <= thr[p] holds): start at node p = 0 and three times go to 2p + 1 if bit p
+ * of m is set, else to 2p + 2; that ends at node 7 + k, and the entry is k.
+ * (tests/test_kernel_object.py rebuilds the table from this rule.) */
 static const uint8_t smf_exit_lut[128] = {
     7,3,7,1,5,3,5,1,7,3,7,0,5,3,5,0,7,2,7,1,5,2,5,1,7,2,7,0,5,2,5,0,7,3,7,1,4,3,4,1,7,3,7,0,4,3,4,0,
     7,2,7,1,4,2,4,1,7,2,7,0,4,2,4,0,6,3,6,1,5,3,5,1,6,3,6,0,5,3,5,0,6,2,6,1,5,2,5,1,6,2,6,0,5,2,5,0,
@@ -362,10 +326,10 @@ SMF_UNUSED static ptrdiff_t smf_build_blocks(const smf_forest *F, smf_blk *blk, 
 #define SMF_X86 0
 #endif
 
-/* The instruction set for the block kernel: the best this CPU has, capped by the
- * environment variable SMENGINE_FOREST_ISA = "c" | "avx2" | "avx512" (for tests and
- * comparisons; results are identical on every path). */
-static int smf_isa(void)
+/* The instruction set of the block kernel: the best this CPU has (0 portable C, 1 AVX2,
+ * 2 AVX-512 F + VL), at most cap (smengine._threads.forest_isa_cap() parses the environment
+ * variable SMENGINE_FOREST_ISA; results are identical on every path). */
+SMF_UNUSED static int smf_isa(int cap)
 {
     int best = 0;
 #if SMF_X86
@@ -375,13 +339,7 @@ static int smf_isa(void)
     if (best && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"))
         best = 2;
 #endif
-    const char *e = getenv("SMENGINE_FOREST_ISA");
-    if (e != NULL) {
-        const int want = e[0] == 'c' ? 0 : (e[0] == 'a' && e[3] == '2') ? 1 : 2;
-        if (want < best)
-            best = want;
-    }
-    return best;
+    return cap < best ? (cap > 0 ? cap : 0) : best;
 }
 
 #define SMF_ISA 0
@@ -400,8 +358,8 @@ static int smf_isa(void)
  * 1 the single-box kernel (smf_predict_block), 3 the leaf-box table with block walks in lanes
  * (F->boxes, F->blk, F->bleaf, F->broot set; F->isa from smf_isa). stride (reuse 3 only; 0:
  * none): a tree the row falls outside the previous row's leaf of is also tested against the
- * leaf of row i - stride before it is walked. Returns 0, or -1 if scratch memory could not
- * be allocated. */
+ * leaves of rows i - stride and (stride > 1) i - stride + 1 before it is walked. Returns 0,
+ * or -1 if scratch memory could not be allocated. */
 static int smf_predict(const smf_forest *F, int reuse, const float *X, ptrdiff_t n, ptrdiff_t ld,
                        ptrdiff_t stride, const uint8_t *valid, double *sum, double *shift, double *s1, double *s2,
                        smf_stats *stats)

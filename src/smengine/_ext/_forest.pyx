@@ -2,11 +2,19 @@
 3-level blocks walked in interleaved lanes — ``reuse == 3``, the default — and the
 single-box kernel, ``reuse == 1``).
 
-The public API is :class:`smengine.model.CompiledForest`; this kernel trusts its inputs:
-``nodes`` is the (n_nodes, 3) int32 view of the 12-byte node records, ``X`` is
-C-contiguous float32 with ``n_features`` columns, ``mean``/``sd`` have ``X.shape[0]``
-elements.
+Every kernel reaches the forest through a :class:`ForestTables` (scikit-learn's
+``Tree`` pattern): it owns the node layout, the leaf values, the roots and, for
+``reuse == 3``, the block tables, and holds the C struct ``smf_forest`` that points into
+them together with the instruction-set level. :class:`smengine.model.CompiledForest`
+builds it (``CompiledForest._kernel_tables``) and the engine kernel (``_engine.pyx``)
+cimports it.
+
+The public API is :class:`smengine.model.CompiledForest`; these kernels trust the contents
+of their inputs and check only shapes: ``X`` is C-contiguous float32 with ``n_features``
+columns, ``mean``/``sd`` have ``X.shape[0]`` elements.
 """
+
+import numpy as np
 
 from cython.parallel cimport prange
 from libc.math cimport INFINITY, NAN, fabs, fabsf
@@ -15,71 +23,244 @@ from libc.float cimport FLT_MAX
 
 from smengine._ext._typedefs cimport float32_t, float64_t, int32_t, int64_t, intp_t, uint8_t
 
-from smengine._ext._forest_h cimport (smf_blk, smf_build_blocks, smf_forest, smf_isa, smf_leaf_boxes, smf_predict,
-                                      smf_sd, smf_set_forest, smf_set_tables, smf_stats)
+from smengine._ext._forest_h cimport (smf_blk, smf_build_blocks, smf_exit_lut, smf_forest, smf_isa, smf_leaf_boxes,
+                                      smf_node, smf_predict, smf_sd, smf_stats)
+
+cdef smf_node _node
+cdef smf_blk _blk
+
+#: One node record of the layout (``smf_node`` in ``_forest.h``): the split threshold, the
+#: feature index (-1 for a leaf) and the right child (internal) or leaf-value slot (leaf).
+NODE_DTYPE = np.dtype({
+    "names": ["thr", "feat", "right"],
+    "formats": [np.float32, np.int32, np.int32],
+    "offsets": [<char *> &_node.thr - <char *> &_node, <char *> &_node.feat - <char *> &_node,
+                <char *> &_node.right - <char *> &_node],
+    "itemsize": sizeof(smf_node),
+})
+
+#: One 3-level block (``smf_blk`` in ``_forest.h``, 64 bytes): 7 thresholds and feature indices
+#: breadth-first, the 8 exit codes, the first child block and the first exit leaf.
+BLOCK_DTYPE = np.dtype({
+    "names": ["thr", "feat", "code", "child", "leaf", "pad"],
+    "formats": [(np.float32, 8), (np.uint8, 8), (np.uint8, 8), np.int32, np.int32, (np.int32, 2)],
+    "offsets": [<char *> &_blk.thr[0] - <char *> &_blk, <char *> &_blk.feat[0] - <char *> &_blk,
+                <char *> &_blk.code[0] - <char *> &_blk, <char *> &_blk.child - <char *> &_blk,
+                <char *> &_blk.leaf - <char *> &_blk, <char *> &_blk.pad_[0] - <char *> &_blk],
+    "itemsize": sizeof(smf_blk),
+})
 
 
-def leaf_boxes(const int32_t[:, ::1] nodes, const float64_t[::1] leaf, const int64_t[::1] root,
-               intp_t n_features, float32_t[:, ::1] out):
-    """Fill out (n_slots + 1, 2 * nfp) with every leaf slot's box (lo then hi; nfp = out.shape[1] // 2)."""
-    cdef smf_forest F
-    smf_set_forest(&F, nodes, leaf, root, n_features)
-    smf_leaf_boxes(&F, out.shape[0] - 1, out.shape[1] // 2, &out[0, 0])
+cdef class ForestTables:
+    """A compiled forest as the kernels see it: its tables and the C struct pointing into them.
+
+    Parameters
+    ----------
+    nodes : ndarray of int32, shape (n_nodes, 3)
+        The node records (:data:`NODE_DTYPE` viewed as three int32: threshold bits, feature,
+        right child or leaf slot), every tree in preorder.
+    leaf : ndarray of float64, shape (n_leaves,)
+        Leaf values by slot.
+    root : ndarray of int64, shape (n_trees,)
+        First node of each tree.
+    n_features : int
+    boxes, blocks, bleaf, broot : ndarray, optional
+        The block tables of the default kernel (``reuse == 3``), all four or none: leaf boxes
+        (n_leaves + 1, 2 * nfp) float32 and leaf values (n_leaves,) float64 in block-exit
+        order, blocks (n_blocks, 64) uint8 (:data:`BLOCK_DTYPE` records), the first block of
+        each tree (n_trees,) int32 (``CompiledForest.blocks``).
+    isa_cap : int, optional
+        Highest instruction set the block kernel may use: 0 portable C, 1 AVX2, 2 AVX-512
+        (:func:`smengine._threads.forest_isa_cap`); the CPU's best below it is taken.
+
+    The arrays are kept (not copied) and must not change while the object lives. It pickles
+    with its arrays.
+    """
+
+    def __init__(self, nodes, leaf, root, intp_t n_features, boxes=None, blocks=None, bleaf=None, broot=None,
+                 int isa_cap=2):
+        self._nodes = nodes
+        self._leaf = leaf
+        self._root = root
+        if self._nodes.shape[1] != 3 or self._nodes.shape[0] == 0 or self._root.shape[0] == 0 \
+                or self._leaf.shape[0] == 0 or n_features < 1:
+            raise ValueError("ForestTables: nodes should be (n_nodes, 3) int32, with at least one tree, leaf and "
+                             "feature")
+        self.F.nodes = <const smf_node *> &self._nodes[0, 0]
+        self.F.leaf = &self._leaf[0]
+        self.F.root = &self._root[0]
+        self.F.n_trees = self._root.shape[0]
+        self.F.n_features = n_features
+        self.F.boxes = NULL
+        self.F.blk = NULL
+        self.F.bleaf = NULL
+        self.F.broot = NULL
+        self.F.n_slots = 0
+        self.F.nfp = 0
+        tables = (boxes, blocks, bleaf, broot)
+        self.has_blocks = False
+        if any(t is not None for t in tables):
+            if any(t is None for t in tables):
+                raise ValueError("ForestTables: give all four block tables (boxes, blocks, bleaf, broot) or none")
+            self._boxes = boxes
+            self._blocks = blocks
+            self._bleaf = bleaf
+            self._broot = broot
+            nfp = self._boxes.shape[1] // 2
+            if self._blocks.shape[1] != 64 or self._blocks.shape[0] == 0 or self._broot.shape[0] != self.F.n_trees \
+                    or self._boxes.shape[1] % 32 or nfp < n_features or n_features > 256 \
+                    or self._bleaf.shape[0] != self._boxes.shape[0] - 1 or self._bleaf.shape[0] != self._leaf.shape[0]:
+                raise ValueError("ForestTables: malformed block tables")
+            self.F.boxes = &self._boxes[0, 0]
+            self.F.n_slots = self._boxes.shape[0] - 1
+            self.F.nfp = nfp
+            self.F.blk = <const smf_blk *> &self._blocks[0, 0]
+            self.F.bleaf = &self._bleaf[0]
+            self.F.broot = &self._broot[0]
+            self.has_blocks = True
+        self._arrays = (np.asarray(nodes), np.asarray(leaf), np.asarray(root), int(n_features),
+                        *(None if t is None else np.asarray(t) for t in tables))
+        self.set_isa_cap(isa_cap)
+
+    def set_isa_cap(self, int cap):
+        """Let the block kernel use the CPU's best instruction set up to ``cap`` (0 C, 1 AVX2, 2 AVX-512)."""
+        self.isa_cap = cap
+        self.F.isa = smf_isa(cap)
+
+    def with_blocks(self, boxes, blocks, bleaf, broot):
+        """A ForestTables of the same forest and cap with the block tables of ``reuse == 3``."""
+        return ForestTables(*self._arrays[:4], boxes, blocks, bleaf, broot, self.isa_cap)
+
+    def __reduce__(self):
+        return ForestTables, self._arrays + (self.isa_cap,)
+
+    def __repr__(self):
+        return (f"<ForestTables: {self.n_trees} trees, {self._nodes.shape[0]} nodes, {self.n_features} features, "
+                f"{'block tables' if self.has_blocks else 'no block tables'}, isa {self.isa}>")
+
+    @property
+    def nodes(self):
+        """(n_nodes,) :data:`NODE_DTYPE` records (a read-only view of the layout)."""
+        v = self._arrays[0].view(NODE_DTYPE).reshape(-1)
+        v.flags.writeable = False
+        return v
+
+    @property
+    def leaf(self):
+        """(n_leaves,) float64 leaf values by slot."""
+        return self._arrays[1]
+
+    @property
+    def root(self):
+        """(n_trees,) int64 first node of each tree."""
+        return self._arrays[2]
+
+    @property
+    def boxes(self):
+        """(n_leaves + 1, 2 * nfp) float32 leaf boxes in block-exit order, or None."""
+        return self._arrays[4]
+
+    @property
+    def blocks(self):
+        """(n_blocks,) :data:`BLOCK_DTYPE` records (a read-only view), or None."""
+        if self._arrays[5] is None:
+            return None
+        v = self._arrays[5].view(BLOCK_DTYPE).reshape(-1)
+        v.flags.writeable = False
+        return v
+
+    @property
+    def bleaf(self):
+        """(n_leaves,) float64 leaf values in block-exit order, or None."""
+        return self._arrays[6]
+
+    @property
+    def broot(self):
+        """(n_trees,) int32 first block of each tree, or None."""
+        return self._arrays[7]
+
+    @property
+    def n_trees(self):
+        return self.F.n_trees
+
+    @property
+    def n_features(self):
+        return self.F.n_features
+
+    @property
+    def isa(self):
+        """The instruction set the block kernel uses: 0 portable C, 1 AVX2, 2 AVX-512."""
+        return self.F.isa
 
 
-def build_blocks(const int32_t[:, ::1] nodes, const float64_t[::1] leaf, const int64_t[::1] root,
-                 intp_t n_features, uint8_t[:, ::1] blocks, int32_t[::1] bslot, int32_t[::1] broot,
-                 int32_t[::1] todo):
-    """Fill blocks (capacity n_nodes + n_trees rows of 64 bytes), bslot (n_leaves) and broot
-    (n_trees) with the 3-level block layout; return (n_blocks, n_bslot)."""
-    cdef smf_forest F
+def leaf_boxes(
+    ForestTables forest not None,       # IN  the forest
+    float32_t[:, ::1] out,              # OUT (n_leaves + 1, 2 * nfp) boxes, lo then hi
+):
+    """Fill out with every leaf slot's box (nfp = out.shape[1] // 2 >= n_features, at most 256)."""
+    cdef ptrdiff_t nfp = out.shape[1] // 2
+    if out.shape[0] != forest._leaf.shape[0] + 1 or out.shape[1] % 2 or nfp < forest.F.n_features or nfp > 256:
+        raise ValueError("leaf_boxes: out should be (n_leaves + 1, 2 * nfp) with n_features <= nfp <= 256")
+    smf_leaf_boxes(&forest.F, out.shape[0] - 1, nfp, &out[0, 0])
+
+
+def build_blocks(
+    ForestTables forest not None,       # IN  the forest
+    uint8_t[:, ::1] blocks,             # OUT (>= n_nodes + n_trees, 64) block records
+    int32_t[::1] bslot,                 # OUT (n_leaves,) leaf slot of every exit leaf, in exit order
+    int32_t[::1] broot,                 # OUT (n_trees,) first block of each tree
+    int32_t[::1] todo,                  # SCRATCH (>= blocks.shape[0],)
+):
+    """Fill blocks, bslot and broot with the 3-level block layout; return (n_blocks, n_bslot)."""
     cdef ptrdiff_t nb, nls = 0
-    if blocks.shape[0] < nodes.shape[0] + root.shape[0] or todo.shape[0] < blocks.shape[0] \
-            or bslot.shape[0] < leaf.shape[0] or broot.shape[0] != root.shape[0] or blocks.shape[1] != 64:
+    cdef const smf_forest *F = &forest.F
+    if blocks.shape[0] < forest._nodes.shape[0] + F.n_trees or todo.shape[0] < blocks.shape[0] \
+            or bslot.shape[0] < forest._leaf.shape[0] or broot.shape[0] != F.n_trees or blocks.shape[1] != 64:
         raise ValueError("build_blocks: output arrays too small")
-    smf_set_forest(&F, nodes, leaf, root, n_features)
     with nogil:
-        nb = smf_build_blocks(&F, <smf_blk *> &blocks[0, 0], &bslot[0], &broot[0], &todo[0], &nls)
+        nb = smf_build_blocks(F, <smf_blk *> &blocks[0, 0], &bslot[0], &broot[0], &todo[0], &nls)
     return nb, nls
 
 
-def isa():
-    """Instruction set the block kernel uses: 0 portable C, 1 AVX2, 2 AVX-512 (after SMENGINE_FOREST_ISA)."""
-    return smf_isa()
+def isa(int cap=2):
+    """Instruction set the block kernel uses on this CPU under ``cap``: 0 portable C, 1 AVX2, 2 AVX-512."""
+    return smf_isa(cap)
+
+
+def exit_lut():
+    """``smf_exit_lut`` of ``_forest.h`` as 128 bytes: the block exit of every 7-bit compare mask."""
+    return bytes([smf_exit_lut[m] for m in range(128)])
 
 
 def predict(
-    const int32_t[:, ::1] nodes,        # IN  (n_nodes, 3) {thr bits, feat, right}
-    const float64_t[::1] leaf,          # IN  leaf values by slot
-    const int64_t[::1] root,          # IN  (n_trees,) first node of each tree
+    ForestTables forest not None,       # IN  the forest (CompiledForest._kernel_tables())
     const float32_t[:, ::1] X,          # IN  (n_rows, n_features)
     float64_t[::1] mean,                # OUT (n_rows,) mean over trees, NaN for invalid rows
     float64_t[::1] sd,                  # OUT (n_rows,) population SD over trees (len 0: skip)
-    int reuse,                          # leaf-box / path reuse between consecutive rows
+    int reuse,                          # 0 no reuse, 1 box kernel, 3 leaf-box table + blocks in lanes
     intp_t block,                       # rows per block (one block = one task)
     int n_threads,
-    int64_t[::1] stats,               # OUT (3,) visits, box hits, walks from the root (added to)
-    const float32_t[:, ::1] boxes=None,  # IN  leaf boxes for reuse == 3
-    const uint8_t[:, ::1] blocks=None,   # IN  block layout for reuse == 3
-    const float64_t[::1] bleaf=None,     # IN  leaf values in block-exit order
-    const int32_t[::1] broot=None,       # IN  first block of each tree
-    intp_t stride=0,                    # reuse == 3: also try the leaf of the row `stride` before
+    int64_t[::1] stats,                 # OUT (3,) visits, box hits, walks from the root (added to)
+    intp_t stride=0,                    # reuse == 3: also try the leaves of the rows `stride` (and `stride - 1`) back
 ):
     """Return the number of rows skipped because a feature is NaN or infinite."""
-    cdef intp_t n = X.shape[0], nf = X.shape[1], T = root.shape[0]
-    cdef intp_t nblk = (n + block - 1) // block
+    cdef const smf_forest *F = &forest.F
+    cdef intp_t n = X.shape[0], nf = X.shape[1], T = F.n_trees
+    cdef intp_t nblk
     cdef bint spread = sd.shape[0] > 0
-    cdef smf_forest F
     cdef intp_t b, i0, m, i, f, n_bad = 0, failed = 0
     cdef int64_t visits = 0, hits = 0, walks = 0
     cdef uint8_t *ok
     cdef double *acc
     cdef smf_stats *st
     cdef const float *xr
+    if nf != F.n_features or mean.shape[0] != n or (spread and sd.shape[0] != n) or stats.shape[0] < 3 or block < 1:
+        raise ValueError("forest kernel: X should be (n_rows, n_features), mean and sd (n_rows,), block >= 1")
+    if reuse == 3 and not forest.has_blocks:
+        raise ValueError("forest kernel: reuse 3 needs the leaf boxes and the blocks")
     if n == 0:
         return 0
-    smf_set_forest(&F, nodes, leaf, root, nf)
-    smf_set_tables(&F, reuse, boxes, blocks, bleaf, broot)
+    nblk = (n + block - 1) // block
     with nogil:
         for b in prange(nblk, schedule="dynamic", num_threads=n_threads):
             i0 = b * block
@@ -97,7 +278,7 @@ def predict(
                         if not (fabs(xr[f]) <= FLT_MAX):
                             ok[i] = 0
                     n_bad += 1 - ok[i]
-                if smf_predict(&F, reuse, &X[i0, 0], m, nf, stride, ok, acc, acc + m if spread else NULL,
+                if smf_predict(F, reuse, &X[i0, 0], m, nf, stride, ok, acc, acc + m if spread else NULL,
                                acc + 2 * m if spread else NULL, acc + 3 * m if spread else NULL, st) != 0:
                     failed += 1
                 else:

@@ -5,7 +5,9 @@ compact copy of it in a Cython/C kernel (``smengine._ext._forest``): each tree k
 previous row's leaf, a row inside that leaf's precomputed box reuses it, and the trees a
 row misses are walked in interleaved lanes over 3-level blocks (one vector compare decides
 three levels). See ``_forest.h`` for the layouts and why the result is exactly
-``RandomForestRegressor.predict``'s.
+``RandomForestRegressor.predict``'s. The kernels, the engine's included, see the forest
+through one object, :class:`smengine._ext._forest.ForestTables`
+(:meth:`CompiledForest._kernel_tables`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from smengine._io import atomic_write
-from smengine._threads import effective_n_threads
+from smengine._threads import effective_n_threads, forest_isa_cap
 from smengine.errors import ConfigError, DataError, ValidationError
 from smengine.model._hash import forest_hash
 
@@ -377,6 +379,7 @@ class CompiledForest:
         self.card = card
         self.content_hash = _layout_hash(self._nodes, self._leaf, self._root, self.n_features)
         self._blocks: dict[str, np.ndarray] | None = None
+        self._kernel: Any = None  # ForestTables, built on first use (_kernel_tables)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -524,7 +527,7 @@ class CompiledForest:
 
         nfp = (self.n_features + 15) // 16 * 16
         boxes = np.empty((self._leaf.shape[0] + 1, 2 * nfp), dtype=np.float32)
-        _forest.leaf_boxes(self._nodes, self._leaf, self._root, self.n_features, boxes)
+        _forest.leaf_boxes(self._kernel_tables(0), boxes)
         return boxes
 
     def blocks(self) -> dict[str, np.ndarray]:
@@ -534,9 +537,9 @@ class CompiledForest:
         ``smf_blk`` record per block of 7 split nodes (see ``_forest.h``); ``broot`` the first
         block of each tree; ``bslot`` the leaf slot of every block exit leaf, in exit order
         (the kernel numbers leaves that way); ``bleaf`` and ``boxes`` the leaf values and
-        :meth:`leaf_boxes` in that order (plus the empty box). For issue 5's forest (549 508
-        nodes, 16 features): ≈ 0.1 s, 5.6 MiB of blocks and 33.5 MiB of boxes. Kept with the
-        object, but not pickled or saved.
+        :meth:`leaf_boxes` in that order (plus the empty box). For the forest of
+        ``bench/bench_forest.py`` (549 508 nodes, 16 features): ≈ 0.1 s, 5.6 MiB of blocks and
+        33.5 MiB of boxes. Kept with the object, but not pickled or saved.
         """
         if self._blocks is None:
             from smengine._ext import _forest
@@ -545,8 +548,7 @@ class CompiledForest:
             blk = np.zeros((cap, 64), dtype=np.uint8)
             bslot = np.empty(self._leaf.shape[0], dtype=np.int32)
             broot = np.empty(self.n_trees, dtype=np.int32)
-            nb, nls = _forest.build_blocks(self._nodes, self._leaf, self._root, self.n_features, blk, bslot, broot,
-                                           np.empty(cap, dtype=np.int32))  # fmt: skip
+            nb, nls = _forest.build_blocks(self._kernel_tables(0), blk, bslot, broot, np.empty(cap, dtype=np.int32))
             if nls != self._leaf.shape[0]:  # every leaf is the exit of exactly one block
                 raise RuntimeError(f"block layout: {nls} exit leaves for {self._leaf.shape[0]} leaf slots")
             boxes = self.leaf_boxes()
@@ -557,21 +559,44 @@ class CompiledForest:
             self._blocks = tables
         return self._blocks
 
-    def _tables(self, mode: int) -> tuple[Any, Any, Any, Any]:
-        """Arguments ``boxes, blocks, bleaf, broot`` of the kernels for reuse mode ``mode``."""
-        if mode != 3:
-            return None, None, None, None
-        t = self.blocks()
-        return t["boxes"], t["blocks"], t["bleaf"], t["broot"]
+    def _kernel_tables(self, mode: int = 3) -> Any:
+        """The forest as the kernels see it, for reuse mode ``mode`` (see :meth:`_mode`).
+
+        Private, but the one way in for the kernels (:meth:`predict` and
+        :class:`smengine.engine.TileRunner`): a :class:`smengine._ext._forest.ForestTables`
+        owning the node layout, the leaf values, the roots and, for the default kernel
+        (``mode == 3``), the block tables of :meth:`blocks`, with the C struct that points into
+        them. Built on first use and kept; not pickled (rebuilt where the forest is unpickled,
+        e.g. on a Dask worker). The instruction-set cap (``SMENGINE_FOREST_ISA``,
+        :func:`smengine._threads.forest_isa_cap`) is read again on every call.
+
+        Raises
+        ------
+        ConfigError
+            If ``SMENGINE_FOREST_ISA`` holds something other than ``c``, ``avx2`` or ``avx512``.
+        """
+        from smengine._ext._forest import ForestTables
+
+        cap = forest_isa_cap()
+        kt = self._kernel
+        if kt is None:
+            kt = self._kernel = ForestTables(self._nodes, self._leaf, self._root, self.n_features, isa_cap=cap)
+        if mode == 3 and not kt.has_blocks:
+            t = self.blocks()
+            kt = self._kernel = kt.with_blocks(t["boxes"], t["blocks"], t["bleaf"], t["broot"])
+        kt.set_isa_cap(cap)
+        return kt
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_blocks"] = None  # rebuilt on demand
+        state["_kernel"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.pop("_boxes", None)  # pickled before the block layout
         state.setdefault("_blocks", None)
+        state.setdefault("_kernel", None)
         self.__dict__.update(state)
 
     def _run(self, X: Any, spread: bool, n_threads: int | None, on_invalid: str, reuse: bool | str,
@@ -602,8 +627,8 @@ class CompiledForest:
         sd = np.empty(n if spread else 0, dtype=np.float64)
         counters = np.zeros(3, dtype=np.int64)
         nt = effective_n_threads(n_threads)
-        n_bad = int(_forest.predict(self._nodes, self._leaf, self._root, rows, mean, sd, mode, int(block), nt,
-                                    counters, *self._tables(mode), stride=int(stride)))  # fmt: skip
+        n_bad = int(_forest.predict(self._kernel_tables(mode), rows, mean, sd, mode, int(block), nt, counters,
+                                    stride=int(stride)))  # fmt: skip
         if n_bad:
             bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
             msg = (f"{n_bad} of {n} rows have a NaN or infinite feature (first: row {int(bad[0])}); "
@@ -623,29 +648,37 @@ class CompiledForest:
                 block: int = DEFAULT_BLOCK, stride: int | None = None) -> np.ndarray:  # fmt: skip
         """Mean over trees for every row.
 
+        What to decide: the rows (a table or a raster), the threads, what happens to rows
+        with a NaN or infinite feature, and whether the spread over trees is wanted too
+        (:meth:`predict_with_spread`). The other keywords only tune the kernel.
+
         Parameters
         ----------
         X : array_like or pandas.DataFrame, shape (n_rows, n_features) or (ny, nx, n_features)
             Features in the training order (a DataFrame is reordered by
-            ``feature_names``); converted to float32 as scikit-learn does. Rows in a
-            coherent order (neighbouring sub-pixels, consecutive days) are fastest. A 3-D
-            array is a raster of feature vectors (rows of ``nx`` pixels, given row by
-            row): the result has its (ny, nx) shape, and ``stride`` defaults to ``nx``.
+            ``feature_names``); converted to float32 as scikit-learn does. A 3-D array is a
+            raster of feature vectors (rows of ``nx`` pixels, given row by row): the result
+            has its (ny, nx) shape. Rows in a coherent order (neighbouring sub-pixels,
+            consecutive days, a raster) are fastest.
         n_threads : int, optional
             OpenMP threads (``None``: all). Results do not depend on it.
         on_invalid : {'nan', 'raise'}, optional
             Rows with a NaN or infinite feature: NaN in the output and a logged warning
             with their count (default), or :class:`~smengine.errors.ValidationError`.
+
+        Tuning (results are identical)
+        ------------------------------
         reuse : bool or {'lanes', 'box', 'none'}, optional
             How consecutive rows share work. ``True``/``'lanes'`` (default): each tree keeps
             the leaf of the previous row and a row inside that leaf's precomputed box
             (:meth:`leaf_boxes`) reuses it; the trees a row misses are walked from the
             root in 16 interleaved lanes over 3-level blocks (:meth:`blocks`), with
             AVX-512, AVX2 or portable C chosen at run time (cap it with the environment
-            variable ``SMENGINE_FOREST_ISA=avx2|c``). ``'box'``: the same test with a box
-            rebuilt on each walk, trees one after another, node by node (no tables).
+            variable ``SMENGINE_FOREST_ISA=avx2|c``; a value other than ``c``, ``avx2`` or
+            ``avx512`` raises :class:`~smengine.errors.ConfigError`). ``'box'``: the same
+            test with a box rebuilt on each walk, trees one after another, node by node (no
+            tables).
             ``False``/``'none'``: every row walks every tree from the root, node by node.
-            Results are identical on every path.
         block : int, optional
             Rows per kernel block (per-tree state is kept within a block). With a
             ``stride``, at least ``min(32 · stride, max(4 · stride, n_rows // 32))`` rows,
@@ -657,8 +690,8 @@ class CompiledForest:
             ``stride - 1`` back (above and above-right) before it is walked (``reuse=True``
             only). ``None`` (default): ``nx`` for a 3-D raster input; for flat rows (at
             least 65 536) the width :func:`detect_stride` finds, else 0. An explicit 0 turns
-            it off. On issue 5's 1000 × 1000 raster it cuts the walks from 30 to 10 per row
-            and saves ~25 % of the time (``bench/bench_forest.py``). Results are identical.
+            it off. On the 1000 × 1000 raster of ``bench/bench_forest.py`` it cuts the walks
+            from 30 to 10 per row and saves ~25 % of the time.
 
         Returns
         -------
