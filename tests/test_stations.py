@@ -174,7 +174,7 @@ def test_stationset_mapping_metadata_and_add() -> None:
     assert list(ss) == ["A", "B"] and len(ss) == 2 and "A" in ss
     assert ss.metadata().loc["A", "bulk_density"] == 1.3
     assert ss.exclusions.to_dict("records") == [{"station": "C", "reason": "no metadata", "source": "f.csv",
-                                                 "n_values": 3}]  # fmt: skip
+                                                 "n_values": 3, "return_code": 4}]  # fmt: skip
     with pytest.raises(KeyError, match="no station 'Z'"):
         ss["Z"]
 
@@ -213,6 +213,8 @@ def test_read_csv_long_format_with_metadata_and_exclusions(tmp_path: Path) -> No
     ex = ss.exclusions.set_index("station")
     assert "lat" in ex.loc["B", "reason"] and ex.loc["C", "reason"] == "no metadata (lat, lon)"
     assert ex.loc["C", "n_values"] == 24
+    # return codes of the causes (errors.RETURN_CODES): a failed check (B's coordinates), missing data (C)
+    assert ex.loc["B", "return_code"] == ValidationError.return_code and ex.loc["C", "return_code"] == 4
     with pytest.raises(DataError, match="station B .*lat nan is missing"):
         S.read_csv(f, metadata=meta, strict=True)
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from smengine.errors import ConfigError, DataLossWarning, ValidationError
+from smengine.errors import ConfigError, DataError, DataLossWarning, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -189,12 +189,15 @@ def _validate_frame(df: pd.DataFrame, where: str) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Exclusion:
-    """A station (or part of one) left out, and why."""
+    """A station (or part of one) left out, and why; ``return_code`` is that of the
+    :class:`~smengine.errors.SMEngineError` behind it (:data:`smengine.errors.RETURN_CODES`
+    decodes it: 3 a failed check such as missing coordinates, 4 unreadable or missing data)."""
 
     station: str
     reason: str
     source: str = ""
     n_values: int = 0
+    return_code: int = DataError.return_code
 
 
 class StationSet(Mapping[str, Station]):
@@ -247,8 +250,9 @@ class StationSet(Mapping[str, Station]):
 
     @property
     def exclusions(self) -> pd.DataFrame:
-        """Stations or values left out by the reader: station, reason, source, n_values."""
-        return pd.DataFrame([vars(e) for e in self._exclusions], columns=["station", "reason", "source", "n_values"])
+        """Stations or values left out by the reader: station, reason, source, n_values, return_code."""
+        return pd.DataFrame([vars(e) for e in self._exclusions],
+                            columns=["station", "reason", "source", "n_values", "return_code"])  # fmt: skip
 
     def select(self, ids: Iterable[str]) -> StationSet:
         """The stations with these ids (KeyError naming an unknown one)."""

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from smengine.errors import DataError
+from smengine.errors import DataError, SMEngineError
 from smengine.stations._core import Exclusion, Station
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,9 @@ def _station_from_meta(sid: str, meta: pd.DataFrame, data: pd.DataFrame, source:
 
 
 def _exclude_or_raise(strict: bool, exclusions: list[Exclusion], station: str, reason: str, source: str,
-                      n: int = 0) -> None:  # fmt: skip
+                      n: int = 0, cause: type[SMEngineError] = DataError) -> None:  # fmt: skip
+    """Raise a DataError (strict) or record the exclusion with the return code of its ``cause``."""
     if strict:
         raise DataError(reason if reason.startswith(f"station {station} ") else f"{source}: station {station}: {reason}")
     log.warning("%s: station %s excluded: %s", source, station, reason)
-    exclusions.append(Exclusion(station, reason, source, n))
+    exclusions.append(Exclusion(station, reason, source, n, cause.return_code))

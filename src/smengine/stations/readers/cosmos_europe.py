@@ -178,7 +178,7 @@ def read_cosmos_europe(
         try:
             st = _station_from_meta(sid, meta, data, str(path), "COSMOS-Europe")
         except ValidationError as exc:
-            _exclude_or_raise(strict, excl, sid, str(exc), str(path), int(data["sm"].notna().sum()))
+            _exclude_or_raise(strict, excl, sid, str(exc), str(path), int(data["sm"].notna().sum()), type(exc))
             continue
         st.processing.append("COSMOS-Europe rev1 processed series (Bogena et al. 2022)")
         out.append(st)

@@ -134,7 +134,7 @@ def read_csv(
         try:
             out.append(_generic_station(sid, g, m, p, nm, count_range))
         except ValidationError as exc:
-            _exclude_or_raise(strict, excl, sid, str(exc), str(p), len(g))
+            _exclude_or_raise(strict, excl, sid, str(exc), str(p), len(g), type(exc))
     return StationSet(out, excl)
 
 

@@ -62,7 +62,7 @@ def read_ismn(path: PathLike, good_flags: Sequence[str] = ("G", "U"), *, strict:
         except (DataError, ValidationError) as exc:
             if strict:
                 raise
-            excl.append(Exclusion(f.stem, str(exc), str(f)))
+            excl.append(Exclusion(f.stem, str(exc), str(f), return_code=exc.return_code))
             log.warning("%s", exc)
     return StationSet(stations, excl)
 
