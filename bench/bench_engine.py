@@ -3,7 +3,7 @@
 Issue 6: a 100 km × 100 km tile (10 000 pixels × 16 sub-pixels of 250 m) and a stack of
 days; sub-pixel predictions per second and peak memory of
 
-* the naive pipeline (:func:`smengine.engine.naive_predict`): build the full feature
+* the naive pipeline (:func:`smengine.testing.naive_predict`): build the full feature
   matrix of every sub-pixel and day with ``FeatureBuilder``, ``RandomForestRegressor.predict``
   (n_jobs=1), the per-tree predictions for the spread, reshape, ``nanmean``/``nanstd``;
 * the engine (:class:`smengine.engine.TileRunner`) on 1 and 2 threads, rows ordered
@@ -99,7 +99,7 @@ def world(tmp_path_factory):
 
 
 def _naive(world, n_jobs=1):
-    from smengine.engine import naive_predict
+    from smengine.testing import naive_predict
 
     world["rf"].n_jobs = n_jobs
     try:

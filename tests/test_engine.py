@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestRegressor
 
-from smengine.engine import TileRunner, naive_predict, output_name, predict, run
+from smengine.engine import TileRunner, output_name, predict, run
+from smengine.testing import naive_predict
 from smengine.errors import ConfigError
 from smengine.features import FeatureBuilder, FeatureSpec
 from smengine.grid import Grid
@@ -319,3 +320,11 @@ def test_quality_flags_are_one_vocabulary():
 
     assert _engine.QUALITY_FLAG_CODES == {f.name.lower(): int(f) for f in QualityFlag} == QUALITY_FLAGS
     assert [int(f) for f in QualityFlag] == list(range(len(QualityFlag)))
+
+
+def test_gather_kinds_are_one_vocabulary():
+    """The kernel's C enum of gather kinds mirrors smengine.engine.GatherKind."""
+    from smengine._ext import _engine
+    from smengine.engine import GatherKind
+
+    assert _engine.GATHER_KINDS == {k.name: int(k) for k in GatherKind}

@@ -37,9 +37,9 @@ Examples
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
-import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -50,16 +50,27 @@ import numpy as np
 
 from smengine._threads import effective_n_threads
 from smengine.errors import ConfigError, DataError, DataLossWarning
-from smengine.features import calendar_features
+from smengine.features import calendar_features, parse_swi_feature_name
 from smengine.product import QualityFlag
 from smengine.tiles import TileStore, as_days
 
-__all__ = ["EngineStats", "TileRunner", "predict", "run"]
+__all__ = ["EngineStats", "GatherKind", "TileRunner", "predict", "run"]
 
 log = logging.getLogger(__name__)
 
-_SWI = re.compile(r"^swi(?P<T>[0-9.eE+-]+)(?P<carry>c?)_(?P<src>.+)$")
 _CAL = ("doy_sin", "doy_cos")
+
+
+class GatherKind(enum.IntEnum):
+    """How the kernel gathers one feature column (``_engine.pyx`` mirrors these codes in a C
+    enum, ``_engine.GATHER_KINDS``; a test checks they agree)."""
+
+    STATIC = 0  #: static[a, r, c]
+    DYNAMIC = 1  #: dynamic[day, a, r, c]
+    COARSE = 2  #: coarse values through the index map
+    SWI = 3  #: the SWI of column a, state slot b (NaN on days without the source)
+    CONST = 4  #: a per-day constant (calendar)
+    SWI_CARRY = 5  #: as SWI, the last SWI carried over days without the source
 _EPOCH = np.datetime64("1970-01-01", "D")
 
 
@@ -152,13 +163,13 @@ def _build_plan(store: TileStore, names: Sequence[str]) -> _Plan:
 
     def direct(name: str) -> tuple[int, int, int] | None:
         if name in store.static_names:
-            return (0, store.static_names.index(name), 0)
+            return (GatherKind.STATIC, store.static_names.index(name), 0)
         if name in store.dynamic_names:
-            return (1, store.dynamic_names.index(name), 0)
+            return (GatherKind.DYNAMIC, store.dynamic_names.index(name), 0)
         if name in store.coarse_names:
-            return (2, store.coarse_names.index(name), 0)
+            return (GatherKind.COARSE, store.coarse_names.index(name), 0)
         if name in _CAL:
-            return (4, _CAL.index(name), 0)
+            return (GatherKind.CONST, _CAL.index(name), 0)
         return None
 
     missing = []
@@ -168,11 +179,12 @@ def _build_plan(store: TileStore, names: Sequence[str]) -> _Plan:
             rows.append(d)
             col_of[name] = j
             continue
-        m = _SWI.match(name)
-        if m is not None and (m["src"] in store.dynamic_names or m["src"] in store.coarse_names):
-            rows.append((5 if m["carry"] else 3, -1, len(swi_T)))
-            pending.append((j, m["src"], float(m["T"])))
-            swi_T.append(float(m["T"]))
+        swi = parse_swi_feature_name(name)
+        if swi is not None and (swi[0] in store.dynamic_names or swi[0] in store.coarse_names):
+            src, T, carry = swi
+            rows.append((GatherKind.SWI_CARRY if carry else GatherKind.SWI, -1, len(swi_T)))
+            pending.append((j, src, T))
+            swi_T.append(T)
             continue
         missing.append(name)
     if missing:
@@ -641,65 +653,9 @@ def run(
     return RunResult(tuple(written), tuple(skipped), tuple(failed), stats)
 
 
-def naive_predict(store: TileStore | str | os.PathLike[str], estimator: Any, feature_names: Sequence[str],
-                  days: Any = None, *, min_valid_fraction: float = 0.5) -> dict[str, np.ndarray]:  # fmt: skip
-    """The plain NumPy / scikit-learn pipeline the engine replaces (a reference, not for production).
+def __getattr__(name: str) -> Any:
+    if name == "naive_predict":  # moved to smengine.testing; the old import path keeps working
+        from smengine.testing import naive_predict
 
-    Builds the full feature matrix of every sub-pixel and day with
-    :class:`~smengine.features.FeatureBuilder`, calls ``estimator.predict`` on its complete
-    rows, reshapes to (day, pixel, sub-pixel) and takes ``nanmean``/``nanstd``.
-    The forest spread is the SD over ``estimator.estimators_``.
-
-    Returns
-    -------
-    dict
-        ``sm``, ``subpixel_sd``, ``uncertainty``, ``valid_fraction``, ``quality_flag``
-        (day, Py, Px) and ``days``.
-    """
-    from smengine.features import FeatureBuilder, FeatureSpec
-
-    s = _open_store(store)
-    names = list(feature_names)
-    swi = [m for m in (_SWI.match(n) for n in names if n not in s.feature_names) if m is not None]
-    Ts = sorted({float(m["T"]) for m in swi})
-    srcs = sorted({m["src"] for m in swi})
-    carry = {bool(m["carry"]) for m in swi}
-    if len(carry) > 1:
-        raise ConfigError("naive_predict: the forest mixes carried (swi<T>c_) and plain SWI features")
-    spec = FeatureSpec(dynamic=tuple(s.dynamic_names), coarse=tuple(s.coarse_names), swi_of=tuple(srcs),
-                       swi_T=tuple(Ts) if Ts else (5.0,), swi_carry=carry == {True})  # fmt: skip
-    fb = FeatureBuilder(s, spec)
-    col = [fb.names.index(n) for n in names]
-    req = _select_days(s, days)
-    tix = [s.day_index(d) for d in req]
-    sw = fb.swi() if fb.swi_names else None
-    X = np.stack([fb.day(t, swi=sw)[col] for t in tix])  # (D, F, Y, X)
-    D, F = X.shape[:2]
-    k = s.grid.subpixel
-    Py, Px = s.grid.shape
-    rows = X.transpose(0, 2, 3, 1).reshape(-1, F)
-    ok = np.isfinite(rows).all(axis=1)
-    pred = np.full(rows.shape[0], np.nan)
-    pred[ok] = estimator.predict(rows[ok])
-    trees = np.full(rows.shape[0], np.nan)
-    if ok.any():
-        per_tree = np.stack([t.predict(rows[ok]) for t in estimator.estimators_])
-        trees[ok] = per_tree.std(axis=0)
-
-    def to_pix(a: np.ndarray) -> np.ndarray:
-        return a.reshape(D, Py, k, Px, k).transpose(0, 1, 3, 2, 4).reshape(D, Py, Px, k * k)
-
-    P, S = to_pix(pred), to_pix(trees)
-    n = np.isfinite(P).sum(-1)
-    vf = n / (k * k)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
-        sm, sd, sp = np.nanmean(P, -1), np.nanstd(P, -1), np.nanmean(S, -1)
-    Q = QualityFlag
-    flag = np.where(n == 0, Q.NO_VALID_SUBPIXELS, np.where(vf < min_valid_fraction, Q.LOW_VALID_FRACTION,
-                    np.where(n < k * k, Q.PARTIAL, Q.GOOD))).astype(np.uint8)  # fmt: skip
-    bad = flag >= Q.LOW_VALID_FRACTION
-    for a in (sm, sd, sp):
-        a[bad] = np.nan
-    return {"sm": sm, "subpixel_sd": sd, "uncertainty": sp, "valid_fraction": vf, "quality_flag": flag, "days": req}
-
+        return naive_predict
+    raise AttributeError(f"module 'smengine.engine' has no attribute {name!r}")

@@ -5,6 +5,7 @@ from typing_extensions import disjoint_base
 from smengine._ext._forest import ForestTables
 
 QUALITY_FLAG_CODES: dict[str, int]
+GATHER_KINDS: dict[str, int]
 
 @disjoint_base
 class TileArrays:

@@ -57,6 +57,19 @@ cdef enum:
 QUALITY_FLAG_CODES = {"good": FLAG_GOOD, "partial": FLAG_PARTIAL, "low_valid_fraction": FLAG_LOW,
                       "no_valid_subpixels": FLAG_NONE, "no_input": FLAG_NO_INPUT}
 
+# gather kinds of the plan: a mirror of smengine.engine.GatherKind (tests/test_engine.py checks they agree)
+cdef enum:
+    GATHER_STATIC = 0
+    GATHER_DYNAMIC = 1
+    GATHER_COARSE = 2
+    GATHER_SWI = 3
+    GATHER_CONST = 4
+    GATHER_SWI_CARRY = 5
+
+#: The kernel's gather-kind codes by GatherKind name (compared with smengine.engine.GatherKind in the tests).
+GATHER_KINDS = {"STATIC": GATHER_STATIC, "DYNAMIC": GATHER_DYNAMIC, "COARSE": GATHER_COARSE, "SWI": GATHER_SWI,
+                "CONST": GATHER_CONST, "SWI_CARRY": GATHER_SWI_CARRY}
+
 
 cdef class TileArrays:
     """What every chunk of a tile reads: the sub-pixel covariates and the gather plan (one per TileRunner).
@@ -311,23 +324,23 @@ def run_days(
                                 continue
                             for j in range(ncol):
                                 kind = plan[j, 0]
-                                if kind == 0:
+                                if kind == GATHER_STATIC:
                                     x[j] = static[plan[j, 1], r, c]
-                                elif kind == 1:
+                                elif kind == GATHER_DYNAMIC:
                                     x[j] = dynamic[tidx[d], plan[j, 1], r, c]
-                                elif kind == 2:
+                                elif kind == GATHER_COARSE:
                                     k = cindex[plan[j, 1], r, c]
                                     x[j] = cvals[d, coff[plan[j, 1]] + k] if k >= 0 else NAN
-                                elif kind == 4:
+                                elif kind == GATHER_CONST:
                                     x[j] = <float> consts[d, plan[j, 1]]
                             for j in range(ncol):
                                 kind = plan[j, 0]
-                                if kind != 3 and kind != 5:
+                                if kind != GATHER_SWI and kind != GATHER_SWI_CARRY:
                                     continue
                                 k = plan[j, 2]
                                 v = x[plan[j, 1]]
                                 if isnan(v):
-                                    if kind == 5 and gain[k, lin] > 0:
+                                    if kind == GATHER_SWI_CARRY and gain[k, lin] > 0:
                                         x[j] = <float> swi[k, lin]
                                     else:
                                         x[j] = NAN

@@ -1,0 +1,85 @@
+"""Slow, obviously-correct references for the fast paths (for tests and benchmarks, not production).
+
+:func:`naive_predict` is the plain NumPy / scikit-learn pipeline the fused engine
+(:mod:`smengine.engine`) replaces: the full feature matrix of every sub-pixel and day, the
+forest's ``predict`` and NumPy reductions to the pixel. The tests compare the engine with it
+bit for bit (means) and the benchmarks measure the engine against it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from smengine.engine import _open_store, _select_days
+from smengine.errors import ConfigError
+from smengine.features import FeatureBuilder, FeatureSpec, parse_swi_feature_name
+from smengine.product import QualityFlag
+from smengine.tiles import TileStore
+
+__all__ = ["naive_predict"]
+
+
+def naive_predict(store: TileStore | str | os.PathLike[str], estimator: Any, feature_names: Sequence[str],
+                  days: Any = None, *, min_valid_fraction: float = 0.5) -> dict[str, np.ndarray]:  # fmt: skip
+    """The plain NumPy / scikit-learn pipeline the engine replaces (a reference, not for production).
+
+    Builds the full feature matrix of every sub-pixel and day with
+    :class:`~smengine.features.FeatureBuilder`, calls ``estimator.predict`` on its complete
+    rows, reshapes to (day, pixel, sub-pixel) and takes ``nanmean``/``nanstd``.
+    The forest spread is the SD over ``estimator.estimators_``.
+
+    Returns
+    -------
+    dict
+        ``sm``, ``subpixel_sd``, ``uncertainty``, ``valid_fraction``, ``quality_flag``
+        (day, Py, Px) and ``days``.
+    """
+    s = _open_store(store)
+    names = list(feature_names)
+    swi = [p for p in (parse_swi_feature_name(n) for n in names if n not in s.feature_names) if p is not None]
+    Ts = sorted({T for _, T, _ in swi})
+    srcs = sorted({src for src, _, _ in swi})
+    carry = {c for _, _, c in swi}
+    if len(carry) > 1:
+        raise ConfigError("naive_predict: the forest mixes carried (swi<T>c_) and plain SWI features")
+    spec = FeatureSpec(dynamic=tuple(s.dynamic_names), coarse=tuple(s.coarse_names), swi_of=tuple(srcs),
+                       swi_T=tuple(Ts) if Ts else (5.0,), swi_carry=carry == {True})  # fmt: skip
+    fb = FeatureBuilder(s, spec)
+    col = [fb.names.index(n) for n in names]
+    req = _select_days(s, days)
+    tix = [s.day_index(d) for d in req]
+    sw = fb.swi() if fb.swi_names else None
+    X = np.stack([fb.day(t, swi=sw)[col] for t in tix])  # (D, F, Y, X)
+    D, F = X.shape[:2]
+    k = s.grid.subpixel
+    Py, Px = s.grid.shape
+    rows = X.transpose(0, 2, 3, 1).reshape(-1, F)
+    ok = np.isfinite(rows).all(axis=1)
+    pred = np.full(rows.shape[0], np.nan)
+    pred[ok] = estimator.predict(rows[ok])
+    trees = np.full(rows.shape[0], np.nan)
+    if ok.any():
+        per_tree = np.stack([t.predict(rows[ok]) for t in estimator.estimators_])
+        trees[ok] = per_tree.std(axis=0)
+
+    def to_pix(a: np.ndarray) -> np.ndarray:
+        return a.reshape(D, Py, k, Px, k).transpose(0, 1, 3, 2, 4).reshape(D, Py, Px, k * k)
+
+    P, S = to_pix(pred), to_pix(trees)
+    n = np.isfinite(P).sum(-1)
+    vf = n / (k * k)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
+        sm, sd, sp = np.nanmean(P, -1), np.nanstd(P, -1), np.nanmean(S, -1)
+    Q = QualityFlag
+    flag = np.where(n == 0, Q.NO_VALID_SUBPIXELS, np.where(vf < min_valid_fraction, Q.LOW_VALID_FRACTION,
+                    np.where(n < k * k, Q.PARTIAL, Q.GOOD))).astype(np.uint8)  # fmt: skip
+    bad = flag >= Q.LOW_VALID_FRACTION
+    for a in (sm, sd, sp):
+        a[bad] = np.nan
+    return {"sm": sm, "subpixel_sd": sd, "uncertainty": sp, "valid_fraction": vf, "quality_flag": flag, "days": req}
