@@ -1,11 +1,10 @@
-"""Shared fixtures: the real data folder, read-only memmap helpers."""
+"""Shared fixtures: the real data folder (the read-only memmap helper is smengine.testing.as_readonly_memmap)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,13 +28,3 @@ def data_dir() -> Path:
     if d is None:
         pytest.skip("real data not found: set SMENGINE_DATA or place shared/data beside the repo")
     return d
-
-
-def as_readonly_memmap(a: np.ndarray, tmp_path: Path) -> np.memmap:
-    """Copy ``a`` into a file and reopen it as a read-only memmap (sklearn's helper idea)."""
-    path = tmp_path / "memmap.dat"
-    mm = np.memmap(path, dtype=a.dtype, mode="w+", shape=a.shape)
-    mm[...] = a
-    mm.flush()
-    del mm
-    return np.memmap(path, dtype=a.dtype, mode="r", shape=a.shape)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from smengine.features import FeatureBuilder, FeatureSpec, parse_swi_feature_nam
 from smengine.product import QualityFlag
 from smengine.tiles import TileStore
 
-__all__ = ["naive_predict"]
+__all__ = ["as_readonly_memmap", "naive_predict"]
 
 
 def naive_predict(store: TileStore | str | os.PathLike[str], estimator: Any, feature_names: Sequence[str],
@@ -83,3 +84,14 @@ def naive_predict(store: TileStore | str | os.PathLike[str], estimator: Any, fea
     for a in (sm, sd, sp):
         a[bad] = np.nan
     return {"sm": sm, "subpixel_sd": sd, "uncertainty": sp, "valid_fraction": vf, "quality_flag": flag, "days": req}
+
+
+def as_readonly_memmap(a: np.ndarray, tmp_path: str | os.PathLike[str]) -> np.memmap:
+    """Copy ``a`` into a file in ``tmp_path`` and reopen it as a read-only memmap, the way tiles
+    reach the kernels (scikit-learn's ``create_memmap_backed_data`` idea)."""
+    path = Path(tmp_path) / "memmap.dat"
+    mm = np.memmap(path, dtype=a.dtype, mode="w+", shape=a.shape)
+    mm[...] = a
+    mm.flush()
+    del mm
+    return np.memmap(path, dtype=a.dtype, mode="r", shape=a.shape)

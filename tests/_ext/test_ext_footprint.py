@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import as_readonly_memmap
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smengine import footprint as fp
 from smengine.errors import ConfigError, ValidationError
+from smengine.testing import as_readonly_memmap
 
 
 def reference_average(raster, rows, cols, kernel, min_valid_fraction=0.5):

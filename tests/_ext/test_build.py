@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-EXT = Path(__file__).resolve().parents[1] / "src" / "smengine" / "_ext"
+EXT = Path(__file__).resolve().parents[2] / "src" / "smengine" / "_ext"
 GCC14_ERRORS = ("-Werror=incompatible-pointer-types", "-Werror=int-conversion", "-Werror=implicit-function-declaration")
 
 
