@@ -48,18 +48,35 @@ def _make_tile(path):
     from smengine.tiles import TileWriter
 
     rng = np.random.default_rng(606)
-    grid = Grid.from_bounds(4_000_000, 3_000_000, 4_000_000 + N_PIX * 1000, 3_000_000 + N_PIX * 1000,
-                            tile_size=N_PIX)  # fmt: skip
+    grid = Grid.from_bounds(4_000_000, 3_000_000, 4_000_000 + N_PIX * 1000, 3_000_000 + N_PIX * 1000, tile_size=N_PIX)
     n = N_PIX * 4
     days = np.datetime64("2021-03-01") + np.arange(SPIN + N_DAYS).astype("timedelta64[D]")
     static = ["elev", "sand", "clay", "twi", "forest"]
-    units = {"elev": "m", "sand": "%", "clay": "%", "twi": "1", "forest": "1", "s1": "m3 m-3", "ndvi": "1",
-             "lst": "K", "smap": "m3 m-3", "era5": "m3 m-3"}  # fmt: skip
+    units = {
+        "elev": "m",
+        "sand": "%",
+        "clay": "%",
+        "twi": "1",
+        "forest": "1",
+        "s1": "m3 m-3",
+        "ndvi": "1",
+        "lst": "K",
+        "smap": "m3 m-3",
+        "era5": "m3 m-3",
+    }
     cells = n // 40
     index = ((np.arange(n)[:, None] // 40) * cells + np.arange(n)[None, :] // 40).astype(np.int32)
-    with TileWriter(path, grid, days, static, ["s1", "ndvi", "lst"], units,
-                    coarse={"smap": (index, cells * cells), "era5": (index, cells * cells)}, tile_id="bench") as w:  # fmt: skip
-        for k, s in zip(static, (3, 6, 12, 25, 50)):
+    with TileWriter(
+        path,
+        grid,
+        days,
+        static,
+        ["s1", "ndvi", "lst"],
+        units,
+        coarse={"smap": (index, cells * cells), "era5": (index, cells * cells)},
+        tile_id="bench",
+    ) as w:
+        for k, s in zip(static, (3, 6, 12, 25, 50), strict=False):
             w.write_static(k, _field(rng, n, s))
         for t in range(days.size):
             s1 = 0.25 + 0.05 * _field(rng, n, 12, block=4) + 0.02 * rng.standard_normal((n, n)).astype(np.float32)
@@ -90,8 +107,15 @@ def world(tmp_path_factory):
     X = np.concatenate([fb.day(t, swi=sw).reshape(16, -1).T for t in range(SPIN)])
     X = X[np.isfinite(X).all(1)]
     X = X[rng.choice(len(X), min(N_TRAIN, len(X)), replace=False)]
-    y = (0.25 + 0.05 * np.tanh(X[:, 0]) + 0.04 * X[:, 5] * X[:, 10] + 0.03 * np.sin(2 * X[:, 6])
-         + 0.3 * (X[:, 11] - 0.25) + 0.02 * X[:, 1] * X[:, 8] + 0.01 * rng.standard_normal(len(X)))  # fmt: skip
+    y = (
+        0.25
+        + 0.05 * np.tanh(X[:, 0])
+        + 0.04 * X[:, 5] * X[:, 10]
+        + 0.03 * np.sin(2 * X[:, 6])
+        + 0.3 * (X[:, 11] - 0.25)
+        + 0.02 * X[:, 1] * X[:, 8]
+        + 0.01 * rng.standard_normal(len(X))
+    )
     rf = RandomForestRegressor(N_TREES, min_samples_leaf=5, max_features=1 / 3, random_state=0, n_jobs=-1).fit(X, y)
     rf.n_jobs = 1
     cf = CompiledForest.from_sklearn(rf, feature_names=fb.names)
@@ -117,13 +141,24 @@ def _ours(world, threads, day_inner=False):
 
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_naive(world, record, note, n_jobs):
-    out = record("engine tile×days", f"naive numpy+sklearn n_jobs={n_jobs}", _naive, world, n_jobs,
-                 incumbent=n_jobs == 1, rounds=3, items=N_SUBPIXEL_DAYS, unit="sub-px")  # fmt: skip
+    out = record(
+        "engine tile×days",
+        f"naive numpy+sklearn n_jobs={n_jobs}",
+        _naive,
+        world,
+        n_jobs,
+        incumbent=n_jobs == 1,
+        rounds=3,
+        items=N_SUBPIXEL_DAYS,
+        unit="sub-px",
+    )
     if n_jobs == 2:
         return
     n = N_SUBPIXEL_DAYS
-    note(f"[engine] tile {N_PIX}×{N_PIX} px × 16 sub-px × {N_DAYS} days = {n:,} sub-pixel predictions; "
-         f"{int(np.isfinite(out['sm']).sum()):,} pixel-days with a value")  # fmt: skip
+    note(
+        f"[engine] tile {N_PIX}×{N_PIX} px × 16 sub-px × {N_DAYS} days = {n:,} sub-pixel predictions; "
+        f"{int(np.isfinite(out['sm']).sum()):,} pixel-days with a value"
+    )
     # where the naive pipeline's time goes (one run each)
     from smengine.features import FeatureBuilder, FeatureSpec
 
@@ -139,16 +174,19 @@ def test_naive(world, record, note, n_jobs):
     for e in rf.estimators_:
         e.predict(X[ok])
     t3 = time.perf_counter()
-    note(f"[engine] naive parts: feature matrix {t1 - t0:.2f} s ({X.nbytes / 2**20:.0f} MiB), "
-         f"rf.predict {t2 - t1:.2f} s, per-tree predictions for the spread {t3 - t2:.2f} s")  # fmt: skip
+    note(
+        f"[engine] naive parts: feature matrix {t1 - t0:.2f} s ({X.nbytes / 2**20:.0f} MiB), "
+        f"rf.predict {t2 - t1:.2f} s, per-tree predictions for the spread {t3 - t2:.2f} s"
+    )
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("day_inner", [True, False])
 def test_engine(world, record, note, threads, day_inner):
     name = f"engine {threads} thr" + (" day-inner" if day_inner else "")
-    out, _ = record("engine tile×days", name, _ours, world, threads, day_inner, rounds=3,
-                    items=N_SUBPIXEL_DAYS, unit="sub-px")  # fmt: skip
+    out, _ = record(
+        "engine tile×days", name, _ours, world, threads, day_inner, rounds=3, items=N_SUBPIXEL_DAYS, unit="sub-px"
+    )
     ref = _naive(world) if threads == 1 and not day_inner else None
     if ref is not None:
         for k in ("sm", "subpixel_sd", "uncertainty", "valid_fraction"):
@@ -157,6 +195,9 @@ def test_engine(world, record, note, threads, day_inner):
     _, st = _ours(world, threads, day_inner)
     dt = time.perf_counter() - t0
     rate = st.subpixel_days / dt
-    note(f"[engine] {name}: {rate / 1e6:.2f} M sub-pixel predictions/s (one extra run), box hits "
-         f"{100 * st.box_hits / max(st.box_hits + st.walks, 1):.0f} %, {st.visits / max(st.box_hits + st.walks, 1):.2f} "
-         f"walk steps (3-level blocks) per row-tree; a year over Europe (3.5e10 sub-pixel-days) ≈ {EUROPE_SUBPIXEL_DAYS / rate / 3600:.1f} h")  # fmt: skip
+    note(
+        f"[engine] {name}: {rate / 1e6:.2f} M sub-pixel predictions/s (one extra run), box hits "
+        f"{100 * st.box_hits / max(st.box_hits + st.walks, 1):.0f} %, {st.visits / max(st.box_hits + st.walks, 1):.2f} "
+        f"walk steps (3-level blocks) per row-tree; a year over Europe (3.5e10 sub-pixel-days) ≈ "
+        f"{EUROPE_SUBPIXEL_DAYS / rate / 3600:.1f} h"
+    )

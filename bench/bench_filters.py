@@ -102,8 +102,6 @@ def bench_exp_filter(record, data, case, impl):
     # whichever ran, its window must equal both implementations run on that window
     window = values[:, :WIN, :WIN]
     expected = numpy_reference(window, times, T)
-    np.testing.assert_allclose(
-        exp_filter(window, times, T), expected, rtol=1e-6, atol=1e-9
-    )
+    np.testing.assert_allclose(exp_filter(window, times, T), expected, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-9)
     assert np.isnan(out).any() and not np.isnan(out).all()

@@ -26,7 +26,7 @@ def numpy_reference(raster, rows, cols, kernel, min_valid_fraction=0.5):
     padded = np.pad(raster, ((hy, hy), (hx, hx)), constant_values=np.nan)
     total = kernel.sum()
     out = np.full(len(rows), np.nan)
-    for c, (r, col) in enumerate(zip(rows, cols)):
+    for c, (r, col) in enumerate(zip(rows, cols, strict=False)):
         win = padded[r : r + kh, col : col + kw]
         ok = ~np.isnan(win)
         ws = kernel[ok].sum()

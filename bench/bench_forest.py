@@ -46,8 +46,15 @@ def day_rows(rng, ny, nx, doy, static):
 
 
 def _target(X, rng):
-    return (0.25 + 0.05 * np.tanh(X[:, 0]) + 0.04 * X[:, 5] * X[:, 10] + 0.03 * np.sin(2 * X[:, 6])
-            + 0.05 * X[:, 14] + 0.02 * X[:, 1] * X[:, 11] + 0.01 * rng.standard_normal(len(X)))  # fmt: skip
+    return (
+        0.25
+        + 0.05 * np.tanh(X[:, 0])
+        + 0.04 * X[:, 5] * X[:, 10]
+        + 0.03 * np.sin(2 * X[:, 6])
+        + 0.05 * X[:, 14]
+        + 0.02 * X[:, 1] * X[:, 11]
+        + 0.01 * rng.standard_normal(len(X))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +101,13 @@ def test_export_time(world, note, benchmark):
     tab = fresh.blocks()
     t_blocks = time.perf_counter() - t0
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
-    note(f"[forest] {cf.n_trees} trees, {cf.n_nodes} nodes, {cf.n_leaves} leaves, max depth {cf.max_depth}, "
-         f"16 features; fit {world['fit_s']:.1f} s (2 cores); from_sklearn {world['build_s']:.2f} s = "
-         f"treelite export {t_export:.2f} s + layout {t_layout:.2f} s; no C compiler run; block tables "
-         f"{t_blocks:.2f} s ({len(tab['blocks'])} blocks, {tab['blocks'].nbytes / 2**20:.1f} MiB + leaf boxes "
-         f"{tab['boxes'].nbytes / 2**20:.1f} MiB), built on first prediction")  # fmt: skip
+    note(
+        f"[forest] {cf.n_trees} trees, {cf.n_nodes} nodes, {cf.n_leaves} leaves, max depth {cf.max_depth}, "
+        f"16 features; fit {world['fit_s']:.1f} s (2 cores); from_sklearn {world['build_s']:.2f} s = "
+        f"treelite export {t_export:.2f} s + layout {t_layout:.2f} s; no C compiler run; block tables "
+        f"{t_blocks:.2f} s ({len(tab['blocks'])} blocks, {tab['blocks'].nbytes / 2**20:.1f} MiB + leaf boxes "
+        f"{tab['boxes'].nbytes / 2**20:.1f} MiB), built on first prediction"
+    )
     assert cf.n_trees == N_TREES
 
 
@@ -108,8 +117,15 @@ def test_sklearn(world, record, size, order):
     X = world["rows"][size]
     if order == "iid":
         X = X[np.random.default_rng(0).permutation(len(X))]
-    record(f"forest {size} rows {order}", "sklearn.predict n_jobs=1", world["rf"].predict, X, incumbent=True, items=len(X),
-           rounds=3)  # fmt: skip
+    record(
+        f"forest {size} rows {order}",
+        "sklearn.predict n_jobs=1",
+        world["rf"].predict,
+        X,
+        incumbent=True,
+        items=len(X),
+        rounds=3,
+    )
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -122,15 +138,18 @@ def test_compiled(world, record, note, size, order, reuse, threads):
         X = X[np.random.default_rng(0).permutation(len(X))]
     cf, rf = world["cf"], world["rf"]
     name = f"ours {threads} thr" + {True: "", "box": " box", False: " no-reuse"}[reuse]
-    out = record(f"forest {size} rows {order}", name, cf.predict, X, n_threads=threads, reuse=reuse, rounds=3,
-                 items=len(X))  # fmt: skip
+    out = record(
+        f"forest {size} rows {order}", name, cf.predict, X, n_threads=threads, reuse=reuse, rounds=3, items=len(X)
+    )
     check = slice(0, 20_000)
     np.testing.assert_array_equal(out[check], rf.predict(X[check]))
     if threads == 1:
         s = cf.traversal_stats(X, reuse=reuse, n_threads=1)
         step = "block steps" if reuse is True else "node visits"
-        note(f"[forest {size} rows {order}] {name}: {s.visits_per_row_tree:.2f} {step} per row-tree "
-             f"(box hits {100 * s.hit_rate:.0f} %)")  # fmt: skip
+        note(
+            f"[forest {size} rows {order}] {name}: {s.visits_per_row_tree:.2f} {step} per row-tree "
+            f"(box hits {100 * s.hit_rate:.0f} %)"
+        )
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -147,8 +166,10 @@ def test_compiled_raster(world, record, note, size, threads):
     np.testing.assert_array_equal(out.ravel()[:20_000], world["rf"].predict(world["rows"][size][:20_000]))
     if threads == 1:
         s = cf.traversal_stats(X, n_threads=1)
-        note(f"[forest {size} rows coherent] {name}: {s.visits_per_row_tree:.2f} block steps per row-tree "
-             f"(box hits {100 * s.hit_rate:.0f} %)")  # fmt: skip
+        note(
+            f"[forest {size} rows coherent] {name}: {s.visits_per_row_tree:.2f} block steps per row-tree "
+            f"(box hits {100 * s.hit_rate:.0f} %)"
+        )
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -162,8 +183,9 @@ def test_compiled_no_stride(world, record, note, size, threads):
     X = world["rows"][size]
     cf = world["cf"]
     name = f"ours {threads} thr stride=0"
-    out = record(f"forest {size} rows coherent", name, cf.predict, X, n_threads=threads, stride=0, rounds=3,
-                 items=len(X))  # fmt: skip
+    out = record(
+        f"forest {size} rows coherent", name, cf.predict, X, n_threads=threads, stride=0, rounds=3, items=len(X)
+    )
     np.testing.assert_array_equal(out[:20_000], world["rf"].predict(X[:20_000]))
     if threads == 1:
         t0 = time.perf_counter()
@@ -171,8 +193,10 @@ def test_compiled_no_stride(world, record, note, size, threads):
         dt = time.perf_counter() - t0
         assert width == SIZES[size][1] or SMOKE
         s = cf.traversal_stats(X, n_threads=1, stride=0)
-        note(f"[forest {size} rows coherent] {name}: {s.visits_per_row_tree:.2f} block steps per row-tree "
-             f"(box hits {100 * s.hit_rate:.0f} %); detect_stride found width {width} in {1e3 * dt:.1f} ms")  # fmt: skip
+        note(
+            f"[forest {size} rows coherent] {name}: {s.visits_per_row_tree:.2f} block steps per row-tree "
+            f"(box hits {100 * s.hit_rate:.0f} %); detect_stride found width {width} in {1e3 * dt:.1f} ms"
+        )
 
 
 @pytest.mark.parametrize("isa", ["avx2", "c"])
@@ -185,13 +209,19 @@ def test_compiled_isa(world, record, monkeypatch, size, order, isa):
     if order == "iid":
         X = X[np.random.default_rng(0).permutation(len(X))]
     name = "ours 1 thr " + {"avx2": "AVX2", "c": "portable C"}[isa]
-    out = record(f"forest {size} rows {order}", name, world["cf"].predict, X, n_threads=1, rounds=3,
-                 items=len(X))  # fmt: skip
+    out = record(f"forest {size} rows {order}", name, world["cf"].predict, X, n_threads=1, rounds=3, items=len(X))
     np.testing.assert_array_equal(out[:20_000], world["rf"].predict(X[:20_000]))
 
 
 @pytest.mark.parametrize("size", list(SIZES))
 def test_compiled_spread(world, record, size):
     X = world["rows"][size]
-    record(f"forest {size} rows coherent", "ours 1 thr + spread", world["cf"].predict_with_spread, X, n_threads=1, items=len(X),
-           rounds=3)  # fmt: skip
+    record(
+        f"forest {size} rows coherent",
+        "ours 1 thr + spread",
+        world["cf"].predict_with_spread,
+        X,
+        n_threads=1,
+        items=len(X),
+        rounds=3,
+    )

@@ -54,11 +54,13 @@ def stores(tmp_path_factory):
             for n in coarse:
                 w.write_coarse(t, n, cvals[n][t])
     ds = xr.Dataset(
-        {**{n: (("y", "x"), data[n]) for n in static},
-         **{n: (("time", "y", "x"), dyn[n]) for n in dynamic},
-         **{n: (("time", "y", "x"), cvals[n][:, index]) for n in coarse}},
+        {
+            **{n: (("y", "x"), data[n]) for n in static},
+            **{n: (("time", "y", "x"), dyn[n]) for n in dynamic},
+            **{n: (("time", "y", "x"), cvals[n][:, index]) for n in coarse},
+        },
         coords={"time": days.astype("datetime64[ns]")},
-    )  # fmt: skip
+    )
     plain = tmp / "tile.nc"
     ds.to_netcdf(plain, engine="netcdf4")
     packed = tmp / "tile_zlib.nc"
@@ -85,8 +87,13 @@ def bench_read_tile_day(record, stores, impl):
         ref = store.features(0).copy()
     else:
         ds = xr.open_dataset(plain if impl == "netcdf-xarray" else packed, engine="netcdf4", cache=False)
-        result = record(group, impl, lambda: _xarray_day(ds, names, next(days) % N_DAYS, out),
-                        incumbent=impl == "netcdf-xarray", rounds=20)  # fmt: skip
+        result = record(
+            group,
+            impl,
+            lambda: _xarray_day(ds, names, next(days) % N_DAYS, out),
+            incumbent=impl == "netcdf-xarray",
+            rounds=20,
+        )
         ref = _xarray_day(ds, names, 0, np.empty_like(out))
         ds.close()
     np.testing.assert_array_equal(ref, TileStore.open(h5).features(0))  # same data either way
@@ -162,11 +169,13 @@ def bench_ingest_peak_memory(note, tmp_path):
     r = json.loads(done.stdout.strip().splitlines()[-1])
     growth = r["rss_peak"] - r["rss_before"]
     total = r["tiles"] * r["tile_bytes"]
-    note(f"[ingest {r['tiles']} tiles x {n_days} days, 2 daily + 1 static 250 m GeoTIFF sources] "
-         f"tile size {r['tile_bytes'] / 2**20:.1f} MiB (domain {total / 2**20:.0f} MiB); RSS before ingest "
-         f"{r['rss_before'] / 2**20:.0f} MiB, peak {r['rss_peak'] / 2**20:.0f} MiB: growth "
-         f"{growth / 2**20:.1f} MiB = {growth / r['tile_bytes']:.2f} x one tile "
-         f"(one source day is {r['source_day_bytes'] / 2**20:.1f} MiB)")  # fmt: skip
+    note(
+        f"[ingest {r['tiles']} tiles x {n_days} days, 2 daily + 1 static 250 m GeoTIFF sources] "
+        f"tile size {r['tile_bytes'] / 2**20:.1f} MiB (domain {total / 2**20:.0f} MiB); RSS before ingest "
+        f"{r['rss_before'] / 2**20:.0f} MiB, peak {r['rss_peak'] / 2**20:.0f} MiB: growth "
+        f"{growth / 2**20:.1f} MiB = {growth / r['tile_bytes']:.2f} x one tile "
+        f"(one source day is {r['source_day_bytes'] / 2**20:.1f} MiB)"
+    )
     assert r["tiles"] == side * side
     if not SMOKE:
         assert growth < 2 * r["tile_bytes"]

@@ -51,14 +51,20 @@ def record(benchmark):
         benchmark.group = group
         benchmark.name = name
         benchmark.extra_info["incumbent"] = incumbent
-        result = benchmark.pedantic(func, args=args, kwargs=kwargs, rounds=1 if SMOKE else rounds,
-                                    iterations=1, warmup_rounds=0 if SMOKE else 1)
+        result = benchmark.pedantic(
+            func, args=args, kwargs=kwargs, rounds=1 if SMOKE else rounds, iterations=1, warmup_rounds=0 if SMOKE else 1
+        )
         stats = getattr(benchmark, "stats", None)
         median = stats.stats.median if stats is not None else float("nan")
         mem = peak_memory(func, *args, **kwargs)
         benchmark.extra_info["peak_mib"] = mem
-        _RESULTS[group][name] = {"median": median, "peak_mib": mem, "incumbent": incumbent, "items": items,
-                                 "unit": unit}  # fmt: skip
+        _RESULTS[group][name] = {
+            "median": median,
+            "peak_mib": mem,
+            "incumbent": incumbent,
+            "items": items,
+            "unit": unit,
+        }
         return result
 
     return _run

@@ -86,8 +86,9 @@ def test_ingest_command_writes_tiles(data_dir, tmp_path):
 
     nc = data_dir / "gridded" / "esa_cci_sm_v05.2" / "ESACCI-SOILMOISTURE-L3S-SSMV-COMBINED-20160607000000-fv05.2.nc"
     out = tmp_path / "tiles"
-    res = CliRunner().invoke(cli, ["-q", "ingest", str(nc), "--out", str(out),
-                                   "--lonlat-bounds", "6", "47", "7", "48", "--tile-size", "50"])  # fmt: skip
+    res = CliRunner().invoke(
+        cli, ["-q", "ingest", str(nc), "--out", str(out), "--lonlat-bounds", "6", "47", "7", "48", "--tile-size", "50"]
+    )
     assert res.exit_code == 0, res.output
     tiles = sorted(out.glob("*.h5"))
     assert tiles and "tile(s)" in res.output
@@ -112,8 +113,21 @@ def test_ingest_command_takes_a_shell_expanded_series_globs_and_names(data_dir, 
     assert st.coarse_names == ["esa_cci_sm"] and [str(t) for t in st.times] == ["2016-06-07", "2016-06-08"]
     # a quoted glob, named, kept coarse by name, with its units by name
     pattern = str(cci[0].parent / "ESACCI-*.nc")
-    r = CliRunner().invoke(cli, ["-q", "ingest", f"cci={pattern}", "--storage", "cci=fine", "--units",
-                                 "cci=m3 m-3", "--out", str(tmp_path / "b"), *box])  # fmt: skip
+    r = CliRunner().invoke(
+        cli,
+        [
+            "-q",
+            "ingest",
+            f"cci={pattern}",
+            "--storage",
+            "cci=fine",
+            "--units",
+            "cci=m3 m-3",
+            "--out",
+            str(tmp_path / "b"),
+            *box,
+        ],
+    )
     assert r.exit_code == 0 and "from 1 source(s)" in r.output, r.output
     st = TileStore.open(sorted((tmp_path / "b").glob("*.h5"))[0])
     assert st.dynamic_names == ["cci"] and st.units["cci"] == "m3 m-3" and st.times.size == 2
@@ -127,11 +141,13 @@ def test_ingest_command_takes_a_shell_expanded_series_globs_and_names(data_dir, 
     assert r.exit_code != 0 and "pattern matches no file" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(cli, ["ingest", str(cci[0]), "--method", "cubic", "--out", str(tmp_path / "c"), *box])
     assert r.exit_code != 0 and "unknown resampling ['cubic']" in r.output
-    r = CliRunner().invoke(cli, ["ingest", str(cci[0]), str(cci[1]), str(c3s[0]), "a=" + str(cci[1]),
-                                 "--out", str(tmp_path / "c"), *box])  # fmt: skip
+    r = CliRunner().invoke(
+        cli, ["ingest", str(cci[0]), str(cci[1]), str(c3s[0]), "a=" + str(cci[1]), "--out", str(tmp_path / "c"), *box]
+    )
     assert r.exit_code == 0, r.output  # the two CCI days group into one source beside 'a' and C3S
-    r = CliRunner().invoke(cli, ["ingest", str(cci[0]), f"x={cci[1]}", f"x={c3s[0]}", "--out", str(tmp_path / "d"),
-                                 *box])  # fmt: skip
+    r = CliRunner().invoke(
+        cli, ["ingest", str(cci[0]), f"x={cci[1]}", f"x={c3s[0]}", "--out", str(tmp_path / "d"), *box]
+    )
     assert r.exit_code != 0 and "share the feature name(s) ['x']" in r.output and "NAME=PATTERN" in r.output
 
 
@@ -145,22 +161,72 @@ def test_table_train_commands_carry_units(data_dir, tmp_path):
     from smengine.ingest import ingest
 
     ingest(w.sources(), w.grid, tmp_path / "tiles")
-    r = CliRunner().invoke(cli, ["-q", "table", str(w.paths["crns"]), str(tmp_path / "tiles"), "--format",
-                                 "cosmos-europe", "--kernel-quantum", "2", "0.02", "5", "--dynamic",
-                                 "ndvi,precipitation", "--swi-T", "5,20", "--out", str(tmp_path / "t.nc")])  # fmt: skip
+    r = CliRunner().invoke(
+        cli,
+        [
+            "-q",
+            "table",
+            str(w.paths["crns"]),
+            str(tmp_path / "tiles"),
+            "--format",
+            "cosmos-europe",
+            "--kernel-quantum",
+            "2",
+            "0.02",
+            "5",
+            "--dynamic",
+            "ndvi,precipitation",
+            "--swi-T",
+            "5,20",
+            "--out",
+            str(tmp_path / "t.nc"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     t = read_table(tmp_path / "t.nc")
     assert t.attrs["units"]["swi20c_s1_sm"] == "m3 m-3" and t.attrs["units"]["precipitation"] == "mm"
-    assert "25 station(s) x 14 features" in r.output  # 6 static, 2 dynamic, 2 x 2 SWI, 2 calendar and t.attrs["features"][-2:] == ["doy_sin", "doy_cos"]
-    r = CliRunner().invoke(cli, ["-q", "train", str(tmp_path / "t.nc"), "--out", str(tmp_path / "m.h5"), "--cv",
-                                 "site", "--no-search", "--trees", "10", "--threads", "1"])  # fmt: skip
+    assert (
+        "25 station(s) x 14 features" in r.output
+    )  # 6 static, 2 dynamic, 2 x 2 SWI, 2 calendar and t.attrs["features"][-2:] == ["doy_sin", "doy_cos"]
+    r = CliRunner().invoke(
+        cli,
+        [
+            "-q",
+            "train",
+            str(tmp_path / "t.nc"),
+            "--out",
+            str(tmp_path / "m.h5"),
+            "--cv",
+            "site",
+            "--no-search",
+            "--trees",
+            "10",
+            "--threads",
+            "1",
+        ],
+    )
     assert r.exit_code == 0 and "warning" not in r.output, r.output
     card = CompiledForest.load(tmp_path / "m.h5").card
     assert {f["name"]: f["units"] for f in card.features}["swi5c_s1_sm"] == "m3 m-3"
     # a CSV table has no units: train says so
     t.to_csv(tmp_path / "t.csv", index=False)
-    r = CliRunner().invoke(cli, ["-q", "train", str(tmp_path / "t.csv"), "--out", str(tmp_path / "m2.h5"), "--cv",
-                                 "site", "--no-search", "--trees", "10", "--threads", "1"])  # fmt: skip
+    r = CliRunner().invoke(
+        cli,
+        [
+            "-q",
+            "train",
+            str(tmp_path / "t.csv"),
+            "--out",
+            str(tmp_path / "m2.h5"),
+            "--cv",
+            "site",
+            "--no-search",
+            "--trees",
+            "10",
+            "--threads",
+            "1",
+        ],
+    )
     assert r.exit_code == 0 and "carries no feature units" in r.output, r.output
 
 
@@ -184,7 +250,9 @@ def test_stations_command_writes_daily_table(tmp_path):
 
 @pytest.mark.data
 def test_stations_command_roaring_fork(data_dir, tmp_path):
-    res = CliRunner().invoke(cli, ["stations", str(data_dir / "crns" / "roaring_fork_co_usgs"), "--format", "roaring-fork"])
+    res = CliRunner().invoke(
+        cli, ["stations", str(data_dir / "crns" / "roaring_fork_co_usgs"), "--format", "roaring-fork"]
+    )
     assert res.exit_code == 0, res.output
     assert "15 station(s)" in res.output and "R7 " in res.output
 
@@ -192,14 +260,24 @@ def test_stations_command_roaring_fork(data_dir, tmp_path):
 def test_dash_h_is_help_everywhere_and_shared_options_are_one():
     from smengine.cli import options
 
-    assert set(cli.commands) >= {"footprint", "twin", "ingest", "stations", "table", "train", "predict", "run",
-                                 "stations-experiment", "demo"}  # fmt: skip
+    assert set(cli.commands) >= {
+        "footprint",
+        "twin",
+        "ingest",
+        "stations",
+        "table",
+        "train",
+        "predict",
+        "run",
+        "stations-experiment",
+        "demo",
+    }
     for name in cli.commands:
         res = CliRunner().invoke(cli, [name, "-h"])
         assert res.exit_code == 0 and f"Usage: cli {name}" in res.output, (name, res.output)
     # the shared options come from one registry: same help text wherever they appear
     helps = {}
-    for name, cmd in cli.commands.items():
+    for cmd in cli.commands.values():
         for p in cmd.params:
             if p.name in ("threads", "seed"):
                 helps.setdefault(p.name, set()).add(p.help)

@@ -69,19 +69,25 @@ def test_example_parses_with_paths_relative_to_the_file(tmp_path: Path) -> None:
     cfg.require("domain", "sources", "stations")
 
 
-@pytest.mark.parametrize(("edit", "message"), [
-    (("[model]\ntrees = 50", "[model]\ntrees = 50\ntress = 3"), r"\[model\]: unknown key\(s\) \['tress'\]"),
-    (("[output]", "[outptu]"), r"unknown key\(s\) \['outptu'\]"),
-    (("bounds = [4300000, 3080000, 4320000, 3100000]", "bounds = [1, 2, 3]"), "bounds should be 4 numbers"),
-    (("bounds = ", "lonlat_bounds = [5, 45, 6, 46]\nbounds = "), "exactly one of bounds"),
-    (('start = "2019-01-01"', 'start = "first of january"'), r"\[period\] start = 'first of january' is not a date"),
-    (('name = "s1_sm"\n', ""), r"\[\[sources\]\] #2: 'name' and 'path' are required"),
-    (('units = "m"', 'units = "m"\nunit = "m"'), r"\[\[sources\]\] #1: unknown key\(s\) \['unit'\]"),
-    (('swi_T = [5, 20]', 'swi_T = [5, 20]\nswiT = 3'), r"\[features\]: .*swiT"),
-    (('swi_T = [5, 20]', 'swi_T = [0]'), "swi_T should be positive"),
-    (('name = "s1_sm"', 'name = "elevation"'), "two sources share a name"),
-    (("[domain]", "[domain"), "not valid TOML"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("[model]\ntrees = 50", "[model]\ntrees = 50\ntress = 3"), r"\[model\]: unknown key\(s\) \['tress'\]"),
+        (("[output]", "[outptu]"), r"unknown key\(s\) \['outptu'\]"),
+        (("bounds = [4300000, 3080000, 4320000, 3100000]", "bounds = [1, 2, 3]"), "bounds should be 4 numbers"),
+        (("bounds = ", "lonlat_bounds = [5, 45, 6, 46]\nbounds = "), "exactly one of bounds"),
+        (
+            ('start = "2019-01-01"', 'start = "first of january"'),
+            r"\[period\] start = 'first of january' is not a date",
+        ),
+        (('name = "s1_sm"\n', ""), r"\[\[sources\]\] #2: 'name' and 'path' are required"),
+        (('units = "m"', 'units = "m"\nunit = "m"'), r"\[\[sources\]\] #1: unknown key\(s\) \['unit'\]"),
+        (("swi_T = [5, 20]", "swi_T = [5, 20]\nswiT = 3"), r"\[features\]: .*swiT"),
+        (("swi_T = [5, 20]", "swi_T = [0]"), "swi_T should be positive"),
+        (('name = "s1_sm"', 'name = "elevation"'), "two sources share a name"),
+        (("[domain]", "[domain"), "not valid TOML"),
+    ],
+)
 def test_errors_name_the_file_and_the_key(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
     text = EXAMPLE.replace(*edit)
     assert text != EXAMPLE

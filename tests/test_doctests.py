@@ -17,16 +17,21 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(smengine.__path__, "smeng
 
 
 def test_the_walk_finds_the_package() -> None:
-    for name in ("smengine.footprint", "smengine.stations.readers", "smengine.model._compiled", "smengine.twin._model",
-                 "smengine.config", "smengine._ext._forest"):  # fmt: skip
+    for name in (
+        "smengine.footprint",
+        "smengine.stations.readers",
+        "smengine.model._compiled",
+        "smengine.twin._model",
+        "smengine.config",
+        "smengine._ext._forest",
+    ):
         assert name in MODULES, name
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name: str) -> None:
     module = importlib.import_module(name)
-    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS,
-                             extraglobs={"np": np})  # fmt: skip
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS, extraglobs={"np": np})
     assert result.failed == 0
 
 

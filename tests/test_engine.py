@@ -11,15 +11,17 @@ import pytest
 from sklearn.ensemble import RandomForestRegressor
 
 from smengine.engine import TileRunner, output_name, predict, run
-from smengine.testing import naive_predict
 from smengine.errors import ConfigError
 from smengine.features import FeatureBuilder, FeatureSpec
 from smengine.grid import Grid
 from smengine.model import CompiledForest
+from smengine.testing import naive_predict
 from smengine.tiles import TileStore, TileWriter
 
-DAYS = np.array(["2020-05-01", "2020-05-02", "2020-05-03", "2020-05-05", "2020-05-06", "2020-05-07", "2020-05-08"],
-                dtype="datetime64[D]")  # fmt: skip
+DAYS = np.array(
+    ["2020-05-01", "2020-05-02", "2020-05-03", "2020-05-05", "2020-05-06", "2020-05-07", "2020-05-08"],
+    dtype="datetime64[D]",
+)
 UNITS = {"elev": "m", "sand": "%", "s1": "m3 m-3", "ndvi": "1", "smap": "m3 m-3"}
 
 
@@ -38,8 +40,9 @@ def make_tile(path: Path, x0: float = 4_321_000, seed: int = 3, tile_id: str = "
     index[-4:, -4:] = -1  # last pixel outside the coarse product
     n_cells = int(index.max()) + 1
     coarse = (0.25 + 0.05 * rng.random((DAYS.size, n_cells))).astype(np.float32)
-    with TileWriter(path, grid, DAYS, ["elev", "sand"], ["s1", "ndvi"], UNITS, coarse={"smap": (index, n_cells)},
-                    tile_id=tile_id) as w:  # fmt: skip
+    with TileWriter(
+        path, grid, DAYS, ["elev", "sand"], ["s1", "ndvi"], UNITS, coarse={"smap": (index, n_cells)}, tile_id=tile_id
+    ) as w:
         for i, n in enumerate(["elev", "sand"]):
             w.write_static(n, static[i])
         for t in range(DAYS.size):
@@ -95,8 +98,12 @@ def test_engine_equals_naive_numpy_sklearn_pipeline(world, day_inner, chunk_days
 
 def test_engine_is_deterministic_across_threads_chunks_and_order(world):
     outs = []
-    for kw in ({"n_threads": 1, "chunk_days": 1, "day_inner": True}, {"n_threads": 2, "chunk_days": 7},
-               {"n_threads": 2, "chunk_days": 4, "day_inner": False, "reuse": False}, {"reuse": "box", "chunk_days": 3}):  # fmt: skip
+    for kw in (
+        {"n_threads": 1, "chunk_days": 1, "day_inner": True},
+        {"n_threads": 2, "chunk_days": 7},
+        {"n_threads": 2, "chunk_days": 4, "day_inner": False, "reuse": False},
+        {"reuse": "box", "chunk_days": 3},
+    ):
         outs.append(TileRunner(world["store"], world["cf"], **kw).predict_arrays()[1])
     for o in outs[1:]:
         for k in (*KEYS, "quality_flag"):
@@ -176,10 +183,11 @@ def test_run_writes_resumes_and_survives_a_bad_tile(world, tmp_path, caplog):
     bad.write_bytes(b"not a tile")
     out = tmp_path / "out"
     seen: list[int] = []
-    res = run([world["store"].path, bad, t2.path], world["cf"], out, file_days=3, on_error="skip",
-              progress=seen.append)  # fmt: skip
+    res = run([world["store"].path, bad, t2.path], world["cf"], out, file_days=3, on_error="skip", progress=seen.append)
     names = sorted(p.name for p in res.written)
-    assert names == sorted(output_name(t, DAYS[a:b]) for t in ("t000_000", "t000_001") for a, b in ((0, 3), (3, 6), (6, 7)))
+    assert names == sorted(
+        output_name(t, DAYS[a:b]) for t in ("t000_000", "t000_001") for a, b in ((0, 3), (3, 6), (6, 7))
+    )
     assert res.failed and "t009_009.h5" in res.failed[0][0] and "DataError" in res.failed[0][1]
     assert sum(seen) == 2 * DAYS.size
     first = {p.name: open_product(p)["sm"].values for p in res.written}
@@ -201,14 +209,30 @@ def test_cli_predict_writes_and_resumes(world, tmp_path):
     from smengine.product import open_product
 
     model = world["cf"].save(tmp_path / "m.smf.h5")
-    args = ["predict", str(model), str(world["store"].path), "--out", str(tmp_path / "o"), "--start", "2020-05-02",
-            "--end", "2020-05-06", "--file-days", "2", "--threads", "1"]  # fmt: skip
+    args = [
+        "predict",
+        str(model),
+        str(world["store"].path),
+        "--out",
+        str(tmp_path / "o"),
+        "--start",
+        "2020-05-02",
+        "--end",
+        "2020-05-06",
+        "--file-days",
+        "2",
+        "--threads",
+        "1",
+    ]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     assert "wrote 3 files, skipped 0 existing, 0 tiles failed" in r.output
     files = sorted((tmp_path / "o" / "t000_000").glob("*.nc"))
-    assert [f.name for f in files] == ["t000_000_20200502_20200503.nc", "t000_000_20200504_20200505.nc",
-                                       "t000_000_20200506_20200506.nc"]  # fmt: skip
+    assert [f.name for f in files] == [
+        "t000_000_20200502_20200503.nc",
+        "t000_000_20200504_20200505.nc",
+        "t000_000_20200506_20200506.nc",
+    ]
     ds = open_product(files[1])
     assert (ds["quality_flag"].sel(time="2020-05-04").values == 4).all()  # not in the store
     r = CliRunner().invoke(cli, args)
@@ -251,15 +275,25 @@ def test_run_on_a_dask_localcluster_equals_the_local_run(world, tmp_path):
     tiles = [world["store"].path, bad, t2.path]
     local = run(tiles, world["cf"], tmp_path / "local", file_days=4, on_error="skip", n_threads=1)
     seen: list[int] = []
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
-            distributed.Client(lc) as client:  # fmt: skip
-        res = run(tiles, world["cf"], tmp_path / "dask", file_days=4, on_error="skip", n_threads=1, client=client,
-                  progress=seen.append)  # fmt: skip
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc,
+        distributed.Client(lc) as client,
+    ):
+        res = run(
+            tiles,
+            world["cf"],
+            tmp_path / "dask",
+            file_days=4,
+            on_error="skip",
+            n_threads=1,
+            client=client,
+            progress=seen.append,
+        )
     assert [p.name for p in res.written] == [p.name for p in local.written] and len(res.written) == 4
     assert [f[0] for f in res.failed] == [str(bad)] and "DataError" in res.failed[0][1]
     assert sorted(seen) == [DAYS.size, DAYS.size]
     assert res.stats.subpixel_days == local.stats.subpixel_days > 0
-    for a, b in zip(local.written, res.written):
+    for a, b in zip(local.written, res.written, strict=False):
         xa, xb = open_product(a), open_product(b)
         for k in ("sm", "sm_uncertainty", "sm_subpixel_sd", "valid_fraction", "quality_flag"):
             np.testing.assert_array_equal(xa[k].values, xb[k].values, err_msg=f"{b.name} {k}")
@@ -271,8 +305,9 @@ def test_engine_carried_swi_equals_naive(world):
     names = [n for n in fb.names if n not in ("s1", "smap")]  # only the carried SWI of both sources
     assert "swi20c_smap" in names
     sw = fb.swi()
-    X = np.concatenate([fb.day(t, swi=sw)[[fb.names.index(n) for n in names]].reshape(len(names), -1).T
-                        for t in range(DAYS.size)])  # fmt: skip
+    X = np.concatenate(
+        [fb.day(t, swi=sw)[[fb.names.index(n) for n in names]].reshape(len(names), -1).T for t in range(DAYS.size)]
+    )
     ok = np.isfinite(X).all(1)
     rng = np.random.default_rng(1)
     rf = RandomForestRegressor(8, min_samples_leaf=3, random_state=0).fit(X[ok], rng.random(ok.sum()))
@@ -305,8 +340,19 @@ def test_degraded_products_are_loud(world, tmp_path):
     with pytest.warns(DataLossWarning, match="x: 101 of 1,000 pixel-days"):
         EngineStats(pixel_days=1000, nan_pixel_days=int(NAN_WARN_FRACTION * 1000) + 1).warn_if_degraded("x")
     model = world["cf"].save(tmp_path / "m.smf.h5")
-    args = ["predict", str(model), str(s.path), "--out", str(tmp_path / "o"), "--start", days.start, "--end",
-            days.stop, "--threads", "1"]  # fmt: skip
+    args = [
+        "predict",
+        str(model),
+        str(s.path),
+        "--out",
+        str(tmp_path / "o"),
+        "--start",
+        days.start,
+        "--end",
+        days.stop,
+        "--threads",
+        "1",
+    ]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0 and "warning: run into" in r.output and "have no soil moisture" in r.output
     r = CliRunner().invoke(cli, ["--strict", *args[:4], str(tmp_path / "o2"), *args[5:]])
@@ -327,4 +373,4 @@ def test_gather_kinds_are_one_vocabulary():
     from smengine._ext import _engine
     from smengine.engine import GatherKind
 
-    assert _engine.GATHER_KINDS == {k.name: int(k) for k in GatherKind}
+    assert {k.name: int(k) for k in GatherKind} == _engine.GATHER_KINDS

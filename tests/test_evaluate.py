@@ -91,14 +91,27 @@ def test_bad_tables_are_named(table):
 def test_plots_are_pngs(table, tmp_path):
     import xarray as xr
 
-    ds = xr.Dataset({"sm": (("time", "y", "x"), np.random.default_rng(0).random((2, 5, 6)).astype(np.float32),
-                            {"units": "m3 m-3"})},
-                    coords={"time": pd.date_range("2020-01-01", periods=2), "y": 5500.0 - 1000 * np.arange(5),
-                            "x": 500.0 + 1000 * np.arange(6)})  # fmt: skip
+    ds = xr.Dataset(
+        {
+            "sm": (
+                ("time", "y", "x"),
+                np.random.default_rng(0).random((2, 5, 6)).astype(np.float32),
+                {"units": "m3 m-3"},
+            )
+        },
+        coords={
+            "time": pd.date_range("2020-01-01", periods=2),
+            "y": 5500.0 - 1000 * np.arange(5),
+            "x": 500.0 + 1000 * np.arange(6),
+        },
+    )
     by_month, _ = monthly_bias(table)
-    paths = [plot_map(ds, "2020-01-02", tmp_path / "map.png", stations=pd.DataFrame({"x": [1500.0], "y": [2500.0]})),
-             plot_timeseries(table, "A", tmp_path / "ts.png", ("obs", "pred", "surface")),
-             plot_scatter(table, tmp_path / "sc.png"), plot_monthly_bias(by_month, tmp_path / "mb.png")]  # fmt: skip
+    paths = [
+        plot_map(ds, "2020-01-02", tmp_path / "map.png", stations=pd.DataFrame({"x": [1500.0], "y": [2500.0]})),
+        plot_timeseries(table, "A", tmp_path / "ts.png", ("obs", "pred", "surface")),
+        plot_scatter(table, tmp_path / "sc.png"),
+        plot_monthly_bias(by_month, tmp_path / "mb.png"),
+    ]
     for p in paths:
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, p

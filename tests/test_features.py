@@ -24,8 +24,9 @@ from smengine.tiles import TileStore, TileWriter
 
 #: the SWI on observation days only (swi<T>_<src>), every store layer a feature: what these tests check
 PLAIN = FeatureSpec(swi_carry=False)
-DAYS = np.array(["2020-05-01", "2020-05-02", "2020-05-03", "2020-05-05", "2020-05-06", "2020-05-07"],
-                dtype="datetime64[D]")  # fmt: skip
+DAYS = np.array(
+    ["2020-05-01", "2020-05-02", "2020-05-03", "2020-05-05", "2020-05-06", "2020-05-07"], dtype="datetime64[D]"
+)
 
 
 @pytest.fixture
@@ -42,8 +43,9 @@ def store(tmp_path) -> TileStore:
     coarse = (0.25 + 0.05 * rng.random((DAYS.size, n_cells))).astype(np.float32)
     units = {"elev": "m", "sand": "%", "s1": "m3 m-3", "ndvi": "1", "smap": "m3 m-3"}
     path = tmp_path / "t.h5"
-    with TileWriter(path, grid, DAYS, ["elev", "sand"], ["s1", "ndvi"], units, coarse={"smap": (index, n_cells)},
-                    tile_id="t000_000") as w:  # fmt: skip
+    with TileWriter(
+        path, grid, DAYS, ["elev", "sand"], ["s1", "ndvi"], units, coarse={"smap": (index, n_cells)}, tile_id="t000_000"
+    ) as w:
         for i, n in enumerate(["elev", "sand"]):
             w.write_static(n, static[i])
         for t in range(DAYS.size):
@@ -73,8 +75,12 @@ def test_feature_names_and_spec_roundtrip(store: TileStore) -> None:
     fb = FeatureBuilder(store, PLAIN)
     T = FeatureSpec().swi_T
     assert fb.swi_of == ["s1", "smap"]  # chosen by their soil-moisture units
-    assert fb.names == (["elev", "sand", "s1", "ndvi", "smap"] + [f"swi{t:g}_s1" for t in T]
-                        + [f"swi{t:g}_smap" for t in T] + ["doy_sin", "doy_cos"])  # fmt: skip
+    assert fb.names == (
+        ["elev", "sand", "s1", "ndvi", "smap"]
+        + [f"swi{t:g}_s1" for t in T]
+        + [f"swi{t:g}_smap" for t in T]
+        + ["doy_sin", "doy_cos"]
+    )
     spec = FeatureSpec(static=("elev",), dynamic=(), coarse=("smap",), swi_of=("smap",), swi_T=(3, 30), swi_carry=False)
     assert FeatureSpec.from_dict(spec.to_dict()) == spec
     assert FeatureBuilder(store, spec).names == ["elev", "smap", "swi3_smap", "swi30_smap", "doy_sin", "doy_cos"]
@@ -83,8 +89,9 @@ def test_feature_names_and_spec_roundtrip(store: TileStore) -> None:
     with pytest.raises(ConfigError, match=r"SWI source\(s\) \['elev'\] are not dynamic/coarse covariates"):
         FeatureBuilder(store, FeatureSpec(dynamic=("ndvi",), swi_of=("elev",)))
     # a source need not be a feature itself (its SWI is)
-    assert FeatureBuilder(store, FeatureSpec(dynamic=("ndvi",), coarse=(), swi_of=("s1",), swi_T=(5,), swi_carry=False)).names == [
-        "elev", "sand", "ndvi", "swi5_s1", "doy_sin", "doy_cos"]
+    assert FeatureBuilder(
+        store, FeatureSpec(dynamic=("ndvi",), coarse=(), swi_of=("s1",), swi_T=(5,), swi_carry=False)
+    ).names == ["elev", "sand", "ndvi", "swi5_s1", "doy_sin", "doy_cos"]
     with pytest.raises(ConfigError, match="swi_T"):
         FeatureSpec(swi_T=(0,))
 
@@ -94,8 +101,12 @@ def test_default_spec_gives_features_on_every_day(store: TileStore) -> None:
     fb = FeatureBuilder(store)
     T = FeatureSpec().swi_T
     assert fb.swi_of == ["s1", "smap"]
-    assert fb.names == (["elev", "sand", "ndvi"] + [f"swi{t:g}c_s1" for t in T] + [f"swi{t:g}c_smap" for t in T]
-                        + ["doy_sin", "doy_cos"])  # fmt: skip
+    assert fb.names == (
+        ["elev", "sand", "ndvi"]
+        + [f"swi{t:g}c_s1" for t in T]
+        + [f"swi{t:g}c_smap" for t in T]
+        + ["doy_sin", "doy_cos"]
+    )
     sw = fb.swi()
     # after each source's first observation every feature exists every day (store layers here are complete)
     first = max(int(np.argmax(np.isfinite(fb.source_series(n)).any(axis=(1, 2)))) for n in fb.swi_of)
@@ -105,7 +116,16 @@ def test_default_spec_gives_features_on_every_day(store: TileStore) -> None:
     assert np.isfinite(x).all(axis=1).mean() > np.isfinite(xp).all(axis=1).mean()
     # a source named as a dynamic feature stays a raw feature beside its SWI
     named = FeatureBuilder(store, FeatureSpec(dynamic=("s1", "ndvi"), swi_T=(5,)))
-    assert named.names == ["elev", "sand", "s1", "ndvi", "swi5c_s1", "swi5c_smap", "doy_sin", "doy_cos"]  # smap: default
+    assert named.names == [
+        "elev",
+        "sand",
+        "s1",
+        "ndvi",
+        "swi5c_s1",
+        "swi5c_smap",
+        "doy_sin",
+        "doy_cos",
+    ]  # smap: default
 
 
 def test_builder_day_equals_store_layers_and_per_pixel_swi(store: TileStore) -> None:
@@ -163,15 +183,32 @@ def test_training_table_matches_slow_reference(store: TileStore) -> None:
             assert row[name] == pytest.approx(want, rel=1e-5, abs=1e-7, nan_ok=True), (name, row["date"])
     assert table["kernel_half_width"].min() >= 2
     # x, y: the station's sub-pixel centre in the grid CRS (m), before the bookkeeping columns
-    assert list(table.columns) == ["station", "date", "target", *fb.names, "x", "y", "tile", "kernel_half_width",
-                                   "valid_fraction"]  # fmt: skip
+    assert list(table.columns) == [
+        "station",
+        "date",
+        "target",
+        *fb.names,
+        "x",
+        "y",
+        "tile",
+        "kernel_half_width",
+        "valid_fraction",
+    ]
     x0, y0 = store.grid.xy(21, 19, subpixel=True)
     assert (table["x"] == float(x0)).all() and (table["y"] == float(y0)).all()
     assert float(x0) == 4_321_000 + 19.5 * 250 and float(y0) == 2_997_000 - 21.5 * 250
     # units: the store's for covariates, the source's for SWI, "1" for the calendar
     T = FeatureSpec().swi_T
-    want = {"elev": "m", "sand": "%", "s1": "m3 m-3", "ndvi": "1", "smap": "m3 m-3",
-            **{f"swi{t:g}_{src}": "m3 m-3" for src in ("s1", "smap") for t in T}, "doy_sin": "1", "doy_cos": "1"}  # fmt: skip
+    want = {
+        "elev": "m",
+        "sand": "%",
+        "s1": "m3 m-3",
+        "ndvi": "1",
+        "smap": "m3 m-3",
+        **{f"swi{t:g}_{src}": "m3 m-3" for src in ("s1", "smap") for t in T},
+        "doy_sin": "1",
+        "doy_cos": "1",
+    }
     assert table.attrs["units"] == want and list(table.attrs["units"]) == fb.names
     assert table.attrs["kinds"]["elev"] == "static" and table.attrs["kinds"]["smap"] == "coarse"
     assert table.attrs["kinds"]["swi5_s1"] == "swi" and table.attrs["kinds"]["doy_cos"] == "calendar"
@@ -210,7 +247,8 @@ def test_training_table_rejects_stores_with_different_units(tmp_path) -> None:
 
 
 def test_carried_swi_and_quantised_kernels(store: TileStore) -> None:
-    """swi_carry: exp_filter(carry=True) per sub-pixel, named swi<T>c_<src>; kernel_quantum: the kernel of rounded inputs."""
+    """swi_carry: exp_filter(carry=True) per sub-pixel, named swi<T>c_<src>; kernel_quantum: the
+    kernel of rounded inputs."""
     spec = FeatureSpec(swi_T=(5.0, 20.0), swi_carry=True)
     fb = FeatureBuilder(store, spec)
     assert "swi5c_s1" in fb.names and fb.sources["swi20c_smap"] == "exp_filter(smap, T=20 d, carry)"

@@ -74,8 +74,7 @@ def test_irregular_times_equal_wagners_sum():
     values = rng.uniform(0.05, 0.45, 200)
     values[rng.random(200) < 0.3] = np.nan
     for T in (1.0, 7.5, 40.0):
-        np.testing.assert_allclose(exp_filter(values, times, T), _wagner(values, times, T), rtol=1e-12,
-                                   equal_nan=True)  # fmt: skip
+        np.testing.assert_allclose(exp_filter(values, times, T), _wagner(values, times, T), rtol=1e-12, equal_nan=True)
 
 
 def test_regular_gain_tends_to_one_minus_exp():

@@ -26,9 +26,15 @@ def assert_printed(value: float, expected: str) -> None:
 
 # ---------------------------------------------------------------- §1.6 W_r reference values
 F_AT_5_01 = {
-    "F1": "11949.837802", "F2": "0.008187", "F3": "373183.441036", "F4": "0.638794",
-    "F5": "5900.908205", "F6": "0.006380", "F7": "8906.555333", "F8": "0.014903",
-}  # fmt: skip
+    "F1": "11949.837802",
+    "F2": "0.008187",
+    "F3": "373183.441036",
+    "F4": "0.638794",
+    "F5": "5900.908205",
+    "F6": "0.006380",
+    "F7": "8906.555333",
+    "F8": "0.014903",
+}
 
 WR_TABLE = [
     (0.5, 5, 0.1, "238545"),
@@ -115,12 +121,22 @@ def test_horizontal_weight_approx():
 # ---------------------------------------------------------------- cumulative signal (§1.2)
 @pytest.mark.parametrize(
     ("h", "theta", "r", "expected"),
-    [(5, 0.1, 1, "0.103"), (5, 0.1, 5, "0.273"), (5, 0.1, 10, "0.314"), (5, 0.1, 25, "0.395"),
-     (5, 0.1, 50, "0.508"), (5, 0.1, 100, "0.679"), (5, 0.1, 150, "0.784"),
-     (5, 0.1, 200, "0.851"), (5, 0.1, 300, "0.926"), (5, 0.1, 500, "0.980"),
-     (10, 0.3, 5, "0.371"), (10, 0.3, 50, "0.659"),
-     (10, 0.3, 200, "0.925")],
-)  # fmt: skip
+    [
+        (5, 0.1, 1, "0.103"),
+        (5, 0.1, 5, "0.273"),
+        (5, 0.1, 10, "0.314"),
+        (5, 0.1, 25, "0.395"),
+        (5, 0.1, 50, "0.508"),
+        (5, 0.1, 100, "0.679"),
+        (5, 0.1, 150, "0.784"),
+        (5, 0.1, 200, "0.851"),
+        (5, 0.1, 300, "0.926"),
+        (5, 0.1, 500, "0.980"),
+        (10, 0.3, 5, "0.371"),
+        (10, 0.3, 50, "0.659"),
+        (10, 0.3, 200, "0.925"),
+    ],
+)
 def test_cumulative_signal_shape_facts(h, theta, r, expected):
     assert_printed(fp.cumulative_signal(r, h, theta), expected)
 
@@ -161,7 +177,9 @@ def test_pressure_factor(p, expected):
     assert_printed(fp.pressure_factor(p), expected)
 
 
-@pytest.mark.parametrize(("hveg", "theta", "expected"), [(0.0, 0.2, "1"), (1.0, 0.1, "0.920147"), (2.0, 0.3, "0.898942")])
+@pytest.mark.parametrize(
+    ("hveg", "theta", "expected"), [(0.0, 0.2, "1"), (1.0, 0.1, "0.920147"), (2.0, 0.3, "0.898942")]
+)
 def test_vegetation_factor(hveg, theta, expected):
     assert_printed(fp.vegetation_factor(hveg, theta), expected)
 
@@ -182,10 +200,17 @@ def test_rescale_and_scale_go_opposite_ways():
 # ---------------------------------------------------------------- §1.4 D86 and W_d
 @pytest.mark.parametrize(
     ("r", "rho", "theta", "expected"),
-    [(1, 1.6, 0.10, "29.7099"), (0, 1.4, 0.10, "34.0966"), (0, 1.4, 0.30, "17.7928"),
-     (100, 1.4, 0.10, "25.0472"), (300, 1.4, 0.10, "20.4934"), (0, 1.0, 0.05, "68.7977"),
-     (0, 1.4, 0.02, "69.6488"), (0, 1.4, 0.50, "13.5014")],
-)  # fmt: skip
+    [
+        (1, 1.6, 0.10, "29.7099"),
+        (0, 1.4, 0.10, "34.0966"),
+        (0, 1.4, 0.30, "17.7928"),
+        (100, 1.4, 0.10, "25.0472"),
+        (300, 1.4, 0.10, "20.4934"),
+        (0, 1.0, 0.05, "68.7977"),
+        (0, 1.4, 0.02, "69.6488"),
+        (0, 1.4, 0.50, "13.5014"),
+    ],
+)
 def test_penetration_depth_table(r, rho, theta, expected):
     assert_printed(fp.penetration_depth(r, rho, theta), expected)
 
@@ -284,10 +309,16 @@ def test_profile_average_equals_crnpy(tol, capsys):
     ours = fp.weighted_profile_average(dist, D, TH, 8.0, 1.3, 1000.0, 0.3, tol=tol)
     n_dep = D.shape[1]
     ref, _ = crnpy.nrad_weight(
-        8.0, TH.ravel(), np.repeat(dist, n_dep), D.ravel(),
-        profiles=np.repeat(np.arange(dist.size), n_dep), rhob=np.full(TH.size, 1.3),
-        p=1000.0, Hveg=0.3, tol=tol,
-    )  # fmt: skip
+        8.0,
+        TH.ravel(),
+        np.repeat(dist, n_dep),
+        D.ravel(),
+        profiles=np.repeat(np.arange(dist.size), n_dep),
+        rhob=np.full(TH.size, 1.3),
+        p=1000.0,
+        Hveg=0.3,
+        tol=tol,
+    )
     capsys.readouterr()  # crnpy prints its iterations
     assert ours == pytest.approx(float(ref), rel=1e-12, abs=0)
 
@@ -355,7 +386,7 @@ def test_equivalent_soil_moisture_fixed_point_and_continuous_reference():
     assert eq.shape == (3, 5, 6)
     # fixed point: D86 of the answer reproduces the answer
     np.testing.assert_allclose(d86, fp.penetration_depth(0.0, rho, eq), rtol=1e-12)
-    top, bottom = zip(*fp.ERA5_LAND_LAYERS)
+    top, bottom = zip(*fp.ERA5_LAND_LAYERS, strict=False)
     w = fp.layer_weights(top, bottom, d86)
     np.testing.assert_allclose(eq, (w * layers).sum(0) / w.sum(0), rtol=1e-10)
     # continuous reference for one pixel: fine-grid integral of the step profile

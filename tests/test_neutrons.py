@@ -21,12 +21,14 @@ def test_equal_to_crnpy():
     crnpy = pytest.importorskip("crnpy")
     rng = np.random.default_rng(0)
     n = rng.uniform(1500, 3500, 200)
-    np.testing.assert_allclose(nt.counts_to_theta(n, 3767, 1.33, 0.033, 0.01),
-                               crnpy.counts_to_vwc(n, 3767, 0.033, 0.01, 1.33), rtol=1e-14)  # fmt: skip
+    np.testing.assert_allclose(
+        nt.counts_to_theta(n, 3767, 1.33, 0.033, 0.01), crnpy.counts_to_vwc(n, 3767, 0.033, 0.01, 1.33), rtol=1e-14
+    )
     p = rng.uniform(700, 1030, 200)
     # crnpy divides counts by exp((Pref - P)/L); we multiply by exp(beta (P - Pref)), beta = 1/L
-    np.testing.assert_allclose(nt.pressure_correction(p, 1013.25, 0.0076),
-                               1 / crnpy.correction_pressure(p, 1013.25, 1 / 0.0076), rtol=1e-14)  # fmt: skip
+    np.testing.assert_allclose(
+        nt.pressure_correction(p, 1013.25, 0.0076), 1 / crnpy.correction_pressure(p, 1013.25, 1 / 0.0076), rtol=1e-14
+    )
     h = rng.uniform(0, 25, 200)
     np.testing.assert_allclose(nt.humidity_correction(h, 3.0), crnpy.correction_humidity(h, 3.0), rtol=1e-14)
     inc = rng.uniform(120, 180, 200)

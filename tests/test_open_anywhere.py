@@ -29,8 +29,15 @@ def product_nc(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shape = (3, 4, 5)
     sm = rng.uniform(0.1, 0.4, shape).astype(np.float32)
     zeros = np.zeros(shape, np.float32)
-    ds = make_product(sm, zeros, zeros, np.ones(shape, np.float32), np.zeros(shape, np.uint8), grid=grid,
-                      times=np.arange("2021-04-01", "2021-04-04", dtype="datetime64[D]"))  # fmt: skip
+    ds = make_product(
+        sm,
+        zeros,
+        zeros,
+        np.ones(shape, np.float32),
+        np.zeros(shape, np.uint8),
+        grid=grid,
+        times=np.arange("2021-04-01", "2021-04-04", dtype="datetime64[D]"),
+    )
     path = tmp_path_factory.mktemp("open") / "product.nc"
     write_netcdf(ds, path)
     return path
@@ -49,12 +56,14 @@ CASES = {
     "eccodes-then-pyproj": ("import eccodes, pyproj\n" + CRS, True),
     "pyproj-then-eccodes": ("import pyproj, eccodes\n" + CRS, True),
     "eccodes-then-xarray-open": ("import eccodes\nimport xarray as xr\n" + OPEN, True),
-    "cfgrib-then-rasterio-crs": ("import cfgrib, rasterio.crs\n"
-                                 "assert rasterio.crs.CRS.from_epsg(3035).to_epsg() == 3035; print('ok')", True),
+    "cfgrib-then-rasterio-crs": (
+        "import cfgrib, rasterio.crs\nassert rasterio.crs.CRS.from_epsg(3035).to_epsg() == 3035; print('ok')",
+        True,
+    ),
     "rioxarray-crs": ("import rioxarray, xarray as xr\n" + RIO, False),
     "eccodes-then-rioxarray-crs": ("import eccodes, rioxarray, xarray as xr\n" + RIO, True),
     "rioxarray-then-eccodes-crs": ("import rioxarray, xarray as xr, eccodes\n" + RIO, True),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -9,12 +9,14 @@ import smengine
 
 
 def test_submodules_are_lazy_listed_and_mapped() -> None:
-    code = ("import sys, smengine\n"
-            "heavy = [m for m in ('smengine.engine', 'smengine.model', 'smengine.twin', 'sklearn', 'xarray') "
-            "if m in sys.modules]\n"
-            "assert not heavy, heavy\n"
-            "assert smengine.engine.predict.__module__ == 'smengine.engine' and 'smengine.engine' in sys.modules\n"
-            "print(sorted(set(smengine.SUBMODULES) - set(dir(smengine))))")  # fmt: skip
+    code = (
+        "import sys, smengine\n"
+        "heavy = [m for m in ('smengine.engine', 'smengine.model', 'smengine.twin', 'sklearn', 'xarray') "
+        "if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "assert smengine.engine.predict.__module__ == 'smengine.engine' and 'smengine.engine' in sys.modules\n"
+        "print(sorted(set(smengine.SUBMODULES) - set(dir(smengine))))"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
     doc = smengine.__doc__ or ""

@@ -61,8 +61,15 @@ def _arrays(grid: Grid, n_days: int = 3, seed: int = 0) -> dict[str, np.ndarray]
     sd = rng.uniform(0.0, 0.03, shape).astype(np.float32)
     d86 = (10 + 50 * np.nan_to_num(sm, nan=0.2)).astype(np.float32)
     r86 = np.full(shape, 210.0, np.float32)
-    return {"sm": sm, "uncertainty": unc, "subpixel_sd": sd, "valid_fraction": vf, "quality_flag": flag,
-            "d86": d86, "r86": r86}  # fmt: skip
+    return {
+        "sm": sm,
+        "uncertainty": unc,
+        "subpixel_sd": sd,
+        "valid_fraction": vf,
+        "quality_flag": flag,
+        "d86": d86,
+        "r86": r86,
+    }
 
 
 def _make(grid: Grid, arrays: dict[str, np.ndarray], times=DAYS, **kw) -> xr.Dataset:
@@ -96,8 +103,15 @@ def _leftovers(folder) -> list[str]:
 # ---------------------------------------------------------------------------- the Dataset
 def test_variables_dims_dtypes_and_values(product, arrays, grid):
     ds = product
-    assert list(ds.data_vars) == ["sm", "sm_uncertainty", "sm_subpixel_sd", "valid_fraction", "quality_flag",
-                                  "d86", "r86"]  # fmt: skip
+    assert list(ds.data_vars) == [
+        "sm",
+        "sm_uncertainty",
+        "sm_subpixel_sd",
+        "valid_fraction",
+        "quality_flag",
+        "d86",
+        "r86",
+    ]
     for name in ds.data_vars:
         assert ds[name].dims == ("time", "y", "x"), name
     assert ds["sm"].dtype == np.float32 and ds["quality_flag"].dtype == np.uint8
@@ -111,8 +125,12 @@ def test_variables_dims_dtypes_and_values(product, arrays, grid):
     np.testing.assert_array_equal(ds["x"].values, x)
     np.testing.assert_array_equal(ds["y"].values, y)
     assert ds["x"].values[0] == 4_321_500.0 and ds["y"].values[0] == 3_213_500.0
-    assert ds["x"].attrs == {"standard_name": "projection_x_coordinate", "long_name": "x coordinate of pixel centre",
-                             "units": "m", "axis": "X"}  # fmt: skip
+    assert ds["x"].attrs == {
+        "standard_name": "projection_x_coordinate",
+        "long_name": "x coordinate of pixel centre",
+        "units": "m",
+        "axis": "X",
+    }
     assert ds["y"].attrs["standard_name"] == "projection_y_coordinate" and ds["y"].attrs["axis"] == "Y"
 
 

@@ -67,7 +67,7 @@ def test_pixel_scores_and_bins():
     assert len(s) == 12
     m = evaluate(pred[:, 1, 2], ref[:, 1, 2])
     row = s[(s.row == 1) & (s.col == 2)].iloc[0]
-    assert row.R == m["R"] and row.ubRMSE == m["urmsd"] and row.bias == m["BIAS"] and row.KGE == m["KGE"]
+    assert m["R"] == row.R and row.ubRMSE == m["urmsd"] and row.bias == m["BIAS"] and m["KGE"] == row.KGE
     s["dist"] = np.arange(12.0)
     b = skill_by_bin(s, "dist", [-1, 5.5, 20])
     assert list(b["n"]) == [6, 6]
@@ -90,8 +90,13 @@ def _tile(path):
     with TileWriter(path, grid, days, ["elev"], ["ssm"], {"elev": "m", "ssm": "m3 m-3"}) as w:
         w.write_static("elev", np.add.outer(np.arange(ny), np.arange(nx)).astype(np.float32))
         for t in range(days.size):
-            w.write_dynamic(t, "ssm", (0.2 + 0.1 * np.sin(t / 5 + np.arange(nx) / 9)[None, :]
-                                       + 0.01 * rng.standard_normal((ny, nx))).astype(np.float32))  # fmt: skip
+            w.write_dynamic(
+                t,
+                "ssm",
+                (0.2 + 0.1 * np.sin(t / 5 + np.arange(nx) / 9)[None, :] + 0.01 * rng.standard_normal((ny, nx))).astype(
+                    np.float32
+                ),
+            )
     return TileStore.open(path), days
 
 
@@ -108,19 +113,29 @@ def test_run_pseudoproxy_on_a_tile(tmp_path):
     # the pseudo-truth: the pixel mean of a smooth function of the features
     ref = np.stack([fb.day(t, swi=sw)[[1, 2]].mean(0).reshape(Py, 4, Px, 4).mean(axis=(1, 3)) for t in range(60)])
     ref = ref.astype(np.float32)
-    st = pd.DataFrame({"id": ["A", "B", "C", "D"], "x": [4_000_500.0, 4_003_500, 4_006_500, 4_009_500],
-                       "y": [3_007_500.0, 3_004_500, 3_001_500, 3_005_500]})  # fmt: skip
+    st = pd.DataFrame(
+        {
+            "id": ["A", "B", "C", "D"],
+            "x": [4_000_500.0, 4_003_500, 4_006_500, 4_009_500],
+            "y": [3_007_500.0, 3_004_500, 3_001_500, 3_005_500],
+        }
+    )
     rows = []
     for sid, x, y in zip(st["id"], st["x"], st["y"], strict=True):
         r, c = (int(v[0]) for v in grid.rowcol(np.array([x]), np.array([y]), subpixel=True))
         for t in range(0, 60, 2):  # the CRNS sampling: every other day
-            rows.append({"station": sid, "date": pd.Timestamp(days[t]), "target": np.nan,
-                         **dict(zip(fb.names, fb.day(t, swi=sw)[:, r, c].tolist(), strict=True))})  # fmt: skip
+            rows.append(
+                {
+                    "station": sid,
+                    "date": pd.Timestamp(days[t]),
+                    "target": np.nan,
+                    **dict(zip(fb.names, fb.day(t, swi=sw)[:, r, c].tolist(), strict=True)),
+                }
+            )
     table = pd.DataFrame(rows)
     table.attrs["spec"] = spec.to_dict()
     names = ["elev", "ssm", "swi5_ssm", "doy_sin"]
-    res = run_pseudoproxy(table, names, store, ref, days, st, n_estimators=30, n_threads=1, sample_every=5,
-                          min_obs=20)  # fmt: skip
+    res = run_pseudoproxy(table, names, store, ref, days, st, n_estimators=30, n_threads=1, sample_every=5, min_obs=20)
     # targets are the reference at the station pixels on the table's days
     fp = res.forest.cv_predictions
     r0, c0 = (int(v[0]) for v in grid.rowcol(np.array([4_003_500.0]), np.array([3_004_500.0])))

@@ -28,13 +28,15 @@ def walkthrough() -> dict[str, str]:
 
 def _bash(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=900)  # fmt: skip
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
 
 
 def _python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_readme_has_the_walkthrough() -> None:
@@ -57,22 +59,28 @@ def test_walkthrough_steps(walked: tuple[Path, subprocess.CompletedProcess[str]]
     # the tour's defaults: carried SWI, no raw satellite layers; the cloud-gapped LST is loud
     assert re.search(r"warning: train: \d+ of \d+ rows \(2\d%\) .*worst features: lst 2\d%", r.stderr), r.stderr[-3000:]
     assert re.search(r"warning: run into product: .* pixel-days \(2\d%\) have no soil moisture", r.stderr)
-    table = _python("""
+    table = _python(
+        """
         from smengine.features import read_table
         t = read_table("table.nc")
         print(t.attrs["units"]["elevation"], t.attrs["units"]["swi5c_s1_sm"], "s1_sm" in t.attrs["features"], len(t))
-        """, cwd)  # fmt: skip
+        """,
+        cwd,
+    )
     assert table.returncode == 0, table.stderr
     assert table.stdout.split()[:3] == ["m", "m3", "m-3"] and table.stdout.split()[3] == "False"
     assert (cwd / "stations.csv").stat().st_size > 0 and "# Model card" in (cwd / "model_card.md").read_text()
     files = sorted((cwd / "product").glob("*/*.nc"))
     assert len(files) == 12  # one tile, 365 days in files of 32
     # a fresh interpreter that never imports smengine opens the product and finds its CRS
-    opened = _python("""
+    opened = _python(
+        """
         import xarray as xr, rioxarray
         ds = xr.open_mfdataset("product/*/*.nc")
         print(ds.rio.crs.to_epsg(), ds.sizes["time"], float(ds["sm"].notnull().mean()))
-        """, cwd)  # fmt: skip
+        """,
+        cwd,
+    )
     assert opened.returncode == 0, opened.stderr
     epsg, days, valid = opened.stdout.split()
     assert (epsg, days) == ("3035", "365") and 0.6 < float(valid) < 0.9
@@ -98,7 +106,8 @@ def test_walkthrough_run_config_resumes_and_redoes(walked: tuple[Path, subproces
     cfg.write_text(cfg.read_text().replace("trees = 100", "trees = 20"))
     r = _bash("smengine run mydata/smengine.toml --steps train,predict", cwd)
     assert r.returncode == 0 and "train: done" in r.stdout and "predict: done" in r.stdout, r.stdout + r.stderr
-    check = _python("""
+    check = _python(
+        """
         import json, glob, xarray as xr
         from smengine.model import CompiledForest
         h = CompiledForest.load("mydata/run/model.smf.h5").content_hash
@@ -106,6 +115,8 @@ def test_walkthrough_run_config_resumes_and_redoes(walked: tuple[Path, subproces
             with xr.open_dataset(f) as ds:
                 assert json.loads(ds.attrs["smengine_config"])["engine"]["forest_hash"] == h, f
         print(CompiledForest.load("mydata/run/model.smf.h5").n_trees)
-        """, cwd)  # fmt: skip
+        """,
+        cwd,
+    )
     assert check.returncode == 0 and check.stdout.strip() == "20", check.stderr
     np.testing.assert_equal(len(list((out / "product").glob("*/*.nc"))), 12)

@@ -27,8 +27,10 @@ def test_bad_thread_counts(bad):
         effective_n_threads(bad)
 
 
-@pytest.mark.parametrize("value, level", [("c", 0), ("avx2", 1), ("avx512", 2), ("AVX2", 1), (" C\n", 0),
-                                          ("\tAvx512 ", 2), ("", 2), ("  ", 2)])  # fmt: skip
+@pytest.mark.parametrize(
+    "value, level",
+    [("c", 0), ("avx2", 1), ("avx512", 2), ("AVX2", 1), (" C\n", 0), ("\tAvx512 ", 2), ("", 2), ("  ", 2)],
+)
 def test_forest_isa_cap(monkeypatch, value, level):
     monkeypatch.setenv("SMENGINE_FOREST_ISA", value)
     assert forest_isa_cap() == level

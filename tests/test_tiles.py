@@ -28,8 +28,18 @@ def _write(path, tgrid, days=("2020-01-01", "2020-01-02", "2020-01-04"), seed=0,
     index[0, 0] = -1
     coarse = rng.random((len(days), n_cells)).astype(np.float32)
     units = {"elev": "m", "clay": "%", "s1": "m3 m-3", "ndvi": "1", "lst": "K", "cci": "m3 m-3"}
-    w = TileWriter(path, tgrid, days, ["elev", "clay"], ["s1", "ndvi", "lst"], units,
-                   {"elev": "dem.tif"}, {"cci": (index, n_cells)}, {"note": "test"}, "t000_000")  # fmt: skip
+    w = TileWriter(
+        path,
+        tgrid,
+        days,
+        ["elev", "clay"],
+        ["s1", "ndvi", "lst"],
+        units,
+        {"elev": "dem.tif"},
+        {"cci": (index, n_cells)},
+        {"note": "test"},
+        "t000_000",
+    )
     with w:
         for i, n in enumerate(["elev", "clay"]):
             w.write_static(n, static[i])
@@ -78,8 +88,10 @@ def test_memmaps_are_zero_copy_read_only_views_of_contiguous_datasets(tmp_path, 
         for name in ("static", "dynamic", "coarse/cci/values"):
             ds = h5[name]
             assert ds.chunks is None and ds.compression is None
-            assert ds.id.get_offset() == (s.static if name == "static" else s.dynamic if name == "dynamic"
-                                           else s.coarse["cci"].values).offset  # fmt: skip
+            assert (
+                ds.id.get_offset()
+                == (s.static if name == "static" else s.dynamic if name == "dynamic" else s.coarse["cci"].values).offset
+            )
     with pytest.raises(ValueError):
         s.static[0, 0, 0] = 1.0
 
@@ -133,8 +145,16 @@ def test_append_days(tmp_path, tgrid):
 def test_coverage_marks_written_days_and_legacy_tiles_cover_all(tmp_path, tgrid):
     path = tmp_path / "t.h5"
     ny, nx = tgrid.subpixel_shape
-    with TileWriter(path, tgrid, ["2020-01-01", "2020-01-02", "2020-01-03"], ["elev"], ["a", "b"],
-                    {"elev": "m", "a": "1", "b": "1", "c": "1"}, {}, {"c": (np.zeros((ny, nx)), 1)}) as w:  # fmt: skip
+    with TileWriter(
+        path,
+        tgrid,
+        ["2020-01-01", "2020-01-02", "2020-01-03"],
+        ["elev"],
+        ["a", "b"],
+        {"elev": "m", "a": "1", "b": "1", "c": "1"},
+        {},
+        {"c": (np.zeros((ny, nx)), 1)},
+    ) as w:
         w.write_static("elev", np.zeros((ny, nx)))
         w.write_dynamic(0, "a", np.ones((ny, nx)))
         w.write_dynamic(2, "b", np.ones((ny, nx)))

@@ -53,10 +53,28 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 #: Submodules, imported on first attribute access (``smengine.engine``), listed by ``dir(smengine)``.
 SUBMODULES = (
-    "footprint", "neutrons", "stations", "grid", "ingest", "tiles", "filters", "features", "model", "engine",
-    "product", "metrics", "evaluate", "pseudoproxy", "config", "pipeline", "errors", "twin", "demo",
-    "experiments", "cli",
-)  # fmt: skip
+    "footprint",
+    "neutrons",
+    "stations",
+    "grid",
+    "ingest",
+    "tiles",
+    "filters",
+    "features",
+    "model",
+    "engine",
+    "product",
+    "metrics",
+    "evaluate",
+    "pseudoproxy",
+    "config",
+    "pipeline",
+    "errors",
+    "twin",
+    "demo",
+    "experiments",
+    "cli",
+)
 
 __all__ = ["SUBMODULES", "__version__", *SUBMODULES]
 

@@ -78,6 +78,7 @@ def forest_isa_cap() -> int:
     if not value:
         return max(FOREST_ISA_LEVELS.values())
     if value not in FOREST_ISA_LEVELS:
-        raise ConfigError(f"SMENGINE_FOREST_ISA={raw!r}: expected one of {', '.join(FOREST_ISA_LEVELS)} "
-                          "(or unset for no cap)")  # fmt: skip
+        raise ConfigError(
+            f"SMENGINE_FOREST_ISA={raw!r}: expected one of {', '.join(FOREST_ISA_LEVELS)} (or unset for no cap)"
+        )
     return FOREST_ISA_LEVELS[value]

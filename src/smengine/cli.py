@@ -41,8 +41,11 @@ class options:  # noqa: N801 - a namespace of shared click options (rasterio's r
 
     threads = click.option("--threads", type=int, help="Threads (default all cores).")
     seed = click.option("--seed", default=0, show_default=True, help="Seed (random_state) of every random step.")
-    metadata = click.option("--metadata", type=click.Path(exists=True, path_type=Path),
-                            help="Station table, for the station formats that take one (csv, fuerstensee).")  # fmt: skip
+    metadata = click.option(
+        "--metadata",
+        type=click.Path(exists=True, path_type=Path),
+        help="Station table, for the station formats that take one (csv, fuerstensee).",
+    )
 
     @staticmethod
     def trees(default: int) -> Any:
@@ -50,8 +53,12 @@ class options:  # noqa: N801 - a namespace of shared click options (rasterio's r
 
     @staticmethod
     def station_format(what: str) -> Any:
-        return click.option("--format", "fmt", type=click.Choice(_READERS),
-                            help=f"Station reader for {what} (smengine.stations.FORMATS; default: guessed from it).")  # fmt: skip
+        return click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(_READERS),
+            help=f"Station reader for {what} (smengine.stations.FORMATS; default: guessed from it).",
+        )
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -80,8 +87,9 @@ def _show_warnings(ctx: click.Context, strict: bool) -> None:
     warnings.simplefilter("error" if strict else "always", SMEngineWarning)
     shown = warnings.showwarning
 
-    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
-             line: str | None = None) -> None:  # fmt: skip
+    def show(
+        message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: str | None = None
+    ) -> None:
         if issubclass(category, SMEngineWarning):
             click.echo(f"warning: {message}", err=True)
         else:
@@ -103,22 +111,27 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, strict: bool) -> None:
 
 
 @cli.command()
-@click.option("--humidity", "humidity", type=float, default=5.0, show_default=True,
-              help="Absolute air humidity, g m-3.")
+@click.option(
+    "--humidity", "humidity", type=float, default=5.0, show_default=True, help="Absolute air humidity, g m-3."
+)
 @click.option("--theta", type=float, default=0.2, show_default=True, help="Soil moisture, m3 m-3.")
 @click.option("--pressure", type=float, default=fp.REFERENCE_PRESSURE, show_default=True, help="Air pressure, hPa.")
 @click.option("--bulk-density", type=float, default=1.4, show_default=True, help="Dry bulk density, g cm-3.")
 @click.option("--veg-height", type=float, default=0.0, show_default=True, help="Vegetation height, m.")
 @click.option("--lattice-water", type=float, default=0.0, show_default=True, help="Lattice water, g g-1.")
-def footprint(humidity: float, theta: float, pressure: float, bulk_density: float,
-              veg_height: float, lattice_water: float) -> None:
+def footprint(
+    humidity: float, theta: float, pressure: float, bulk_density: float, veg_height: float, lattice_water: float
+) -> None:
     """Print the CRNS footprint radius R86 and depth D86 for one set of conditions."""
     try:
         r86 = float(fp.footprint_radius(humidity, theta, pressure, veg_height))
         rstar1 = fp.rescale_distance(1.0, pressure, veg_height, theta)
         d86_1 = float(fp.penetration_depth(rstar1, bulk_density, theta, lattice_water))
-        d86_r = float(fp.penetration_depth(fp.rescale_distance(r86, pressure, veg_height, theta),
-                                           bulk_density, theta, lattice_water))
+        d86_r = float(
+            fp.penetration_depth(
+                fp.rescale_distance(r86, pressure, veg_height, theta), bulk_density, theta, lattice_water
+            )
+        )
     except SMEngineError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"R86 = {r86:.1f} m   (humidity {humidity} g m-3, theta {theta}, {pressure} hPa)")
@@ -126,8 +139,14 @@ def footprint(humidity: float, theta: float, pressure: float, bulk_density: floa
 
 
 @cli.command()
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("smengine-demo"), show_default=True, help="Output folder.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("smengine-demo"),
+    show_default=True,
+    help="Output folder.",
+)
 @click.option("--quick", is_flag=True, help="Small twin world and forest (about a minute; what CI runs).")
 @options.seed
 @options.threads
@@ -144,6 +163,7 @@ def demo(out_dir: Path, quick: bool, seed: int, threads: int | None) -> None:
 
     try:
         with tqdm(total=len(STEPS), desc="demo", unit="step", disable=None) as bar:
+
             def progress(name: str) -> None:
                 if bar.n or name != STEPS[0]:
                     bar.update(1)
@@ -154,11 +174,15 @@ def demo(out_dir: Path, quick: bool, seed: int, threads: int | None) -> None:
     except SMEngineError as exc:
         raise click.ClickException(str(exc)) from exc
     ts = res.truth_scores
-    click.echo(f"RMSE vs the twin's true 1-km theta_eq: emulator {ts.iloc[0]['RMSE']:.4f}, "
-               f"pixel-mean covariates {ts.iloc[1]['RMSE']:.4f}, SMAP-like {ts.iloc[2]['RMSE']:.4f}, "
-               f"ERA5-Land-like {ts.iloc[4]['RMSE']:.4f} m3 m-3")  # fmt: skip
-    click.echo(f"leave-site-out median R {res.site_scores.loc['median', 'R']:.3f}, ubRMSE "
-               f"{res.site_scores.loc['median', 'ubRMSE']:.4f}; total {sum(res.timings.values()):.0f} s")  # fmt: skip
+    click.echo(
+        f"RMSE vs the twin's true 1-km theta_eq: emulator {ts.iloc[0]['RMSE']:.4f}, "
+        f"pixel-mean covariates {ts.iloc[1]['RMSE']:.4f}, SMAP-like {ts.iloc[2]['RMSE']:.4f}, "
+        f"ERA5-Land-like {ts.iloc[4]['RMSE']:.4f} m3 m-3"
+    )
+    click.echo(
+        f"leave-site-out median R {res.site_scores.loc['median', 'R']:.3f}, ubRMSE "
+        f"{res.site_scores.loc['median', 'ubRMSE']:.4f}; total {sum(res.timings.values()):.0f} s"
+    )
     click.echo(f"wrote {res.report}")
 
 
@@ -206,14 +230,22 @@ def _group_sources(args: tuple[str, ...]) -> list[tuple[str | None, list[Path]]]
 
 @cli.command()
 @click.argument("sources", nargs=-1)
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Run configuration (TOML): its [domain], [period], [[sources]] and [output] dir.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the tile files (<tile_id>.h5); default with --config: <output dir>/tiles.")
-@click.option("--bounds", nargs=4, type=float, metavar="XMIN YMIN XMAX YMAX",
-              help="Grid bounds in the grid CRS (m).")
-@click.option("--lonlat-bounds", nargs=4, type=float, metavar="WEST SOUTH EAST NORTH",
-              help="Grid bounds in degrees (WGS 84).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Run configuration (TOML): its [domain], [period], [[sources]] and [output] dir.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the tile files (<tile_id>.h5); default with --config: <output dir>/tiles.",
+)
+@click.option("--bounds", nargs=4, type=float, metavar="XMIN YMIN XMAX YMAX", help="Grid bounds in the grid CRS (m).")
+@click.option(
+    "--lonlat-bounds", nargs=4, type=float, metavar="WEST SOUTH EAST NORTH", help="Grid bounds in degrees (WGS 84)."
+)
 @click.option("--crs", default="EPSG:3035", show_default=True, help="Projected CRS of the grid.")
 @click.option("--resolution", default=1000.0, show_default=True, help="Pixel size (m).")
 @click.option("--subpixel", default=4, show_default=True, help="Sub-pixels per pixel side.")
@@ -221,21 +253,58 @@ def _group_sources(args: tuple[str, ...]) -> list[tuple[str | None, list[Path]]]
 @click.option("--start", help="First UTC day of the tiles' time axis (default: the sources' first day).")
 @click.option("--end", help="Last UTC day of the tiles' time axis (default: the sources' last day).")
 @click.option("--daily", type=click.Choice(["mean", "min", "max", "sum"]), help="Aggregate sub-daily sources.")
-@click.option("--method", "method_opt", multiple=True, metavar="[NAME=]auto|average|bilinear|nearest",
-              help="Resampling for fine storage (default auto): NAME=METHOD for one source, METHOD for all. Repeatable.")
-@click.option("--units", "units_opt", multiple=True, metavar="[NAME=]UNITS",
-              help="Units of a source that states none (GeoTIFFs): NAME=UNITS for one, UNITS for all. Repeatable.")
-@click.option("--variable", "variable_opt", multiple=True, metavar="NAME=VAR",
-              help="Variable to read from a NetCDF/GRIB source. Repeatable.")
-@click.option("--storage", "storage_opt", multiple=True, metavar="NAME=fine|coarse",
-              help="Keep a coarse product coarse (index map) or regrid it to sub-pixels. Repeatable.")
-@click.option("--overwrite", is_flag=True,
-              help="Rewrite the tiles from scratch (default: add new days and sources to existing tiles).")
-def ingest(sources: tuple[str, ...], config_file: Path | None, out_dir: Path | None,
-           bounds: tuple[float, ...] | None, lonlat_bounds: tuple[float, ...] | None, crs: str, resolution: float,
-           subpixel: int, tile_size: int, start: str | None, end: str | None, daily: str | None,
-           method_opt: tuple[str, ...], units_opt: tuple[str, ...], variable_opt: tuple[str, ...], storage_opt: tuple[str, ...],
-           overwrite: bool) -> None:  # fmt: skip
+@click.option(
+    "--method",
+    "method_opt",
+    multiple=True,
+    metavar="[NAME=]auto|average|bilinear|nearest",
+    help="Resampling for fine storage (default auto): NAME=METHOD for one source, METHOD for all. Repeatable.",
+)
+@click.option(
+    "--units",
+    "units_opt",
+    multiple=True,
+    metavar="[NAME=]UNITS",
+    help="Units of a source that states none (GeoTIFFs): NAME=UNITS for one, UNITS for all. Repeatable.",
+)
+@click.option(
+    "--variable",
+    "variable_opt",
+    multiple=True,
+    metavar="NAME=VAR",
+    help="Variable to read from a NetCDF/GRIB source. Repeatable.",
+)
+@click.option(
+    "--storage",
+    "storage_opt",
+    multiple=True,
+    metavar="NAME=fine|coarse",
+    help="Keep a coarse product coarse (index map) or regrid it to sub-pixels. Repeatable.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Rewrite the tiles from scratch (default: add new days and sources to existing tiles).",
+)
+def ingest(
+    sources: tuple[str, ...],
+    config_file: Path | None,
+    out_dir: Path | None,
+    bounds: tuple[float, ...] | None,
+    lonlat_bounds: tuple[float, ...] | None,
+    crs: str,
+    resolution: float,
+    subpixel: int,
+    tile_size: int,
+    start: str | None,
+    end: str | None,
+    daily: str | None,
+    method_opt: tuple[str, ...],
+    units_opt: tuple[str, ...],
+    variable_opt: tuple[str, ...],
+    storage_opt: tuple[str, ...],
+    overwrite: bool,
+) -> None:
     """Regrid SOURCES (GeoTIFF, NetCDF, GRIB) onto the grid and write one tile store per tile.
 
     Each SOURCE is a file, a glob (quote it: "s1/*.tif") or NAME=FILE_OR_GLOB. A glob is
@@ -261,8 +330,13 @@ def ingest(sources: tuple[str, ...], config_file: Path | None, out_dir: Path | N
     if bounds is not None:
         grid = Grid.from_bounds(*bounds, crs=crs, resolution=resolution, subpixel=subpixel, tile_size=tile_size)
     elif lonlat_bounds is not None:
-        grid = Grid.from_lonlat_bounds(*lonlat_bounds, crs=crs, resolution=resolution,  # type: ignore[misc]
-                                       subpixel=subpixel, tile_size=tile_size)
+        grid = Grid.from_lonlat_bounds(
+            *lonlat_bounds,
+            crs=crs,
+            resolution=resolution,  # type: ignore[misc]
+            subpixel=subpixel,
+            tile_size=tile_size,
+        )
     else:
         grid = cfg.grid  # type: ignore[union-attr,assignment]
     if out_dir is None:
@@ -272,8 +346,9 @@ def ingest(sources: tuple[str, ...], config_file: Path | None, out_dir: Path | N
     methods, method_all = _keyed(method_opt, "method")
     bad = sorted({m for m in [*methods.values(), method_all] if m} - {"auto", "average", "bilinear", "nearest"})
     if bad:
-        raise click.BadParameter(f"unknown resampling {bad}; choose auto, average, bilinear or nearest",
-                                 param_hint="--method")  # fmt: skip
+        raise click.BadParameter(
+            f"unknown resampling {bad}; choose auto, average, bilinear or nearest", param_hint="--method"
+        )
     units, units_all = _keyed(units_opt, "units")
     variables, _ = _keyed(variable_opt, "variable")
     storage, _ = _keyed(storage_opt, "storage")
@@ -283,31 +358,48 @@ def ingest(sources: tuple[str, ...], config_file: Path | None, out_dir: Path | N
         # at the end stripped: s1_sm_20190101.tif -> s1_sm)
         keys = [name] if name else [files[0].stem, files[0].stem.rstrip("0123456789_-.")]
 
-        def opt(d: dict[str, str], default: Any = None) -> Any:
+        def opt(d: dict[str, str], default: Any = None, keys: list[str] = keys) -> Any:
             return next((d[k] for k in keys if k in d), default)
 
-        specs.append(SourceSpec(files[0] if len(files) == 1 else files, name=name, daily=daily,  # type: ignore[arg-type]
-                                method=opt(methods, method_all or "auto"),
-                                units=opt(units, units_all), variable=opt(variables),
-                                storage=opt(storage, "auto")))  # fmt: skip
+        specs.append(
+            SourceSpec(
+                files[0] if len(files) == 1 else files,
+                name=name,
+                daily=daily,  # type: ignore[arg-type]
+                method=opt(methods, method_all or "auto"),
+                units=opt(units, units_all),
+                variable=opt(variables),
+                storage=opt(storage, "auto"),
+            )
+        )
     start = start or (cfg.start if cfg else None)
     end = end or (cfg.end if cfg else None)
     if bool(start) != bool(end):
         raise click.UsageError("give both --start and --end (or neither)")
     days = np.arange(np.datetime64(start, "D"), np.datetime64(end, "D") + 1) if start and end else None
     paths = run_ingest(specs, grid, out_dir, days=days, overwrite=overwrite, progress=True)
-    click.echo(f"{len(paths)} tile(s) in {out_dir} ({grid.shape[0]}x{grid.shape[1]} pixels, "
-               f"{grid.tile_shape[0]}x{grid.tile_shape[1]} tiles) from {len(specs)} source(s)")  # fmt: skip
+    click.echo(
+        f"{len(paths)} tile(s) in {out_dir} ({grid.shape[0]}x{grid.shape[1]} pixels, "
+        f"{grid.tile_shape[0]}x{grid.tile_shape[1]} tiles) from {len(specs)} source(s)"
+    )
 
 
 @cli.command()
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @options.station_format("SOURCE")
 @options.metadata
-@click.option("--min-hours", default=18.0, show_default=True,
-              help="Minimum valid hours per UTC day (a step counts its spacing: daily input counts 24 h a day).")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the daily table as CSV (atomic); default: print a summary only.")  # fmt: skip
+@click.option(
+    "--min-hours",
+    default=18.0,
+    show_default=True,
+    help="Minimum valid hours per UTC day (a step counts its spacing: daily input counts 24 h a day).",
+)
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the daily table as CSV (atomic); default: print a summary only.",
+)
 def stations(source: Path, fmt: str | None, metadata: Path | None, min_hours: float, out_file: Path | None) -> None:
     """Read CRNS/in-situ stations from SOURCE, aggregate to UTC days and summarise them."""
     from smengine._io import atomic_write
@@ -336,23 +428,54 @@ def stations(source: Path, fmt: str | None, metadata: Path | None, min_hours: fl
 @click.argument("tiles", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @options.station_format("STATIONS_SOURCE")
 @options.metadata
-@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Training table to write (NetCDF, with units and sources; .csv: plain CSV without units).")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Take the features (and min_hours) from this run configuration's [features] and [stations].")
-@click.option("--min-hours", type=float, help="Minimum valid hours per UTC day (default 18; daily input counts 24 h a day).")
-@click.option("--kernel-quantum", nargs=3, type=float, metavar="HUMIDITY THETA PRESSURE",
-              help="Round each day's footprint-kernel inputs to these steps (g m-3, m3 m-3, hPa) and reuse kernels: "
-                   "much faster, e.g. 2 0.02 5 (default: the exact kernel of every station-day).")
-@click.option("--swi-of", help="Comma-separated covariates to filter into SWI features (default: soil-moisture layers).")
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Training table to write (NetCDF, with units and sources; .csv: plain CSV without units).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Take the features (and min_hours) from this run configuration's [features] and [stations].",
+)
+@click.option(
+    "--min-hours", type=float, help="Minimum valid hours per UTC day (default 18; daily input counts 24 h a day)."
+)
+@click.option(
+    "--kernel-quantum",
+    nargs=3,
+    type=float,
+    metavar="HUMIDITY THETA PRESSURE",
+    help="Round each day's footprint-kernel inputs to these steps (g m-3, m3 m-3, hPa) and reuse kernels: "
+    "much faster, e.g. 2 0.02 5 (default: the exact kernel of every station-day).",
+)
+@click.option(
+    "--swi-of", help="Comma-separated covariates to filter into SWI features (default: soil-moisture layers)."
+)
 @click.option("--swi-T", "swi_t", help="Comma-separated SWI characteristic times, days (default 5,10,20,40).")
 @click.option("--no-carry", is_flag=True, help="SWI on observation days only (default: carried to every day).")
 @click.option("--static", help="Comma-separated static covariates (default all).")
 @click.option("--dynamic", help="Comma-separated dynamic covariates (default all but the SWI sources).")
 @click.option("--coarse", help="Comma-separated coarse covariates (default all but the SWI sources).")
-def table(stations_source: Path, tiles: tuple[Path, ...], fmt: str | None, metadata: Path | None, out_file: Path,
-          config_file: Path | None, min_hours: float | None, kernel_quantum: tuple[float, ...] | None, swi_of: str | None, swi_t: str | None, no_carry: bool,
-          static: str | None, dynamic: str | None, coarse: str | None) -> None:  # fmt: skip
+def table(
+    stations_source: Path,
+    tiles: tuple[Path, ...],
+    fmt: str | None,
+    metadata: Path | None,
+    out_file: Path,
+    config_file: Path | None,
+    min_hours: float | None,
+    kernel_quantum: tuple[float, ...] | None,
+    swi_of: str | None,
+    swi_t: str | None,
+    no_carry: bool,
+    static: str | None,
+    dynamic: str | None,
+    coarse: str | None,
+) -> None:
     """Build the training table: STATIONS_SOURCE's daily soil moisture and the footprint-weighted
     features of TILES (tile files or folders) at each station-day."""
     from smengine.features import FeatureSpec, training_table, write_table
@@ -388,8 +511,14 @@ def table(stations_source: Path, tiles: tuple[Path, ...], fmt: str | None, metad
     if len(ss) == 0:
         raise click.ClickException(f"no station read from {stations_source}")
     daily = ss.daily(hours)
-    tab = training_table(ss, [TileStore.open(p) for p in paths], spec, daily=daily, min_hours=hours,
-                         kernel_quantum=tuple(kernel_quantum) if kernel_quantum else None)  # fmt: skip
+    tab = training_table(
+        ss,
+        [TileStore.open(p) for p in paths],
+        spec,
+        daily=daily,
+        min_hours=hours,
+        kernel_quantum=tuple(kernel_quantum) if kernel_quantum else None,
+    )
     if out_file.suffix.lower() == ".csv":
         from smengine._io import atomic_write
 
@@ -397,26 +526,46 @@ def table(stations_source: Path, tiles: tuple[Path, ...], fmt: str | None, metad
     else:
         write_table(tab, out_file)
     complete = int(tab[tab.attrs["features"]].notna().all(axis=1).sum()) if len(tab) else 0
-    click.echo(f"{len(tab)} station-days from {tab['station'].nunique()} station(s) x {len(tab.attrs['features'])} "
-               f"features ({complete} complete) -> {out_file}")  # fmt: skip
+    click.echo(
+        f"{len(tab)} station-days from {tab['station'].nunique()} station(s) x {len(tab.attrs['features'])} "
+        f"features ({complete} complete) -> {out_file}"
+    )
     for sid, why in tab.attrs.get("excluded", {}).items():
         click.echo(f"excluded {sid}: {why}", err=True)
 
 
 @cli.command()
 @click.argument("table_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Compiled forest file to write (HDF5: treelite model, native layout, model card).")
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Compiled forest file to write (HDF5: treelite model, native layout, model card).",
+)
 @click.option("--features", help="Comma-separated feature columns (default: the table's features).")
 @click.option("--cv", default="site,year,block", show_default=True, help="Grouped CV schemes.")
 @click.option("--no-search", is_flag=True, help="Skip the max_features x min_samples_leaf search.")
 @options.trees(500)
 @options.seed
 @options.threads
-@click.option("--card", "card_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the model card as Markdown here.")
-def train(table_file: Path, out_file: Path, features: str | None, cv: str, no_search: bool, trees: int, seed: int,
-          threads: int | None, card_file: Path | None) -> None:  # fmt: skip
+@click.option(
+    "--card",
+    "card_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the model card as Markdown here.",
+)
+def train(
+    table_file: Path,
+    out_file: Path,
+    features: str | None,
+    cv: str,
+    no_search: bool,
+    trees: int,
+    seed: int,
+    threads: int | None,
+    card_file: Path | None,
+) -> None:
     """Train the forest on a training table (NetCDF from smengine table, or a CSV)."""
     import pandas as pd
 
@@ -433,11 +582,22 @@ def train(table_file: Path, out_file: Path, features: str | None, cv: str, no_se
         not_features = {*TABLE_KEYS, *TABLE_EXTRAS}
         names = [c for c in tab.columns if c not in not_features and pd.api.types.is_numeric_dtype(tab[c])]
     if not tab.attrs.get("units"):
-        click.echo(f"warning: {table_file} carries no feature units (a CSV); the model card will say 'units "
-                   "unknown' - write tables with smengine table (NetCDF)", err=True)  # fmt: skip
+        click.echo(
+            f"warning: {table_file} carries no feature units (a CSV); the model card will say 'units "
+            "unknown' - write tables with smengine table (NetCDF)",
+            err=True,
+        )
     schemes = tuple(s.strip() for s in cv.split(",") if s.strip())
-    forest = run_train(tab, names, cv=schemes, search=not no_search, n_estimators=trees, random_state=seed,
-                       n_jobs=threads or -1, progress=True)  # fmt: skip
+    forest = run_train(
+        tab,
+        names,
+        cv=schemes,
+        search=not no_search,
+        n_estimators=trees,
+        random_state=seed,
+        n_jobs=threads or -1,
+        progress=True,
+    )
     cf = forest.compile()
     cf.save(out_file)
     if card_file is not None:
@@ -449,8 +609,13 @@ def train(table_file: Path, out_file: Path, features: str | None, cv: str, no_se
 @cli.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("tiles", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Output folder: <tile>/<tile>_<first>_<last>.nc per tile and day range.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Output folder: <tile>/<tile>_<first>_<last>.nc per tile and day range.",
+)
 @click.option("--start", help="First UTC day (default: each tile's first day).")
 @click.option("--end", help="Last UTC day (default: each tile's last day).")
 @click.option("--file-days", default=32, show_default=True, help="Days per output file.")
@@ -459,13 +624,35 @@ def train(table_file: Path, out_file: Path, features: str | None, cv: str, no_se
 @options.threads
 @click.option("--overwrite", is_flag=True, help="Rewrite existing outputs (default: skip them, resume).")
 @click.option("--keep-going", is_flag=True, help="Log a failing tile and go on with the others.")
-@click.option("--format", "fmt", type=click.Choice(["netcdf", "zarr"]), default="netcdf", show_default=True,
-              help="One NetCDF per tile and day range, or one Zarr store per tile (long runs).")
-@click.option("--workers", type=int, help="Run tiles on a local Dask cluster of this many worker processes "
-              "(each with --threads threads, default 1; needs smengine[dask]).")
-def predict(model: Path, tiles: tuple[Path, ...], out_dir: Path, start: str | None, end: str | None, file_days: int,
-            chunk_days: int, min_valid: float, threads: int | None, overwrite: bool, keep_going: bool,
-            fmt: str, workers: int | None) -> None:  # fmt: skip
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["netcdf", "zarr"]),
+    default="netcdf",
+    show_default=True,
+    help="One NetCDF per tile and day range, or one Zarr store per tile (long runs).",
+)
+@click.option(
+    "--workers",
+    type=int,
+    help="Run tiles on a local Dask cluster of this many worker processes "
+    "(each with --threads threads, default 1; needs smengine[dask]).",
+)
+def predict(
+    model: Path,
+    tiles: tuple[Path, ...],
+    out_dir: Path,
+    start: str | None,
+    end: str | None,
+    file_days: int,
+    chunk_days: int,
+    min_valid: float,
+    threads: int | None,
+    overwrite: bool,
+    keep_going: bool,
+    fmt: str,
+    workers: int | None,
+) -> None:
     """Predict the daily 1-km product of TILES (tile files or folders of them) with MODEL.
 
     Resumable: outputs that exist are skipped, so rerunning after an interruption only
@@ -496,21 +683,37 @@ def predict(model: Path, tiles: tuple[Path, ...], out_dir: Path, start: str | No
                 try:
                     from distributed import Client, LocalCluster
                 except ImportError as exc:
-                    raise click.ClickException("--workers needs dask.distributed: pip install 'smengine[dask]'") from exc
+                    raise click.ClickException(
+                        "--workers needs dask.distributed: pip install 'smengine[dask]'"
+                    ) from exc
                 threads = threads or 1
-                cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=threads,
-                                                           processes=True, dashboard_address=None))  # fmt: skip
+                cluster = stack.enter_context(
+                    LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=None)
+                )
                 client = stack.enter_context(Client(cluster))
             bar = stack.enter_context(tqdm(total=total, unit="tile-day", desc="predict", disable=None))
-            res = run(paths, cf, out_dir, days, file_days=file_days, resume=not overwrite,
-                      min_valid_fraction=min_valid, n_threads=threads, chunk_days=chunk_days,
-                      progress=bar.update, on_error="skip" if keep_going else "raise", format=fmt,
-                      client=client)  # fmt: skip
+            res = run(
+                paths,
+                cf,
+                out_dir,
+                days,
+                file_days=file_days,
+                resume=not overwrite,
+                min_valid_fraction=min_valid,
+                n_threads=threads,
+                chunk_days=chunk_days,
+                progress=bar.update,
+                on_error="skip" if keep_going else "raise",
+                format=fmt,
+                client=client,
+            )
     except SMEngineError as exc:
         raise click.ClickException(str(exc)) from exc
     st = res.stats
-    click.echo(f"wrote {len(res.written)} files, skipped {len(res.skipped)} existing, {len(res.failed)} tiles failed; "
-               f"{st.subpixel_days:,} sub-pixel-days, {st.invalid:,} masked (NaN/inf features)")  # fmt: skip
+    click.echo(
+        f"wrote {len(res.written)} files, skipped {len(res.skipped)} existing, {len(res.failed)} tiles failed; "
+        f"{st.subpixel_days:,} sub-pixel-days, {st.invalid:,} masked (NaN/inf features)"
+    )
     for name, why in res.failed:
         click.echo(f"failed {name}: {why}", err=True)
     if res.failed:
@@ -518,18 +721,39 @@ def predict(model: Path, tiles: tuple[Path, ...], out_dir: Path, start: str | No
 
 
 @cli.command("stations-experiment")
-@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Real data root (default: $SMENGINE_DATA or ../shared/data).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Output folder (report.md, CSV tables, PNGs).")
-@click.option("--experiment", type=click.Choice(["both", "temporal", "leave-site-out"]), default="both",
-              show_default=True, help="Which experiment(s) to run.")
-@click.option("--source", type=click.Path(exists=True, path_type=Path),
-              help="Run on a station set of your own (with --format) instead of the two real networks.")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Real data root (default: $SMENGINE_DATA or ../shared/data).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Output folder (report.md, CSV tables, PNGs).",
+)
+@click.option(
+    "--experiment",
+    type=click.Choice(["both", "temporal", "leave-site-out"]),
+    default="both",
+    show_default=True,
+    help="Which experiment(s) to run.",
+)
+@click.option(
+    "--source",
+    type=click.Path(exists=True, path_type=Path),
+    help="Run on a station set of your own (with --format) instead of the two real networks.",
+)
 @options.station_format("--source")
 @options.metadata
-@click.option("--precipitation", "precip_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Daily precipitation CSV (date column + one column per station, mm); default: station gauges.")
+@click.option(
+    "--precipitation",
+    "precip_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Daily precipitation CSV (date column + one column per station, mm); default: station gauges.",
+)
 @click.option("--split-date", help="First test day of the temporal split (default: first day + --train-years).")
 @click.option("--train-years", default=2.4, show_default=True, help="Training years of the temporal split.")
 @options.trees(500)
@@ -537,9 +761,22 @@ def predict(model: Path, tiles: tuple[Path, ...], out_dir: Path, start: str | No
 @options.seed
 @options.threads
 @click.option("--no-plots", is_flag=True, help="Skip the PNGs.")
-def stations_experiment(data_dir: Path | None, out_dir: Path, experiment: str, source: Path | None, fmt: str | None,
-                        metadata: Path | None, precip_file: Path | None, split_date: str | None, train_years: float,
-                        trees: int, search: bool, seed: int, threads: int | None, no_plots: bool) -> None:  # fmt: skip
+def stations_experiment(
+    data_dir: Path | None,
+    out_dir: Path,
+    experiment: str,
+    source: Path | None,
+    fmt: str | None,
+    metadata: Path | None,
+    precip_file: Path | None,
+    split_date: str | None,
+    train_years: float,
+    trees: int,
+    search: bool,
+    seed: int,
+    threads: int | None,
+    no_plots: bool,
+) -> None:
     """Emulate CRNS soil moisture from point covariates at real stations, against baselines.
 
     Default: the temporal split at Fuerstensee (COSMOS-Europe FSC001) and leave-site-out over
@@ -561,10 +798,20 @@ def stations_experiment(data_dir: Path | None, out_dir: Path, experiment: str, s
             pr = read_daily_precipitation(precip_file, ss) if precip_file is not None else None
         elif precip_file is not None:
             raise click.UsageError("--precipitation goes with --source")
-        res = run_experiments(out_dir, data_dir, experiments=exps, stations=ss, precipitation=pr,
-                              split_date=split_date, train_years=train_years, n_estimators=trees, search=search,
-                              random_state=seed, n_jobs=threads if threads is not None else -1,
-                              plots=not no_plots)  # fmt: skip
+        res = run_experiments(
+            out_dir,
+            data_dir,
+            experiments=exps,
+            stations=ss,
+            precipitation=pr,
+            split_date=split_date,
+            train_years=train_years,
+            n_estimators=trees,
+            search=search,
+            random_state=seed,
+            n_jobs=threads if threads is not None else -1,
+            plots=not no_plots,
+        )
     except SMEngineError as exc:
         raise click.ClickException(str(exc)) from exc
     for name, r in res.results.items():
@@ -576,8 +823,12 @@ def stations_experiment(data_dir: Path | None, out_dir: Path, experiment: str, s
 
 @cli.command("run")
 @click.argument("config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--steps", default=",".join(("ingest", "table", "train", "predict")), show_default=True,
-              help="Comma-separated steps to run.")
+@click.option(
+    "--steps",
+    default=",".join(("ingest", "table", "train", "predict")),
+    show_default=True,
+    help="Comma-separated steps to run.",
+)
 @click.option("--overwrite", is_flag=True, help="Redo every step from scratch (default: resume).")
 @options.threads
 def run_cmd(config_file: Path, steps: str, overwrite: bool, threads: int | None) -> None:
@@ -588,21 +839,31 @@ def run_cmd(config_file: Path, steps: str, overwrite: bool, threads: int | None)
 
     cfg = load_config(config_file)
     wanted = tuple(s.strip() for s in steps.split(",") if s.strip())
-    res = run_pipeline(cfg, wanted, overwrite=overwrite, n_threads=threads,
-                       progress=lambda step: click.echo(f"== {step}", err=True))  # fmt: skip
+    res = run_pipeline(
+        cfg, wanted, overwrite=overwrite, n_threads=threads, progress=lambda step: click.echo(f"== {step}", err=True)
+    )
     for step in wanted:
         click.echo(f"{step}: {res.status.get(step, '?')} ({res.seconds.get(step, 0.0):.1f} s)")
     if "predict" in res.outputs:
         out = res.outputs["predict"]
         st = out.stats
-        valid = (f"{1 - st.nan_pixel_days / st.pixel_days:.1%} of the pixel-days predicted have a value"
-                 if st.pixel_days else "nothing new to predict")  # fmt: skip
+        valid = (
+            f"{1 - st.nan_pixel_days / st.pixel_days:.1%} of the pixel-days predicted have a value"
+            if st.pixel_days
+            else "nothing new to predict"
+        )
         click.echo(f"product: {cfg.product_dir} ({len(out.written)} written, {len(out.skipped)} kept; {valid})")
 
 
 @cli.command()
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("twin"),
-              show_default=True, help="Folder for the twin's files.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("twin"),
+    show_default=True,
+    help="Folder for the twin's files.",
+)
 @click.option("--quick", is_flag=True, help="The small twin (20 km x 20 km, one year).")
 @options.seed
 def twin(out_dir: Path, quick: bool, seed: int) -> None:
@@ -613,9 +874,11 @@ def twin(out_dir: Path, quick: bool, seed: int) -> None:
     world = make_world(seed, out_dir, quick=quick)
     cfg = write_run_config(world, out_dir / "smengine.toml")
     g = world.grid
-    click.echo(f"twin world in {out_dir}: {g.shape[0]}x{g.shape[1]} km, {world.days.size} days, "
-               f"{len(world.read_stations())} CRNS stations; bounds {g.bounds[0]:.0f} {g.bounds[1]:.0f} "
-               f"{g.bounds[2]:.0f} {g.bounds[3]:.0f} (EPSG:3035)")  # fmt: skip
+    click.echo(
+        f"twin world in {out_dir}: {g.shape[0]}x{g.shape[1]} km, {world.days.size} days, "
+        f"{len(world.read_stations())} CRNS stations; bounds {g.bounds[0]:.0f} {g.bounds[1]:.0f} "
+        f"{g.bounds[2]:.0f} {g.bounds[3]:.0f} (EPSG:3035)"
+    )
     click.echo(f"run configuration: {cfg}")
 
 

@@ -131,9 +131,16 @@ class SourceConfig:
         from smengine.ingest import SourceSpec
 
         paths = expand_paths(self.path, base)
-        return SourceSpec(paths[0] if len(paths) == 1 else paths, variable=self.variable, name=self.name,
-                          storage=self.storage, method=self.method, daily=self.daily, time=self.time,  # type: ignore[arg-type]
-                          units=self.units)  # fmt: skip
+        return SourceSpec(
+            paths[0] if len(paths) == 1 else paths,
+            variable=self.variable,
+            name=self.name,
+            storage=self.storage,
+            method=self.method,
+            daily=self.daily,
+            time=self.time,  # type: ignore[arg-type]
+            units=self.units,
+        )
 
 
 @dataclass(frozen=True)
@@ -198,8 +205,9 @@ class RunConfig:
         try:
             spec = FeatureSpec.from_config(feats)
         except TypeError as exc:
-            raise ConfigError(f"[features]: {exc} (keys: static, dynamic, coarse, swi_of, swi_T, calendar, "
-                              "swi_carry)") from exc  # fmt: skip
+            raise ConfigError(
+                f"[features]: {exc} (keys: static, dynamic, coarse, swi_of, swi_T, calendar, swi_carry)"
+            ) from exc
         model = {"trees": 100, "cv": ["site"], "search": False, "seed": 0, **d.get("model", {})}
         _check_keys("[model]", model, _MODEL_KEYS)
         pred = {"file_days": 32, "chunk_days": 8, "min_valid": 0.5, "format": "netcdf", **d.get("predict", {})}
@@ -207,8 +215,19 @@ class RunConfig:
         output = dict(d.get("output", {}))
         _check_keys("[output]", output, {"dir"})
         out = Path(os.path.expanduser(str(output.get("dir", "smengine-run"))))
-        return cls(base, grid, _day(period.get("start"), "start"), _day(period.get("end"), "end"), tuple(srcs), st,
-                   spec, model, pred, out if out.is_absolute() else base / out, dict(d))  # fmt: skip
+        return cls(
+            base,
+            grid,
+            _day(period.get("start"), "start"),
+            _day(period.get("end"), "end"),
+            tuple(srcs),
+            st,
+            spec,
+            model,
+            pred,
+            out if out.is_absolute() else base / out,
+            dict(d),
+        )
 
     def path(self, p: str | os.PathLike[str]) -> Path:
         """A path of the configuration, resolved against :attr:`base` (``~`` expanded)."""
@@ -221,8 +240,7 @@ class RunConfig:
 
     def require(self, *sections: str) -> None:
         """Raise a ConfigError naming the sections a step needs and the file lacks."""
-        have = {"domain": self.grid is not None, "sources": bool(self.sources),
-                "stations": "path" in self.stations}  # fmt: skip
+        have = {"domain": self.grid is not None, "sources": bool(self.sources), "stations": "path" in self.stations}
         missing = [s for s in sections if not have.get(s, True)]
         if missing:
             raise ConfigError(f"the run configuration needs {missing} for this step (see smengine.config)")

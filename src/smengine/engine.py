@@ -71,6 +71,8 @@ class GatherKind(enum.IntEnum):
     SWI = 3  #: the SWI of column a, state slot b (NaN on days without the source)
     CONST = 4  #: a per-day constant (calendar)
     SWI_CARRY = 5  #: as SWI, the last SWI carried over days without the source
+
+
 _EPOCH = np.datetime64("1970-01-01", "D")
 
 
@@ -116,11 +118,15 @@ class EngineStats:
         limit = NAN_WARN_FRACTION if fraction is None else fraction
         if self.pixel_days and self.nan_pixel_days > limit * self.pixel_days:
             rows = f"{self.invalid / self.subpixel_days:.0%}" if self.subpixel_days else "no"
-            warnings.warn(f"{where}: {self.nan_pixel_days:,} of {self.pixel_days:,} pixel-days "
-                          f"({self.nan_pixel_days / self.pixel_days:.0%}) have no soil moisture; {rows} of the "
-                          "sub-pixel-days had a NaN/inf feature (a covariate with gaps, e.g. a satellite layer on "
-                          "overpass days only, or days missing from the tiles); use carried SWI features "
-                          "(FeatureSpec(swi_carry=True)) or leave such layers out", DataLossWarning, stacklevel=3)
+            warnings.warn(
+                f"{where}: {self.nan_pixel_days:,} of {self.pixel_days:,} pixel-days "
+                f"({self.nan_pixel_days / self.pixel_days:.0%}) have no soil moisture; {rows} of the "
+                "sub-pixel-days had a NaN/inf feature (a covariate with gaps, e.g. a satellite layer on "
+                "overpass days only, or days missing from the tiles); use carried SWI features "
+                "(FeatureSpec(swi_carry=True)) or leave such layers out",
+                DataLossWarning,
+                stacklevel=3,
+            )
 
 
 #: predict/run warn (DataLossWarning) when more than this fraction of the pixel-days is NaN
@@ -138,7 +144,9 @@ def _load_forest(forest: Any) -> Any:
         return CompiledForest.load(forest)
     if hasattr(forest, "estimators_"):
         return CompiledForest.from_sklearn(forest)
-    raise ConfigError(f"forest should be a CompiledForest, a Forest, a fitted forest or a file, got {type(forest).__name__}")
+    raise ConfigError(
+        f"forest should be a CompiledForest, a Forest, a fitted forest or a file, got {type(forest).__name__}"
+    )
 
 
 def _open_store(store: TileStore | str | os.PathLike[str]) -> TileStore:
@@ -188,16 +196,19 @@ def _build_plan(store: TileStore, names: Sequence[str]) -> _Plan:
             continue
         missing.append(name)
     if missing:
-        raise ConfigError(f"{store.path}: the forest's feature(s) {missing} are neither covariates of the tile "
-                          f"({store.feature_names}) nor swi<T>_<covariate> / doy_sin / doy_cos")  # fmt: skip
+        raise ConfigError(
+            f"{store.path}: the forest's feature(s) {missing} are neither covariates of the tile "
+            f"({store.feature_names}) nor swi<T>_<covariate> / doy_sin / doy_cos"
+        )
     for j, src, _T in pending:
         if src not in col_of:
             col_of[src] = len(rows)
             rows.append(direct(src))  # type: ignore[arg-type]
             extra.append(src)
         rows[j] = (rows[j][0], col_of[src], rows[j][2])
-    return _Plan(np.asarray(rows, dtype=np.int32).reshape(-1, 3), len(names), np.asarray(swi_T, dtype=np.float64),
-                 extra)  # fmt: skip
+    return _Plan(
+        np.asarray(rows, dtype=np.int32).reshape(-1, 3), len(names), np.asarray(swi_T, dtype=np.float64), extra
+    )
 
 
 def _select_days(store: TileStore, days: Any) -> np.ndarray:
@@ -246,9 +257,17 @@ class TileRunner:
     already processed raises :class:`~smengine.errors.ConfigError`.
     """
 
-    def __init__(self, store: TileStore | str | os.PathLike[str], forest: Any, *, min_valid_fraction: float = 0.5,
-                 n_threads: int | None = None, chunk_days: int = 8, day_inner: bool = False,
-                 reuse: bool | str = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: TileStore | str | os.PathLike[str],
+        forest: Any,
+        *,
+        min_valid_fraction: float = 0.5,
+        n_threads: int | None = None,
+        chunk_days: int = 8,
+        day_inner: bool = False,
+        reuse: bool | str = True,
+    ) -> None:
         self.store = _open_store(store)
         self.forest = _load_forest(forest)
         if not 0.0 <= float(min_valid_fraction) <= 1.0:
@@ -264,8 +283,10 @@ class TileRunner:
         self._kernel = self.forest._kernel_tables(self._mode)  # the forest as the kernel sees it
         names = self.forest.feature_names
         if names is None:
-            raise ConfigError("the forest has no feature names; compile it with feature_names=… so that the engine "
-                              "can find its features in the tiles")  # fmt: skip
+            raise ConfigError(
+                "the forest has no feature names; compile it with feature_names=… so that the engine "
+                "can find its features in the tiles"
+            )
         self.feature_names = list(names)
         s = self.store
         self._plan = _build_plan(s, self.feature_names)
@@ -281,23 +302,29 @@ class TileRunner:
         self._static = np.ascontiguousarray(s.static) if s.static.size else np.zeros((0, ny, nx), np.float32)
         self._dynamic = s.dynamic if s.dynamic.size else np.zeros((0, 0, ny, nx), np.float32)
         layers = [s.coarse[n] for n in s.coarse_names]
-        self._cindex = (np.ascontiguousarray(np.stack([c.index for c in layers]), dtype=np.int32) if layers
-                        else np.zeros((0, ny, nx), np.int32))  # fmt: skip
+        self._cindex = (
+            np.ascontiguousarray(np.stack([c.index for c in layers]), dtype=np.int32)
+            if layers
+            else np.zeros((0, ny, nx), np.int32)
+        )
         sizes = [c.values.shape[1] for c in layers]
         self._coff = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if layers else np.zeros(0, np.int64)
         self._layers = layers
         from smengine._ext import _engine
 
-        self._tile = _engine.TileArrays(self._static, self._dynamic, self._cindex, self._coff, self._plan.plan,
-                                        grid.subpixel)  # fmt: skip
+        self._tile = _engine.TileArrays(
+            self._static, self._dynamic, self._cindex, self._coff, self._plan.plan, grid.subpixel
+        )
         self._state = _engine.SWIState(self._gain, self._swi, self._last, self._plan.swi_T)  # updated in place
         self._scratch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._next = 0  # first store day index not yet run through the SWI state
         self.stats = EngineStats()
 
     def __repr__(self) -> str:
-        return (f"<TileRunner {self.store.tile_id}: {len(self.feature_names)} features, "
-                f"next store day {self._next}/{self.store.times.size}>")  # fmt: skip
+        return (
+            f"<TileRunner {self.store.tile_id}: {len(self.feature_names)} features, "
+            f"next store day {self._next}/{self.store.times.size}>"
+        )
 
     def _chunk(self, sidx: np.ndarray, want: np.ndarray) -> dict[str, np.ndarray]:
         """Kernel call for store day indices ``sidx`` (-1: absent): (D, Py, Px) layers, valid where ``want``."""
@@ -318,21 +345,37 @@ class TileRunner:
         cal = calendar_features(dates)
         consts = np.stack([cal["doy_sin"], cal["doy_cos"]], axis=1).astype(np.float64)
         Py, Px = self.grid.shape
-        bufs: dict[str, np.ndarray] = {name: np.empty((D, Py, Px), np.float32)
-                                       for name in ("sm", "subpixel_sd", "uncertainty", "valid_fraction")}  # fmt: skip
+        bufs: dict[str, np.ndarray] = {
+            name: np.empty((D, Py, Px), np.float32) for name in ("sm", "subpixel_sd", "uncertainty", "valid_fraction")
+        }
         bufs["quality_flag"] = np.empty((D, Py, Px), np.uint8)
         counters = np.zeros(4, dtype=np.int64)
         ncol = self._plan.plan.shape[0]
         nrow = Px * self.grid.subpixel**2 * D
         if self._scratch is None or self._scratch[1].shape[1] < nrow:
             nt = self.n_threads
-            self._scratch = (np.empty((nt, nrow * ncol), np.float32), np.empty((nt, nrow), np.uint8),
-                             np.empty((nt, 4 * nrow), np.float64))  # fmt: skip
+            self._scratch = (
+                np.empty((nt, nrow * ncol), np.float32),
+                np.empty((nt, nrow), np.uint8),
+                np.empty((nt, 4 * nrow), np.float64),
+            )
         chunk = _engine.ChunkInputs(sidx.astype(np.int64), want.astype(np.uint8), tday, cvals, consts)
-        outputs = _engine.Outputs(bufs["sm"], bufs["subpixel_sd"], bufs["uncertainty"], bufs["valid_fraction"],
-                                  bufs["quality_flag"])  # fmt: skip
-        _engine.run_days(self._kernel, self._tile, self._state, chunk, outputs, _engine.Scratch(*self._scratch),
-                         self.day_inner, self._mode, self.min_valid_fraction, self.n_threads, counters)  # fmt: skip
+        outputs = _engine.Outputs(
+            bufs["sm"], bufs["subpixel_sd"], bufs["uncertainty"], bufs["valid_fraction"], bufs["quality_flag"]
+        )
+        _engine.run_days(
+            self._kernel,
+            self._tile,
+            self._state,
+            chunk,
+            outputs,
+            _engine.Scratch(*self._scratch),
+            self.day_inner,
+            self._mode,
+            self.min_valid_fraction,
+            self.n_threads,
+            counters,
+        )
         w = want.astype(bool)
         s2 = self.grid.subpixel**2
         n_rows = int(w[present].sum()) * Py * Px * s2
@@ -346,7 +389,9 @@ class TileRunner:
         st.spinup_days += int((~w & present).sum())
         return bufs
 
-    def predict_arrays(self, days: Any = None, progress: Callable[[int], Any] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def predict_arrays(
+        self, days: Any = None, progress: Callable[[int], Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Predict ``days`` (see :func:`predict`); returns (days, dict of (D, Py, Px) arrays)."""
         s = self.store
         req = _select_days(s, days)
@@ -360,15 +405,23 @@ class TileRunner:
         # store day index of each requested day (-1: not in the store)
         pos = np.searchsorted(s.times, req)
         inside = pos < s.times.size
-        sidx = np.where(inside & (s.times[np.minimum(pos, max(s.times.size - 1, 0))] == req) if s.times.size
-                        else False, pos, -1).astype(np.int64)  # fmt: skip
+        sidx = np.where(
+            inside & (s.times[np.minimum(pos, max(s.times.size - 1, 0))] == req) if s.times.size else False, pos, -1
+        ).astype(np.int64)
         if (sidx < 0).any():
-            log.warning("%s: %d of %d requested days are not in the store (first %s); flagged no_input",
-                        s.path, int((sidx < 0).sum()), req.size, req[sidx < 0][0])  # fmt: skip
+            log.warning(
+                "%s: %d of %d requested days are not in the store (first %s); flagged no_input",
+                s.path,
+                int((sidx < 0).sum()),
+                req.size,
+                req[sidx < 0][0],
+            )
         have = sidx[sidx >= 0]
         if have.size and have[0] < self._next:
-            raise ConfigError(f"{s.path}: days must be predicted in increasing order; {s.times[have[0]]} is before "
-                              f"the runner's position {s.times[self._next - 1] if self._next else ''}")  # fmt: skip
+            raise ConfigError(
+                f"{s.path}: days must be predicted in increasing order; {s.times[have[0]]} is before "
+                f"the runner's position {s.times[self._next - 1] if self._next else ''}"
+            )
         # the sequence of kernel days: every store day from the runner's position to the last
         # present requested day (spin-up days are state-only), with absent requested days
         # interleaved at their place in time.
@@ -387,7 +440,7 @@ class TileRunner:
             seq_s.append(-1)
             seq_o.append(int(o))
         S = np.asarray(seq_s, dtype=np.int64)
-        O = np.asarray(seq_o, dtype=np.int64)
+        O = np.asarray(seq_o, dtype=np.int64)  # noqa: E741 - output position of each kernel day
         for c0 in range(0, S.size, self.chunk_days):
             ss, oo = S[c0 : c0 + self.chunk_days], O[c0 : c0 + self.chunk_days]
             want = oo >= 0
@@ -453,8 +506,15 @@ def predict(
     ConfigError
         If a forest feature cannot be found in the tile, or on bad arguments.
     """
-    runner = TileRunner(store, forest, min_valid_fraction=min_valid_fraction, n_threads=n_threads,
-                        chunk_days=chunk_days, day_inner=day_inner, reuse=reuse)  # fmt: skip
+    runner = TileRunner(
+        store,
+        forest,
+        min_valid_fraction=min_valid_fraction,
+        n_threads=n_threads,
+        chunk_days=chunk_days,
+        day_inner=day_inner,
+        reuse=reuse,
+    )
     req, out = runner.predict_arrays(days, progress=progress)
     runner.stats.warn_if_degraded(f"predict {runner.store.path}")
     return _product(runner, req, out, config)
@@ -463,15 +523,31 @@ def predict(
 def _product(runner: TileRunner, days: np.ndarray, out: dict[str, np.ndarray], config: dict[str, Any] | None) -> Any:
     from smengine.product import make_product
 
-    cfg = {"engine": {"min_valid_fraction": runner.min_valid_fraction, "chunk_days": runner.chunk_days,
-                      "reuse": runner.reuse, "features": runner.feature_names,
-                      "forest_hash": runner.forest.content_hash, "tile": runner.store.tile_id,
-                      "tile_path": str(runner.store.path)}}  # fmt: skip
+    cfg = {
+        "engine": {
+            "min_valid_fraction": runner.min_valid_fraction,
+            "chunk_days": runner.chunk_days,
+            "reuse": runner.reuse,
+            "features": runner.feature_names,
+            "forest_hash": runner.forest.content_hash,
+            "tile": runner.store.tile_id,
+            "tile_path": str(runner.store.path),
+        }
+    }
     if config:
         cfg.update(config)
-    return make_product(out["sm"], out["uncertainty"], out["subpixel_sd"], out["valid_fraction"], out["quality_flag"],
-                        grid=runner.grid, times=days, min_valid_fraction=runner.min_valid_fraction,
-                        model_card=runner.forest.card, config=cfg)  # fmt: skip
+    return make_product(
+        out["sm"],
+        out["uncertainty"],
+        out["subpixel_sd"],
+        out["valid_fraction"],
+        out["quality_flag"],
+        grid=runner.grid,
+        times=days,
+        min_valid_fraction=runner.min_valid_fraction,
+        model_card=runner.forest.card,
+        config=cfg,
+    )
 
 
 @dataclass(frozen=True)
@@ -500,9 +576,21 @@ def _failed(failed: list[tuple[str, str]], st: Any, exc: BaseException) -> None:
     failed.append((name, f"{type(exc).__name__}: {exc}"))
 
 
-def _run_tile(st: Any, cf: Any, *, out: Path, days: Any, file_days: int, resume: bool, format: str,
-              config: dict[str, Any] | None, min_valid_fraction: float, n_threads: int | None, chunk_days: int,
-              progress: Callable[[int], Any] | None = None) -> tuple[list[Path], list[Path], EngineStats, int, str]:  # fmt: skip
+def _run_tile(
+    st: Any,
+    cf: Any,
+    *,
+    out: Path,
+    days: Any,
+    file_days: int,
+    resume: bool,
+    format: str,
+    config: dict[str, Any] | None,
+    min_valid_fraction: float,
+    n_threads: int | None,
+    chunk_days: int,
+    progress: Callable[[int], Any] | None = None,
+) -> tuple[list[Path], list[Path], EngineStats, int, str]:
     """One tile of :func:`run`: (written, skipped, stats, days covered, tile path)."""
     from smengine.product import open_product, write_netcdf, write_zarr
 
@@ -610,9 +698,17 @@ def run(
     skipped: list[Path] = []
     failed: list[tuple[str, str]] = []
     stats = EngineStats()
-    kw = {"out": out, "days": days, "file_days": int(file_days), "resume": resume, "format": format,
-          "config": config, "min_valid_fraction": min_valid_fraction, "n_threads": n_threads,
-          "chunk_days": chunk_days}  # fmt: skip
+    kw = {
+        "out": out,
+        "days": days,
+        "file_days": int(file_days),
+        "resume": resume,
+        "format": format,
+        "config": config,
+        "min_valid_fraction": min_valid_fraction,
+        "n_threads": n_threads,
+        "chunk_days": chunk_days,
+    }
     items = list(stores)
     if client is None:
         results = []

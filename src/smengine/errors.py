@@ -78,6 +78,5 @@ class DataLossWarning(SMEngineWarning):
 
 #: Mapping of return codes to exception classes, for decoding status variables.
 RETURN_CODES: dict[int, type[SMEngineError]] = {
-    cls.return_code: cls
-    for cls in (SMEngineError, ConfigError, ValidationError, DataError, ConvergenceError)
+    cls.return_code: cls for cls in (SMEngineError, ConfigError, ValidationError, DataError, ConvergenceError)
 }

@@ -57,8 +57,17 @@ log = logging.getLogger(__name__)
 #: Characteristic times (days) searched by :func:`product_scores`.
 DEFAULT_T = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 60.0, 100.0)
 #: The columns :func:`site_scores` reports (renamed from :func:`smengine.metrics.evaluate`'s keys).
-SCORE_COLUMNS = {"n_obs": "n", "R": "R", "urmsd": "ubRMSE", "BIAS": "bias", "RMSD": "RMSE", "KGE": "KGE",
-                 "anomaly_R": "anomaly_R", "anomaly_R_moving": "anomaly_R_35d", "NSE": "NSE"}  # fmt: skip
+SCORE_COLUMNS = {
+    "n_obs": "n",
+    "R": "R",
+    "urmsd": "ubRMSE",
+    "BIAS": "bias",
+    "RMSD": "RMSE",
+    "KGE": "KGE",
+    "anomaly_R": "anomaly_R",
+    "anomaly_R_moving": "anomaly_R_35d",
+    "NSE": "NSE",
+}
 
 
 def _check(table: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
@@ -114,8 +123,9 @@ def _filtered(t: pd.DataFrame, col: str, T: Sequence[float]) -> np.ndarray:
     return out
 
 
-def product_scores(table: pd.DataFrame, products: Sequence[str], obs: str = "obs", *,
-                   T: Sequence[float] = DEFAULT_T, min_obs: int = 30) -> pd.DataFrame:  # fmt: skip
+def product_scores(
+    table: pd.DataFrame, products: Sequence[str], obs: str = "obs", *, T: Sequence[float] = DEFAULT_T, min_obs: int = 30
+) -> pd.DataFrame:
     """Surface products against CRNS, raw and after the exponential filter at the best T.
 
     For each product the filter is run per station over its own series (missing days
@@ -156,10 +166,20 @@ def product_scores(table: pd.DataFrame, products: Sequence[str], obs: str = "obs
                 best, best_r, best_s = Tk, r, s
         if best_s is not None:
             rows.append(((p, f"SWI T={best:g}"), best_s, best))
-    out = pd.DataFrame([{**{c: float(np.nanmedian(s[c])) if s[c].notna().any() else np.nan
-                            for c in ("R", "ubRMSE", "bias", "KGE", "anomaly_R")},
-                         "n_sites": int(s["R"].notna().sum()), "T": Tb} for _, s, Tb in rows],
-                       index=pd.MultiIndex.from_tuples([k for k, _, _ in rows], names=["product", "variant"]))  # fmt: skip
+    out = pd.DataFrame(
+        [
+            {
+                **{
+                    c: float(np.nanmedian(s[c])) if s[c].notna().any() else np.nan
+                    for c in ("R", "ubRMSE", "bias", "KGE", "anomaly_R")
+                },
+                "n_sites": int(s["R"].notna().sum()),
+                "T": Tb,
+            }
+            for _, s, Tb in rows
+        ],
+        index=pd.MultiIndex.from_tuples([k for k, _, _ in rows], names=["product", "variant"]),
+    )
     return out
 
 
@@ -203,8 +223,7 @@ def monthly_bias(table: pd.DataFrame, pred: str = "pred", obs: str = "obs") -> t
         s2 = float(resid @ resid) / dof
         se = float(np.sqrt(s2 * np.linalg.inv(A.T @ A)[0, 0]))
         tval = coef[0] / se if se > 0 else np.inf
-        trend.update({"slope_per_year": float(coef[0]), "stderr": se,
-                      "p_value": float(2 * stats.t.sf(abs(tval), dof))})  # fmt: skip
+        trend.update({"slope_per_year": float(coef[0]), "stderr": se, "p_value": float(2 * stats.t.sf(abs(tval), dof))})
     else:
         trend.update({"slope_per_year": np.nan, "stderr": np.nan, "p_value": np.nan})
     return by_month, trend
@@ -232,8 +251,16 @@ def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def plot_map(ds: Any, day: Any, path: str | os.PathLike[str], variable: str = "sm", *,
-             stations: pd.DataFrame | None = None, vmin: float = 0.0, vmax: float = 0.5) -> Path:  # fmt: skip
+def plot_map(
+    ds: Any,
+    day: Any,
+    path: str | os.PathLike[str],
+    variable: str = "sm",
+    *,
+    stations: pd.DataFrame | None = None,
+    vmin: float = 0.0,
+    vmax: float = 0.5,
+) -> Path:
     """Map of one day of a product variable (with station locations, if given: columns x, y in the grid CRS)."""
     plt = _plt()
     da = ds[variable].sel(time=np.datetime64(pd.Timestamp(day), "ns"), method="nearest")
@@ -253,8 +280,9 @@ def plot_map(ds: Any, day: Any, path: str | os.PathLike[str], variable: str = "s
     return _save(fig, path)
 
 
-def plot_timeseries(table: pd.DataFrame, station: str, path: str | os.PathLike[str],
-                    columns: Sequence[str] = ("obs", "pred")) -> Path:  # fmt: skip
+def plot_timeseries(
+    table: pd.DataFrame, station: str, path: str | os.PathLike[str], columns: Sequence[str] = ("obs", "pred")
+) -> Path:
     """Daily series of one station (reference and estimates)."""
     plt = _plt()
     t = _check(table, columns)

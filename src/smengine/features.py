@@ -67,7 +67,6 @@ TABLE_EXTRAS = ("x", "y", "tile", "kernel_half_width", "valid_fraction")
 SOIL_MOISTURE_UNITS = ("m3 m-3", "m3/m3", "m3m-3", "percent saturation", "% saturation", "pct_saturation")
 
 
-
 @dataclass(frozen=True)
 class FeatureSpec:
     """Which features a model uses. Stored with the model (``get_config``/``from_config``).
@@ -229,14 +228,19 @@ class FeatureBuilder:
         self.dynamic = _pick("dynamic", spec.dynamic, store.dynamic_names, store)
         self.coarse = _pick("coarse", spec.coarse, store.coarse_names, store)
         if spec.swi_of is None:
-            self.swi_of = [n for n in store.dynamic_names + store.coarse_names
-                           if store.units.get(n, "").strip().lower() in SOIL_MOISTURE_UNITS]  # fmt: skip
+            self.swi_of = [
+                n
+                for n in store.dynamic_names + store.coarse_names
+                if store.units.get(n, "").strip().lower() in SOIL_MOISTURE_UNITS
+            ]
         else:
             self.swi_of = list(spec.swi_of)
             bad = [n for n in self.swi_of if n not in store.dynamic_names + store.coarse_names]
             if bad:
-                raise ConfigError(f"{store.path}: SWI source(s) {bad} are not dynamic/coarse covariates of the store "
-                                  f"({store.dynamic_names + store.coarse_names})")  # fmt: skip
+                raise ConfigError(
+                    f"{store.path}: SWI source(s) {bad} are not dynamic/coarse covariates of the store "
+                    f"({store.dynamic_names + store.coarse_names})"
+                )
         if spec.swi_carry:  # a carried SWI source is not also a raw feature unless named (see FeatureSpec)
             if spec.dynamic is None:
                 self.dynamic = [n for n in self.dynamic if n not in self.swi_of]
@@ -247,12 +251,15 @@ class FeatureBuilder:
         self.names = self.static + self.dynamic + self.coarse + self.swi_names + self.calendar
         swi_src = dict(zip(self.swi_names, [(n, T) for n in self.swi_of for T in spec.swi_T], strict=True))
         self.kinds: dict[str, str] = {
-            **{n: "static" for n in self.static}, **{n: "dynamic" for n in self.dynamic},
-            **{n: "coarse" for n in self.coarse}, **{n: "swi" for n in self.swi_names},
+            **{n: "static" for n in self.static},
+            **{n: "dynamic" for n in self.dynamic},
+            **{n: "coarse" for n in self.coarse},
+            **{n: "swi" for n in self.swi_names},
             **{n: "calendar" for n in self.calendar},
-        }  # fmt: skip
-        self.units: dict[str, str] = {n: store.units.get(swi_src[n][0] if n in swi_src else n, "")
-                                      for n in self.names if n not in self.calendar}  # fmt: skip
+        }
+        self.units: dict[str, str] = {
+            n: store.units.get(swi_src[n][0] if n in swi_src else n, "") for n in self.names if n not in self.calendar
+        }
         self.units.update({n: "1" for n in self.calendar})
         self.sources: dict[str, str] = {n: store.sources[n] for n in self.names if n in store.sources}
         carry = ", carry" if spec.swi_carry else ""
@@ -297,12 +304,14 @@ class FeatureBuilder:
         out = np.empty((len(self.swi_names), self._days.size, r1 - r0, c1 - c0), dtype=np.float32)
         nT = len(self.spec.swi_T)
         for i, name in enumerate(self.swi_of):
-            out[i * nT : (i + 1) * nT] = exp_filter(self.source_series(name, (r0, r1, c0, c1)), self._days,
-                                                    self.spec.swi_T, carry=self.spec.swi_carry)  # fmt: skip
+            out[i * nT : (i + 1) * nT] = exp_filter(
+                self.source_series(name, (r0, r1, c0, c1)), self._days, self.spec.swi_T, carry=self.spec.swi_carry
+            )
         return out
 
-    def day(self, t: int, window: Window | None = None, swi: np.ndarray | None = None,
-            out: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    def day(
+        self, t: int, window: Window | None = None, swi: np.ndarray | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """All features of day index ``t`` over a window: (F, h, w) float32.
 
         Parameters
@@ -338,7 +347,9 @@ class FeatureBuilder:
             if swi is None:
                 swi = self.swi(window)
             if swi.shape != (len(self.swi_names), self._days.size, h, w):
-                raise ValidationError(f"swi has shape {swi.shape}, expected {(len(self.swi_names), self._days.size, h, w)}")
+                raise ValidationError(
+                    f"swi has shape {swi.shape}, expected {(len(self.swi_names), self._days.size, h, w)}"
+                )
             out[k : k + len(self.swi_names)] = swi[:, t]
             k += len(self.swi_names)
         if self.calendar:
@@ -421,12 +432,15 @@ def training_table(
             if key not in cache:
                 cache[key] = _day_kernel(cell, key[1] * qh, key[2] * qt, key[3] * qp)
             return cache[key]
+
     for b in builders[1:]:
         if b.names != names:
             raise ValidationError(f"{b.store.path}: features {b.names} differ from {stores[0].path}: {names}")
         diff = {n: (u, builders[0].units[n]) for n, u in b.units.items() if u != builders[0].units[n]}
         if diff:
-            raise ValidationError(f"{b.store.path}: feature units differ from {stores[0].path} (name: (this, first)): {diff}")
+            raise ValidationError(
+                f"{b.store.path}: feature units differ from {stores[0].path} (name: (this, first)): {diff}"
+            )
     daily = stations.daily(min_hours) if daily is None else daily
     meta = stations.metadata()
     rows: list[dict[str, Any]] = []
@@ -456,7 +470,11 @@ def training_table(
         t_idx = t_idx[ok]
         elev = m.get("elevation", np.nan)
         p_default = REFERENCE_PRESSURE * float(np.exp(-elev / 8300.0)) if np.isfinite(elev) else REFERENCE_PRESSURE
-        hum = g["abs_humidity"].fillna(default_humidity).to_numpy() if "abs_humidity" in g else np.full(len(g), default_humidity)
+        hum = (
+            g["abs_humidity"].fillna(default_humidity).to_numpy()
+            if "abs_humidity" in g
+            else np.full(len(g), default_humidity)
+        )
         pres = g["pressure"].fillna(p_default).to_numpy() if "pressure" in g else np.full(len(g), p_default)
         cell = b.store.grid.subpixel_resolution
         kernels = [kernel(cell, h, th, p) for h, th, p in zip(hum, g["sm"].to_numpy(), pres, strict=True)]
@@ -468,20 +486,30 @@ def training_table(
         buf = np.empty((len(names), win.height, win.width), dtype=np.float32)
         for (_, row), t, k in zip(g.iterrows(), t_idx, kernels, strict=True):
             x = b.day(int(t), win, swi, out=buf)
-            vals, frac = footprint_average(x, [r - r0], [c - c0], k, min_valid_fraction,
-                                           return_valid_fraction=True)  # fmt: skip
+            vals, frac = footprint_average(x, [r - r0], [c - c0], k, min_valid_fraction, return_valid_fraction=True)
             rec = {"station": sid, "date": row["date"], "target": row["sm"]}
             rec.update(zip(names, vals[:, 0].tolist(), strict=True))
-            rec.update(x=sx, y=sy, tile=b.store.tile_id, kernel_half_width=k.shape[0] // 2,
-                       valid_fraction=float(frac.min()))  # fmt: skip
+            rec.update(
+                x=sx, y=sy, tile=b.store.tile_id, kernel_half_width=k.shape[0] // 2, valid_fraction=float(frac.min())
+            )
             rows.append(rec)
     cols = [*TABLE_KEYS, *names, *TABLE_EXTRAS]
     out = pd.DataFrame(rows, columns=cols)
     b0 = builders[0]
-    out.attrs.update(features=list(names), units=dict(b0.units), kinds=dict(b0.kinds), sources=dict(b0.sources),
-                     spec=(spec or FeatureSpec()).get_config(), excluded=excluded)  # fmt: skip
-    log.info("training table: %d station-days from %d stations (%d excluded)", len(out),
-             out["station"].nunique(), len(excluded))  # fmt: skip
+    out.attrs.update(
+        features=list(names),
+        units=dict(b0.units),
+        kinds=dict(b0.kinds),
+        sources=dict(b0.sources),
+        spec=(spec or FeatureSpec()).get_config(),
+        excluded=excluded,
+    )
+    log.info(
+        "training table: %d station-days from %d stations (%d excluded)",
+        len(out),
+        out["station"].nunique(),
+        len(excluded),
+    )
     return out
 
 
@@ -527,8 +555,10 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
             ds[name].attrs["units"] = units[name]
     ds["target"].attrs.setdefault("units", "m3 m-3")
     meta = {k: table.attrs[k] for k in _TABLE_ATTRS if k in table.attrs}
-    ds.attrs = {"title": "smengine training table (one row per station-day)",
-                "smengine_table": json.dumps(meta, default=str)}  # fmt: skip
+    ds.attrs = {
+        "title": "smengine training table (one row per station-day)",
+        "smengine_table": json.dumps(meta, default=str),
+    }
     out = Path(path).expanduser()
     with atomic_target(out) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", encoding={"date": {"units": "days since 1970-01-01"}})
@@ -565,8 +595,10 @@ def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
                 meta = json.loads(ds.attrs.get("smengine_table", "null") or "null")
                 table = ds.to_dataframe().reset_index(drop=True)
             if meta is None:
-                raise DataError(f"{p}: not a training table (no smengine_table attribute; write it with "
-                                "smengine table or smengine.features.write_table)")  # fmt: skip
+                raise DataError(
+                    f"{p}: not a training table (no smengine_table attribute; write it with "
+                    "smengine table or smengine.features.write_table)"
+                )
             table.attrs.update(meta)
     except DataError:
         raise

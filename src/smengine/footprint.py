@@ -88,21 +88,55 @@ ERA5_LAND_LAYERS = ((0.0, 7.0), (7.0, 28.0), (28.0, 100.0), (100.0, 289.0))
 # Schrön et al. (2017) Table A1; identical in crnpy 0.8.0, neptoon, CoRNy and crspy.
 _F0 = 3.7  # m⁻¹, near-sensor factor below 1 m
 _A = {
-    "a00": 8735.0, "a01": 22.689, "a02": 11720.0, "a03": 0.00978, "a04": 9306.0, "a05": 0.003632,
-    "a10": 2.7925e-2, "a11": 6.6577, "a12": 0.028544, "a13": 0.002455, "a14": 6.851e-5,
+    "a00": 8735.0,
+    "a01": 22.689,
+    "a02": 11720.0,
+    "a03": 0.00978,
+    "a04": 9306.0,
+    "a05": 0.003632,
+    "a10": 2.7925e-2,
+    "a11": 6.6577,
+    "a12": 0.028544,
+    "a13": 0.002455,
+    "a14": 6.851e-5,
     "a15": 12.2755,
-    "a20": 247970.0, "a21": 23.289, "a22": 374655.0, "a23": 0.00191, "a24": 258552.0,
-    "a30": 5.4818e-2, "a31": 21.032, "a32": 0.6373, "a33": 0.0791, "a34": 5.425e-4,
-}  # fmt: skip
+    "a20": 247970.0,
+    "a21": 23.289,
+    "a22": 374655.0,
+    "a23": 0.00191,
+    "a24": 258552.0,
+    "a30": 5.4818e-2,
+    "a31": 21.032,
+    "a32": 0.6373,
+    "a33": 0.0791,
+    "a34": 5.425e-4,
+}
 _B = {
-    "b00": 39006.0, "b01": 15002337.0, "b02": 2009.24, "b03": 0.01181, "b04": 3.146,
-    "b05": 16.7417, "b06": 3727.0,
-    "b10": 6.031e-5, "b11": 98.5, "b12": 0.0013826,
-    "b20": 11747.0, "b21": 55.033, "b22": 4521.0, "b23": 0.01998, "b24": 0.00604,
-    "b25": 3347.4, "b26": 0.00475,
-    "b30": 1.543e-2, "b31": 13.29, "b32": 1.807e-2, "b33": 0.0011, "b34": 8.81e-5,
-    "b35": 0.0405, "b36": 26.74,
-}  # fmt: skip
+    "b00": 39006.0,
+    "b01": 15002337.0,
+    "b02": 2009.24,
+    "b03": 0.01181,
+    "b04": 3.146,
+    "b05": 16.7417,
+    "b06": 3727.0,
+    "b10": 6.031e-5,
+    "b11": 98.5,
+    "b12": 0.0013826,
+    "b20": 11747.0,
+    "b21": 55.033,
+    "b22": 4521.0,
+    "b23": 0.01998,
+    "b24": 0.00604,
+    "b25": 3347.4,
+    "b26": 0.00475,
+    "b30": 1.543e-2,
+    "b31": 13.29,
+    "b32": 1.807e-2,
+    "b33": 0.0011,
+    "b34": 8.81e-5,
+    "b35": 0.0405,
+    "b36": 26.74,
+}
 _R1 = 1.0  # m, end of the near-sensor branch
 _R2 = 50.0  # m, start of the far branch
 
@@ -124,8 +158,7 @@ def _check(name: str, a: np.ndarray, bad: np.ndarray, rule: str, unit: str) -> N
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValidationError(
-            f"{name} should be {rule} ({unit}); {int(bad.sum())} value(s) are not, "
-            f"e.g. {a[where]!r} at index {where}"
+            f"{name} should be {rule} ({unit}); {int(bad.sum())} value(s) are not, e.g. {a[where]!r} at index {where}"
         )
 
 
@@ -173,11 +206,19 @@ def _coefficients(x: np.ndarray, y: np.ndarray) -> _Coefficients:
     F2 = ((-a["a10"] + a["a14"] * x) * np.exp(-a["a11"] * y / (1 + a["a15"] * y)) + a["a12"]) * (1 + a["a13"] * x)
     F3 = a["a20"] * (1 + a["a23"] * x) * np.exp(-a["a21"] * y) + a["a22"] - a["a24"] * y
     F4 = a["a30"] * np.exp(-a["a31"] * y) + a["a32"] - a["a33"] * y + a["a34"] * x
-    F5 = (b["b00"] - b["b01"] / (b["b02"] * y + x - 0.13)) * (b["b03"] - y) * np.exp(-b["b04"] * y) - b["b05"] * x * y + b["b06"]
+    F5 = (
+        (b["b00"] - b["b01"] / (b["b02"] * y + x - 0.13)) * (b["b03"] - y) * np.exp(-b["b04"] * y)
+        - b["b05"] * x * y
+        + b["b06"]
+    )
     F6 = b["b10"] * (x + b["b11"]) + b["b12"] * y
-    F7 = (b["b20"] * (1 - b["b26"] * x) * np.exp(-b["b21"] * y * (1 - b["b24"] * x)) + b["b22"] - b["b25"] * y) * (2 + b["b23"] * x)
-    F8 = ((-b["b30"] + b["b34"] * x) * np.exp(-b["b31"] * y / (1 + b["b35"] * x + b["b36"] * y)) + b["b32"]) * (2 + b["b33"] * x)
-    return _Coefficients(F1, F2, F3, F4, F5, F6, F7, F8)  # fmt: skip
+    F7 = (b["b20"] * (1 - b["b26"] * x) * np.exp(-b["b21"] * y * (1 - b["b24"] * x)) + b["b22"] - b["b25"] * y) * (
+        2 + b["b23"] * x
+    )
+    F8 = ((-b["b30"] + b["b34"] * x) * np.exp(-b["b31"] * y / (1 + b["b35"] * x + b["b36"] * y)) + b["b32"]) * (
+        2 + b["b33"] * x
+    )
+    return _Coefficients(F1, F2, F3, F4, F5, F6, F7, F8)
 
 
 def horizontal_coefficients(humidity: ArrayLike, theta: ArrayLike) -> dict[str, np.ndarray]:
@@ -302,9 +343,8 @@ def _int_exp(rate: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float) -
 def _radial_integral(r: np.ndarray, c: _Coefficients) -> np.ndarray:
     """∫_0^r W_r(s) ds in closed form (r may be +inf)."""
     hi0 = np.minimum(r, _R1)
-    near_core = (
-        c.F1 * (_int_exp(c.F2, 0.0, hi0) - _int_exp(c.F2 + _F0, 0.0, hi0))
-        + c.F3 * (_int_exp(c.F4, 0.0, hi0) - _int_exp(c.F4 + _F0, 0.0, hi0))
+    near_core = c.F1 * (_int_exp(c.F2, 0.0, hi0) - _int_exp(c.F2 + _F0, 0.0, hi0)) + c.F3 * (
+        _int_exp(c.F4, 0.0, hi0) - _int_exp(c.F4 + _F0, 0.0, hi0)
     )
     hi1 = np.clip(r, _R1, _R2)
     mid = c.F1 * _int_exp(c.F2, _R1, hi1) + c.F3 * _int_exp(c.F4, _R1, hi1)
@@ -748,7 +788,7 @@ def weighted_profile_average(
     fp = pressure_factor(pressure)
 
     theta_i = float(th[valid].mean())
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 - `it` reports the iterations after the loop
         rstar = r / (fp * vegetation_factor(veg_height, theta_i))
         d86 = _d86(rstar, rho, np.asarray(theta_i))
         wd = np.where(valid, np.exp(-2.0 * zz / d86[:, None]), 0.0)
@@ -761,8 +801,7 @@ def weighted_profile_average(
             break
     else:
         raise ConvergenceError(
-            f"weighted_profile_average did not converge to tol={tol} in {max_iter} iterations "
-            f"(last change {diff:.3g})"
+            f"weighted_profile_average did not converge to tol={tol} in {max_iter} iterations (last change {diff:.3g})"
         )
     log.debug("weighted_profile_average converged after %d iterations: %.6f", it, theta_i)
     if return_details:
@@ -875,13 +914,13 @@ def equivalent_soil_moisture(
     b = _asfloat("layer_bottom", layer_bottom)
     if t.shape != (th.shape[0],) or b.shape != t.shape:
         raise ValidationError(
-            f"layer_theta has {th.shape[0]} layers but layer_top/layer_bottom have "
-            f"shapes {t.shape}/{b.shape}"
+            f"layer_theta has {th.shape[0]} layers but layer_top/layer_bottom have shapes {t.shape}/{b.shape}"
         )
     _theta("layer_theta", th)
     rho = _positive("bulk_density", bulk_density, "g cm-3")
-    extra = rho * (_nonneg("lattice_water", lattice_water, "g g-1")
-                   + _nonneg("soil_organic_carbon", soil_organic_carbon, "g g-1"))
+    extra = rho * (
+        _nonneg("lattice_water", lattice_water, "g g-1") + _nonneg("soil_organic_carbon", soil_organic_carbon, "g g-1")
+    )
     rr = float(_nonneg("r", r, "m"))
     missing = np.isnan(th).any(axis=0)
     thf = np.where(missing, 0.1, np.nan_to_num(th, nan=0.1))  # placeholder, masked at the end
@@ -1135,9 +1174,19 @@ def footprint_average(
 
     order = np.argsort(rr * nx + cc, kind="stable").astype(np.intp, copy=False)  # raster order: cache reuse
     _footprint.footprint_average(
-        a3, rr, cc, order, k, j0, j1, total, float(min_valid_fraction), out, frac,
+        a3,
+        rr,
+        cc,
+        order,
+        k,
+        j0,
+        j1,
+        total,
+        float(min_valid_fraction),
+        out,
+        frac,
         effective_n_threads(n_threads),
-    )  # fmt: skip
+    )
     if squeeze:
         out, frac = out[0], frac[0]
     return (out, frac) if return_valid_fraction else out

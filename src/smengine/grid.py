@@ -302,8 +302,9 @@ class Grid:
         if isinstance(tile, str):
             tile = self.tile(tile)
         x0, y1 = self.transform @ (tile.col_off, tile.row_off)
-        return Grid(self.crs, self.resolution, float(x0), float(y1), tile.width, tile.height,
-                    self.subpixel, self.tile_size)  # fmt: skip
+        return Grid(
+            self.crs, self.resolution, float(x0), float(y1), tile.width, tile.height, self.subpixel, self.tile_size
+        )
 
     def lonlat_bounds(self) -> tuple[float, float, float, float]:
         """(west, south, east, north) in degrees, densified along the edges."""

@@ -58,8 +58,18 @@ Method = Literal["auto", "average", "bilinear", "nearest"]
 
 # canonical unit → accepted spellings (lower case, spaces collapsed)
 _UNITS: dict[str, tuple[str, ...]] = {
-    "m3 m-3": ("m3 m-3", "m3/m3", "m^3 m^-3", "m**3 m**-3", "m3.m-3", "m3 m**-3", "cm3/cm3", "cm3 cm-3",
-               "volume fraction", "m^3/m^3"),
+    "m3 m-3": (
+        "m3 m-3",
+        "m3/m3",
+        "m^3 m^-3",
+        "m**3 m**-3",
+        "m3.m-3",
+        "m3 m**-3",
+        "cm3/cm3",
+        "cm3 cm-3",
+        "volume fraction",
+        "m^3/m^3",
+    ),
     "%": ("%", "percent", "percent of saturation", "% saturation", "percent saturation", "% of saturation"),
     "1": ("1", "", "-", "~", "dimensionless", "(0 - 1)", "0-1", "fraction", "(0-1)", "none"),
     "K": ("k", "kelvin"),
@@ -69,7 +79,7 @@ _UNITS: dict[str, tuple[str, ...]] = {
     "dB": ("db",),
     "Pa": ("pa",),
     "hPa": ("hpa",),
-}  # fmt: skip
+}
 _UNIT_LOOKUP = {s: k for k, spellings in _UNITS.items() for s in spellings}
 
 
@@ -266,8 +276,9 @@ def _iso_days(duration: str) -> float | None:
     return 365.25 * y + 30.4 * mo + d
 
 
-def _daily_times(times: np.ndarray, path: str, attrs: dict[str, Any], daily: str | None,
-                 data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _daily_times(
+    times: np.ndarray, path: str, attrs: dict[str, Any], daily: str | None, data: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Check (or make) a daily time axis; returns (days, data aggregated if asked)."""
     t = np.asarray(times, dtype="datetime64[ns]")
     if t.size > 1:
@@ -316,13 +327,17 @@ def _geotiff(spec: SourceSpec, path: Path) -> Source:
             if src.crs is None:
                 raise DataError(f"{path}: GeoTIFF has no CRS; assign one (e.g. gdal_edit.py -a_srs)")
             if src.count != 1:
-                raise DataError(f"{path}: {src.count} bands; smengine reads single-band GeoTIFFs "
-                                "(one layer or one day per file)")
+                raise DataError(
+                    f"{path}: {src.count} bands; smengine reads single-band GeoTIFFs (one layer or one day per file)"
+                )
             transform = src.transform
             crs = CRS.from_user_input(src.crs.to_wkt())
             shape = (src.height, src.width)
-            units = (src.units[0] if src.units and src.units[0] else None) or src.tags(1).get("units") \
+            units = (
+                (src.units[0] if src.units and src.units[0] else None)
+                or src.tags(1).get("units")
                 or src.tags().get("units", "")
+            )
             descr = src.descriptions[0] if src.descriptions and src.descriptions[0] else None
             tag_time = src.tags().get("time") or src.tags().get("TIFFTAG_DATETIME")
     except DataError:
@@ -400,8 +415,9 @@ def _regular_layout(ds: Any, var: str, path: Path, spec: SourceSpec) -> tuple[_L
     squeeze = {d: 0 for d in da.dims if d not in (tdim, ydim, xdim)}
     for d in squeeze:
         if da.sizes[d] != 1:
-            raise DataError(f"{path}: variable {var!r} has an extra dimension {d!r} of size {da.sizes[d]}; "
-                            "select one level first")
+            raise DataError(
+                f"{path}: variable {var!r} has an extra dimension {d!r} of size {da.sizes[d]}; select one level first"
+            )
     geographic = ydim in ("lat", "latitude")
     if geographic:
         crs = CRS.from_epsg(4326)
@@ -426,8 +442,7 @@ def _regular_layout(ds: Any, var: str, path: Path, spec: SourceSpec) -> tuple[_L
         roll = int(np.sum(x >= 180.0))
         x0 = float(x[np.argmax(x >= 180.0)] - 360.0)
     transform = Affine(float(dx[0]), 0.0, x0 - dx[0] / 2, 0.0, ddy, float(ytop - ddy / 2))
-    units = _resolve_units(da.attrs.get("units", da.attrs.get("GRIB_units")), spec.units,
-                           f"{path}: variable {var!r}")
+    units = _resolve_units(da.attrs.get("units", da.attrs.get("GRIB_units")), spec.units, f"{path}: variable {var!r}")
     name = spec.name
     if name is None:
         name = var
@@ -437,8 +452,14 @@ def _regular_layout(ds: Any, var: str, path: Path, spec: SourceSpec) -> tuple[_L
                 break
     if units == "%" and not name.endswith("_pct_saturation"):
         name = f"{name}_pct_saturation"  # never mix % saturation with m3 m-3
-    meta = {"crs": crs, "transform": transform, "units": units, "name": name, "shape": (y.size, x.size),
-            "raw_times": None if tdim is None else np.atleast_1d(ds[tdim].values)}
+    meta = {
+        "crs": crs,
+        "transform": transform,
+        "units": units,
+        "name": name,
+        "shape": (y.size, x.size),
+        "raw_times": None if tdim is None else np.atleast_1d(ds[tdim].values),
+    }
     return _Layout(var, tdim, ydim, xdim, flip, roll, squeeze), meta
 
 
@@ -491,8 +512,17 @@ def _netcdf(spec: SourceSpec, path: Path) -> Source:
                 except (OSError, RuntimeError) as exc:
                     raise bad(exc) from exc
 
-    return Source(meta["name"], str(path), meta["units"], meta["shape"], times, meta["crs"], reader,
-                  meta["transform"], attrs={"variable": var})  # fmt: skip
+    return Source(
+        meta["name"],
+        str(path),
+        meta["units"],
+        meta["shape"],
+        times,
+        meta["crs"],
+        reader,
+        meta["transform"],
+        attrs={"variable": var},
+    )
 
 
 def _check_grib_messages(path: Path) -> int:
@@ -522,8 +552,7 @@ def _check_grib_messages(path: Path) -> int:
             else:
                 raise DataError(f"{path}: corrupt GRIB: edition {edition} at byte {pos}")
             if pos + length > size:
-                raise DataError(f"{path}: truncated GRIB: message {n + 1} needs {pos + length} bytes, "
-                                f"file has {size}")
+                raise DataError(f"{path}: truncated GRIB: message {n + 1} needs {pos + length} bytes, file has {size}")
             f.seek(pos + length - 4)
             if f.read(4) != b"7777":
                 raise DataError(f"{path}: corrupt GRIB: message {n + 1} does not end with '7777'")
@@ -561,8 +590,17 @@ def _grib(spec: SourceSpec, path: Path) -> Source:
                 data = layout.fields(ds)
                 data = data if data.ndim == 3 else data[None]
                 times, data = _daily_times(raw, str(path), {}, spec.daily, data)
-                return Source(meta["name"], str(path), meta["units"], meta["shape"], times, meta["crs"],
-                              _eager(data), meta["transform"], attrs={"variable": var})  # fmt: skip
+                return Source(
+                    meta["name"],
+                    str(path),
+                    meta["units"],
+                    meta["shape"],
+                    times,
+                    meta["crs"],
+                    _eager(data),
+                    meta["transform"],
+                    attrs={"variable": var},
+                )
             if grid_type != "reduced_gg":
                 raise DataError(f"{path}: GRIB grid type {grid_type!r} is not supported (regular_ll, reduced_gg)")
             lat = np.asarray(da["latitude"].values, dtype=np.float64)
@@ -574,11 +612,23 @@ def _grib(spec: SourceSpec, path: Path) -> Source:
             raise DataError(f"{path}: cannot decode {var!r}: {exc}") from exc
         data = data if data.ndim == 2 else data[None]
         times, data = _daily_times(raw, str(path), {}, spec.daily, data)
-        units = _resolve_units(da.attrs.get("units", da.attrs.get("GRIB_units")), spec.units,
-                               f"{path}: variable {var!r}")
+        units = _resolve_units(
+            da.attrs.get("units", da.attrs.get("GRIB_units")), spec.units, f"{path}: variable {var!r}"
+        )
         name = spec.name or (f"h14_{var}" if "H14" in path.name.upper() else var)
-        return Source(name, str(path), units, (lat.size,), times, CRS.from_epsg(4326), _eager(data),
-                      None, lat, lon, attrs={"variable": var, "grid_type": grid_type})  # fmt: skip
+        return Source(
+            name,
+            str(path),
+            units,
+            (lat.size,),
+            times,
+            CRS.from_epsg(4326),
+            _eager(data),
+            None,
+            lat,
+            lon,
+            attrs={"variable": var, "grid_type": grid_type},
+        )
 
 
 def _stack(parts: list[Source], spec: SourceSpec) -> Source:
@@ -596,9 +646,19 @@ def _stack(parts: list[Source], spec: SourceSpec) -> Source:
     times, owner, local = times[order], owner[order], local[order]
     if times.size > 1 and not (np.diff(times.astype(np.int64)) > 0).all():
         raise DataError(f"{[str(p) for p in spec.paths()]}: duplicate days across files")
-    return Source(first.name, ";".join(p.path for p in parts), first.units, first.shape, times, first.crs,
-                  lambda t, w: parts[owner[t]].reader(local[t], w), first.transform, first.lat, first.lon,
-                  first.attrs)  # fmt: skip
+    return Source(
+        first.name,
+        ";".join(p.path for p in parts),
+        first.units,
+        first.shape,
+        times,
+        first.crs,
+        lambda t, w: parts[owner[t]].reader(local[t], w),
+        first.transform,
+        first.lat,
+        first.lon,
+        first.attrs,
+    )
 
 
 def open_source(spec: SourceSpec | str | Path, **kwargs: Any) -> Source:
@@ -738,8 +798,9 @@ class _Regridder:
         _check_overlap(source, grid)
         self.source, self.grid = source, grid
         self.dst_transform, self.shape = _target(grid, subpixel)
-        self.method = "nearest" if source.is_points else (
-            _auto_method(source, grid, subpixel) if method == "auto" else method)
+        self.method = (
+            "nearest" if source.is_points else (_auto_method(source, grid, subpixel) if method == "auto" else method)
+        )
         if self.method not in _RESAMPLING:
             raise ConfigError(f"unknown resampling method {method!r}; use {sorted(_RESAMPLING)} or 'auto'")
         self.window = source.window_for(grid)  # read only the part of the source the grid needs
@@ -758,11 +819,16 @@ class _Regridder:
             return CoarseLayer(data.ravel()[self.cells][None], self.index).expand(0)
         out = np.full(self.shape, np.nan, dtype=np.float32)
         reproject(
-            data, out, src_transform=self.source.window_transform(self.window),
-            src_crs=self.source.crs.to_wkt(), dst_transform=self.dst_transform,
-            dst_crs=self.grid.pyproj_crs.to_wkt(), resampling=_RESAMPLING[self.method],
-            src_nodata=np.nan, dst_nodata=np.nan,
-        )  # fmt: skip
+            data,
+            out,
+            src_transform=self.source.window_transform(self.window),
+            src_crs=self.source.crs.to_wkt(),
+            dst_transform=self.dst_transform,
+            dst_crs=self.grid.pyproj_crs.to_wkt(),
+            resampling=_RESAMPLING[self.method],
+            src_nodata=np.nan,
+            dst_nodata=np.nan,
+        )
         return out
 
 
@@ -878,15 +944,16 @@ def ingest(
     SMEngineWarning
         Once per layer whose source changed (each tile concerned is logged).
     """
-    specs = [s if isinstance(s, SourceSpec) else SourceSpec(s.path if isinstance(s, Source) else s)
-             for s in sources]
-    opened = [s if isinstance(s, Source) else open_source(sp) for s, sp in zip(sources, specs)]
+    specs = [s if isinstance(s, SourceSpec) else SourceSpec(s.path if isinstance(s, Source) else s) for s in sources]
+    opened = [s if isinstance(s, Source) else open_source(sp) for s, sp in zip(sources, specs, strict=False)]
     names = [s.name for s in opened]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
-        raise ConfigError(f"two sources share the feature name(s) {dup} (of {names}): name them apart — "
-                          "NAME=PATTERN on the command line, name = ... in a run configuration's [[sources]], "
-                          "SourceSpec(name=...) in Python; or give files of one product as one source (a glob)")  # fmt: skip
+        raise ConfigError(
+            f"two sources share the feature name(s) {dup} (of {names}): name them apart — "
+            "NAME=PATTERN on the command line, name = ... in a run configuration's [[sources]], "
+            "SourceSpec(name=...) in Python; or give files of one product as one source (a glob)"
+        )
     if days is None:
         dyn_days = [s.times for s in opened if s.times is not None]
         all_days = np.unique(np.concatenate(dyn_days)) if dyn_days else np.array([], "datetime64[D]")
@@ -907,7 +974,7 @@ def ingest(
     for tile in iterator:
         tgrid = grid.tile_grid(tile)
         touching = []
-        for spec, src in zip(specs, opened):
+        for spec, src in zip(specs, opened, strict=False):
             try:
                 _check_overlap(src, tgrid)
                 touching.append((spec, src))
@@ -921,8 +988,12 @@ def ingest(
         for name, why in _write_tile(path, tgrid, tile.id, touching, all_days, old).items():
             if name not in warned:
                 warned.add(name)
-                warnings.warn(f"tile {tile.id}: layer {name!r}: {why}; the layer is regridded in full "
-                              "(further tiles are only logged)", SMEngineWarning, stacklevel=2)  # fmt: skip
+                warnings.warn(
+                    f"tile {tile.id}: layer {name!r}: {why}; the layer is regridded in full "
+                    "(further tiles are only logged)",
+                    SMEngineWarning,
+                    stacklevel=2,
+                )
         written.append(path)
     if not overlapped:
         raise DataError(f"no source overlaps the grid ({[s.path for s in opened]})")
@@ -1008,8 +1079,9 @@ def _why_redo(old: TileStore, name: str, kind: str, spec: SourceSpec, src: Sourc
     return None
 
 
-def _plan(tgrid: Grid, touching: list[tuple[SourceSpec, Source]], axis: np.ndarray,
-          old: TileStore | None) -> tuple[list[_Layer], dict[str, str]]:
+def _plan(
+    tgrid: Grid, touching: list[tuple[SourceSpec, Source]], axis: np.ndarray, old: TileStore | None
+) -> tuple[list[_Layer], dict[str, str]]:
     """The layers of the tile (the old tile's first, in its order, then new ones) and, for
     each, what to copy from ``old`` and what to regrid; plus the layers to redo (name → why)."""
     pairs = {s.name: (sp, s) for sp, s in touching}
@@ -1020,8 +1092,16 @@ def _plan(tgrid: Grid, touching: list[tuple[SourceSpec, Source]], axis: np.ndarr
         if name not in pairs:  # no source names it: kept as it is
             assert old is not None
             kind, copy, slot = _stored(old, name, axis)
-            layer = _Layer(name, kind, old.units[name], old.sources.get(name, ""),
-                           old.attrs.get("methods", {}).get(name), copy, np.full(copy.size, -1), slot)  # fmt: skip
+            layer = _Layer(
+                name,
+                kind,
+                old.units[name],
+                old.sources.get(name, ""),
+                old.attrs.get("methods", {}).get(name),
+                copy,
+                np.full(copy.size, -1),
+                slot,
+            )
             if kind == "coarse":
                 layer.index = np.asarray(old.coarse[name].index)
                 layer.n_cells = old.coarse[name].values.shape[1]
@@ -1042,9 +1122,14 @@ def _plan(tgrid: Grid, touching: list[tuple[SourceSpec, Source]], axis: np.ndarr
             else:
                 layer.index, layer.cells = coarse_index(src, tgrid)
                 layer.n_cells = layer.cells.size
-                if old is not None and name in old_names and why is None and (
-                    layer.n_cells != old.coarse[name].values.shape[1]
-                    or not np.array_equal(layer.index, old.coarse[name].index)
+                if (
+                    old is not None
+                    and name in old_names
+                    and why is None
+                    and (
+                        layer.n_cells != old.coarse[name].values.shape[1]
+                        or not np.array_equal(layer.index, old.coarse[name].index)
+                    )
                 ):
                     why = "the source's grid changed"
                     layer.copy, layer.take = np.full(here.size, -1), here
@@ -1054,8 +1139,14 @@ def _plan(tgrid: Grid, touching: list[tuple[SourceSpec, Source]], axis: np.ndarr
     return layers, redo
 
 
-def _write_tile(path: Path, tgrid: Grid, tile_id: str, touching: list[tuple[SourceSpec, Source]],
-                all_days: np.ndarray, old: TileStore | None = None) -> dict[str, str]:
+def _write_tile(
+    path: Path,
+    tgrid: Grid,
+    tile_id: str,
+    touching: list[tuple[SourceSpec, Source]],
+    all_days: np.ndarray,
+    old: TileStore | None = None,
+) -> dict[str, str]:
     """Write the tile at ``path`` from the sources ``touching`` it or, given the ``old`` tile
     there, update it (copying what it has, regridding what it lacks; see :func:`ingest`).
 
@@ -1073,23 +1164,39 @@ def _write_tile(path: Path, tgrid: Grid, tile_id: str, touching: list[tuple[Sour
         done = [f"appended {n_new} day{'s' if n_new > 1 else ''}"] if n_new else []
         added = [la.name for la in layers if la.name not in old.units]
         filled = [la.name for la in layers if la.name in old.units and la.name not in redo and (la.take >= 0).any()]
-        done += [f"{what} {names}" for what, names in (("added layers", added), ("redone layers", list(redo)),
-                                                        ("regridded new days of", filled)) if names]  # fmt: skip
+        done += [
+            f"{what} {names}"
+            for what, names in (
+                ("added layers", added),
+                ("redone layers", list(redo)),
+                ("regridded new days of", filled),
+            )
+            if names
+        ]
         kept = [la.name for la in layers if la.src is None]
         note = f"; kept {kept} (named by no source)" if kept else ""
         if not done:
             log.info("tile %s: up to date, skipped%s", tile_id, note)
             return redo
         log.info("tile %s: %s%s", tile_id, ", ".join(done), note)
-    fine = {la.name: _Regridder(la.src, tgrid, True, la.spec.method)  # type: ignore[arg-type, union-attr]
-            for la in static + dynamic if (la.take >= 0).any()}  # fmt: skip
+    fine = {
+        la.name: _Regridder(la.src, tgrid, True, la.spec.method)  # type: ignore[arg-type, union-attr]
+        for la in static + dynamic
+        if (la.take >= 0).any()
+    }
     methods = {la.name: la.method for la in layers if la.method is not None}
     writer = TileWriter(
-        path, tgrid, axis, [la.name for la in static], [la.name for la in dynamic],
-        {la.name: la.units for la in layers}, {la.name: la.files for la in layers},
+        path,
+        tgrid,
+        axis,
+        [la.name for la in static],
+        [la.name for la in dynamic],
+        {la.name: la.units for la in layers},
+        {la.name: la.files for la in layers},
         {la.name: (np.asarray(la.index), la.n_cells) for la in coarse},
-        attrs={**(old.attrs if old is not None else {}), "methods": methods}, tile_id=tile_id,
-    )  # fmt: skip
+        attrs={**(old.attrs if old is not None else {}), "methods": methods},
+        tile_id=tile_id,
+    )
     with writer as w:  # one day at a time, copying from the old tile or regridding
         for la in static:
             if la.copy[0] >= 0:
@@ -1108,6 +1215,12 @@ def _write_tile(path: Path, tgrid: Grid, tile_id: str, touching: list[tuple[Sour
                 elif la.take[t] >= 0:
                     w.write_coarse(t, la.name, la.src.day(la.take[t]).ravel()[la.cells])  # type: ignore[union-attr]
     if old is None:
-        log.info("tile %s: %d static, %d dynamic, %d coarse layers, %d days", tile_id, len(static),
-                 len(dynamic), len(coarse), axis.size)  # fmt: skip
+        log.info(
+            "tile %s: %d static, %d dynamic, %d coarse layers, %d days",
+            tile_id,
+            len(static),
+            len(dynamic),
+            len(coarse),
+            axis.size,
+        )
     return redo

@@ -54,7 +54,7 @@ __all__ = [
     "pearson_r_ci",
     "rmse",
     "ubrmse",
-]  # fmt: skip
+]
 
 
 def _pairs(pred: npt.ArrayLike, obs: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -261,9 +261,7 @@ def calc_anomaly(
     return v - clim[_doy366(t) - 1]
 
 
-def anomaly_r(
-    pred: npt.ArrayLike, obs: npt.ArrayLike, times: npt.ArrayLike, kind: str = "climatology"
-) -> float:
+def anomaly_r(pred: npt.ArrayLike, obs: npt.ArrayLike, times: npt.ArrayLike, kind: str = "climatology") -> float:
     """R of anomalies; each series' climatology comes from itself over the common period.
 
     Parameters
@@ -314,8 +312,20 @@ def evaluate(
     r = pearson_r(x, y)
     lo, hi = pearson_r_ci(r, n, alpha)
     p = float(stats.pearsonr(x, y).pvalue) if np.isfinite(r) else math.nan
-    out.update({"R": r, "R_ci_lower": lo, "R_ci_upper": hi, "p_R": p, "BIAS": bias(x, y), "RMSD": rmse(x, y),
-                "urmsd": ubrmse(x, y), "NSE": nse(x, y), "KGE": kge(x, y), "KGE_prime": kge_prime(x, y)})  # fmt: skip
+    out.update(
+        {
+            "R": r,
+            "R_ci_lower": lo,
+            "R_ci_upper": hi,
+            "p_R": p,
+            "BIAS": bias(x, y),
+            "RMSD": rmse(x, y),
+            "urmsd": ubrmse(x, y),
+            "NSE": nse(x, y),
+            "KGE": kge(x, y),
+            "KGE_prime": kge_prime(x, y),
+        }
+    )
     if times is not None:
         out["anomaly_R"] = anomaly_r(pred, obs, times)
         out["anomaly_R_moving"] = anomaly_r(pred, obs, times, kind="moving")

@@ -55,8 +55,9 @@ def _f(name: str, x: npt.ArrayLike) -> np.ndarray:
         raise ValidationError(f"{name} should be numeric") from exc
 
 
-def absolute_humidity(relative_humidity: npt.ArrayLike, temperature: npt.ArrayLike,
-                      method: str = "cosmos") -> np.ndarray:  # fmt: skip
+def absolute_humidity(
+    relative_humidity: npt.ArrayLike, temperature: npt.ArrayLike, method: str = "cosmos"
+) -> np.ndarray:
     r"""Absolute humidity (g m⁻³) from relative humidity (%) and air temperature (°C).
 
     Parameters

@@ -76,8 +76,11 @@ class _Manifest:
         return bool(rec and rec.get("inputs") == key and all(p.exists() for p in outputs))
 
     def record(self, step: str, key: str, outputs: Sequence[Path]) -> None:
-        self.data[step] = {"inputs": key, "outputs": [str(p) for p in outputs],
-                           "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+        self.data[step] = {
+            "inputs": key,
+            "outputs": [str(p) for p in outputs],
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         atomic_write(self.path, json.dumps(self.data, indent=1).encode())
 
 
@@ -145,8 +148,14 @@ def run_pipeline(
             import numpy as np
 
             days = np.arange(np.datetime64(cfg.start), np.datetime64(cfg.end) + 1)
-        paths = ingest(cfg.source_specs(), cfg.grid, cfg.tiles_dir, days=days, overwrite=overwrite,  # type: ignore[arg-type]
-                       progress=True)  # fmt: skip
+        paths = ingest(
+            cfg.source_specs(),
+            cfg.grid,
+            cfg.tiles_dir,
+            days=days,
+            overwrite=overwrite,  # type: ignore[arg-type]
+            progress=True,
+        )
         res.status["ingest"], res.outputs["ingest"] = "done", paths
         res.seconds["ingest"] = time.perf_counter() - t0
 
@@ -155,13 +164,16 @@ def run_pipeline(
         cfg.require("stations")
         st_path = cfg.path(cfg.stations["path"])
         meta = cfg.stations.get("metadata")
-        key = _fingerprint(cfg.section_json("stations", "features"), _files_key(tiles()),
-                           _files_key([st_path] + ([cfg.path(meta)] if meta else [])))  # fmt: skip
+        key = _fingerprint(
+            cfg.section_json("stations", "features"),
+            _files_key(tiles()),
+            _files_key([st_path] + ([cfg.path(meta)] if meta else [])),
+        )
         if not changed and man.current("table", key, [cfg.table_path]):
             res.status["table"] = "skipped"
         else:
-            from smengine.stations import open_stations
             from smengine.features import training_table, write_table
+            from smengine.stations import open_stations
             from smengine.tiles import TileStore
 
             ss = open_stations(st_path, cfg.stations.get("format"), metadata=cfg.path(meta) if meta else None)
@@ -170,8 +182,14 @@ def run_pipeline(
             stores = [TileStore.open(p) for p in tiles()]
             q = cfg.stations.get("kernel_quantum")
             daily = ss.daily(float(cfg.stations["min_hours"]))
-            table = training_table(ss, stores, cfg.features, daily=daily, min_hours=float(cfg.stations["min_hours"]),
-                                   kernel_quantum=tuple(q) if q else None)  # fmt: skip
+            table = training_table(
+                ss,
+                stores,
+                cfg.features,
+                daily=daily,
+                min_hours=float(cfg.stations["min_hours"]),
+                kernel_quantum=tuple(q) if q else None,
+            )
             write_table(table, cfg.table_path)
             man.record("table", key, [cfg.table_path])
             res.status["table"] = "done"
@@ -192,8 +210,16 @@ def run_pipeline(
             table = read_table(cfg.table_path)
             m = cfg.model
             kw = {k: m[k] for k in ("max_features", "min_samples_leaf") if k in m}
-            forest = train(table, cv=tuple(m["cv"]), search=bool(m["search"]), n_estimators=int(m["trees"]),
-                           random_state=int(m["seed"]), n_jobs=n_threads or -1, progress=True, **kw)  # fmt: skip
+            forest = train(
+                table,
+                cv=tuple(m["cv"]),
+                search=bool(m["search"]),
+                n_estimators=int(m["trees"]),
+                random_state=int(m["seed"]),
+                n_jobs=n_threads or -1,
+                progress=True,
+                **kw,
+            )
             forest.compile().save(cfg.model_path)
             atomic_write(card, forest.card.to_markdown().encode())
             man.record("train", key, [cfg.model_path, card])
@@ -210,12 +236,22 @@ def run_pipeline(
         key = _fingerprint(cfg.section_json("predict", "period"), _files_key([cfg.model_path]))
         resume = not changed and man.data.get("predict", {}).get("inputs") == key
         if not resume and cfg.product_dir.exists() and any(cfg.product_dir.iterdir()):
-            log.warning("run: the model or the predict settings changed since %s was written: it is rewritten",
-                        cfg.product_dir)  # fmt: skip
+            log.warning(
+                "run: the model or the predict settings changed since %s was written: it is rewritten", cfg.product_dir
+            )
         days = slice(cfg.start, cfg.end) if (cfg.start or cfg.end) else None
-        out = run(tiles(), cfg.model_path, cfg.product_dir, days, file_days=int(p["file_days"]), resume=resume,
-                  min_valid_fraction=float(p["min_valid"]), n_threads=n_threads, chunk_days=int(p["chunk_days"]),
-                  format=p["format"])  # fmt: skip
+        out = run(
+            tiles(),
+            cfg.model_path,
+            cfg.product_dir,
+            days,
+            file_days=int(p["file_days"]),
+            resume=resume,
+            min_valid_fraction=float(p["min_valid"]),
+            n_threads=n_threads,
+            chunk_days=int(p["chunk_days"]),
+            format=p["format"],
+        )
         man.record("predict", key, [cfg.product_dir])
         res.status["predict"] = "done" if out.written else "skipped"
         res.outputs["predict"] = out

@@ -55,7 +55,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,7 @@ from smengine.grid import Grid
 log = logging.getLogger(__name__)
 
 __all__ = ["QUALITY_FLAGS", "QualityFlag", "make_product", "open_product", "write_cog", "write_netcdf", "write_zarr"]
+
 
 class QualityFlag(enum.IntEnum):
     """Codes of ``quality_flag`` (uint8), defined once; the engine kernel mirrors them in its
@@ -96,8 +97,7 @@ _CALENDAR = "standard"
 _CF_RELATED = ("grid_mapping", "bounds")  # attributes naming other variables (xarray: CF_RELATED_DATA)
 _SPATIAL_CHUNK = 1000  # pixels per chunk side (4 MB of float32), one day per chunk
 # global attributes that must agree before days are appended to an existing Zarr store
-_APPEND_MUST_MATCH = ("Conventions", "smengine_grid", "smengine_config", "smengine_model_card",
-                      "min_valid_fraction")  # fmt: skip
+_APPEND_MUST_MATCH = ("Conventions", "smengine_grid", "smengine_config", "smengine_model_card", "min_valid_fraction")
 
 _REFERENCES = (
     "Schrön, M., et al. (2017): Improving calibration and validation of cosmic-ray neutron sensors "
@@ -428,7 +428,7 @@ def make_product(
         "source": f"smengine {smengine.__version__}",
         "history": history
         if history is not None
-        else f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} smengine {smengine.__version__}: make_product",
+        else f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} smengine {smengine.__version__}: make_product",
         "references": _REFERENCES,
         "comment": (
             "Random Forest trained at CRNS stations on remote-sensing covariates, applied to every "
@@ -489,8 +489,9 @@ def _check_consistency(data: dict[str, np.ndarray], flag: np.ndarray, days: pd.D
                     raise ValidationError(f"{name} should be >= 0; it is negative at {_where(bad, days)}")
 
 
-def _assemble(data: dict[str, np.ndarray], flag: np.ndarray, grid: Grid, days: pd.DatetimeIndex,
-              lonlat: bool) -> xr.Dataset:  # fmt: skip
+def _assemble(
+    data: dict[str, np.ndarray], flag: np.ndarray, grid: Grid, days: pd.DatetimeIndex, lonlat: bool
+) -> xr.Dataset:
     ny, nx = grid.shape
     x, _ = grid.xy(np.zeros(nx), np.arange(nx))
     _, y = grid.xy(np.arange(ny), np.zeros(ny))
@@ -500,24 +501,47 @@ def _assemble(data: dict[str, np.ndarray], flag: np.ndarray, grid: Grid, days: p
     bnds = np.stack([start, (days + pd.Timedelta(days=1)).values], axis=1)
 
     coords: dict[str, Any] = {
-        "time": ("time", start, {"standard_name": "time", "long_name": "start of the UTC day", "axis": "T",
-                                 "bounds": "time_bnds"}),
-        "y": ("y", y, {"standard_name": "projection_y_coordinate", "long_name": "y coordinate of pixel centre",
-                       "units": "m", "axis": "Y"}),
-        "x": ("x", x, {"standard_name": "projection_x_coordinate", "long_name": "x coordinate of pixel centre",
-                       "units": "m", "axis": "X"}),
+        "time": (
+            "time",
+            start,
+            {"standard_name": "time", "long_name": "start of the UTC day", "axis": "T", "bounds": "time_bnds"},
+        ),
+        "y": (
+            "y",
+            y,
+            {
+                "standard_name": "projection_y_coordinate",
+                "long_name": "y coordinate of pixel centre",
+                "units": "m",
+                "axis": "Y",
+            },
+        ),
+        "x": (
+            "x",
+            x,
+            {
+                "standard_name": "projection_x_coordinate",
+                "long_name": "x coordinate of pixel centre",
+                "units": "m",
+                "axis": "X",
+            },
+        ),
         "crs": ((), np.int32(0), _crs_attrs(crs, grid.transform)),
         "time_bnds": (("time", "nv"), bnds, {}),
-    }  # fmt: skip
+    }
     if lonlat:
         xx, yy = np.meshgrid(x, y)
         lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xx, yy)
-        coords["lat"] = (("y", "x"), np.asarray(lat, np.float64),
-                         {"standard_name": "latitude", "long_name": "latitude of pixel centre",
-                          "units": "degrees_north"})  # fmt: skip
-        coords["lon"] = (("y", "x"), np.asarray(lon, np.float64),
-                         {"standard_name": "longitude", "long_name": "longitude of pixel centre",
-                          "units": "degrees_east"})  # fmt: skip
+        coords["lat"] = (
+            ("y", "x"),
+            np.asarray(lat, np.float64),
+            {"standard_name": "latitude", "long_name": "latitude of pixel centre", "units": "degrees_north"},
+        )
+        coords["lon"] = (
+            ("y", "x"),
+            np.asarray(lon, np.float64),
+            {"standard_name": "longitude", "long_name": "longitude of pixel centre", "units": "degrees_east"},
+        )
 
     ancillary = ["sm_uncertainty", "sm_subpixel_sd", "valid_fraction", "quality_flag"]
     ancillary += [n for n in ("d86", "r86") if n in data]
@@ -529,18 +553,22 @@ def _assemble(data: dict[str, np.ndarray], flag: np.ndarray, grid: Grid, days: p
         attrs["grid_mapping"] = "crs"
         variables[name] = (dims, arr, attrs)
     meanings = " ".join(sorted(QUALITY_FLAGS, key=QUALITY_FLAGS.__getitem__))
-    variables["quality_flag"] = (dims, flag, {
-        "standard_name": "status_flag",
-        "long_name": "quality flag of sm",
-        "flag_values": np.array(sorted(QUALITY_FLAGS.values()), dtype=np.uint8),
-        "flag_meanings": meanings,
-        "grid_mapping": "crs",
-        "comment": (
-            "0 good: all sub-pixels valid; 1 partial: at least min_valid_fraction (global attribute) of the "
-            "sub-pixels valid; 2 low_valid_fraction: fewer valid sub-pixels than min_valid_fraction; "
-            "3 no_valid_subpixels; 4 no_input: not predicted (input missing). sm is NaN for codes 2-4."
-        ),
-    })  # fmt: skip
+    variables["quality_flag"] = (
+        dims,
+        flag,
+        {
+            "standard_name": "status_flag",
+            "long_name": "quality flag of sm",
+            "flag_values": np.array(sorted(QUALITY_FLAGS.values()), dtype=np.uint8),
+            "flag_meanings": meanings,
+            "grid_mapping": "crs",
+            "comment": (
+                "0 good: all sub-pixels valid; 1 partial: at least min_valid_fraction (global attribute) of the "
+                "sub-pixels valid; 2 low_valid_fraction: fewer valid sub-pixels than min_valid_fraction; "
+                "3 no_valid_subpixels; 4 no_input: not predicted (input missing). sm is NaN for codes 2-4."
+            ),
+        },
+    )
     order = ["sm", "sm_uncertainty", "sm_subpixel_sd", "valid_fraction", "quality_flag", "d86", "r86"]
     ds = xr.Dataset({n: variables[n] for n in order if n in variables}, coords=coords)
     for name, enc in _base_encoding(ds).items():
@@ -610,9 +638,7 @@ def _for_writing(ds: xr.Dataset, where: str) -> xr.Dataset:
     return out
 
 
-def write_netcdf(
-    ds: xr.Dataset, path: str | os.PathLike[str], *, complevel: int = 4, overwrite: bool = False
-) -> Path:
+def write_netcdf(ds: xr.Dataset, path: str | os.PathLike[str], *, complevel: int = 4, overwrite: bool = False) -> Path:
     """Write the product to one NetCDF-4 file, atomically.
 
     Parameters
@@ -659,8 +685,7 @@ def write_netcdf(
     chunks = _chunks(out)
     for v in out.variables.values():
         if v.dims == ("time", "y", "x"):
-            v.encoding.update(zlib=complevel > 0, complevel=int(complevel), shuffle=complevel > 0,
-                              chunksizes=chunks)  # fmt: skip
+            v.encoding.update(zlib=complevel > 0, complevel=int(complevel), shuffle=complevel > 0, chunksizes=chunks)
         elif v.dims == ("y", "x"):
             v.encoding.update(zlib=complevel > 0, complevel=int(complevel), shuffle=complevel > 0)
     if "quality_flag" in out.variables and out["quality_flag"].dtype == np.uint8:  # see Notes
@@ -798,14 +823,19 @@ def _check_append(out: xr.Dataset, store: Path) -> tuple[int, dict[str, Any]]:
             )
         attrs = dict(out.attrs)
         old_hist, new_hist = str(old.attrs.get("history", "")), str(out.attrs.get("history", ""))
-        attrs["history"] = old_hist if (not new_hist or new_hist in old_hist.splitlines()) else (
-            f"{new_hist}\n{old_hist}" if old_hist else new_hist)  # fmt: skip
+        attrs["history"] = (
+            old_hist
+            if (not new_hist or new_hist in old_hist.splitlines())
+            else (f"{new_hist}\n{old_hist}" if old_hist else new_hist)
+        )
         return int(old_days.size), attrs
 
 
 def _comparable(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (np.asarray(v).tolist() if isinstance(v, (np.ndarray, np.generic, list, tuple)) else v)
-            for k, v in attrs.items()}  # fmt: skip
+    return {
+        k: (np.asarray(v).tolist() if isinstance(v, (np.ndarray, np.generic, list, tuple)) else v)
+        for k, v in attrs.items()
+    }
 
 
 def _trim_to_committed(store: Path, n_days: int) -> None:
@@ -821,8 +851,13 @@ def _trim_to_committed(store: Path, n_days: int) -> None:
             axis = dims.index("time")
             if arr.shape[axis] != n_days:
                 shape = arr.shape[:axis] + (n_days,) + arr.shape[axis + 1 :]
-                log.warning("%s: %s has %d days but %d are committed (interrupted append?); trimming",
-                            store, name, arr.shape[axis], n_days)  # fmt: skip
+                log.warning(
+                    "%s: %s has %d days but %d are committed (interrupted append?); trimming",
+                    store,
+                    name,
+                    arr.shape[axis],
+                    n_days,
+                )
                 arr.resize(shape)
 
 
@@ -885,8 +920,12 @@ def write_cog(ds: xr.Dataset, path: str | os.PathLike[str], day: Any, variable: 
     values = np.ascontiguousarray(values, dtype=np.uint8 if is_flag else np.float32)
     attrs = da.attrs
     crs_wkt = ds["crs"].attrs.get("crs_wkt") or grid.pyproj_crs.to_wkt()
-    tags = {"date": f"{when:%Y-%m-%d}", "variable": variable, "long_name": str(attrs.get("long_name", variable)),
-            "source": str(ds.attrs.get("source", ""))}  # fmt: skip
+    tags = {
+        "date": f"{when:%Y-%m-%d}",
+        "variable": variable,
+        "long_name": str(attrs.get("long_name", variable)),
+        "source": str(ds.attrs.get("source", "")),
+    }
     for key in ("units", "standard_name", "flag_meanings"):
         if key in attrs:
             tags[key] = str(attrs[key])

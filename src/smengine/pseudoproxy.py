@@ -50,8 +50,16 @@ from scipy.spatial import cKDTree
 from smengine.errors import ConfigError, ValidationError
 from smengine.metrics import evaluate
 
-__all__ = ["AOA", "PseudoproxyResult", "aoa", "era5_land_theta_eq", "pixel_scores", "run_pseudoproxy", "skill_by_bin",
-           "station_pixels"]
+__all__ = [
+    "AOA",
+    "PseudoproxyResult",
+    "aoa",
+    "era5_land_theta_eq",
+    "pixel_scores",
+    "run_pseudoproxy",
+    "skill_by_bin",
+    "station_pixels",
+]
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +194,9 @@ def aoa(
     return AOA(di, inside, thr, train_di, dbar, w)
 
 
-def skill_by_bin(scores: pd.DataFrame, by: str, bins: npt.ArrayLike,
-                 metrics: tuple[str, ...] = ("R", "ubRMSE", "bias", "KGE")) -> pd.DataFrame:  # fmt: skip
+def skill_by_bin(
+    scores: pd.DataFrame, by: str, bins: npt.ArrayLike, metrics: tuple[str, ...] = ("R", "ubRMSE", "bias", "KGE")
+) -> pd.DataFrame:
     """Median and quartiles of per-pixel scores in bins of ``by`` (distance, DI …).
 
     Parameters
@@ -232,20 +241,31 @@ def pixel_scores(pred: np.ndarray, ref: np.ndarray, times: Any, *, min_obs: int 
     for i in range(p.shape[1]):
         for j in range(p.shape[2]):
             m = evaluate(p[:, i, j], r[:, i, j], min_obs=min_obs)
-            rows.append({"row": i, "col": j, "n": m["n_obs"], "R": m["R"], "ubRMSE": m["urmsd"], "bias": m["BIAS"],
-                         "KGE": m["KGE"]})  # fmt: skip
+            rows.append(
+                {
+                    "row": i,
+                    "col": j,
+                    "n": m["n_obs"],
+                    "R": m["R"],
+                    "ubRMSE": m["urmsd"],
+                    "bias": m["BIAS"],
+                    "KGE": m["KGE"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def station_pixels(grid: Any, stations: pd.DataFrame) -> dict[Any, tuple[int, int]]:
-    """1-km pixel (row, col) of each station: ``stations`` indexed by id (or with an ``id`` column), ``x``, ``y`` in the grid CRS."""
+    """1-km pixel (row, col) of each station: ``stations`` indexed by id (or with an ``id``
+    column), ``x``, ``y`` in the grid CRS."""
     st = stations.set_index("id") if "id" in stations.columns else stations
     rows, cols = grid.rowcol(st["x"].to_numpy(float), st["y"].to_numpy(float))
     return {sid: (int(r), int(c)) for sid, r, c in zip(st.index, np.atleast_1d(rows), np.atleast_1d(cols), strict=True)}
 
 
-def era5_land_theta_eq(path: str | os.PathLike[str], grid: Any, days: npt.ArrayLike,
-                       bulk_density: npt.ArrayLike = 1.4) -> np.ndarray:  # fmt: skip
+def era5_land_theta_eq(
+    path: str | os.PathLike[str], grid: Any, days: npt.ArrayLike, bulk_density: npt.ArrayLike = 1.4
+) -> np.ndarray:
     """CRNS-equivalent θ_eq of an ERA5-Land NetCDF (swvl1–4) at every pixel of ``grid``.
 
     Nearest 0.1° cell to each pixel centre; θ_eq by
@@ -283,7 +303,8 @@ def era5_land_theta_eq(path: str | os.PathLike[str], grid: Any, days: npt.ArrayL
             raise ValidationError(f"{path}: ERA5-Land variables {missing} missing")
         tname = "valid_time" if "valid_time" in ds.dims else "time"
         sel = ds[["swvl1", "swvl2", "swvl3", "swvl4"]].sel(
-            latitude=xr.DataArray(lat, dims="p"), longitude=xr.DataArray(lon, dims="p"), method="nearest")
+            latitude=xr.DataArray(lat, dims="p"), longitude=xr.DataArray(lon, dims="p"), method="nearest"
+        )
         try:
             sel = sel.sel({tname: d.astype("datetime64[ns]")})
         except KeyError as exc:
@@ -396,7 +417,9 @@ def run_pseudoproxy(
     Py, Px = grid.shape
     ref = np.asarray(reference)
     if ref.shape != (d.size, Py, Px):
-        raise ValidationError(f"reference has shape {ref.shape}, expected {(d.size, Py, Px)} (days × the tile's pixels)")
+        raise ValidationError(
+            f"reference has shape {ref.shape}, expected {(d.size, Py, Px)} (days × the tile's pixels)"
+        )
     names = list(features)
     st = stations.set_index("id") if "id" in stations.columns else stations
     missing = sorted(set(table["station"]) - set(st.index))
@@ -404,18 +427,30 @@ def run_pseudoproxy(
         raise ValidationError(f"stations table lacks {missing[:5]} (x, y needed)")
     key = station_pixels(grid, st.loc[table["station"].unique()])
     ti = np.searchsorted(d, table["date"].to_numpy().astype("datetime64[D]"))
-    if (ti >= d.size).any() or (d[np.minimum(ti, d.size - 1)] != table["date"].to_numpy().astype("datetime64[D]")).any():
+    if (ti >= d.size).any() or (
+        d[np.minimum(ti, d.size - 1)] != table["date"].to_numpy().astype("datetime64[D]")
+    ).any():
         raise ValidationError("table has days outside the reference's days")
     pp = table.copy()
     pp["target"] = [ref[t, key[sid][0], key[sid][1]] for t, sid in zip(ti, pp["station"], strict=True)]
-    forest = train(pp, names, cv=("site",), search=False, n_estimators=n_estimators, max_features=max_features,
-                   min_samples_leaf=min_samples_leaf, random_state=random_state, n_jobs=n_threads or -1)  # fmt: skip
+    forest = train(
+        pp,
+        names,
+        cv=("site",),
+        search=False,
+        n_estimators=n_estimators,
+        max_features=max_features,
+        min_samples_leaf=min_samples_leaf,
+        random_state=random_state,
+        n_jobs=n_threads or -1,
+    )
     _, pred = TileRunner(store, forest.compile(), n_threads=n_threads).predict_arrays(d)
     scores = pixel_scores(pred["sm"], ref, d, min_obs=min_obs)
     xs, ys = grid.xy(scores["row"].to_numpy(), scores["col"].to_numpy())
     sxy = st.loc[list(key), ["x", "y"]].to_numpy(float)
-    scores["distance_km"] = np.sqrt((xs[:, None] - sxy[None, :, 0]) ** 2
-                                    + (ys[:, None] - sxy[None, :, 1]) ** 2).min(1) / 1000.0  # fmt: skip
+    scores["distance_km"] = (
+        np.sqrt((xs[:, None] - sxy[None, :, 0]) ** 2 + (ys[:, None] - sxy[None, :, 1]) ** 2).min(1) / 1000.0
+    )
     on = set(key.values())
     scores["station_pixel"] = [(r, c) in on for r, c in zip(scores["row"], scores["col"], strict=True)]
     # DI of pixel-days against the training rows (stations as folds)
@@ -425,10 +460,19 @@ def run_pseudoproxy(
     sw = fb.swi() if swi is None else swi
     s = grid.subpixel
     sample = [int(store.day_index(day)) for day in d[::sample_every]]
-    newX = np.concatenate([fb.day(t, swi=sw)[cols].reshape(len(names), Py, s, Px, s).mean(axis=(2, 4))
-                           .reshape(len(names), -1).T for t in sample])  # fmt: skip
-    A = aoa(pp[names].to_numpy(float), newX, weights=forest.estimator.feature_importances_,
-            folds=pp["station"].to_numpy(), random_state=random_state)  # fmt: skip
+    newX = np.concatenate(
+        [
+            fb.day(t, swi=sw)[cols].reshape(len(names), Py, s, Px, s).mean(axis=(2, 4)).reshape(len(names), -1).T
+            for t in sample
+        ]
+    )
+    A = aoa(
+        pp[names].to_numpy(float),
+        newX,
+        weights=forest.estimator.feature_importances_,
+        folds=pp["station"].to_numpy(),
+        random_state=random_state,
+    )
     di = A.di.reshape(len(sample), Py * Px)
     inside = np.where(np.isfinite(di), A.inside.reshape(len(sample), Py * Px), np.nan)
     with warnings.catch_warnings():
@@ -443,8 +487,17 @@ def run_pseudoproxy(
     by_di = skill_by_bin(off, "DI", np.concatenate([[qs[0] - 1e-9], qs[1:]]) if qs.size > 1 else [0.0, 1e9])
     g = off.groupby("inside_AOA")
     aoa_tab = g[["R", "ubRMSE", "bias", "KGE"]].median().assign(n=g.size())
-    summary = {"threshold": A.threshold, "inside_fraction": float(np.nanmean(inside)), "n_offsite": len(off),
-               "median_R_offsite": float(off["R"].median()), "median_ubRMSE_offsite": float(off["ubRMSE"].median())}  # fmt: skip
-    log.info("pseudoproxy: %d off-site pixels, median R %.3f, %.0f %% of pixel-days inside the AOA", len(off),
-             summary["median_R_offsite"], 100 * summary["inside_fraction"])  # fmt: skip
+    summary = {
+        "threshold": A.threshold,
+        "inside_fraction": float(np.nanmean(inside)),
+        "n_offsite": len(off),
+        "median_R_offsite": float(off["R"].median()),
+        "median_ubRMSE_offsite": float(off["ubRMSE"].median()),
+    }
+    log.info(
+        "pseudoproxy: %d off-site pixels, median R %.3f, %.0f %% of pixel-days inside the AOA",
+        len(off),
+        summary["median_R_offsite"],
+        100 * summary["inside_fraction"],
+    )
     return PseudoproxyResult(scores, by_dist, by_di, aoa_tab, A, pred["sm"], forest, summary)

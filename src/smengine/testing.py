@@ -25,8 +25,14 @@ from smengine.tiles import TileStore
 __all__ = ["as_readonly_memmap", "naive_predict"]
 
 
-def naive_predict(store: TileStore | str | os.PathLike[str], estimator: Any, feature_names: Sequence[str],
-                  days: Any = None, *, min_valid_fraction: float = 0.5) -> dict[str, np.ndarray]:  # fmt: skip
+def naive_predict(
+    store: TileStore | str | os.PathLike[str],
+    estimator: Any,
+    feature_names: Sequence[str],
+    days: Any = None,
+    *,
+    min_valid_fraction: float = 0.5,
+) -> dict[str, np.ndarray]:
     """The plain NumPy / scikit-learn pipeline the engine replaces (a reference, not for production).
 
     Builds the full feature matrix of every sub-pixel and day with
@@ -48,8 +54,13 @@ def naive_predict(store: TileStore | str | os.PathLike[str], estimator: Any, fea
     carry = {c for _, _, c in swi}
     if len(carry) > 1:
         raise ConfigError("naive_predict: the forest mixes carried (swi<T>c_) and plain SWI features")
-    spec = FeatureSpec(dynamic=tuple(s.dynamic_names), coarse=tuple(s.coarse_names), swi_of=tuple(srcs),
-                       swi_T=tuple(Ts) if Ts else (5.0,), swi_carry=carry == {True})  # fmt: skip
+    spec = FeatureSpec(
+        dynamic=tuple(s.dynamic_names),
+        coarse=tuple(s.coarse_names),
+        swi_of=tuple(srcs),
+        swi_T=tuple(Ts) if Ts else (5.0,),
+        swi_carry=carry == {True},
+    )
     fb = FeatureBuilder(s, spec)
     col = [fb.names.index(n) for n in names]
     req = _select_days(s, days)
@@ -78,8 +89,11 @@ def naive_predict(store: TileStore | str | os.PathLike[str], estimator: Any, fea
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
         sm, sd, sp = np.nanmean(P, -1), np.nanstd(P, -1), np.nanmean(S, -1)
     Q = QualityFlag
-    flag = np.where(n == 0, Q.NO_VALID_SUBPIXELS, np.where(vf < min_valid_fraction, Q.LOW_VALID_FRACTION,
-                    np.where(n < k * k, Q.PARTIAL, Q.GOOD))).astype(np.uint8)  # fmt: skip
+    flag = np.where(
+        n == 0,
+        Q.NO_VALID_SUBPIXELS,
+        np.where(vf < min_valid_fraction, Q.LOW_VALID_FRACTION, np.where(n < k * k, Q.PARTIAL, Q.GOOD)),
+    ).astype(np.uint8)
     bad = flag >= Q.LOW_VALID_FRACTION
     for a in (sm, sd, sp):
         a[bad] = np.nan

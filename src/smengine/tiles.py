@@ -21,6 +21,7 @@ failed or interrupted write never leaves a partial tile behind. Tiles written be
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -190,10 +191,8 @@ class TileWriter:
 
     def _discard(self) -> None:
         if self._file is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a broken file
                 self._file.close()
-            except Exception:  # pragma: no cover - closing a broken file
-                pass
             self._file = None
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
@@ -348,8 +347,9 @@ class TileStore:
         if "coverage" in h5:
             self._coverage = h5["coverage"][...].astype(bool)
             if self._coverage.shape != (self.times.size, daily):
-                raise DataError(f"{path}: /coverage has shape {self._coverage.shape}, "
-                                f"expected {(self.times.size, daily)}")
+                raise DataError(
+                    f"{path}: /coverage has shape {self._coverage.shape}, expected {(self.times.size, daily)}"
+                )
         else:  # written before coverage was recorded: assume every day
             self._coverage = np.ones((self.times.size, daily), dtype=bool)
 
@@ -386,8 +386,11 @@ class TileStore:
         d = as_days([day])[0]
         i = int(np.searchsorted(self.times, d))
         if i >= self.times.size or self.times[i] != d:
-            raise ConfigError(f"{self.path}: day {d} not in the store ({self.times[0]}…{self.times[-1]})"
-                              if self.times.size else f"{self.path}: the store has no days")
+            raise ConfigError(
+                f"{self.path}: day {d} not in the store ({self.times[0]}…{self.times[-1]})"
+                if self.times.size
+                else f"{self.path}: the store has no days"
+            )
         return i
 
     def covered(self, name: str) -> np.ndarray:
@@ -412,12 +415,17 @@ class TileStore:
 
     def nbytes(self) -> int:
         """Bytes of all covariate data in the tile."""
-        return int(self.static.nbytes + self.dynamic.nbytes
-                   + sum(c.values.nbytes + c.index.nbytes for c in self.coarse.values()))  # fmt: skip
+        return int(
+            self.static.nbytes
+            + self.dynamic.nbytes
+            + sum(c.values.nbytes + c.index.nbytes for c in self.coarse.values())
+        )
 
     def __repr__(self) -> str:
-        return (f"<TileStore {self.tile_id or self.path.name}: {self.grid.subpixel_shape} sub-pixels, "
-                f"{self.times.size} days, features {self.feature_names}>")  # fmt: skip
+        return (
+            f"<TileStore {self.tile_id or self.path.name}: {self.grid.subpixel_shape} sub-pixels, "
+            f"{self.times.size} days, features {self.feature_names}>"
+        )
 
     # ------------------------------------------------------------------ append
     @staticmethod
@@ -460,10 +468,17 @@ class TileStore:
             if v.shape != (new_days.size, old.coarse[name].values.shape[1]):
                 raise ValidationError(f"{path}: coarse {name!r} shape {v.shape} does not fit the store")
         writer = TileWriter(
-            path, old.grid, all_days, old.static_names, old.dynamic_names, old.units, old.sources,
+            path,
+            old.grid,
+            all_days,
+            old.static_names,
+            old.dynamic_names,
+            old.units,
+            old.sources,
             {n: (np.asarray(c.index), c.values.shape[1]) for n, c in old.coarse.items()},
-            old.attrs, old.tile_id,
-        )  # fmt: skip
+            old.attrs,
+            old.tile_id,
+        )
         with writer as w:
             f = w._f()
             f["static"][...] = old.static

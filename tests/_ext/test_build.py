@@ -42,8 +42,18 @@ def test_every_header_is_checked() -> None:
 def test_header_compiles_warning_free(header: str, tmp_path: Path) -> None:
     src = tmp_path / "t.c"
     src.write_text(f'#include "{header}"\n')
-    cmd = [_cc(), "-std=c11", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", *GCC14_ERRORS, "-fopenmp",
-           f"-I{EXT}", str(src)]  # fmt: skip
+    cmd = [
+        _cc(),
+        "-std=c11",
+        "-fsyntax-only",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        *GCC14_ERRORS,
+        "-fopenmp",
+        f"-I{EXT}",
+        str(src),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0 and not r.stderr, r.stderr
 

@@ -24,7 +24,7 @@ def reference_average(raster, rows, cols, kernel, min_valid_fraction=0.5):
     out = np.full((a.shape[0], len(rows)), np.nan)
     frac = np.zeros((a.shape[0], len(rows)))
     for b in range(a.shape[0]):
-        for c, (r, col) in enumerate(zip(rows, cols)):
+        for c, (r, col) in enumerate(zip(rows, cols, strict=False)):
             win = padded[b, r : r + kh, col : col + kw]
             ok = ~np.isnan(win)
             ws = kernel[ok].sum()

@@ -31,7 +31,7 @@ def _fraction_inside(kernel, cell, radius, h, theta, p, s=48):
     frac = np.where(far <= radius, 1.0, 0.0)
     off = ((np.arange(s) + 0.5) / s - 0.5) * cell
     ox, oy = np.meshgrid(off, off)
-    for i, j in zip(*np.nonzero((near < radius) & (far > radius))):
+    for i, j in zip(*np.nonzero((near < radius) & (far > radius)), strict=False):
         px, py = x[i, j] + ox, y[i, j] + oy
         d = _density(px, py, h, theta, p)
         frac[i, j] = d[np.hypot(px, py) <= radius].sum() / d.sum()

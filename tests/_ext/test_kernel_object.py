@@ -93,8 +93,7 @@ def test_kernel_predict_checks_its_forest(cf):
         ForestTables(cf._nodes, cf._leaf, cf._root, cf.n_features, boxes=cf.blocks()["boxes"])
     t = cf.blocks()
     with pytest.raises(ValueError, match="malformed"):
-        ForestTables(cf._nodes, cf._leaf, cf._root, cf.n_features, t["boxes"], t["blocks"], t["bleaf"][:-1],
-                     t["broot"])  # fmt: skip
+        ForestTables(cf._nodes, cf._leaf, cf._root, cf.n_features, t["boxes"], t["blocks"], t["bleaf"][:-1], t["broot"])
     with pytest.raises(ValueError):
         ForestTables(cf._nodes.astype(np.int64), cf._leaf, cf._root, cf.n_features)
 
@@ -200,11 +199,13 @@ def test_engine_argument_objects_check_their_shapes():
     with pytest.raises(ValueError, match="SWIState"):
         _engine.SWIState(g, g.copy(), g.copy(), np.ones(3))
     D = 2
-    _engine.ChunkInputs(np.zeros(D, np.int64), np.ones(D, np.uint8), np.zeros(D), np.zeros((D, 4), np.float32),
-                        np.zeros((D, 2)))  # fmt: skip
+    _engine.ChunkInputs(
+        np.zeros(D, np.int64), np.ones(D, np.uint8), np.zeros(D), np.zeros((D, 4), np.float32), np.zeros((D, 2))
+    )
     with pytest.raises(ValueError, match="ChunkInputs"):
-        _engine.ChunkInputs(np.zeros(D, np.int64), np.ones(D + 1, np.uint8), np.zeros(D),
-                            np.zeros((D, 4), np.float32), np.zeros((D, 2)))  # fmt: skip
+        _engine.ChunkInputs(
+            np.zeros(D, np.int64), np.ones(D + 1, np.uint8), np.zeros(D), np.zeros((D, 4), np.float32), np.zeros((D, 2))
+        )
     lay = np.zeros((D, 2, 2), np.float32)
     _engine.Outputs(lay, lay.copy(), lay.copy(), lay.copy(), np.zeros((D, 2, 2), np.uint8))
     with pytest.raises(ValueError, match="Outputs"):

@@ -8,8 +8,16 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["smengine._ext._footprint", "smengine._ext._parallel", "smengine._ext._filters",
-                                    "smengine._ext._forest", "smengine._ext._engine"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "smengine._ext._footprint",
+        "smengine._ext._parallel",
+        "smengine._ext._filters",
+        "smengine._ext._forest",
+        "smengine._ext._engine",
+    ],
+)
 def test_stubtest(module):
     pytest.importorskip("mypy")
     done = subprocess.run(

@@ -31,15 +31,21 @@ GAP = slice(60, 66)  # days of station A without a working gauge
 # --------------------------------------------------------------------------------------
 def _synthetic(tmp: Path) -> tuple[Path, Path, pd.DataFrame]:
     rng = np.random.default_rng(42)
-    meta = pd.DataFrame({
-        "station": ["A", "B", "C", "D"], "lat": [50.1, 50.4, 50.9, 51.2], "lon": [6.1, 6.5, 7.0, 7.3],
-        "elevation": [100.0, 250.0, 400.0, 320.0], "bulk_density": [1.2, 1.4, 1.3, 1.5],
-        "lattice_water": [0.02, 0.03, 0.025, 0.02], "soc": [0.01, 0.02, 0.015, 0.01],
-        "land_cover": ["Grassland", "Pine forest", "Arable crops", "Sagebrush"],
-    })  # fmt: skip
+    meta = pd.DataFrame(
+        {
+            "station": ["A", "B", "C", "D"],
+            "lat": [50.1, 50.4, 50.9, 51.2],
+            "lon": [6.1, 6.5, 7.0, 7.3],
+            "elevation": [100.0, 250.0, 400.0, 320.0],
+            "bulk_density": [1.2, 1.4, 1.3, 1.5],
+            "lattice_water": [0.02, 0.03, 0.025, 0.02],
+            "soc": [0.01, 0.02, 0.015, 0.01],
+            "land_cover": ["Grassland", "Pine forest", "Arable crops", "Sagebrush"],
+        }
+    )
     frames = []
     days = np.arange(N_DAYS)
-    for i, m in meta.iterrows():
+    for _i, m in meta.iterrows():
         rain = np.where(rng.random(N_DAYS) < 0.3, rng.exponential(6.0, N_DAYS), 0.0)
         sm = np.empty(N_DAYS)
         s = 0.2
@@ -53,10 +59,17 @@ def _synthetic(tmp: Path) -> tuple[Path, Path, pd.DataFrame]:
         pr = np.repeat(rain / 24, 24)
         if m["station"] == "A":
             pr[GAP.start * 24 : GAP.stop * 24] = np.nan
-        f = pd.DataFrame({"time": hours.strftime("%Y-%m-%dT%H:%M:%SZ"), "station": m["station"],
-                          "sm": np.repeat(sm, 24) + rng.normal(0, 0.003, d.size), "precipitation": pr,
-                          "air_temperature": temp, "rel_humidity": 70 + 10 * np.sin(d / 9.0),
-                          "pressure": 1013 - 0.12 * m["elevation"] + rng.normal(0, 2, d.size)})  # fmt: skip
+        f = pd.DataFrame(
+            {
+                "time": hours.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "station": m["station"],
+                "sm": np.repeat(sm, 24) + rng.normal(0, 0.003, d.size),
+                "precipitation": pr,
+                "air_temperature": temp,
+                "rel_humidity": 70 + 10 * np.sin(d / 9.0),
+                "pressure": 1013 - 0.12 * m["elevation"] + rng.normal(0, 2, d.size),
+            }
+        )
         if m["station"] == "A":  # a TDR profile at 5, 20, 50 cm
             for z, off in ((5, -0.02), (20, 0.0), (50, 0.03)):
                 f[f"tdr_{z}"] = np.repeat(sm, 24) + off
@@ -84,8 +97,9 @@ def synth_lso(synth: dict) -> E.ExperimentResult:
 
 @pytest.fixture(scope="module")
 def synth_temporal(synth: dict) -> E.ExperimentResult:
-    return E.temporal_split(synth["table"][synth["table"]["station"] == "A"], split_date="2020-10-01",
-                            n_estimators=TREES, n_jobs=1)  # fmt: skip
+    return E.temporal_split(
+        synth["table"][synth["table"]["station"] == "A"], split_date="2020-10-01", n_estimators=TREES, n_jobs=1
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -110,10 +124,25 @@ def test_antecedent_precipitation_equals_exp_filter_of_the_raw_series(synth: dic
 
 def test_station_table_columns_units_and_statics(synth: dict) -> None:
     t = synth["table"]
-    assert t.attrs["features"] == ["precipitation", "precip_ef1", "precip_ef3", "precip_ef7", "precip_ef15",
-                                   "precip_ef30", "air_temperature", "rel_humidity", "abs_humidity", "pressure",
-                                   "doy_sin", "doy_cos", "bulk_density", "lattice_water", "soc", "elevation",
-                                   "land_cover_class"]  # fmt: skip
+    assert t.attrs["features"] == [
+        "precipitation",
+        "precip_ef1",
+        "precip_ef3",
+        "precip_ef7",
+        "precip_ef15",
+        "precip_ef30",
+        "air_temperature",
+        "rel_humidity",
+        "abs_humidity",
+        "pressure",
+        "doy_sin",
+        "doy_cos",
+        "bulk_density",
+        "lattice_water",
+        "soc",
+        "elevation",
+        "land_cover_class",
+    ]
     assert t.attrs["units"]["precip_ef7"] == "mm d-1" and t.attrs["units"]["bulk_density"] == "g cm-3"
     assert t.groupby("station")["bulk_density"].first().to_dict() == {"A": 1.2, "B": 1.4, "C": 1.3, "D": 1.5}
     lc = t.groupby("station")["land_cover_class"].first()
@@ -246,21 +275,35 @@ def test_every_method_is_scored_on_the_same_days(synth_temporal: E.ExperimentRes
 # report, CLI, input errors
 # --------------------------------------------------------------------------------------
 def test_run_experiments_on_any_station_set_writes_the_report(synth: dict, tmp_path: Path) -> None:
-    res = E.run_experiments(tmp_path / "out", stations=synth["ss"], split_date="2020-10-01", n_estimators=10,
-                            n_jobs=1, plots=True)  # fmt: skip
+    res = E.run_experiments(
+        tmp_path / "out", stations=synth["ss"], split_date="2020-10-01", n_estimators=10, n_jobs=1, plots=True
+    )
     assert set(res.results) == {"temporal", "leave-site-out"}
     rep = res.report.read_text()
-    for word in ("## Single-site temporal split", "## Leave-site-out", "| **median** |", "ubRMSE", "KGE", "tdr",
-                 "Verdict"):  # fmt: skip
+    for word in (
+        "## Single-site temporal split",
+        "## Leave-site-out",
+        "| **median** |",
+        "ubRMSE",
+        "KGE",
+        "tdr",
+        "Verdict",
+    ):
         assert word in rep
-    for name in ("temporal.png", "leave_site_out.png", "temporal_scores.csv", "leave_site_out_predictions.csv",
-                 "summary.json"):  # fmt: skip
+    for name in (
+        "temporal.png",
+        "leave_site_out.png",
+        "temporal_scores.csv",
+        "leave_site_out_predictions.csv",
+        "summary.json",
+    ):
         assert (tmp_path / "out" / name).stat().st_size > 100
     scores = pd.read_csv(tmp_path / "out" / "leave_site_out_scores.csv")
     assert set(scores["station"]) == {"A", "B", "C", "D", "median"}
     # deterministic: same seed, same numbers
-    again = E.run_experiments(tmp_path / "out2", stations=synth["ss"], experiments=["leave-site-out"],
-                              n_estimators=10, n_jobs=1, plots=False)  # fmt: skip
+    again = E.run_experiments(
+        tmp_path / "out2", stations=synth["ss"], experiments=["leave-site-out"], n_estimators=10, n_jobs=1, plots=False
+    )
     pd.testing.assert_frame_equal(again.results["leave-site-out"].scores, res.results["leave-site-out"].scores)
 
 
@@ -270,10 +313,29 @@ def test_cli_stations_experiment_on_a_csv_station_set(synth: dict, tmp_path: Pat
     prec.index.name = "date"
     prec.to_csv(tmp_path / "prec.csv")
     out = tmp_path / "cli"
-    r = CliRunner().invoke(cli, ["stations-experiment", "--out", str(out), "--source", str(synth["data"]),
-                                 "--format", "csv", "--metadata", str(synth["meta"]), "--precipitation",
-                                 str(tmp_path / "prec.csv"), "--experiment", "leave-site-out", "--trees", "5",
-                                 "--threads", "1", "--no-plots"])  # fmt: skip
+    r = CliRunner().invoke(
+        cli,
+        [
+            "stations-experiment",
+            "--out",
+            str(out),
+            "--source",
+            str(synth["data"]),
+            "--format",
+            "csv",
+            "--metadata",
+            str(synth["meta"]),
+            "--precipitation",
+            str(tmp_path / "prec.csv"),
+            "--experiment",
+            "leave-site-out",
+            "--trees",
+            "5",
+            "--threads",
+            "1",
+            "--no-plots",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "leave-site-out: median ubRMSE forest" in r.output and (out / "report.md").is_file()
     assert not (out / "temporal_scores.csv").exists()
@@ -283,8 +345,17 @@ def test_cli_stations_experiment_on_a_csv_station_set(synth: dict, tmp_path: Pat
 
 def test_read_daily_precipitation_formats_and_errors(tmp_path: Path) -> None:
     (tmp_path / "p.csv").write_text(",Date,RF5,Crys 1\n0,7/1/2023,1.5,0\n1,7/2/2023,0,2.25\n")
-    ss = S.StationSet([S.Station(id="R4", lat=39.3, lon=-107.0, name="RF 5",
-                                 data=pd.DataFrame({"sm": [0.2]}, index=pd.DatetimeIndex(["2023-07-01"], tz="UTC")))])  # fmt: skip
+    ss = S.StationSet(
+        [
+            S.Station(
+                id="R4",
+                lat=39.3,
+                lon=-107.0,
+                name="RF 5",
+                data=pd.DataFrame({"sm": [0.2]}, index=pd.DatetimeIndex(["2023-07-01"], tz="UTC")),
+            )
+        ]
+    )
     p = E.read_daily_precipitation(tmp_path / "p.csv", ss)
     assert list(p.columns) == ["R4", "Crys 1"] and p.loc["2023-07-02", "Crys 1"] == 2.25
     (tmp_path / "q.csv").write_text("date,X\n2023-07-01,1\nyesterday,2\n")

@@ -65,20 +65,35 @@ def fitted():
 
 # --------------------------------------------------------------------------- exactness
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), n_features=st.integers(1, 12), n_trees=st.integers(1, 12),
-       min_samples_leaf=st.sampled_from([1, 2, 5, 20]), max_depth=st.sampled_from([None, 1, 3, 8]),
-       nan_fraction=st.sampled_from([0.0, 0.05, 0.3]), coherent=st.booleans(), scale=st.sampled_from([1e-3, 1.0, 1e6]),
-       block=st.sampled_from([1, 7, 16384]), threads=st.sampled_from([1, 2]))  # fmt: skip
-def test_hypothesis_forests_equal_sklearn(seed, n_features, n_trees, min_samples_leaf, max_depth, nan_fraction,
-                                          coherent, scale, block, threads):  # fmt: skip
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_features=st.integers(1, 12),
+    n_trees=st.integers(1, 12),
+    min_samples_leaf=st.sampled_from([1, 2, 5, 20]),
+    max_depth=st.sampled_from([None, 1, 3, 8]),
+    nan_fraction=st.sampled_from([0.0, 0.05, 0.3]),
+    coherent=st.booleans(),
+    scale=st.sampled_from([1e-3, 1.0, 1e6]),
+    block=st.sampled_from([1, 7, 16384]),
+    threads=st.sampled_from([1, 2]),
+)
+def test_hypothesis_forests_equal_sklearn(
+    seed, n_features, n_trees, min_samples_leaf, max_depth, nan_fraction, coherent, scale, block, threads
+):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(20, 400))
     X = (rng.standard_normal((n, n_features)) * scale).astype(np.float32)
     # repeated values make thresholds land between neighbouring float32s
     X[rng.random(X.shape) < 0.2] = np.float32(0.5 * scale)
     y = X[:, 0].astype(np.float64) ** 2 + rng.standard_normal(n)
-    rf = RandomForestRegressor(n_trees, min_samples_leaf=min_samples_leaf, max_depth=max_depth,
-                               max_features=rng.choice([1.0, 0.5]), random_state=seed % 1000, n_jobs=1).fit(X, y)  # fmt: skip
+    rf = RandomForestRegressor(
+        n_trees,
+        min_samples_leaf=min_samples_leaf,
+        max_depth=max_depth,
+        max_features=rng.choice([1.0, 0.5]),
+        random_state=seed % 1000,
+        n_jobs=1,
+    ).fit(X, y)
     cf = CompiledForest.from_sklearn(rf)
     Xq = _coherent(rng, 300, n_features) * scale if coherent else (rng.standard_normal((300, n_features)) * scale)
     Xq = Xq.astype(np.float32)
@@ -152,13 +167,20 @@ def test_sklearn_depth_first_layout_needs_no_reordering_and_other_orders_work(fi
     three = RandomForestRegressor(3, min_samples_leaf=3, random_state=1, n_jobs=1).fit(X, X[:, 0] * X[:, 1])
     # a breadth-first numbering of the same trees must give the same predictions
     builder = treelite.model_builder.ModelBuilder(
-        threshold_type="float64", leaf_output_type="float64",
-        metadata=treelite.model_builder.Metadata(num_feature=X.shape[1], task_type="kRegressor",
-                                                 average_tree_output=True, num_target=1, num_class=[1],
-                                                 leaf_vector_shape=(1, 1)),
+        threshold_type="float64",
+        leaf_output_type="float64",
+        metadata=treelite.model_builder.Metadata(
+            num_feature=X.shape[1],
+            task_type="kRegressor",
+            average_tree_output=True,
+            num_target=1,
+            num_class=[1],
+            leaf_vector_shape=(1, 1),
+        ),
         tree_annotation=treelite.model_builder.TreeAnnotation(num_tree=3, target_id=[0] * 3, class_id=[0] * 3),
         postprocessor=treelite.model_builder.PostProcessorFunc(name="identity"),
-        base_scores=[0.0])  # fmt: skip
+        base_scores=[0.0],
+    )
     for est in three.estimators_:
         t = est.tree_
         order = [0]
@@ -170,9 +192,14 @@ def test_sklearn_depth_first_layout_needs_no_reordering_and_other_orders_work(fi
         for old in order:
             builder.start_node(key[old])
             if t.children_left[old] >= 0:
-                builder.numerical_test(int(t.feature[old]), float(t.threshold[old]), default_left=True, opname="<=",
-                                       left_child_key=key[int(t.children_left[old])],
-                                       right_child_key=key[int(t.children_right[old])])  # fmt: skip
+                builder.numerical_test(
+                    int(t.feature[old]),
+                    float(t.threshold[old]),
+                    default_left=True,
+                    opname="<=",
+                    left_child_key=key[int(t.children_left[old])],
+                    right_child_key=key[int(t.children_right[old])],
+                )
             else:
                 builder.leaf(float(t.value[old, 0, 0]))
             builder.end_node()
@@ -245,8 +272,14 @@ def test_threads_blocks_and_reuse_give_identical_bytes(fitted):
     cf = CompiledForest.from_sklearn(rf)
     Xq = _coherent(np.random.default_rng(4), 5000, 6)
     ref = cf.predict_with_spread(Xq, n_threads=1)
-    for kw in ({"n_threads": 2}, {"block": 1}, {"block": 333, "n_threads": 2}, {"reuse": False}, {"reuse": "box"},
-               {"reuse": "lanes", "block": 7}):  # fmt: skip
+    for kw in (
+        {"n_threads": 2},
+        {"block": 1},
+        {"block": 333, "n_threads": 2},
+        {"reuse": False},
+        {"reuse": "box"},
+        {"reuse": "lanes", "block": 7},
+    ):
         out = cf.predict_with_spread(Xq, **kw)
         assert out[0].tobytes() == ref[0].tobytes() and out[1].tobytes() == ref[1].tobytes(), kw
 

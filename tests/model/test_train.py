@@ -42,12 +42,34 @@ def synthetic_table(n_stations: int = 8, seed: int = 0, step: str = "4D") -> pd.
         b = np.clip(0.25 + 0.1 * np.sin(doy + k) + rng.normal(0, 0.03, n), 0.02, 0.5)
         c = 283 + 10 * np.sin(doy - 1.5) + rng.normal(0, 2, n)
         clay, elev = np.full(n, 10.0 + 4 * k), np.full(n, 100.0 + 150 * (k % 3))
-        y = (0.05 + 0.6 * b + 0.03 * np.tanh((a + 12) / 2) + 0.004 * clay - 0.0001 * elev
-             + 0.02 * (b > 0.3) + rng.normal(0, 0.01, n))  # fmt: skip
-        frames.append(pd.DataFrame({"station": f"S{k}", "date": dates, "target": y, "a": a, "b": b, "c": c,
-                                    "clay": clay, "elev": elev, "doy_sin": np.sin(doy), "doy_cos": np.cos(doy),
-                                    "x": 4_020_000.0 + 100_000 * (k // 2) + 40_000 * (k % 2),
-                                    "y": 3_050_000.0 + 1_000 * k, "tile": "t000_000"}))  # fmt: skip
+        y = (
+            0.05
+            + 0.6 * b
+            + 0.03 * np.tanh((a + 12) / 2)
+            + 0.004 * clay
+            - 0.0001 * elev
+            + 0.02 * (b > 0.3)
+            + rng.normal(0, 0.01, n)
+        )
+        frames.append(
+            pd.DataFrame(
+                {
+                    "station": f"S{k}",
+                    "date": dates,
+                    "target": y,
+                    "a": a,
+                    "b": b,
+                    "c": c,
+                    "clay": clay,
+                    "elev": elev,
+                    "doy_sin": np.sin(doy),
+                    "doy_cos": np.cos(doy),
+                    "x": 4_020_000.0 + 100_000 * (k // 2) + 40_000 * (k % 2),
+                    "y": 3_050_000.0 + 1_000 * k,
+                    "tile": "t000_000",
+                }
+            )
+        )
     t = pd.concat(frames, ignore_index=True)
     t.attrs.update(features=list(FEATURES), units=dict(UNITS), kinds={f: "dynamic" for f in FEATURES})
     return t
@@ -79,8 +101,13 @@ def _refit_fold(forest: Forest, table: pd.DataFrame, scheme: str, k: int) -> Non
     assert (sub["date"].to_numpy() == table["date"].to_numpy()).all()
     test = (sub["fold"] == k).to_numpy()
     hp = forest.card.hyperparameters
-    rf = RandomForestRegressor(n_estimators=N_TREES, max_features=hp["max_features"],
-                               min_samples_leaf=hp["min_samples_leaf"], bootstrap=True, random_state=0)  # fmt: skip
+    rf = RandomForestRegressor(
+        n_estimators=N_TREES,
+        max_features=hp["max_features"],
+        min_samples_leaf=hp["min_samples_leaf"],
+        bootstrap=True,
+        random_state=0,
+    )
     X, y = _X(table), table["target"].to_numpy()
     rf.fit(X[~test], y[~test])
     np.testing.assert_array_equal(sub.loc[test, "prediction"].to_numpy(), rf.predict(X[test]))
@@ -150,7 +177,12 @@ def test_leave_site_out_never_trains_on_the_test_station(forest: Forest, table: 
         assert set(g["station"]).isdisjoint(sub.loc[sub["fold"] != k, "station"])
     # folds are sklearn's GroupKFold(min(5, 8 stations))
     assert forest.card.cv["site"] | {"metrics": None, "site_median": None} == {
-        "splitter": "GroupKFold(n_splits=5)", "n_folds": 5, "n_groups": 8, "metrics": None, "site_median": None}
+        "splitter": "GroupKFold(n_splits=5)",
+        "n_folds": 5,
+        "n_groups": 8,
+        "metrics": None,
+        "site_median": None,
+    }
     for k, (_, te) in enumerate(GroupKFold(5).split(_X(table), groups=table["station"])):
         assert (sub.loc[te, "fold"] == k).all()
     _refit_fold(forest, table, "site", 1)
@@ -288,8 +320,9 @@ def test_forest_predict_and_repr(forest: Forest, table: pd.DataFrame) -> None:
     assert np.isnan(got[~ok]).all()
     np.testing.assert_array_equal(got[ok], forest.estimator.predict(X[ok]))
     # a table: columns by name, any order
-    np.testing.assert_array_equal(forest.predict(table[:50][FEATURES[::-1] + ["station"]]),
-                                  forest.estimator.predict(_X(table[:50])))  # fmt: skip
+    np.testing.assert_array_equal(
+        forest.predict(table[:50][FEATURES[::-1] + ["station"]]), forest.estimator.predict(_X(table[:50]))
+    )
     with pytest.raises(ValidationError, match=r"\['clay'\] missing"):
         forest.predict(table[:5].drop(columns="clay"))
     with pytest.raises(ValidationError, match="shape"):
@@ -380,8 +413,16 @@ def test_end_to_end_on_a_real_training_table(tmp_path) -> None:
     rng = np.random.default_rng(7)
     elev = np.cumsum(rng.normal(0, 1, (ny, nx)), axis=1).astype(np.float32)
     sm = (0.2 + 0.1 * np.sin(np.arange(days.size)[:, None, None] / 4.0 + elev[None] / 10)).astype(np.float32)
-    with TileWriter(tmp_path / "t.h5", grid, days, ["elev"], ["s1"], {"elev": "m", "s1": "m3 m-3"},
-                    sources={"elev": "dem.tif"}, tile_id="t000_000") as w:  # fmt: skip
+    with TileWriter(
+        tmp_path / "t.h5",
+        grid,
+        days,
+        ["elev"],
+        ["s1"],
+        {"elev": "m", "s1": "m3 m-3"},
+        sources={"elev": "dem.tif"},
+        tile_id="t000_000",
+    ) as w:
         w.write_static("elev", elev)
         for t in range(days.size):
             w.write_dynamic(t, "s1", sm[t])
@@ -419,8 +460,9 @@ def test_cli_train_writes_a_compiled_forest_with_its_card(table: pd.DataFrame, t
     csv = tmp_path / "table.csv"
     table.to_csv(csv, index=False)
     out, card = tmp_path / "m.smf.h5", tmp_path / "card.md"
-    res = CliRunner().invoke(cli, ["train", str(csv), "--out", str(out), "--trees", "12", "--no-search",
-                                   "--cv", "site", "--card", str(card)])  # fmt: skip
+    res = CliRunner().invoke(
+        cli, ["train", str(csv), "--out", str(out), "--trees", "12", "--no-search", "--cv", "site", "--card", str(card)]
+    )
     assert res.exit_code == 0, res.output
     assert "wrote" in res.output and "12 trees" in res.output
     cf = CompiledForest.load(out)

@@ -34,19 +34,37 @@ def test_counts_to_sm_recovers_theta_through_all_corrections() -> None:
     nm = pd.Series(150.0 * (1 + 0.05 * np.sin(np.arange(idx.size) / 30.0)), index=idx)
     n0, bd, lw, soc, rc = 1500.0, 1.3, 0.02, 0.01, 2.5
     n_true = nt.theta_to_counts(theta, n0, bd, lw, soc)
-    f = (nt.pressure_correction(p) * nt.humidity_correction(h)
-         * nt.incoming_correction(nm.to_numpy(), 150.0, rc, 4.49))  # fmt: skip
+    f = nt.pressure_correction(p) * nt.humidity_correction(h) * nt.incoming_correction(nm.to_numpy(), 150.0, rc, 4.49)
     raw = pd.Series(n_true / f, index=idx)  # factors multiply raw counts
-    out = S.counts_to_sm(raw, n0=n0, bulk_density=bd, lattice_water=lw, soc=soc, pressure=pd.Series(p, idx),
-                         abs_humidity=pd.Series(h, idx), incoming=nm, incoming_reference=150.0,
-                         cutoff_rigidity=rc, smooth_hours=1)  # fmt: skip
+    out = S.counts_to_sm(
+        raw,
+        n0=n0,
+        bulk_density=bd,
+        lattice_water=lw,
+        soc=soc,
+        pressure=pd.Series(p, idx),
+        abs_humidity=pd.Series(h, idx),
+        incoming=nm,
+        incoming_reference=150.0,
+        cutoff_rigidity=rc,
+        smooth_hours=1,
+    )
     np.testing.assert_allclose(out["sm"], theta, rtol=0, atol=1e-12)
     np.testing.assert_allclose(out["counts"], n_true, rtol=1e-12)
     assert (out["flag"] == 0).all()
     # the 24 h moving mean of counts, then θ: equals θ of the smoothed true counts
-    sm24 = S.counts_to_sm(raw, n0=n0, bulk_density=bd, lattice_water=lw, soc=soc, pressure=pd.Series(p, idx),
-                          abs_humidity=pd.Series(h, idx), incoming=nm, incoming_reference=150.0,
-                          cutoff_rigidity=rc)  # fmt: skip
+    sm24 = S.counts_to_sm(
+        raw,
+        n0=n0,
+        bulk_density=bd,
+        lattice_water=lw,
+        soc=soc,
+        pressure=pd.Series(p, idx),
+        abs_humidity=pd.Series(h, idx),
+        incoming=nm,
+        incoming_reference=150.0,
+        cutoff_rigidity=rc,
+    )
     ref = pd.Series(n_true, idx).rolling(24, center=True, min_periods=12).mean()
     np.testing.assert_allclose(sm24["sm"], nt.counts_to_theta(ref.to_numpy(), n0, bd, lw, soc), atol=1e-12)
 
@@ -173,8 +191,9 @@ def test_stationset_mapping_metadata_and_add() -> None:
     ss = S.StationSet([a]) + S.StationSet([b], [S.Exclusion("C", "no metadata", "f.csv", 3)])
     assert list(ss) == ["A", "B"] and len(ss) == 2 and "A" in ss
     assert ss.metadata().loc["A", "bulk_density"] == 1.3
-    assert ss.exclusions.to_dict("records") == [{"station": "C", "reason": "no metadata", "source": "f.csv",
-                                                 "n_values": 3, "return_code": 4}]  # fmt: skip
+    assert ss.exclusions.to_dict("records") == [
+        {"station": "C", "reason": "no metadata", "source": "f.csv", "n_values": 3, "return_code": 4}
+    ]
     with pytest.raises(KeyError, match="no station 'Z'"):
         ss["Z"]
 
@@ -189,8 +208,9 @@ def test_read_csv_single_station_and_out_of_range(tmp_path: Path, caplog: pytest
     sm[3] = 1.7  # impossible
     pd.DataFrame({"time": idx.strftime("%Y-%m-%dT%H:%M:%SZ"), "theta": sm, "P": 1000.0}).to_csv(f, index=False)
     with caplog.at_level(logging.WARNING, logger="smengine.stations"):
-        ss = S.read_csv(f, metadata={"lat": 50.9, "lon": 6.4, "bulk_density": 1.4},
-                        columns={"theta": "sm", "P": "pressure"})  # fmt: skip
+        ss = S.read_csv(
+            f, metadata={"lat": 50.9, "lon": 6.4, "bulk_density": 1.4}, columns={"theta": "sm", "P": "pressure"}
+        )
     st = ss["site"]
     assert st.bulk_density == 1.4 and st.lat == 50.9
     assert np.isnan(st.data["sm"].iloc[3]) and st.data["flag"].iloc[3] & S.QC.OUT_OF_RANGE
@@ -203,8 +223,12 @@ def test_read_csv_single_station_and_out_of_range(tmp_path: Path, caplog: pytest
 def test_read_csv_long_format_with_metadata_and_exclusions(tmp_path: Path) -> None:
     f = tmp_path / "net.csv"
     idx = _hourly(24)
-    rows = pd.concat([pd.DataFrame({"time": idx.strftime("%Y-%m-%d %H:%M"), "station": s, "sm": v})
-                      for s, v in (("A", 0.1), ("B", 0.2), ("C", 0.3))])  # fmt: skip
+    rows = pd.concat(
+        [
+            pd.DataFrame({"time": idx.strftime("%Y-%m-%d %H:%M"), "station": s, "sm": v})
+            for s, v in (("A", 0.1), ("B", 0.2), ("C", 0.3))
+        ]
+    )
     rows.to_csv(f, index=False)
     meta = tmp_path / "meta.csv"
     pd.DataFrame({"station": ["A", "B"], "lat": [50.0, np.nan], "lon": [6.0, 7.0]}).to_csv(meta, index=False)
@@ -222,7 +246,8 @@ def test_read_csv_long_format_with_metadata_and_exclusions(tmp_path: Path) -> No
 def test_read_csv_bad_input_errors_name_file_column_row(tmp_path: Path) -> None:
     f = tmp_path / "bad.csv"
     pd.DataFrame({"time": ["2020-01-01 00:00", "2020-01-01 01:00", "yesterday"], "sm": [0.1, 0.2, 0.3]}).to_csv(
-        f, index=False)  # fmt: skip
+        f, index=False
+    )
     with pytest.raises(DataError, match=r"bad\.csv: cannot parse time 'yesterday' in column 'time' \(data row 3\)"):
         S.read_csv(f, metadata={"lat": 1, "lon": 1})
     g = tmp_path / "nosm.csv"
@@ -243,10 +268,18 @@ def test_read_csv_counts_are_converted(tmp_path: Path) -> None:
     n = nt.theta_to_counts(theta, 1600.0, 1.2, 0.03, 0.0)
     raw = n / (nt.pressure_correction(p) * nt.humidity_correction(h))
     f = tmp_path / "crns.csv"
-    pd.DataFrame({"time": idx.strftime("%Y-%m-%d %H:%M"), "counts_raw": raw, "pressure": p, "rel_humidity": rh,
-                  "air_temperature": t}).to_csv(f, index=False)  # fmt: skip
-    ss = S.read_csv(f, station="K1", metadata={"lat": 38.2, "lon": -97.5, "n0": 1600.0, "bulk_density": 1.2,
-                                                "lattice_water": 0.03})  # fmt: skip
+    pd.DataFrame(
+        {
+            "time": idx.strftime("%Y-%m-%d %H:%M"),
+            "counts_raw": raw,
+            "pressure": p,
+            "rel_humidity": rh,
+            "air_temperature": t,
+        }
+    ).to_csv(f, index=False)
+    ss = S.read_csv(
+        f, station="K1", metadata={"lat": 38.2, "lon": -97.5, "n0": 1600.0, "bulk_density": 1.2, "lattice_water": 0.03}
+    )
     np.testing.assert_allclose(ss["K1"].data["sm"], 0.22, atol=1e-12)
     with pytest.raises(DataError, match="needs 'n0'"):
         S.read_csv(f, metadata={"lat": 38.2, "lon": -97.5, "bulk_density": 1.2})
@@ -313,11 +346,23 @@ def _rev1_folder(tmp_path: Path, meta_dir: Path, rev1_names: bool) -> Path:
     gen = pd.read_csv(meta_dir / "General_information.csv", encoding="latin-1", dtype=str)
     add = pd.read_csv(meta_dir / "Additional_information.csv", encoding="latin-1", dtype=str)
     if rev1_names:  # revision-1 spellings (SCIENCE.md §5.2)
-        gen = gen.rename(columns={"Latitude": "Latitude (°)", "Longitude": "Longitude (°)", "Altitude": "Altitude (m)",
-                                  "Detector Typ": "Detector Typ "})  # fmt: skip
-        add = add.rename(columns={"StationID": "Station ID", "Bulkdensity": "Bulk density*(g/cm3)",
-                                  "Soil organic carbon(g/g)": "Soil organic carbon*(g/g)",
-                                  "Lattice water(g/g)": "Lattice water*(g/g)", "CutoffRigidity": "Cutoff rigidity(GV)"})  # fmt: skip
+        gen = gen.rename(
+            columns={
+                "Latitude": "Latitude (°)",
+                "Longitude": "Longitude (°)",
+                "Altitude": "Altitude (m)",
+                "Detector Typ": "Detector Typ ",
+            }
+        )
+        add = add.rename(
+            columns={
+                "StationID": "Station ID",
+                "Bulkdensity": "Bulk density*(g/cm3)",
+                "Soil organic carbon(g/g)": "Soil organic carbon*(g/g)",
+                "Lattice water(g/g)": "Lattice water*(g/g)",
+                "CutoffRigidity": "Cutoff rigidity(GV)",
+            }
+        )
         gen.to_csv(root / "General_ information_rev1.csv", index=False, encoding="latin-1")
         add.to_csv(root / "Additional_information_rev1.csv", index=False, encoding="latin-1")
     else:
@@ -328,12 +373,19 @@ def _rev1_folder(tmp_path: Path, meta_dir: Path, rev1_names: bool) -> Path:
     snow = np.zeros(48, int)
     snow[:10] = 1
     for sid in ("FSC001", "HGC001", "ZZZ999"):
-        pd.DataFrame({"DateTime_utc": idx.strftime("%Y-%m-%d %H:%M:%S"),
-                      "NeutronCount_Epithermal_Cum1h_corrected": 700.0,
-                      "SoilMoisture_volumetric_MovAvg24h": sm, "SoilMoisture_volumetric_MovAvg24h_std": 0.01,
-                      "AirHumidity_gapfilled": 7.5, "Flag_Snow_ERA5": snow, "Flag_AirHumidity_ERA5": 1,
-                      "Footprint_Radius_m": 170.0, "Footprint_Depth_m": 0.3}).to_csv(
-            root / "processed_crns_data_and_diagnostics_rev1" / f"{sid}.csv", index=False)  # fmt: skip
+        pd.DataFrame(
+            {
+                "DateTime_utc": idx.strftime("%Y-%m-%d %H:%M:%S"),
+                "NeutronCount_Epithermal_Cum1h_corrected": 700.0,
+                "SoilMoisture_volumetric_MovAvg24h": sm,
+                "SoilMoisture_volumetric_MovAvg24h_std": 0.01,
+                "AirHumidity_gapfilled": 7.5,
+                "Flag_Snow_ERA5": snow,
+                "Flag_AirHumidity_ERA5": 1,
+                "Footprint_Radius_m": 170.0,
+                "Footprint_Depth_m": 0.3,
+            }
+        ).to_csv(root / "processed_crns_data_and_diagnostics_rev1" / f"{sid}.csv", index=False)
     return root
 
 
@@ -345,7 +397,13 @@ def test_read_cosmos_europe_rev1_and_plain_tables(data_dir: Path, tmp_path: Path
     assert len(meta) == 66  # 65 stations in General + HGC001 only in Additional
     fsc = meta.loc["FSC001"]
     assert (fsc["lat"], fsc["lon"], fsc["elevation"], fsc["bulk_density"], fsc["n0"], fsc["cutoff_rigidity"]) == (
-        53.319, 13.122, 66.0, 1.135, 1085.0, 2.51)  # fmt: skip
+        53.319,
+        13.122,
+        66.0,
+        1.135,
+        1085.0,
+        2.51,
+    )
     assert np.isnan(meta.loc["HGC001", "lat"])
     root = _rev1_folder(tmp_path, meta_dir, rev1_names)
     ss = S.read_cosmos_europe(root)

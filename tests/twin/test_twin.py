@@ -60,8 +60,14 @@ def test_determinism_same_seed_same_arrays(tmp_path):
     for name, p in a.paths["static"].items():
         np.testing.assert_array_equal(_read_tif(p), _read_tif(b.paths["static"][name]))
     np.testing.assert_array_equal(_read_tif(a.paths["s1"][3]), _read_tif(b.paths["s1"][3]))
-    for key, var in (("truth", "theta_eq"), ("smap", "soil_moisture"), ("ndvi", "ndvi"), ("lst", "lst"),
-                     ("precipitation", "precipitation"), ("era5", "swvl2")):  # fmt: skip
+    for key, var in (
+        ("truth", "theta_eq"),
+        ("smap", "soil_moisture"),
+        ("ndvi", "ndvi"),
+        ("lst", "lst"),
+        ("precipitation", "precipitation"),
+        ("era5", "swvl2"),
+    ):
         np.testing.assert_array_equal(_nc(a.paths[key], var), _nc(b.paths[key], var))
     for f in sorted(Path(a.paths["crns"]).rglob("*.csv")):
         assert f.read_bytes() == (b.paths["crns"] / f.relative_to(a.paths["crns"])).read_bytes()
@@ -158,13 +164,23 @@ def test_station_theta_equals_footprint_weighted_truth_by_hand(world):
     assert statics["land"][win].all()
     rr = np.hypot(*np.mgrid[-n : n + 1, -n : n + 1]) * res
     # first guess: plain mean of the cells' CRNS-equivalent θ at r = 0
-    eq = np.array([
-        fp.equivalent_soil_moisture(th[:, a, b], LAYER_TOPS, LAYER_BOTTOMS, rho[a, b], tol=1e-13)
-        for a in range(2 * n + 1) for b in range(2 * n + 1)])  # fmt: skip
+    eq = np.array(
+        [
+            fp.equivalent_soil_moisture(th[:, a, b], LAYER_TOPS, LAYER_BOTTOMS, rho[a, b], tol=1e-13)
+            for a in range(2 * n + 1)
+            for b in range(2 * n + 1)
+        ]
+    )
     theta = eq.mean()
     for _ in range(2):
-        k = fp.footprint_kernel(res, float(2 * np.round(h / 2)), float(np.clip(np.round(theta / 0.02) * 0.02, 0.02, 0.5)),
-                                pressure=p, veg_height=veg, max_radius=world.config.kernel_radius)  # fmt: skip
+        k = fp.footprint_kernel(
+            res,
+            float(2 * np.round(h / 2)),
+            float(np.clip(np.round(theta / 0.02) * 0.02, 0.02, 0.5)),
+            pressure=p,
+            veg_height=veg,
+            max_radius=world.config.kernel_radius,
+        )
         for _ in range(200):
             d86 = fp.penetration_depth(fp.rescale_distance(rr, p, veg, theta), rho, theta)
             w = fp.layer_weights(LAYER_TOPS, LAYER_BOTTOMS, d86)
@@ -202,8 +218,9 @@ def test_stations_read_back_with_the_configured_noise(world):
     z = []
     for sid, grp in m.groupby("station"):
         s = meta.loc[sid]
-        n_day = nt.theta_to_counts(grp["sm_noisefree"].to_numpy(), s["n0"], s["bulk_density"],
-                                        s["lattice_water"], s["soc"])  # fmt: skip
+        n_day = nt.theta_to_counts(
+            grp["sm_noisefree"].to_numpy(), s["n0"], s["bulk_density"], s["lattice_water"], s["soc"]
+        )
         sigma_n = np.sqrt(n_day / 36.0)  # corrections are close to 1 here
         sig = nt.theta_uncertainty(n_day, sigma_n, s["n0"], s["bulk_density"])
         z.append((grp["sm"].to_numpy() - grp["sm_noisefree"].to_numpy()) / sig)

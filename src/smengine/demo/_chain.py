@@ -28,8 +28,18 @@ DEMO_SPEC: dict[str, Any] = {
     "swi_T": (5.0, 10.0, 20.0, 40.0),
     "swi_carry": True,
 }
-STEPS = ("footprint physics", "twin world", "ingest", "training table", "train", "product", "truth scores", "station scores",
-         "pseudoproxy", "report")  # fmt: skip
+STEPS = (
+    "footprint physics",
+    "twin world",
+    "ingest",
+    "training table",
+    "train",
+    "product",
+    "truth scores",
+    "station scores",
+    "pseudoproxy",
+    "report",
+)
 
 
 @dataclass
@@ -51,8 +61,13 @@ def _pooled(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 
     p, r = np.asarray(pred, np.float64).ravel(), np.asarray(ref, np.float64).ravel()
     ok = np.isfinite(p) & np.isfinite(r)
-    return {"n": int(ok.sum()), "RMSE": rmse(p[ok], r[ok]), "ubRMSE": ubrmse(p[ok], r[ok]),
-            "bias": bias(p[ok], r[ok]), "R": pearson_r(p[ok], r[ok])}  # fmt: skip
+    return {
+        "n": int(ok.sum()),
+        "RMSE": rmse(p[ok], r[ok]),
+        "ubRMSE": ubrmse(p[ok], r[ok]),
+        "bias": bias(p[ok], r[ok]),
+        "R": pearson_r(p[ok], r[ok]),
+    }
 
 
 def _pixel_mean(a: np.ndarray, s: int) -> np.ndarray:
@@ -61,8 +76,14 @@ def _pixel_mean(a: np.ndarray, s: int) -> np.ndarray:
     return a.reshape(*lead, Y // s, s, X // s, s).mean(axis=(-3, -1))
 
 
-def run_demo(out_dir: str | Path = "smengine-demo", *, quick: bool = False, seed: int = 0,
-             progress: Callable[[str], Any] | None = None, n_threads: int | None = None) -> DemoResult:  # fmt: skip
+def run_demo(
+    out_dir: str | Path = "smengine-demo",
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    progress: Callable[[str], Any] | None = None,
+    n_threads: int | None = None,
+) -> DemoResult:
     """Run the demonstration chain on the twin world and write ``report.md`` (see the module docstring).
 
     Parameters
@@ -142,8 +163,9 @@ def run_demo(out_dir: str | Path = "smengine-demo", *, quick: bool = False, seed
     done("training table")
     step("train")
     n_trees = 100 if quick else 300
-    forest = train(table, names, cv=("site",), search=not quick, n_estimators=n_trees, random_state=seed,
-                   n_jobs=n_threads or -1)  # fmt: skip
+    forest = train(
+        table, names, cv=("site",), search=not quick, n_estimators=n_trees, random_state=seed, n_jobs=n_threads or -1
+    )
     cf = forest.compile()
     model_path = cf.save(out / "model.smf.h5")
     atomic_write(out / "model_card.md", forest.card.to_markdown().encode())
@@ -174,15 +196,18 @@ def run_demo(out_dir: str | Path = "smengine-demo", *, quick: bool = False, seed
         if ok.any():
             base[t].reshape(-1)[ok] = cf.predict(x[ok], n_threads=n_threads)
     smap_px = np.stack([_pixel_mean(st0.coarse["smap_sm"].expand(t), s) for t in range(days.size)])
-    s1_px = np.stack([_pixel_mean(np.asarray(st0.dynamic[t, st0.dynamic_names.index("s1_sm")]), s)
-                      for t in range(days.size)])  # fmt: skip
+    s1_px = np.stack(
+        [_pixel_mean(np.asarray(st0.dynamic[t, st0.dynamic_names.index("s1_sm")]), s) for t in range(days.size)]
+    )
     por_px = _pixel_mean(np.asarray(st0.static[st0.static_names.index("porosity")]), s)
     era5_px = era5_land_theta_eq(world.paths["era5"], grid, days, np.clip((1.0 - por_px) * 2.65, 0.8, 2.0))
-    rows = {"emulator, sub-pixel scaling mean_j f(x_j)": _pooled(prod["sm"], truth),
-            "emulator on pixel-mean covariates f(mean_j x_j)": _pooled(base, truth),
-            "SMAP-like surface SM (9 km)": _pooled(smap_px, truth),
-            "S1-like surface SM (1 km, every 3rd day)": _pooled(s1_px, truth),
-            "ERA5-Land-like θ_eq (0.1°)": _pooled(era5_px, truth)}  # fmt: skip
+    rows = {
+        "emulator, sub-pixel scaling mean_j f(x_j)": _pooled(prod["sm"], truth),
+        "emulator on pixel-mean covariates f(mean_j x_j)": _pooled(base, truth),
+        "SMAP-like surface SM (9 km)": _pooled(smap_px, truth),
+        "S1-like surface SM (1 km, every 3rd day)": _pooled(s1_px, truth),
+        "ERA5-Land-like θ_eq (0.1°)": _pooled(era5_px, truth),
+    }
     truth_scores = pd.DataFrame.from_dict(rows, orient="index")
     res.truth_scores = truth_scores
     done("truth scores")
@@ -197,25 +222,43 @@ def run_demo(out_dir: str | Path = "smengine-demo", *, quick: bool = False, seed
     for sid, g in table.groupby("station"):
         r, c = pix[sid]
         ti = np.searchsorted(days, g["date"].to_numpy().astype("datetime64[D]"))
-        st_rows.append(pd.DataFrame({"station": sid, "date": g["date"].to_numpy(), "obs": g["target"].to_numpy(),
-                                     "S1-like": s1_px[ti, r, c], "SMAP-like": smap_px[ti, r, c],
-                                     "ERA5-like θ_eq": era5_px[ti, r, c]}))  # fmt: skip
+        st_rows.append(
+            pd.DataFrame(
+                {
+                    "station": sid,
+                    "date": g["date"].to_numpy(),
+                    "obs": g["target"].to_numpy(),
+                    "S1-like": s1_px[ti, r, c],
+                    "SMAP-like": smap_px[ti, r, c],
+                    "ERA5-like θ_eq": era5_px[ti, r, c],
+                }
+            )
+        )
     prod_table = pd.concat(st_rows, ignore_index=True)
     # surface products have gaps: run the filter over their own daily series at the stations
     full = []
     for sid in prod_table["station"].unique():
         r, c = pix[sid]
         obs = prod_table[prod_table["station"] == sid].set_index("date")["obs"]
-        f = pd.DataFrame({"station": sid, "date": pd.DatetimeIndex(days.astype("datetime64[ns]")),
-                          "S1-like": s1_px[:, r, c], "SMAP-like": smap_px[:, r, c],
-                          "ERA5-like θ_eq": era5_px[:, r, c]})  # fmt: skip
+        f = pd.DataFrame(
+            {
+                "station": sid,
+                "date": pd.DatetimeIndex(days.astype("datetime64[ns]")),
+                "S1-like": s1_px[:, r, c],
+                "SMAP-like": smap_px[:, r, c],
+                "ERA5-like θ_eq": era5_px[:, r, c],
+            }
+        )
         f["obs"] = obs.reindex(f["date"]).to_numpy()
         full.append(f)
-    res.product_scores = product_scores(pd.concat(full, ignore_index=True), ["S1-like", "SMAP-like", "ERA5-like θ_eq"],
-                                        min_obs=20)  # fmt: skip
+    res.product_scores = product_scores(
+        pd.concat(full, ignore_index=True), ["S1-like", "SMAP-like", "ERA5-like θ_eq"], min_obs=20
+    )
     by_month, trend = monthly_bias(lso)
-    figs = {"scatter": plot_scatter(lso, out / "lso_scatter.png"),
-            "monthly_bias": plot_monthly_bias(by_month, out / "monthly_bias.png", "emulator (leave-site-out) − CRNS")}
+    figs = {
+        "scatter": plot_scatter(lso, out / "lso_scatter.png"),
+        "monthly_bias": plot_monthly_bias(by_month, out / "monthly_bias.png", "emulator (leave-site-out) − CRNS"),
+    }
     med = res.site_scores.drop(index="median")
     best, worst = med["R"].idxmax(), med["R"].idxmin()
     both = lso.merge(prod_table[["station", "date", "SMAP-like"]], on=["station", "date"], how="left")
@@ -226,9 +269,22 @@ def run_demo(out_dir: str | Path = "smengine-demo", *, quick: bool = False, seed
     # 8 ------------------------------------------------------------------- pseudoproxy
     step("pseudoproxy")
     est = forest.estimator  # the same hyper-parameters as the CRNS forest
-    ppr = run_pseudoproxy(table, names, st0, era5_px, days, world.stations, spec=spec, swi=sw, n_estimators=n_trees,
-                          max_features=est.max_features, min_samples_leaf=est.min_samples_leaf, random_state=seed,
-                          n_threads=n_threads, distance_bins=(0, 1.5, 3, 5, 10, 100))  # fmt: skip
+    ppr = run_pseudoproxy(
+        table,
+        names,
+        st0,
+        era5_px,
+        days,
+        world.stations,
+        spec=spec,
+        swi=sw,
+        n_estimators=n_trees,
+        max_features=est.max_features,
+        min_samples_leaf=est.min_samples_leaf,
+        random_state=seed,
+        n_threads=n_threads,
+        distance_bins=(0, 1.5, 3, 5, 10, 100),
+    )
     off = ppr.scores[~ppr.scores["station_pixel"]]
     res.pseudoproxy = {"by_distance": ppr.by_distance, "by_DI": ppr.by_DI, "aoa": ppr.aoa_table, **ppr.summary}
     figs["pseudoproxy"] = _plot_pseudoproxy(off, out / "pseudoproxy_skill.png")
@@ -246,10 +302,12 @@ def run_demo(out_dir: str | Path = "smengine-demo", *, quick: bool = False, seed
 
 
 def _summary(res: DemoResult) -> dict[str, Any]:
-    return {"timings_s": res.timings,
-            "truth": res.truth_scores.to_dict(orient="index") if res.truth_scores is not None else {},
-            "site_median": res.site_scores.loc["median"].to_dict() if res.site_scores is not None else {},
-            "pseudoproxy": {k: v for k, v in res.pseudoproxy.items() if not isinstance(v, pd.DataFrame)}}  # fmt: skip
+    return {
+        "timings_s": res.timings,
+        "truth": res.truth_scores.to_dict(orient="index") if res.truth_scores is not None else {},
+        "site_median": res.site_scores.loc["median"].to_dict() if res.site_scores is not None else {},
+        "pseudoproxy": {k: v for k, v in res.pseudoproxy.items() if not isinstance(v, pd.DataFrame)},
+    }
 
 
 def _plot_pseudoproxy(off: pd.DataFrame, path: Path) -> Path:
@@ -274,8 +332,9 @@ def _plot_maps(sm: np.ndarray, truth: np.ndarray, base: np.ndarray, days: np.nda
     plt = _plt()
     t = int(np.nanargmax(np.nanstd(truth.reshape(truth.shape[0], -1), axis=1)))  # the most heterogeneous day
     fig, ax = plt.subplots(1, 3, figsize=(11, 3.4))
-    for a, (title, img) in zip(ax, (("truth θ_eq", truth[t]), ("emulator mean_j f(x_j)", sm[t]),
-                                    ("f(mean_j x_j)", base[t])), strict=True):  # fmt: skip
+    for a, (title, img) in zip(
+        ax, (("truth θ_eq", truth[t]), ("emulator mean_j f(x_j)", sm[t]), ("f(mean_j x_j)", base[t])), strict=True
+    ):
         im = a.imshow(img, vmin=np.nanmin(truth[t]), vmax=np.nanmax(truth[t]), cmap="YlGnBu")
         a.set_title(f"{title}\n{days[t]}")
         a.set_xticks([])
@@ -306,8 +365,19 @@ def _md(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
     return "\n".join(lines)
 
 
-def _report(res: DemoResult, world: Any, table: pd.DataFrame, forest: Any, result: Any, by_month: pd.DataFrame,
-            trend: dict[str, float], figs: dict[str, Path], quick: bool, n_trees: int, names: list[str]) -> str:  # fmt: skip
+def _report(
+    res: DemoResult,
+    world: Any,
+    table: pd.DataFrame,
+    forest: Any,
+    result: Any,
+    by_month: pd.DataFrame,
+    trend: dict[str, float],
+    figs: dict[str, Path],
+    quick: bool,
+    n_trees: int,
+    names: list[str],
+) -> str:
     import smengine
 
     ts = res.truth_scores
@@ -317,9 +387,12 @@ def _report(res: DemoResult, world: Any, table: pd.DataFrame, forest: Any, resul
     lines = [
         "# smengine demo: the twin world, end to end",
         "",
-        (f"smengine {smengine.__version__}; {'quick' if quick else 'default'} twin, seed {world.seed}: "
-        f"{world.grid.width} km × {world.grid.height} km, {world.days.size} days ({world.days[0]} … {world.days[-1]}), "
-        f"{len(world.stations)} CRNS stations; {n_trees} trees; {len(names)} features."),
+        (
+            f"smengine {smengine.__version__}; {'quick' if quick else 'default'} twin, seed {world.seed}: "
+            f"{world.grid.width} km × {world.grid.height} km, {world.days.size} days "
+            f"({world.days[0]} … {world.days[-1]}), "
+            f"{len(world.stations)} CRNS stations; {n_trees} trees; {len(names)} features."
+        ),
         "",
         "## Timings (s)",
         "",
@@ -331,10 +404,12 @@ def _report(res: DemoResult, world: Any, table: pd.DataFrame, forest: Any, resul
         "",
         _md(ts),
         "",
-        (f"Sub-pixel scaling RMSE {sub['RMSE']:.4f} vs pixel-mean covariates {mean['RMSE']:.4f} m³ m⁻³ "
-        f"({'better' if sub['RMSE'] < mean['RMSE'] else 'NOT better'}); the emulator beats SMAP-like "
-        f"(RMSE {ts.iloc[2]['RMSE']:.4f}) and ERA5-Land-like (RMSE {ts.iloc[4]['RMSE']:.4f}): "
-        f"{'yes' if sub['RMSE'] < min(ts.iloc[2]['RMSE'], ts.iloc[4]['RMSE']) else 'NO'}."),
+        (
+            f"Sub-pixel scaling RMSE {sub['RMSE']:.4f} vs pixel-mean covariates {mean['RMSE']:.4f} m³ m⁻³ "
+            f"({'better' if sub['RMSE'] < mean['RMSE'] else 'NOT better'}); the emulator beats SMAP-like "
+            f"(RMSE {ts.iloc[2]['RMSE']:.4f}) and ERA5-Land-like (RMSE {ts.iloc[4]['RMSE']:.4f}): "
+            f"{'yes' if sub['RMSE'] < min(ts.iloc[2]['RMSE'], ts.iloc[4]['RMSE']) else 'NO'}."
+        ),
         "",
         f"![maps]({figs['map'].name})",
         "",
@@ -354,18 +429,23 @@ def _report(res: DemoResult, world: Any, table: pd.DataFrame, forest: Any, resul
         "",
         _md(by_month, ".4f"),
         "",
-        (f"Trend of the bias with one offset per calendar month: {trend['slope_per_year']:.4f} m³ m⁻³ per year "
-         f"(p = {trend['p_value']:.2g}, {int(trend['n_months'])} months)." if np.isfinite(trend["slope_per_year"])
-         else f"Trend of the bias: not defined with {int(trend['n_months'])} months (needs more than one year)."),
+        (
+            f"Trend of the bias with one offset per calendar month: {trend['slope_per_year']:.4f} m³ m⁻³ per year "
+            f"(p = {trend['p_value']:.2g}, {int(trend['n_months'])} months)."
+            if np.isfinite(trend["slope_per_year"])
+            else f"Trend of the bias: not defined with {int(trend['n_months'])} months (needs more than one year)."
+        ),
         "",
         f"![monthly bias]({figs['monthly_bias'].name})",
         "",
         "## Pseudoproxy (ERA5-Land-like θ_eq as the target, ERA5 not a predictor)",
         "",
-        (f"{pp['n_offsite']} off-site pixels: median R {pp['median_R_offsite']:.3f}, median ubRMSE "
-        f"{pp['median_ubRMSE_offsite']:.4f} m³ m⁻³. AOA threshold DI = {pp['threshold']:.3f}; "
-        f"{100 * pp['inside_fraction']:.0f} % of pixel-days (weekly sample, pixel-mean features) inside the area "
-        "of applicability. DI bins are the quartiles of the off-site pixels' median DI."),
+        (
+            f"{pp['n_offsite']} off-site pixels: median R {pp['median_R_offsite']:.3f}, median ubRMSE "
+            f"{pp['median_ubRMSE_offsite']:.4f} m³ m⁻³. AOA threshold DI = {pp['threshold']:.3f}; "
+            f"{100 * pp['inside_fraction']:.0f} % of pixel-days (weekly sample, pixel-mean features) inside the area "
+            "of applicability. DI bins are the quartiles of the off-site pixels' median DI."
+        ),
         "",
         "By distance to the nearest station (km):",
         "",

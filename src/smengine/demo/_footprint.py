@@ -39,8 +39,12 @@ def _plot(path: Path, kernel: np.ndarray, cell: float, r86: float) -> bool:
     n = kernel.shape[0] // 2
     ext = (n + 0.5) * cell
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 4.2), constrained_layout=True)
-    im = ax0.imshow(np.log10(np.maximum(kernel, 1e-12)), extent=(-ext, ext, -ext, ext), cmap="viridis",
-                    vmin=np.log10(kernel.max()) - 5)
+    im = ax0.imshow(
+        np.log10(np.maximum(kernel, 1e-12)),
+        extent=(-ext, ext, -ext, ext),
+        cmap="viridis",
+        vmin=np.log10(kernel.max()) - 5,
+    )
     ax0.add_patch(plt.Circle((0, 0), r86, fill=False, color="w", lw=1.2, ls="--"))
     ax0.set(title=f"Footprint kernel, {cell:g} m cells (log10 weight)", xlabel="x (m)", ylabel="y (m)")
     fig.colorbar(im, ax=ax0, shrink=0.85)
@@ -76,9 +80,9 @@ def run(out_dir: Path | str, quick: bool = False) -> Path:
     r86 = fp.footprint_radius(h, th)
     d86 = fp.penetration_depth(1.0, np.array(DENSITIES)[None, :], th)
     lines = ["table,theta," + ",".join(f"h={x:g}" for x in HUMIDITIES)]
-    lines += [f"R86_m,{t:g}," + ",".join(f"{v:.1f}" for v in row) for t, row in zip(THETAS, r86)]
+    lines += [f"R86_m,{t:g}," + ",".join(f"{v:.1f}" for v in row) for t, row in zip(THETAS, r86, strict=False)]
     lines += ["table,theta," + ",".join(f"rho_b={x:g}" for x in DENSITIES)]
-    lines += [f"D86_cm,{t:g}," + ",".join(f"{v:.2f}" for v in row) for t, row in zip(THETAS, d86)]
+    lines += [f"D86_cm,{t:g}," + ",".join(f"{v:.2f}" for v in row) for t, row in zip(THETAS, d86, strict=False)]
     atomic_write(out / "footprint_tables.csv", ("\n".join(lines) + "\n").encode())
 
     cell, hum, theta = 10.0, 8.0, 0.2
@@ -95,7 +99,7 @@ def run(out_dir: Path | str, quick: bool = False) -> Path:
 
     size = 300 if quick else 1500
     rng = np.random.default_rng(0)
-    field = (0.25 + 0.05 * np.sin(np.arange(size)[None, :] / 40.0) + 0.03 * rng.standard_normal((size, size)))
+    field = 0.25 + 0.05 * np.sin(np.arange(size)[None, :] / 40.0) + 0.03 * rng.standard_normal((size, size))
     field = field.astype(np.float32)
     field[rng.random(field.shape) < 0.05] = np.nan
     rows = rng.integers(0, size, 2000)
@@ -117,7 +121,7 @@ def run(out_dir: Path | str, quick: bool = False) -> Path:
         "| θ \\ h (g m⁻³) | " + " | ".join(f"{x:g}" for x in HUMIDITIES) + " |",
         "|---" * (len(HUMIDITIES) + 1) + "|",
     ]
-    report += [f"| {t:g} | " + " | ".join(f"{v:.0f}" for v in row) + " |" for t, row in zip(THETAS, r86)]
+    report += [f"| {t:g} | " + " | ".join(f"{v:.0f}" for v in row) + " |" for t, row in zip(THETAS, r86, strict=False)]
     report += [
         "",
         "## Penetration depth D86 (cm) at r = 1 m",
@@ -125,7 +129,7 @@ def run(out_dir: Path | str, quick: bool = False) -> Path:
         "| θ \\ ρ_b (g cm⁻³) | " + " | ".join(f"{x:g}" for x in DENSITIES) + " |",
         "|---" * (len(DENSITIES) + 1) + "|",
     ]
-    report += [f"| {t:g} | " + " | ".join(f"{v:.1f}" for v in row) + " |" for t, row in zip(THETAS, d86)]
+    report += [f"| {t:g} | " + " | ".join(f"{v:.1f}" for v in row) + " |" for t, row in zip(THETAS, d86, strict=False)]
     report += [
         "",
         f"## Kernel ({cell:g} m cells, h = {hum:g} g m⁻³, θ = {theta:g})",

@@ -1,4 +1,5 @@
-"""Station data and point covariates for the experiments: station sets, precipitation, the station-day table and its covariates."""
+"""Station data and point covariates for the experiments: station sets, precipitation, the
+station-day table and its covariates."""
 
 from __future__ import annotations
 
@@ -28,19 +29,36 @@ DEFAULT_T = (1.0, 3.0, 7.0, 15.0, 30.0)
 #: Daily met features (daily means of the station series) and their units.
 MET_FEATURES = {"air_temperature": "degC", "rel_humidity": "%", "abs_humidity": "g m-3", "pressure": "hPa"}
 #: Static site descriptors (from :class:`~smengine.stations.Station`) and their units.
-STATIC_FEATURES = {"bulk_density": "g cm-3", "lattice_water": "g g-1", "soc": "g g-1", "elevation": "m",
-                   "land_cover_class": "1"}  # fmt: skip
+STATIC_FEATURES = {
+    "bulk_density": "g cm-3",
+    "lattice_water": "g g-1",
+    "soc": "g g-1",
+    "elevation": "m",
+    "land_cover_class": "1",
+}
 #: Coarse land-cover classes (codes = position) and the words that map a station's text to them.
 LAND_COVER_CLASSES: dict[str, tuple[str, ...]] = {
-    "forest": ("forest", "wood", "pine", "spruce", "fir", "aspen", "oak", "cottonwood", "beech", "tree", "conifer",
-               "deciduous"),
+    "forest": (
+        "forest",
+        "wood",
+        "pine",
+        "spruce",
+        "fir",
+        "aspen",
+        "oak",
+        "cottonwood",
+        "beech",
+        "tree",
+        "conifer",
+        "deciduous",
+    ),
     "grassland": ("grass", "meadow", "pasture", "prairie", "steppe", "lawn"),
     "shrubland": ("shrub", "sage", "heath", "scrub", "bush"),
     "cropland": ("crop", "alfalfa", "arable", "agricult", "cultivat", "irrigat", "farm", "field"),
     "wetland": ("wetland", "riparian", "marsh", "bog", "swamp", "peat", "floodplain", "fen"),
     "bare": ("bare", "urban", "sand", "rock", "desert"),
     "other": (),
-}  # fmt: skip
+}
 #: The methods every experiment scores, in report order.
 METHODS = ("forest", "linear", "mean", "tdr")
 #: Lower/upper bounds of θ fed to D86 (it needs θ inside (0, 1)).
@@ -251,8 +269,11 @@ def _calendar_met(s: Station) -> pd.DataFrame:
     if "abs_humidity" not in data.columns and {"rel_humidity", "air_temperature"} <= set(data.columns):
         from smengine.neutrons import absolute_humidity
 
-        data = data.assign(abs_humidity=absolute_humidity(data["rel_humidity"].to_numpy(np.float64),
-                                                          data["air_temperature"].to_numpy(np.float64)))  # fmt: skip
+        data = data.assign(
+            abs_humidity=absolute_humidity(
+                data["rel_humidity"].to_numpy(np.float64), data["air_temperature"].to_numpy(np.float64)
+            )
+        )
     have = [c for c in MET_FEATURES if c in data.columns]
     day = data.index.floor("D").tz_localize(None)
     if not have:
@@ -370,16 +391,27 @@ def station_table(
         row.insert(0, "station", s.id)
         cal_f = calendar_features(row["date"].to_numpy())
         row["doy_sin"], row["doy_cos"] = cal_f["doy_sin"], cal_f["doy_cos"]
-        static = {"bulk_density": s.bulk_density, "lattice_water": s.lattice_water, "soc": s.soc,
-                  "elevation": s.elevation, "land_cover_class": land_cover_class(s.land_cover)}  # fmt: skip
+        static = {
+            "bulk_density": s.bulk_density,
+            "lattice_water": s.lattice_water,
+            "soc": s.soc,
+            "elevation": s.elevation,
+            "land_cover_class": land_cover_class(s.land_cover),
+        }
         for k, v in static.items():
             row[k] = float(v) if v is not None else math.nan
         if tdr:
             # the depths this station measures at all; a profile needs at least two of them
             depths = {c: z for c, z in _tdr_depths(row.columns).items() if row[c].notna().any()}
             if len(depths) >= 2 and math.isfinite(s.bulk_density):
-                th, d86 = tdr_footprint_average(row[list(depths)].to_numpy(), list(depths.values()), s.bulk_density,
-                                                s.lattice_water or 0.0, s.soc or 0.0, r=tdr_distance)  # fmt: skip
+                th, d86 = tdr_footprint_average(
+                    row[list(depths)].to_numpy(),
+                    list(depths.values()),
+                    s.bulk_density,
+                    s.lattice_water or 0.0,
+                    s.soc or 0.0,
+                    r=tdr_distance,
+                )
                 row["tdr_weighted"], row["tdr_d86"] = th, d86
                 tdr_used[s.id] = list(depths.values())
             elif depths:
@@ -405,13 +437,30 @@ def station_table(
     for c, why in dropped.items():
         log.warning("station_table: feature %s left out: %s", c, why)
     features = [c for c in candidates if c not in dropped]
-    units = {"precipitation": "mm d-1", **{n: "mm d-1" for n in ef_names}, **MET_FEATURES, "doy_sin": "1",
-             "doy_cos": "1", **STATIC_FEATURES}  # fmt: skip
-    kinds = {"precipitation": "dynamic", **{n: "swi" for n in ef_names}, **{n: "dynamic" for n in MET_FEATURES},
-             "doy_sin": "calendar", "doy_cos": "calendar", **{n: "static" for n in STATIC_FEATURES}}  # fmt: skip
-    table.attrs.update({"features": features, "units": {f: units[f] for f in features},
-                        "kinds": {f: kinds[f] for f in features}, "dropped_features": dropped, "T": Ts,
-                        "tdr_depths": tdr_used})  # fmt: skip
+    units = {
+        "precipitation": "mm d-1",
+        **{n: "mm d-1" for n in ef_names},
+        **MET_FEATURES,
+        "doy_sin": "1",
+        "doy_cos": "1",
+        **STATIC_FEATURES,
+    }
+    kinds = {
+        "precipitation": "dynamic",
+        **{n: "swi" for n in ef_names},
+        **{n: "dynamic" for n in MET_FEATURES},
+        "doy_sin": "calendar",
+        "doy_cos": "calendar",
+        **{n: "static" for n in STATIC_FEATURES},
+    }
+    table.attrs.update(
+        {
+            "features": features,
+            "units": {f: units[f] for f in features},
+            "kinds": {f: kinds[f] for f in features},
+            "dropped_features": dropped,
+            "T": Ts,
+            "tdr_depths": tdr_used,
+        }
+    )
     return table
-
-

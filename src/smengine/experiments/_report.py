@@ -62,8 +62,13 @@ def _markdown_scores(res: ExperimentResult) -> str:
         cells = []
         for m in methods:
             r = per[m].loc[s] if s in per[m].index else pd.Series(dtype=float)
-            cells += [_fmt(r.get("n"), 0) if s != "median" else "", _fmt(r.get("R")), _fmt(r.get("ubRMSE"), 4),
-                      _fmt(r.get("bias"), 4), _fmt(r.get("KGE"))]  # fmt: skip
+            cells += [
+                _fmt(r.get("n"), 0) if s != "median" else "",
+                _fmt(r.get("R")),
+                _fmt(r.get("ubRMSE"), 4),
+                _fmt(r.get("bias"), 4),
+                _fmt(r.get("KGE")),
+            ]
         name = "**median**" if s == "median" else s
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -80,8 +85,10 @@ def _markdown_medians(res: ExperimentResult) -> str:
 def _verdict(res: ExperimentResult) -> str:
     m = res.medians()["ubRMSE"]
     beats = res.forest_beats()
-    parts = [f"median ubRMSE: forest {_fmt(m.get('forest'), 4)}, linear {_fmt(m.get('linear'), 4)}, "
-             f"training mean {_fmt(m.get('mean'), 4)}" + (f", TDR {_fmt(m.get('tdr'), 4)}" if "tdr" in m else "")]  # fmt: skip
+    parts = [
+        f"median ubRMSE: forest {_fmt(m.get('forest'), 4)}, linear {_fmt(m.get('linear'), 4)}, "
+        f"training mean {_fmt(m.get('mean'), 4)}" + (f", TDR {_fmt(m.get('tdr'), 4)}" if "tdr" in m else "")
+    ]
     if all(beats.values()):
         parts.append("the forest beats both the training mean and the linear model.")
     else:
@@ -213,70 +220,125 @@ def run_experiments(
         else:
             assert root is not None
             ss, pr = _load_default(root, e)
-            src = ("COSMOS-Europe FSC001 Fürstensee (neptoon example, raw counts → θ), station gauge"
-                   if e == "temporal" else "USGS Roaring Fork, 15 stations (raw counts → θ), PRISM precipitation")
+            src = (
+                "COSMOS-Europe FSC001 Fürstensee (neptoon example, raw counts → θ), station gauge"
+                if e == "temporal"
+                else "USGS Roaring Fork, 15 stations (raw counts → θ), PRISM precipitation"
+            )
         table = station_table(ss, precipitation=pr, T=T)
         tables[e] = table
         sources[e] = src
-        kw: dict[str, Any] = {"n_estimators": n_estimators, "search": search, "random_state": random_state,
-                              "n_jobs": n_jobs}  # fmt: skip
-        res = temporal_split(table, split_date=split_date, train_years=train_years, **kw) if e == "temporal" \
-            else leave_site_out(table, **kw)  # fmt: skip
+        kw: dict[str, Any] = {
+            "n_estimators": n_estimators,
+            "search": search,
+            "random_state": random_state,
+            "n_jobs": n_jobs,
+        }
+        res = (
+            temporal_split(table, split_date=split_date, train_years=train_years, **kw)
+            if e == "temporal"
+            else leave_site_out(table, **kw)
+        )
         results[e] = res
         stem = e.replace("-", "_")
         for name, df in ((f"{stem}_scores.csv", res.scores), (f"{stem}_predictions.csv", res.predictions)):
             atomic_write(out / name, df.to_csv(index=False, float_format="%.6g").encode())
             files.append(out / name)
         if plots:
-            files.append(_plot_temporal(res, table, out / f"{stem}.png") if e == "temporal"
-                         else _plot_lso(res, out / f"{stem}.png"))  # fmt: skip
+            files.append(
+                _plot_temporal(res, table, out / f"{stem}.png")
+                if e == "temporal"
+                else _plot_lso(res, out / f"{stem}.png")
+            )
     rep = _report(results, tables, sources, plots)
     atomic_write(out / "report.md", rep.encode())
-    summary = {e: {"medians": {m: {k: (None if not np.isfinite(v) else float(v)) for k, v in r.items()}
-                               for m, r in res.medians().iterrows()},
-                   "forest_beats": res.forest_beats(), "params": res.params, "features": res.features}
-               for e, res in results.items()}  # fmt: skip
+    summary = {
+        e: {
+            "medians": {
+                m: {k: (None if not np.isfinite(v) else float(v)) for k, v in r.items()}
+                for m, r in res.medians().iterrows()
+            },
+            "forest_beats": res.forest_beats(),
+            "params": res.params,
+            "features": res.features,
+        }
+        for e, res in results.items()
+    }
     atomic_write(out / "summary.json", json.dumps(summary, indent=1, default=str).encode())
     files += [out / "report.md", out / "summary.json"]
     return ExperimentsReport(results, tables, out / "report.md", files)
 
 
-def _report(results: Mapping[str, ExperimentResult], tables: Mapping[str, pd.DataFrame], sources: Mapping[str, str],
-            plots: bool) -> str:  # fmt: skip
+def _report(
+    results: Mapping[str, ExperimentResult], tables: Mapping[str, pd.DataFrame], sources: Mapping[str, str], plots: bool
+) -> str:
     import smengine
 
-    L = ["# Real-data emulation at CRNS stations", "",
-         (f"smengine {smengine.__version__}. Target: daily CRNS θ (UTC days, ≥ 18 valid hours). Methods scored on the "
-         "same test days (finite CRNS θ and a forest prediction): **forest** (`smengine.model.train`, SCIENCE §4.3 "
-         "defaults), **linear** (OLS on standardised features), **mean** (training-row mean), **tdr** (TDR profile "
-         "weighted with the vertical footprint at that day's D86; a measurement, not a model). Scores per station "
-         "(≥ 30 days) with `smengine.evaluate.site_scores`; bias = prediction − CRNS, m³ m⁻³."), ""]  # fmt: skip
+    L = [
+        "# Real-data emulation at CRNS stations",
+        "",
+        (
+            f"smengine {smengine.__version__}. Target: daily CRNS θ (UTC days, ≥ 18 valid hours). "
+            "Methods scored on the "
+            "same test days (finite CRNS θ and a forest prediction): **forest** (`smengine.model.train`, SCIENCE §4.3 "
+            "defaults), **linear** (OLS on standardised features), **mean** (training-row mean), **tdr** (TDR profile "
+            "weighted with the vertical footprint at that day's D86; a measurement, not a model). Scores per station "
+            "(≥ 30 days) with `smengine.evaluate.site_scores`; bias = prediction − CRNS, m³ m⁻³."
+        ),
+        "",
+    ]
     for e, res in results.items():
         t = tables[e]
         title = "Single-site temporal split" if e == "temporal" else "Leave-site-out"
-        L += [f"## {title} ({e})", "", (f"Data: {sources[e]}; {t['station'].nunique()} station(s), "
-              f"{len(t)} station-days {t['date'].min():%Y-%m-%d} … {t['date'].max():%Y-%m-%d}."), ""]  # fmt: skip
+        L += [
+            f"## {title} ({e})",
+            "",
+            (
+                f"Data: {sources[e]}; {t['station'].nunique()} station(s), "
+                f"{len(t)} station-days {t['date'].min():%Y-%m-%d} … {t['date'].max():%Y-%m-%d}."
+            ),
+            "",
+        ]
         L.append(f"Features ({len(res.features)}): {', '.join(f'`{f}`' for f in res.features)}.")
         dropped = t.attrs.get("dropped_features") or {}
         if dropped:
             L.append("Left out: " + "; ".join(f"`{k}` ({v})" for k, v in dropped.items()) + ".")
         f0 = res.folds[0]
         if e == "temporal":
-            L.append(f"Split: train {f0['train_start']} … {f0['train_end']} ({f0['n_train']} complete days), "
-                     f"test {f0['test_start']} … {f0['test_end']} ({f0['n_test']} days scored).")  # fmt: skip
+            L.append(
+                f"Split: train {f0['train_start']} … {f0['train_end']} ({f0['n_train']} complete days), "
+                f"test {f0['test_start']} … {f0['test_end']} ({f0['n_test']} days scored)."
+            )
         else:
-            L.append(f"{len(res.folds)} folds, one held-out station each; training rows per fold "
-                     f"{min(f['n_train'] for f in res.folds)}–{max(f['n_train'] for f in res.folds)}.")  # fmt: skip
+            L.append(
+                f"{len(res.folds)} folds, one held-out station each; training rows per fold "
+                f"{min(f['n_train'] for f in res.folds)}–{max(f['n_train'] for f in res.folds)}."
+            )
         L.append(f"Forest: {f0['forest']}, seed {res.params['random_state']}, search {res.params['search']}.")
         n_inc = int((~_complete(t, res.features)).sum())
         if n_inc:
-            L.append(f"{n_inc} station-days have a missing feature (e.g. no precipitation record) and are neither "
-                     "trained on nor scored.")  # fmt: skip
+            L.append(
+                f"{n_inc} station-days have a missing feature (e.g. no precipitation record) and are neither "
+                "trained on nor scored."
+            )
         depths = t.attrs.get("tdr_depths") or {}
         if depths:
-            L.append("TDR profile depths (cm): " + "; ".join(f"{k} {v}" for k, v in depths.items()) +
-                     "; stations with fewer than two depths have no TDR baseline.")  # fmt: skip
-        L += ["", "Medians over stations:", "", _markdown_medians(res), "", "Per station:", "", _markdown_scores(res), ""]
+            L.append(
+                "TDR profile depths (cm): "
+                + "; ".join(f"{k} {v}" for k, v in depths.items())
+                + "; stations with fewer than two depths have no TDR baseline."
+            )
+        L += [
+            "",
+            "Medians over stations:",
+            "",
+            _markdown_medians(res),
+            "",
+            "Per station:",
+            "",
+            _markdown_scores(res),
+            "",
+        ]
         L += [f"**Verdict:** {_verdict(res)}", ""]
         if plots:
             L += [f"![{e}]({e.replace('-', '_')}.png)", ""]

@@ -15,6 +15,7 @@ from smengine.experiments._data import _SCORE_KEYS, METHODS
 
 log = logging.getLogger(__name__)
 
+
 # ======================================================================================
 # the experiments
 # ======================================================================================
@@ -61,8 +62,9 @@ class ExperimentResult:
         return {b: bool(m.get("forest", np.nan) < m.get(b, np.nan)) for b in ("mean", "linear")}
 
 
-def linear_baseline(train: pd.DataFrame, test: pd.DataFrame, features: Sequence[str],
-                    target: str = "target") -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
+def linear_baseline(
+    train: pd.DataFrame, test: pd.DataFrame, features: Sequence[str], target: str = "target"
+) -> tuple[np.ndarray, dict[str, Any]]:
     """OLS on the standardised features, fitted on the complete training rows.
 
     ``StandardScaler`` (training mean and SD; a constant feature becomes 0 and gets
@@ -91,8 +93,11 @@ def linear_baseline(train: pd.DataFrame, test: pd.DataFrame, features: Sequence[
     if okt.any():
         pred[okt] = model.predict(Xt[okt])
     lr = model[-1]
-    return pred, {"n_train": int(ok.sum()), "intercept": float(lr.intercept_),
-                  "coef": {k: float(v) for k, v in zip(f, lr.coef_, strict=True)}}  # fmt: skip
+    return pred, {
+        "n_train": int(ok.sum()),
+        "intercept": float(lr.intercept_),
+        "coef": {k: float(v) for k, v in zip(f, lr.coef_, strict=True)},
+    }
 
 
 def _complete(table: pd.DataFrame, features: Sequence[str], target: str = "target") -> np.ndarray:
@@ -100,8 +105,16 @@ def _complete(table: pd.DataFrame, features: Sequence[str], target: str = "targe
     return np.isfinite(X).all(axis=1) & np.isfinite(table[target].to_numpy(np.float64))
 
 
-def _fit_predict(train_rows: pd.DataFrame, test_rows: pd.DataFrame, features: Sequence[str], *, n_estimators: int,
-                 search: bool, random_state: int, n_jobs: int | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:  # fmt: skip
+def _fit_predict(
+    train_rows: pd.DataFrame,
+    test_rows: pd.DataFrame,
+    features: Sequence[str],
+    *,
+    n_estimators: int,
+    search: bool,
+    random_state: int,
+    n_jobs: int | None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Forest, linear and mean fitted on ``train_rows``, predicted on ``test_rows``."""
     from smengine.model import train
 
@@ -109,8 +122,17 @@ def _fit_predict(train_rows: pd.DataFrame, test_rows: pd.DataFrame, features: Se
     if comp.empty:
         raise ValidationError("no complete training rows (every row has a NaN feature or target)")
     n_sites = comp["station"].nunique()
-    forest = train(comp, list(features), "target", cv=(), search=search and n_sites >= 2, n_estimators=n_estimators,
-                   random_state=random_state, n_jobs=n_jobs, progress=False)  # fmt: skip
+    forest = train(
+        comp,
+        list(features),
+        "target",
+        cv=(),
+        search=search and n_sites >= 2,
+        n_estimators=n_estimators,
+        random_state=random_state,
+        n_jobs=n_jobs,
+        progress=False,
+    )
     lin, info = linear_baseline(comp, test_rows, features)
     pred = {
         "forest": forest.predict(test_rows),
@@ -118,8 +140,13 @@ def _fit_predict(train_rows: pd.DataFrame, test_rows: pd.DataFrame, features: Se
         "mean": np.full(len(test_rows), float(comp["target"].mean())),
     }
     hp = {k: forest.estimator.get_params()[k] for k in ("max_features", "min_samples_leaf", "n_estimators")}
-    return pred, {"n_train": len(comp), "train_mean": float(comp["target"].mean()), "linear": info,
-                  "forest": hp, "forest_hash": forest.card.content_hash}  # fmt: skip
+    return pred, {
+        "n_train": len(comp),
+        "train_mean": float(comp["target"].mean()),
+        "linear": info,
+        "forest": hp,
+        "forest_hash": forest.card.content_hash,
+    }
 
 
 def _score(pred: pd.DataFrame) -> pd.DataFrame:
@@ -168,12 +195,21 @@ def _check_table(table: pd.DataFrame, features: Sequence[str] | None) -> tuple[l
     return f, t
 
 
-def _fold(train: pd.DataFrame, test: pd.DataFrame, features: Sequence[str], fold: int,
-          **fit: Any) -> tuple[pd.DataFrame, dict[str, Any]]:  # fmt: skip
+def _fold(
+    train: pd.DataFrame, test: pd.DataFrame, features: Sequence[str], fold: int, **fit: Any
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Fit every method on ``train`` and predict ``test``: the fold's prediction frame (common days) and fit info."""
     pred, info = _fit_predict(train, test, features, **fit)
-    out = pd.DataFrame({"station": test["station"], "date": test["date"], "fold": fold, "obs": test["target"], **pred,
-                        "tdr": test.get("tdr_weighted", np.nan)})  # fmt: skip
+    out = pd.DataFrame(
+        {
+            "station": test["station"],
+            "date": test["date"],
+            "fold": fold,
+            "obs": test["target"],
+            **pred,
+            "tdr": test.get("tdr_weighted", np.nan),
+        }
+    )
     return _mask_common(out), info
 
 
@@ -216,16 +252,32 @@ def temporal_split(
         split = split.tz_convert(None) if split.tz is not None else split
     tr, te = t[t["date"] < split], t[t["date"] >= split].reset_index(drop=True)
     if tr.empty or te.empty:
-        raise ValidationError(f"split date {split:%Y-%m-%d} leaves no training or no test days "
-                              f"(data {first:%Y-%m-%d} … {t['date'].max():%Y-%m-%d})")  # fmt: skip
+        raise ValidationError(
+            f"split date {split:%Y-%m-%d} leaves no training or no test days "
+            f"(data {first:%Y-%m-%d} … {t['date'].max():%Y-%m-%d})"
+        )
     out, info = _fold(tr, te, f, 0, n_estimators=n_estimators, search=search, random_state=random_state, n_jobs=n_jobs)
     comp_tr = tr[_complete(tr, f)]
-    folds = [{"fold": 0, "train_stations": sorted(comp_tr["station"].unique().tolist()),
-              "test_stations": sorted(te["station"].unique().tolist()), "n_test": int(out["forest"].notna().sum()),
-              "train_start": str(comp_tr["date"].min().date()), "train_end": str(comp_tr["date"].max().date()),
-              "test_start": str(te["date"].min().date()), "test_end": str(te["date"].max().date()), **info}]  # fmt: skip
-    params = {"split_date": str(split.date()), "train_years": train_years, "n_estimators": n_estimators,
-              "search": search, "random_state": random_state}  # fmt: skip
+    folds = [
+        {
+            "fold": 0,
+            "train_stations": sorted(comp_tr["station"].unique().tolist()),
+            "test_stations": sorted(te["station"].unique().tolist()),
+            "n_test": int(out["forest"].notna().sum()),
+            "train_start": str(comp_tr["date"].min().date()),
+            "train_end": str(comp_tr["date"].max().date()),
+            "test_start": str(te["date"].min().date()),
+            "test_end": str(te["date"].max().date()),
+            **info,
+        }
+    ]
+    params = {
+        "split_date": str(split.date()),
+        "train_years": train_years,
+        "n_estimators": n_estimators,
+        "search": search,
+        "random_state": random_state,
+    }
     return ExperimentResult("temporal", out, _score(out), folds, f, params)
 
 
@@ -256,14 +308,20 @@ def leave_site_out(
     for k, sid in enumerate(sites):
         tr = t[t["station"] != sid]
         te = t[t["station"] == sid].reset_index(drop=True)
-        out, info = _fold(tr, te, f, k, n_estimators=n_estimators, search=search, random_state=random_state,
-                          n_jobs=n_jobs)  # fmt: skip
+        out, info = _fold(
+            tr, te, f, k, n_estimators=n_estimators, search=search, random_state=random_state, n_jobs=n_jobs
+        )
         frames.append(out)
-        folds.append({"fold": k, "train_stations": sorted(tr.loc[_complete(tr, f), "station"].unique().tolist()),
-                      "test_stations": [sid], "n_test": int(frames[-1]["forest"].notna().sum()), **info})  # fmt: skip
+        folds.append(
+            {
+                "fold": k,
+                "train_stations": sorted(tr.loc[_complete(tr, f), "station"].unique().tolist()),
+                "test_stations": [sid],
+                "n_test": int(frames[-1]["forest"].notna().sum()),
+                **info,
+            }
+        )
         log.info("leave-site-out fold %d/%d (%s): %d train rows", k + 1, len(sites), sid, info["n_train"])
     out = pd.concat(frames, ignore_index=True)
     params = {"n_estimators": n_estimators, "search": search, "random_state": random_state, "n_folds": len(sites)}
     return ExperimentResult("leave-site-out", out, _score(out), folds, f, params)
-
-

@@ -13,5 +13,14 @@ from smengine.model._compiled import CompiledForest, TraversalStats, detect_stri
 from smengine.model._hash import forest_hash
 from smengine.model._train import CV_SCHEMES, DEFAULT_PARAM_GRID, Forest, train
 
-__all__ = ["CV_SCHEMES", "DEFAULT_PARAM_GRID", "CompiledForest", "Forest", "ModelCard", "TraversalStats",
-           "detect_stride", "forest_hash", "train"]
+__all__ = [
+    "CV_SCHEMES",
+    "DEFAULT_PARAM_GRID",
+    "CompiledForest",
+    "Forest",
+    "ModelCard",
+    "TraversalStats",
+    "detect_stride",
+    "forest_hash",
+    "train",
+]

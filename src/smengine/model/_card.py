@@ -17,7 +17,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -27,8 +27,15 @@ from smengine.errors import ConfigError
 __all__ = ["ModelCard", "json_safe"]
 
 #: Metric columns shown in the markdown tables: (key in the metrics dict, header).
-_METRIC_COLUMNS = (("n_obs", "n"), ("R", "R"), ("RMSD", "RMSD"), ("urmsd", "ubRMSD"), ("BIAS", "bias"),
-                   ("NSE", "NSE"), ("KGE", "KGE"))  # fmt: skip
+_METRIC_COLUMNS = (
+    ("n_obs", "n"),
+    ("R", "R"),
+    ("RMSD", "RMSD"),
+    ("urmsd", "ubRMSD"),
+    ("BIAS", "bias"),
+    ("NSE", "NSE"),
+    ("KGE", "KGE"),
+)
 
 
 def json_safe(obj: Any) -> Any:
@@ -65,7 +72,7 @@ def json_safe(obj: Any) -> Any:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -228,45 +235,65 @@ class ModelCard:
             "|---|---|---|---|---|",
         ]
         for i, f in enumerate(self.features):
-            out.append(f"| {i} | {f.get('name')} | {_cell(f.get('units'))} | {_cell(f.get('kind'))} "
-                       f"| {_cell(f.get('source'))} |")  # fmt: skip
+            out.append(
+                f"| {i} | {f.get('name')} | {_cell(f.get('units'))} | {_cell(f.get('kind'))} "
+                f"| {_cell(f.get('source'))} |"
+            )
         out += ["", "## Hyper-parameters", "", "| parameter | value |", "|---|---|"]
         out += [f"| {k} | {_cell(v)} |" for k, v in self.hyperparameters.items()]
         if self.search:
             c0 = self.search[0]
             out += ["", f"## Hyper-parameter search ({c0.get('cv')} CV, {c0.get('n_estimators')} trees)", ""]
             keys = list(c0["params"])
-            out += ["| " + " | ".join([*keys, "RMSD", "ubRMSD", "R", "chosen"]) + " |",
-                    "|" + "---|" * (len(keys) + 4)]  # fmt: skip
+            out += ["| " + " | ".join([*keys, "RMSD", "ubRMSD", "R", "chosen"]) + " |", "|" + "---|" * (len(keys) + 4)]
             for c in self.search:
                 vals = [_cell(c["params"][k]) for k in keys]
-                vals += [_num(c.get("RMSD")), _num(c.get("urmsd")), _num(c.get("R")), "**yes**" if c.get("chosen") else ""]
+                vals += [
+                    _num(c.get("RMSD")),
+                    _num(c.get("urmsd")),
+                    _num(c.get("R")),
+                    "**yes**" if c.get("chosen") else "",
+                ]
                 out.append("| " + " | ".join(vals) + " |")
         out += ["", f"## Grouped cross-validation (pooled; metrics in {units} where dimensional)", ""]
         if self.cv:
             heads = [h for _, h in _METRIC_COLUMNS]
-            out += ["| scheme | splitter | folds | groups | " + " | ".join(heads) + " | median site R "
-                    "| median site ubRMSD |", "|" + "---|" * (len(heads) + 6)]  # fmt: skip
+            out += [
+                "| scheme | splitter | folds | groups | " + " | ".join(heads) + " | median site R "
+                "| median site ubRMSD |",
+                "|" + "---|" * (len(heads) + 6),
+            ]
             for name, c in self.cv.items():
                 if "skipped" in c:
                     out.append(f"| {name} | skipped: {c['skipped']} |" + " |" * (len(heads) + 4))
                     continue
                 m, med = c.get("metrics") or {}, c.get("site_median") or {}
-                out.append(f"| {name} | {c.get('splitter')} | {c.get('n_folds')} | {c.get('n_groups')} | "
-                           + " | ".join(_num(m.get(k)) for k, _ in _METRIC_COLUMNS)
-                           + f" | {_num(med.get('R'))} | {_num(med.get('urmsd'))} |")  # fmt: skip
+                out.append(
+                    f"| {name} | {c.get('splitter')} | {c.get('n_folds')} | {c.get('n_groups')} | "
+                    + " | ".join(_num(m.get(k)) for k, _ in _METRIC_COLUMNS)
+                    + f" | {_num(med.get('R'))} | {_num(med.get('urmsd'))} |"
+                )
         else:
             out.append("No cross-validation was run.")
         if self.site_metrics:
-            out += ["", "## Per site (leave-site-out predictions)", "",
-                    "| station | " + " | ".join(h for _, h in _METRIC_COLUMNS) + " | anomaly R |",
-                    "|" + "---|" * (len(_METRIC_COLUMNS) + 2)]  # fmt: skip
+            out += [
+                "",
+                "## Per site (leave-site-out predictions)",
+                "",
+                "| station | " + " | ".join(h for _, h in _METRIC_COLUMNS) + " | anomaly R |",
+                "|" + "---|" * (len(_METRIC_COLUMNS) + 2),
+            ]
             for sid, m in self.site_metrics.items():
-                out.append(f"| {sid} | " + " | ".join(_num(m.get(k)) for k, _ in _METRIC_COLUMNS)
-                           + f" | {_num(m.get('anomaly_R'))} |")  # fmt: skip
+                out.append(
+                    f"| {sid} | "
+                    + " | ".join(_num(m.get(k)) for k, _ in _METRIC_COLUMNS)
+                    + f" | {_num(m.get('anomaly_R'))} |"
+                )
         om = self.oob_metrics
-        oob = (f"R² = {_num(self.oob_score)}; RMSD = {_num(om.get('RMSD'))} {units}; R = {_num(om.get('R'))} "
-               "(optimistic: neighbouring days of the same station are in the bag)")  # fmt: skip
+        oob = (
+            f"R² = {_num(self.oob_score)}; RMSD = {_num(om.get('RMSD'))} {units}; R = {_num(om.get('R'))} "
+            "(optimistic: neighbouring days of the same station are in the bag)"
+        )
         out += ["", "## Out-of-bag", "", oob]
         out += ["", "## Versions", ""]
         out += [f"- {k}: {_cell(v)}" for k, v in self.versions.items()]

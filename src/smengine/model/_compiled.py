@@ -133,15 +133,16 @@ def detect_stride(X: npt.ArrayLike, *, max_lag: int = 4096, min_lag: int = 8, n_
         raise ValidationError(f"detect_stride: X should be (n_rows, n_features), got shape {rows.shape}")
     max_lag, min_lag, n_probes = int(max_lag), int(min_lag), int(n_probes)
     if min(max_lag, min_lag, n_probes) < 1:
-        raise ConfigError(f"detect_stride: max_lag, min_lag and n_probes should be >= 1, "
-                          f"got {max_lag}, {min_lag}, {n_probes}")  # fmt: skip
+        raise ConfigError(
+            f"detect_stride: max_lag, min_lag and n_probes should be >= 1, got {max_lag}, {min_lag}, {n_probes}"
+        )
 
     def dip(at_s: float, at_1: float, others: np.ndarray) -> bool:
         return bool(at_s <= 2.0 * at_1 and at_s < 0.5 * np.median(others))
 
     n = rows.shape[0]
     L = min(max_lag, n // 8)
-    if L < max(2 * min_lag, 2):
+    if max(2 * min_lag, 2) > L:
         return 0
     probes = np.unique(np.linspace(L, n - 1, n_probes).astype(np.intp))
     with np.errstate(invalid="ignore", over="ignore"):
@@ -153,7 +154,7 @@ def detect_stride(X: npt.ArrayLike, *, max_lag: int = 4096, min_lag: int = 8, n_
     _forest.lag_distances(rows, probes, inv, d)
     d.sort(axis=1)
     D = 0.5 * (d[:, (probes.size - 1) // 2] + d[:, probes.size // 2])  # median over probes; D[s - 1]: lag s
-    s = min_lag + int(np.argmin(D[min_lag - 1:]))
+    s = min_lag + int(np.argmin(D[min_lag - 1 :]))
     if not dip(D[s - 1], D[0], D):
         return 0
     # The smallest of L medians is biased low: confirm on other rows, against lag 1 and 32 lags
@@ -167,8 +168,14 @@ def detect_stride(X: npt.ArrayLike, *, max_lag: int = 4096, min_lag: int = 8, n_
         dist = np.where(np.isnan(dist).any(-1), np.inf, dist.max(-1))
     Dc = np.median(dist, axis=0)
     if dip(Dc[1], Dc[0], Dc[2:]):
-        log.debug("detect_stride: rows look like a raster of width %d (D(1) = %.3g, D(%d) = %.3g, "
-                  "other lags %.3g)", s, Dc[0], s, Dc[1], np.median(Dc[2:]))  # fmt: skip
+        log.debug(
+            "detect_stride: rows look like a raster of width %d (D(1) = %.3g, D(%d) = %.3g, other lags %.3g)",
+            s,
+            Dc[0],
+            s,
+            Dc[1],
+            np.median(Dc[2:]),
+        )
         return s
     return 0
 
@@ -249,8 +256,10 @@ def _build_layout(trees: Sequence[dict[str, np.ndarray]], n_features: int) -> di
             internal = left >= 0
         bad_cmp = internal & ~np.isin(cmp, (_CMP_LT, _CMP_LE))
         if bad_cmp.any():
-            raise ValidationError(f"tree {ti}: only '<=' and '<' numerical splits are supported "
-                                  f"(treelite operator code {int(cmp[bad_cmp][0])})")  # fmt: skip
+            raise ValidationError(
+                f"tree {ti}: only '<=' and '<' numerical splits are supported "
+                f"(treelite operator code {int(cmp[bad_cmp][0])})"
+            )
         if internal.any() and (feat[internal].min() < 0 or feat[internal].max() >= n_features):
             raise ValidationError(f"tree {ti}: split feature index outside [0, {n_features})")
         if not np.isfinite(val[~internal]).all():
@@ -286,7 +295,9 @@ def _treelite_trees(model: Any) -> tuple[list[dict[str, np.ndarray]], int]:
         return np.asarray(head.get_field(name))
 
     if int(field("task_type")[0]) != 1:  # treelite TaskType::kRegressor
-        raise ValidationError(f"only regression forests are supported (treelite task type {int(field('task_type')[0])})")
+        raise ValidationError(
+            f"only regression forests are supported (treelite task type {int(field('task_type')[0])})"
+        )
     if int(field("num_target")[0]) != 1:
         raise ValidationError("only single-target regression forests are supported")
     if not bool(field("average_tree_output")[0]):
@@ -301,8 +312,12 @@ def _treelite_trees(model: Any) -> tuple[list[dict[str, np.ndarray]], int]:
         a = model.get_tree_accessor(i)
         if np.any(np.asarray(a.get_field("node_type")) == 2):
             raise ValidationError(f"tree {i} has categorical splits; not supported")
-        trees.append({k: np.asarray(a.get_field(k)) for k in
-                      ("cleft", "cright", "split_index", "threshold", "leaf_value", "cmp")})  # fmt: skip
+        trees.append(
+            {
+                k: np.asarray(a.get_field(k))
+                for k in ("cleft", "cright", "split_index", "threshold", "leaf_value", "cmp")
+            }
+        )
     return trees, int(model.num_feature)
 
 
@@ -361,9 +376,19 @@ class CompiledForest:
     True
     """
 
-    def __init__(self, nodes: np.ndarray, leaf: np.ndarray, root: np.ndarray, max_depth: int, n_features: int,
-                 *, feature_names: Sequence[str] | None = None, treelite_bytes: bytes | None = None,
-                 source_hash: str | None = None, card: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        nodes: np.ndarray,
+        leaf: np.ndarray,
+        root: np.ndarray,
+        max_depth: int,
+        n_features: int,
+        *,
+        feature_names: Sequence[str] | None = None,
+        treelite_bytes: bytes | None = None,
+        source_hash: str | None = None,
+        card: Any = None,
+    ) -> None:
         self._nodes = np.ascontiguousarray(nodes, dtype=np.int32)
         self._leaf = np.ascontiguousarray(leaf, dtype=np.float64)
         self._root = np.ascontiguousarray(root, dtype=np.int64)
@@ -383,8 +408,9 @@ class CompiledForest:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_treelite(cls, model: Any, *, feature_names: Sequence[str] | None = None, source_hash: str | None = None,
-                      card: Any = None) -> CompiledForest:  # fmt: skip
+    def from_treelite(
+        cls, model: Any, *, feature_names: Sequence[str] | None = None, source_hash: str | None = None, card: Any = None
+    ) -> CompiledForest:
         """Build from a treelite model (the portable format).
 
         Parameters
@@ -399,12 +425,27 @@ class CompiledForest:
         """
         trees, n_features = _treelite_trees(model)
         lay = _build_layout(trees, n_features)
-        return cls(lay["nodes"], lay["leaf"], lay["root"], lay["max_depth"], n_features, feature_names=feature_names,
-                   treelite_bytes=bytes(model.serialize_bytes()), source_hash=source_hash, card=card)  # fmt: skip
+        return cls(
+            lay["nodes"],
+            lay["leaf"],
+            lay["root"],
+            lay["max_depth"],
+            n_features,
+            feature_names=feature_names,
+            treelite_bytes=bytes(model.serialize_bytes()),
+            source_hash=source_hash,
+            card=card,
+        )
 
     @classmethod
-    def from_sklearn(cls, rf: Any, *, card: Any = None, cache_dir: str | os.PathLike[str] | None = None,
-                     feature_names: Sequence[str] | None = None) -> CompiledForest:  # fmt: skip
+    def from_sklearn(
+        cls,
+        rf: Any,
+        *,
+        card: Any = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        feature_names: Sequence[str] | None = None,
+    ) -> CompiledForest:
         """Export a fitted scikit-learn forest through treelite and build the predictor.
 
         Parameters
@@ -449,8 +490,14 @@ class CompiledForest:
         model = treelite.sklearn.import_model(rf)
         t1 = time.perf_counter()
         cf = cls.from_treelite(model, feature_names=feature_names, source_hash=src, card=card)
-        log.info("compiled forest: %d trees, %d nodes, depth %d; export %.2f s, layout %.2f s",
-                 cf.n_trees, cf.n_nodes, cf.max_depth, t1 - t0, time.perf_counter() - t1)  # fmt: skip
+        log.info(
+            "compiled forest: %d trees, %d nodes, depth %d; export %.2f s, layout %.2f s",
+            cf.n_trees,
+            cf.n_nodes,
+            cf.max_depth,
+            t1 - t0,
+            time.perf_counter() - t1,
+        )
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             cf.save(cache)
@@ -478,8 +525,10 @@ class CompiledForest:
         return treelite.Model.deserialize_bytes(self._treelite_bytes)
 
     def __repr__(self) -> str:
-        return (f"CompiledForest(n_trees={self.n_trees}, n_features={self.n_features}, n_nodes={self.n_nodes}, "
-                f"max_depth={self.max_depth}, hash={self.content_hash[:19]}…)")  # fmt: skip
+        return (
+            f"CompiledForest(n_trees={self.n_trees}, n_features={self.n_features}, n_nodes={self.n_nodes}, "
+            f"max_depth={self.max_depth}, hash={self.content_hash[:19]}…)"
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, CompiledForest) and other.content_hash == self.content_hash
@@ -500,8 +549,10 @@ class CompiledForest:
             raster = (int(arr.shape[0]), int(arr.shape[1]))
             arr = arr.reshape(-1, self.n_features)
         if arr.ndim != 2 or arr.shape[1] != self.n_features:
-            raise ValidationError(f"X should be (n_rows, {self.n_features}) or a raster (ny, nx, {self.n_features}), "
-                                  f"got shape {arr.shape}")  # fmt: skip
+            raise ValidationError(
+                f"X should be (n_rows, {self.n_features}) or a raster (ny, nx, {self.n_features}), "
+                f"got shape {arr.shape}"
+            )
         if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
             raise ValidationError(f"X should be numeric, got dtype {arr.dtype}")
         return np.ascontiguousarray(arr, dtype=np.float32), raster
@@ -552,8 +603,13 @@ class CompiledForest:
             if nls != self._leaf.shape[0]:  # every leaf is the exit of exactly one block
                 raise RuntimeError(f"block layout: {nls} exit leaves for {self._leaf.shape[0]} leaf slots")
             boxes = self.leaf_boxes()
-            tables = {"blocks": blk[:nb].copy(), "broot": broot, "bslot": bslot, "bleaf": self._leaf[bslot],
-                      "boxes": np.concatenate([boxes[bslot], boxes[-1:]])}  # fmt: skip
+            tables = {
+                "blocks": blk[:nb].copy(),
+                "broot": broot,
+                "bslot": bslot,
+                "bleaf": self._leaf[bslot],
+                "boxes": np.concatenate([boxes[bslot], boxes[-1:]]),
+            }
             for arr in tables.values():
                 arr.flags.writeable = False
             self._blocks = tables
@@ -599,16 +655,23 @@ class CompiledForest:
         state.setdefault("_kernel", None)
         self.__dict__.update(state)
 
-    def _run(self, X: Any, spread: bool, n_threads: int | None, on_invalid: str, reuse: bool | str,
-             block: int, stride: int | None = None) -> tuple[np.ndarray, np.ndarray | None, TraversalStats]:  # fmt: skip
+    def _run(
+        self,
+        X: Any,
+        spread: bool,
+        n_threads: int | None,
+        on_invalid: str,
+        reuse: bool | str,
+        block: int,
+        stride: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None, TraversalStats]:
         from smengine._ext import _forest
 
         if on_invalid not in ("nan", "raise"):
             raise ConfigError(f"on_invalid should be 'nan' or 'raise', got {on_invalid!r}")
         if int(block) < 1:
             raise ConfigError(f"block should be a positive number of rows, got {block}")
-        if stride is not None and (isinstance(stride, bool) or not isinstance(stride, (int, np.integer))
-                                   or stride < 0):  # fmt: skip
+        if stride is not None and (isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 0):
             raise ConfigError(f"stride should be None or a non-negative whole number of rows, got {stride!r}")
         rows, raster = self._as_rows(X)
         mode = self._mode(reuse)
@@ -627,25 +690,42 @@ class CompiledForest:
         sd = np.empty(n if spread else 0, dtype=np.float64)
         counters = np.zeros(3, dtype=np.int64)
         nt = effective_n_threads(n_threads)
-        n_bad = int(_forest.predict(self._kernel_tables(mode), rows, mean, sd, mode, int(block), nt, counters,
-                                    stride=int(stride)))  # fmt: skip
+        n_bad = int(
+            _forest.predict(
+                self._kernel_tables(mode), rows, mean, sd, mode, int(block), nt, counters, stride=int(stride)
+            )
+        )
         if n_bad:
             bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
-            msg = (f"{n_bad} of {n} rows have a NaN or infinite feature (first: row {int(bad[0])}); "
-                   "they were not passed to the forest")  # fmt: skip
+            msg = (
+                f"{n_bad} of {n} rows have a NaN or infinite feature (first: row {int(bad[0])}); "
+                "they were not passed to the forest"
+            )
             if on_invalid == "raise":
                 raise ValidationError(msg)
             log.warning("%s and are NaN in the output", msg)
-        stats = TraversalStats(row_trees=(n - n_bad) * self.n_trees, visits=int(counters[0]),
-                               box_hits=int(counters[1]), walks=int(counters[2]), n_invalid=n_bad)  # fmt: skip
+        stats = TraversalStats(
+            row_trees=(n - n_bad) * self.n_trees,
+            visits=int(counters[0]),
+            box_hits=int(counters[1]),
+            walks=int(counters[2]),
+            n_invalid=n_bad,
+        )
         if raster is not None:
             mean = mean.reshape(raster)
             sd = sd.reshape(raster) if spread else sd
         return mean, (sd if spread else None), stats
 
-    def predict(self, X: npt.ArrayLike, *, n_threads: int | None = None,
-                on_invalid: Literal["nan", "raise"] = "nan", reuse: bool | str = True,
-                block: int = DEFAULT_BLOCK, stride: int | None = None) -> np.ndarray:  # fmt: skip
+    def predict(
+        self,
+        X: npt.ArrayLike,
+        *,
+        n_threads: int | None = None,
+        on_invalid: Literal["nan", "raise"] = "nan",
+        reuse: bool | str = True,
+        block: int = DEFAULT_BLOCK,
+        stride: int | None = None,
+    ) -> np.ndarray:
         """Mean over trees for every row.
 
         What to decide: the rows (a table or a raster), the threads, what happens to rows
@@ -700,9 +780,16 @@ class CompiledForest:
         """
         return self._run(X, False, n_threads, on_invalid, reuse, block, stride)[0]
 
-    def predict_with_spread(self, X: npt.ArrayLike, *, n_threads: int | None = None,
-                            on_invalid: Literal["nan", "raise"] = "nan", reuse: bool | str = True,
-                            block: int = DEFAULT_BLOCK, stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    def predict_with_spread(
+        self,
+        X: npt.ArrayLike,
+        *,
+        n_threads: int | None = None,
+        on_invalid: Literal["nan", "raise"] = "nan",
+        reuse: bool | str = True,
+        block: int = DEFAULT_BLOCK,
+        stride: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Mean and standard deviation over trees for every row.
 
         The spread is the population standard deviation (ddof = 0) of the per-tree
@@ -718,8 +805,15 @@ class CompiledForest:
         assert sd is not None
         return mean, sd
 
-    def traversal_stats(self, X: npt.ArrayLike, *, reuse: bool | str = True, block: int = DEFAULT_BLOCK,
-                        n_threads: int | None = None, stride: int | None = None) -> TraversalStats:  # fmt: skip
+    def traversal_stats(
+        self,
+        X: npt.ArrayLike,
+        *,
+        reuse: bool | str = True,
+        block: int = DEFAULT_BLOCK,
+        n_threads: int | None = None,
+        stride: int | None = None,
+    ) -> TraversalStats:
         """Predict ``X`` and return how many walk steps and box hits it took."""
         return self._run(X, False, n_threads, "nan", reuse, block, stride)[2]
 
@@ -740,11 +834,16 @@ class CompiledForest:
         path = Path(path)
         buf = io.BytesIO()
         with h5py.File(buf, "w") as f:
-            f.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, n_features=self.n_features,
-                           max_depth=self.max_depth, content_hash=self.content_hash,
-                           source_hash=self.source_hash or "",
-                           feature_names=json.dumps(list(self.feature_names) if self.feature_names else None),
-                           card=json.dumps(_card_dict(self.card)))  # fmt: skip
+            f.attrs.update(
+                format=FORMAT,
+                format_version=FORMAT_VERSION,
+                n_features=self.n_features,
+                max_depth=self.max_depth,
+                content_hash=self.content_hash,
+                source_hash=self.source_hash or "",
+                feature_names=json.dumps(list(self.feature_names) if self.feature_names else None),
+                card=json.dumps(_card_dict(self.card)),
+            )
             f.create_dataset("nodes", data=self._nodes)
             f.create_dataset("leaf", data=self._leaf)
             f.create_dataset("root", data=self._root)
@@ -772,13 +871,23 @@ class CompiledForest:
                 if f.attrs.get("format") != FORMAT:
                     raise DataError(f"{path}: not a smengine compiled forest (format={f.attrs.get('format')!r})")
                 if int(f.attrs["format_version"]) > FORMAT_VERSION:
-                    raise DataError(f"{path}: format version {int(f.attrs['format_version'])} is newer than "
-                                    f"this smengine reads ({FORMAT_VERSION})")  # fmt: skip
+                    raise DataError(
+                        f"{path}: format version {int(f.attrs['format_version'])} is newer than "
+                        f"this smengine reads ({FORMAT_VERSION})"
+                    )
                 names = json.loads(f.attrs["feature_names"])
                 tl = bytes(f["treelite"][...].tobytes()) if "treelite" in f else None
-                cf = cls(f["nodes"][...], f["leaf"][...], f["root"][...], int(f.attrs["max_depth"]),
-                         int(f.attrs["n_features"]), feature_names=names, treelite_bytes=tl,
-                         source_hash=str(f.attrs["source_hash"]) or None, card=_card_from(json.loads(f.attrs["card"])))  # fmt: skip
+                cf = cls(
+                    f["nodes"][...],
+                    f["leaf"][...],
+                    f["root"][...],
+                    int(f.attrs["max_depth"]),
+                    int(f.attrs["n_features"]),
+                    feature_names=names,
+                    treelite_bytes=tl,
+                    source_hash=str(f.attrs["source_hash"]) or None,
+                    card=_card_from(json.loads(f.attrs["card"])),
+                )
                 stored = str(f.attrs["content_hash"])
         except (OSError, KeyError) as err:
             raise DataError(f"{path}: cannot read compiled forest ({err})") from err

@@ -33,8 +33,13 @@ def forest_hash(rf: Any) -> str:
     h.update(f"n_features={int(rf.n_features_in_)};n_trees={len(rf.estimators_)};".encode())
     for est in rf.estimators_:
         t = est.tree_
-        for arr, dt in ((t.children_left, "<i8"), (t.children_right, "<i8"), (t.feature, "<i8"),
-                        (t.threshold, "<f8"), (t.value, "<f8")):  # fmt: skip
+        for arr, dt in (
+            (t.children_left, "<i8"),
+            (t.children_right, "<i8"),
+            (t.feature, "<i8"),
+            (t.threshold, "<f8"),
+            (t.value, "<f8"),
+        ):
             a = np.ascontiguousarray(np.asarray(arr), dtype=dt)
             h.update(str(a.shape).encode())
             h.update(a.tobytes())

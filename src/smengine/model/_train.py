@@ -161,9 +161,11 @@ class Forest:
     def __repr__(self) -> str:
         site = (self.card.cv.get("site") or {}).get("metrics") or {}
         skill = f", site-CV RMSD {site['RMSD']:.4f}" if site.get("RMSD") is not None else ""
-        return (f"<Forest {len(self.estimator.estimators_)} trees, {self.n_features} features, "
-                f"{len(self.card.stations)} stations, {self.card.n_samples} samples{skill}, "
-                f"{self.card.content_hash[:19]}>")  # fmt: skip
+        return (
+            f"<Forest {len(self.estimator.estimators_)} trees, {self.n_features} features, "
+            f"{len(self.card.stations)} stations, {self.card.n_samples} samples{skill}, "
+            f"{self.card.content_hash[:19]}>"
+        )
 
 
 # ======================================================================================
@@ -229,8 +231,12 @@ def _versions() -> dict[str, Any]:
 
     import smengine
 
-    out: dict[str, Any] = {"smengine": smengine.__version__, "scikit-learn": sklearn.__version__,
-                           "numpy": np.__version__, "pandas": pd.__version__}  # fmt: skip
+    out: dict[str, Any] = {
+        "smengine": smengine.__version__,
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+    }
     try:
         import treelite
 
@@ -247,10 +253,12 @@ def _progress(progress: bool | None, total: int) -> Any:
     return tqdm(total=total, desc="smengine train", unit="fit", disable=None if progress is None else not progress)
 
 
-def _rf(params: Mapping[str, Any], n_estimators: int, random_state: int, n_jobs: int | None,
-        oob: bool = False) -> RandomForestRegressor:  # fmt: skip
-    return RandomForestRegressor(n_estimators=n_estimators, bootstrap=True, oob_score=oob, n_jobs=n_jobs,
-                                 random_state=random_state, **params)  # fmt: skip
+def _rf(
+    params: Mapping[str, Any], n_estimators: int, random_state: int, n_jobs: int | None, oob: bool = False
+) -> RandomForestRegressor:
+    return RandomForestRegressor(
+        n_estimators=n_estimators, bootstrap=True, oob_score=oob, n_jobs=n_jobs, random_state=random_state, **params
+    )
 
 
 def _splits(scheme: str, groups: np.ndarray, n_splits: int | None) -> tuple[list[Split], str]:
@@ -263,9 +271,16 @@ def _splits(scheme: str, groups: np.ndarray, n_splits: int | None) -> tuple[list
     return list(splitter.split(groups, groups=groups)), f"GroupKFold(n_splits={n_splits})"
 
 
-def _cross_val_predict(X: np.ndarray, y: np.ndarray, splits: Sequence[Split], params: Mapping[str, Any],
-                       n_estimators: int, random_state: int, n_jobs: int | None,
-                       tick: Callable[[], Any]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _cross_val_predict(
+    X: np.ndarray,
+    y: np.ndarray,
+    splits: Sequence[Split],
+    params: Mapping[str, Any],
+    n_estimators: int,
+    random_state: int,
+    n_jobs: int | None,
+    tick: Callable[[], Any],
+) -> tuple[np.ndarray, np.ndarray]:
     pred = np.full(y.size, np.nan)
     fold = np.full(y.size, -1, dtype=np.int64)
     for k, (tr, te) in enumerate(splits):
@@ -296,26 +311,46 @@ def _median(site: pd.DataFrame) -> dict[str, Any]:
 DROP_WARN_FRACTION = 0.1
 
 
-def _drop_incomplete(table: pd.DataFrame, X: np.ndarray, y: np.ndarray, features: Sequence[str],
-                     target: str) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
+def _drop_incomplete(
+    table: pd.DataFrame, X: np.ndarray, y: np.ndarray, features: Sequence[str], target: str
+) -> tuple[np.ndarray, dict[str, Any]]:
     bad_x = ~np.isfinite(X)
     bad_y = ~np.isfinite(y)
     bad_s = table["station"].isna().to_numpy()
     bad_d = pd.isna(table["date"]).to_numpy()
     keep = ~(bad_x.any(axis=1) | bad_y | bad_s | bad_d)
     per_feature = {f: int(n) for f, n in zip(features, bad_x.sum(axis=0), strict=True) if n}
-    dropped = {"total": int((~keep).sum()), "target": int(bad_y.sum()), "station": int(bad_s.sum()),
-               "date": int(bad_d.sum()), "features": per_feature}  # fmt: skip
+    dropped = {
+        "total": int((~keep).sum()),
+        "target": int(bad_y.sum()),
+        "station": int(bad_s.sum()),
+        "date": int(bad_d.sum()),
+        "features": per_feature,
+    }
     if dropped["total"]:
-        log.info("dropped %d of %d rows with NaN/inf: %s %d, station %d, date %d, features %s", dropped["total"],
-                 len(table), target, dropped["target"], dropped["station"], dropped["date"], per_feature)  # fmt: skip
+        log.info(
+            "dropped %d of %d rows with NaN/inf: %s %d, station %d, date %d, features %s",
+            dropped["total"],
+            len(table),
+            target,
+            dropped["target"],
+            dropped["station"],
+            dropped["date"],
+            per_feature,
+        )
     if keep.any() and dropped["total"] > DROP_WARN_FRACTION * len(table):  # none left: train raises
-        worst = ", ".join(f"{f} {n / len(table):.0%}" for f, n in sorted(per_feature.items(), key=lambda kv: -kv[1])[:5])
-        warnings.warn(f"train: {dropped['total']} of {len(table)} rows ({dropped['total'] / len(table):.0%}) have "
-                      f"NaN/inf and are left out (target {dropped['target']}; NaN share of the worst features: "
-                      f"{worst or 'none'}); a feature with gaps (e.g. a satellite layer on overpass days only) "
-                      "also leaves its pixel-days NaN in the product: use its carried SWI (FeatureSpec(swi_carry=True)) "
-                      "or leave it out", DataLossWarning, stacklevel=3)  # fmt: skip
+        worst = ", ".join(
+            f"{f} {n / len(table):.0%}" for f, n in sorted(per_feature.items(), key=lambda kv: -kv[1])[:5]
+        )
+        warnings.warn(
+            f"train: {dropped['total']} of {len(table)} rows ({dropped['total'] / len(table):.0%}) have "
+            f"NaN/inf and are left out (target {dropped['target']}; NaN share of the worst features: "
+            f"{worst or 'none'}); a feature with gaps (e.g. a satellite layer on overpass days only) "
+            "also leaves its pixel-days NaN in the product: use its carried SWI (FeatureSpec(swi_carry=True)) "
+            "or leave it out",
+            DataLossWarning,
+            stacklevel=3,
+        )
     return keep, dropped
 
 
@@ -454,7 +489,9 @@ def train(
     random_state = _check_int("random_state", random_state, 0)
     if n_splits is not None:
         n_splits = _check_int("n_splits", n_splits, 2)
-    if "block" in schemes and not (isinstance(block_size, (int, float)) and math.isfinite(block_size) and block_size > 0):
+    if "block" in schemes and not (
+        isinstance(block_size, (int, float)) and math.isfinite(block_size) and block_size > 0
+    ):
         raise ConfigError(f"block_size should be a positive number of metres, got {block_size!r}")
     candidates = _param_grid(param_grid) if search else []
     if features is None:
@@ -472,7 +509,9 @@ def train(
     need = ["station", "date", target, *features] + (["x", "y"] if "block" in schemes else [])
     missing = [c for c in need if c not in table.columns]
     if missing:
-        hint = " (x, y are needed for cv='block'; drop 'block' from cv or add them)" if {"x", "y"} & set(missing) else ""
+        hint = (
+            " (x, y are needed for cv='block'; drop 'block' from cv or add them)" if {"x", "y"} & set(missing) else ""
+        )
         raise ConfigError(f"train: column(s) {missing} missing from the table{hint}")
     if not pd.api.types.is_numeric_dtype(table[target]):
         raise ValidationError(f"train: target column {target!r} is not numeric ({table[target].dtype})")
@@ -482,8 +521,10 @@ def train(
     y_all = table[target].to_numpy(dtype=np.float64)
     keep, dropped = _drop_incomplete(table, X_all, y_all, features, target)
     if not keep.any():
-        raise ValidationError(f"train: no complete rows left: all {len(table)} rows have NaN/inf in the target or a "
-                              f"feature (target {dropped['target']}, features {dropped['features']})")  # fmt: skip
+        raise ValidationError(
+            f"train: no complete rows left: all {len(table)} rows have NaN/inf in the target or a "
+            f"feature (target {dropped['target']}, features {dropped['features']})"
+        )
     data = table.loc[keep, ["station", "date", target] + (["x", "y"] if "block" in schemes else [])].copy()
     data["station"] = data["station"].astype(str)
     data["date"] = pd.to_datetime(data["date"])
@@ -498,8 +539,10 @@ def train(
     dates = data["date"].to_numpy()
     site_ids = sorted(set(stations.tolist()))
     if (search or "site" in schemes) and len(site_ids) < 2:
-        raise ConfigError(f"train: leave-site-out CV{' and the search' if search else ''} need at least 2 stations, "
-                          f"got {len(site_ids)} {site_ids} after dropping incomplete rows")  # fmt: skip
+        raise ConfigError(
+            f"train: leave-site-out CV{' and the search' if search else ''} need at least 2 stations, "
+            f"got {len(site_ids)} {site_ids} after dropping incomplete rows"
+        )
     log.info("training on %d rows, %d features, %d stations", y.size, len(features), len(site_ids))
 
     # ---------------------------------------------------------------- groups and splits
@@ -532,11 +575,20 @@ def train(
             best, i_best = math.inf, 0
             for i, cand in enumerate(candidates):
                 bar.set_postfix_str(f"search {cand}")
-                p, _ = _cross_val_predict(X, y, site_splits[0], {**base, **cand}, search_estimators, random_state,
-                                          n_jobs, bar.update)  # fmt: skip
+                p, _ = _cross_val_predict(
+                    X, y, site_splits[0], {**base, **cand}, search_estimators, random_state, n_jobs, bar.update
+                )
                 m = evaluate(p, y)
-                row = {"params": cand, "n_estimators": search_estimators, "cv": "site", "splitter": site_splits[1],
-                       "RMSD": m["RMSD"], "urmsd": m["urmsd"], "R": m["R"], "chosen": False}  # fmt: skip
+                row = {
+                    "params": cand,
+                    "n_estimators": search_estimators,
+                    "cv": "site",
+                    "splitter": site_splits[1],
+                    "RMSD": m["RMSD"],
+                    "urmsd": m["urmsd"],
+                    "R": m["R"],
+                    "chosen": False,
+                }
                 search_rows.append(row)
                 log.info("search %s: leave-site-out RMSD %.4f, R %.3f", cand, m["RMSD"], m["R"])
                 if m["RMSD"] < best:
@@ -557,18 +609,40 @@ def train(
             bar.set_postfix_str(f"{s} CV")
             pred, fold = _cross_val_predict(X, y, sp, params, n_estimators, random_state, n_jobs, bar.update)
             per_site = _per_site(stations, dates, y, pred)
-            entry: dict[str, Any] = {"splitter": splitter, "n_folds": len(sp), "n_groups": int(np.unique(groups[s]).size),
-                                     "metrics": evaluate(pred, y), "site_median": _median(per_site)}  # fmt: skip
+            entry: dict[str, Any] = {
+                "splitter": splitter,
+                "n_folds": len(sp),
+                "n_groups": int(np.unique(groups[s]).size),
+                "metrics": evaluate(pred, y),
+                "site_median": _median(per_site),
+            }
             if s == "block":
                 entry["block_size"] = float(block_size)
             cv_card[s] = entry
             if s == "site":
                 site_metrics = per_site
-            frames.append(pd.DataFrame({"station": stations, "date": dates, "target": y, "scheme": s, "fold": fold,
-                                        "group": groups[s], "prediction": pred}))  # fmt: skip
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "station": stations,
+                        "date": dates,
+                        "target": y,
+                        "scheme": s,
+                        "fold": fold,
+                        "group": groups[s],
+                        "prediction": pred,
+                    }
+                )
+            )
             med = entry["site_median"].get("urmsd")
-            log.info("%s CV (%s): RMSD %.4f, R %.3f, median site ubRMSD %.4f", s, splitter, entry["metrics"]["RMSD"],
-                     entry["metrics"]["R"], math.nan if med is None else med)  # fmt: skip
+            log.info(
+                "%s CV (%s): RMSD %.4f, R %.3f, median site ubRMSD %.4f",
+                s,
+                splitter,
+                entry["metrics"]["RMSD"],
+                entry["metrics"]["R"],
+                math.nan if med is None else med,
+            )
         cols = ["station", "date", "target", "scheme", "fold", "group", "prediction"]
         cv_predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
 
@@ -587,8 +661,11 @@ def train(
             never = in_all == len(rf.estimators_)
             n_no_oob = int(never.sum())
             oob_pred[never] = np.nan
-            log.warning("%d rows were in every bootstrap sample (too few trees); they are left out of the OOB "
-                        "metrics but not of oob_score (scikit-learn's)", n_no_oob)  # fmt: skip
+            log.warning(
+                "%d rows were in every bootstrap sample (too few trees); they are left out of the OOB "
+                "metrics but not of oob_score (scikit-learn's)",
+                n_no_oob,
+            )
         for w in caught:
             if "do not have OOB scores" not in str(w.message):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -619,4 +696,3 @@ def train(
     )
     log.info("trained forest %s: OOB R² %.3f", card.content_hash[:19], rf.oob_score_)
     return Forest(rf, features, card, cv_predictions, site_metrics)
-

@@ -136,8 +136,10 @@ class Station:
             except (TypeError, ValueError):
                 ok = False
             if not ok:
-                raise ValidationError(f"station {self.id} ({self.source}): {what} {v!r} is missing or "
-                                      f"outside ±{lim:g}°; a station needs coordinates")  # fmt: skip
+                raise ValidationError(
+                    f"station {self.id} ({self.source}): {what} {v!r} is missing or "
+                    f"outside ±{lim:g}°; a station needs coordinates"
+                )
         self.lat, self.lon = float(self.lat), float(self.lon)
         self.data = _validate_frame(self.data, f"station {self.id} ({self.source})")
 
@@ -145,15 +147,25 @@ class Station:
     def metadata(self) -> dict[str, Any]:
         """Site physics as a flat dict (one row of :meth:`StationSet.metadata`)."""
         return {
-            "station": self.id, "name": self.name, "network": self.network, "lat": self.lat,
-            "lon": self.lon, "elevation": self.elevation, "bulk_density": self.bulk_density,
-            "lattice_water": self.lattice_water, "soc": self.soc, "n0": self.n0,
-            "porosity": self.porosity, "cutoff_rigidity": self.cutoff_rigidity,
-            "depth_from": self.depth[0], "depth_to": self.depth[1],
-            "land_cover": self.land_cover, "source": self.source,
+            "station": self.id,
+            "name": self.name,
+            "network": self.network,
+            "lat": self.lat,
+            "lon": self.lon,
+            "elevation": self.elevation,
+            "bulk_density": self.bulk_density,
+            "lattice_water": self.lattice_water,
+            "soc": self.soc,
+            "n0": self.n0,
+            "porosity": self.porosity,
+            "cutoff_rigidity": self.cutoff_rigidity,
+            "depth_from": self.depth[0],
+            "depth_to": self.depth[1],
+            "land_cover": self.land_cover,
+            "source": self.source,
             "start": self.data.index[0] if len(self.data) else pd.NaT,
             "end": self.data.index[-1] if len(self.data) else pd.NaT,
-        }  # fmt: skip
+        }
 
     def __repr__(self) -> str:
         n = int(self.data["sm"].notna().sum())
@@ -251,8 +263,9 @@ class StationSet(Mapping[str, Station]):
     @property
     def exclusions(self) -> pd.DataFrame:
         """Stations or values left out by the reader: station, reason, source, n_values, return_code."""
-        return pd.DataFrame([vars(e) for e in self._exclusions],
-                            columns=["station", "reason", "source", "n_values", "return_code"])  # fmt: skip
+        return pd.DataFrame(
+            [vars(e) for e in self._exclusions], columns=["station", "reason", "source", "n_values", "return_code"]
+        )
 
     def select(self, ids: Iterable[str]) -> StationSet:
         """The stations with these ids (KeyError naming an unknown one)."""
@@ -311,10 +324,13 @@ class StationSet(Mapping[str, Station]):
                     heavy.append(f"{s.id} {n_drop} of {n_drop + len(d)}")
             frames.append(d)
         if heavy:
-            warnings.warn(f"daily(min_hours={min_hours:g}) dropped most of the days with data at "
-                          f"{len(heavy)} station(s) ({', '.join(heavy)}): they have fewer valid hours (steps x step "
-                          "length, at most 24 h a day); lower min_hours if that is expected", DataLossWarning,
-                          stacklevel=2)  # fmt: skip
+            warnings.warn(
+                f"daily(min_hours={min_hours:g}) dropped most of the days with data at "
+                f"{len(heavy)} station(s) ({', '.join(heavy)}): they have fewer valid hours (steps x step "
+                "length, at most 24 h a day); lower min_hours if that is expected",
+                DataLossWarning,
+                stacklevel=2,
+            )
         cols = ["station", "date", "sm", "n_hours"]
         out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
         rest = [c for c in out.columns if c not in cols]
@@ -360,5 +376,3 @@ def _daily_one(s: Station, min_hours: float, mask: int) -> tuple[pd.DataFrame, i
     out.insert(0, "date", out.index.tz_localize(None).values.astype("datetime64[D]"))
     out.insert(0, "station", s.id)
     return out.reset_index(drop=True), n_drop
-
-

@@ -1,4 +1,5 @@
-"""Quality control and counts → soil moisture (SCIENCE.md §5.3): range flags, the incoming-flux series, corrections, conversion."""
+"""Quality control and counts → soil moisture (SCIENCE.md §5.3): range flags, the incoming-flux
+series, corrections, conversion."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from smengine.stations._core import _SUMMED, PHYSICAL_RANGE, QC, PathLike
 from smengine.stations._parse import _parse_times
 
 log = logging.getLogger(__name__)
+
 
 # ======================================================================================
 # quality control and counts → soil moisture
@@ -50,8 +52,9 @@ def read_nmdb(path: PathLike) -> pd.Series:
     """
     p = Path(path)
     try:
-        raw = pd.read_csv(p, sep=r"[;,]", engine="python", header=None, comment="#", names=["time", "nm"],
-                          skipinitialspace=True)  # fmt: skip
+        raw = pd.read_csv(
+            p, sep=r"[;,]", engine="python", header=None, comment="#", names=["time", "nm"], skipinitialspace=True
+        )
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{p}: cannot read neutron-monitor file: {exc}") from exc
     t = _parse_times(raw["time"], p, "time", utc=True)
@@ -134,10 +137,17 @@ def counts_to_sm(
         ``f_pressure``, ``f_humidity``, ``f_incoming`` and ``flag``.
     """
     corrected = _correct_counts(
-        raw_cph, pressure=pressure, abs_humidity=abs_humidity, incoming=incoming,
-        incoming_reference=incoming_reference, cutoff_rigidity=cutoff_rigidity, monitor_rigidity=monitor_rigidity,
-        pressure_reference=pressure_reference, count_range=count_range, smooth_hours=smooth_hours,
-    )  # fmt: skip
+        raw_cph,
+        pressure=pressure,
+        abs_humidity=abs_humidity,
+        incoming=incoming,
+        incoming_reference=incoming_reference,
+        cutoff_rigidity=cutoff_rigidity,
+        monitor_rigidity=monitor_rigidity,
+        pressure_reference=pressure_reference,
+        count_range=count_range,
+        smooth_hours=smooth_hours,
+    )
     return _corrected_to_sm(corrected, n0, bulk_density, lattice_water, soc, porosity)
 
 
@@ -204,12 +214,16 @@ def _correct_counts(
             fi = pd.Series(nt.incoming_correction(inc.to_numpy(), ref, *rc), index=hourly.index)
             gaps = inc.isna() & raw.notna()
             if gaps.any():
-                log.warning("incoming-flux series misses %d of %d counted hours: f_i = 1 there",
-                            int(gaps.sum()), int(raw.notna().sum()))  # fmt: skip
+                log.warning(
+                    "incoming-flux series misses %d of %d counted hours: f_i = 1 there",
+                    int(gaps.sum()),
+                    int(raw.notna().sum()),
+                )
                 fi = fi.fillna(1.0)
         else:
-            log.warning("incoming-flux series does not cover %s…%s: no incoming correction",
-                        hourly.index[0], hourly.index[-1])  # fmt: skip
+            log.warning(
+                "incoming-flux series does not cover %s…%s: no incoming correction", hourly.index[0], hourly.index[-1]
+            )
     corrected = raw * fp * fh * fi
     if smooth_hours > 1:
         smooth = corrected.rolling(smooth_hours, center=True, min_periods=smooth_hours // 2).mean()
@@ -218,17 +232,27 @@ def _correct_counts(
         smooth, n_in = corrected, pd.Series(1.0, index=hourly.index)
     smooth = smooth.where(corrected.notna())  # no value where the hour itself is bad
     return pd.DataFrame(
-        {"counts": smooth.to_numpy(), "counts_raw": hourly["raw"].to_numpy(), "f_pressure": fp.to_numpy(),
-         "f_humidity": fh.to_numpy(), "f_incoming": fi.to_numpy(), "flag": flag.to_numpy(),
-         "_n_hours": n_in.to_numpy()},
+        {
+            "counts": smooth.to_numpy(),
+            "counts_raw": hourly["raw"].to_numpy(),
+            "f_pressure": fp.to_numpy(),
+            "f_humidity": fh.to_numpy(),
+            "f_incoming": fi.to_numpy(),
+            "flag": flag.to_numpy(),
+            "_n_hours": n_in.to_numpy(),
+        },
         index=hourly.index,
-    )  # fmt: skip
+    )
 
 
 def _corrected_to_sm(
-    corrected: pd.DataFrame, n0: float, bulk_density: float, lattice_water: float, soc: float,
+    corrected: pd.DataFrame,
+    n0: float,
+    bulk_density: float,
+    lattice_water: float,
+    soc: float,
     porosity: float | None,
-) -> pd.DataFrame:  # fmt: skip
+) -> pd.DataFrame:
     """Step 3 of :func:`counts_to_sm`: θ and its uncertainty from :func:`_correct_counts` output."""
     out = corrected.drop(columns="_n_hours")
     n = corrected["counts"].to_numpy()
@@ -258,11 +282,20 @@ def _calibrated_n0(
         k = int(abs(daily.index - day).argmin())
         gap = abs(daily.index[k] - day)
         if gap > pd.Timedelta(days=max_days):
-            log.warning("%s: no counts within %d days of calibration day %s; campaign skipped", where, max_days, day.date())
+            log.warning(
+                "%s: no counts within %d days of calibration day %s; campaign skipped", where, max_days, day.date()
+            )
             continue
         n0 = nt.calibrate_n0(float(daily.iloc[k]), float(tw))
-        rows.append({"date": day.date(), "counts_day": daily.index[k].date(), "counts": float(daily.iloc[k]),
-                     "theta_total_g": float(tw), "n0": float(n0)})  # fmt: skip
+        rows.append(
+            {
+                "date": day.date(),
+                "counts_day": daily.index[k].date(),
+                "counts": float(daily.iloc[k]),
+                "theta_total_g": float(tw),
+                "n0": float(n0),
+            }
+        )
     if not rows:
         raise DataError(f"{where}: no calibration campaign has counts within {max_days} days")
     return float(np.mean([r["n0"] for r in rows])), rows

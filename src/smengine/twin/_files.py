@@ -54,18 +54,39 @@ from smengine.twin._model import (
 
 log = logging.getLogger(__name__)
 
+
 # ======================================================================================
 # writers
 # ======================================================================================
-def _write_tif(path: Path, data: np.ndarray, transform: Any, crs: str, units: str, name: str,
-               tags: dict[str, str] | None = None, dtype: str = "float32", nodata: float | None = None) -> None:  # fmt: skip
+def _write_tif(
+    path: Path,
+    data: np.ndarray,
+    transform: Any,
+    crs: str,
+    units: str,
+    name: str,
+    tags: dict[str, str] | None = None,
+    dtype: str = "float32",
+    nodata: float | None = None,
+) -> None:
     import rasterio
 
-    with atomic_target(path) as tmp, rasterio.open(
-        tmp, "w", driver="GTiff", height=data.shape[0], width=data.shape[1], count=1, dtype=dtype,
-        crs=crs, transform=transform, nodata=np.nan if (nodata is None and dtype.startswith("float")) else nodata,
-        compress="deflate",
-    ) as dst:  # fmt: skip
+    with (
+        atomic_target(path) as tmp,
+        rasterio.open(
+            tmp,
+            "w",
+            driver="GTiff",
+            height=data.shape[0],
+            width=data.shape[1],
+            count=1,
+            dtype=dtype,
+            crs=crs,
+            transform=transform,
+            nodata=np.nan if (nodata is None and dtype.startswith("float")) else nodata,
+            compress="deflate",
+        ) as dst,
+    ):
         dst.write(data.astype(dtype), 1)
         dst.set_band_description(1, name)
         dst.update_tags(1, units=units)
@@ -79,18 +100,32 @@ def _cf_grid_mapping(crs: str) -> dict[str, Any]:
     return attrs
 
 
-def _write_projected_nc(path: Path, var: str, data: np.ndarray, days: np.ndarray, x: np.ndarray, y: np.ndarray,
-                        crs: str, attrs: dict[str, Any], global_attrs: dict[str, Any]) -> None:  # fmt: skip
+def _write_projected_nc(
+    path: Path,
+    var: str,
+    data: np.ndarray,
+    days: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    crs: str,
+    attrs: dict[str, Any],
+    global_attrs: dict[str, Any],
+) -> None:
     import xarray as xr
 
-    da = xr.DataArray(data.astype(np.float32), dims=("time", "y", "x"),
-                      coords={"time": days.astype("datetime64[ns]"), "y": y, "x": x},
-                      attrs={**attrs, "grid_mapping": "crs"})  # fmt: skip
+    da = xr.DataArray(
+        data.astype(np.float32),
+        dims=("time", "y", "x"),
+        coords={"time": days.astype("datetime64[ns]"), "y": y, "x": x},
+        attrs={**attrs, "grid_mapping": "crs"},
+    )
     ds = xr.Dataset({var: da, "crs": xr.DataArray(np.int32(0), attrs=_cf_grid_mapping(crs))}, attrs=global_attrs)
     ds["x"].attrs = {"standard_name": "projection_x_coordinate", "units": "m"}
     ds["y"].attrs = {"standard_name": "projection_y_coordinate", "units": "m"}
-    enc = {var: {"zlib": True, "complevel": 4, "_FillValue": np.float32(np.nan)},
-           "time": {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian", "dtype": "i4"}}  # fmt: skip
+    enc = {
+        var: {"zlib": True, "complevel": 4, "_FillValue": np.float32(np.nan)},
+        "time": {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian", "dtype": "i4"},
+    }
     with atomic_target(path) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", encoding=enc)
 
@@ -181,8 +216,10 @@ class TwinWorld:
         out.append(SourceSpec(self.paths["lst"], variable="lst", name="lst"))
         out.append(SourceSpec(self.paths["precipitation"], variable="precipitation", name="precipitation"))
         if era5:
-            out += [SourceSpec(self.paths["era5"], variable=f"swvl{k}", name=f"era5_swvl{k}", storage="coarse")
-                    for k in (1, 2, 3)]  # fmt: skip
+            out += [
+                SourceSpec(self.paths["era5"], variable=f"swvl{k}", name=f"era5_swvl{k}", storage="coarse")
+                for k in (1, 2, 3)
+            ]
         return out
 
     def run_config(self) -> str:
@@ -200,25 +237,59 @@ class TwinWorld:
             return "[" + ", ".join(json.dumps(x) for x in v) + "]"
 
         st = self.paths["static"]
-        lines = ["# smengine run configuration for the twin world's raw files (smengine twin); see smengine.config", "",
-                 "[domain]", f"bounds = {arr([int(round(b)) for b in g.bounds])}", f'crs = "{g.crs}"',
-                 f"resolution = {g.resolution:g}", f"subpixel = {g.subpixel}", f"tile_size = {g.tile_size}", "",
-                 "[period]", f'start = "{self.days[0]}"', f'end = "{self.days[-1]}"', ""]  # fmt: skip
+        lines = [
+            "# smengine run configuration for the twin world's raw files (smengine twin); see smengine.config",
+            "",
+            "[domain]",
+            f"bounds = {arr([int(round(b)) for b in g.bounds])}",
+            f'crs = "{g.crs}"',
+            f"resolution = {g.resolution:g}",
+            f"subpixel = {g.subpixel}",
+            f"tile_size = {g.tile_size}",
+            "",
+            "[period]",
+            f'start = "{self.days[0]}"',
+            f'end = "{self.days[-1]}"',
+            "",
+        ]
         for n in ("elevation", "twi", "sand", "clay", "porosity", "land_cover"):
             lines += ["[[sources]]", f'name = "{n}"', f'path = "{rel(st[n])}"']
             lines += ['method = "nearest"', ""] if n == "land_cover" else [""]
         s1 = Path(self.paths["s1"][0])
         lines += ["[[sources]]", 'name = "s1_sm"', f'path = "{rel(s1.parent)}/s1_sm_*.tif"', ""]
-        lines += ["[[sources]]", 'name = "smap_sm"', f'path = "{rel(self.paths["smap"])}"', 'variable = "soil_moisture"',
-                  'storage = "coarse"', ""]  # fmt: skip
+        lines += [
+            "[[sources]]",
+            'name = "smap_sm"',
+            f'path = "{rel(self.paths["smap"])}"',
+            'variable = "soil_moisture"',
+            'storage = "coarse"',
+            "",
+        ]
         for n in ("ndvi", "lst", "precipitation"):
             lines += ["[[sources]]", f'name = "{n}"', f'path = "{rel(self.paths[n])}"', f'variable = "{n}"', ""]
-        lines += ["[stations]", 'format = "cosmos-europe"', f'path = "{rel(self.paths["crns"])}"', "min_hours = 18",
-                  "kernel_quantum = [2.0, 0.02, 5.0]", "", "[features]"]  # fmt: skip
+        lines += [
+            "[stations]",
+            'format = "cosmos-europe"',
+            f'path = "{rel(self.paths["crns"])}"',
+            "min_hours = 18",
+            "kernel_quantum = [2.0, 0.02, 5.0]",
+            "",
+            "[features]",
+        ]
         for k in ("static", "dynamic", "swi_of", "swi_T"):
             lines.append(f"{k} = {arr(DEMO_SPEC[k])}")
-        lines += ["", "[model]", "trees = 100", 'cv = ["site"]', "search = false", "seed = 0", "",
-                  "[output]", 'dir = "run"', ""]  # fmt: skip
+        lines += [
+            "",
+            "[model]",
+            "trees = 100",
+            'cv = ["site"]',
+            "search = false",
+            "seed = 0",
+            "",
+            "[output]",
+            'dir = "run"',
+            "",
+        ]
         return "\n".join(lines)
 
     def fine_state(self, day: Any) -> FineDay:
@@ -233,9 +304,18 @@ class TwinWorld:
         """The fine-grid static fields (elevation, twi, sand, clay, wilting_point,
         field_capacity, porosity, bulk_density, land_cover, land), recomputed."""
         s = _make_statics(self.seed, self.config)
-        return {"elevation": s.elevation, "twi": s.twi, "sand": s.sand, "clay": s.clay, "wilting_point": s.wp,
-                "field_capacity": s.fc, "porosity": s.por, "bulk_density": s.rho, "land_cover": s.lc,
-                "land": s.land}  # fmt: skip
+        return {
+            "elevation": s.elevation,
+            "twi": s.twi,
+            "sand": s.sand,
+            "clay": s.clay,
+            "wilting_point": s.wp,
+            "field_capacity": s.fc,
+            "porosity": s.por,
+            "bulk_density": s.rho,
+            "land_cover": s.lc,
+            "land": s.land,
+        }
 
 
 def _paths(root: Path, cfg: TwinConfig, s1_days: list[np.datetime64]) -> dict[str, Any]:
@@ -349,12 +429,17 @@ def make_world(
     (root / "manifest.json").unlink(missing_ok=True)  # incomplete until the manifest is back
     world = _build(seed, config, root)
     files = {str(p.relative_to(root)): p.stat().st_size for p in _files_of(world.paths)}
-    files.update({str(p.relative_to(root)): p.stat().st_size
-                  for p in sorted(Path(world.paths["crns"]).rglob("*.csv"))})  # fmt: skip
+    files.update({str(p.relative_to(root)): p.stat().st_size for p in sorted(Path(world.paths["crns"]).rglob("*.csv"))})
     secs = _time.perf_counter() - t0
-    manifest = {"format": _FORMAT, "params_hash": h, "seed": int(seed), "config": config.get_config(),
-                "grid": world.grid.get_config(), "period": [str(world.days[0]), str(world.days[-1])],
-                "files": dict(sorted(files.items()))}  # fmt: skip
+    manifest = {
+        "format": _FORMAT,
+        "params_hash": h,
+        "seed": int(seed),
+        "config": config.get_config(),
+        "grid": world.grid.get_config(),
+        "period": [str(world.days[0]), str(world.days[-1])],
+        "files": dict(sorted(files.items())),
+    }
     atomic_write(root / "manifest.json", json.dumps(manifest, indent=1).encode())
     log.info("twin world %s built in %.1f s", root, secs)
     return dataclasses.replace(world, build_seconds=secs)
@@ -370,8 +455,8 @@ def _place_stations(seed: int, cfg: TwinConfig, st: _Statics, n_win: int) -> pd.
 
     water_near = maximum_filter((~land).astype(np.uint8), size=2 * n_win + 1, mode="nearest") > 0
     ok = land & ~water_near & (st.lc != 4)
-    ok[:n_win + 1] = ok[-n_win - 1:] = False
-    ok[:, :n_win + 1] = ok[:, -n_win - 1:] = False
+    ok[: n_win + 1] = ok[-n_win - 1 :] = False
+    ok[:, : n_win + 1] = ok[:, -n_win - 1 :] = False
     cand = np.flatnonzero(ok.ravel())
     rng.shuffle(cand)
     chosen: list[int] = []
@@ -395,23 +480,34 @@ def _place_stations(seed: int, cfg: TwinConfig, st: _Statics, n_win: int) -> pd.
     # site physics: mean over the cells within 200 m (what a calibration campaign would find)
     rho, por, clay = [], [], []
     k = round(200.0 / res)
-    for r, c in zip(rows, cols):
+    for r, c in zip(rows, cols, strict=False):
         sl = (slice(r - k, r + k + 1), slice(c - k, c + k + 1))
         rho.append(float(st.rho[sl].mean()))
         por.append(float(st.por[sl].mean()))
         clay.append(float(st.clay[sl].mean()))
     n = len(chosen)
     n0 = rng.uniform(*cfg.n0_range, size=n)
-    return pd.DataFrame({
-        "id": [f"TWC{i + 1:03d}" for i in range(n)], "x": x, "y": y, "lon": np.asarray(lon), "lat": np.asarray(lat),
-        "row": rows, "col": cols, "elevation": elev, "land_cover": [LAND_COVER[v] for v in lc],
-        "bulk_density": np.round(rho, 4), "porosity": np.round(por, 4),
-        "lattice_water": np.round(0.01 + 0.06 * np.asarray(clay), 4),
-        "soc": np.where(lc == 3, 0.04, 0.015), "n0": np.round(n0, 1),
-        # site mean pressure (barometric formula), to 5 hPa: stations share footprint kernels
-        "pressure": np.round(1013.25 * (1.0 - 2.25577e-5 * elev) ** 5.25588 / 5.0) * 5.0,
-        "veg_height": _VEG_H[lc],
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "id": [f"TWC{i + 1:03d}" for i in range(n)],
+            "x": x,
+            "y": y,
+            "lon": np.asarray(lon),
+            "lat": np.asarray(lat),
+            "row": rows,
+            "col": cols,
+            "elevation": elev,
+            "land_cover": [LAND_COVER[v] for v in lc],
+            "bulk_density": np.round(rho, 4),
+            "porosity": np.round(por, 4),
+            "lattice_water": np.round(0.01 + 0.06 * np.asarray(clay), 4),
+            "soc": np.where(lc == 3, 0.04, 0.015),
+            "n0": np.round(n0, 1),
+            # site mean pressure (barometric formula), to 5 hPa: stations share footprint kernels
+            "pressure": np.round(1013.25 * (1.0 - 2.25577e-5 * elev) ** 5.25588 / 5.0) * 5.0,
+            "veg_height": _VEG_H[lc],
+        }
+    )
 
 
 def _build(seed: int, cfg: TwinConfig, root: Path) -> TwinWorld:
@@ -433,18 +529,34 @@ def _build(seed: int, cfg: TwinConfig, root: Path) -> TwinWorld:
     log.info("twin: statics and forcing ready (%.1f s)", _time.perf_counter() - t_start)
 
     # ---- statics
-    for name, arr, units in (("elevation", st.elevation, "m"), ("twi", st.twi, "1"), ("sand", st.sand, "1"),
-                             ("clay", st.clay, "1"), ("porosity", st.por, "m3 m-3")):  # fmt: skip
+    for name, arr, units in (
+        ("elevation", st.elevation, "m"),
+        ("twi", st.twi, "1"),
+        ("sand", st.sand, "1"),
+        ("clay", st.clay, "1"),
+        ("porosity", st.por, "m3 m-3"),
+    ):
         _write_tif(paths["static"][name], arr, fine_tr, "EPSG:3035", units, name)
-    _write_tif(paths["static"]["land_cover"], st.lc, fine_tr, "EPSG:3035", "1", "land_cover",
-               tags={"classes": json.dumps(LAND_COVER)}, dtype="uint8", nodata=255)  # fmt: skip
+    _write_tif(
+        paths["static"]["land_cover"],
+        st.lc,
+        fine_tr,
+        "EPSG:3035",
+        "1",
+        "land_cover",
+        tags={"classes": json.dumps(LAND_COVER)},
+        dtype="uint8",
+        nodata=255,
+    )
 
     # ---- stations
     n_win = int(np.ceil(cfg.kernel_radius / res - 0.5))
     stations = _place_stations(seed, cfg, st, n_win)
     ns = len(stations)
-    windows = [(slice(r - n_win, r + n_win + 1), slice(c - n_win, c + n_win + 1))
-               for r, c in zip(stations["row"], stations["col"])]  # fmt: skip
+    windows = [
+        (slice(r - n_win, r + n_win + 1), slice(c - n_win, c + n_win + 1))
+        for r, c in zip(stations["row"], stations["col"], strict=False)
+    ]
     hum_day = nt.absolute_humidity(sim.met.rh, sim.met.tmean)
     win_rho = np.stack([st.rho[wr, wc] for wr, wc in windows]) if ns else None
     win_land = np.stack([land[wr, wc] for wr, wc in windows]) if ns else None
@@ -531,25 +643,41 @@ def _build(seed: int, cfg: TwinConfig, root: Path) -> TwinWorld:
         doy = sim.doy[t]
         phen = 1 / (1 + np.exp(-(doy - 115) / 10)) - 1 / (1 + np.exp(-(doy - 290) / 12))
         crop_cut = np.where((lc_flat == 1) & (doy > 205) & (doy < 260), 0.45, 1.0)
-        nd_f = _NDVI_MIN[lc_flat] + (_NDVI_MAX[lc_flat] - _NDVI_MIN[lc_flat]) * phen * crop_cut * (0.35 + 0.65 * beta_mem)
-        ndvi[t] = (nd_f.reshape(n, kf, n, kf).mean(axis=(1, 3))
-                   + 0.02 * rng_ndvi.standard_normal((n, n)))  # fmt: skip
+        nd_f = _NDVI_MIN[lc_flat] + (_NDVI_MAX[lc_flat] - _NDVI_MIN[lc_flat]) * phen * crop_cut * (
+            0.35 + 0.65 * beta_mem
+        )
+        ndvi[t] = nd_f.reshape(n, kf, n, kf).mean(axis=(1, 3)) + 0.02 * rng_ndvi.standard_normal((n, n))
         et_ratio = np.where(pet.ravel() > 0, fl["et"] / np.maximum(pet.ravel() * _KC[lc_flat], 1e-6), 1.0)
-        lst_f = (sim.tair(t).ravel() + 273.15 + 7.0 * (1 - np.clip(et_ratio, 0, 1)) * np.sqrt(np.maximum(pet.ravel(), 0))
-                 - 2.0 * (lc_flat == 3) + 2.5 * (lc_flat == 4) - 3.0 * (lc_flat == 5))  # fmt: skip
+        lst_f = (
+            sim.tair(t).ravel()
+            + 273.15
+            + 7.0 * (1 - np.clip(et_ratio, 0, 1)) * np.sqrt(np.maximum(pet.ravel(), 0))
+            - 2.0 * (lc_flat == 3)
+            + 2.5 * (lc_flat == 4)
+            - 3.0 * (lc_flat == 5)
+        )
         lst_px = lst_f.reshape(n, kf, n, kf).mean(axis=(1, 3)) + rng_lst.standard_normal((n, n))
         cloudy = sim.precip[t] > 0.5
         lst[t] = np.where(cloudy, np.nan, lst_px)
         # stations
         if ns:
             theta_3d = theta.reshape(nl, ny, nx)
-            st_theta[t] = station_theta(np.stack([theta_3d[:, wr, wc] for wr, wc in windows]), win_rho, win_land,
-                                        res, hum_day[t], p_st, veg_st, cfg.kernel_radius)  # fmt: skip
+            st_theta[t] = station_theta(
+                np.stack([theta_3d[:, wr, wc] for wr, wc in windows]),
+                win_rho,
+                win_land,
+                res,
+                hum_day[t],
+                p_st,
+                veg_st,
+                cfg.kernel_radius,
+            )
         # ERA5-like
         if t % 100 == 99:
             log.info("twin: day %d of %d (%.1f s)", t + 1, nd, _time.perf_counter() - t_loop)
-        era_out[t] = _era_step(era, S_era, fl["precipitation"], pet.ravel(), a_idx, a_count, nearest,
-                               cfg.era5_precip_factor)  # fmt: skip
+        era_out[t] = _era_step(
+            era, S_era, fl["precipitation"], pet.ravel(), a_idx, a_count, nearest, cfg.era5_precip_factor
+        )
     log.info("twin: %d days simulated (%.1f s)", nd, _time.perf_counter() - t_loop)
 
     # ---- noisy covariates
@@ -557,30 +685,74 @@ def _build(seed: int, cfg: TwinConfig, root: Path) -> TwinWorld:
     gx, gy = _grid_xy(grid)
     lc_px = st.lc.reshape(n, kf, n, kf)
     forest_px = (lc_px == 3).mean(axis=(1, 3))
-    for p, d in zip(paths["s1"], _s1_days(cfg)):
+    for p, d in zip(paths["s1"], _s1_days(cfg), strict=False):
         t = int((d - days[0]).astype(int))
         noise = cfg.s1_noise * (1 + forest_px) * rng_s1.standard_normal((n, n))
         s1 = np.clip(surf[t] + noise, 0.01, 0.6).astype(np.float32)
-        _write_tif(p, np.where(land_frac_ok, s1, np.nan), grid.transform, "EPSG:3035", "m3 m-3", "s1_sm",
-                   tags={"time": str(d)})  # fmt: skip
+        _write_tif(
+            p, np.where(land_frac_ok, s1, np.nan), grid.transform, "EPSG:3035", "m3 m-3", "s1_sm", tags={"time": str(d)}
+        )
     miss = rng_smap.random(nd) < cfg.smap_missing_fraction
     smap = np.clip(smap + cfg.smap_noise * rng_smap.standard_normal(smap.shape), 0.02, 0.6).astype(np.float32)
     smap[miss] = np.nan
     ex_c = _EASE_X0 + (ec0 + np.arange(e_shape[1]) + 0.5) * _EASE_RES
     ey_c = _EASE_Y1 - (er0 + np.arange(e_shape[0]) + 0.5) * _EASE_RES
-    ga = {"title": "smengine twin world", "source": "smengine.twin.make_world", "seed": int(seed),
-          "Conventions": "CF-1.8"}  # fmt: skip
-    _write_projected_nc(paths["smap"], "soil_moisture", smap, days, ex_c, ey_c, "EPSG:6933",
-                        {"units": "cm3/cm3", "long_name": "SMAP-like 9 km surface soil moisture (0-5 cm)"}, ga)  # fmt: skip
-    _write_projected_nc(paths["ndvi"], "ndvi", ndvi, days, gx, gy, "EPSG:3035",
-                        {"units": "1", "long_name": "NDVI-like vegetation index"}, ga)  # fmt: skip
-    _write_projected_nc(paths["lst"], "lst", lst, days, gx, gy, "EPSG:3035",
-                        {"units": "K", "long_name": "LST-like daytime land surface temperature"}, ga)  # fmt: skip
-    _write_projected_nc(paths["precipitation"], "precipitation", sim.precip.astype(np.float32), days, gx, gy,
-                        "EPSG:3035", {"units": "mm", "long_name": "daily precipitation (truth)"}, ga)  # fmt: skip
-    truth_attrs = {"units": "m3 m-3", "long_name": "true CRNS-equivalent soil moisture (1 km pixel mean)",
-                   "comment": "mean over the pixel's land cells of the W_d-weighted profile theta with "
-                              "D86(r=0, rho_b, theta_eq) (smengine.twin)"}  # fmt: skip
+    ga = {
+        "title": "smengine twin world",
+        "source": "smengine.twin.make_world",
+        "seed": int(seed),
+        "Conventions": "CF-1.8",
+    }
+    _write_projected_nc(
+        paths["smap"],
+        "soil_moisture",
+        smap,
+        days,
+        ex_c,
+        ey_c,
+        "EPSG:6933",
+        {"units": "cm3/cm3", "long_name": "SMAP-like 9 km surface soil moisture (0-5 cm)"},
+        ga,
+    )
+    _write_projected_nc(
+        paths["ndvi"],
+        "ndvi",
+        ndvi,
+        days,
+        gx,
+        gy,
+        "EPSG:3035",
+        {"units": "1", "long_name": "NDVI-like vegetation index"},
+        ga,
+    )
+    _write_projected_nc(
+        paths["lst"],
+        "lst",
+        lst,
+        days,
+        gx,
+        gy,
+        "EPSG:3035",
+        {"units": "K", "long_name": "LST-like daytime land surface temperature"},
+        ga,
+    )
+    _write_projected_nc(
+        paths["precipitation"],
+        "precipitation",
+        sim.precip.astype(np.float32),
+        days,
+        gx,
+        gy,
+        "EPSG:3035",
+        {"units": "mm", "long_name": "daily precipitation (truth)"},
+        ga,
+    )
+    truth_attrs = {
+        "units": "m3 m-3",
+        "long_name": "true CRNS-equivalent soil moisture (1 km pixel mean)",
+        "comment": "mean over the pixel's land cells of the W_d-weighted profile theta with "
+        "D86(r=0, rho_b, theta_eq) (smengine.twin)",
+    }
     _write_projected_nc(paths["truth"], "theta_eq", truth, days, gx, gy, "EPSG:3035", truth_attrs, ga)
     _write_era5(paths["era5"], era_out.reshape(nd, 4, *a_shape), days, lats, lons)
     _write_stations(seed, cfg, paths, stations, st_theta, hum_day, sim)
@@ -605,12 +777,31 @@ def _era5_bucket(st: _Statics, cfg: TwinConfig, n_cells: int) -> _Bucket:
     one = np.ones((1, n_cells))
     kd = np.full((4, n_cells), np.clip(ksat / (ksat + 150.0), 0.05, 0.95))
     dzc = dz[:, None]
-    return _Bucket(dz, one * wp * dzc, one * fc * dzc, one * por * dzc, kd, one * root[:, None], np.ones(n_cells),
-                   np.zeros(n_cells), np.zeros(n_cells), np.ones(n_cells, bool), 0.0)  # fmt: skip
+    return _Bucket(
+        dz,
+        one * wp * dzc,
+        one * fc * dzc,
+        one * por * dzc,
+        kd,
+        one * root[:, None],
+        np.ones(n_cells),
+        np.zeros(n_cells),
+        np.zeros(n_cells),
+        np.ones(n_cells, bool),
+        0.0,
+    )
 
 
-def _era_step(b: _Bucket, S: np.ndarray, fine_p: np.ndarray, fine_pet: np.ndarray, idx: np.ndarray,
-              count: np.ndarray, nearest: np.ndarray, factor: float) -> np.ndarray:  # fmt: skip
+def _era_step(
+    b: _Bucket,
+    S: np.ndarray,
+    fine_p: np.ndarray,
+    fine_pet: np.ndarray,
+    idx: np.ndarray,
+    count: np.ndarray,
+    nearest: np.ndarray,
+    factor: float,
+) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         p = np.bincount(idx, weights=fine_p, minlength=count.size) / count
         pet = np.bincount(idx, weights=fine_pet, minlength=count.size) / count
@@ -625,13 +816,23 @@ def _write_era5(path: Path, data: np.ndarray, days: np.ndarray, lats: np.ndarray
     import netCDF4
 
     secs = (days.astype("datetime64[s]") - np.datetime64("1970-01-01T00:00:00")).astype(np.int64)
-    names = ("Volumetric soil water layer 1", "Volumetric soil water layer 2",
-             "Volumetric soil water layer 3", "Volumetric soil water layer 4")  # fmt: skip
+    names = (
+        "Volumetric soil water layer 1",
+        "Volumetric soil water layer 2",
+        "Volumetric soil water layer 3",
+        "Volumetric soil water layer 4",
+    )
     with atomic_target(path) as tmp, netCDF4.Dataset(tmp, "w", format="NETCDF4") as nc:
-        nc.setncatts({"GRIB_centre": "ecmf", "GRIB_centreDescription": "European Centre for Medium-Range Weather Forecasts",
-                      "GRIB_subCentre": 0, "Conventions": "CF-1.7",
-                      "institution": "European Centre for Medium-Range Weather Forecasts",
-                      "history": "smengine twin world: ERA5-Land-like biased model run (synthetic)"})  # fmt: skip
+        nc.setncatts(
+            {
+                "GRIB_centre": "ecmf",
+                "GRIB_centreDescription": "European Centre for Medium-Range Weather Forecasts",
+                "GRIB_subCentre": 0,
+                "Conventions": "CF-1.7",
+                "institution": "European Centre for Medium-Range Weather Forecasts",
+                "history": "smengine twin world: ERA5-Land-like biased model run (synthetic)",
+            }
+        )
         nc.createDimension("valid_time", days.size)
         nc.createDimension("latitude", lats.size)
         nc.createDimension("longitude", lons.size)
@@ -639,12 +840,24 @@ def _write_era5(path: Path, data: np.ndarray, days: np.ndarray, lats: np.ndarray
         num.setncatts({"long_name": "ensemble member numerical id", "units": "1", "standard_name": "realization"})
         num.assignValue(0)
         vt = nc.createVariable("valid_time", "i8", ("valid_time",))
-        vt.setncatts({"long_name": "time", "standard_name": "time", "units": "seconds since 1970-01-01",
-                      "calendar": "proleptic_gregorian"})  # fmt: skip
+        vt.setncatts(
+            {
+                "long_name": "time",
+                "standard_name": "time",
+                "units": "seconds since 1970-01-01",
+                "calendar": "proleptic_gregorian",
+            }
+        )
         vt[:] = secs
         la = nc.createVariable("latitude", "f8", ("latitude",))
-        la.setncatts({"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude",
-                      "stored_direction": "decreasing"})  # fmt: skip
+        la.setncatts(
+            {
+                "units": "degrees_north",
+                "standard_name": "latitude",
+                "long_name": "latitude",
+                "stored_direction": "decreasing",
+            }
+        )
         la[:] = lats
         lo = nc.createVariable("longitude", "f8", ("longitude",))
         lo.setncatts({"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude"})
@@ -653,19 +866,43 @@ def _write_era5(path: Path, data: np.ndarray, days: np.ndarray, lats: np.ndarray
         ev.setncatts({"long_name": "model version"})
         ev[:] = np.array(["0001"] * days.size, dtype=object)
         for k in range(4):
-            v = nc.createVariable(f"swvl{k + 1}", "f4", ("valid_time", "latitude", "longitude"),
-                                  fill_value=np.float32(np.nan), zlib=True, complevel=4)  # fmt: skip
-            v.setncatts({"GRIB_paramId": 39 + k if k < 3 else 42, "GRIB_units": "m**3 m**-3",
-                         "GRIB_name": names[k], "GRIB_shortName": f"swvl{k + 1}", "GRIB_gridType": "regular_ll",
-                         "units": "m**3 m**-3", "long_name": names[k], "coordinates": "number valid_time latitude longitude expver"})  # fmt: skip
+            v = nc.createVariable(
+                f"swvl{k + 1}",
+                "f4",
+                ("valid_time", "latitude", "longitude"),
+                fill_value=np.float32(np.nan),
+                zlib=True,
+                complevel=4,
+            )
+            v.setncatts(
+                {
+                    "GRIB_paramId": 39 + k if k < 3 else 42,
+                    "GRIB_units": "m**3 m**-3",
+                    "GRIB_name": names[k],
+                    "GRIB_shortName": f"swvl{k + 1}",
+                    "GRIB_gridType": "regular_ll",
+                    "units": "m**3 m**-3",
+                    "long_name": names[k],
+                    "coordinates": "number valid_time latitude longitude expver",
+                }
+            )
             v[:] = data[:, k]
 
 
 # ------------------------------------------------------------------------------------
 # stations in COSMOS-Europe revision-1 layout
 # ------------------------------------------------------------------------------------
-def _rev1_series(theta_day: np.ndarray, days: np.ndarray, s: pd.Series, hum: np.ndarray, p_anom: np.ndarray,
-                 tmean: np.ndarray, rh: np.ndarray, precip: np.ndarray, rng: np.random.Generator | None) -> pd.DataFrame:  # fmt: skip
+def _rev1_series(
+    theta_day: np.ndarray,
+    days: np.ndarray,
+    s: pd.Series,
+    hum: np.ndarray,
+    p_anom: np.ndarray,
+    tmean: np.ndarray,
+    rh: np.ndarray,
+    precip: np.ndarray,
+    rng: np.random.Generator | None,
+) -> pd.DataFrame:
     """Hourly rev1 columns for one station; ``rng=None`` gives the noise-free pipeline."""
     nd = days.size
     hours = days.astype("datetime64[h]")[:, None] + np.arange(24)[None, :]
@@ -690,27 +927,41 @@ def _rev1_series(theta_day: np.ndarray, days: np.ndarray, s: pd.Series, hum: np.
     sm_c = np.clip(np.nan_to_num(sm, nan=0.05), 0.02, 0.6)
     r86 = fp.footprint_radius(np.clip(hum_h, 0, 40), sm_c, p_h)
     d86 = fp.penetration_depth(1.0, rho, sm_c, lw, soc) / 100.0
-    return pd.DataFrame({
-        "DateTime_utc": pd.DatetimeIndex(hours).strftime("%Y-%m-%d %H:%M:%S"),
-        "NeutronCount_Epithermal_Cum1h": np.round(raw, 3),
-        "NeutronCount_Epithermal_Cum1h_corrected": np.round(corr, 3),
-        "NeutronCount_Epithermal_Cum1h_corrected_std": np.round(corr_std, 3),
-        "NeutronCount_Epithermal_MovAvg24h_corrected": np.round(mov, 4),
-        "NeutronCount_Epithermal_MovAvg24h_corrected_std": np.round(mov_std, 4),
-        "Flag_Extreme_Counts": ((raw > 10000) | (raw < 50)).astype(int),
-        "AirPressure": np.round(p_h, 2), "Flag_AirPressure_ERA5": 0,
-        "AirTemperature": np.round(t_h, 2), "AirHumidity_Relative": np.round(np.repeat(rh, 24), 1),
-        "AirHumidity_gapfilled": np.round(hum_h, 3), "Flag_AirHumidity_ERA5": 0,
-        "Precipitation": np.round(np.repeat(precip / 24.0, 24), 3),
-        "Flag_Porosity_Excess": (sm > s["porosity"]).astype(int), "Flag_Snow_ERA5": 0,
-        "SoilMoisture_volumetric_MovAvg24h": np.round(sm, 6),
-        "SoilMoisture_volumetric_MovAvg24h_std": np.round(sm_std, 6),
-        "Footprint_Radius_m": np.round(r86, 2), "Footprint_Depth_m": np.round(d86, 4),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "DateTime_utc": pd.DatetimeIndex(hours).strftime("%Y-%m-%d %H:%M:%S"),
+            "NeutronCount_Epithermal_Cum1h": np.round(raw, 3),
+            "NeutronCount_Epithermal_Cum1h_corrected": np.round(corr, 3),
+            "NeutronCount_Epithermal_Cum1h_corrected_std": np.round(corr_std, 3),
+            "NeutronCount_Epithermal_MovAvg24h_corrected": np.round(mov, 4),
+            "NeutronCount_Epithermal_MovAvg24h_corrected_std": np.round(mov_std, 4),
+            "Flag_Extreme_Counts": ((raw > 10000) | (raw < 50)).astype(int),
+            "AirPressure": np.round(p_h, 2),
+            "Flag_AirPressure_ERA5": 0,
+            "AirTemperature": np.round(t_h, 2),
+            "AirHumidity_Relative": np.round(np.repeat(rh, 24), 1),
+            "AirHumidity_gapfilled": np.round(hum_h, 3),
+            "Flag_AirHumidity_ERA5": 0,
+            "Precipitation": np.round(np.repeat(precip / 24.0, 24), 3),
+            "Flag_Porosity_Excess": (sm > s["porosity"]).astype(int),
+            "Flag_Snow_ERA5": 0,
+            "SoilMoisture_volumetric_MovAvg24h": np.round(sm, 6),
+            "SoilMoisture_volumetric_MovAvg24h_std": np.round(sm_std, 6),
+            "Footprint_Radius_m": np.round(r86, 2),
+            "Footprint_Depth_m": np.round(d86, 4),
+        }
+    )
 
 
-def _write_stations(seed: int, cfg: TwinConfig, paths: dict[str, Any], stations: pd.DataFrame,
-                    st_theta: np.ndarray, hum_day: np.ndarray, sim: _Sim) -> None:  # fmt: skip
+def _write_stations(
+    seed: int,
+    cfg: TwinConfig,
+    paths: dict[str, Any],
+    stations: pd.DataFrame,
+    st_theta: np.ndarray,
+    hum_day: np.ndarray,
+    sim: _Sim,
+) -> None:
     root = Path(paths["crns"])
     series = root / "processed_crns_data_and_diagnostics_rev1"
     series.mkdir(parents=True, exist_ok=True)
@@ -727,47 +978,91 @@ def _write_stations(seed: int, cfg: TwinConfig, paths: dict[str, Any], stations:
         data = df.to_csv(index=False, na_rep="NaN", lineterminator="\n").encode("latin-1")
         atomic_write(series / f"{sid}.csv", data)
         sm_clean = clean["SoilMoisture_volumetric_MovAvg24h"].to_numpy().reshape(-1, 24).mean(axis=1)
-        truth_rows.append(pd.DataFrame({"station": sid, "date": days.astype(str), "theta": st_theta[:, i],
-                                        "sm_noisefree": sm_clean, "abs_humidity": hum_day,
-                                        "pressure": s["pressure"]}))  # fmt: skip
+        truth_rows.append(
+            pd.DataFrame(
+                {
+                    "station": sid,
+                    "date": days.astype(str),
+                    "theta": st_theta[:, i],
+                    "sm_noisefree": sm_clean,
+                    "abs_humidity": hum_day,
+                    "pressure": s["pressure"],
+                }
+            )
+        )
         sm = df["SoilMoisture_volumetric_MovAvg24h"]
-        gen_rows.append({
-            "File name": sid, "Station": f"Twin {i + 1}", "Country": "Twinland", "Affiliation": "smengine twin world",
-            "Detector Typ ": "CRS1000", "Latitude (°)": f"{s['lat']:.6f}", "Longitude (°)": f"{s['lon']:.6f}",
-            "Altitude (m)": f"{s['elevation']:.1f}", "Main land use": s["land_cover"],
-            "Mean air temperature (°C)": f"{sim.met.tmean.mean():.1f}",
-            "Mean annual precipitation (mm)": f"{px.mean() * 365.25:.0f}",
-            "Climate classification (Koeppen&Geiger)": "Cfb",
-            "Time period start": f"{int(str(days[0])[5:7])}.{str(days[0])[:4]}",
-            "Time period end": f"{int(str(days[-1])[5:7])}.{str(days[-1])[:4]}",
-        })  # fmt: skip
-        add_rows.append({
-            "Station ID": sid, "Station/Country": f"Twin {i + 1}/ TW", "Porosity": s["porosity"],
-            "Bulk density*(g/cm3)": s["bulk_density"], "Soil organic carbon*(g/g)": s["soc"],
-            "Lattice water*(g/g)": s["lattice_water"], "Cutoff rigidity(GV)": 3.0, "N0(cts/h)": s["n0"],
-            "Mean raw epithermal neutrons(cts/h)": round(float(df["NeutronCount_Epithermal_Cum1h"].mean()), 1),
-            "Mean corrected epithermal neutrons(cts/h)":
-                round(float(df["NeutronCount_Epithermal_Cum1h_corrected"].mean()), 1),
-            "Mean soil moisture(m3/m3)": round(float(sm.mean()), 3),
-            "Soil moisture range(m3/m3)": f"{sm.min():.3f} - {sm.max():.3f}",
-            "Mean Footprint depth(m)": round(float(df["Footprint_Depth_m"].mean()), 3),
-            "Mean Footprint radius(m)": round(float(df["Footprint_Radius_m"].mean()), 1), "References": "-",
-        })  # fmt: skip
-    gen_cols = ["File name", "Station", "Country", "Affiliation", "Detector Typ ", "Latitude (°)", "Longitude (°)",
-                "Altitude (m)", "Main land use", "Mean air temperature (°C)", "Mean annual precipitation (mm)",
-                "Climate classification (Koeppen&Geiger)", "Time period start", "Time period end"]  # fmt: skip
+        gen_rows.append(
+            {
+                "File name": sid,
+                "Station": f"Twin {i + 1}",
+                "Country": "Twinland",
+                "Affiliation": "smengine twin world",
+                "Detector Typ ": "CRS1000",
+                "Latitude (°)": f"{s['lat']:.6f}",
+                "Longitude (°)": f"{s['lon']:.6f}",
+                "Altitude (m)": f"{s['elevation']:.1f}",
+                "Main land use": s["land_cover"],
+                "Mean air temperature (°C)": f"{sim.met.tmean.mean():.1f}",
+                "Mean annual precipitation (mm)": f"{px.mean() * 365.25:.0f}",
+                "Climate classification (Koeppen&Geiger)": "Cfb",
+                "Time period start": f"{int(str(days[0])[5:7])}.{str(days[0])[:4]}",
+                "Time period end": f"{int(str(days[-1])[5:7])}.{str(days[-1])[:4]}",
+            }
+        )
+        add_rows.append(
+            {
+                "Station ID": sid,
+                "Station/Country": f"Twin {i + 1}/ TW",
+                "Porosity": s["porosity"],
+                "Bulk density*(g/cm3)": s["bulk_density"],
+                "Soil organic carbon*(g/g)": s["soc"],
+                "Lattice water*(g/g)": s["lattice_water"],
+                "Cutoff rigidity(GV)": 3.0,
+                "N0(cts/h)": s["n0"],
+                "Mean raw epithermal neutrons(cts/h)": round(float(df["NeutronCount_Epithermal_Cum1h"].mean()), 1),
+                "Mean corrected epithermal neutrons(cts/h)": round(
+                    float(df["NeutronCount_Epithermal_Cum1h_corrected"].mean()), 1
+                ),
+                "Mean soil moisture(m3/m3)": round(float(sm.mean()), 3),
+                "Soil moisture range(m3/m3)": f"{sm.min():.3f} - {sm.max():.3f}",
+                "Mean Footprint depth(m)": round(float(df["Footprint_Depth_m"].mean()), 3),
+                "Mean Footprint radius(m)": round(float(df["Footprint_Radius_m"].mean()), 1),
+                "References": "-",
+            }
+        )
+    gen_cols = [
+        "File name",
+        "Station",
+        "Country",
+        "Affiliation",
+        "Detector Typ ",
+        "Latitude (°)",
+        "Longitude (°)",
+        "Altitude (m)",
+        "Main land use",
+        "Mean air temperature (°C)",
+        "Mean annual precipitation (mm)",
+        "Climate classification (Koeppen&Geiger)",
+        "Time period start",
+        "Time period end",
+    ]
     gen = pd.DataFrame(gen_rows, columns=gen_cols)
     add = pd.DataFrame(add_rows)
-    atomic_write(root / "General_ information_rev1.csv",
-                 gen.to_csv(index=False, lineterminator="\n").encode("latin-1"))  # fmt: skip
-    atomic_write(root / "Additional_information_rev1.csv",
-                 add.to_csv(index=False, lineterminator="\n").encode("latin-1"))  # fmt: skip
-    truth = pd.concat(truth_rows, ignore_index=True) if truth_rows else pd.DataFrame(
-        columns=["station", "date", "theta", "sm_noisefree", "abs_humidity", "pressure"])  # fmt: skip
-    atomic_write(Path(paths["station_truth"]), truth.to_csv(index=False, float_format="%.12g",
-                                                            lineterminator="\n").encode())  # fmt: skip
-    atomic_write(Path(paths["stations"]), stations.to_csv(index=False, float_format="%.10g",
-                                                          lineterminator="\n").encode())  # fmt: skip
+    atomic_write(root / "General_ information_rev1.csv", gen.to_csv(index=False, lineterminator="\n").encode("latin-1"))
+    atomic_write(
+        root / "Additional_information_rev1.csv", add.to_csv(index=False, lineterminator="\n").encode("latin-1")
+    )
+    truth = (
+        pd.concat(truth_rows, ignore_index=True)
+        if truth_rows
+        else pd.DataFrame(columns=["station", "date", "theta", "sm_noisefree", "abs_humidity", "pressure"])
+    )
+    atomic_write(
+        Path(paths["station_truth"]), truth.to_csv(index=False, float_format="%.12g", lineterminator="\n").encode()
+    )
+    atomic_write(
+        Path(paths["stations"]), stations.to_csv(index=False, float_format="%.10g", lineterminator="\n").encode()
+    )
 
 
 def write_run_config(world: TwinWorld, path: str | os.PathLike[str]) -> Path:

@@ -1,4 +1,5 @@
-"""The twin world's physics: configuration, random fields and statics, forcing, the six-layer bucket model and the CRNS-equivalent θ on the fine grid."""
+"""The twin world's physics: configuration, random fields and statics, forcing, the six-layer
+bucket model and the CRNS-equivalent θ on the fine grid."""
 
 from __future__ import annotations
 
@@ -123,8 +124,9 @@ class TwinConfig:
     def __post_init__(self) -> None:
         kf = 1000.0 / self.fine_resolution
         if not (self.fine_resolution > 0 and abs(kf - round(kf)) < 1e-9 and round(kf) >= 2):
-            raise ConfigError(f"fine_resolution should divide 1000 m (at least 2 cells per km), "
-                              f"got {self.fine_resolution!r}")  # fmt: skip
+            raise ConfigError(
+                f"fine_resolution should divide 1000 m (at least 2 cells per km), got {self.fine_resolution!r}"
+            )
         if self.size_km < 4:
             raise ConfigError(f"size_km should be >= 4, got {self.size_km!r}")
         if self.n_days < 1 or self.spinup_days < 0:
@@ -173,8 +175,9 @@ class TwinConfig:
 
     def grid(self) -> Grid:
         """The 1-km output grid (EPSG:3035)."""
-        return Grid("EPSG:3035", 1000.0, float(self.xmin), float(self.ymax), self.size_km, self.size_km,
-                    self.subpixel, 100)  # fmt: skip
+        return Grid(
+            "EPSG:3035", 1000.0, float(self.xmin), float(self.ymax), self.size_km, self.size_km, self.subpixel, 100
+        )
 
     def days(self) -> np.ndarray:
         """The record's days, datetime64[D]."""
@@ -423,8 +426,14 @@ class _Bucket:
         beta = np.clip(avail / (0.5 * (self.fc - self.wp)), 0.0, 1.0)
         et_k = np.minimum((pet * self.kc)[None, :] * self.root * beta, avail)
         S -= et_k
-        return {"precipitation": P, "et": et_k.sum(axis=0), "drainage": deep, "runoff": runoff,
-                "lateral": lateral, "beta": (beta * self.root).sum(axis=0)}  # fmt: skip
+        return {
+            "precipitation": P,
+            "et": et_k.sum(axis=0),
+            "drainage": deep,
+            "runoff": runoff,
+            "lateral": lateral,
+            "beta": (beta * self.root).sum(axis=0),
+        }
 
 
 def _fine_bucket(st: _Statics, cfg: TwinConfig) -> _Bucket:
@@ -442,9 +451,19 @@ def _fine_bucket(st: _Statics, cfg: TwinConfig) -> _Bucket:
     kd[-1] *= np.clip(np.exp(-0.35 * (twi - med)), 0.15, 1.5)  # wet hollows drain slowly
     w = np.exp(0.8 * np.clip(twi - med, -3, 3))
     w = np.where(land, w / (w[land].mean() if land.any() else 1.0), 0.0)
-    return _Bucket(dz, st.wp.ravel()[None, :] * dz[:, None], st.fc.ravel()[None, :] * dz[:, None],
-                   st.por.ravel()[None, :] * dz[:, None],
-                   kd, root, _KC[lc], _IMPERV[lc], w, land, cfg.lateral_fraction)  # fmt: skip
+    return _Bucket(
+        dz,
+        st.wp.ravel()[None, :] * dz[:, None],
+        st.fc.ravel()[None, :] * dz[:, None],
+        st.por.ravel()[None, :] * dz[:, None],
+        kd,
+        root,
+        _KC[lc],
+        _IMPERV[lc],
+        w,
+        land,
+        cfg.lateral_fraction,
+    )
 
 
 class FineDay(NamedTuple):
@@ -553,8 +572,9 @@ def simulate_fine(seed: int = 0, config: TwinConfig | None = None, **overrides: 
 # ======================================================================================
 # CRNS physics on the fine grid
 # ======================================================================================
-def _theta_eq_cells(theta: np.ndarray, rho: np.ndarray, start: np.ndarray, tol: float = 1e-9,
-                    max_iter: int = 60) -> np.ndarray:  # fmt: skip
+def _theta_eq_cells(
+    theta: np.ndarray, rho: np.ndarray, start: np.ndarray, tol: float = 1e-9, max_iter: int = 60
+) -> np.ndarray:
     """Per-cell CRNS-equivalent θ (r = 0), warm-started fixed point; theta (L, n).
 
     Same maths as :func:`smengine.footprint.equivalent_soil_moisture` (D86 from
@@ -577,8 +597,9 @@ def _theta_eq_cells(theta: np.ndarray, rho: np.ndarray, start: np.ndarray, tol: 
 
 
 @functools.lru_cache(maxsize=4096)
-def _kernel(cell: float, humidity: float, theta: float, pressure: float, veg_height: float,
-            radius: float) -> np.ndarray:  # fmt: skip
+def _kernel(
+    cell: float, humidity: float, theta: float, pressure: float, veg_height: float, radius: float
+) -> np.ndarray:
     k = fp.footprint_kernel(cell, humidity, theta, pressure=pressure, veg_height=veg_height, max_radius=radius)
     k.setflags(write=False)
     return k
@@ -655,14 +676,24 @@ def station_theta(
     rows, cols = np.mgrid[0:h, 0:w]
     r = np.hypot(rows - c, cols - c) * cell_size
     # first guess: plain mean of the land cells' θ_eq at r = 0
-    eq = _theta_eq_cells(th_all.transpose(1, 0, 2, 3).reshape(nl, -1), rho_all.reshape(-1),
-                         np.full(rho_all.size, 0.2), tol=tol)  # fmt: skip
+    eq = _theta_eq_cells(
+        th_all.transpose(1, 0, 2, 3).reshape(nl, -1), rho_all.reshape(-1), np.full(rho_all.size, 0.2), tol=tol
+    )
     eq = np.where(land_all.reshape(-1), eq, 0.0).reshape(ns, h * w)
     prev = eq.sum(axis=1) / land_all.reshape(ns, -1).sum(axis=1)
     th_filled = np.where(land_all[:, None], th_all, 0.1)
     for _ in range(2):  # two passes: the kernel follows the first guess, then the pass-one θ
-        ks = [_kernel(float(cell_size), float(2.0 * np.round(hum[i] / 2.0)), float(np.clip(np.round(prev[i] / 0.02) * 0.02, 0.02, 0.5)),
-                      float(pres[i]), float(veg[i]), float(kernel_radius)) for i in range(ns)]  # fmt: skip
+        ks = [
+            _kernel(
+                float(cell_size),
+                float(2.0 * np.round(hum[i] / 2.0)),
+                float(np.clip(np.round(prev[i] / 0.02) * 0.02, 0.02, 0.5)),
+                float(pres[i]),
+                float(veg[i]),
+                float(kernel_radius),
+            )
+            for i in range(ns)
+        ]
         n = ks[0].shape[0] // 2 if ns else 0
         if n > c:
             raise ConfigError(f"window {h}x{w} smaller than the kernel ({2 * n + 1} cells)")
@@ -686,5 +717,3 @@ def station_theta(
                 break
         prev = cur
     return float(prev[0]) if single else prev
-
-

@@ -71,12 +71,19 @@ def guess_format(source: str | os.PathLike[str]) -> str:
             return "ismn"
         if suffix in (".csv", ".txt"):
             return "fuerstensee" if "NeutronCount_Epithermal_Cum1h" in _head(p) else "csv"
-    raise ConfigError(f"{p}: cannot tell the station format (no such file or folder, or an unknown layout); "
-                      f"pass format= one of {sorted(FORMATS)}")  # fmt: skip
+    raise ConfigError(
+        f"{p}: cannot tell the station format (no such file or folder, or an unknown layout); "
+        f"pass format= one of {sorted(FORMATS)}"
+    )
 
 
-def open_stations(source: str | os.PathLike[str], format: str | None = None, *,
-                  metadata: str | os.PathLike[str] | None = None, **kwargs: Any) -> StationSet:  # fmt: skip
+def open_stations(
+    source: str | os.PathLike[str],
+    format: str | None = None,
+    *,
+    metadata: str | os.PathLike[str] | None = None,
+    **kwargs: Any,
+) -> StationSet:
     """Read a station set with the reader of ``format`` (default: :func:`guess_format`).
 
     Parameters

@@ -27,17 +27,33 @@ log = logging.getLogger(__name__)
 # COSMOS-Europe revision 1
 # ======================================================================================
 _CE_GENERAL = {
-    "station": "name", "country": "country", "affiliation": "affiliation", "detectortyp": "detector",
-    "detectortype": "detector", "latitude": "lat", "longitude": "lon", "altitude": "elevation",
-    "mainlanduse": "land_cover", "timeperiodstart": "start", "timeperiodend": "end",
-}  # fmt: skip
+    "station": "name",
+    "country": "country",
+    "affiliation": "affiliation",
+    "detectortyp": "detector",
+    "detectortype": "detector",
+    "latitude": "lat",
+    "longitude": "lon",
+    "altitude": "elevation",
+    "mainlanduse": "land_cover",
+    "timeperiodstart": "start",
+    "timeperiodend": "end",
+}
 _CE_ADDITIONAL = {
-    "porosity": "porosity", "bulkdensity": "bulk_density", "soilorganiccarbon": "soc",
-    "latticewater": "lattice_water", "cutoffrigidity": "cutoff_rigidity", "n0": "n0",
-    "meanrawepithermalneutrons": "mean_raw_counts", "meancorrectedepithermalneutrons": "mean_corrected_counts",
-    "meansoilmoisture": "mean_sm", "soilmoisturerange": "sm_range", "meanfootprintdepth": "mean_d86",
-    "meanfootprintradius": "mean_r86", "references": "reference",
-}  # fmt: skip
+    "porosity": "porosity",
+    "bulkdensity": "bulk_density",
+    "soilorganiccarbon": "soc",
+    "latticewater": "lattice_water",
+    "cutoffrigidity": "cutoff_rigidity",
+    "n0": "n0",
+    "meanrawepithermalneutrons": "mean_raw_counts",
+    "meancorrectedepithermalneutrons": "mean_corrected_counts",
+    "meansoilmoisture": "mean_sm",
+    "soilmoisturerange": "sm_range",
+    "meanfootprintdepth": "mean_d86",
+    "meanfootprintradius": "mean_r86",
+    "references": "reference",
+}
 _CE_INDEX = ("filename", "stationid", "station")
 _CE_SERIES = {
     "SoilMoisture_volumetric_MovAvg24h": "sm",
@@ -114,16 +130,28 @@ def read_cosmos_europe_metadata(folder: PathLike) -> pd.DataFrame:
     gen = _ce_table(_find_table(root, "General_information"), _CE_GENERAL)
     add = _ce_table(_find_table(root, "Additional_information"), _CE_ADDITIONAL)
     meta = gen.join(add, how="outer")
-    for c in ("lat", "lon", "elevation", "porosity", "bulk_density", "soc", "lattice_water", "cutoff_rigidity",
-              "n0", "mean_raw_counts", "mean_corrected_counts", "mean_sm", "mean_d86", "mean_r86"):  # fmt: skip
+    for c in (
+        "lat",
+        "lon",
+        "elevation",
+        "porosity",
+        "bulk_density",
+        "soc",
+        "lattice_water",
+        "cutoff_rigidity",
+        "n0",
+        "mean_raw_counts",
+        "mean_corrected_counts",
+        "mean_sm",
+        "mean_d86",
+        "mean_r86",
+    ):
         if c in meta:
             meta[c] = pd.to_numeric(meta[c].str.replace(",", ".", regex=False), errors="coerce")
     return meta
 
 
-def read_cosmos_europe(
-    folder: PathLike, stations: Iterable[str] | None = None, *, strict: bool = False
-) -> StationSet:
+def read_cosmos_europe(folder: PathLike, stations: Iterable[str] | None = None, *, strict: bool = False) -> StationSet:
     """Read a COSMOS-Europe revision-1 folder (Bogena et al. 2022; SCIENCE.md §5.2).
 
     Layout::
@@ -156,11 +184,19 @@ def read_cosmos_europe(
     """
     root = Path(folder)
     meta = read_cosmos_europe_metadata(root)
-    series_dir = next((d for d in (root / "processed_crns_data_and_diagnostics_rev1",
-                                   root / "processed_crns_data_and_diagnostics") if d.is_dir()), None)  # fmt: skip
+    series_dir = next(
+        (
+            d
+            for d in (root / "processed_crns_data_and_diagnostics_rev1", root / "processed_crns_data_and_diagnostics")
+            if d.is_dir()
+        ),
+        None,
+    )
     if series_dir is None:
-        raise DataError(f"{root}: no processed_crns_data_and_diagnostics_rev1/ folder with station CSVs "
-                        "(use read_cosmos_europe_metadata for the tables alone)")  # fmt: skip
+        raise DataError(
+            f"{root}: no processed_crns_data_and_diagnostics_rev1/ folder with station CSVs "
+            "(use read_cosmos_europe_metadata for the tables alone)"
+        )
     files = {p.stem.strip(): p for p in sorted(series_dir.glob("*.csv"))}
     wanted = list(files) if stations is None else list(stations)
     out: list[Station] = []
@@ -172,8 +208,14 @@ def read_cosmos_europe(
         path = files[sid]
         data = _read_cosmos_series(path)
         if sid not in meta.index:
-            _exclude_or_raise(strict, excl, sid, "not in the general/additional information tables", str(path),
-                              int(data["sm"].notna().sum()))  # fmt: skip
+            _exclude_or_raise(
+                strict,
+                excl,
+                sid,
+                "not in the general/additional information tables",
+                str(path),
+                int(data["sm"].notna().sum()),
+            )
             continue
         try:
             st = _station_from_meta(sid, meta, data, str(path), "COSMOS-Europe")
@@ -207,5 +249,3 @@ def _read_cosmos_series(path: Path) -> pd.DataFrame:
     if out.index.has_duplicates:
         raise DataError(f"{path}: duplicate time stamp {out.index[out.index.duplicated()][0]}")
     return _flag_range(out.sort_index(), str(path))
-
-

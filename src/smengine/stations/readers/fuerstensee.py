@@ -31,6 +31,7 @@ from smengine.stations.readers.cosmos_europe import read_cosmos_europe_metadata
 
 log = logging.getLogger(__name__)
 
+
 # ======================================================================================
 # Fürstensee FSC001 (COSMOS-Europe raw hourly, neptoon example)
 # ======================================================================================
@@ -101,16 +102,29 @@ def read_fuerstensee(
             v = v.fillna(pd.to_numeric(raw[alt], errors="coerce"))
         return pd.Series(v.to_numpy(), index=idx)
 
-    g = pd.DataFrame({"pressure": col("AirPressure"), "air_temperature": col("AirTemperature"),
-                      "rel_humidity": col("AirHumidity_Relative"), "precipitation": col("Precipitation")})  # fmt: skip
+    g = pd.DataFrame(
+        {
+            "pressure": col("AirPressure"),
+            "air_temperature": col("AirTemperature"),
+            "rel_humidity": col("AirHumidity_Relative"),
+            "precipitation": col("Precipitation"),
+        }
+    )
     g["flag"] = 0
     g = _flag_range(g, str(f))
     g["abs_humidity"] = nt.absolute_humidity(g["rel_humidity"].to_numpy(), g["air_temperature"].to_numpy())
     cph = col("NeutronCount_Epithermal_Cum1h")
     bd, lw, soc, rc = (float(m[k]) for k in ("bulk_density", "lattice_water", "soc", "cutoff_rigidity"))
     nm_ref = float(nm[idx[0] : idx[-1]].mean()) if nm is not None else None
-    corr = _correct_counts(cph, pressure=g["pressure"], abs_humidity=g["abs_humidity"], incoming=nm,
-                           incoming_reference=nm_ref, cutoff_rigidity=rc, count_range=count_range)  # fmt: skip
+    corr = _correct_counts(
+        cph,
+        pressure=g["pressure"],
+        abs_humidity=g["abs_humidity"],
+        incoming=nm,
+        incoming_reference=nm_ref,
+        cutoff_rigidity=rc,
+        count_range=count_range,
+    )
     if calibration is not None:
         n0, calib = _fsc_calibration(Path(calibration), corr, g)
         how = f"N0 = {n0:.1f} cph calibrated from {Path(calibration).name} ({len(calib)} campaigns)"
@@ -121,12 +135,17 @@ def read_fuerstensee(
     conv = _corrected_to_sm(corr, n0, bd, lw, soc, porosity=float(m["porosity"]))
     data = _merge_hourly(conv, g)
     st = _station_from_meta(station, meta, data, str(f), "COSMOS-Europe")
-    st = replace(st, n0=n0, extra={**st.extra, "n0_table": float(m["n0"]), "calibration": calib,
-                                   "neutron_monitor_reference": nm_ref})  # fmt: skip
+    st = replace(
+        st,
+        n0=n0,
+        extra={**st.extra, "n0_table": float(m["n0"]), "calibration": calib, "neutron_monitor_reference": nm_ref},
+    )
     st.processing += [
         "raw hourly counts; T/RH gaps filled from sensor 2",
-        ("corrections: pressure (p_ref 1013.25 hPa), humidity (h_ref 0), incoming (Hawdon 2014, "
-        f"R_c {rc:g} GV vs 4.49 GV, I_ref = monitor mean {nm_ref})"),
+        (
+            "corrections: pressure (p_ref 1013.25 hPa), humidity (h_ref 0), incoming (Hawdon 2014, "
+            f"R_c {rc:g} GV vs 4.49 GV, I_ref = monitor mean {nm_ref})"
+        ),
         how,
     ]
     return StationSet([st])
@@ -136,8 +155,16 @@ def _fsc_calibration(path: Path, corr: pd.DataFrame, g: pd.DataFrame) -> tuple[f
     from smengine.footprint import weighted_profile_average
 
     c = _read_table(path)
-    need = ["DateTime_utc", "Profile_ID", "Distance_to_CRNS_m", "Profile_Depth_cm", "SoilMoisture_g_g",
-            "DryBulkDensity_g_cm3", "SoilOrganicCarbon_g_g", "LatticeWater_g_g"]  # fmt: skip
+    need = [
+        "DateTime_utc",
+        "Profile_ID",
+        "Distance_to_CRNS_m",
+        "Profile_Depth_cm",
+        "SoilMoisture_g_g",
+        "DryBulkDensity_g_cm3",
+        "SoilOrganicCarbon_g_g",
+        "LatticeWater_g_g",
+    ]
     _require(c, need, path)
     c["t"] = _parse_times(c["DateTime_utc"], path, "DateTime_utc", fmt="%d.%m.%Y %H:%M")
     bd = float(c["DryBulkDensity_g_cm3"].mean())

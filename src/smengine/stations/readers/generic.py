@@ -31,8 +31,20 @@ from smengine.stations._parse import (
 # ======================================================================================
 # generic CSV
 # ======================================================================================
-_META_COLUMNS = ("lat", "lon", "elevation", "bulk_density", "lattice_water", "soc", "n0", "porosity",
-                 "cutoff_rigidity", "name", "network", "land_cover")  # fmt: skip
+_META_COLUMNS = (
+    "lat",
+    "lon",
+    "elevation",
+    "bulk_density",
+    "lattice_water",
+    "soc",
+    "n0",
+    "porosity",
+    "cutoff_rigidity",
+    "name",
+    "network",
+    "land_cover",
+)
 
 
 def read_csv(
@@ -108,8 +120,10 @@ def read_csv(
         df = df.rename(columns=dict(columns))
     _require(df, [time_column], p)
     if "sm" not in df.columns and "counts_raw" not in df.columns:
-        raise DataError(f"{p}: missing column 'sm' (soil moisture, m3 m-3) or 'counts_raw' (raw cph); "
-                        f"found {', '.join(df.columns)}; map yours with columns={{...}}")  # fmt: skip
+        raise DataError(
+            f"{p}: missing column 'sm' (soil moisture, m3 m-3) or 'counts_raw' (raw cph); "
+            f"found {', '.join(df.columns)}; map yours with columns={{...}}"
+        )
     naive = _parse_times(df[time_column], p, time_column, utc=False, fmt=time_format)
     if naive.tz is None:
         try:
@@ -153,8 +167,9 @@ def _generic_metadata(metadata: Any, p: Path) -> dict[str, dict[str, Any]]:
     return {str(r["station"]): {k: r[k] for k in _META_COLUMNS if k in m.columns} for _, r in m.iterrows()}
 
 
-def _generic_station(sid: str, g: pd.DataFrame, m: Mapping[str, Any], p: Path, nm: pd.Series | None,
-                     count_range: tuple[float, float]) -> Station:  # fmt: skip
+def _generic_station(
+    sid: str, g: pd.DataFrame, m: Mapping[str, Any], p: Path, nm: pd.Series | None, count_range: tuple[float, float]
+) -> Station:
     if g.index.has_duplicates:
         raise DataError(f"{p}: station {sid}: duplicate time stamp {g.index[g.index.duplicated()][0]}")
     g = g.sort_index().apply(pd.to_numeric, errors="coerce")
@@ -172,12 +187,18 @@ def _generic_station(sid: str, g: pd.DataFrame, m: Mapping[str, Any], p: Path, n
         if "abs_humidity" not in g and {"rel_humidity", "air_temperature"} <= set(g.columns):
             g["abs_humidity"] = nt.absolute_humidity(g["rel_humidity"].to_numpy(), g["air_temperature"].to_numpy())
         conv = counts_to_sm(
-            g["counts_raw"], n0=float(kw["n0"]), bulk_density=float(kw["bulk_density"]),
-            lattice_water=_float(kw.get("lattice_water", 0.0)), soc=_float(kw.get("soc", 0.0)),
-            pressure=g.get("pressure"), abs_humidity=g.get("abs_humidity"), incoming=nm,
+            g["counts_raw"],
+            n0=float(kw["n0"]),
+            bulk_density=float(kw["bulk_density"]),
+            lattice_water=_float(kw.get("lattice_water", 0.0)),
+            soc=_float(kw.get("soc", 0.0)),
+            pressure=g.get("pressure"),
+            abs_humidity=g.get("abs_humidity"),
+            incoming=nm,
             cutoff_rigidity=_float(kw["cutoff_rigidity"]) if "cutoff_rigidity" in kw else None,
-            count_range=count_range, porosity=_float(kw.get("porosity", math.nan)),
-        )  # fmt: skip
+            count_range=count_range,
+            porosity=_float(kw.get("porosity", math.nan)),
+        )
         g = _merge_hourly(conv, g)
         processing.append("counts → sm (counts_to_sm)")
     for k in ("name", "network", "land_cover"):
@@ -188,5 +209,3 @@ def _generic_station(sid: str, g: pd.DataFrame, m: Mapping[str, Any], p: Path, n
     st = Station(id=sid, lat=lat, lon=lon, data=g, source=str(p), **kw)
     st.processing.extend(processing)
     return st
-
-

@@ -16,6 +16,7 @@ from smengine.stations._parse import _float, _parse_times
 
 log = logging.getLogger(__name__)
 
+
 # ======================================================================================
 # ISMN
 # ======================================================================================
@@ -77,8 +78,10 @@ def _read_stm(path: Path, good: set[str]) -> Station:
         raise DataError(f"{path}: empty ISMN file (no header and values)")
     head = lines[0].split()
     if len(head) < 8:
-        raise DataError(f"{path}: line 1: ISMN header should have at least 8 fields "
-                        "(CSE network station lat lon elevation depth_from depth_to [sensor])")  # fmt: skip
+        raise DataError(
+            f"{path}: line 1: ISMN header should have at least 8 fields "
+            "(CSE network station lat lon elevation depth_from depth_to [sensor])"
+        )
     network, station = head[1], head[2]
     lat, lon, elev, d0, d1 = (_float(v) for v in head[3:8])
     sensor = " ".join(head[8:])
@@ -102,10 +105,17 @@ def _read_stm(path: Path, good: set[str]) -> Station:
         raise DataError(f"{path}: duplicate time stamp {data.index[data.index.duplicated()][0]}")
     data = _flag_range(data.sort_index(), str(path))
     sid = f"{network}.{station}.{d0:g}-{d1:g}"
-    st = Station(id=sid, lat=lat, lon=lon, data=data, elevation=elev, depth=(d0, d1), name=station,
-                 network=network, source=str(path), extra={"sensor": sensor,
-                 "ismn_flags": pd.Series(flags).value_counts().to_dict()})  # fmt: skip
+    st = Station(
+        id=sid,
+        lat=lat,
+        lon=lon,
+        data=data,
+        elevation=elev,
+        depth=(d0, d1),
+        name=station,
+        network=network,
+        source=str(path),
+        extra={"sensor": sensor, "ismn_flags": pd.Series(flags).value_counts().to_dict()},
+    )
     st.processing.append(f"ISMN header+values; good flags {sorted(good)}")
     return st
-
-

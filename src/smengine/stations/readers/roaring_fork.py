@@ -29,11 +29,18 @@ from smengine.stations._parse import (
 # Roaring Fork (USGS, Colorado)
 # ======================================================================================
 _RF_COLUMNS = {
-    "BaroPress": "pressure", "airT": "air_temperature", "airRH": "rel_humidity",
-    "SWC_5": "tdr_5", "SWC_10": "tdr_10", "SWC_20": "tdr_20", "SWC_50": "tdr_50",
-    "sT_5": "soil_temperature_5", "sT_10": "soil_temperature_10", "sT_20": "soil_temperature_20",
+    "BaroPress": "pressure",
+    "airT": "air_temperature",
+    "airRH": "rel_humidity",
+    "SWC_5": "tdr_5",
+    "SWC_10": "tdr_10",
+    "SWC_20": "tdr_20",
+    "SWC_50": "tdr_50",
+    "sT_5": "soil_temperature_5",
+    "sT_10": "soil_temperature_10",
+    "sT_20": "soil_temperature_20",
     "sT_50": "soil_temperature_50",
-}  # fmt: skip
+}
 #: TDR sensor depths of the Roaring Fork stations, cm.
 ROARING_FORK_TDR_DEPTHS = (5.0, 10.0, 20.0, 50.0)
 
@@ -112,15 +119,22 @@ def read_roaring_fork(
         old = row["Short_name"].iloc[0].replace("RF5", "RF 5")
         lc = cover[cover["Original_ID"] == old]
         if lc.empty:
-            _exclude_or_raise(strict, excl, site, f"no coordinates for {old!r} in RoaringFork_CRNS_metadata.csv",
-                              str(f))  # fmt: skip
+            _exclude_or_raise(
+                strict, excl, site, f"no coordinates for {old!r} in RoaringFork_CRNS_metadata.csv", str(f)
+            )
             continue
         c = cal.loc[site]
         raw = _read_table(f)
         _require(raw, ["datetime_UTC", "BaroPress", "airT", "airRH", tube, "sT_5"], f)
         idx = _parse_times(raw["datetime_UTC"], f, "datetime_UTC")
-        g = pd.DataFrame({dst: pd.to_numeric(raw[src], errors="coerce").to_numpy()
-                          for src, dst in _RF_COLUMNS.items() if src in raw}, index=idx)  # fmt: skip
+        g = pd.DataFrame(
+            {
+                dst: pd.to_numeric(raw[src], errors="coerce").to_numpy()
+                for src, dst in _RF_COLUMNS.items()
+                if src in raw
+            },
+            index=idx,
+        )
         g["flag"] = 0
         g = _flag_range(g, str(f))
         cph = pd.Series(pd.to_numeric(raw[tube], errors="coerce").to_numpy() * 3600.0 / sample_seconds, index=idx)
@@ -137,17 +151,34 @@ def read_roaring_fork(
         frozen = data["soil_temperature_5"] < frozen_soil_temperature
         data.loc[frozen, "flag"] |= int(QC.SNOW)
         st = Station(
-            id=site, lat=_float(lc["Lat DD"].iloc[0]), lon=_float(lc["Long DD"].iloc[0]), data=data,
-            elevation=float(c["Elev"]), bulk_density=bd, lattice_water=lw, soc=soc, n0=n0_site,
-            porosity=1.0 - bd / 2.65, name=old, network="USGS Roaring Fork", land_cover=str(lc["Land Cover"].iloc[0]).strip(),
+            id=site,
+            lat=_float(lc["Lat DD"].iloc[0]),
+            lon=_float(lc["Long DD"].iloc[0]),
+            data=data,
+            elevation=float(c["Elev"]),
+            bulk_density=bd,
+            lattice_water=lw,
+            soc=soc,
+            n0=n0_site,
+            porosity=1.0 - bd / 2.65,
+            name=old,
+            network="USGS Roaring Fork",
+            land_cover=str(lc["Land Cover"].iloc[0]).strip(),
             source=str(f),
-            extra={"staid": staid, "calibration": calib, "tdr_depths_cm": ROARING_FORK_TDR_DEPTHS,
-                   "n0_authors": _float(c.get("N0_Desilets")), "n_ratio_authors": _float(c.get("N_ratio_Des"))},
-        )  # fmt: skip
+            extra={
+                "staid": staid,
+                "calibration": calib,
+                "tdr_depths_cm": ROARING_FORK_TDR_DEPTHS,
+                "n0_authors": _float(c.get("N0_Desilets")),
+                "n_ratio_authors": _float(c.get("N_ratio_Des")),
+            },
+        )
         st.processing += [
             f"{tube} counts × 3600/{sample_seconds:g} s → cph; hourly mean rates",
-            ("corrections: pressure (p_ref 1013.25 hPa, β 0.0076), humidity (Rosolem, h_ref 0); "
-            "incoming flux not applied (no neutron-monitor record for 2023–2024 here)"),
+            (
+                "corrections: pressure (p_ref 1013.25 hPa, β 0.0076), humidity (Rosolem, h_ref 0); "
+                "incoming flux not applied (no neutron-monitor record for 2023–2024 here)"
+            ),
             f"N0 = {n0_site:.1f} cph calibrated on {calib[0]['counts_day'] if calib else 'given'}",
             f"QC.SNOW where 5-cm soil temperature < {frozen_soil_temperature:g} °C",
         ]
@@ -155,5 +186,3 @@ def read_roaring_fork(
     if not out and not excl:
         raise DataError(f"{rel}: no *_v1.csv station files")
     return StationSet(out, excl)
-
-
