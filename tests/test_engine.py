@@ -189,6 +189,9 @@ def test_run_writes_resumes_and_survives_a_bad_tile(world, tmp_path, caplog):
         output_name(t, DAYS[a:b]) for t in ("t000_000", "t000_001") for a, b in ((0, 3), (3, 6), (6, 7))
     )
     assert res.failed and "t009_009.h5" in res.failed[0][0] and "DataError" in res.failed[0][1]
+    from smengine.errors import RETURN_CODES, DataError
+
+    assert RETURN_CODES[res.return_codes[res.failed[0][0]]] is DataError  # the code written beside the failure
     assert sum(seen) == 2 * DAYS.size
     first = {p.name: open_product(p)["sm"].values for p in res.written}
     # the middle range of tile 0 is lost; a rerun writes only that one, with the same values

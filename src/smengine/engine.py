@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from smengine._threads import effective_n_threads
-from smengine.errors import ConfigError, DataError, DataLossWarning
+from smengine.errors import ConfigError, DataError, DataLossWarning, SMEngineError
 from smengine.features import calendar_features, parse_swi_feature_name
 from smengine.product import QualityFlag
 from smengine.tiles import TileStore, as_days
@@ -552,12 +552,16 @@ def _product(runner: TileRunner, days: np.ndarray, out: dict[str, np.ndarray], c
 
 @dataclass(frozen=True)
 class RunResult:
-    """What :func:`run` did: files written and skipped, and the engine counters."""
+    """What :func:`run` did: files written and skipped, the tiles that failed (tile, reason)
+    with their return codes (tile → :attr:`~smengine.errors.SMEngineError.return_code`,
+    decoded by :data:`smengine.errors.RETURN_CODES`; 1 for an error from outside smengine),
+    and the engine counters."""
 
     written: tuple[Path, ...]
     skipped: tuple[Path, ...]
     failed: tuple[tuple[str, str], ...]
     stats: EngineStats
+    return_codes: dict[str, int] = field(default_factory=dict)
 
 
 def _ranges(days: np.ndarray, file_days: int) -> list[np.ndarray]:
@@ -570,10 +574,11 @@ def output_name(tile_id: str, days: np.ndarray) -> str:
     return f"{tile_id}_{a}_{b}.nc"
 
 
-def _failed(failed: list[tuple[str, str]], st: Any, exc: BaseException) -> None:
+def _failed(failed: list[tuple[str, str]], codes: dict[str, int], st: Any, exc: BaseException) -> None:
     name = str(getattr(st, "path", st))
     log.error("tile %s failed: %s", name, exc)
     failed.append((name, f"{type(exc).__name__}: {exc}"))
+    codes[name] = int(getattr(exc, "return_code", SMEngineError.return_code))
 
 
 def _run_tile(
@@ -697,6 +702,7 @@ def run(
     written: list[Path] = []
     skipped: list[Path] = []
     failed: list[tuple[str, str]] = []
+    codes: dict[str, int] = {}
     stats = EngineStats()
     kw = {
         "out": out,
@@ -718,7 +724,7 @@ def run(
             except Exception as exc:
                 if on_error == "raise":
                     raise
-                _failed(failed, st, exc)
+                _failed(failed, codes, st, exc)
     else:
         from distributed import as_completed
 
@@ -734,7 +740,7 @@ def run(
                     for other in futures:
                         other.cancel()
                     raise
-                _failed(failed, futures[fut], exc)
+                _failed(failed, codes, futures[fut], exc)
                 continue
             results.append(res)
             if progress is not None:
@@ -746,7 +752,7 @@ def run(
         skipped += sk
         stats.add(st_)
     stats.warn_if_degraded(f"run into {out}")
-    return RunResult(tuple(written), tuple(skipped), tuple(failed), stats)
+    return RunResult(tuple(written), tuple(skipped), tuple(failed), stats, dict(codes))
 
 
 def __getattr__(name: str) -> Any:
