@@ -43,7 +43,7 @@ from smengine._ext._typedefs cimport float32_t, float64_t, int32_t, int64_t, int
 
 from smengine._ext._forest cimport ForestTables
 from smengine._ext._forest_h cimport smf_forest, smf_predict, smf_sd, smf_stats
-from smengine._ext._swi cimport swi_step, swi_weight
+from smengine._ext._swi cimport swi_step
 
 # quality flag codes: a mirror of smengine.product.QualityFlag (tests/test_engine.py checks they agree)
 cdef enum:
@@ -281,7 +281,7 @@ def run_days(
     cdef smf_stats *st
     cdef float *x
     cdef float v32
-    cdef double v, w, p, mu, ss, sp
+    cdef double v, p, mu, ss, sp
     cdef int kind, rc, any_want = 0
     cdef smf_stats sts[256]
     if xbuf.shape[0] < n_threads or n_threads > 256 or xbuf.shape[1] < nrow * ncol \
@@ -345,8 +345,8 @@ def run_days(
                                     else:
                                         x[j] = NAN
                                     continue
-                                w = swi_weight(tday[d], last[k, lin], swi_T[k]) if gain[k, lin] > 0 else 0.0
-                                x[j] = <float> swi_step(&gain[k, lin], &swi[k, lin], &last[k, lin], v, tday[d], w)
+                                x[j] = <float> swi_step(&gain[k, lin], &swi[k, lin], &last[k, lin], v, tday[d], swi_T[k],
+                                                        NULL, 0, 0.0)
                             if want[d]:
                                 ok[row] = 1
                                 for j in range(n_forest):

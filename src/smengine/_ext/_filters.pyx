@@ -52,7 +52,8 @@ def exp_filter(
     cdef float64_t[:, ::1] wtable = np.empty((nT, ntab))
     cdef intp_t nblk = (m + BLOCK - 1) // BLOCK
     cdef intp_t b, j0, j1, i, j, k, d
-    cdef double v, K, w, tl, ti, invstep = 1.0 / step if step > 0 else 0.0
+    cdef const double *wrow
+    cdef double v, K, ti, invstep = 1.0 / step if step > 0 else 0.0
     with nogil:
         for k in range(nT):
             for d in range(ntab):
@@ -61,6 +62,7 @@ def exp_filter(
             j0 = b * BLOCK
             j1 = min(j0 + BLOCK, m)
             for k in range(nT):
+                wrow = &wtable[k, 0] if ntab > 0 else NULL
                 for i in range(n):
                     ti = times[i]
                     for j in range(j0, j1):
@@ -69,12 +71,5 @@ def exp_filter(
                         if isnan(v):
                             out[k, i, j] = <real_t>state[k, j] if (carry and K > 0) else <real_t>NAN
                             continue
-                        w = 0.0
-                        if K > 0:
-                            tl = last[k, j]
-                            if ntab > 0:
-                                d = <intp_t>((ti - tl) * invstep + 0.5)
-                                w = wtable[k, d] if d < ntab else swi_weight(ti, tl, ctimes[k])
-                            else:
-                                w = swi_weight(ti, tl, ctimes[k])
-                        out[k, i, j] = <real_t>swi_step(&gain[k, j], &state[k, j], &last[k, j], v, ti, w)
+                        out[k, i, j] = <real_t>swi_step(&gain[k, j], &state[k, j], &last[k, j], v, ti, ctimes[k],
+                                                        wrow, ntab, invstep)

@@ -23,9 +23,9 @@
  * for every feature: the intersection of the path's split conditions). A row inside the
  * box reaches the same leaf, answered by one vectorised comparison of 2 x n_features
  * floats instead of a dependent walk from the root. With reuse 3 and stride > 0 a tree the
- * row falls outside of is then tested against the leaves of the rows stride and stride - 1
- * back (above and above-right in a raster given row by row) before it is walked; the
- * engine passes stride 0. The walks' dependent block steps bound the time.
+ * row falls outside of is then tested against the leaves of the rows stride and (if
+ * stride > 1) stride - 1 back (above and above-right in a raster given row by row) before
+ * it is walked; the engine passes stride 0.
  *
  * Measurements and the alternatives tried (kept and dropped): bench/NOTES.md.
  *
@@ -35,7 +35,7 @@
 #ifndef SMENGINE_FOREST_H
 #define SMENGINE_FOREST_H
 
-/* table builders used by _forest.pyx only: no unused-function warning in _engine.pyx */
+/* functions used by _forest.pyx only (table builders, smf_isa): no unused-function warning in _engine.pyx */
 #define SMF_UNUSED __attribute__((unused))
 #include <math.h>
 #include <stddef.h>

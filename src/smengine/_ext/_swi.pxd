@@ -10,6 +10,8 @@
 cimport cython
 from libc.math cimport exp
 
+from smengine._ext._typedefs cimport intp_t
+
 
 @cython.cdivision(True)
 cdef inline double swi_weight(double t, double t_last, double T) noexcept nogil:
@@ -18,12 +20,23 @@ cdef inline double swi_weight(double t, double t_last, double T) noexcept nogil:
 
 
 @cython.cdivision(True)
-cdef inline double swi_step(double *gain, double *swi, double *last, double v, double t,
-                            double w) noexcept nogil:
-    """Fold the valid value v at time t into the state (gain, swi, last) and return the new SWI.
-    w is the gap's swi_weight, read only when a value came before (gain > 0)."""
-    cdef double K = gain[0], s
+cdef inline double swi_step(double *gain, double *swi, double *last, double v, double t, double T,
+                            const double *wtab, intp_t ntab, double invstep) noexcept nogil:
+    """Fold the valid value v at time t into the state (gain, swi, last) of characteristic time T
+    and return the new SWI.
+
+    The gap's weight is swi_weight(t, last, T), or wtab[d] with d = round((t - last) * invstep)
+    when d < ntab (a table of swi_weight(d / invstep, 0, T) for times on a uniform integer step;
+    ntab = 0: no table)."""
+    cdef double K = gain[0], s, w, tl
+    cdef intp_t d
     if K > 0:
+        tl = last[0]
+        if ntab > 0:
+            d = <intp_t>((t - tl) * invstep + 0.5)
+            w = wtab[d] if d < ntab else swi_weight(t, tl, T)
+        else:
+            w = swi_weight(t, tl, T)
         K = K / (K + w)
         s = swi[0]
         s = s + K * (v - s)
