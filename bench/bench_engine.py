@@ -1,6 +1,6 @@
 """Fused engine (smengine.engine) vs the naive NumPy/scikit-learn pipeline, one tile, a stack of days.
 
-Issue 6: a 100 km × 100 km tile (10 000 pixels × 16 sub-pixels of 250 m) and a stack of
+A 100 km × 100 km tile (10 000 pixels × 16 sub-pixels of 250 m) and a stack of
 days; sub-pixel predictions per second and peak memory of
 
 * the naive pipeline (:func:`smengine.testing.naive_predict`): build the full feature
@@ -11,7 +11,7 @@ days; sub-pixel predictions per second and peak memory of
   together ("day-inner").
 
 Both produce the same four layers (mean, within-pixel SD, mean forest spread, valid
-fraction); the benchmark checks they agree to 1e-5. The forest is issue 5's: 100 trees,
+fraction); the benchmark checks they agree to 1e-5. The forest is bench_forest's: 100 trees,
 min_samples_leaf=5, max_features=1/3, 16 features (5 static, 3 dynamic at 1 km, 2 coarse
 at 10 km, SWI of the surface-SM layer at T = 5, 10, 20, 40 d, day of year), trained on
 27 000 rows drawn from the tile's first 24 days. The summary projects a year over Europe

@@ -1,6 +1,6 @@
 """CompiledForest.predict vs RandomForestRegressor.predict(n_jobs=1).
 
-Issue 5: 100 trees, min_samples_leaf=5, 16 features, ~545 000 nodes; 10^5 and 10^6 float32
+The forest: 100 trees, min_samples_leaf=5, 16 features, ~545 000 nodes; 10^5 and 10^6 float32
 rows; 1 and 2 threads; rows in a spatially coherent order (neighbouring sub-pixels, row
 by row) and shuffled (i.i.d.). Export (treelite) and layout times and the kernel's
 traversal counters are printed in the summary.

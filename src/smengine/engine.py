@@ -155,8 +155,7 @@ def _open_store(store: TileStore | str | os.PathLike[str]) -> TileStore:
 
 @dataclass
 class _Plan:
-    plan: np.ndarray  # (n_cols, 3) int32
-    n_forest: int
+    plan: np.ndarray  # (n_cols, 3) int32: the forest's features first, then the SWI sources they need
     swi_T: np.ndarray  # (S,) float64
     swi_cols: list[str] = field(default_factory=list)
 
@@ -206,9 +205,7 @@ def _build_plan(store: TileStore, names: Sequence[str]) -> _Plan:
             rows.append(direct(src))  # type: ignore[arg-type]
             extra.append(src)
         rows[j] = (rows[j][0], col_of[src], rows[j][2])
-    return _Plan(
-        np.asarray(rows, dtype=np.int32).reshape(-1, 3), len(names), np.asarray(swi_T, dtype=np.float64), extra
-    )
+    return _Plan(np.asarray(rows, dtype=np.int32).reshape(-1, 3), np.asarray(swi_T, dtype=np.float64), extra)
 
 
 def _select_days(store: TileStore, days: Any) -> np.ndarray:
