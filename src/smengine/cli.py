@@ -325,7 +325,9 @@ def ingest(
         cfg = load_config(config_file)
     if not sources and (cfg is None or not cfg.sources):
         raise click.UsageError("give SOURCES or --config with [[sources]]")
-    if (bounds is None) == (lonlat_bounds is None) and (cfg is None or cfg.grid is None or bounds or lonlat_bounds):
+    if (bounds is not None and lonlat_bounds is not None) or (
+        bounds is None and lonlat_bounds is None and (cfg is None or cfg.grid is None)
+    ):
         raise click.UsageError("give exactly one of --bounds or --lonlat-bounds (or --config with [domain])")
     if bounds is not None:
         grid = Grid.from_bounds(*bounds, crs=crs, resolution=resolution, subpixel=subpixel, tile_size=tile_size)
@@ -510,12 +512,10 @@ def table(
     ss = open_stations(stations_source, fmt, metadata=metadata)
     if len(ss) == 0:
         raise click.ClickException(f"no station read from {stations_source}")
-    daily = ss.daily(hours)
     tab = training_table(
         ss,
         [TileStore.open(p) for p in paths],
         spec,
-        daily=daily,
         min_hours=hours,
         kernel_quantum=tuple(kernel_quantum) if kernel_quantum else None,
     )

@@ -181,12 +181,10 @@ def run_pipeline(
                 raise ConfigError(f"no station read from {st_path} (format {cfg.stations.get('format', 'guessed')})")
             stores = [TileStore.open(p) for p in tiles()]
             q = cfg.stations.get("kernel_quantum")
-            daily = ss.daily(float(cfg.stations["min_hours"]))
             table = training_table(
                 ss,
                 stores,
                 cfg.features,
-                daily=daily,
                 min_hours=float(cfg.stations["min_hours"]),
                 kernel_quantum=tuple(q) if q else None,
             )
