@@ -13,6 +13,7 @@ import click
 
 import smengine
 from smengine import footprint as fp
+from smengine._days import as_day, day_range
 from smengine.errors import SMEngineError, SMEngineWarning
 
 log = logging.getLogger(__name__)
@@ -312,7 +313,6 @@ def ingest(
     shell's expansion of ESACCI-*.nc). Reruns add new days and new sources to existing
     tiles and skip what is there.
     """
-    import numpy as np
 
     from smengine.grid import Grid
     from smengine.ingest import SourceSpec
@@ -378,7 +378,7 @@ def ingest(
     end = end or (cfg.end if cfg else None)
     if bool(start) != bool(end):
         raise click.UsageError("give both --start and --end (or neither)")
-    days = np.arange(np.datetime64(start, "D"), np.datetime64(end, "D") + 1) if start and end else None
+    days = day_range(start, end, what="--start/--end") if start and end else None
     paths = run_ingest(specs, grid, out_dir, days=days, overwrite=overwrite, progress=True)
     click.echo(
         f"{len(paths)} tile(s) in {out_dir} ({grid.shape[0]}x{grid.shape[1]} pixels, "
@@ -658,7 +658,6 @@ def predict(
     Resumable: outputs that exist are skipped, so rerunning after an interruption only
     does what is missing.
     """
-    import numpy as np
     from tqdm import tqdm
 
     from smengine.engine import run
@@ -674,8 +673,8 @@ def predict(
         total = 0
         for p in paths:
             st = TileStore.open(p)
-            lo = np.datetime64(start, "D") if start else st.times[0]
-            hi = np.datetime64(end, "D") if end else st.times[-1]
+            lo = as_day(start, what="--start") if start else st.times[0]
+            hi = as_day(end, what="--end") if end else st.times[-1]
             total += max(int((hi - lo).astype(int)) + 1, 0)
         with contextlib.ExitStack() as stack:
             client = None

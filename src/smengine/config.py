@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smengine.errors import ConfigError
+from smengine.errors import ConfigError, ValidationError
 from smengine.features import FeatureSpec
 from smengine.grid import Grid
 
@@ -269,11 +269,11 @@ class RunConfig:
 def _day(v: Any, what: str) -> str | None:
     if v is None:
         return None
-    import numpy as np
+    from smengine._days import as_day
 
     try:
-        return str(np.datetime64(str(v), "D"))
-    except ValueError as exc:
+        return str(as_day(v, what=what))
+    except ValidationError as exc:
         raise ConfigError(f"[period] {what} = {v!r} is not a date (YYYY-MM-DD)") from exc
 
 

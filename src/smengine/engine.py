@@ -48,11 +48,12 @@ from typing import Any
 
 import numpy as np
 
+from smengine._days import as_day, as_days, day_range
 from smengine._threads import effective_n_threads
 from smengine.errors import ConfigError, DataError, DataLossWarning, SMEngineError
 from smengine.features import calendar_features, parse_swi_feature_name
 from smengine.product import QualityFlag
-from smengine.tiles import TileStore, as_days
+from smengine.tiles import TileStore
 
 __all__ = ["EngineStats", "GatherKind", "TileRunner", "predict", "run"]
 
@@ -213,15 +214,14 @@ def _select_days(store: TileStore, days: Any) -> np.ndarray:
     if days is None:
         return store.times.copy()
     if isinstance(days, slice):
-        lo = as_days([days.start])[0] if days.start is not None else store.times[0]
-        hi = as_days([days.stop])[0] if days.stop is not None else store.times[-1]
         if days.step is not None:
             raise ConfigError("days: a slice of dates takes no step")
-        return np.arange(lo, hi + np.timedelta64(1, "D"), dtype="datetime64[D]")
-    d = as_days(np.atleast_1d(np.asarray(days)))
-    if d.size > 1 and not (np.diff(d.astype(np.int64)) > 0).all():
-        raise ConfigError("days should be strictly increasing")
-    return d
+        lo = days.start if days.start is not None else store.times[0]
+        hi = days.stop if days.stop is not None else store.times[-1]
+        if as_day(hi, what="days.stop") < as_day(lo, what="days.start"):
+            return np.array([], dtype="datetime64[D]")
+        return day_range(lo, hi, what="days")
+    return as_days(days, what="days", increasing=True)
 
 
 class TileRunner:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from smengine._days import day_numbers
 from smengine._threads import effective_n_threads
 from smengine.errors import ConfigError, ValidationError
 
@@ -52,16 +53,6 @@ class SWIState:
     gain: np.ndarray
     swi: np.ndarray
     time: np.ndarray
-
-
-def _days(times: npt.ArrayLike) -> np.ndarray:
-    t = np.asarray(times)
-    if np.issubdtype(t.dtype, np.datetime64):
-        return (t.astype("datetime64[s]").astype(np.int64) / 86400.0).astype(np.float64)
-    try:
-        return np.asarray(t, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"times should be days (numbers) or datetime64, got {t.dtype}") from exc
 
 
 def _uniform_step(t: np.ndarray, fresh: bool) -> float:
@@ -136,7 +127,7 @@ def exp_filter(
         v = v.astype(np.float64, copy=False)
     if v.ndim == 0:
         raise ValidationError("values should have a time axis")
-    t = _days(times)
+    t = day_numbers(times)
     if t.shape != (v.shape[0],):
         raise ValidationError(f"times {t.shape} should be 1-D with one entry per row of values {v.shape}")
     if t.size > 1 and not (np.diff(t) > 0).all():

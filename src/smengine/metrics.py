@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
+from smengine._days import day_numbers
 from smengine.errors import ConfigError, ValidationError
 
 __all__ = [
@@ -153,13 +154,6 @@ def kge_prime(pred: npt.ArrayLike, obs: npt.ArrayLike) -> float:
 # ------------------------------------------------------------------------------------
 # climatology and anomalies (pytesmo conventions)
 # ------------------------------------------------------------------------------------
-def _as_days(times: npt.ArrayLike) -> np.ndarray:
-    t = np.asarray(times)
-    if not np.issubdtype(t.dtype, np.datetime64):
-        raise ValidationError(f"times should be datetime64, got {t.dtype}")
-    return t.astype("datetime64[s]").astype(np.int64) / 86400.0
-
-
 def moving_average(values: npt.ArrayLike, times: npt.ArrayLike, window: float) -> np.ndarray:
     """Centred moving mean over ``|t_i − t| <= window/2`` days, skipping NaN; NaN where the
     input is NaN (pytesmo ``moving_average`` / ``boxcar_filter``).
@@ -170,8 +164,7 @@ def moving_average(values: npt.ArrayLike, times: npt.ArrayLike, window: float) -
     [2.0, 2.5, 2.5, 3.75, nan, 6.25, 7.5, 7.5, 8.0, nan]
     """
     v = np.asarray(values, dtype=np.float64)
-    t = np.asarray(times)
-    t = _as_days(t) if np.issubdtype(t.dtype, np.datetime64) else t.astype(np.float64)
+    t = day_numbers(times)
     if v.shape != t.shape or v.ndim != 1:
         raise ValidationError(f"values {v.shape} and times {t.shape} should be 1-D of equal length")
     ok = ~np.isnan(v)

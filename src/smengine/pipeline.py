@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smengine._days import day_range
 from smengine._io import atomic_write
 from smengine.config import RunConfig
 from smengine.errors import ConfigError
@@ -143,11 +144,7 @@ def run_pipeline(
         from smengine.ingest import ingest
 
         cfg.require("domain", "sources")
-        days = None
-        if cfg.start and cfg.end:
-            import numpy as np
-
-            days = np.arange(np.datetime64(cfg.start), np.datetime64(cfg.end) + 1)
+        days = day_range(cfg.start, cfg.end, what="[period]") if cfg.start and cfg.end else None
         paths = ingest(
             cfg.source_specs(),
             cfg.grid,

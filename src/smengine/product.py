@@ -67,6 +67,7 @@ from affine import Affine
 from pyproj import CRS, Transformer
 
 import smengine
+from smengine._days import as_days
 from smengine._io import atomic_target
 from smengine.errors import ConfigError, DataError, ValidationError
 from smengine.grid import Grid
@@ -200,35 +201,8 @@ def _model_card_json(model_card: Any) -> str:
 
 def _as_days(times: Any, what: str = "times") -> pd.DatetimeIndex:
     """Dates → naive UTC day starts, datetime64[ns]; checks 00:00 UTC and strictly increasing."""
-    if isinstance(times, (str, bytes, np.datetime64, datetime, pd.Timestamp)) or np.ndim(times) == 0:
-        times = [times]
-    try:
-        try:
-            t = pd.DatetimeIndex(pd.to_datetime(times))
-        except ValueError:  # ISO strings of mixed precision ("2020-07-01", "2020-07-01 12:00")
-            t = pd.DatetimeIndex(pd.to_datetime(times, format="ISO8601"))
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"{what}: cannot interpret as dates: {exc}") from exc
-    if t.tz is not None:
-        t = t.tz_convert("UTC").tz_localize(None)
-    t = t.as_unit("ns")
-    if t.hasnans:
-        raise ValidationError(f"{what} contains NaT (missing dates)")
-    off = t != t.normalize()
-    if off.any():
-        raise ValidationError(
-            f"{what} should be daily, each the start of a UTC day (00:00); got {t[off][0]} "
-            f"({int(off.sum())} of {t.size} not at 00:00 UTC)"
-        )
-    if t.size > 1:
-        d = np.diff(t.asi8)
-        if (d <= 0).any():
-            i = int(np.argmax(d <= 0))
-            raise ValidationError(
-                f"{what} should be strictly increasing (one entry per UTC day); "
-                f"{t[i]:%Y-%m-%d} is followed by {t[i + 1]:%Y-%m-%d}"
-            )
-    return t
+    days = as_days(times, what=what, exact=True, increasing=True)
+    return pd.DatetimeIndex(days.astype("datetime64[ns]"))
 
 
 def _array(name: str, a: npt.ArrayLike, shape: tuple[int, ...], dtype: type) -> np.ndarray:

@@ -35,6 +35,7 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
+from smengine._days import as_days
 from smengine.errors import ConfigError, DataError, ValidationError
 from smengine.grid import Grid, as_window
 
@@ -46,22 +47,8 @@ FORMAT = "smengine-tilestore/1"
 _EPOCH = np.datetime64("1970-01-01", "D")
 
 
-def as_days(times: npt.ArrayLike) -> np.ndarray:
-    """Coerce dates (strings, datetime64, pandas) to ``datetime64[D]`` (UTC days)."""
-    t = np.asarray(times)
-    if t.dtype.kind in "iu":
-        return _EPOCH + t.astype("timedelta64[D]")
-    try:
-        return np.asarray(t, dtype="datetime64[ns]").astype("datetime64[D]")
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"cannot interpret {t[:3]!r}… as dates") from exc
-
-
 def _check_days(days: np.ndarray) -> None:
-    if days.ndim != 1:
-        raise ValidationError(f"times should be 1-D, got shape {days.shape}")
-    if days.size > 1 and not (np.diff(days.astype(np.int64)) > 0).all():
-        raise ValidationError("times should be strictly increasing (one entry per UTC day)")
+    as_days(days, increasing=True)
 
 
 def _create_contiguous(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, fill: Any) -> h5py.Dataset:
