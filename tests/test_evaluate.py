@@ -45,7 +45,7 @@ def test_site_scores_are_metrics_evaluate_per_site_and_their_median(table):
     for st, b in BIAS.items():
         g = table[table.station == st]
         m = evaluate(g.pred.to_numpy(), g.obs.to_numpy(), g.date.to_numpy())
-        assert s.loc[st, "R"] == m["R"] and s.loc[st, "ubRMSE"] == m["urmsd"] and s.loc[st, "KGE"] == m["KGE"]
+        assert s.loc[st, "R"] == m["R"] and s.loc[st, "ubRMSE"] == m["ubRMSE"] and s.loc[st, "KGE"] == m["KGE"]
         assert s.loc[st, "anomaly_R"] == m["anomaly_R"]
         assert s.loc[st, "bias"] == pytest.approx(np.mean(g.pred - g.obs), abs=1e-12)
         assert s.loc[st, "bias"] == pytest.approx(b, abs=2e-3)

@@ -128,16 +128,31 @@ def test_anomaly_r_removes_the_shared_seasonal_cycle():
     assert m.anomaly_r(pred2, obs, times) > 0.9
 
 
-def test_evaluate_returns_everything_with_pytesmo_names():
+def test_evaluate_returns_every_metric_by_its_one_name():
     rng = np.random.default_rng(3)
     times = np.arange("2015-01-01", "2017-01-01", dtype="datetime64[D]")
     obs = rng.uniform(0.1, 0.4, times.size)
     pred = obs + rng.normal(0.01, 0.02, times.size)
     pred[::10] = np.nan
     res = m.evaluate(pred, obs, times)
-    assert res["n_obs"] == int((~np.isnan(pred)).sum())
-    assert res["BIAS"] == pytest.approx(m.bias(pred, obs))
+    assert list(res) == list(m.METRICS)
+    assert list(m.evaluate(pred, obs)) == [k for k in m.METRICS if not k.startswith("anomaly_")]
+    assert res["n"] == int((~np.isnan(pred)).sum())
+    for name, f in (("bias", m.bias), ("RMSE", m.rmse), ("ubRMSE", m.ubrmse), ("NSE", m.nse), ("KGE", m.kge)):
+        assert res[name] == f(pred, obs), name
+    assert res["anomaly_R"] == m.anomaly_r(pred, obs, times)
+    assert res["anomaly_R_35d"] == m.anomaly_r(pred, obs, times, kind="moving")
     assert res["R_ci_lower"] < res["R"] < res["R_ci_upper"]
-    assert set(res) >= {"RMSD", "urmsd", "KGE", "KGE_prime", "NSE", "p_R", "anomaly_R", "anomaly_R_moving"}
     few = m.evaluate(pred[1:6], obs[1:6])
-    assert few["n_obs"] == 5 and math.isnan(few["R"])
+    assert few["n"] == 5 and math.isnan(few["R"]) and set(few) == set(m.METRICS) - {"anomaly_R", "anomaly_R_35d"}
+
+
+def test_earlier_metric_names_still_read_with_a_warning():
+    res = m.evaluate([0.1, 0.2, 0.3, 0.35], [0.12, 0.18, 0.33, 0.3], min_obs=3)
+    for old, new in (("n_obs", "n"), ("BIAS", "bias"), ("RMSD", "RMSE"), ("urmsd", "ubRMSE")):
+        with pytest.warns(FutureWarning, match=f"'{old}' is now called '{new}'"):
+            assert res[old] == res[new]
+        assert m.current_name(old) == new
+    with pytest.raises(KeyError, match="RMSDX"):
+        res["RMSDX"]
+    assert set(m.PYTESMO_NAMES) <= set(m.METRICS)

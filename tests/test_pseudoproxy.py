@@ -67,7 +67,7 @@ def test_pixel_scores_and_bins():
     assert len(s) == 12
     m = evaluate(pred[:, 1, 2], ref[:, 1, 2])
     row = s[(s.row == 1) & (s.col == 2)].iloc[0]
-    assert m["R"] == row.R and row.ubRMSE == m["urmsd"] and row.bias == m["BIAS"] and m["KGE"] == row.KGE
+    assert m["R"] == row.R and row.ubRMSE == m["ubRMSE"] and row.bias == m["bias"] and m["KGE"] == row.KGE
     s["dist"] = np.arange(12.0)
     b = skill_by_bin(s, "dist", [-1, 5.5, 20])
     assert list(b["n"]) == [6, 6]

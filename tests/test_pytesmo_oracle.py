@@ -32,6 +32,25 @@ def test_metrics_equal_pytesmo(seed: int) -> None:
     assert (lo, hi) == pytest.approx((plo, phi), rel=1e-10)
 
 
+def test_evaluate_by_pytesmo_names_equals_pytesmo() -> None:
+    """:data:`PYTESMO_NAMES` translates: our result under each name equals pytesmo's function of that name."""
+    rng = np.random.default_rng(11)
+    obs = rng.uniform(0.05, 0.45, 300)
+    pred = 0.8 * obs + rng.normal(0.02, 0.03, 300)
+    ours = m.evaluate(pred, obs)
+    theirs = {
+        "n_obs": obs.size,
+        "R": pm.pearsonr(pred, obs)[0],
+        "p_R": pm.pearsonr(pred, obs)[1],
+        "BIAS": pm.bias(pred, obs),
+        "RMSD": pm.rmsd(pred, obs),
+        "urmsd": pm.ubrmsd(pred, obs),
+    }
+    assert set(theirs) == set(m.PYTESMO_NAMES.values())
+    for name, pname in m.PYTESMO_NAMES.items():
+        assert ours[name] == pytest.approx(theirs[pname], rel=1e-10), name
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_exp_filter_equals_pytesmo(seed: int) -> None:
     rng = np.random.default_rng(seed)

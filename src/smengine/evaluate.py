@@ -56,18 +56,8 @@ log = logging.getLogger(__name__)
 
 #: Characteristic times (days) searched by :func:`product_scores`.
 DEFAULT_T = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 60.0, 100.0)
-#: The columns :func:`site_scores` reports (renamed from :func:`smengine.metrics.evaluate`'s keys).
-SCORE_COLUMNS = {
-    "n_obs": "n",
-    "R": "R",
-    "urmsd": "ubRMSE",
-    "BIAS": "bias",
-    "RMSD": "RMSE",
-    "KGE": "KGE",
-    "anomaly_R": "anomaly_R",
-    "anomaly_R_moving": "anomaly_R_35d",
-    "NSE": "NSE",
-}
+#: The columns :func:`site_scores` reports: metrics named as in :data:`smengine.metrics.METRICS`.
+SCORE_COLUMNS = ("n", "R", "ubRMSE", "bias", "RMSE", "KGE", "anomaly_R", "anomaly_R_35d", "NSE")
 
 
 def _check(table: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
@@ -98,14 +88,14 @@ def site_scores(table: pd.DataFrame, pred: str = "pred", obs: str = "obs", *, mi
     -------
     DataFrame
         One row per station (index) and a last row ``"median"``; columns
-        :data:`SCORE_COLUMNS` values (``n``, ``R``, ``ubRMSE``, ``bias``, ``RMSE``, ``KGE``,
+        :data:`SCORE_COLUMNS` (``n``, ``R``, ``ubRMSE``, ``bias``, ``RMSE``, ``KGE``,
         ``anomaly_R``, ``anomaly_R_35d``, ``NSE``).
     """
     t = _check(table, (pred, obs))
     rows = {}
     for st, g in t.groupby("station", sort=True):
         m = evaluate(g[pred].to_numpy(float), g[obs].to_numpy(float), g["date"].to_numpy(), min_obs=min_obs)
-        rows[st] = {SCORE_COLUMNS[k]: m[k] for k in SCORE_COLUMNS}
+        rows[st] = {k: m[k] for k in SCORE_COLUMNS}
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "station"
     med = out.median(numeric_only=True)
@@ -311,7 +301,7 @@ def plot_scatter(table: pd.DataFrame, path: str | os.PathLike[str], pred: str = 
     ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
     ax.set_xlabel(f"{obs} (m³ m⁻³)")
     ax.set_ylabel(f"{pred} (m³ m⁻³)")
-    ax.set_title(f"R = {m['R']:.2f}, ubRMSE = {m['urmsd']:.3f}, n = {m['n_obs']}")
+    ax.set_title(f"R = {m['R']:.2f}, ubRMSE = {m['ubRMSE']:.3f}, n = {m['n']}")
     return _save(fig, path)
 
 

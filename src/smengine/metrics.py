@@ -1,4 +1,4 @@
-r"""Validation metrics with pytesmo's definitions, names and sign conventions.
+r"""Validation metrics with pytesmo's definitions and sign conventions, one name each.
 
 Every metric is a small pure function ``f(pred, obs)``: ``pred`` is the estimate (x, the
 product) and ``obs`` the reference (y, the CRNS). Pairs where either is NaN are dropped.
@@ -16,6 +16,9 @@ metric                  definition
 :func:`anomaly_r`       R of anomalies from each series' own climatology (or 35-day mean)
 ======================  =================================================================
 
+:func:`evaluate` gives them all at once, named as in :data:`METRICS` (the names tables, model
+cards and reports use too; :data:`PYTESMO_NAMES` translates to pytesmo's result names).
+
 Climatologies follow pytesmo's ``calc_climatology``: a 5-day centred moving mean of the
 series, the mean per day of year (1–366, February 29 kept apart, March 1 always day 61),
 then a 35-day circular moving mean of the 366 values.
@@ -32,6 +35,7 @@ References
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -42,6 +46,10 @@ from smengine._days import day_numbers
 from smengine.errors import ConfigError, ValidationError
 
 __all__ = [
+    "METRICS",
+    "PYTESMO_NAMES",
+    "Scores",
+    "current_name",
     "anomaly_r",
     "bias",
     "calc_anomaly",
@@ -111,7 +119,7 @@ def rmse(pred: npt.ArrayLike, obs: npt.ArrayLike) -> float:
 
 
 def ubrmse(pred: npt.ArrayLike, obs: npt.ArrayLike) -> float:
-    """Unbiased RMSD, :math:`\\sqrt{RMSD^2 - bias^2}` (pytesmo ``ubrmsd``)."""
+    """Unbiased RMSE, :math:`\\sqrt{RMSE^2 - bias^2}` (pytesmo ``ubrmsd``)."""
     x, y = _pairs(pred, obs)
     if not x.size:
         return math.nan
@@ -276,6 +284,65 @@ def anomaly_r(pred: npt.ArrayLike, obs: npt.ArrayLike, times: npt.ArrayLike, kin
     return pearson_r(ax, ay)
 
 
+#: Every metric smengine reports, by the one name it has in result dicts, tables, model
+#: cards and reports (the names of the CRNS and soil-moisture papers), with what it is.
+#: bias, RMSE and ubRMSE are in the units of the data (m³ m⁻³ for soil moisture).
+METRICS: dict[str, str] = {
+    "n": "number of pairs where both pred and obs are finite",
+    "R": "Pearson correlation (pearson_r)",
+    "R_ci_lower": "lower bound of R's Fisher-z confidence interval",
+    "R_ci_upper": "upper bound of R's Fisher-z confidence interval",
+    "p_R": "p-value of R (two-sided, scipy.stats.pearsonr)",
+    "bias": "mean(pred) - mean(obs) (bias)",
+    "RMSE": "root-mean-square difference (rmse; pytesmo's RMSD)",
+    "ubRMSE": "unbiased RMSE, sqrt(RMSE^2 - bias^2) (ubrmse; pytesmo's urmsd)",
+    "NSE": "Nash-Sutcliffe efficiency (nse)",
+    "KGE": "Kling-Gupta efficiency (kge)",
+    "KGE_prime": "modified Kling-Gupta efficiency (kge_prime)",
+    "anomaly_R": "R of anomalies from each series' day-of-year climatology (anomaly_r)",
+    "anomaly_R_35d": "R of anomalies from each series' 35-day moving mean (anomaly_r, kind='moving')",
+}
+
+#: pytesmo's names (``validation_framework`` metric template) for the metrics it shares.
+PYTESMO_NAMES: dict[str, str] = {
+    "n": "n_obs",
+    "R": "R",
+    "p_R": "p_R",
+    "bias": "BIAS",
+    "RMSE": "RMSD",
+    "ubRMSE": "urmsd",
+}
+
+#: Names earlier versions of smengine used, mapped to today's.
+_OLD_NAMES = {"n_obs": "n", "BIAS": "bias", "RMSD": "RMSE", "urmsd": "ubRMSE", "anomaly_R_moving": "anomaly_R_35d"}
+
+
+def current_name(name: str) -> str:
+    """Today's name of a metric given by an earlier smengine spelling (or itself).
+
+    Examples
+    --------
+    >>> current_name("urmsd"), current_name("R")
+    ('ubRMSE', 'R')
+    """
+    return _OLD_NAMES.get(name, name)
+
+
+class Scores(dict):  # type: ignore[type-arg]
+    """The metrics of one comparison: a dict keyed by :data:`METRICS` names.
+
+    Reading a key by its earlier smengine spelling (``n_obs``, ``BIAS``, ``RMSD``,
+    ``urmsd``, ``anomaly_R_moving``) returns the value with a ``FutureWarning``.
+    """
+
+    def __missing__(self, key: str) -> Any:
+        new = _OLD_NAMES.get(key)
+        if new is None or new not in self:
+            raise KeyError(key)
+        warnings.warn(f"metric {key!r} is now called {new!r} (smengine.metrics.METRICS)", FutureWarning, stacklevel=2)
+        return self[new]
+
+
 def evaluate(
     pred: npt.ArrayLike,
     obs: npt.ArrayLike,
@@ -283,22 +350,39 @@ def evaluate(
     *,
     alpha: float = 0.05,
     min_obs: int = 10,
-) -> dict[str, Any]:
-    """All metrics of pred against obs, with pytesmo's result names.
+) -> Scores:
+    """All metrics of pred against obs, by the names of :data:`METRICS`.
+
+    Parameters
+    ----------
+    pred, obs : array_like, shape (n,)
+        Estimate and reference (e.g. m³ m⁻³); pairs where either is NaN are dropped.
+    times : array_like of datetime64, shape (n,), optional
+        Dates of the pairs; with them the anomaly correlations are computed too.
+    alpha : float, optional
+        1 − confidence of the Fisher-z interval of R.
+    min_obs : int, optional
+        Below this many pairs (and always below 3) every metric is NaN.
 
     Returns
     -------
-    dict
-        ``n_obs, R, R_ci_lower, R_ci_upper, p_R, BIAS, RMSD, urmsd, NSE, KGE, KGE_prime`` and,
-        when ``times`` is given, ``anomaly_R`` (climatology) and ``anomaly_R_moving``
-        (35-day). Metrics are NaN below ``min_obs`` pairs.
+    Scores
+        A dict with ``n, R, R_ci_lower, R_ci_upper, p_R, bias, RMSE, ubRMSE, NSE, KGE,
+        KGE_prime`` and, when ``times`` is given, ``anomaly_R`` (climatology) and
+        ``anomaly_R_35d`` (35-day moving mean). pytesmo's names for them are
+        :data:`PYTESMO_NAMES`; reading a result by one of those still works, with a
+        ``FutureWarning``.
+
+    Examples
+    --------
+    >>> s = evaluate([0.2, 0.25, 0.3, 0.28], [0.21, 0.24, 0.33, 0.27], min_obs=3)
+    >>> s["n"], round(s["bias"], 4), round(s["RMSE"], 4)
+    (4, -0.005, 0.0173)
     """
     x, y = _pairs(pred, obs)
     n = int(x.size)
-    out: dict[str, Any] = {"n_obs": n}
-    keys = ["R", "R_ci_lower", "R_ci_upper", "p_R", "BIAS", "RMSD", "urmsd", "NSE", "KGE", "KGE_prime"]
-    if times is not None:
-        keys += ["anomaly_R", "anomaly_R_moving"]
+    out = Scores(n=n)
+    keys = [k for k in METRICS if k != "n" and (times is not None or not k.startswith("anomaly_"))]
     if n < max(min_obs, 3):
         out.update({k: math.nan for k in keys})
         return out
@@ -311,9 +395,9 @@ def evaluate(
             "R_ci_lower": lo,
             "R_ci_upper": hi,
             "p_R": p,
-            "BIAS": bias(x, y),
-            "RMSD": rmse(x, y),
-            "urmsd": ubrmse(x, y),
+            "bias": bias(x, y),
+            "RMSE": rmse(x, y),
+            "ubRMSE": ubrmse(x, y),
             "NSE": nse(x, y),
             "KGE": kge(x, y),
             "KGE_prime": kge_prime(x, y),
@@ -321,5 +405,5 @@ def evaluate(
     )
     if times is not None:
         out["anomaly_R"] = anomaly_r(pred, obs, times)
-        out["anomaly_R_moving"] = anomaly_r(pred, obs, times, kind="moving")
+        out["anomaly_R_35d"] = anomaly_r(pred, obs, times, kind="moving")
     return out

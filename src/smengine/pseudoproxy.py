@@ -245,10 +245,10 @@ def pixel_scores(pred: np.ndarray, ref: np.ndarray, times: Any, *, min_obs: int 
                 {
                     "row": i,
                     "col": j,
-                    "n": m["n_obs"],
+                    "n": m["n"],
                     "R": m["R"],
-                    "ubRMSE": m["urmsd"],
-                    "bias": m["BIAS"],
+                    "ubRMSE": m["ubRMSE"],
+                    "bias": m["bias"],
                     "KGE": m["KGE"],
                 }
             )

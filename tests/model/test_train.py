@@ -227,13 +227,13 @@ def test_hp_search_picks_the_lowest_cv_rmse(forest: Forest, table: pd.DataFrame)
     for c in s:
         est = RandomForestRegressor(n_estimators=N_SEARCH, bootstrap=True, random_state=0, **c["params"])
         p = cross_val_predict(est, X, y, groups=table["station"], cv=GroupKFold(5))
-        assert c["RMSD"] == pytest.approx(rmse(p, y), rel=1e-12)
-    best = int(np.argmin([c["RMSD"] for c in s]))
+        assert c["RMSE"] == pytest.approx(rmse(p, y), rel=1e-12)
+    best = int(np.argmin([c["RMSE"] for c in s]))
     assert [c["chosen"] for c in s] == [i == best for i in range(9)]
     assert forest.card.chosen == s[best]
     for k, v in s[best]["params"].items():
         assert getattr(forest.estimator, k) == v == forest.card.hyperparameters[k]
-    assert len({c["RMSD"] for c in s}) > 3  # the grid makes a difference here (7 features)
+    assert len({c["RMSE"] for c in s}) > 3  # the grid makes a difference here (7 features)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -252,7 +252,7 @@ def test_site_metrics_equal_evaluate_on_cv_predictions(forest: Forest) -> None:
         g = _scheme(forest, scheme)
         assert forest.card.cv[scheme]["metrics"] == json_safe(evaluate(g["prediction"], g["target"]))
     med = forest.card.cv["site"]["site_median"]
-    assert med["urmsd"] == pytest.approx(float(forest.site_metrics["urmsd"].median()))
+    assert med["ubRMSE"] == pytest.approx(float(forest.site_metrics["ubRMSE"].median()))
 
 
 def test_oob_score_equals_sklearn(forest: Forest, table: pd.DataFrame) -> None:
@@ -260,7 +260,7 @@ def test_oob_score_equals_sklearn(forest: Forest, table: pd.DataFrame) -> None:
     assert forest.card.oob_score == rf.oob_score_
     assert rf.oob_score_ == pytest.approx(r2_score(table["target"], rf.oob_prediction_))
     n_no = forest.card.oob_metrics["n_without_oob"]
-    assert forest.card.oob_metrics["n_obs"] == len(table) - n_no
+    assert forest.card.oob_metrics["n"] == len(table) - n_no
 
 
 # --------------------------------------------------------------------------- determinism
@@ -300,6 +300,21 @@ def test_card_round_trips_and_markdown(forest: Forest) -> None:
         ModelCard.from_dict({**d, "colour": "blue"})
     with pytest.raises(ConfigError, match="missing keys"):
         ModelCard.from_dict({k: v for k, v in d.items() if k != "content_hash"})
+    # a card written under pytesmo's metric names (smengine before one-name metrics) reads the same
+    old_names = {"n": "n_obs", "bias": "BIAS", "RMSE": "RMSD", "ubRMSE": "urmsd", "anomaly_R_35d": "anomaly_R_moving"}
+
+    def back(m):
+        return {old_names.get(k, k): v for k, v in m.items()}
+
+    legacy = json.loads(card.to_json())
+    legacy["search"] = [back(c) for c in legacy["search"]]
+    legacy["cv"] = {
+        k: {**c, **{f: back(c[f]) for f in ("metrics", "site_median") if f in c}} for k, c in legacy["cv"].items()
+    }
+    legacy["site_metrics"] = {k: back(v) for k, v in legacy["site_metrics"].items()}
+    legacy["oob_metrics"] = back(legacy["oob_metrics"])
+    assert "RMSD" in json.dumps(legacy) and "RMSD" not in card.to_json()
+    assert ModelCard.from_dict(legacy) == card
     md = card.to_markdown()
     for name, units in UNITS.items():
         assert f"| {name} | {units} |" in md

@@ -23,19 +23,33 @@ from typing import Any
 import numpy as np
 
 from smengine.errors import ConfigError
+from smengine.metrics import current_name
 
 __all__ = ["ModelCard", "json_safe"]
 
 #: Metric columns shown in the markdown tables: (key in the metrics dict, header).
-_METRIC_COLUMNS = (
-    ("n_obs", "n"),
-    ("R", "R"),
-    ("RMSD", "RMSD"),
-    ("urmsd", "ubRMSD"),
-    ("BIAS", "bias"),
-    ("NSE", "NSE"),
-    ("KGE", "KGE"),
-)
+_METRIC_COLUMNS = ("n", "R", "RMSE", "ubRMSE", "bias", "NSE", "KGE")
+
+
+def _current_metric_names(d: dict[str, Any]) -> dict[str, Any]:
+    """A card dict with metrics saved under earlier names (``RMSD``, ``urmsd`` …) renamed."""
+
+    def rename(m: Any) -> Any:
+        return {current_name(k): v for k, v in m.items()} if isinstance(m, Mapping) else m
+
+    d = dict(d)
+    if isinstance(d.get("search"), list):
+        d["search"] = [rename(c) for c in d["search"]]
+    if isinstance(d.get("cv"), Mapping):
+        d["cv"] = {
+            s: {**c, **{k: rename(c[k]) for k in ("metrics", "site_median") if k in c}} if isinstance(c, Mapping) else c
+            for s, c in d["cv"].items()
+        }
+    if isinstance(d.get("site_metrics"), Mapping):
+        d["site_metrics"] = {s: rename(m) for s, m in d["site_metrics"].items()}
+    if "oob_metrics" in d:
+        d["oob_metrics"] = rename(d["oob_metrics"])
+    return d
 
 
 def json_safe(obj: Any) -> Any:
@@ -104,7 +118,7 @@ class ModelCard:
         ``verbose`` left out: they do not change the model).
     search : list of dict
         Hyper-parameter candidates in the order tried: ``params``, ``n_estimators`` and
-        ``cv`` (scheme) of the search, pooled ``RMSD``, ``urmsd``, ``R`` and whether it was
+        ``cv`` (scheme) of the search, pooled ``RMSE``, ``ubRMSE``, ``R`` and whether it was
         ``chosen``. Empty without a search.
     cv : dict
         Per grouped-CV scheme (``site``, ``year``, ``block``): ``splitter``, ``n_folds``,
@@ -174,6 +188,9 @@ class ModelCard:
     def from_config(cls, d: Mapping[str, Any]) -> ModelCard:
         """A card from :meth:`get_config` output.
 
+        Metrics saved by earlier versions under pytesmo's names (``RMSD``, ``urmsd``,
+        ``BIAS``, ``n_obs``) are read under today's (:data:`smengine.metrics.METRICS`).
+
         Raises
         ------
         ConfigError
@@ -186,7 +203,7 @@ class ModelCard:
         missing = sorted(n for n in names - set(d) if n != "created")
         if missing:
             raise ConfigError(f"ModelCard.from_config: missing keys {missing}")
-        return cls(**dict(d))
+        return cls(**_current_metric_names(dict(d)))
 
     # the earlier spelling, kept working
     to_dict = get_config
@@ -245,22 +262,22 @@ class ModelCard:
             c0 = self.search[0]
             out += ["", f"## Hyper-parameter search ({c0.get('cv')} CV, {c0.get('n_estimators')} trees)", ""]
             keys = list(c0["params"])
-            out += ["| " + " | ".join([*keys, "RMSD", "ubRMSD", "R", "chosen"]) + " |", "|" + "---|" * (len(keys) + 4)]
+            out += ["| " + " | ".join([*keys, "RMSE", "ubRMSE", "R", "chosen"]) + " |", "|" + "---|" * (len(keys) + 4)]
             for c in self.search:
                 vals = [_cell(c["params"][k]) for k in keys]
                 vals += [
-                    _num(c.get("RMSD")),
-                    _num(c.get("urmsd")),
+                    _num(c.get("RMSE")),
+                    _num(c.get("ubRMSE")),
                     _num(c.get("R")),
                     "**yes**" if c.get("chosen") else "",
                 ]
                 out.append("| " + " | ".join(vals) + " |")
         out += ["", f"## Grouped cross-validation (pooled; metrics in {units} where dimensional)", ""]
         if self.cv:
-            heads = [h for _, h in _METRIC_COLUMNS]
+            heads = list(_METRIC_COLUMNS)
             out += [
                 "| scheme | splitter | folds | groups | " + " | ".join(heads) + " | median site R "
-                "| median site ubRMSD |",
+                "| median site ubRMSE |",
                 "|" + "---|" * (len(heads) + 6),
             ]
             for name, c in self.cv.items():
@@ -270,8 +287,8 @@ class ModelCard:
                 m, med = c.get("metrics") or {}, c.get("site_median") or {}
                 out.append(
                     f"| {name} | {c.get('splitter')} | {c.get('n_folds')} | {c.get('n_groups')} | "
-                    + " | ".join(_num(m.get(k)) for k, _ in _METRIC_COLUMNS)
-                    + f" | {_num(med.get('R'))} | {_num(med.get('urmsd'))} |"
+                    + " | ".join(_num(m.get(k)) for k in _METRIC_COLUMNS)
+                    + f" | {_num(med.get('R'))} | {_num(med.get('ubRMSE'))} |"
                 )
         else:
             out.append("No cross-validation was run.")
@@ -280,18 +297,18 @@ class ModelCard:
                 "",
                 "## Per site (leave-site-out predictions)",
                 "",
-                "| station | " + " | ".join(h for _, h in _METRIC_COLUMNS) + " | anomaly R |",
+                "| station | " + " | ".join(_METRIC_COLUMNS) + " | anomaly_R |",
                 "|" + "---|" * (len(_METRIC_COLUMNS) + 2),
             ]
             for sid, m in self.site_metrics.items():
                 out.append(
                     f"| {sid} | "
-                    + " | ".join(_num(m.get(k)) for k, _ in _METRIC_COLUMNS)
+                    + " | ".join(_num(m.get(k)) for k in _METRIC_COLUMNS)
                     + f" | {_num(m.get('anomaly_R'))} |"
                 )
         om = self.oob_metrics
         oob = (
-            f"R² = {_num(self.oob_score)}; RMSD = {_num(om.get('RMSD'))} {units}; R = {_num(om.get('R'))} "
+            f"R² = {_num(self.oob_score)}; RMSE = {_num(om.get('RMSE'))} {units}; R = {_num(om.get('R'))} "
             "(optimistic: neighbouring days of the same station are in the bag)"
         )
         out += ["", "## Out-of-bag", "", oob]

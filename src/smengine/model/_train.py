@@ -68,7 +68,7 @@ DEFAULT_PARAM_GRID: dict[str, tuple[Any, ...]] = {"max_features": (0.2, 0.33, 0.
 _FIXED = ("n_estimators", "random_state", "n_jobs", "oob_score", "bootstrap", "verbose", "warm_start")
 
 #: Summary metrics of the median over sites in the card.
-_MEDIAN_KEYS = ("R", "RMSD", "urmsd", "BIAS", "NSE", "KGE", "anomaly_R")
+_MEDIAN_KEYS = ("R", "RMSE", "ubRMSE", "bias", "NSE", "KGE", "anomaly_R")
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -160,7 +160,7 @@ class Forest:
 
     def __repr__(self) -> str:
         site = (self.card.cv.get("site") or {}).get("metrics") or {}
-        skill = f", site-CV RMSD {site['RMSD']:.4f}" if site.get("RMSD") is not None else ""
+        skill = f", site-CV RMSE {site['RMSE']:.4f}" if site.get("RMSE") is not None else ""
         return (
             f"<Forest {len(self.estimator.estimators_)} trees, {self.n_features} features, "
             f"{len(self.card.stations)} stations, {self.card.n_samples} samples{skill}, "
@@ -584,18 +584,18 @@ def train(
                     "n_estimators": search_estimators,
                     "cv": "site",
                     "splitter": site_splits[1],
-                    "RMSD": m["RMSD"],
-                    "urmsd": m["urmsd"],
+                    "RMSE": m["RMSE"],
+                    "ubRMSE": m["ubRMSE"],
                     "R": m["R"],
                     "chosen": False,
                 }
                 search_rows.append(row)
-                log.info("search %s: leave-site-out RMSD %.4f, R %.3f", cand, m["RMSD"], m["R"])
-                if m["RMSD"] < best:
-                    best, i_best = m["RMSD"], i
+                log.info("search %s: leave-site-out RMSE %.4f, R %.3f", cand, m["RMSE"], m["R"])
+                if m["RMSE"] < best:
+                    best, i_best = m["RMSE"], i
             params = {**base, **candidates[i_best]}
             search_rows[i_best]["chosen"] = True
-            log.info("search chose %s (RMSD %.4f)", {k: params[k] for k in candidates[0]}, best)
+            log.info("search chose %s (RMSE %.4f)", {k: params[k] for k in candidates[0]}, best)
 
         # ------------------------------------------------------------ CV
         frames = []
@@ -634,12 +634,12 @@ def train(
                     }
                 )
             )
-            med = entry["site_median"].get("urmsd")
+            med = entry["site_median"].get("ubRMSE")
             log.info(
-                "%s CV (%s): RMSD %.4f, R %.3f, median site ubRMSD %.4f",
+                "%s CV (%s): RMSE %.4f, R %.3f, median site ubRMSE %.4f",
                 s,
                 splitter,
-                entry["metrics"]["RMSD"],
+                entry["metrics"]["RMSE"],
                 entry["metrics"]["R"],
                 math.nan if med is None else med,
             )
