@@ -1,4 +1,4 @@
-"""Real-data emulation at stations (issue 8): table, splits, baselines, report, CLI."""
+"""Real-data emulation at stations: table, splits, baselines, report, CLI."""
 
 from __future__ import annotations
 
