@@ -234,7 +234,7 @@ def _plt() -> Any:
 def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     from smengine._io import atomic_target
 
-    p = Path(path)
+    p = Path(path).expanduser()
     with atomic_target(p) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png", metadata={"Software": None})
     _plt().close(fig)

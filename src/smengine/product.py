@@ -654,7 +654,7 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike[str], *, complevel: int
     """
     if isinstance(complevel, bool) or not isinstance(complevel, (int, np.integer)) or not 0 <= complevel <= 9:
         raise ConfigError(f"complevel should be an integer in 0-9, got {complevel!r}")
-    path = Path(path)
+    path = Path(path).expanduser()
     out = _for_writing(ds, "write_netcdf")
     chunks = _chunks(out)
     for v in out.variables.values():
@@ -920,7 +920,7 @@ def write_cog(ds: xr.Dataset, path: str | os.PathLike[str], day: Any, variable: 
         "overview_resampling": "NEAREST" if is_flag else "AVERAGE",
         "bigtiff": "IF_SAFER",
     }
-    path = Path(path)
+    path = Path(path).expanduser()
     with atomic_target(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(values, 1)
         dst.set_band_description(1, variable)
@@ -955,7 +955,7 @@ def open_product(path: str | os.PathLike[str]) -> xr.Dataset:
         The file cannot be opened, or it is not a CF product with an ``sm`` variable (the
         message names the file).
     """
-    p = Path(path)
+    p = Path(path).expanduser()
     if not p.exists():
         raise FileNotFoundError(f"no such product: {p}")
     kind = "Zarr" if p.is_dir() else "NetCDF"

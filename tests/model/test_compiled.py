@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import pathlib
 from fractions import Fraction
 
 import h5py
@@ -21,7 +23,7 @@ from sklearn.ensemble import (
 )
 
 from smengine._threads import forest_isa_cap
-from smengine.errors import ConfigError, DataError, ValidationError
+from smengine.errors import ConfigError, DataError, SMEngineWarning, ValidationError
 from smengine.model import CompiledForest, detect_stride, forest_hash
 from smengine.model._compiled import _floor_to_float32
 
@@ -554,6 +556,41 @@ def test_load_rejects_corrupt_and_foreign_files(fitted, tmp_path):
         CompiledForest.load(other)
     with pytest.raises(DataError, match="missing.h5"):
         CompiledForest.load(tmp_path / "missing.h5")
+
+
+def test_model_file_hash_covers_names_card_and_treelite(fitted, tmp_path):
+    """Swapping two feature names (sm off by 0.07 in the fault catalogue), editing the card or
+    a byte of the treelite copy is caught on load; a file without the hash loads with a warning."""
+    rf, _ = fitted
+    names = [f"f{i}" for i in range(6)]
+    cf = CompiledForest.from_sklearn(rf, card={"target": "sm"}, feature_names=names)
+    edits = {
+        "names": lambda f: f.attrs.__setitem__("feature_names", json.dumps([names[1], names[0], *names[2:]])),
+        "card": lambda f: f.attrs.__setitem__("card", json.dumps({"target": "other"})),
+        "treelite": lambda f: f["treelite"].__setitem__(100, (int(f["treelite"][100]) + 1) % 256),
+    }
+    for what, edit in edits.items():
+        path = cf.save(tmp_path / f"{what}.smf.h5")
+        CompiledForest.load(path)  # intact: loads
+        with h5py.File(path, "r+") as f:
+            edit(f)
+        with pytest.raises(DataError, match=f"{what}.smf.h5: the model file's feature names, card or treelite"):
+            CompiledForest.load(path)
+    path = cf.save(tmp_path / "old.smf.h5")
+    with h5py.File(path, "r+") as f:
+        del f.attrs["file_hash"]
+    with pytest.warns(SMEngineWarning, match="written before model files carried a file hash"):
+        assert CompiledForest.load(path) == cf
+
+
+def test_home_in_model_paths_is_expanded(fitted, tmp_path, monkeypatch):
+    rf, _ = fitted
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cf = CompiledForest.from_sklearn(rf, cache_dir="~/cache")
+    assert len(list((tmp_path / "cache").glob("*.smf.h5"))) == 1
+    assert cf.save("~/m.smf.h5") == tmp_path / "m.smf.h5"
+    assert CompiledForest.load("~/m.smf.h5") == cf
+    assert not (pathlib.Path.cwd() / "~").exists()
 
 
 def test_cache_by_model_hash(fitted, tmp_path, caplog):

@@ -123,7 +123,7 @@ def run_demo(
     from smengine.tiles import TileStore
     from smengine.twin import make_world
 
-    out = Path(out_dir)
+    out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     res = DemoResult(out, out / "report.md")
     clock: dict[str, float] = res.timings

@@ -71,7 +71,7 @@ def run(out_dir: Path | str, quick: bool = False) -> Path:
     quick : bool
         Smaller synthetic raster.
     """
-    out = Path(out_dir)
+    out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 

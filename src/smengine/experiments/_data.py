@@ -119,7 +119,7 @@ def read_daily_precipitation(path: PathLike, stations: StationSet | None = None)
     DataError
         Missing file or date column, unparseable dates (the value named).
     """
-    p = Path(path)
+    p = Path(path).expanduser()
     if not p.is_file():
         raise DataError(f"{p}: no such precipitation file")
     df = pd.read_csv(p)

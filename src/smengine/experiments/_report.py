@@ -207,7 +207,7 @@ def run_experiments(
     bad = [e for e in exps if e not in ("temporal", "leave-site-out")]
     if bad or not exps:
         raise ConfigError(f"unknown experiment(s) {bad or exps}; choose from temporal, leave-site-out")
-    out = Path(out_dir)
+    out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     root = None if stations is not None else (Path(data_dir) if data_dir is not None else _default_data_dir())
     results: dict[str, ExperimentResult] = {}

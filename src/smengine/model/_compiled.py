@@ -18,7 +18,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +29,7 @@ import numpy.typing as npt
 
 from smengine._io import atomic_write
 from smengine._threads import effective_n_threads, forest_isa_cap
-from smengine.errors import ConfigError, DataError, ValidationError
+from smengine.errors import ConfigError, DataError, SMEngineWarning, ValidationError
 from smengine.model._hash import forest_hash
 
 __all__ = ["CompiledForest", "TraversalStats", "detect_stride"]
@@ -321,6 +322,18 @@ def _treelite_trees(model: Any) -> tuple[list[dict[str, np.ndarray]], int]:
     return trees, int(model.num_feature)
 
 
+def _file_hash(attrs: Mapping[str, Any], treelite: bytes | None) -> str:
+    """SHA-256 over everything a model file holds besides the node layout (which
+    ``content_hash`` covers): its attributes (feature names, card, hashes, sizes) and the
+    treelite checkpoint. Stored as the ``file_hash`` attribute and checked on load."""
+    h = hashlib.sha256(b"smengine-model-file;")
+    for k in sorted(attrs):
+        if k != "file_hash":
+            h.update(f"{k}={attrs[k]!s};".encode())
+    h.update(b"treelite=" + (hashlib.sha256(treelite).digest() if treelite is not None else b"none"))
+    return "sha256:" + h.hexdigest()
+
+
 def _layout_hash(nodes: np.ndarray, leaf: np.ndarray, root: np.ndarray, n_features: int) -> str:
     h = hashlib.sha256(f"{FORMAT}/{FORMAT_VERSION};n_features={n_features};".encode())
     for a in (nodes, leaf, root):
@@ -474,7 +487,7 @@ class CompiledForest:
         src = forest_hash(rf)
         cache = None
         if cache_dir is not None:
-            cache = Path(cache_dir) / f"{src.split(':', 1)[1]}.smf.h5"
+            cache = Path(cache_dir).expanduser() / f"{src.split(':', 1)[1]}.smf.h5"
             if cache.exists():
                 try:
                     cf = cls.load(cache)
@@ -822,8 +835,9 @@ class CompiledForest:
         """Write the forest to one HDF5 file (temporary name, then renamed into place).
 
         The file holds the treelite checkpoint (the portable model, ``treelite``
-        dataset, opaque bytes), the node layout, the model card (JSON attribute) and
-        both hashes.
+        dataset, opaque bytes), the node layout, the model card (JSON attribute), the
+        forest's hashes and a ``file_hash`` over the attributes (feature names, card) and
+        the treelite copy, so :meth:`load` notices a change to any part of the file.
 
         Returns
         -------
@@ -831,19 +845,21 @@ class CompiledForest:
         """
         import h5py
 
-        path = Path(path)
+        path = Path(path).expanduser()
         buf = io.BytesIO()
+        attrs: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "n_features": self.n_features,
+            "max_depth": self.max_depth,
+            "content_hash": self.content_hash,
+            "source_hash": self.source_hash or "",
+            "feature_names": json.dumps(list(self.feature_names) if self.feature_names else None),
+            "card": json.dumps(_card_dict(self.card)),
+        }
+        attrs["file_hash"] = _file_hash(attrs, self._treelite_bytes)
         with h5py.File(buf, "w") as f:
-            f.attrs.update(
-                format=FORMAT,
-                format_version=FORMAT_VERSION,
-                n_features=self.n_features,
-                max_depth=self.max_depth,
-                content_hash=self.content_hash,
-                source_hash=self.source_hash or "",
-                feature_names=json.dumps(list(self.feature_names) if self.feature_names else None),
-                card=json.dumps(_card_dict(self.card)),
-            )
+            f.attrs.update(attrs)
             f.create_dataset("nodes", data=self._nodes)
             f.create_dataset("leaf", data=self._leaf)
             f.create_dataset("root", data=self._root)
@@ -865,7 +881,7 @@ class CompiledForest:
         """
         import h5py
 
-        path = Path(path)
+        path = Path(path).expanduser()
         try:
             with h5py.File(path, "r") as f:
                 if f.attrs.get("format") != FORMAT:
@@ -875,8 +891,22 @@ class CompiledForest:
                         f"{path}: format version {int(f.attrs['format_version'])} is newer than "
                         f"this smengine reads ({FORMAT_VERSION})"
                     )
-                names = json.loads(f.attrs["feature_names"])
                 tl = bytes(f["treelite"][...].tobytes()) if "treelite" in f else None
+                attrs = {k: _attr_value(v) for k, v in f.attrs.items()}
+                if "file_hash" in attrs:
+                    if _file_hash(attrs, tl) != attrs["file_hash"]:
+                        raise DataError(
+                            f"{path}: the model file's feature names, card or treelite copy do not match its file "
+                            f"hash {str(attrs['file_hash'])[:19]}… (changed or corrupt file; train or save it again)"
+                        )
+                else:
+                    warnings.warn(
+                        f"{path}: written before model files carried a file hash; its feature names and card "
+                        "are not checked (load and save it again to add one)",
+                        SMEngineWarning,
+                        stacklevel=2,
+                    )
+                names = json.loads(f.attrs["feature_names"])
                 cf = cls(
                     f["nodes"][...],
                     f["leaf"][...],
@@ -889,11 +919,22 @@ class CompiledForest:
                     card=_card_from(json.loads(f.attrs["card"])),
                 )
                 stored = str(f.attrs["content_hash"])
-        except (OSError, KeyError) as err:
+        except DataError:
+            raise
+        except (OSError, KeyError, ValueError) as err:
             raise DataError(f"{path}: cannot read compiled forest ({err})") from err
         if cf.content_hash != stored:
             raise DataError(f"{path}: node layout does not match its stored hash {stored[:19]}… (corrupt file?)")
         return cf
+
+
+def _attr_value(v: Any) -> Any:
+    """An HDF5 attribute as the Python value :meth:`CompiledForest.save` gave it."""
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
 
 
 def _card_dict(card: Any) -> Any:

@@ -50,7 +50,7 @@ def read_nmdb(path: PathLike) -> pd.Series:
     pandas.Series
         Count rate on a UTC DatetimeIndex, named after the file stem.
     """
-    p = Path(path)
+    p = Path(path).expanduser()
     try:
         raw = pd.read_csv(
             p, sep=r"[;,]", engine="python", header=None, comment="#", names=["time", "nm"], skipinitialspace=True

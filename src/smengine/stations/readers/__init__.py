@@ -113,6 +113,8 @@ def open_stations(
     >>> sorted(FORMATS)
     ['cosmos-europe', 'csv', 'fuerstensee', 'ismn', 'roaring-fork']
     """
+    source = Path(source).expanduser()
+    metadata = Path(metadata).expanduser() if metadata is not None else None
     fmt = guess_format(source) if format is None else format
     if fmt not in FORMATS:
         raise ConfigError(f"unknown station format {fmt!r}; choose from {sorted(FORMATS)}")

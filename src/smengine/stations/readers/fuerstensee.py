@@ -76,7 +76,7 @@ def read_fuerstensee(
     count_range : (float, float), optional
         Plausible raw cph.
     """
-    p = Path(path)
+    p = Path(path).expanduser()
     f = p / f"{station}_time_series.csv" if p.is_dir() else p
     base = f.parent
     meta_dir = Path(metadata) if metadata is not None else base.parent / "cosmos_europe_metadata"

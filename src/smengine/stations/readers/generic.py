@@ -113,7 +113,7 @@ def read_csv(
     --------
     >>> ss = read_csv("site.csv", metadata={"lat": 50.87, "lon": 6.45})   # doctest: +SKIP
     """
-    p = Path(path)
+    p = Path(path).expanduser()
     df = _read_table(p, sep=sep, encoding=encoding)
     df.columns = [str(c).strip() for c in df.columns]
     if columns:

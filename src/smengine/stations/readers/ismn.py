@@ -46,7 +46,7 @@ def read_ismn(path: PathLike, good_flags: Sequence[str] = ("G", "U"), *, strict:
     StationSet
         Station ids ``NETWORK.station.depth_from-depth_to`` (depth in m).
     """
-    p = Path(path)
+    p = Path(path).expanduser()
     if p.is_dir():
         files = sorted(q for q in p.rglob("*.stm") if "_sm_" in q.name)
         if not files:
