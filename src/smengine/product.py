@@ -49,12 +49,14 @@ Eaton, B., et al.: NetCDF Climate and Forecast (CF) Metadata Conventions, versio
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,7 +71,7 @@ from pyproj import CRS, Transformer
 import smengine
 from smengine._days import as_days
 from smengine._io import atomic_target
-from smengine.errors import ConfigError, DataError, ValidationError
+from smengine.errors import ConfigError, DataError, SMEngineError, ValidationError
 from smengine.grid import Grid
 
 log = logging.getLogger(__name__)
@@ -668,17 +670,85 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike[str], *, complevel: int
         qf.attrs["_Unsigned"] = "true"
         if "flag_values" in qf.attrs:
             qf.attrs["flag_values"] = np.asarray(qf.attrs["flag_values"]).astype(np.int8)
-    with atomic_target(path, overwrite=overwrite) as tmp:
+    with _output_errors(path), atomic_target(path, overwrite=overwrite) as tmp:
         out.to_netcdf(tmp, mode="w", format="NETCDF4", engine="netcdf4", unlimited_dims=["time"])
     log.info("wrote %s (%d days)", path, out.sizes["time"])
     return path
+
+
+@contextlib.contextmanager
+def _output_errors(path: Path) -> Iterator[None]:
+    """Turn a failed write (read-only folder, disk full, HDF5's "NetCDF: HDF error") into one
+    :class:`DataError` naming ``path`` and the cause; the temporary file is already gone."""
+    try:
+        yield
+    except (SMEngineError, FileExistsError):
+        raise
+    except (OSError, RuntimeError) as exc:
+        cause = getattr(exc, "strerror", None) or str(exc)
+        if "HDF error" in cause or "NetCDF" in cause:
+            free = _free_bytes(path.parent)
+            cause += f" (free space in {path.parent}: {free / 2**20:.1f} MiB)" if free is not None else ""
+        raise DataError(f"cannot write {path}: {cause}") from exc
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def _is_zarr(store: Path) -> bool:
     return store.is_dir() and any((store / n).exists() for n in ("zarr.json", ".zgroup", ".zmetadata"))
 
 
-def write_zarr(ds: xr.Dataset, store: str | os.PathLike[str], *, append_dim: str = "time") -> Path:
+#: Seconds :func:`write_zarr` waits for another writer of the same store before giving up.
+ZARR_LOCK_TIMEOUT = 600.0
+
+
+@contextlib.contextmanager
+def _store_lock(store: Path, timeout: float) -> Iterator[None]:
+    """Hold an exclusive lock on ``store`` (an ``fcntl`` lock on ``<store>.lock`` beside it).
+
+    Writers of one store queue on it; past ``timeout`` seconds a :class:`DataError` names the
+    store and the process holding the lock. The lock dies with its process (no stale locks).
+    """
+    import fcntl
+
+    lock = store.with_name(store.name + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise DataError(f"cannot lock {store}: cannot create {lock}: {exc.strerror or exc}") from exc
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+                    raise DataError(
+                        f"{store} is being written by {holder} (lock {lock}); waited {timeout:g} s"
+                    ) from None
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def write_zarr(
+    ds: xr.Dataset,
+    store: str | os.PathLike[str],
+    *,
+    append_dim: str = "time",
+    lock_timeout: float | None = None,
+) -> Path:
     """Create a Zarr store with the product, or append its days to an existing one.
 
     Parameters
@@ -690,6 +760,9 @@ def write_zarr(ds: xr.Dataset, store: str | os.PathLike[str], *, append_dim: str
         if it holds a product, the days of ``ds`` are appended.
     append_dim : str, optional
         Only ``"time"`` is supported (the default): products grow by days.
+    lock_timeout : float, optional
+        Seconds to wait while another process writes the same store (default
+        :data:`ZARR_LOCK_TIMEOUT`).
 
     Returns
     -------
@@ -706,7 +779,8 @@ def write_zarr(ds: xr.Dataset, store: str | os.PathLike[str], *, append_dim: str
         configuration attributes (``smengine_grid``, ``smengine_config``,
         ``smengine_model_card``, ``min_valid_fraction``) differ from the store's.
     DataError
-        ``store`` exists but is neither empty nor a Zarr store.
+        ``store`` exists but is neither empty nor a Zarr store, or another writer held it
+        for longer than ``lock_timeout``.
 
     Notes
     -----
@@ -720,11 +794,20 @@ def write_zarr(ds: xr.Dataset, store: str | os.PathLike[str], *, append_dim: str
     an append that is interrupted leaves the store readable with its previous days, and
     the next append first trims the variables back to them (resumable long runs). The
     ``history`` attribute gains the new product's history line when it differs.
+
+    Concurrent writers (two runs extending one store) queue on a lock file,
+    ``<store>.lock`` beside the store: the second waits, then checks its days against what
+    the first wrote (and fails cleanly if they overlap).
     """
     if append_dim != "time":
         raise ConfigError(f"write_zarr appends along 'time' only, got append_dim={append_dim!r}")
-    store = Path(store)
+    store = Path(store).expanduser()
     out = _for_writing(ds, "write_zarr")
+    with _output_errors(store), _store_lock(store, ZARR_LOCK_TIMEOUT if lock_timeout is None else float(lock_timeout)):
+        return _write_zarr_locked(out, store)
+
+
+def _write_zarr_locked(out: xr.Dataset, store: Path) -> Path:
     if store.exists() and not _is_zarr(store) and (not store.is_dir() or any(store.iterdir())):
         raise DataError(f"{store} exists and is not a Zarr store (nor an empty folder)")
     if not _is_zarr(store):
