@@ -685,6 +685,8 @@ def _output_errors(path: Path) -> Iterator[None]:
     except (SMEngineError, FileExistsError):
         raise
     except (OSError, RuntimeError) as exc:
+        if not isinstance(exc, OSError) and not any(k in str(exc) for k in ("NetCDF", "HDF")):
+            raise
         cause = getattr(exc, "strerror", None) or str(exc)
         if "HDF error" in cause or "NetCDF" in cause:
             free = _free_bytes(path.parent)
@@ -710,35 +712,44 @@ ZARR_LOCK_TIMEOUT = 600.0
 
 @contextlib.contextmanager
 def _store_lock(store: Path, timeout: float) -> Iterator[None]:
-    """Hold an exclusive lock on ``store`` (an ``fcntl`` lock on ``<store>.lock`` beside it).
+    """Hold an exclusive lock on ``store``: an ``fcntl`` lock on ``.<name>.lock`` beside it.
 
     Writers of one store queue on it; past ``timeout`` seconds a :class:`DataError` names the
-    store and the process holding the lock. The lock dies with its process (no stale locks).
+    store and the process holding the lock. The lock dies with its process (no stale locks)
+    and its file is removed on release (a waiter that locked a removed file tries again).
     """
     import fcntl
 
-    lock = store.with_name(store.name + ".lock")
+    lock = store.with_name(f".{store.name}.lock")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise DataError(f"cannot lock {store}: cannot create {lock}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                raise DataError(f"{store} is being written by {holder} (lock {lock}); waited {timeout:g} s") from None
+            time.sleep(0.05)
+            continue
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed this file on release: lock the current one
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise DataError(f"cannot lock {store}: cannot create {lock}: {exc.strerror or exc}") from exc
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-                    raise DataError(
-                        f"{store} is being written by {holder} (lock {lock}); waited {timeout:g} s"
-                    ) from None
-                time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
         yield
     finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
         os.close(fd)  # releases the lock
 
 
