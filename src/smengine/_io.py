@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ def atomic_target(path: Path, *, directory: bool = False, overwrite: bool = True
     path.parent.mkdir(parents=True, exist_ok=True)
     if not overwrite and path.exists():
         raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
-    tmp = _make_temp(path, directory)
+    tmp = temp_beside(path, directory=directory)
     try:
         yield tmp
         if not overwrite and path.exists():
@@ -46,10 +47,35 @@ def atomic_target(path: Path, *, directory: bool = False, overwrite: bool = True
         raise
 
 
-def _make_temp(path: Path, directory: bool) -> Path:
-    """A new, uniquely named file or folder beside ``path``, with the permissions the umask
-    gives new files (``tempfile.mkstemp`` would make them private, 0600, and the rename would
-    carry that over to the product)."""
+#: Names of the temporary files and folders :func:`temp_beside` makes (and that
+#: ``tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp")`` made before): ``.<name>.<8 characters>.tmp``.
+TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def temp_beside(path: Path, *, directory: bool = False) -> Path:
+    """Create a new, uniquely named empty file (or folder) beside ``path`` and return its path.
+
+    Its name is ``.<name>.<8 hex digits>.tmp`` (see :data:`TEMP_NAME`). It gets the
+    permissions the umask gives new files, as a plain ``open`` would (0644 under the usual
+    umask 022): ``tempfile.mkstemp`` would make it private, 0600, and the rename would carry
+    that over to the product.
+
+    Parameters
+    ----------
+    path : Path
+        The final name the temporary file or folder stands in for.
+    directory : bool
+        Make a folder instead of a file.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    OSError
+        If the folder of ``path`` is not writable (or is full).
+    """
     for _ in range(100):
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         try:

@@ -21,8 +21,26 @@ layers it lacks (its own are copied, not regridded again), layers whose source f
 changed are redone, and a complete tile is skipped.
 
 Units are normalised to a small vocabulary (``m3 m-3``, ``%`` of saturation, ``K``, ``1``,
-``m``, …). ESA CCI ACTIVE is in percent of saturation: it becomes a feature whose name ends
-in ``_pct_saturation`` and is never mixed with volumetric soil moisture.
+``m``, …); a variable that states no units is an error unless ``units=`` is given. ESA CCI
+ACTIVE is in percent of saturation: it becomes a feature whose name ends in
+``_pct_saturation`` and is never mixed with volumetric soil moisture.
+
+Nothing is dropped silently:
+
+* values outside the plausible range of their units (:data:`PLAUSIBLE_RANGES`; a file's own
+  ``valid_min``/``valid_max``/``valid_range`` narrow it, ``SourceSpec(valid_range=)``
+  replaces both) and ±inf become NaN, are counted and reported per source with a
+  :class:`~smengine.errors.DataLossWarning` (count and worst value); more than
+  :data:`MAX_INVALID_FRACTION` of a source's values (or of one day as read) is a
+  :class:`~smengine.errors.DataError`;
+* a GRIB file is walked message by message before ecCodes reads it: a cut, damaged or
+  garbage-padded file is a DataError naming the message and byte offset (ERA5's NUL
+  padding between messages is allowed);
+* NetCDF time units in local time ("days since 2020-01-01 00:00:00 +02:00") are decoded to
+  UTC; daily values of local days, which straddle two UTC days, are a DataError rather
+  than being put on the UTC day their start falls in;
+* each tile records the size and modification time of every source file; a file replaced
+  in place is noticed on the next run and its layer regridded (with a warning).
 """
 
 from __future__ import annotations
@@ -30,7 +48,11 @@ from __future__ import annotations
 # pyproj and rasterio must be imported before ecCodes: the eckitlib wheel bundles its own
 # PROJ, and whichever PROJ loads first wins (pyproj issue #801 describes the mechanism).
 import pyproj  # noqa: F401  isort: skip
+import contextlib
 import logging
+import math
+import mmap
+import os
 import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -46,13 +68,23 @@ from pyproj import CRS, Transformer
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
-from smengine.errors import ConfigError, DataError, SMEngineWarning
+from smengine.errors import ConfigError, DataError, DataLossWarning, SMEngineWarning
 from smengine.grid import Grid, Tile, Window
-from smengine.tiles import CoarseLayer, TileStore, TileWriter, as_days
+from smengine.tiles import CoarseLayer, TileStore, TileWriter, as_days, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Source", "SourceSpec", "coarse_index", "ingest", "normalise_units", "open_source", "regrid"]
+__all__ = [
+    "MAX_INVALID_FRACTION",
+    "PLAUSIBLE_RANGES",
+    "Source",
+    "SourceSpec",
+    "coarse_index",
+    "ingest",
+    "normalise_units",
+    "open_source",
+    "regrid",
+]
 
 Method = Literal["auto", "average", "bilinear", "nearest"]
 
@@ -71,7 +103,7 @@ _UNITS: dict[str, tuple[str, ...]] = {
         "m^3/m^3",
     ),
     "%": ("%", "percent", "percent of saturation", "% saturation", "percent saturation", "% of saturation"),
-    "1": ("1", "", "-", "~", "dimensionless", "(0 - 1)", "0-1", "fraction", "(0-1)", "none"),
+    "1": ("1", "-", "~", "dimensionless", "(0 - 1)", "0-1", "fraction", "(0-1)", "none"),  # not "": see _resolve_units
     "K": ("k", "kelvin"),
     "degC": ("degc", "c", "celsius", "degree_celsius", "deg c"),
     "m": ("m", "metre", "meter", "metres", "meters"),
@@ -98,13 +130,211 @@ def normalise_units(units: str | None, where: str = "") -> str:
 
 
 def _resolve_units(stated: str | None, override: str | None, where: str) -> str:
-    """Units from the file, checked against (or supplied by) the user's ``units=``."""
+    """Units from the file, checked against (or supplied by) the user's ``units=``.
+
+    A file that states no units (no attribute, or an empty one) needs ``units=``: taking it
+    as dimensionless would let a precipitation in m pass as a fraction. Dimensionless
+    variables state ``"1"`` (or ``"-"``, ``"dimensionless"``).
+    """
+    blank = stated is None or not str(stated).strip()
     if override is None:
+        if blank:
+            raise DataError(
+                f"{where}: states no units (no or an empty units attribute); pass units= "
+                "(SourceSpec(units=...), units = ... in [[sources]], --units NAME=UNITS on the command line); "
+                "a dimensionless variable should state units '1'"
+            )
         return normalise_units(stated, where)
     want = normalise_units(override, f"{where} (units=)")
-    if stated not in (None, "") and normalise_units(stated, where) != want:
+    if not blank and normalise_units(stated, where) != want:
         raise DataError(f"{where}: file states units {stated!r}, but units={override!r} was given")
     return want
+
+
+#: Plausible values of each unit of the vocabulary (after :func:`normalise_units`), wide
+#: enough for every covariate smengine takes in those units: ``m`` admits DEM elevations
+#: (bathymetry included) and ERA5 precipitation or snow depth in metres; ``mm`` is a daily
+#: amount (the 24-h rainfall record is 1825 mm) and tolerates ERA5's packing noise just
+#: below 0; ``K`` admits microwave brightness temperatures over water; ``Pa``/``hPa`` admit
+#: surface pressure and vapour pressure. Values outside (and ±inf) are taken for bit rot,
+#: undeclared fill values or wrong units: they become NaN and are counted. ``"1"`` (any
+#: dimensionless quantity) has no range, only ±inf is rejected. A file's
+#: ``valid_min``/``valid_max``/``valid_range`` narrow the range; ``SourceSpec(valid_range=)``
+#: replaces it.
+PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
+    "m3 m-3": (0.0, 1.0),
+    "%": (0.0, 100.0),
+    "K": (50.0, 350.0),
+    "degC": (-120.0, 80.0),
+    "m": (-11_000.0, 9_000.0),
+    "mm": (-0.01, 2_000.0),
+    "dB": (-60.0, 30.0),
+    "Pa": (0.0, 110_000.0),
+    "hPa": (0.0, 1_100.0),
+}
+
+#: More than this fraction of a source's values outside its valid range (counted over all
+#: it was read for, and over each day as read once that has at least ``_MIN_SCREENED``
+#: values) is a :class:`DataError`: wrong units, a wrong scale factor or a damaged file,
+#: not a few outliers. ``SourceSpec(max_invalid_fraction=)`` sets it per source.
+MAX_INVALID_FRACTION = 0.1
+_MIN_SCREENED = 100
+
+
+@dataclass
+class _Screen:
+    """The valid range of a source's values, and the count of what fell outside it.
+
+    ``eager``: the source's data were screened whole when it was opened (sources held in
+    memory); otherwise :meth:`Source.day` screens each read.
+    """
+
+    lo: float
+    hi: float
+    what: str  # e.g. "[0, 1] (plausible for m3 m-3)"
+    max_fraction: float | None = None
+    eager: bool = False
+    n: int = 0  # values screened (not NaN)
+    bad: int = 0  # of which outside the range
+    worst: float = math.nan
+    _worst_by: float = -1.0
+    reported: int = 0
+
+    @property
+    def limit(self) -> float:
+        return MAX_INVALID_FRACTION if self.max_fraction is None else self.max_fraction
+
+    def _count(self, a: np.ndarray, out: np.ndarray) -> int:
+        """Number of values outside (``out``), keeping the worst: the farthest outside."""
+        k = int(out.sum())
+        if k:
+            v = a[out].astype(np.float64)
+            with np.errstate(invalid="ignore", over="ignore"):
+                by = np.maximum(self.lo - v, v - self.hi)
+            by = np.where(np.isnan(by), np.inf, by)  # ±inf where the range is unbounded
+            i = int(np.argmax(by))
+            if by[i] > self._worst_by:
+                self._worst_by, self.worst = float(by[i]), float(v[i])
+        return k
+
+    def _mask(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with np.errstate(invalid="ignore"):
+            present = ~np.isnan(a)
+            out = present & ~(np.isfinite(a) & (a >= self.lo) & (a <= self.hi))  # ±inf is never valid
+        return present, out
+
+    def _check(self, k: int, n: int, where: str) -> None:
+        if n >= _MIN_SCREENED and k > self.limit * n:
+            raise DataError(
+                f"{where}: {k} of {n} {self._values()} ({100 * k / n:.3g} %) {self._outside()}{self._why()}"
+            )
+
+    def _outside(self) -> str:
+        return f"outside {self.what} (worst {self.worst:g})"
+
+    def _values(self) -> str:
+        # a source read in windows counts what each read covered (tiles' windows overlap by a
+        # few cells), so its counts are of values read; one read whole is counted exactly
+        return "values" if self.eager else "values read"
+
+    def _why(self) -> str:
+        return (
+            f": more than {self.limit:.0%} of the values — wrong units, a wrong scale factor or a damaged file? "
+            "If the values are right, pass valid_range=(lo, hi) (or max_invalid_fraction=) for this source"
+        )
+
+    def apply(self, a: np.ndarray, where: str) -> np.ndarray:
+        """``a`` (one read) with the values outside the range as NaN (a copy if any are)."""
+        present, out = self._mask(a)
+        n, k = int(present.sum()), self._count(a, out)
+        self.n += n
+        self.bad += k
+        if k:
+            a = a.copy()
+            a[out] = np.nan
+            self._check(k, n, where)
+        return a
+
+    def apply_all(self, data: np.ndarray, where: Callable[[int], str]) -> None:
+        """Screen a (T, ...) array in place, day by day (``where(t)`` names day ``t``)."""
+        self.eager = True
+        for t in range(data.shape[0]):
+            day = data[t]
+            present, out = self._mask(day)
+            n, k = int(present.sum()), self._count(day, out)
+            self.n += n
+            self.bad += k
+            if k:
+                day[out] = np.nan
+                self._check(k, n, where(t))
+
+    def report(self, name: str, path: str, stacklevel: int) -> None:
+        """Warn (DataLossWarning) about values set to NaN since the last report; raise if more
+        than the limit of all values screened were."""
+        if self.bad <= self.reported:
+            return
+        self.reported = self.bad
+        msg = (
+            f"source {name!r} ({_brief(path.split(';'))}): {self.bad} of {self.n} {self._values()} "
+            f"({100 * self.bad / max(self.n, 1):.3g} %) {self._outside()} set to NaN"
+        )
+        if self.bad > self.limit * self.n:
+            raise DataError(msg + self._why())
+        warnings.warn(msg, DataLossWarning, stacklevel=stacklevel + 1)
+
+
+def _file_range(attrs: dict[str, Any], encoding: dict[str, Any]) -> tuple[float, float] | None:
+    """The valid range a CF variable states (``valid_range``, ``valid_min``, ``valid_max``),
+    in unpacked values; None if it states none."""
+    lo = hi = None
+    stated = []
+    vr = attrs.get("valid_range")
+    if vr is not None and np.size(vr) == 2:
+        lo, hi = (float(v) for v in np.ravel(vr))
+        stated.append(np.asarray(vr))
+    if attrs.get("valid_min") is not None:
+        lo = float(np.ravel(attrs["valid_min"])[0])
+        stated.append(np.asarray(attrs["valid_min"]))
+    if attrs.get("valid_max") is not None:
+        hi = float(np.ravel(attrs["valid_max"])[0])
+        stated.append(np.asarray(attrs["valid_max"]))
+    if lo is None and hi is None:
+        return None
+    lo = -math.inf if lo is None else lo
+    hi = math.inf if hi is None else hi
+    scale, offset = encoding.get("scale_factor"), encoding.get("add_offset")
+    if (scale is not None or offset is not None) and all(a.dtype.kind in "iu" for a in stated):
+        # CF: the valid range of packed data is stated in packed values
+        sc, of = float(1.0 if scale is None else scale), float(0.0 if offset is None else offset)
+        ends = [v * sc + of if math.isfinite(v) else v * math.copysign(1.0, sc) for v in (lo, hi)]
+        lo, hi = min(ends), max(ends)
+    return lo, hi
+
+
+def _make_screen(spec: SourceSpec, units: str, file_range: tuple[float, float] | None, where: str) -> _Screen:
+    """The valid range of a source: ``spec.valid_range``, or the plausible range of its units
+    narrowed by the range the file states."""
+    if spec.valid_range is not None:
+        lo, hi = spec.valid_range
+        return _Screen(lo, hi, f"[{lo:g}, {hi:g}] (valid_range given)", spec.max_invalid_fraction)
+    lo, hi, why = -math.inf, math.inf, []
+    if file_range is not None:
+        lo, hi = file_range
+        why.append("the file's valid range")
+    table = PLAUSIBLE_RANGES.get(units)
+    if table is not None:
+        if file_range is not None and (file_range[0] > table[1] or file_range[1] < table[0]):
+            raise DataError(
+                f"{where}: the file's valid range [{file_range[0]:g}, {file_range[1]:g}] is outside the "
+                f"plausible range of {units} [{table[0]:g}, {table[1]:g}]: wrong units? (or pass valid_range=)"
+            )
+        lo, hi = max(lo, table[0]), min(hi, table[1])
+        why.append(f"plausible for {units}")
+    if not why:
+        return _Screen(
+            lo, hi, f"the finite numbers (units {units!r} have no plausible range)", spec.max_invalid_fraction
+        )
+    return _Screen(lo, hi, f"[{lo:g}, {hi:g}] ({' and '.join(why)})", spec.max_invalid_fraction)
 
 
 @dataclass
@@ -133,6 +363,9 @@ class Source:
         Native pixel → CRS transform (regular grids, north-up).
     lat, lon : ndarray or None
         Point coordinates (degrees) of a reduced Gaussian grid.
+    screen : optional
+        The valid range of the values and the count of those outside it (see
+        :data:`PLAUSIBLE_RANGES`); :meth:`day` returns them as NaN.
     """
 
     name: str
@@ -147,6 +380,7 @@ class Source:
     lon: np.ndarray | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
     _cache: tuple[int, Window | None, np.ndarray] | None = field(default=None, repr=False)
+    screen: _Screen | None = field(default=None, repr=False)
 
     @property
     def is_static(self) -> bool:
@@ -171,7 +405,12 @@ class Source:
 
     def day(self, t: int, window: Window | None = None) -> np.ndarray:
         """Field of time index ``t`` (float32, NaN for missing), optionally only a
-        :class:`rasterio.windows.Window` of a regular grid; the last read is cached."""
+        :class:`rasterio.windows.Window` of a regular grid; the last read is cached.
+
+        Values outside the source's valid range (and ±inf) are NaN and counted (see
+        :attr:`screen`); a read with more than the source's limit of them raises
+        :class:`DataError`. The count is reported by :meth:`load`, :func:`regrid` and
+        :func:`ingest`."""
         t = 0 if self.is_static else int(t)
         if self._cache is not None and self._cache[:2] == (t, window):
             return self._cache[2]
@@ -179,8 +418,22 @@ class Source:
         want = self.shape if window is None else (int(window.height), int(window.width))
         if a.shape != want:
             raise DataError(f"{self.path}: day {t} has shape {a.shape}, expected {want}")
+        if self.screen is not None and not self.screen.eager:
+            a = self.screen.apply(a, self._where(t))
         self._cache = (t, window, a)
         return a
+
+    def _where(self, t: int) -> str:
+        """The file of time index ``t`` and its day, for messages."""
+        files = self.attrs.get("day_files")
+        f = files[t] if files is not None and t < len(files) else self.path
+        return f if self.times is None else f"{f}: day {self.times[t]}"
+
+    def _report(self, stacklevel: int = 2) -> None:
+        """Report the values found outside the valid range since the last report (a
+        DataLossWarning; a DataError past the source's limit)."""
+        if self.screen is not None:
+            self.screen.report(self.name, self.path, stacklevel + 1)
 
     def window_for(self, grid: Grid, pad: int = 2) -> Window | None:
         """The part of a regular source that covers ``grid`` (plus ``pad`` cells), or None."""
@@ -209,7 +462,9 @@ class Source:
 
     def load(self) -> np.ndarray:
         """All days as one (T, ...) array (for small sources and tests)."""
-        return np.stack([self.day(t) for t in range(self.n_times)])
+        out = np.stack([self.day(t) for t in range(self.n_times)])
+        self._report(2)
+        return out
 
 
 def _cut(a: np.ndarray, window: Window | None) -> np.ndarray:
@@ -245,8 +500,15 @@ class SourceSpec:
     time : date, optional
         The day of a single-day GeoTIFF.
     units : str, optional
-        Units of a file that does not state them (GeoTIFFs often do not); a file that
-        does state units must agree.
+        Units of a file that does not state them (GeoTIFFs often do not; a NetCDF variable
+        without a units attribute needs them too); a file that does state units must agree.
+    valid_range : (float, float), optional
+        Valid values; others become NaN (counted and reported). Default: the plausible
+        range of the units (:data:`PLAUSIBLE_RANGES`) narrowed by the file's
+        ``valid_min``/``valid_max``/``valid_range``.
+    max_invalid_fraction : float, optional
+        More than this fraction of the source's values outside the valid range is an
+        error (default :data:`MAX_INVALID_FRACTION`).
     """
 
     path: str | Path | Sequence[str | Path]
@@ -257,6 +519,20 @@ class SourceSpec:
     daily: Literal["mean", "min", "max", "sum"] | None = None
     time: Any = None
     units: str | None = None
+    valid_range: tuple[float, float] | None = None
+    max_invalid_fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.valid_range is not None:
+            try:
+                lo, hi = (float(v) for v in self.valid_range)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"valid_range must be (lo, hi), got {self.valid_range!r}") from exc
+            if not lo < hi:
+                raise ConfigError(f"valid_range must be (lo, hi) with lo < hi, got {self.valid_range!r}")
+            self.valid_range = (lo, hi)
+        if self.max_invalid_fraction is not None and not 0.0 <= float(self.max_invalid_fraction) <= 1.0:
+            raise ConfigError(f"max_invalid_fraction must be in [0, 1], got {self.max_invalid_fraction!r}")
 
     def paths(self) -> list[Path]:
         if isinstance(self.path, (str, Path)):
@@ -293,6 +569,18 @@ def _daily_times(
                 )
             days = t.astype("datetime64[D]")
             uniq, inv = np.unique(days, return_inverse=True)
+            steps = np.bincount(inv)
+            freq = np.bincount(steps)
+            usual = int(np.flatnonzero(freq == freq.max())[-1])  # steps most days have (ties: the most)
+            short = np.flatnonzero(steps < usual)
+            if short.size:  # e.g. a file cut at a message boundary, or local-time data at its ends
+                shown = ", ".join(f"{uniq[i]} ({steps[i]})" for i in short[:5]) + (" …" if short.size > 5 else "")
+                warnings.warn(
+                    f"{path}: {short.size} UTC day(s) have fewer time steps than the {usual} most days have: "
+                    f"{shown}; their daily {daily} is taken over the steps present",
+                    DataLossWarning,
+                    stacklevel=4,
+                )
             func = {"mean": np.nanmean, "min": np.nanmin, "max": np.nanmax, "sum": np.nansum}[daily]
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN days stay NaN
@@ -354,7 +642,17 @@ def _geotiff(spec: SourceSpec, path: Path) -> Source:
     if not units and spec.units is None:
         raise DataError(f"{path}: GeoTIFF states no units; pass units= (e.g. 'm' for elevation)")
     unit = _resolve_units(units or None, spec.units, f"{path}")
-    return Source(name, str(path), unit, shape, times, crs, lambda t, w: _read_band(path, w), transform)
+    return Source(
+        name,
+        str(path),
+        unit,
+        shape,
+        times,
+        crs,
+        lambda t, w: _read_band(path, w),
+        transform,
+        screen=_make_screen(spec, unit, None, str(path)),
+    )
 
 
 _SM_PRODUCTS = (
@@ -459,8 +757,53 @@ def _regular_layout(ds: Any, var: str, path: Path, spec: SourceSpec) -> tuple[_L
         "name": name,
         "shape": (y.size, x.size),
         "raw_times": None if tdim is None else np.atleast_1d(ds[tdim].values),
+        "time_units": "" if tdim is None else str(ds[tdim].encoding.get("units", "")),
+        "file_range": _file_range(dict(da.attrs), dict(da.encoding)),
     }
     return _Layout(var, tdim, ydim, xdim, flip, roll, squeeze), meta
+
+
+# the UTC offset at the end of CF time units: "days since 2020-01-01 00:00:00 +02:00" (or
+# +0200, +02, Z, UTC); a date alone cannot carry one ("since 2020-01-01" ends in "-01")
+_SINCE_TZ = re.compile(
+    r"since\s+[+-]?\d+-\d{1,2}-\d{1,2}(?:[ T]\d{1,2}(?::\d{1,2}(?::\d{1,2}(?:\.\d*)?)?)?)?"
+    r"\s*(?P<tz>Z|UTC|GMT|[+-]\d{1,2}(?::?\d{2})?)?\s*$",
+    re.IGNORECASE,
+)
+
+
+def _utc_offset(units: str) -> tuple[str, int] | None:
+    """The UTC offset that CF time ``units`` state, as (its text, minutes); None for UTC or none."""
+    m = _SINCE_TZ.search(units or "")
+    if m is None or m["tz"] is None or m["tz"].upper() in ("Z", "UTC", "GMT"):
+        return None
+    tz = m["tz"]
+    digits = tz[1:].replace(":", "")
+    hours, minutes = (int(digits[:-2]), int(digits[-2:])) if len(digits) > 2 else (int(digits), 0)
+    total = (-1 if tz[0] == "-" else 1) * (60 * hours + minutes)
+    return (tz, total) if total else None
+
+
+def _check_local_days(path: Path, units: str, times: np.ndarray) -> None:
+    """Refuse daily values of local days: time units with a UTC offset put each daily value
+    on a local day, which straddles two UTC days (xarray has already decoded the times to
+    UTC; truncating them to days would move every value to the UTC day its start falls in).
+    Sub-daily values are fine: each falls in one UTC day and ``daily=`` aggregates them.
+    """
+    offset = _utc_offset(units)
+    if offset is None:
+        return
+    t = np.asarray(times, dtype="datetime64[ns]")
+    if _is_subdaily(t):
+        log.info("%s: time units %r are local time (UTC%s); times converted to UTC", path, units, offset[0])
+        return
+    if (t == t.astype("datetime64[D]")).all():  # local days that begin at 00:00 UTC
+        return
+    raise DataError(
+        f"{path}: time units {units!r} are local time (UTC{offset[0]}): each daily value covers a local "
+        f"day, which straddles two UTC days (the first from {str(t[0])[:16]} UTC); smengine's days are UTC "
+        "days: resample the product to UTC days, or give its sub-daily data with daily= to aggregate them"
+    )
 
 
 def _is_subdaily(times: np.ndarray) -> bool:
@@ -485,12 +828,20 @@ def _netcdf(spec: SourceSpec, path: Path) -> Source:
         if var not in ds:
             raise DataError(f"{path}: no variable {var!r} (has {sorted(ds.data_vars)})")
         layout, meta = _regular_layout(ds, var, path, spec)
+        screen = _make_screen(spec, meta["units"], meta["file_range"], f"{path}: variable {var!r}")
         raw = meta["raw_times"]
+        if raw is not None:
+            _check_local_days(path, meta["time_units"], raw)
         try:
             if raw is None:  # a static layer
-                times, reader = None, _eager(layout.fields(ds)[None])
+                data = layout.fields(ds)[None]
+                screen.apply_all(data, lambda t: str(path))
+                times, reader = None, _eager(data)
             elif _is_subdaily(raw):  # aggregate (or refuse) in memory
-                times, data = _daily_times(raw, str(path), dict(ds.attrs), spec.daily, layout.fields(ds))
+                data = layout.fields(ds)
+                if spec.daily is not None:
+                    screen.apply_all(data, lambda t: f"{path}: {str(raw[t])[:16]}")
+                times, data = _daily_times(raw, str(path), dict(ds.attrs), spec.daily, data)
                 reader = _eager(data)
             else:
                 times, _ = _daily_times(raw, str(path), dict(ds.attrs), None, None)  # type: ignore[arg-type]
@@ -522,45 +873,152 @@ def _netcdf(spec: SourceSpec, path: Path) -> Source:
         reader,
         meta["transform"],
         attrs={"variable": var},
+        screen=screen,
     )
 
 
 def _check_grib_messages(path: Path) -> int:
-    """Walk the GRIB messages by their section-0 lengths; a cut or garbled file raises.
+    """Walk the GRIB messages of ``path`` frame by frame; a cut, damaged or padded-with-garbage
+    file raises :class:`DataError` naming the message and its byte offset. Returns the count.
 
-    ecCodes quietly drops a truncated last message, so a half-copied file would otherwise
-    read as a shorter valid one.
+    Each message must begin with ``GRIB``, have sections whose lengths add up to the length
+    it states, and end with ``7777``; between and after messages only NUL bytes are allowed
+    (ERA5 pads its GRIB 1 messages to multiples of 120 bytes). ecCodes quietly drops a cut
+    last message and skips bytes it does not recognise, so a half-copied or damaged file
+    would otherwise read as a shorter valid one. (Bytes overwritten inside the packed values
+    cannot be told: GRIB has no checksum. They decode within the message's packing range;
+    the plausible-range screening catches what falls outside.)
     """
     size = path.stat().st_size
-    n = 0
-    with open(path, "rb") as f:
-        pos = 0
-        while pos < size:
-            f.seek(pos)
-            head = f.read(16)
-            if head[:4] != b"GRIB":
-                if n and not head.strip(b"\x00"):
-                    break  # zero padding after the last message
-                raise DataError(f"{path}: corrupt GRIB: no 'GRIB' marker at byte {pos}")
-            edition = head[7]
-            if edition == 1:
-                length = int.from_bytes(head[4:7], "big")
-                if length & 0x800000:  # ECMWF large-message encoding: cannot walk further
-                    return n + 1
-            elif edition == 2:
-                length = int.from_bytes(head[8:16], "big")
-            else:
-                raise DataError(f"{path}: corrupt GRIB: edition {edition} at byte {pos}")
+    if size == 0:
+        raise DataError(f"{path}: empty file, no GRIB messages")
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        n, pos, end, start = 0, 0, 0, 0
+        padded = True  # so far, every message was NUL-padded to a multiple of _GRIB_PAD bytes (ERA5)
+        while True:
+            pos = _skip_nul(mm, end, size)
+            if n and pos < size:
+                padded = padded and pos > end and (pos - start) % _GRIB_PAD == 0
+            if pos >= size:
+                break
+            if mm[pos : pos + 4] != b"GRIB":
+                later = mm.find(b"GRIB", pos)
+                where = f"after message {n} (which ends at byte {end})" if n else "at the start of the file"
+                if later < 0:
+                    what = "trailing garbage" if n else "no 'GRIB' marker"
+                    raise DataError(f"{path}: corrupt GRIB: {what} ({size - pos} bytes) at byte {pos}, {where}")
+                raise DataError(f"{path}: corrupt GRIB: {later - pos} bytes of garbage at byte {pos}, {where}")
+            length = _grib_message_length(path, mm, pos, n + 1)
             if pos + length > size:
-                raise DataError(f"{path}: truncated GRIB: message {n + 1} needs {pos + length} bytes, file has {size}")
-            f.seek(pos + length - 4)
-            if f.read(4) != b"7777":
-                raise DataError(f"{path}: corrupt GRIB: message {n + 1} does not end with '7777'")
-            pos += length
+                raise DataError(
+                    f"{path}: truncated GRIB: message {n + 1} at byte {pos} is {length} bytes long, "
+                    f"but the file ends {size - pos} bytes after its start (the file was cut short)"
+                )
+            if mm[pos + length - 4 : pos + length] != b"7777":
+                raise DataError(
+                    f"{path}: corrupt GRIB: message {n + 1} at byte {pos} does not end with '7777' "
+                    f"{length} bytes on (its length or contents are damaged)"
+                )
+            _check_grib_sections(path, mm, pos, length, n + 1)
+            start, end = pos, pos + length
             n += 1
+        if n >= 2 and padded and size - start < -(-(end - start) // _GRIB_PAD) * _GRIB_PAD:
+            raise DataError(
+                f"{path}: truncated GRIB: every message is NUL-padded to a multiple of {_GRIB_PAD} bytes but "
+                f"the last one (message {n} at byte {start}) is not: the file was cut inside or before its padding"
+            )
     if n == 0:
-        raise DataError(f"{path}: no GRIB messages")
+        raise DataError(f"{path}: no GRIB messages (only NUL bytes)")
     return n
+
+
+# ECMWF (MARS, ERA5) writes each GRIB 1 message NUL-padded to a multiple of this many bytes
+_GRIB_PAD = 120
+
+
+def _skip_nul(mm: mmap.mmap, pos: int, size: int) -> int:
+    """Position of the first byte at or after ``pos`` that is not NUL (``size`` if none)."""
+    while pos < size:
+        chunk = mm[pos : pos + 65536]
+        rest = chunk.lstrip(b"\x00")
+        if rest:
+            return pos + len(chunk) - len(rest)
+        pos += len(chunk)
+    return size
+
+
+def _grib_message_length(path: Path, mm: mmap.mmap, pos: int, k: int) -> int:
+    """The total length message ``k`` (at byte ``pos``) states in its section 0."""
+    head = mm[pos : pos + 16]
+    if len(head) < 8:
+        raise DataError(f"{path}: truncated GRIB: message {k} at byte {pos} is cut inside its first section")
+    edition = head[7]
+    if edition == 1:
+        length = int.from_bytes(head[4:7], "big")
+        if length & 0x800000:  # ECMWF's large GRIB 1 encoding: ask ecCodes
+            return _grib1_large_length(path, pos, k)
+        return length
+    if edition == 2:
+        if len(head) < 16:
+            raise DataError(f"{path}: truncated GRIB: message {k} at byte {pos} is cut inside its first section")
+        return int.from_bytes(head[8:16], "big")
+    raise DataError(f"{path}: corrupt GRIB: message {k} at byte {pos} states edition {edition} (1 or 2)")
+
+
+def _grib1_large_length(path: Path, pos: int, k: int) -> int:
+    """Length of a GRIB 1 message over 8 MB (ECMWF encodes those lengths in 120-byte units)."""
+    import eccodes
+
+    with open(path, "rb") as f:
+        f.seek(pos)
+        try:
+            h = eccodes.codes_grib_new_from_file(f)
+        except Exception as exc:  # ecCodes raises its own error classes
+            raise DataError(f"{path}: corrupt GRIB: message {k} at byte {pos}: {exc}") from exc
+        if h is None:
+            raise DataError(f"{path}: truncated GRIB: message {k} at byte {pos} cannot be read")
+        try:
+            offset, length = int(eccodes.codes_get(h, "offset")), int(eccodes.codes_get(h, "totalLength"))
+        finally:
+            eccodes.codes_release(h)
+    if offset != pos:
+        raise DataError(f"{path}: corrupt GRIB: message {k} at byte {pos} cannot be read (ecCodes skipped it)")
+    return length
+
+
+def _check_grib_sections(path: Path, mm: mmap.mmap, pos: int, length: int, k: int) -> None:
+    """The sections of message ``k`` must fill it exactly, from section 0 to the ``7777``."""
+    end = pos + length - 4
+
+    def bad(what: str) -> DataError:
+        return DataError(f"{path}: corrupt GRIB: message {k} at byte {pos}: {what}")
+
+    if mm[pos + 7] == 1:
+        if mm[pos + 4] & 0x80:  # large message: section 4's length is encoded too; ecCodes checked it
+            return
+        q = pos + 8
+        flags = mm[pos + 8 + 7]  # section 1, octet 8: grid description (0x80) and bitmap (0x40) present
+        lengths = []
+        for sec in (1, 2, 3, 4):
+            if (sec == 2 and not flags & 0x80) or (sec == 3 and not flags & 0x40):
+                continue
+            n = int.from_bytes(mm[q : q + 3], "big") if q + 3 <= end else 0
+            if n < 3 or q + n > end:
+                raise bad(
+                    f"section {sec} at byte {q} states length {n}, which does not fit the message ({length} bytes)"
+                )
+            lengths.append(n)
+            q += n
+        if q != end:
+            raise bad(f"its sections end at byte {q}, not at the '7777' at byte {end} (lengths {lengths})")
+        return
+    q = pos + 16
+    while q < end:
+        n = int.from_bytes(mm[q : q + 4], "big") if q + 5 <= end else 0
+        sec = mm[q + 4] if q + 5 <= end else -1
+        if n < 5 or q + n > end or not 1 <= sec <= 7:
+            raise bad(f"section at byte {q} (number {sec}, length {n}) does not fit the message ({length} bytes)")
+        q += n
 
 
 def _grib(spec: SourceSpec, path: Path) -> Source:
@@ -570,11 +1028,12 @@ def _grib(spec: SourceSpec, path: Path) -> Source:
         import cfgrib  # noqa: F401  (the optional extra; imported only for GRIB input)
     except ImportError as exc:
         raise DataError(f"{path}: reading GRIB needs the 'grib' extra: pip install 'smengine[grib]' ({exc})") from exc
-    _check_grib_messages(path)
-    try:
-        ds = xr.open_dataset(path, engine="cfgrib", backend_kwargs={"indexpath": ""})
+    n_messages = _check_grib_messages(path)
+    try:  # errors="raise": a message ecCodes cannot read is an error, not skipped with a log line
+        ds = xr.open_dataset(path, engine="cfgrib", backend_kwargs={"indexpath": "", "errors": "raise"})
     except Exception as exc:  # cfgrib raises a zoo of types on bad input
-        raise DataError(f"{path}: cannot read GRIB (corrupt or truncated?): {exc}") from exc
+        first = (str(exc).strip().splitlines() or [""])[0]  # cfgrib's messages go on for lines
+        raise DataError(f"{path}: cannot read GRIB (corrupt or truncated?): {type(exc).__name__}: {first}") from exc
     with ds:
         var = spec.variable or _default_variable(ds, path)
         if var not in ds:
@@ -584,11 +1043,17 @@ def _grib(spec: SourceSpec, path: Path) -> Source:
         if "step" in da.dims:
             raise DataError(f"{path}: {var!r} has forecast steps; use analysis/reanalysis fields")
         raw = np.atleast_1d(ds["valid_time"].values)
+
+        def when(t: int) -> str:
+            return f"{path}: {str(raw[t])[:16]}"
+
         try:
             if grid_type in ("regular_ll", "regular_gg"):
                 layout, meta = _regular_layout(ds, var, path, spec)
                 data = layout.fields(ds)
                 data = data if data.ndim == 3 else data[None]
+                screen = _make_screen(spec, meta["units"], None, f"{path}: variable {var!r}")
+                screen.apply_all(data, when)
                 times, data = _daily_times(raw, str(path), {}, spec.daily, data)
                 return Source(
                     meta["name"],
@@ -599,7 +1064,8 @@ def _grib(spec: SourceSpec, path: Path) -> Source:
                     meta["crs"],
                     _eager(data),
                     meta["transform"],
-                    attrs={"variable": var},
+                    attrs={"variable": var, "grib_messages": n_messages},
+                    screen=screen,
                 )
             if grid_type != "reduced_gg":
                 raise DataError(f"{path}: GRIB grid type {grid_type!r} is not supported (regular_ll, reduced_gg)")
@@ -608,13 +1074,15 @@ def _grib(spec: SourceSpec, path: Path) -> Source:
             data = np.asarray(da.values, dtype=np.float32)
         except DataError:
             raise
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise DataError(f"{path}: cannot decode {var!r}: {exc}") from exc
+        except Exception as exc:  # ecCodes' own error classes too (e.g. InvalidBitsPerValueError)
+            raise DataError(f"{path}: cannot decode {var!r} (corrupt GRIB?): {type(exc).__name__}: {exc}") from exc
         data = data if data.ndim == 2 else data[None]
-        times, data = _daily_times(raw, str(path), {}, spec.daily, data)
         units = _resolve_units(
             da.attrs.get("units", da.attrs.get("GRIB_units")), spec.units, f"{path}: variable {var!r}"
         )
+        screen = _make_screen(spec, units, None, f"{path}: variable {var!r}")
+        screen.apply_all(data, when)
+        times, data = _daily_times(raw, str(path), {}, spec.daily, data)
         name = spec.name or (f"h14_{var}" if "H14" in path.name.upper() else var)
         return Source(
             name,
@@ -627,7 +1095,8 @@ def _grib(spec: SourceSpec, path: Path) -> Source:
             None,
             lat,
             lon,
-            attrs={"variable": var, "grid_type": grid_type},
+            attrs={"variable": var, "grid_type": grid_type, "grib_messages": n_messages},
+            screen=screen,
         )
 
 
@@ -646,6 +1115,16 @@ def _stack(parts: list[Source], spec: SourceSpec) -> Source:
     times, owner, local = times[order], owner[order], local[order]
     if times.size > 1 and not (np.diff(times.astype(np.int64)) > 0).all():
         raise DataError(f"{[str(p) for p in spec.paths()]}: duplicate days across files")
+    screens = [p.screen for p in parts if p.screen is not None]
+    screen = None
+    if screens:  # the parts' readers are called directly: screening (if not done whole) is the stack's
+        s0 = screens[0]
+        screen = _Screen(s0.lo, s0.hi, s0.what, s0.max_fraction, eager=all(s.eager for s in screens))
+        if screen.eager:
+            screen.n, screen.bad = sum(s.n for s in screens), sum(s.bad for s in screens)
+            worst = max(screens, key=lambda s: s._worst_by)
+            screen.worst, screen._worst_by = worst.worst, worst._worst_by
+    stats = {k: v for p in parts for k, v in p.attrs.get("file_stats", {}).items()}
     return Source(
         first.name,
         ";".join(p.path for p in parts),
@@ -657,7 +1136,8 @@ def _stack(parts: list[Source], spec: SourceSpec) -> Source:
         first.transform,
         first.lat,
         first.lon,
-        first.attrs,
+        {**first.attrs, "file_stats": stats, "day_files": [parts[o].path for o in owner]},
+        screen=screen,
     )
 
 
@@ -676,8 +1156,17 @@ def open_source(spec: SourceSpec | str | Path, **kwargs: Any) -> Source:
     Raises
     ------
     DataError
-        Naming the file and the reason: missing file or CRS, unknown units, corrupt or
-        truncated file, a time axis that is not daily, an unsupported grid.
+        Naming the file and the reason: missing file or CRS, missing or unknown units,
+        corrupt or truncated file, a time axis that is not daily (or of local days), an
+        unsupported grid; more than the source's ``max_invalid_fraction`` of its values
+        outside the valid range (sources read whole when opened: GRIB, sub-daily and static
+        NetCDF; the others are screened as they are read, see :func:`ingest`).
+
+    Warns
+    -----
+    DataLossWarning
+        Values outside the valid range (or ±inf) in a source read whole when opened: they
+        are NaN; the warning counts them and gives the worst.
     """
     if not isinstance(spec, SourceSpec):
         spec = SourceSpec(spec, **kwargs)
@@ -685,16 +1174,22 @@ def open_source(spec: SourceSpec | str | Path, **kwargs: Any) -> Source:
     for path in spec.paths():
         if not path.exists():
             raise DataError(f"{path}: no such file")
+        st = path.stat()  # before reading: a change while it is read is seen next time
         suffix = path.suffix.lower()
         if suffix in (".tif", ".tiff"):
-            parts.append(_geotiff(spec, path))
+            part = _geotiff(spec, path)
         elif suffix in (".nc", ".nc4", ".netcdf"):
-            parts.append(_netcdf(spec, path))
+            part = _netcdf(spec, path)
         elif suffix in (".grib", ".grb", ".grib1", ".grib2", ".grb2"):
-            parts.append(_grib(spec, path))
+            part = _grib(spec, path)
         else:
             raise DataError(f"{path}: unknown format {suffix!r} (GeoTIFF, NetCDF or GRIB)")
-    return parts[0] if len(parts) == 1 else _stack(parts, spec)
+        part.attrs["file_stats"] = {str(path): [int(st.st_size), int(st.st_mtime_ns)]}
+        parts.append(part)
+    src = parts[0] if len(parts) == 1 else _stack(parts, spec)
+    if src.screen is not None and src.screen.eager:
+        src._report(2)
+    return src
 
 
 # ------------------------------------------------------------------------------------
@@ -783,11 +1278,19 @@ def regrid(
     Raises
     ------
     DataError
-        If the source does not overlap the grid.
+        If the source does not overlap the grid, or more than its ``max_invalid_fraction``
+        of the values read are outside its valid range.
+
+    Warns
+    -----
+    DataLossWarning
+        Values read that were outside the source's valid range (NaN in the result).
     """
     r = _Regridder(source, grid, subpixel, method)
     idx = range(source.n_times) if days is None else days
-    return np.stack([r.field(t) for t in idx]) if idx else np.empty((0, *r.shape), np.float32)
+    out = np.stack([r.field(t) for t in idx]) if idx else np.empty((0, *r.shape), np.float32)
+    source._report(2)
+    return out
 
 
 class _Regridder:
@@ -902,12 +1405,14 @@ def ingest(
     * days a source has and the layer lacks (e.g. a glob that now matches more daily files);
     * a source whose feature name is not in the tile: a new layer;
     * a layer whose source changed (its recorded files are not all among the source's
-      files now, or its storage, units or resampling method changed) is regridded in full
-      for every day, with a warning.
+      files now, one of them was replaced in place — its size or modification time differs
+      from the one recorded in the tile —, or its storage, units or resampling method
+      changed) is regridded in full for every day, with a warning.
 
     Layers of the tile that no source names are kept as they are. A tile with nothing
     missing is not touched, so a rerun resumes. A rewrite builds a temporary file, copying
-    the old tile day by day, and renames it into place.
+    the old tile day by day, and renames it into place. Temporary tile files that a killed
+    run left in ``out_dir`` are removed first (logged as a warning, with the count).
 
     Parameters
     ----------
@@ -933,9 +1438,11 @@ def ingest(
     Raises
     ------
     DataError
-        For unreadable sources or tiles, or sources that overlap no tile. A failure while
-        writing a tile removes that tile's temporary file and leaves an existing tile as it
-        was; finished tiles stay.
+        For unreadable sources or tiles, sources that overlap no tile, more than a source's
+        ``max_invalid_fraction`` of values outside its valid range, an output folder that
+        cannot be written or a full disk (naming the tile). A failure while writing a tile
+        removes that tile's temporary file and leaves an existing tile as it was; finished
+        tiles stay.
     ConfigError
         If an existing tile was written for another grid.
 
@@ -943,6 +1450,8 @@ def ingest(
     -----
     SMEngineWarning
         Once per layer whose source changed (each tile concerned is logged).
+    DataLossWarning
+        Per source with values outside its valid range (set to NaN): how many, and the worst.
     """
     specs = [s if isinstance(s, SourceSpec) else SourceSpec(s.path if isinstance(s, Source) else s) for s in sources]
     opened = [s if isinstance(s, Source) else open_source(sp) for s, sp in zip(sources, specs, strict=False)]
@@ -960,7 +1469,11 @@ def ingest(
     else:
         all_days = np.unique(as_days(days))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{out}: cannot make the tile folder: {exc.strerror or exc}") from exc
+    remove_stale_temps(out)
     tile_list = [grid.tile(t) if isinstance(t, str) else t for t in tiles] if tiles is not None else list(grid.tiles())
 
     written: list[Path] = []
@@ -997,6 +1510,8 @@ def ingest(
         written.append(path)
     if not overlapped:
         raise DataError(f"no source overlaps the grid ({[s.path for s in opened]})")
+    for src in opened:
+        src._report(2)
     return written
 
 
@@ -1076,7 +1591,32 @@ def _why_redo(old: TileStore, name: str, kind: str, spec: SourceSpec, src: Sourc
     if not set(before) <= set(now):
         gone = [f for f in before if f not in set(now)]
         return f"source files changed (old {_brief(before)}, new {_brief(now)}; gone {_brief(gone)})"
+    recorded = old.attrs.get("file_stats", {}).get(name)
+    if recorded:  # tiles written before file stats were recorded have none: not checked
+        current = _file_stats(src)
+        changed = [f for f, st in recorded.items() if f in current and list(current[f]) != list(st)]
+        if changed:
+            (size0, mtime0), (size1, mtime1) = recorded[changed[0]], current[changed[0]]
+            return (
+                f"source file(s) {_brief(changed)} changed in place (size {size0} → {size1} bytes, "
+                f"modified {_ns_time(mtime0)} → {_ns_time(mtime1)})"
+            )
     return None
+
+
+def _file_stats(src: Source) -> dict[str, list[int]]:
+    """Size and modification time (ns) of each file of ``src``: as recorded when it was opened,
+    else as they are now."""
+    stats: dict[str, list[int]] = dict(src.attrs.get("file_stats", {}))
+    for f in (f for f in src.path.split(";") if f and f not in stats):
+        with contextlib.suppress(OSError):
+            st = os.stat(f)
+            stats[f] = [int(st.st_size), int(st.st_mtime_ns)]
+    return stats
+
+
+def _ns_time(ns: int) -> str:
+    return str(np.datetime64(int(ns), "ns"))[:26] + " UTC"
 
 
 def _plan(
@@ -1185,6 +1725,12 @@ def _write_tile(
         if (la.take >= 0).any()
     }
     methods = {la.name: la.method for la in layers if la.method is not None}
+    old_stats = old.attrs.get("file_stats", {}) if old is not None else {}
+    file_stats = {
+        la.name: _file_stats(la.src) if la.src is not None else old_stats.get(la.name, {})
+        for la in layers
+        if la.src is not None or la.name in old_stats
+    }
     writer = TileWriter(
         path,
         tgrid,
@@ -1194,7 +1740,7 @@ def _write_tile(
         {la.name: la.units for la in layers},
         {la.name: la.files for la in layers},
         {la.name: (np.asarray(la.index), la.n_cells) for la in coarse},
-        attrs={**(old.attrs if old is not None else {}), "methods": methods},
+        attrs={**(old.attrs if old is not None else {}), "methods": methods, "file_stats": file_stats},
         tile_id=tile_id,
     )
     with writer as w:  # one day at a time, copying from the old tile or regridding

@@ -17,16 +17,26 @@ sub-pixel affine transform, feature names, units and source files. Every write g
 temporary file in the same folder that is renamed into place only when complete, so a
 failed or interrupted write never leaves a partial tile behind. Tiles written before
 ``/coverage`` existed read as covering every day.
+
+The disk space a tile needs is reserved (``posix_fallocate``) before HDF5 writes a byte: a
+full disk or a file-size limit is then one :class:`~smengine.errors.DataError` naming the
+tile, instead of an HDF5 write error after which the library cannot close the file (HDF5
+crashes the process). Tiles get the permissions of any new file (0644 under the usual
+umask). A run that is killed leaves its temporary file (``.<tile>.h5.<8 characters>.tmp``);
+:func:`remove_stale_temps` removes those no live writer holds (:func:`smengine.ingest.ingest`
+calls it on its output folder).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import logging
 import os
-import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,12 +46,13 @@ import numpy as np
 import numpy.typing as npt
 
 from smengine._days import as_days
+from smengine._io import TEMP_NAME, temp_beside
 from smengine.errors import ConfigError, DataError, ValidationError
 from smengine.grid import Grid, as_window
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FORMAT", "CoarseLayer", "TileStore", "TileWriter", "as_days"]
+__all__ = ["FORMAT", "CoarseLayer", "TileStore", "TileWriter", "as_days", "remove_stale_temps"]
 
 FORMAT = "smengine-tilestore/1"
 _EPOCH = np.datetime64("1970-01-01", "D")
@@ -93,6 +104,137 @@ class CoarseLayer:
         np.take(row, np.maximum(idx, 0), out=out)
         out[idx < 0] = np.nan
         return out
+
+
+# temporary files: space, permissions, liveness ---------------------------------------
+#: Temporary tile files this process is writing now (never stale, whatever their locks say).
+_LIVE: set[Path] = set()
+_NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+#: Without file locks (some network file systems), a temporary tile file untouched for this
+#: long (seconds) is taken to be left by a run that died; a live writer touches it often.
+_STALE_AGE = 3600.0
+
+
+@contextlib.contextmanager
+def _h5_errors(path: Path, what: str) -> Iterator[None]:
+    """HDF5's errors (OSError, RuntimeError) while writing the tile ``path`` as one DataError."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"{path}: {what}: {exc}") from exc
+
+
+def _reserve(tmp: Path, path: Path, nbytes: int) -> tuple[int, int]:
+    """Reserve ``nbytes`` of disk for the temporary tile file ``tmp`` and mark it as being
+    written (an exclusive POSIX lock, held until the returned descriptor is closed).
+
+    A full disk, a quota or a file-size limit raises :class:`DataError` now, before HDF5 has
+    written anything (an HDF5 write that fails leaves a file the library cannot close).
+    Where the file system cannot reserve space or lock files, the tile is written without.
+    """
+    fd = os.open(tmp, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+        reserved = nbytes
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            os.close(fd)
+            raise DataError(
+                f"{path}: cannot write the tile: {exc.strerror} (it needs about {nbytes / 1e6:.3g} MB)"
+            ) from exc
+        reserved = 0  # no reservation on this file system (EOPNOTSUPP, EINVAL)
+    with contextlib.suppress(OSError):  # no locks here: stale files are told by their age (remove_stale_temps)
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd, reserved
+
+
+def _hdf5_end(path: Path) -> int | None:
+    """The end-of-file address an HDF5 file records in its superblock (at byte 0), or None."""
+    with open(path, "rb") as f:
+        head = f.read(96)
+    if head[:8] != b"\x89HDF\r\n\x1a\n" or len(head) < 48:
+        return None
+    version = head[8]
+    if version in (0, 1):
+        size, at = head[13], 24 if version == 0 else 28
+    elif version in (2, 3):
+        size, at = head[9], 12
+    else:
+        return None
+    if size not in (2, 4, 8) or at + 3 * size > len(head):
+        return None
+    base = int.from_bytes(head[at : at + size], "little")
+    end = int.from_bytes(head[at + 2 * size : at + 3 * size], "little")
+    return base + end
+
+
+def _trim(tmp: Path) -> None:
+    """Cut the closed tile file ``tmp`` back to the end HDF5 records (the reservation may
+    have left it longer)."""
+    end = _hdf5_end(tmp)
+    if end is not None and 0 < end < tmp.stat().st_size:
+        os.truncate(tmp, end)
+
+
+def _is_stale(path: Path) -> bool:
+    """Whether the temporary tile file ``path`` was left by a writer that is gone: neither
+    HDF5 (``flock``) nor a :class:`TileWriter` (``lockf``) holds it."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return False  # a live writer holds it
+        return time.time() - os.fstat(fd).st_mtime > _STALE_AGE  # no locks on this file system
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary tile files (``.<tile>.h5.<8 characters>.tmp``) that runs killed
+    while writing left in ``folder``.
+
+    Files a live writer holds (this process's, or another's: a :class:`TileWriter` locks its
+    temporary file) are kept; so is everything else in the folder. The removal is logged
+    as a warning with the count.
+
+    Parameters
+    ----------
+    folder : path
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = TEMP_NAME.match(p.name)
+        if m is None or not m["name"].endswith(".h5") or p in _LIVE or p.is_symlink() or not p.is_file():
+            continue
+        if _is_stale(p):
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError as exc:
+                log.warning("cannot remove the temporary tile file %s: %s", p, exc)
+    if removed:
+        names = [p.name for p in removed]
+        shown = names if len(names) <= 5 else [*names[:5], f"… ({len(names)} files)"]
+        log.warning("%s: removed %d temporary tile file(s) left by an interrupted run: %s", folder, len(removed), shown)
+    return removed
 
 
 class TileWriter:
@@ -153,18 +295,30 @@ class TileWriter:
         self.tile_id = tile_id
         self._file: h5py.File | None = None
         self._tmp: Path | None = None
+        self._lock_fd: int | None = None
+        self._reserved = 0
         self._daily = {n: i for i, n in enumerate(self.dynamic_names + list(coarse))}
         self._covered = np.zeros((self.times.size, len(self._daily)), dtype=np.uint8)
 
     # context manager --------------------------------------------------------------
     def __enter__(self) -> TileWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        os.close(fd)
-        self._tmp = Path(tmp)
+        folder = self.path.parent
         try:
-            self._file = h5py.File(self._tmp, "w", track_order=True)
-            self._layout()
+            folder.mkdir(parents=True, exist_ok=True)
+            self._tmp = temp_beside(self.path)
+        except OSError as exc:
+            raise DataError(f"{folder}: cannot write tiles there: {exc.strerror or exc}") from exc
+        _LIVE.add(self._tmp)
+        try:
+            need = self._size_needed()
+            # reserve before HDF5 writes its first bytes, and again once it has truncated the
+            # file on opening it: HDF5 must never meet a full disk
+            os.close(_reserve(self._tmp, self.path, need)[0])
+            with _h5_errors(self.path, "cannot write the tile"):
+                self._file = h5py.File(self._tmp, "w", track_order=True)
+            self._lock_fd, self._reserved = _reserve(self._tmp, self.path, need)
+            with _h5_errors(self.path, "cannot write the tile"):
+                self._layout()
         except BaseException:
             self._discard()
             raise
@@ -176,27 +330,67 @@ class TileWriter:
         else:
             self._discard()
 
+    def _size_needed(self) -> int:
+        """Bytes to reserve for the tile: its datasets exactly, plus a generous allowance for
+        HDF5's metadata (object headers, the attributes, free-space bookkeeping)."""
+        ny, nx = self.grid.subpixel_shape
+        nt, npix = self.times.size, ny * nx
+        data = 8 * nt + 4 * npix * (len(self.static_names) + nt * len(self.dynamic_names))
+        data += sum(4 * (nt * int(n_cells) + npix) for _, n_cells in self._coarse.values())
+        data += nt * len(self._daily)
+        text = [self.grid.get_config(), self.units, self.sources, self._attrs, self.static_names, self.dynamic_names]
+        attrs = sum(len(json.dumps(t, default=str)) for t in text) + 4096  # + the CRS WKT
+        return data + 4 * attrs + 4096 * (8 + 2 * len(self._coarse)) + (1 << 16)
+
     def _discard(self) -> None:
         if self._file is not None:
             with contextlib.suppress(Exception):  # closing a broken file
                 self._file.close()
             self._file = None
+        self._unlock()
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
+            _LIVE.discard(self._tmp)
             self._tmp = None
 
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = None
+
     def commit(self) -> Path:
-        """Flush, close and rename the temporary file into place."""
+        """Flush, close and rename the temporary file into place.
+
+        Raises
+        ------
+        DataError
+            If the file cannot be finished (e.g. the disk is full); the temporary file is
+            removed and ``path`` is left as it was.
+        """
         if self._file is None or self._tmp is None:
             raise ConfigError("TileWriter.commit() outside a with-block or called twice")
-        if self._covered.size:
-            self._file["coverage"][...] = self._covered
-        self._file.flush()
-        self._file.close()
-        self._file = None
-        with open(self._tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(self._tmp, self.path)
+        try:
+            with _h5_errors(self.path, "cannot finish the tile"):
+                if self._covered.size:
+                    self._file["coverage"][...] = self._covered
+                self._file.flush()
+                if self._file.id.get_filesize() > self._reserved > 0:
+                    log.debug("tile %s: HDF5 needed more than the %d bytes reserved", self.path, self._reserved)
+                self._file.close()
+            self._file = None
+            try:
+                _trim(self._tmp)
+                with open(self._tmp, "rb") as f:
+                    os.fsync(f.fileno())
+                os.replace(self._tmp, self.path)
+            except OSError as exc:
+                raise DataError(f"{self.path}: cannot finish the tile: {exc.strerror or exc}") from exc
+        except BaseException:
+            self._discard()
+            raise
+        self._unlock()
+        _LIVE.discard(self._tmp)
         self._tmp = None
         log.debug("wrote tile %s", self.path)
         return self.path
@@ -253,12 +447,16 @@ class TileWriter:
     def write_static(self, name: str, field: npt.ArrayLike) -> None:
         """Write static layer ``name``, shape (Y, X)."""
         i = self.static_names.index(name)
-        self._f()["static"][i] = self._field(f"static {name!r}", field)
+        arr = self._field(f"static {name!r}", field)
+        with _h5_errors(self.path, "cannot write the tile"):
+            self._f()["static"][i] = arr
 
     def write_dynamic(self, t: int, name: str, field: npt.ArrayLike) -> None:
         """Write dynamic layer ``name`` of day index ``t``, shape (Y, X)."""
         i = self.dynamic_names.index(name)
-        self._f()["dynamic"][t, i] = self._field(f"dynamic {name!r} day {t}", field)
+        arr = self._field(f"dynamic {name!r} day {t}", field)
+        with _h5_errors(self.path, "cannot write the tile"):
+            self._f()["dynamic"][t, i] = arr
         self._covered[t, self._daily[name]] = 1
 
     def write_coarse(self, t: int, name: str, values: npt.ArrayLike) -> None:
@@ -267,7 +465,8 @@ class TileWriter:
         v = np.asarray(values, dtype=np.float32)
         if v.shape != d.shape[1:]:
             raise ValidationError(f"coarse {name!r} day {t}: shape {v.shape} != {d.shape[1:]}")
-        d[t] = v
+        with _h5_errors(self.path, "cannot write the tile"):
+            d[t] = v
         self._covered[t, self._daily[name]] = 1
 
 
