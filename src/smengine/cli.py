@@ -266,7 +266,8 @@ def _group_sources(args: tuple[str, ...]) -> list[tuple[str | None, list[Path]]]
     "units_opt",
     multiple=True,
     metavar="[NAME=]UNITS",
-    help="Units of a source that states none (GeoTIFFs): NAME=UNITS for one, UNITS for all. Repeatable.",
+    help="Units of a source that states none (a GeoTIFF, a NetCDF variable without a units attribute): "
+    "NAME=UNITS for one, UNITS for all. Repeatable.",
 )
 @click.option(
     "--variable",
@@ -656,7 +657,8 @@ def predict(
     """Predict the daily 1-km product of TILES (tile files or folders of them) with MODEL.
 
     Resumable: outputs that exist are skipped, so rerunning after an interruption only
-    does what is missing.
+    does what is missing. An output made by another model, other settings or from tile data
+    that changed since is not reused: the run stops naming it (--overwrite redoes it).
     """
     from tqdm import tqdm
 
@@ -671,8 +673,13 @@ def predict(
         cf = CompiledForest.load(model)
         days = slice(start, end) if (start or end) else None
         total = 0
-        for p in paths:
-            st = TileStore.open(p)
+        for p in paths:  # the day count for the progress bar; an unreadable tile fails in the run
+            try:
+                st = TileStore.open(p)
+            except SMEngineError:
+                if not keep_going:
+                    raise
+                continue
             lo = as_day(start, what="--start") if start else st.times[0]
             hi = as_day(end, what="--end") if end else st.times[-1]
             total += max(int((hi - lo).astype(int)) + 1, 0)

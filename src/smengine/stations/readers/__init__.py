@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from smengine.errors import ConfigError
+from smengine.errors import ConfigError, DataError, DataLossWarning
 from smengine.stations._core import StationSet
 from smengine.stations.readers.cosmos_europe import read_cosmos_europe
 from smengine.stations.readers.fuerstensee import read_fuerstensee
@@ -77,11 +78,16 @@ def guess_format(source: str | os.PathLike[str]) -> str:
     )
 
 
+#: Above this fraction of excluded stations :func:`open_stations` raises instead of warning.
+MAX_EXCLUDED_FRACTION = 0.5
+
+
 def open_stations(
     source: str | os.PathLike[str],
     format: str | None = None,
     *,
     metadata: str | os.PathLike[str] | None = None,
+    max_excluded: float = MAX_EXCLUDED_FRACTION,
     **kwargs: Any,
 ) -> StationSet:
     """Read a station set with the reader of ``format`` (default: :func:`guess_format`).
@@ -95,6 +101,11 @@ def open_stations(
     metadata : path, optional
         The station table, for the formats whose reader takes one (``csv``,
         ``fuerstensee``); an error for the others.
+    max_excluded : float, optional
+        Stations a reader excludes (an unreadable file, no coordinates …) are listed in
+        :attr:`StationSet.exclusions` and reported in a
+        :class:`~smengine.errors.DataLossWarning`; when more than this fraction of the
+        stations found is excluded, a :class:`~smengine.errors.DataError` is raised instead.
     **kwargs
         Passed to the reader (e.g. ``metadata=`` for ``csv``).
 
@@ -107,6 +118,8 @@ def open_stations(
     ConfigError
         For an unknown format or one that cannot be guessed; the readers' own errors
         (:class:`~smengine.errors.DataError` naming the file) pass through.
+    DataError
+        More than ``max_excluded`` of the stations were excluded (or none was read).
 
     Examples
     --------
@@ -123,4 +136,18 @@ def open_stations(
         if "metadata" not in inspect.signature(reader).parameters:
             raise ConfigError(f"the {fmt} format takes no separate station table (metadata={metadata})")
         kwargs["metadata"] = metadata
-    return reader(source, **kwargs)
+    out = reader(source, **kwargs)
+    excl = out.exclusions
+    if len(excl):
+        ids = sorted(set(excl["station"]) - set(out))
+        n_found = len(out) + len(ids)
+        rows = list(zip(excl["station"], excl["reason"], strict=True))
+        listed = "; ".join(f"{st}: {why}" for st, why in rows[:5]) + (" …" if len(rows) > 5 else "")
+        msg = f"{source}: {len(ids)} of {n_found} station(s) excluded ({listed})"
+        if n_found and (len(out) == 0 or len(ids) / n_found > max_excluded):
+            how = ""
+            if format is None:
+                how = f" (format {fmt!r} guessed: choose the reader with format=, --format on the CLI)"
+            raise DataError(f"{msg}; more than max_excluded={max_excluded:g} of the network{how}")
+        warnings.warn(msg + "; see StationSet.exclusions", DataLossWarning, stacklevel=2)
+    return out
