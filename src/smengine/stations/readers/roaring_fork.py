@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from smengine import neutrons as nt
-from smengine.errors import DataError
+from smengine.errors import DataError, ValidationError
 from smengine.stations._core import QC, PathLike, Station, StationSet
 from smengine.stations._counts import (
     _calibrated_n0,
@@ -123,66 +123,70 @@ def read_roaring_fork(
                 strict, excl, site, f"no coordinates for {old!r} in RoaringFork_CRNS_metadata.csv", str(f)
             )
             continue
-        c = cal.loc[site]
-        raw = _read_table(f)
-        _require(raw, ["datetime_UTC", "BaroPress", "airT", "airRH", tube, "sT_5"], f)
-        idx = _parse_times(raw["datetime_UTC"], f, "datetime_UTC")
-        g = pd.DataFrame(
-            {
-                dst: pd.to_numeric(raw[src], errors="coerce").to_numpy()
-                for src, dst in _RF_COLUMNS.items()
-                if src in raw
-            },
-            index=idx,
-        )
-        g["flag"] = 0
-        g = _flag_range(g, str(f))
-        cph = pd.Series(pd.to_numeric(raw[tube], errors="coerce").to_numpy() * 3600.0 / sample_seconds, index=idx)
-        h = pd.Series(nt.absolute_humidity(g["rel_humidity"].to_numpy(), g["air_temperature"].to_numpy()), index=idx)
-        bd, lw, soc = float(c["bd"]), float(c["lw"]), float(c["soc_water"])
-        corr = _correct_counts(cph, pressure=g["pressure"], abs_humidity=h, count_range=count_range)
-        if n0 and site in n0:
-            n0_site, calib = float(n0[site]), []
-        else:
-            n0_site, calib = _calibrated_n0(corr["counts"], [c["CalDate"]], [c["Sample_total_swc_g"]], str(f))
-        conv = _corrected_to_sm(corr, n0_site, bd, lw, soc, porosity=1.0 - bd / 2.65)
-        g["abs_humidity"] = h
-        data = _merge_hourly(conv, g)
-        frozen = data["soil_temperature_5"] < frozen_soil_temperature
-        data.loc[frozen, "flag"] |= int(QC.SNOW)
-        st = Station(
-            id=site,
-            lat=_float(lc["Lat DD"].iloc[0]),
-            lon=_float(lc["Long DD"].iloc[0]),
-            data=data,
-            elevation=float(c["Elev"]),
-            bulk_density=bd,
-            lattice_water=lw,
-            soc=soc,
-            n0=n0_site,
-            porosity=1.0 - bd / 2.65,
-            name=old,
-            network="USGS Roaring Fork",
-            land_cover=str(lc["Land Cover"].iloc[0]).strip(),
-            source=str(f),
-            extra={
-                "staid": staid,
-                "calibration": calib,
-                "tdr_depths_cm": ROARING_FORK_TDR_DEPTHS,
-                "n0_authors": _float(c.get("N0_Desilets")),
-                "n_ratio_authors": _float(c.get("N_ratio_Des")),
-            },
-        )
-        st.processing += [
-            f"{tube} counts × 3600/{sample_seconds:g} s → cph; hourly mean rates",
-            (
-                "corrections: pressure (p_ref 1013.25 hPa, β 0.0076), humidity (Rosolem, h_ref 0); "
-                "incoming flux not applied (no neutron-monitor record for 2023–2024 here)"
-            ),
-            f"N0 = {n0_site:.1f} cph calibrated on {calib[0]['counts_day'] if calib else 'given'}",
-            f"QC.SNOW where 5-cm soil temperature < {frozen_soil_temperature:g} °C",
-        ]
-        out.append(st)
+        try:  # one unreadable station file excludes that station, not the network
+            c = cal.loc[site]
+            raw = _read_table(f)
+            _require(raw, ["datetime_UTC", "BaroPress", "airT", "airRH", tube, "sT_5"], f)
+            idx = _parse_times(raw["datetime_UTC"], f, "datetime_UTC")
+            g = pd.DataFrame(
+                {
+                    dst: pd.to_numeric(raw[src], errors="coerce").to_numpy()
+                    for src, dst in _RF_COLUMNS.items()
+                    if src in raw
+                },
+                index=idx,
+            )
+            g["flag"] = 0
+            g = _flag_range(g, str(f))
+            cph = pd.Series(pd.to_numeric(raw[tube], errors="coerce").to_numpy() * 3600.0 / sample_seconds, index=idx)
+            rh, temp = g["rel_humidity"].to_numpy(), g["air_temperature"].to_numpy()
+            h = pd.Series(nt.absolute_humidity(rh, temp), index=idx)
+            bd, lw, soc = float(c["bd"]), float(c["lw"]), float(c["soc_water"])
+            corr = _correct_counts(cph, pressure=g["pressure"], abs_humidity=h, count_range=count_range)
+            if n0 and site in n0:
+                n0_site, calib = float(n0[site]), []
+            else:
+                n0_site, calib = _calibrated_n0(corr["counts"], [c["CalDate"]], [c["Sample_total_swc_g"]], str(f))
+            conv = _corrected_to_sm(corr, n0_site, bd, lw, soc, porosity=1.0 - bd / 2.65)
+            g["abs_humidity"] = h
+            data = _merge_hourly(conv, g)
+            frozen = data["soil_temperature_5"] < frozen_soil_temperature
+            data.loc[frozen, "flag"] |= int(QC.SNOW)
+            st = Station(
+                id=site,
+                lat=_float(lc["Lat DD"].iloc[0]),
+                lon=_float(lc["Long DD"].iloc[0]),
+                data=data,
+                elevation=float(c["Elev"]),
+                bulk_density=bd,
+                lattice_water=lw,
+                soc=soc,
+                n0=n0_site,
+                porosity=1.0 - bd / 2.65,
+                name=old,
+                network="USGS Roaring Fork",
+                land_cover=str(lc["Land Cover"].iloc[0]).strip(),
+                source=str(f),
+                extra={
+                    "staid": staid,
+                    "calibration": calib,
+                    "tdr_depths_cm": ROARING_FORK_TDR_DEPTHS,
+                    "n0_authors": _float(c.get("N0_Desilets")),
+                    "n_ratio_authors": _float(c.get("N_ratio_Des")),
+                },
+            )
+            st.processing += [
+                f"{tube} counts × 3600/{sample_seconds:g} s → cph; hourly mean rates",
+                (
+                    "corrections: pressure (p_ref 1013.25 hPa, β 0.0076), humidity (Rosolem, h_ref 0); "
+                    "incoming flux not applied (no neutron-monitor record for 2023–2024 here)"
+                ),
+                f"N0 = {n0_site:.1f} cph calibrated on {calib[0]['counts_day'] if calib else 'given'}",
+                f"QC.SNOW where 5-cm soil temperature < {frozen_soil_temperature:g} °C",
+            ]
+            out.append(st)
+        except (DataError, ValidationError) as exc:
+            _exclude_or_raise(strict, excl, site, str(exc), str(f), 0, type(exc))
     if not out and not excl:
         raise DataError(f"{rel}: no *_v1.csv station files")
     return StationSet(out, excl)
