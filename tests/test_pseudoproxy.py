@@ -134,6 +134,7 @@ def test_run_pseudoproxy_on_a_tile(tmp_path):
             )
     table = pd.DataFrame(rows)
     table.attrs["spec"] = spec.to_dict()
+    table.attrs["units"] = dict(fb.units)  # as features.training_table records them
     names = ["elev", "ssm", "swi5_ssm", "doy_sin"]
     res = run_pseudoproxy(table, names, store, ref, days, st, n_estimators=30, n_threads=1, sample_every=5, min_obs=20)
     # targets are the reference at the station pixels on the table's days

@@ -12,6 +12,7 @@ stations     station data (Station, StationSet, QC, daily) and readers (FORMATS,
 grid         the 1-km grid, its sub-pixels and 100-km tiles (Grid)
 ingest       covariate files (GeoTIFF, NetCDF, GRIB) regridded into tiles (SourceSpec, ingest)
 tiles        memory-mapped HDF5 tile stores (TileStore, TileWriter)
+units        covariate units: which convert to which, and how (conversion)
 filters      the exponential filter / Soil Water Index (exp_filter)
 features     features defined once for training and inference (FeatureSpec, training_table)
 model        training with grouped CV (train, Forest, ModelCard) and the compiled forest
@@ -59,6 +60,7 @@ SUBMODULES = (
     "grid",
     "ingest",
     "tiles",
+    "units",
     "filters",
     "features",
     "model",

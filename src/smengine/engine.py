@@ -23,7 +23,17 @@ dynamic or coarse covariate carried day by day per sub-pixel (exactly
 :func:`smengine.filters.exp_filter`; ``swi<T>c_<source>`` with ``carry=True``),
 ``doy_sin``/``doy_cos`` from the day. The SWI needs
 every day of the store before the first predicted day; those are run through the state
-update only (no forest).
+update only (no forest). A ±inf covariate value is missing input exactly like NaN (for the
+row and for the SWI), counted in :attr:`EngineStats.nonfinite_values` and reported.
+
+Units: each model feature's units in the forest's model card are compared with its tile
+layer's (:attr:`~smengine.tiles.TileStore.units`; an SWI feature with its source layer's).
+Equal units go through untouched; units :func:`smengine.units.conversion` can convert
+(``m`` → ``mm``, ``K`` → ``degC``, ``Pa`` → ``hPa`` and back) are converted in the gather,
+``x * scale + offset`` (the SWI is affine-equivariant, so an SWI feature is the SWI of the
+converted source), with an INFO log line and a :class:`~smengine.errors.SMEngineWarning`;
+other pairs raise :class:`~smengine.errors.DataError`. Features the card gives no units for
+are not checked (one :class:`~smengine.errors.SMEngineWarning` per forest names them).
 
 :func:`run` does a whole domain: many tiles, the days split into ranges, one CF-NetCDF per
 (tile, range) written atomically; finished outputs are skipped on a rerun.
@@ -38,10 +48,12 @@ Examples
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,10 +62,11 @@ import numpy as np
 
 from smengine._days import as_day, as_days, day_range
 from smengine._threads import effective_n_threads
-from smengine.errors import ConfigError, DataError, DataLossWarning, SMEngineError
+from smengine.errors import ConfigError, DataError, DataLossWarning, SMEngineError, SMEngineWarning
 from smengine.features import calendar_features, parse_swi_feature_name
 from smengine.product import QualityFlag
 from smengine.tiles import TileStore
+from smengine.units import conversion
 
 __all__ = ["EngineStats", "GatherKind", "TileRunner", "predict", "run"]
 
@@ -89,6 +102,9 @@ class EngineStats:
         Rows that went through the forest (all features finite).
     invalid : int
         Rows masked because a feature was NaN or infinite.
+    nonfinite_values : int
+        Covariate values gathered (sub-pixel × day × tile layer, spin-up days included) that
+        were ±inf and were treated as missing, as NaN.
     visits, box_hits, walks : int
         Forest traversal counters (see :class:`smengine.model.TraversalStats`).
     spinup_days : int
@@ -107,6 +123,7 @@ class EngineStats:
     spinup_days: int = 0
     pixel_days: int = 0
     nan_pixel_days: int = 0
+    nonfinite_values: int = 0
 
     def add(self, other: EngineStats) -> None:
         for k in self.__dataclass_fields__:
@@ -115,7 +132,14 @@ class EngineStats:
     def warn_if_degraded(self, where: str, fraction: float | None = None) -> None:
         """Warn (:class:`~smengine.errors.DataLossWarning`) when more than ``fraction`` (default
         :data:`NAN_WARN_FRACTION`) of the pixel-days have no value, with the sub-pixel rows
-        that had a NaN/inf feature."""
+        that had a NaN/inf feature, and whenever covariate values were ±inf (with their count)."""
+        if self.nonfinite_values:
+            warnings.warn(
+                f"{where}: {self.nonfinite_values:,} covariate values (sub-pixel-days of a tile layer) were "
+                "infinite (±inf) and were treated as missing, as NaN",
+                DataLossWarning,
+                stacklevel=3,
+            )
         limit = NAN_WARN_FRACTION if fraction is None else fraction
         if self.pixel_days and self.nan_pixel_days > limit * self.pixel_days:
             rows = f"{self.invalid / self.subpixel_days:.0%}" if self.subpixel_days else "no"
@@ -159,6 +183,90 @@ class _Plan:
     plan: np.ndarray  # (n_cols, 3) int32: the forest's features first, then the SWI sources they need
     swi_T: np.ndarray  # (S,) float64
     swi_cols: list[str] = field(default_factory=list)
+    # (n_cols,) float64: units conversion of each column, tile layer → model (x * scale + offset)
+    scale: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    offset: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # (feature, layer, tile units, model units, scale, offset) of every converted column
+    converted: list[tuple[str, str, str, str, float, float]] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)  # features whose model units are unknown
+
+    def layer(self, names: Sequence[str], col: int) -> str:
+        """The tile layer plan column ``col`` reads (a covariate column)."""
+        return names[col] if col < len(names) else self.swi_cols[col - len(names)]
+
+
+_RAW_KINDS = (GatherKind.STATIC, GatherKind.DYNAMIC, GatherKind.COARSE)
+
+
+def _feature_units(card: Any) -> dict[str, str | None] | None:
+    """Feature name → units (None where unknown) of a model card (ModelCard or dict); None without one."""
+    feats = card.get("features") if isinstance(card, Mapping) else getattr(card, "features", None)
+    if not feats:
+        return None
+    return {str(f.get("name")): (f.get("units") or None) for f in feats if isinstance(f, Mapping)}
+
+
+def _plan_units(
+    store: TileStore, names: Sequence[str], plan: _Plan, units: Mapping[str, str | None] | None, model: str
+) -> None:
+    """Fill ``plan.scale``/``offset`` (and ``converted``, ``unchecked``) from the model features'
+    ``units`` and the tile layers' (:func:`smengine.units.conversion`).
+
+    Raises
+    ------
+    DataError
+        If a layer's units cannot be converted to the model's, or the model gives one layer
+        two units (through a raw and an SWI feature).
+    """
+    n = plan.plan.shape[0]
+    plan.scale, plan.offset = np.ones(n), np.zeros(n)
+    plan.converted, plan.unchecked = [], []
+    want: dict[int, tuple[str, str]] = {}  # covariate column → (model units, feature)
+    for j, name in enumerate(names):
+        kind, a = int(plan.plan[j, 0]), int(plan.plan[j, 1])
+        if kind == GatherKind.CONST:  # the calendar: no tile units
+            continue
+        col = j if kind in _RAW_KINDS else a
+        mu = (units or {}).get(name)
+        if not mu:
+            plan.unchecked.append(name)
+            continue
+        if col in want and want[col][0] != mu:
+            raise DataError(
+                f"{store.path}: model {model} gives tile layer {plan.layer(names, col)!r} two units: "
+                f"{mu!r} for feature {name!r} and {want[col][0]!r} for {want[col][1]!r}"
+            )
+        want[col] = (mu, name)
+    for col, (mu, name) in want.items():
+        layer = plan.layer(names, col)
+        tu = store.units.get(layer) or ""
+        if not tu.strip():
+            plan.unchecked.append(name)
+            continue
+        sc, off = conversion(tu, mu, where=f"{store.path}: tile layer {layer!r} → feature {name!r} of model {model}")
+        if (sc, off) != (1.0, 0.0):
+            plan.scale[col], plan.offset[col] = sc, off
+            plan.converted.append((name, layer, tu.strip(), mu.strip(), sc, off))
+
+
+_warned: dict[int, tuple[weakref.ref[Any], set[str]]] = {}  # id(forest) → (the forest, messages said)
+
+
+def _once_per_forest(forest: Any, msg: str) -> bool:
+    """True the first time ``msg`` is said about ``forest`` (so a run over many tiles says it once)."""
+    key = id(forest)
+
+    def forget(_ref: weakref.ref[Any]) -> None:
+        _warned.pop(key, None)
+
+    ref, said = _warned.get(key, (None, set()))
+    if ref is None or ref() is not forest:
+        ref, said = weakref.ref(forest, forget), set()
+        _warned[key] = (ref, said)
+    if msg in said:
+        return False
+    said.add(msg)
+    return True
 
 
 def _build_plan(store: TileStore, names: Sequence[str]) -> _Plan:
@@ -287,6 +395,7 @@ class TileRunner:
         self.feature_names = list(names)
         s = self.store
         self._plan = _build_plan(s, self.feature_names)
+        self._check_units()
         grid = s.grid
         if grid.subpixel < 1:
             raise DataError(f"{s.path}: grid has no sub-pixels")
@@ -310,12 +419,55 @@ class TileRunner:
         from smengine._ext import _engine
 
         self._tile = _engine.TileArrays(
-            self._static, self._dynamic, self._cindex, self._coff, self._plan.plan, grid.subpixel
+            self._static,
+            self._dynamic,
+            self._cindex,
+            self._coff,
+            self._plan.plan,
+            grid.subpixel,
+            self._plan.scale,
+            self._plan.offset,
         )
         self._state = _engine.SWIState(self._gain, self._swi, self._last, self._plan.swi_T)  # updated in place
         self._scratch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._next = 0  # first store day index not yet run through the SWI state
         self.stats = EngineStats()
+
+    def _check_units(self) -> None:
+        """Compare the model card's feature units with the tile's; set the plan's conversions and report them."""
+        cf, s = self.forest, self.store
+        model = cf.content_hash[:19]
+        units = _feature_units(cf.card)
+        _plan_units(s, self.feature_names, self._plan, units, model)
+        for name, layer, tu, mu, a, b in self._plan.converted:
+            log.info(
+                "%s: feature %r of model %s: tile layer %r converted from %r to %r (x * %g + %g)",
+                s.path,
+                name,
+                model,
+                layer,
+                tu,
+                mu,
+                a,
+                b,
+            )
+            msg = (
+                f"feature {name!r} of model {model}: tile layer {layer!r} in {tu!r} converted to the model's "
+                f"{mu!r} (x * {a:g} + {b:g})"
+            )
+            if _once_per_forest(cf, msg):
+                warnings.warn(msg, SMEngineWarning, stacklevel=3)
+        if units is None:
+            msg = f"model {model} has no model card with feature units: units of the tile layers not checked"
+            if _once_per_forest(cf, msg):
+                log.warning("%s", msg)
+        elif self._plan.unchecked:
+            msg = (
+                f"model {model}: units not checked for feature(s) {self._plan.unchecked} (the model card or the "
+                "tile gives none; a model trained on a table without units?)"
+            )
+            if _once_per_forest(cf, msg):
+                warnings.warn(msg, SMEngineWarning, stacklevel=3)
 
     def __repr__(self) -> str:
         return (
@@ -346,7 +498,7 @@ class TileRunner:
             name: np.empty((D, Py, Px), np.float32) for name in ("sm", "subpixel_sd", "uncertainty", "valid_fraction")
         }
         bufs["quality_flag"] = np.empty((D, Py, Px), np.uint8)
-        counters = np.zeros(4, dtype=np.int64)
+        counters = np.zeros(5, dtype=np.int64)
         ncol = self._plan.plan.shape[0]
         nrow = Px * self.grid.subpixel**2 * D
         if self._scratch is None or self._scratch[1].shape[1] < nrow:
@@ -383,6 +535,7 @@ class TileRunner:
         st.visits += int(counters[0])
         st.box_hits += int(counters[1])
         st.walks += int(counters[2])
+        st.nonfinite_values += int(counters[4])
         st.spinup_days += int((~w & present).sum())
         return bufs
 
@@ -517,9 +670,102 @@ def predict(
     return _product(runner, req, out, config)
 
 
-def _product(runner: TileRunner, days: np.ndarray, out: dict[str, np.ndarray], config: dict[str, Any] | None) -> Any:
-    from smengine.product import make_product
+#: Engine settings recorded in a product that change none of its values (not compared on resume).
+_NOT_COMPARED = ("chunk_days", "reuse", "tile_path")
 
+
+def _input_digests(store: TileStore, ends: Sequence[np.datetime64]) -> dict[np.datetime64, str]:
+    """A digest of everything in the tile that an output through each day of ``ends`` is made
+    from: layer names, units and grid, the static and index layers, and every stored day up
+    to that day (values and coverage). One pass over the tile (days after the last end are
+    not read); the SWI carries state, so a range depends on every day before it too."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=20)
+    head = {
+        "grid": store.grid.get_config(),
+        "static": store.static_names,
+        "dynamic": store.dynamic_names,
+        "coarse": store.coarse_names,
+        "units": store.units,
+    }
+    h.update(json.dumps(head, sort_keys=True).encode())
+    h.update(np.ascontiguousarray(store.static).data)
+    for name in store.coarse_names:
+        h.update(np.ascontiguousarray(store.coarse[name].index).data)
+    daily = store.dynamic_names + store.coarse_names
+    cover = np.stack([store.covered(n) for n in daily], axis=1) if daily else np.zeros((store.times.size, 0), bool)
+    want = sorted(set(np.asarray(ends, dtype="datetime64[D]").tolist()))
+    out: dict[np.datetime64, str] = {}
+    t = 0
+    for end in want:
+        end64 = np.datetime64(end, "D")
+        while t < store.times.size and store.times[t] <= end64:
+            h.update(store.times[t].astype(np.int64).tobytes())
+            h.update(np.ascontiguousarray(store.dynamic[t]).data)
+            for name in store.coarse_names:
+                h.update(np.ascontiguousarray(store.coarse[name].values[t]).data)
+            h.update(cover[t].tobytes())
+            t += 1
+        out[end64] = "blake2b:" + h.copy().hexdigest()
+    return out
+
+
+def _why_not_reusable(path: Path, want_cfg: dict[str, Any], want_inputs: str) -> str | None:
+    """Why the output at ``path`` was not made by this run's model, settings and tile data
+    (None: it was, and can be kept)."""
+    try:
+        import netCDF4
+
+        with netCDF4.Dataset(path) as nc:
+            attrs = {k: nc.getncattr(k) for k in ("smengine_config", "smengine_inputs") if k in nc.ncattrs()}
+    except OSError as exc:
+        return f"it cannot be read ({exc})"
+    return _record_differs(attrs, want_cfg, want_inputs)
+
+
+def _record_differs(attrs: Mapping[str, Any], want_cfg: dict[str, Any], want_inputs: str) -> str | None:
+    if "smengine_config" not in attrs or "smengine_inputs" not in attrs:
+        return "it records no provenance (written by another program or an older smengine)"
+    try:
+        have = json.loads(str(attrs["smengine_config"]))
+    except ValueError:
+        return "its smengine_config attribute is not JSON"
+    a, b = _comparable_config(have), _comparable_config(want_cfg)
+    if a.get("engine", {}).get("forest_hash") != b.get("engine", {}).get("forest_hash"):
+        return (
+            f"it was made by model {str(a.get('engine', {}).get('forest_hash'))[:19]}… "
+            f"(this run: {str(b['engine']['forest_hash'])[:19]}…)"
+        )
+    if a != b:
+        diff = sorted(
+            f"engine.{k}" if k in a.get("engine", {}) or k in b.get("engine", {}) else k for k in _diff_keys(a, b)
+        )
+        return f"it was made with other settings ({', '.join(diff)})"
+    if str(attrs["smengine_inputs"]) != want_inputs:
+        return "the tile's data changed since it was made (other values, days or layers)"
+    return None
+
+
+def _comparable_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    out = json.loads(json.dumps(dict(cfg), sort_keys=True, default=str))
+    for k in _NOT_COMPARED:
+        out.get("engine", {}).pop(k, None)
+    return out
+
+
+def _diff_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    keys = []
+    for k in set(a) | set(b):
+        if k == "engine" and isinstance(a.get(k), Mapping) and isinstance(b.get(k), Mapping):
+            keys += [j for j in set(a[k]) | set(b[k]) if a[k].get(j) != b[k].get(j)]
+        elif a.get(k) != b.get(k):
+            keys.append(k)
+    return keys
+
+
+def _engine_config(runner: TileRunner, config: dict[str, Any] | None) -> dict[str, Any]:
+    """What a product records about how it was made (its ``smengine_config`` attribute)."""
     cfg = {
         "engine": {
             "min_valid_fraction": runner.min_valid_fraction,
@@ -533,7 +779,20 @@ def _product(runner: TileRunner, days: np.ndarray, out: dict[str, np.ndarray], c
     }
     if config:
         cfg.update(config)
-    return make_product(
+    return json.loads(json.dumps(cfg, sort_keys=True, default=str))
+
+
+def _product(
+    runner: TileRunner,
+    days: np.ndarray,
+    out: dict[str, np.ndarray],
+    config: dict[str, Any] | None,
+    inputs: str | None = None,
+) -> Any:
+    from smengine.product import make_product
+
+    cfg = _engine_config(runner, config)
+    ds = make_product(
         out["sm"],
         out["uncertainty"],
         out["subpixel_sd"],
@@ -545,6 +804,9 @@ def _product(runner: TileRunner, days: np.ndarray, out: dict[str, np.ndarray], c
         model_card=runner.forest.card,
         config=cfg,
     )
+    if inputs is not None:
+        ds.attrs["smengine_inputs"] = inputs
+    return ds
 
 
 @dataclass(frozen=True)
@@ -603,15 +865,29 @@ def _run_tile(
     tid = runner.store.tile_id or runner.store.path.stem
     tdir = out / tid
     zpath = out / f"{tid}.zarr"
+    ranges = list(_ranges(tile_days, file_days))
+    want_cfg = _engine_config(runner, config)
+    inputs = _input_digests(runner.store, [r[-1] for r in ranges]) if ranges else {}
     done_until = None
     if format == "zarr" and zpath.exists():
         if not resume:
             raise ConfigError(f"{zpath} exists; delete it or resume")
-        done_until = np.asarray(open_product(zpath)["time"].values).astype("datetime64[D]")[-1]
+        with open_product(zpath) as old:
+            done_until = np.asarray(old["time"].values).astype("datetime64[D]")[-1]
+            why = _record_differs(old.attrs, want_cfg, _input_digests(runner.store, [done_until])[done_until])
+        if why is not None:
+            raise DataError(f"{zpath}: cannot resume: {why}; delete it or write to another out_dir")
     pending = []
-    for rng in _ranges(tile_days, file_days):
+    for rng in ranges:
         path = zpath if format == "zarr" else tdir / output_name(tid, rng)
         todo = rng if done_until is None else rng[rng > done_until]
+        if format == "netcdf" and resume and path.exists():
+            why = _why_not_reusable(path, want_cfg, inputs[rng[-1]])
+            if why is not None:
+                raise DataError(
+                    f"{path}: not resumed: {why}; pass overwrite=True (smengine predict --overwrite) to "
+                    "replace it, or write to another out_dir"
+                )
         if format == "netcdf" and resume and path.exists() or todo.size == 0:
             skipped.append(path)
             if progress is not None:
@@ -619,10 +895,10 @@ def _run_tile(
             continue
         if todo.size < rng.size and progress is not None:
             progress(rng.size - todo.size)
-        pending.append((todo, path))
-    for rng, path in pending:
+        pending.append((todo, path, inputs[rng[-1]]))
+    for rng, path, digest in pending:
         req, arrays = runner.predict_arrays(rng)
-        ds = _product(runner, req, arrays, config)
+        ds = _product(runner, req, arrays, config, inputs=digest)
         if format == "zarr":
             write_zarr(ds, path)
         else:
@@ -694,7 +970,7 @@ def run(
         raise ConfigError(f"on_error should be 'raise' or 'skip', got {on_error!r}")
     if int(file_days) < 1:
         raise ConfigError(f"file_days should be >= 1, got {file_days}")
-    out = Path(out_dir)
+    out = Path(out_dir).expanduser()
     cf = _load_forest(forest)
     written: list[Path] = []
     skipped: list[Path] = []

@@ -10,8 +10,11 @@ over all past observations:
     SWI_n = SWI_{n-1} + K_n\,(ms(t_n) - SWI_{n-1})
 
 Missing observations are skipped: :math:`t_{n-1}` is the time of the last *valid*
-observation and K is not reset. Several T are computed in one pass, on single series or
-on whole grids (time × y × x) without Python loops per pixel (compiled, GIL released).
+observation and K is not reset. Missing means not finite: NaN (the normal marker, silent)
+and ±inf, which are counted and reported (:class:`~smengine.errors.DataLossWarning`) so that
+one infinite value can neither erase the rest of a series nor pass unnoticed. Several T are
+computed in one pass, on single series or on whole grids (time × y × x) without Python loops
+per pixel (compiled, GIL released).
 
 References
 ----------
@@ -23,6 +26,8 @@ References
 
 from __future__ import annotations
 
+import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,9 +35,11 @@ import numpy.typing as npt
 
 from smengine._days import day_numbers
 from smengine._threads import effective_n_threads
-from smengine.errors import ConfigError, ValidationError
+from smengine.errors import ConfigError, DataLossWarning, ValidationError
 
 __all__ = ["SWIState", "exp_filter"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -86,7 +93,8 @@ def exp_filter(
     ----------
     values : array_like, shape (n_times,) or (n_times, ...)
         Surface soil moisture (any units: the filter is linear). NaN (and ``nan``) are
-        missing observations.
+        missing observations; so are ±inf, counted in a
+        :class:`~smengine.errors.DataLossWarning`.
     times : array_like, shape (n_times,)
         Observation times: days (fractional allowed, e.g. Julian dates) or datetime64;
         strictly increasing.
@@ -116,6 +124,11 @@ def exp_filter(
         On mismatched shapes or times that do not increase.
     ConfigError
         On T <= 0.
+
+    Warns
+    -----
+    DataLossWarning
+        When ``values`` hold ±inf: how many were treated as missing (as NaN).
 
     Examples
     --------
@@ -161,7 +174,13 @@ def exp_filter(
 
     from smengine._ext import _filters
 
-    _filters.exp_filter(flat, t, Ts, bool(carry), out, gain, swi, last, step, effective_n_threads(n_threads))
+    n_inf = _filters.exp_filter(flat, t, Ts, bool(carry), out, gain, swi, last, step, effective_n_threads(n_threads))
+    if n_inf:
+        warnings.warn(
+            f"exp_filter: {n_inf:,} of {flat.size:,} values were infinite (±inf) and were treated as missing, as NaN",
+            DataLossWarning,
+            stacklevel=2,
+        )
     result = out.reshape((Ts.size,) + v.shape)
     if scalar_T:
         result = result[0]

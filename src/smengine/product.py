@@ -724,6 +724,7 @@ def _store_lock(store: Path, timeout: float) -> Iterator[None]:
     deadline = time.monotonic() + timeout
     while True:
         try:
+            store.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise DataError(f"cannot lock {store}: cannot create {lock}: {exc.strerror or exc}") from exc

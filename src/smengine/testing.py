@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,10 @@ import numpy as np
 from smengine.engine import _open_store, _select_days
 from smengine.errors import ConfigError
 from smengine.features import FeatureBuilder, FeatureSpec, parse_swi_feature_name
+from smengine.filters import exp_filter
 from smengine.product import QualityFlag
 from smengine.tiles import TileStore
+from smengine.units import conversion
 
 __all__ = ["as_readonly_memmap", "naive_predict"]
 
@@ -32,6 +34,7 @@ def naive_predict(
     days: Any = None,
     *,
     min_valid_fraction: float = 0.5,
+    units: Mapping[str, str | None] | None = None,
 ) -> dict[str, np.ndarray]:
     """The plain NumPy / scikit-learn pipeline the engine replaces (a reference, not for production).
 
@@ -39,6 +42,22 @@ def naive_predict(
     :class:`~smengine.features.FeatureBuilder`, calls ``estimator.predict`` on its complete
     rows, reshapes to (day, pixel, sub-pixel) and takes ``nanmean``/``nanstd``.
     The forest spread is the SD over ``estimator.estimators_``.
+
+    Parameters
+    ----------
+    store : TileStore or path
+    estimator : fitted scikit-learn forest
+    feature_names : sequence of str
+        The estimator's features, in its order.
+    days : optional
+        As :func:`smengine.engine.predict`.
+    min_valid_fraction : float, optional
+        As :func:`smengine.engine.predict`.
+    units : mapping of str to str or None, optional
+        The model's units of each feature (its model card's). A covariate whose tile layer is in
+        other units is converted with :func:`smengine.units.conversion`, in float64 and rounded
+        to float32, before anything else (an SWI feature is the SWI of the converted source), as
+        the engine does. Default: no conversion.
 
     Returns
     -------
@@ -65,8 +84,29 @@ def naive_predict(
     col = [fb.names.index(n) for n in names]
     req = _select_days(s, days)
     tix = [s.day_index(d) for d in req]
+    conv: dict[str, tuple[float, float]] = {}  # tile layer → (scale, offset) to the model's units
+    for n in names:
+        layer = n if n in s.feature_names else (parse_swi_feature_name(n) or (None,))[0]
+        if layer is not None and (units or {}).get(n) and s.units.get(layer):
+            ab = conversion(s.units[layer], str((units or {})[n]), where=f"{s.path}: layer {layer!r}")
+            if ab != (1.0, 0.0):
+                conv[layer] = ab
+
+    def converted(a: np.ndarray, layer: str) -> np.ndarray:
+        sc, off = conv[layer]
+        return (a.astype(np.float64) * sc + off).astype(np.float32)
+
     sw = fb.swi() if fb.swi_names else None
+    nT = len(spec.swi_T)
+    for i, src in enumerate(fb.swi_of):
+        if sw is not None and src in conv:
+            sw[i * nT : (i + 1) * nT] = exp_filter(
+                converted(fb.source_series(src), src), s.times, spec.swi_T, carry=spec.swi_carry
+            )
     X = np.stack([fb.day(t, swi=sw)[col] for t in tix])  # (D, F, Y, X)
+    for k, n in enumerate(names):
+        if n in conv:
+            X[:, k] = converted(X[:, k], n)
     D, F = X.shape[:2]
     k = s.grid.subpixel
     Py, Px = s.grid.shape

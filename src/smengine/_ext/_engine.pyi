@@ -17,6 +17,8 @@ class TileArrays:
         coff: npt.NDArray[np.int64],
         plan: npt.NDArray[np.int32],
         sub: int,
+        scale: npt.NDArray[np.float64] | None = None,
+        offset: npt.NDArray[np.float64] | None = None,
     ) -> None: ...
     @property
     def sub(self) -> int: ...

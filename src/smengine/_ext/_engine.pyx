@@ -30,12 +30,19 @@ The SWI recursion is :func:`smengine.filters.exp_filter`'s, the same inline step
 (``swi_step`` of ``_swi.pxd``): for a valid value v at time t,
 ``K = K / (K + exp(-(t - t_last) / T))``, ``s = s + K (v - s)`` (``K = 1``, ``s = v`` for the
 first value); a missing value gives NaN and leaves the state alone.
+
+A gathered covariate value (kinds 0-2) is first brought to the model's units where
+``TileArrays.scale``/``offset`` say so (``x = x * scale + offset``, only for columns whose
+conversion is not the identity), then a ±inf becomes NaN, counted: it is missing input like
+NaN, for the SWI (which would otherwise carry it to every later day) and for the row's
+validity alike. SWI features (kinds 3, 5) inherit the conversion of their source column
+(the recursion is affine-equivariant).
 """
 
 import numpy as np
 
 from cython.parallel cimport prange, threadid
-from libc.math cimport NAN, fabs, isnan, sqrt
+from libc.math cimport NAN, fabs, isinf, sqrt
 from libc.string cimport memset
 from libc.float cimport FLT_MAX
 
@@ -43,7 +50,7 @@ from smengine._ext._typedefs cimport float32_t, float64_t, int32_t, int64_t, int
 
 from smengine._ext._forest cimport ForestTables
 from smengine._ext._forest_h cimport smf_forest, smf_predict, smf_sd, smf_stats
-from smengine._ext._swi cimport swi_step
+from smengine._ext._swi cimport swi_missing, swi_step
 
 # quality flag codes: a mirror of smengine.product.QualityFlag (tests/test_engine.py checks they agree)
 cdef enum:
@@ -89,6 +96,9 @@ cdef class TileArrays:
         ``n_features`` columns come first.
     sub : int
         Sub-pixels per pixel side (``sub * sub`` per pixel).
+    scale, offset : ndarray of float64, shape (n_cols,), optional
+        Units conversion of each gathered covariate column, ``x * scale + offset`` (default
+        none: ones and zeros; only columns whose pair is not (1, 0) are converted).
     """
 
     cdef const float32_t[:, :, ::1] static
@@ -96,21 +106,27 @@ cdef class TileArrays:
     cdef const int32_t[:, :, ::1] cindex
     cdef const int64_t[::1] coff
     cdef const int32_t[:, ::1] plan
+    cdef const float64_t[::1] scale
+    cdef const float64_t[::1] offset
     cdef readonly intp_t sub
 
-    def __init__(self, static, dynamic, cindex, coff, plan, intp_t sub):
+    def __init__(self, static, dynamic, cindex, coff, plan, intp_t sub, scale=None, offset=None):
         self.static = static
         self.dynamic = dynamic
         self.cindex = cindex
         self.coff = coff
         self.plan = plan
         self.sub = sub
+        self.scale = np.ones(self.plan.shape[0]) if scale is None else scale
+        self.offset = np.zeros(self.plan.shape[0]) if offset is None else offset
         cdef intp_t ny = self.static.shape[1], nx = self.static.shape[2]
         if sub < 1 or ny % sub or nx % sub or self.dynamic.shape[2] != ny or self.dynamic.shape[3] != nx \
                 or self.cindex.shape[1] != ny or self.cindex.shape[2] != nx or self.cindex.shape[0] != self.coff.shape[0] \
-                or self.plan.shape[1] != 3:
-            raise ValueError("TileArrays: static (Fs, Y, X), dynamic (T, Fd, Y, X), cindex (Lc, Y, X), coff (Lc,) and "
-                             "plan (n_cols, 3) should agree, and Y and X be multiples of sub")
+                or self.plan.shape[1] != 3 or self.scale.shape[0] != self.plan.shape[0] \
+                or self.offset.shape[0] != self.plan.shape[0]:
+            raise ValueError("TileArrays: static (Fs, Y, X), dynamic (T, Fd, Y, X), cindex (Lc, Y, X), coff (Lc,), "
+                             "plan (n_cols, 3), scale and offset (n_cols,) should agree, and Y and X be multiples "
+                             "of sub")
 
 
 cdef class SWIState:
@@ -239,7 +255,7 @@ def run_days(
     int reuse,                          # forest reuse: 0 none, 1 box kernel, 3 leaf-box table + lanes
     double min_valid,                   # minimum valid fraction for a pixel value
     int n_threads,
-    int64_t[::1] stats,                 # OUT (4,) visits, box hits, walks, invalid rows (added to)
+    int64_t[::1] stats,                 # OUT (5,) visits, box hits, walks, invalid rows, ±inf values (added to)
 ):
     """Advance the SWI state over the chunk's days and predict the wanted days.
 
@@ -251,6 +267,8 @@ def run_days(
     cdef const int32_t[:, :, ::1] cindex = tile.cindex
     cdef const int64_t[::1] coff = tile.coff
     cdef const int32_t[:, ::1] plan = tile.plan
+    cdef const float64_t[::1] scale = tile.scale
+    cdef const float64_t[::1] offset = tile.offset
     cdef float64_t[:, ::1] gain = state.gain
     cdef float64_t[:, ::1] swi = state.swi
     cdef float64_t[:, ::1] last = state.last
@@ -274,7 +292,7 @@ def run_days(
     cdef intp_t Py = sm.shape[1], Px = sm.shape[2], s2 = sub * sub
     cdef intp_t T = F.n_trees, nrow = Px * s2 * D
     cdef intp_t pr, px, q, a, b, r, c, lin, d, j, k, row, n, tid, failed = 0
-    cdef int64_t visits = 0, hits = 0, walks = 0, n_bad = 0
+    cdef int64_t visits = 0, hits = 0, walks = 0, n_bad = 0, n_inf = 0
     cdef float *X
     cdef uint8_t *ok
     cdef double *acc
@@ -282,19 +300,22 @@ def run_days(
     cdef float *x
     cdef float v32
     cdef double v, p, mu, ss, sp
-    cdef int kind, rc, any_want = 0
+    cdef int kind, rc, any_want = 0, convert = 0
     cdef smf_stats sts[256]
     if xbuf.shape[0] < n_threads or n_threads > 256 or xbuf.shape[1] < nrow * ncol \
             or okbuf.shape[1] < nrow or accbuf.shape[1] < 4 * nrow:
         raise ValueError("engine kernel: scratch buffers too small for the chunk and threads")
     if ncol < n_forest or sm.shape[0] != D or Py * sub > static.shape[1] or Px * sub > nx \
-            or gain.shape[1] != static.shape[1] * nx or stats.shape[0] < 4:
+            or gain.shape[1] != static.shape[1] * nx or stats.shape[0] < 5:
         raise ValueError("engine kernel: the plan, tile, SWI state, chunk and outputs do not agree")
     if reuse == 3 and not forest.has_blocks:
         raise ValueError("engine kernel: reuse 3 needs the forest's leaf boxes and blocks")
     for d in range(D):
         if want[d] and tidx[d] >= 0:
             any_want = 1
+    for j in range(ncol):
+        if scale[j] != 1.0 or offset[j] != 0.0:
+            convert = 1
     with nogil:
         for pr in prange(Py, schedule="dynamic", num_threads=n_threads):
             tid = threadid()
@@ -331,15 +352,22 @@ def run_days(
                                 elif kind == GATHER_COARSE:
                                     k = cindex[plan[j, 1], r, c]
                                     x[j] = cvals[d, coff[plan[j, 1]] + k] if k >= 0 else NAN
-                                elif kind == GATHER_CONST:
-                                    x[j] = <float> consts[d, plan[j, 1]]
+                                else:
+                                    if kind == GATHER_CONST:
+                                        x[j] = <float> consts[d, plan[j, 1]]
+                                    continue
+                                if convert and (scale[j] != 1.0 or offset[j] != 0.0):  # tile units → the model's
+                                    x[j] = <float> (x[j] * scale[j] + offset[j])
+                                if isinf(x[j]):  # missing input, as NaN (counted)
+                                    x[j] = NAN
+                                    n_inf += 1
                             for j in range(ncol):
                                 kind = plan[j, 0]
                                 if kind != GATHER_SWI and kind != GATHER_SWI_CARRY:
                                     continue
                                 k = plan[j, 2]
                                 v = x[plan[j, 1]]
-                                if isnan(v):
+                                if swi_missing(v):
                                     if kind == GATHER_SWI_CARRY and gain[k, lin] > 0:
                                         x[j] = <float> swi[k, lin]
                                     else:
@@ -410,4 +438,5 @@ def run_days(
     stats[1] += hits
     stats[2] += walks
     stats[3] += n_bad
+    stats[4] += n_inf
     return 0

@@ -15,15 +15,18 @@ kernel (``_engine.pyx``) uses for its SWI features.
 With ``step > 0`` (the caller found the times uniform with an integer step, so every
 ``t_i - t_last == d * step`` exactly) a table of ``swi_weight(d * step, 0, T_k)`` (the same
 libm ``exp`` of the same argument) replaces the per-observation ``exp``: bit-identical results.
+
+Missing values are the non-finite ones (``swi_missing``): NaN and ±inf alike. The kernel
+returns how many ±inf it met (once per value, not per T), for the wrapper to report.
 """
 
 import numpy as np
 
 from cython.parallel cimport prange
-from libc.math cimport NAN, isnan
+from libc.math cimport NAN, isinf
 
-from smengine._ext._swi cimport swi_step, swi_weight
-from smengine._ext._typedefs cimport float32_t, float64_t, intp_t
+from smengine._ext._swi cimport swi_missing, swi_step, swi_weight
+from smengine._ext._typedefs cimport float32_t, float64_t, int64_t, intp_t
 
 ctypedef fused real_t:
     float32_t
@@ -44,7 +47,8 @@ def exp_filter(
     float64_t step,                     # uniform integer step of ``times`` (days), or 0
     int n_threads,
 ):
-    """SWI for every series and T, series-blocked with time innermost per block."""
+    """SWI for every series and T, series-blocked with time innermost per block; returns the number of ±inf
+    values (treated as missing, as NaN)."""
     cdef intp_t n = values.shape[0]
     cdef intp_t m = values.shape[1]
     cdef intp_t nT = ctimes.shape[0]
@@ -54,6 +58,7 @@ def exp_filter(
     cdef intp_t b, j0, j1, i, j, k, d
     cdef const double *wrow
     cdef double v, K, ti, invstep = 1.0 / step if step > 0 else 0.0
+    cdef int64_t n_inf = 0
     with nogil:
         for k in range(nT):
             for d in range(ntab):
@@ -68,8 +73,11 @@ def exp_filter(
                     for j in range(j0, j1):
                         v = values[i, j]
                         K = gain[k, j]
-                        if isnan(v):
+                        if swi_missing(v):
+                            if k == 0 and isinf(v):
+                                n_inf += 1
                             out[k, i, j] = <real_t>state[k, j] if (carry and K > 0) else <real_t>NAN
                             continue
                         out[k, i, j] = <real_t>swi_step(&gain[k, j], &state[k, j], &last[k, j], v, ti, ctimes[k],
                                                         wrow, ntab, invstep)
+    return n_inf

@@ -217,6 +217,8 @@ def build_blocks(
     if blocks.shape[0] < forest._nodes.shape[0] + F.n_trees or todo.shape[0] < blocks.shape[0] \
             or bslot.shape[0] < forest._leaf.shape[0] or broot.shape[0] != F.n_trees or blocks.shape[1] != 64:
         raise ValueError("build_blocks: output arrays too small")
+    if F.n_features > 256:  # smf_blk.feat is 8 bits
+        raise ValueError(f"build_blocks: blocks hold at most 256 features, the forest has {F.n_features}")
     with nogil:
         nb = smf_build_blocks(F, <smf_blk *> &blocks[0, 0], &bslot[0], &broot[0], &todo[0], &nls)
     return nb, nls

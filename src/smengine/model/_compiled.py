@@ -41,6 +41,9 @@ FORMAT_VERSION = 1
 DEFAULT_BLOCK = 16384
 STRIDE_BLOCKS = 32  # with stride > 0, a kernel block holds up to this many strides of rows (at least 4)
 AUTO_STRIDE_MIN_ROWS = 65536  # flat inputs at least this long get detect_stride()
+#: Most features the leaf-box table and the block layout (reuse=True's kernel) can hold: blocks keep
+#: feature indices in 8 bits (``smf_blk.feat`` in ``_forest.h``). Larger forests predict by plain walks.
+MAX_BOX_FEATURES = 256
 
 # treelite's Operator enum (include/treelite/enum/operator.h)
 _CMP_LT, _CMP_LE = 2, 3
@@ -576,7 +579,7 @@ class CompiledForest:
         if reuse == "box":
             return 1
         if reuse is True or reuse == "lanes":
-            return 3 if self.n_features <= 256 else 1
+            return 3 if self.n_features <= MAX_BOX_FEATURES else 1
         raise ConfigError(f"reuse should be True, False, 'lanes', 'box' or 'none', got {reuse!r}")
 
     def leaf_boxes(self) -> np.ndarray:
@@ -586,9 +589,15 @@ class CompiledForest:
         (features padded to ``nfp``, a multiple of 16; the last row is an empty box). Computed
         on each call (≈ 0.1 s and 128 bytes per leaf for 16 features); the prediction kernel
         keeps its own copy in block-exit order (:meth:`blocks`).
+
+        Raises
+        ------
+        ConfigError
+            If the forest has more than :data:`MAX_BOX_FEATURES` (256) features.
         """
         from smengine._ext import _forest
 
+        self._check_box_features("leaf_boxes")
         nfp = (self.n_features + 15) // 16 * 16
         boxes = np.empty((self._leaf.shape[0] + 1, 2 * nfp), dtype=np.float32)
         _forest.leaf_boxes(self._kernel_tables(0), boxes)
@@ -604,10 +613,16 @@ class CompiledForest:
         :meth:`leaf_boxes` in that order (plus the empty box). For the forest of
         ``bench/bench_forest.py`` (549 508 nodes, 16 features): ≈ 0.1 s, 5.6 MiB of blocks and
         33.5 MiB of boxes. Kept with the object, but not pickled or saved.
+
+        Raises
+        ------
+        ConfigError
+            If the forest has more than :data:`MAX_BOX_FEATURES` (256) features.
         """
         if self._blocks is None:
             from smengine._ext import _forest
 
+            self._check_box_features("blocks")
             cap = self._nodes.shape[0] + self.n_trees
             blk = np.zeros((cap, 64), dtype=np.uint8)
             bslot = np.empty(self._leaf.shape[0], dtype=np.int32)
@@ -627,6 +642,14 @@ class CompiledForest:
                 arr.flags.writeable = False
             self._blocks = tables
         return self._blocks
+
+    def _check_box_features(self, what: str) -> None:
+        if self.n_features > MAX_BOX_FEATURES:
+            raise ConfigError(
+                f"{what}: the leaf-box table and the block layout hold at most {MAX_BOX_FEATURES} features (8-bit "
+                f"feature indices); this forest has {self.n_features}. predict(reuse=True) uses plain walks "
+                "for it (reuse='box')"
+            )
 
     def _kernel_tables(self, mode: int = 3) -> Any:
         """The forest as the kernels see it, for reuse mode ``mode`` (see :meth:`_mode`).
