@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import h5py
@@ -134,3 +135,81 @@ def test_keep_going_past_an_unreadable_tile(models, tile, tmp_path):
     assert sorted(p.name for p in out.rglob("*.nc")) == ["t000_000_20200501_20200508.nc"]
     r = _cli("predict", str(path), str(tile.path), str(bad), "--out", str(tmp_path / "o2"))
     assert r.returncode == 1 and "t000_001.h5" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_absent_days_are_warned_and_max_missing_makes_loss_an_error(models, tile, tmp_path):
+    from smengine.engine import predict
+    from smengine.errors import DataLossWarning
+
+    cf = models[0][0]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ds = predict(tile, cf, ["2020-05-03", "2020-05-04", "2020-05-05"])
+    said = [str(w.message) for w in seen if issubclass(w.category, DataLossWarning)]
+    assert any("1 requested tile-day(s) are not in the tiles" in m for m in said), said
+    assert (ds["quality_flag"].values[1] == 4).all()  # no_input
+    with pytest.raises(DataError, match=r"pixel-days .* have no soil moisture, more than max_missing=0.2"):
+        predict(tile, cf, ["2020-05-03", "2020-05-04", "2020-05-05"], max_missing=0.2)
+    with pytest.raises(DataError, match="max_missing=0"):
+        run([tile.path], cf, tmp_path / "o", ["2020-05-03", "2020-05-04"], max_missing=0.0)
+    r = _cli("predict", str(models[0][1]), str(tile.path), "--out", str(tmp_path / "c"), "--max-missing", "0")
+    assert r.returncode == 1 and "more than max_missing=0" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_outputs(models, tile, tmp_path):
+    import os
+    import signal
+    import time
+
+    _, path = models[0]
+    ref = tmp_path / "ref"
+    assert _cli("predict", str(path), str(tile.path), "--out", str(ref), "--file-days", "1").returncode == 0
+    out = tmp_path / "out"
+    for _attempt in range(5):  # kill as soon as the first output (or its temporary file) appears
+        shutil.rmtree(out, ignore_errors=True)
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "smengine",
+                "predict",
+                str(path),
+                str(tile.path),
+                "--out",
+                str(out),
+                "--file-days",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        while p.poll() is None and not any((out / "t000_000").glob(".*tmp")) and not list(out.rglob("*.nc")):
+            time.sleep(0.001)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        n_done = len(list(out.rglob("*.nc")))
+        if p.returncode == -signal.SIGKILL and n_done < 7:
+            break
+    else:
+        pytest.skip("the run always finished before the kill")
+    r = _cli("predict", str(path), str(tile.path), "--out", str(out), "--file-days", "1")
+    assert r.returncode == 0, r.stderr
+    got = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert got == sorted(p.relative_to(ref) for p in ref.rglob("*") if p.is_file())  # no temporary file left
+    for rel in got:
+        with xr.open_dataset(out / rel) as a, xr.open_dataset(ref / rel) as b:
+            xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
+            assert a.attrs["smengine_inputs"] == b.attrs["smengine_inputs"]
+
+
+def test_temporary_outputs_of_a_killed_run_are_removed_by_the_next(models, tile, tmp_path):
+    cf = models[0][0]
+    out = tmp_path / "out"
+    (out / "t000_000").mkdir(parents=True)
+    stale = out / "t000_000" / ".t000_000_20200501_20200508.nc.a1b2c3d4.tmp"
+    stale.write_bytes(b"half a file")
+    other = out / "t000_000" / ".notes.txt.a1b2c3d4.tmp"  # not an output of this tile: kept
+    other.write_text("x")
+    (out / ".t000_000.zarr.a1b2c3d4.tmp").mkdir()
+    run([tile.path], cf, out)
+    assert not stale.exists() and other.exists() and not (out / ".t000_000.zarr.a1b2c3d4.tmp").exists()

@@ -626,6 +626,12 @@ def train(
 @click.option("--overwrite", is_flag=True, help="Rewrite existing outputs (default: skip them, resume).")
 @click.option("--keep-going", is_flag=True, help="Log a failing tile and go on with the others.")
 @click.option(
+    "--max-missing",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Fail (exit 1) when more than this fraction of the pixel-days has no value (default: warn above 10 %).",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["netcdf", "zarr"]),
@@ -651,6 +657,7 @@ def predict(
     threads: int | None,
     overwrite: bool,
     keep_going: bool,
+    max_missing: float | None,
     fmt: str,
     workers: int | None,
 ) -> None:
@@ -712,6 +719,7 @@ def predict(
                 on_error="skip" if keep_going else "raise",
                 format=fmt,
                 client=client,
+                max_missing=max_missing,
             )
     except SMEngineError as exc:
         raise click.ClickException(str(exc)) from exc

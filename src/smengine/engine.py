@@ -112,6 +112,8 @@ class EngineStats:
     pixel_days, nan_pixel_days : int
         Requested pixel × days, and those without a value (quality flag 2-4: too few
         valid sub-pixels, none, or no input).
+    absent_days : int
+        Requested tile-days that the tile does not have (flag ``no_input`` everywhere).
     """
 
     subpixel_days: int = 0
@@ -124,15 +126,32 @@ class EngineStats:
     pixel_days: int = 0
     nan_pixel_days: int = 0
     nonfinite_values: int = 0
+    absent_days: int = 0
 
     def add(self, other: EngineStats) -> None:
         for k in self.__dataclass_fields__:
             setattr(self, k, getattr(self, k) + getattr(other, k))
 
-    def warn_if_degraded(self, where: str, fraction: float | None = None) -> None:
+    def warn_if_degraded(self, where: str, fraction: float | None = None, max_missing: float | None = None) -> None:
         """Warn (:class:`~smengine.errors.DataLossWarning`) when more than ``fraction`` (default
         :data:`NAN_WARN_FRACTION`) of the pixel-days have no value, with the sub-pixel rows
-        that had a NaN/inf feature, and whenever covariate values were ±inf (with their count)."""
+        that had a NaN/inf feature, whenever covariate values were ±inf (with their count) and
+        whenever requested days were absent from a tile; raise :class:`DataError` when more
+        than ``max_missing`` of the pixel-days have no value."""
+        if max_missing is not None and self.pixel_days and self.nan_pixel_days > max_missing * self.pixel_days:
+            raise DataError(
+                f"{where}: {self.nan_pixel_days:,} of {self.pixel_days:,} pixel-days "
+                f"({self.nan_pixel_days / self.pixel_days:.0%}) have no soil moisture, more than "
+                f"max_missing={max_missing:g} (absent tile-days: {self.absent_days:,}; sub-pixel-days with a "
+                f"NaN/inf feature: {self.invalid:,})"
+            )
+        if self.absent_days:
+            warnings.warn(
+                f"{where}: {self.absent_days:,} requested tile-day(s) are not in the tiles; their pixels are "
+                "NaN with quality flag no_input (ingest those days, or ask for the days the tiles have)",
+                DataLossWarning,
+                stacklevel=3,
+            )
         if self.nonfinite_values:
             warnings.warn(
                 f"{where}: {self.nonfinite_values:,} covariate values (sub-pixel-days of a tile layer) were "
@@ -559,6 +578,7 @@ class TileRunner:
             inside & (s.times[np.minimum(pos, max(s.times.size - 1, 0))] == req) if s.times.size else False, pos, -1
         ).astype(np.int64)
         if (sidx < 0).any():
+            self.stats.absent_days += int((sidx < 0).sum())
             log.warning(
                 "%s: %d of %d requested days are not in the store (first %s); flagged no_input",
                 s.path,
@@ -617,6 +637,7 @@ def predict(
     reuse: bool | str = True,
     config: dict[str, Any] | None = None,
     progress: Callable[[int], Any] | None = None,
+    max_missing: float | None = None,
 ) -> Any:
     """Daily 1-km soil moisture of one tile: every sub-pixel through the forest, averaged per pixel.
 
@@ -643,6 +664,10 @@ def predict(
         Extra run configuration to record in the product's attributes.
     progress : callable, optional
         Called with the number of days finished after each kernel call.
+    max_missing : float, optional
+        Raise :class:`~smengine.errors.DataError` when more than this fraction of the
+        pixel-days has no value (default: only the :class:`~smengine.errors.DataLossWarning`
+        above :data:`NAN_WARN_FRACTION`).
 
     Returns
     -------
@@ -666,7 +691,7 @@ def predict(
         reuse=reuse,
     )
     req, out = runner.predict_arrays(days, progress=progress)
-    runner.stats.warn_if_degraded(f"predict {runner.store.path}")
+    runner.stats.warn_if_degraded(f"predict {runner.store.path}", max_missing=max_missing)
     return _product(runner, req, out, config)
 
 
@@ -840,6 +865,34 @@ def _failed(failed: list[tuple[str, str]], codes: dict[str, int], st: Any, exc: 
     codes[name] = int(getattr(exc, "return_code", SMEngineError.return_code))
 
 
+def _remove_stale_outputs(out: Path, tid: str) -> int:
+    """Remove the temporary outputs of tile ``tid`` (``.<tid>_….nc.<8>.tmp`` in ``out/<tid>``,
+    ``.<tid>.zarr.<8>.tmp`` in ``out``) that a killed run left; returns how many."""
+    import shutil
+
+    from smengine._io import TEMP_NAME
+
+    n = 0
+    for folder, ok in (
+        (out / tid, lambda s: s.startswith(f"{tid}_") and s.endswith(".nc")),
+        (out, f"{tid}.zarr".__eq__),
+    ):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            m = TEMP_NAME.match(p.name)
+            if m is None or not ok(m["name"]) or p.is_symlink():
+                continue
+            try:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+                n += 1
+            except OSError as exc:
+                log.warning("cannot remove the temporary output %s: %s", p, exc)
+    if n:
+        log.warning("tile %s: removed %d temporary output(s) left in %s by an interrupted run", tid, n, out)
+    return n
+
+
 def _run_tile(
     st: Any,
     cf: Any,
@@ -865,6 +918,7 @@ def _run_tile(
     tid = runner.store.tile_id or runner.store.path.stem
     tdir = out / tid
     zpath = out / f"{tid}.zarr"
+    _remove_stale_outputs(out, tid)
     ranges = list(_ranges(tile_days, file_days))
     want_cfg = _engine_config(runner, config)
     inputs = _input_digests(runner.store, [r[-1] for r in ranges]) if ranges else {}
@@ -926,6 +980,7 @@ def run(
     on_error: str = "raise",
     format: str = "netcdf",
     client: Any = None,
+    max_missing: float | None = None,
 ) -> RunResult:
     """Predict a domain: every tile, every day range, one CF-NetCDF per (tile, range).
 
@@ -959,6 +1014,9 @@ def run(
         opens its tile from its path and writes its own files, so no data goes through
         the scheduler). ``progress`` is then called once per finished tile. ``n_threads``
         applies per task: match it to the workers' threads.
+    max_missing : float, optional
+        Raise :class:`~smengine.errors.DataError` at the end when more than this fraction of
+        the pixel-days has no value (the files stay written; see :func:`predict`).
 
     Returns
     -------
@@ -1024,7 +1082,7 @@ def run(
         written += w
         skipped += sk
         stats.add(st_)
-    stats.warn_if_degraded(f"run into {out}")
+    stats.warn_if_degraded(f"run into {out}", max_missing=max_missing)
     return RunResult(tuple(written), tuple(skipped), tuple(failed), stats, dict(codes))
 
 
