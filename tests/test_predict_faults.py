@@ -148,6 +148,10 @@ def test_absent_days_are_warned_and_max_missing_makes_loss_an_error(models, tile
     said = [str(w.message) for w in seen if issubclass(w.category, DataLossWarning)]
     assert any("1 requested tile-day(s) are not in the tiles" in m for m in said), said
     assert (ds["quality_flag"].values[1] == 4).all()  # no_input
+    from smengine.engine import EngineStats
+
+    with pytest.warns(DataLossWarning, match=r"^x: 1 requested tile-day\(s\) are not in the tiles"):
+        EngineStats(pixel_days=1000, nan_pixel_days=5, absent_days=1).warn_if_degraded("x")  # below 10 %: still said
     with pytest.raises(DataError, match=r"pixel-days .* have no soil moisture, more than max_missing=0.2"):
         predict(tile, cf, ["2020-05-03", "2020-05-04", "2020-05-05"], max_missing=0.2)
     with pytest.raises(DataError, match="max_missing=0"):

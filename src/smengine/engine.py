@@ -145,13 +145,6 @@ class EngineStats:
                 f"max_missing={max_missing:g} (absent tile-days: {self.absent_days:,}; sub-pixel-days with a "
                 f"NaN/inf feature: {self.invalid:,})"
             )
-        if self.absent_days:
-            warnings.warn(
-                f"{where}: {self.absent_days:,} requested tile-day(s) are not in the tiles; their pixels are "
-                "NaN with quality flag no_input (ingest those days, or ask for the days the tiles have)",
-                DataLossWarning,
-                stacklevel=3,
-            )
         if self.nonfinite_values:
             warnings.warn(
                 f"{where}: {self.nonfinite_values:,} covariate values (sub-pixel-days of a tile layer) were "
@@ -159,18 +152,26 @@ class EngineStats:
                 DataLossWarning,
                 stacklevel=3,
             )
+        absent = (
+            f"{self.absent_days:,} requested tile-day(s) are not in the tiles; their pixels are NaN with "
+            "quality flag no_input (ingest those days, or ask for the days the tiles have)"
+        )
         limit = NAN_WARN_FRACTION if fraction is None else fraction
         if self.pixel_days and self.nan_pixel_days > limit * self.pixel_days:
             rows = f"{self.invalid / self.subpixel_days:.0%}" if self.subpixel_days else "no"
             warnings.warn(
                 f"{where}: {self.nan_pixel_days:,} of {self.pixel_days:,} pixel-days "
-                f"({self.nan_pixel_days / self.pixel_days:.0%}) have no soil moisture; {rows} of the "
+                f"({self.nan_pixel_days / self.pixel_days:.0%}) have no soil moisture; "
+                + (f"{absent}; " if self.absent_days else "")
+                + f"{rows} of the "
                 "sub-pixel-days had a NaN/inf feature (a covariate with gaps, e.g. a satellite layer on "
                 "overpass days only, or days missing from the tiles); use carried SWI features "
                 "(FeatureSpec(swi_carry=True)) or leave such layers out",
                 DataLossWarning,
                 stacklevel=3,
             )
+        elif self.absent_days:
+            warnings.warn(f"{where}: {absent}", DataLossWarning, stacklevel=3)
 
 
 #: predict/run warn (DataLossWarning) when more than this fraction of the pixel-days is NaN
