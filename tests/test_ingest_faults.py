@@ -653,3 +653,22 @@ def test_the_space_reserved_for_a_tile_covers_it(tmp_path):
     assert 0 < size <= writer._reserved
     s = TileStore.open(tmp_path / "t.h5")  # trimmed back to what HDF5 wrote, still whole
     assert s.sources == files and (s.dynamic[3, 0] == 1).all() and s.covered("a")[3]
+
+
+def test_a_source_overlapping_no_tile_and_tiles_without_source_are_warned(tmp_path):
+    days = _daily_tifs(tmp_path / "s1")  # covers the 2 x 2 tiles of _grid() entirely
+    far = _write_tif(tmp_path / "elev_far.tif", np.ones((8, 8)), Affine(250, 0, 5_321_000, 0, -250, 3_000_000), "m")
+    with pytest.warns(DataLossWarning, match=r"1 source\(s\) overlap none of the 4 tile\(s\) and were left out: elev"):
+        ingest([SourceSpec(days, name="s1"), SourceSpec(far, name="elev")], _grid(), tmp_path / "a")
+    assert sorted(p.name for p in (tmp_path / "a").glob("*.h5")) == [
+        "t000_000.h5",
+        "t000_001.h5",
+        "t001_000.h5",
+        "t001_001.h5",
+    ]
+    assert "elev" not in TileStore.open(tmp_path / "a" / "t000_000.h5").feature_names
+    # a source covering the first tile only: the other three get no file, and that is said
+    corner = _write_tif(tmp_path / "corner.tif", np.full((40, 40), 0.3))
+    with pytest.warns(DataLossWarning, match=r"3 of 4 tile\(s\) overlap no source and got no tile file: t000_001"):
+        written = ingest([SourceSpec(corner, name="sm")], _grid(), tmp_path / "b")
+    assert [p.name for p in written] == ["t000_000.h5"]

@@ -1484,16 +1484,20 @@ def ingest(
         from tqdm.auto import tqdm
 
         iterator = tqdm(tile_list, desc="ingest tiles", unit="tile", disable=None)
+    used: set[int] = set()
+    bare: list[str] = []
     for tile in iterator:
         tgrid = grid.tile_grid(tile)
         touching = []
-        for spec, src in zip(specs, opened, strict=False):
+        for k, (spec, src) in enumerate(zip(specs, opened, strict=False)):
             try:
                 _check_overlap(src, tgrid)
                 touching.append((spec, src))
+                used.add(k)
             except DataError:
                 continue
         if not touching:
+            bare.append(tile.id)
             continue
         overlapped = True
         path = out / f"{tile.id}.h5"
@@ -1510,6 +1514,22 @@ def ingest(
         written.append(path)
     if not overlapped:
         raise DataError(f"no source overlaps the grid ({[s.path for s in opened]})")
+    unused = [f"{s.name} ({_brief(s.path.split(';'))})" for k, s in enumerate(opened) if k not in used]
+    if unused:
+        warnings.warn(
+            f"{len(unused)} source(s) overlap none of the {len(tile_list)} tile(s) and were left out: "
+            + "; ".join(unused),
+            DataLossWarning,
+            stacklevel=2,
+        )
+    if bare:
+        warnings.warn(
+            f"{len(bare)} of {len(tile_list)} tile(s) overlap no source and got no tile file: "
+            + ", ".join(bare[:10])
+            + (" …" if len(bare) > 10 else ""),
+            DataLossWarning,
+            stacklevel=2,
+        )
     for src in opened:
         src._report(2)
     return written
