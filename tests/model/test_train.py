@@ -14,7 +14,7 @@ from sklearn.ensemble import RandomForestRegressor
 from sklearn.metrics import r2_score
 from sklearn.model_selection import GroupKFold, cross_val_predict
 
-from smengine.errors import ConfigError, ValidationError
+from smengine.errors import ConfigError, DataLossWarning, ValidationError
 from smengine.metrics import evaluate, rmse
 from smengine.model._card import ModelCard, json_safe
 from smengine.model._hash import forest_hash
@@ -152,7 +152,14 @@ def test_nan_rows_are_dropped_and_counted(table: pd.DataFrame) -> None:
     t.loc[[22], "c"] = -np.inf
     f = train(t, cv="site", search=False, **FAST)
     nd = f.card.n_dropped
-    assert nd == {"total": 13, "target": 5, "station": 0, "date": 0, "features": {"a": 7, "b": 2, "c": 1}}
+    assert nd == {
+        "total": 13,
+        "target": 5,
+        "target_range": 0,
+        "station": 0,
+        "date": 0,
+        "features": {"a": 7, "b": 2, "c": 1},
+    }
     assert f.card.n_samples == len(t) - 13 == f.estimator.oob_prediction_.shape[0]
     bad = t.index.isin([0, 1, 2, 3, 4, 10, 11, 12, 13, 14, 20, 21, 22])
     kept = t.loc[~bad, ["station", "date"]].reset_index(drop=True)
@@ -164,6 +171,20 @@ def test_nan_rows_are_dropped_and_counted(table: pd.DataFrame) -> None:
     ref = train(t.loc[~bad].reset_index(drop=True), cv="site", search=False, **FAST)
     assert ref.card.content_hash == f.card.content_hash
     assert "dropped 13" in f.card.to_markdown() and "a 7" in f.card.to_markdown()
+
+
+def test_implausible_targets_are_left_out_loudly_and_percent_is_refused(table: pd.DataFrame) -> None:
+    t = table.copy()
+    t.loc[[5, 6], "target"] = [1.5, -0.2]  # theta = 1.5 passed before
+    with pytest.warns(DataLossWarning, match=r"2 of \d+ target values lie outside the plausible range \[0, 1\].*1\.5"):
+        f = train(t, cv="site", search=False, **FAST)
+    assert f.card.n_dropped["target_range"] == 2 and f.card.n_samples == len(t) - 2
+    ref = train(t.drop(index=[5, 6]).reset_index(drop=True), cv="site", search=False, **FAST)
+    assert ref.card.content_hash == f.card.content_hash
+    with pytest.raises(ValidationError, match=r"is the target in m3 m-3 \(not %"):
+        train(t.assign(target=t["target"] * 100), cv="site", search=False, **FAST)
+    g = train(t, cv="site", search=False, target_range=None, **FAST)  # asked not to check
+    assert g.card.n_dropped["target_range"] == 0
 
 
 # --------------------------------------------------------------------------- grouped CV

@@ -310,19 +310,44 @@ def _median(site: pd.DataFrame) -> dict[str, Any]:
 #: train warns (DataLossWarning) when more than this fraction of the table's rows is incomplete
 DROP_WARN_FRACTION = 0.1
 
+#: Plausible volumetric soil moisture targets, m³ m⁻³ (a row outside is left out and reported).
+TARGET_RANGE = (0.0, 1.0)
+
 
 def _drop_incomplete(
-    table: pd.DataFrame, X: np.ndarray, y: np.ndarray, features: Sequence[str], target: str
+    table: pd.DataFrame,
+    X: np.ndarray,
+    y: np.ndarray,
+    features: Sequence[str],
+    target: str,
+    target_range: tuple[float, float] | None = TARGET_RANGE,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     bad_x = ~np.isfinite(X)
     bad_y = ~np.isfinite(y)
     bad_s = table["station"].isna().to_numpy()
     bad_d = pd.isna(table["date"]).to_numpy()
-    keep = ~(bad_x.any(axis=1) | bad_y | bad_s | bad_d)
+    if target_range is not None:
+        lo, hi = target_range
+        with np.errstate(invalid="ignore"):
+            bad_r = ~bad_y & ((y < lo) | (y > hi))
+    else:
+        bad_r = np.zeros_like(bad_y)
+    if bad_r.any():
+        finite = int((~bad_y).sum())
+        worst = float(y[bad_r][np.argmax(np.abs(y[bad_r] - 0.5 * (lo + hi)))])
+        msg = (
+            f"train: {int(bad_r.sum())} of {finite} {target} values lie outside the plausible range "
+            f"[{lo:g}, {hi:g}] m3 m-3 (worst {worst:.4g})"
+        )
+        if bad_r.sum() > 0.5 * max(finite, 1):
+            raise ValidationError(f"{msg}: is the target in m3 m-3 (not %, or g/g)? pass target_range= if intended")
+        warnings.warn(msg + "; those rows are left out", DataLossWarning, stacklevel=3)
+    keep = ~(bad_x.any(axis=1) | bad_y | bad_r | bad_s | bad_d)
     per_feature = {f: int(n) for f, n in zip(features, bad_x.sum(axis=0), strict=True) if n}
     dropped = {
         "total": int((~keep).sum()),
         "target": int(bad_y.sum()),
+        "target_range": int(bad_r.sum()),
         "station": int(bad_s.sum()),
         "date": int(bad_d.sum()),
         "features": per_feature,
@@ -382,6 +407,7 @@ def train(
     random_state: int = 0,
     n_jobs: int | None = -1,
     progress: bool | None = None,
+    target_range: tuple[float, float] | None = TARGET_RANGE,
 ) -> Forest:
     r"""Fit the Random Forest on the complete rows of a training table, with grouped CV.
 
@@ -389,6 +415,9 @@ def train(
        dropped and counted per reason: the native predictor never sees incomplete rows,
        so the forest is trained on complete rows only (a :class:`~smengine.errors.DataLossWarning`
        names the worst features when more than :data:`DROP_WARN_FRACTION` of the rows go).
+       Targets outside ``target_range`` (default :data:`TARGET_RANGE`, m³ m⁻³) are left out
+       too, always with a warning, and are an error when they are most of the table (a target
+       in percent or g/g).
        Rows are then sorted by station and date, so the result does not depend on the
        table's row order.
     2. With ``search``, every candidate of ``param_grid`` (default SCIENCE §4.3:
@@ -445,6 +474,8 @@ def train(
     progress : bool or None, optional
         tqdm progress over the fits: None shows it on a terminal only, True always,
         False never.
+    target_range : (float, float) or None, optional
+        Plausible target values, m³ m⁻³ (default :data:`TARGET_RANGE`); None checks none.
 
     Returns
     -------
@@ -519,7 +550,7 @@ def train(
     # ---------------------------------------------------------------- complete rows
     X_all = _float32(table, features)
     y_all = table[target].to_numpy(dtype=np.float64)
-    keep, dropped = _drop_incomplete(table, X_all, y_all, features, target)
+    keep, dropped = _drop_incomplete(table, X_all, y_all, features, target, target_range)
     if not keep.any():
         raise ValidationError(
             f"train: no complete rows left: all {len(table)} rows have NaN/inf in the target or a "
