@@ -14,7 +14,7 @@ from sklearn.preprocessing import StandardScaler
 from smengine import experiments as E
 from smengine import stations as S
 from smengine.cli import cli
-from smengine.errors import ConfigError, DataError, ValidationError
+from smengine.errors import ConfigError, DataError, DataLossWarning, ValidationError
 from smengine.filters import exp_filter
 from smengine.footprint import penetration_depth, vertical_weight
 from smengine.metrics import ubrmse
@@ -241,6 +241,49 @@ def test_temporal_default_split_is_train_years_after_the_start(synth: dict) -> N
         E.temporal_split(t, train_years=5, n_estimators=5, n_jobs=1)
 
 
+def test_temporal_split_is_per_station(synth: dict) -> None:
+    """Each station trains on its own first days: a station that starts late still trains; one
+    whose record is too short to split is left out, warned and listed."""
+    t = synth["table"].copy()
+    late = t["station"] == "B"
+    t = t[~late | (t["date"] >= t.loc[late, "date"].min() + pd.Timedelta(days=200))]  # B starts 200 days later
+    short = t["station"] == "C"
+    t = t[~short | (t["date"] < t.loc[short, "date"].min() + pd.Timedelta(days=60))]  # C: 60 days only
+    with pytest.warns(DataLossWarning, match=r"1 of \d station\(s\) left out: C \(no test days"):
+        r = E.temporal_split(t, train_years=0.5, n_estimators=5, n_jobs=1)
+    assert r.params["split_date"] == "per station" and r.params["excluded"].keys() == {"C"}
+    for sid, split in r.params["split_dates"].items():
+        first = t.loc[t["station"] == sid, "date"].min()
+        assert split == str((first + pd.Timedelta(days=0.5 * 365.25)).date())
+        scored = r.predictions[r.predictions["station"] == sid]
+        assert (scored["date"] >= pd.Timestamp(split)).all() and len(scored) > 0
+    assert "C" not in set(r.predictions["station"])
+    with pytest.warns(DataLossWarning, match="C"):  # one date for all, as before: C has no day after it
+        one = E.temporal_split(t, split_date="2020-10-01", n_estimators=5, n_jobs=1)
+    assert one.params["split_date"] == "2020-10-01"
+
+
+def test_spatiotemporal_leave_site_out_removes_the_held_out_dates(synth: dict) -> None:
+    """Each fold: one station and one period held out; no training row from that station or
+    that period; every station-day is predicted once."""
+    t = synth["table"]
+    st = E.leave_site_out(t, n_estimators=TREES, n_jobs=1, spatiotemporal=True, time_blocks=3)
+    assert st.name == "leave-site-out (spatio-temporal)" and st.params["time_blocks"] == 3
+    n_sites = t["station"].nunique()
+    assert len(st.folds) == 3 * n_sites
+    feats = st.features
+    complete = t[np.isfinite(t[[*feats, "target"]].to_numpy(float)).all(axis=1)]
+    for fo in st.folds:
+        (sid,) = fo["test_stations"]
+        lo, hi = pd.Timestamp(fo["test_start"]), pd.Timestamp(fo["test_end"])
+        train = complete[(complete["station"] != sid) & ~complete["date"].between(lo, hi)]
+        assert fo["n_train"] == len(train) and sid not in fo["train_stations"]
+    p = st.predictions
+    assert not p.duplicated(["station", "date"]).any() and len(p) == len(t)
+    with pytest.raises(ConfigError, match="time_blocks should be >= 2"):
+        E.leave_site_out(t, n_estimators=TREES, n_jobs=1, spatiotemporal=True, time_blocks=1)
+
+
 def test_linear_and_mean_baselines_equal_sklearn_by_hand(synth: dict, synth_temporal: E.ExperimentResult) -> None:
     t = synth["table"]
     t = t[t["station"] == "A"]
@@ -278,10 +321,10 @@ def test_run_experiments_on_any_station_set_writes_the_report(synth: dict, tmp_p
     res = E.run_experiments(
         tmp_path / "out", stations=synth["ss"], split_date="2020-10-01", n_estimators=10, n_jobs=1, plots=True
     )
-    assert set(res.results) == {"temporal", "leave-site-out"}
+    assert set(res.results) == set(E.EXPERIMENTS) == {"temporal", "leave-site-out", "leave-site-out-spatiotemporal"}
     rep = res.report.read_text()
     for word in (
-        "## Single-site temporal split",
+        "## Temporal split per station",
         "## Leave-site-out",
         "| **median** |",
         "ubRMSE",
@@ -295,6 +338,8 @@ def test_run_experiments_on_any_station_set_writes_the_report(synth: dict, tmp_p
         "leave_site_out.png",
         "temporal_scores.csv",
         "leave_site_out_predictions.csv",
+        "leave_site_out_spatiotemporal.png",
+        "leave_site_out_spatiotemporal_scores.csv",
         "summary.json",
     ):
         assert (tmp_path / "out" / name).stat().st_size > 100

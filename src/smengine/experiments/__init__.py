@@ -13,10 +13,12 @@ CRNS records with the covariates that exist *at* the stations:
   Where the station has a TDR profile (columns ``tdr_<depth cm>``), the profile is
   weighted with the vertical footprint (:func:`tdr_footprint_average`) as an independent
   measurement of the same quantity.
-* :func:`temporal_split` — train before a split date, test from it on (the single-site
-  case: COSMOS-Europe FSC001 Fürstensee, first ~2.4 years vs the rest).
-* :func:`leave_site_out` — one station held out per fold (the 15 Roaring Fork stations).
-* :func:`run_experiments` — both, with ``report.md``, CSV tables and one PNG per experiment.
+* :func:`temporal_split` — each station trains on its own first ~2.4 years and is tested on
+  the rest (the single-site case: COSMOS-Europe FSC001 Fürstensee).
+* :func:`leave_site_out` — one station held out per fold (the 15 Roaring Fork stations);
+  ``spatiotemporal=True`` also removes the held-out station's dates from training.
+* :func:`run_experiments` — all of them (:data:`EXPERIMENTS`), with ``report.md``, CSV
+  tables and one PNG per experiment.
 
 Every experiment fits the same forest code (:func:`smengine.model.train`, SCIENCE §4.3
 defaults) and measures side by side, on the same test rows:
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 from smengine.experiments._data import (
     DEFAULT_T,
+    EXPERIMENTS,
     LAND_COVER_CLASSES,
     METHODS,
     daily_precipitation,
@@ -51,6 +54,7 @@ from smengine.experiments._report import ExperimentsReport, run_experiments
 from smengine.experiments._run import ExperimentResult, leave_site_out, linear_baseline, temporal_split
 
 __all__ = [
+    "EXPERIMENTS",
     "DEFAULT_T",
     "LAND_COVER_CLASSES",
     "METHODS",

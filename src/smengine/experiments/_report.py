@@ -15,7 +15,14 @@ import pandas as pd
 
 from smengine._io import atomic_write
 from smengine.errors import ConfigError
-from smengine.experiments._data import DEFAULT_T, METHODS, PathLike, read_daily_precipitation, station_table
+from smengine.experiments._data import (
+    DEFAULT_T,
+    EXPERIMENTS,
+    METHODS,
+    PathLike,
+    read_daily_precipitation,
+    station_table,
+)
 from smengine.experiments._run import ExperimentResult, _complete, leave_site_out, temporal_split
 from smengine.stations import StationSet
 
@@ -103,8 +110,8 @@ def _plot_temporal(res: ExperimentResult, table: pd.DataFrame, path: Path) -> Pa
     plt = _plt()
     sites = sorted(res.predictions["station"].unique())
     fig, axes = plt.subplots(len(sites), 1, figsize=(10, 3.2 * len(sites)), squeeze=False)
-    split = pd.Timestamp(res.params["split_date"])
     for ax, sid in zip(axes[:, 0], sites, strict=True):
+        split = pd.Timestamp(res.params["split_dates"][sid])
         # on a daily calendar, so gaps show as gaps
         obs = table[table["station"] == sid].set_index("date")["target"].asfreq("D")
         ax.plot(obs.index, obs.to_numpy(), color="k", lw=1.0, label="CRNS θ")
@@ -160,7 +167,7 @@ def run_experiments(
     out_dir: PathLike,
     data_dir: PathLike | None = None,
     *,
-    experiments: Sequence[str] = ("temporal", "leave-site-out"),
+    experiments: Sequence[str] = EXPERIMENTS,
     stations: StationSet | None = None,
     precipitation: pd.DataFrame | None = None,
     split_date: str | None = None,
@@ -186,7 +193,10 @@ def run_experiments(
     data_dir : path, optional
         Real data root (default ``$SMENGINE_DATA`` or ``../shared/data``); unused with
         ``stations``.
-    experiments : sequence of {"temporal", "leave-site-out"}
+    experiments : sequence of {"temporal", "leave-site-out", "leave-site-out-spatiotemporal"}
+        Default all three: the spatio-temporal flavour (:func:`leave_site_out` with
+        ``spatiotemporal=True``) beside plain leave-site-out, which neighbours' shared
+        weather flatters.
     stations, precipitation : optional
         A station set of your own and its daily precipitation (see :func:`station_table`).
     split_date, train_years : optional
@@ -204,9 +214,9 @@ def run_experiments(
     ubRMSE, bias, KGE), ``<name>_predictions.csv``, ``<name>.png``; ``summary.json``.
     """
     exps = tuple(dict.fromkeys(experiments))
-    bad = [e for e in exps if e not in ("temporal", "leave-site-out")]
+    bad = [e for e in exps if e not in EXPERIMENTS]
     if bad or not exps:
-        raise ConfigError(f"unknown experiment(s) {bad or exps}; choose from temporal, leave-site-out")
+        raise ConfigError(f"unknown experiment(s) {bad or exps}; choose from {', '.join(EXPERIMENTS)}")
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     root = None if stations is not None else (Path(data_dir) if data_dir is not None else _default_data_dir())
@@ -219,7 +229,7 @@ def run_experiments(
             ss, pr, src = stations, precipitation, "given station set"
         else:
             assert root is not None
-            ss, pr = _load_default(root, e)
+            ss, pr = _load_default(root, "temporal" if e == "temporal" else "leave-site-out")
             src = (
                 "COSMOS-Europe FSC001 Fürstensee (neptoon example, raw counts → θ), station gauge"
                 if e == "temporal"
@@ -237,7 +247,7 @@ def run_experiments(
         res = (
             temporal_split(table, split_date=split_date, train_years=train_years, **kw)
             if e == "temporal"
-            else leave_site_out(table, **kw)
+            else leave_site_out(table, spatiotemporal=e == "leave-site-out-spatiotemporal", **kw)
         )
         results[e] = res
         stem = e.replace("-", "_")
@@ -289,7 +299,12 @@ def _report(
     ]
     for e, res in results.items():
         t = tables[e]
-        title = "Single-site temporal split" if e == "temporal" else "Leave-site-out"
+        title = {
+            "temporal": "Temporal split per station",
+            "leave-site-out": "Leave-site-out",
+            "leave-site-out-spatiotemporal": "Leave-site-out, spatio-temporal (the held-out site's dates removed "
+            "from training too)",
+        }[e]
         L += [
             f"## {title} ({e})",
             "",
@@ -306,8 +321,20 @@ def _report(
         f0 = res.folds[0]
         if e == "temporal":
             L.append(
-                f"Split: train {f0['train_start']} … {f0['train_end']} ({f0['n_train']} complete days), "
+                f"Split: each station trains on its days before its own split ({res.params['split_date']}); "
+                f"train {f0['train_start']} … {f0['train_end']} ({f0['n_train']} complete days), "
                 f"test {f0['test_start']} … {f0['test_end']} ({f0['n_test']} days scored)."
+            )
+            if res.params.get("excluded"):
+                L.append(
+                    "Stations left out: " + "; ".join(f"`{k}` ({v})" for k, v in res.params["excluded"].items()) + "."
+                )
+        elif res.params.get("spatiotemporal"):
+            L.append(
+                f"{len(res.folds)} folds: each station held out in each of {res.params['time_blocks']} periods "
+                "and predicted by a forest trained on the other stations outside that period "
+                "(leave-location-and-time-out, Meyer et al. 2018); training rows per fold "
+                f"{min(f['n_train'] for f in res.folds)}–{max(f['n_train'] for f in res.folds)}."
             )
         else:
             L.append(

@@ -224,16 +224,18 @@ def temporal_split(
     random_state: int = 0,
     n_jobs: int | None = -1,
 ) -> ExperimentResult:
-    """Train on the days before ``split_date``, test on the days from it on.
+    """Train on each station's first days, test on its later days (one forest for all).
 
     Parameters
     ----------
     table : DataFrame
         From :func:`station_table` (one station: the single-site case; several are pooled).
     split_date : date-like, optional
-        First test day (default: the first day + ``train_years`` × 365.25 days).
+        One first test day for every station. Default: **per station**, its own first day +
+        ``train_years`` × 365.25 days, so each station trains on its own first years (one date
+        for a pooled set would give late-starting stations no training days).
     train_years : float, optional
-        Length of the training period when ``split_date`` is not given (default 2.4).
+        Length of each station's training period when ``split_date`` is not given (default 2.4).
     features : sequence of str, optional
         Default ``table.attrs["features"]``.
     n_estimators, search, random_state, n_jobs
@@ -242,20 +244,52 @@ def temporal_split(
     Returns
     -------
     ExperimentResult
+        ``params["split_date"]`` is the split (the one date, or a station's when there is one
+        station; ``"per station"`` otherwise), ``params["split_dates"]`` maps station → split,
+        ``params["excluded"]`` lists stations without training or test days.
+
+    Raises
+    ------
+    ValidationError
+        When no station has both training and test days.
     """
     f, t = _check_table(table, features)
     first = t["date"].min()
     if split_date is None:
-        split = (first + pd.Timedelta(days=float(train_years) * 365.25)).normalize()
+        starts = t.groupby("station")["date"].min()
+        splits = (starts + pd.Timedelta(days=float(train_years) * 365.25)).dt.normalize()
     else:
-        split = pd.Timestamp(split_date)
-        split = split.tz_convert(None) if split.tz is not None else split
-    tr, te = t[t["date"] < split], t[t["date"] >= split].reset_index(drop=True)
-    if tr.empty or te.empty:
+        one = pd.Timestamp(split_date)
+        one = one.tz_convert(None) if one.tz is not None else one
+        splits = pd.Series(one, index=sorted(t["station"].unique()))
+    at = t["station"].map(splits)
+    is_train = (t["date"] < at).to_numpy()
+    excluded = {}
+    for sid, split in splits.items():
+        rows = t["station"] == sid
+        n_tr, n_te = int((rows & is_train).sum()), int((rows & ~is_train).sum())
+        if not n_tr or not n_te:
+            excluded[str(sid)] = f"no {'training' if not n_tr else 'test'} days with the split at {split:%Y-%m-%d}"
+    if len(excluded) == len(splits):
+        detail = "; ".join(f"{k}: {v}" for k, v in list(excluded.items())[:5])
         raise ValidationError(
-            f"split date {split:%Y-%m-%d} leaves no training or no test days "
-            f"(data {first:%Y-%m-%d} … {t['date'].max():%Y-%m-%d})"
+            f"the split leaves no training or no test days at every station ({detail}; "
+            f"data {first:%Y-%m-%d} … {t['date'].max():%Y-%m-%d})"
         )
+    if excluded:
+        import warnings
+
+        from smengine.errors import DataLossWarning
+
+        warnings.warn(
+            f"temporal split: {len(excluded)} of {len(splits)} station(s) left out: "
+            + "; ".join(f"{k} ({v})" for k, v in excluded.items()),
+            DataLossWarning,
+            stacklevel=2,
+        )
+    keep = ~t["station"].isin(list(excluded)).to_numpy()
+    tr, te = t[keep & is_train], t[keep & ~is_train].reset_index(drop=True)
+    split = splits.drop(index=list(excluded)).min()
     out, info = _fold(tr, te, f, 0, n_estimators=n_estimators, search=search, random_state=random_state, n_jobs=n_jobs)
     comp_tr = tr[_complete(tr, f)]
     folds = [
@@ -271,8 +305,11 @@ def temporal_split(
             **info,
         }
     ]
+    used = splits.drop(index=list(excluded))
     params = {
-        "split_date": str(split.date()),
+        "split_date": str(split.date()) if used.nunique() == 1 else "per station",
+        "split_dates": {str(k): str(v.date()) for k, v in used.items()},
+        "excluded": excluded,
         "train_years": train_years,
         "n_estimators": n_estimators,
         "search": search,
@@ -289,6 +326,8 @@ def leave_site_out(
     search: bool = False,
     random_state: int = 0,
     n_jobs: int | None = -1,
+    spatiotemporal: bool = False,
+    time_blocks: int = 4,
 ) -> ExperimentResult:
     """Hold out one station per fold; fit on all the others (forest, linear, mean).
 
@@ -296,32 +335,69 @@ def leave_site_out(
     (``cv=()``; with ``search`` the hyper-parameters are tuned by leave-site-out CV
     *inside* the training stations, i.e. nested), so the held-out station is never seen.
 
+    Parameters
+    ----------
+    spatiotemporal : bool, optional
+        Leave-location-and-time-out (Meyer et al. 2018): the record is cut into
+        ``time_blocks`` contiguous periods of equal numbers of days, and the held-out station
+        is predicted period by period by a forest trained on the *other* stations *outside*
+        that period, so the test days' dates are in no training row. Neighbouring stations
+        share weather: plain leave-site-out lets a fold learn the test days' weather from the
+        neighbours and flatters the model; this flavour measures skill at a new place on new
+        days (``time_blocks`` forests per station).
+    time_blocks : int, optional
+        Periods of the spatio-temporal flavour (default 4).
+
     Returns
     -------
     ExperimentResult
+        Named ``"leave-site-out"`` or ``"leave-site-out (spatio-temporal)"``.
     """
     f, t = _check_table(table, features)
     sites = sorted(t["station"].unique().tolist())
     if len(sites) < 2:
         raise ValidationError(f"leave-site-out needs at least 2 stations, got {sites}")
     frames, folds = [], []
+    days = np.sort(t["date"].unique())
+    n_blocks = int(time_blocks) if spatiotemporal else 1
+    if n_blocks < 2 and spatiotemporal:
+        raise ConfigError(f"time_blocks should be >= 2, got {time_blocks}")
+    edges = [days[int(round(i * len(days) / n_blocks))] for i in range(n_blocks)] + [days[-1] + np.timedelta64(1, "D")]
     for k, sid in enumerate(sites):
-        tr = t[t["station"] != sid]
-        te = t[t["station"] == sid].reset_index(drop=True)
-        out, info = _fold(
-            tr, te, f, k, n_estimators=n_estimators, search=search, random_state=random_state, n_jobs=n_jobs
-        )
-        frames.append(out)
-        folds.append(
-            {
-                "fold": k,
-                "train_stations": sorted(tr.loc[_complete(tr, f), "station"].unique().tolist()),
-                "test_stations": [sid],
-                "n_test": int(frames[-1]["forest"].notna().sum()),
-                **info,
-            }
-        )
+        for b in range(n_blocks):
+            in_block = ((t["date"] >= edges[b]) & (t["date"] < edges[b + 1])).to_numpy()
+            tr = t[(t["station"] != sid).to_numpy() & ~(in_block & spatiotemporal)]
+            te = t[(t["station"] == sid).to_numpy() & in_block].reset_index(drop=True)
+            if te.empty:
+                continue
+            fold = k * n_blocks + b
+            out, info = _fold(
+                tr, te, f, fold, n_estimators=n_estimators, search=search, random_state=random_state, n_jobs=n_jobs
+            )
+            frames.append(out)
+            folds.append(
+                {
+                    "fold": fold,
+                    "train_stations": sorted(tr.loc[_complete(tr, f), "station"].unique().tolist()),
+                    "test_stations": [sid],
+                    "n_test": int(frames[-1]["forest"].notna().sum()),
+                    **(
+                        {"test_start": str(te["date"].min().date()), "test_end": str(te["date"].max().date())}
+                        if spatiotemporal
+                        else {}
+                    ),
+                    **info,
+                }
+            )
         log.info("leave-site-out fold %d/%d (%s): %d train rows", k + 1, len(sites), sid, info["n_train"])
     out = pd.concat(frames, ignore_index=True)
-    params = {"n_estimators": n_estimators, "search": search, "random_state": random_state, "n_folds": len(sites)}
-    return ExperimentResult("leave-site-out", out, _score(out), folds, f, params)
+    params = {
+        "n_estimators": n_estimators,
+        "search": search,
+        "random_state": random_state,
+        "n_folds": len(folds),
+        "spatiotemporal": spatiotemporal,
+        "time_blocks": n_blocks,
+    }
+    name = "leave-site-out (spatio-temporal)" if spatiotemporal else "leave-site-out"
+    return ExperimentResult(name, out, _score(out), folds, f, params)
