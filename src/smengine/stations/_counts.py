@@ -4,7 +4,8 @@ series, corrections, conversion."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from smengine import neutrons as nt
-from smengine.errors import ConfigError, DataError, ValidationError
+from smengine.errors import ConfigError, DataError, DataLossWarning, ValidationError
 from smengine.stations._core import _SUMMED, PHYSICAL_RANGE, QC, PathLike
 from smengine.stations._parse import _parse_times
 
@@ -67,7 +68,7 @@ def read_nmdb(path: PathLike) -> pd.Series:
 def counts_to_sm(
     raw_cph: pd.Series,
     *,
-    n0: float,
+    n0: float | pd.Series | Mapping[Any, float],
     bulk_density: float,
     lattice_water: float = 0.0,
     soc: float = 0.0,
@@ -103,8 +104,12 @@ def counts_to_sm(
     ----------
     raw_cph : pandas.Series
         Raw epithermal count rate, counts per hour, on a UTC DatetimeIndex.
-    n0 : float
-        Desilets N0 (cph) for *this* correction convention (p_ref, h_ref = 0, I_ref).
+    n0 : float or pandas.Series
+        Desilets N0 (cph) for *this* correction convention (p_ref, h_ref = 0, I_ref): one
+        number, or a table of periods, N0 indexed by each period's start (a Series or a
+        mapping of dates, naive ones taken as UTC; e.g. ``calibrate_from_samples(...)["n0"]``).
+        Each hour takes the N0 of the latest period started at or before it; hours before
+        the first period get no θ (NaN, a :class:`~smengine.errors.DataLossWarning`).
     bulk_density : float
         g cm⁻³.
     lattice_water, soc : float, optional
@@ -245,23 +250,65 @@ def _correct_counts(
     )
 
 
+def _n0_periods(n0: float | pd.Series | Mapping[Any, float], index: pd.DatetimeIndex) -> list[tuple[np.ndarray, float]]:
+    """(row mask, N0) for each N0 period over ``index``; a single number is one period covering all rows."""
+    if isinstance(n0, Mapping):
+        n0 = pd.Series(dict(n0), dtype=np.float64)
+    if not isinstance(n0, pd.Series):
+        return [(np.ones(len(index), dtype=bool), float(n0))]
+    if n0.empty:
+        raise ConfigError("n0 periods table is empty")
+    try:
+        if isinstance(n0.index, pd.DatetimeIndex):
+            starts = n0.index
+        else:  # dates as strings or date objects; ISO 8601 strings may mix date and date-time forms
+            starts = pd.DatetimeIndex(pd.to_datetime(n0.index.astype(str), format="ISO8601"))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"n0 periods should be indexed by ISO 8601 start dates: {exc}") from exc
+    values = pd.to_numeric(n0, errors="coerce").to_numpy(dtype=np.float64)
+    if not (np.isfinite(values) & (values > 0)).all() or starts.hasnans:
+        raise ConfigError(f"n0 periods should map start dates to N0 > 0 cph, got {n0.to_dict()}")
+    if starts.has_duplicates:
+        raise ConfigError(f"n0 periods have duplicate start dates: {starts[starts.duplicated()].tolist()}")
+    if index.tz is not None:
+        starts = starts.tz_localize("UTC").tz_convert(index.tz) if starts.tz is None else starts.tz_convert(index.tz)
+    elif starts.tz is not None:
+        starts = starts.tz_convert("UTC").tz_localize(None)
+    order = np.argsort(starts.asi8)
+    starts, values = starts[order], values[order]
+    k = starts.searchsorted(index, side="right") - 1
+    before = k < 0
+    if before.any():
+        warnings.warn(
+            f"{int(before.sum())} hour(s) before the first N0 period ({starts[0]}) have no N0: θ is NaN there",
+            DataLossWarning,
+            stacklevel=3,
+        )
+    return [(k == i, float(v)) for i, v in enumerate(values) if (k == i).any()]
+
+
 def _corrected_to_sm(
     corrected: pd.DataFrame,
-    n0: float,
+    n0: float | pd.Series | Mapping[Any, float],
     bulk_density: float,
     lattice_water: float,
     soc: float,
     porosity: float | None,
 ) -> pd.DataFrame:
-    """Step 3 of :func:`counts_to_sm`: θ and its uncertainty from :func:`_correct_counts` output."""
+    """Step 3 of :func:`counts_to_sm`: θ and its uncertainty from :func:`_correct_counts` output
+    (``n0`` one number or N0 periods, :func:`_n0_periods`)."""
     out = corrected.drop(columns="_n_hours")
     n = corrected["counts"].to_numpy()
     f = (corrected["f_pressure"] * corrected["f_humidity"] * corrected["f_incoming"]).to_numpy()
     # Poisson σ of a mean over n_hours hours, carried through the correction factors
     with np.errstate(invalid="ignore", divide="ignore"):
         sigma_n = np.sqrt(n / np.maximum(corrected["_n_hours"].to_numpy(), 1.0) * f)
-    out.insert(0, "sm_std", nt.theta_uncertainty(n, sigma_n, n0, bulk_density))
-    out.insert(0, "sm", nt.counts_to_theta(n, n0, bulk_density, lattice_water, soc))
+    sm, sm_std = np.full(len(n), np.nan), np.full(len(n), np.nan)
+    for rows, n0_period in _n0_periods(n0, corrected.index):
+        sm[rows] = nt.counts_to_theta(n[rows], n0_period, bulk_density, lattice_water, soc)
+        sm_std[rows] = nt.theta_uncertainty(n[rows], sigma_n[rows], n0_period, bulk_density)
+    out.insert(0, "sm_std", sm_std)
+    out.insert(0, "sm", sm)
     if porosity is not None and np.isfinite(porosity):
         excess = out["sm"] > porosity
         out.loc[excess, "flag"] |= int(QC.POROSITY_EXCESS)
