@@ -287,6 +287,10 @@ def _n0_periods(n0: float | pd.Series | Mapping[Any, float], index: pd.DatetimeI
     return [(k == i, float(v)) for i, v in enumerate(values) if (k == i).any()]
 
 
+#: θ from counts above porosity + this margin (m³ m⁻³) is flagged OUT_OF_RANGE, not only POROSITY_EXCESS.
+POROSITY_MARGIN = 0.05
+
+
 def _corrected_to_sm(
     corrected: pd.DataFrame,
     n0: float | pd.Series | Mapping[Any, float],
@@ -309,9 +313,23 @@ def _corrected_to_sm(
         sm_std[rows] = nt.theta_uncertainty(n[rows], sigma_n[rows], n0_period, bulk_density)
     out.insert(0, "sm_std", sm_std)
     out.insert(0, "sm", sm)
-    if porosity is not None and np.isfinite(porosity):
+    has_porosity = porosity is not None and np.isfinite(porosity)
+    if has_porosity:
         excess = out["sm"] > porosity
         out.loc[excess, "flag"] |= int(QC.POROSITY_EXCESS)
+    # theta from counts, range-checked after the conversion: below 0, above 1 or above porosity + margin
+    top = min(1.0, porosity + POROSITY_MARGIN) if has_porosity else 1.0  # type: ignore[operator]
+    with np.errstate(invalid="ignore"):
+        bad = ((out["sm"] < 0.0) | (out["sm"] > top)).to_numpy()
+    if bad.any():
+        out.loc[bad, "flag"] |= int(QC.OUT_OF_RANGE)
+        log.warning(
+            "%d of %d hourly θ from counts outside [0, %.3g] m3 m-3 flagged OUT_OF_RANGE (left out of daily())",
+            int(bad.sum()),
+            int(np.isfinite(out["sm"]).sum()),
+            top,
+        )
+    out.attrs["out_of_range"] = int(bad.sum())
     return out
 
 

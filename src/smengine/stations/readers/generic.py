@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,10 @@ import numpy as np
 import pandas as pd
 
 from smengine import neutrons as nt
-from smengine.errors import ConfigError, DataError, ValidationError
-from smengine.stations._core import PathLike, Station, StationSet
+from smengine.errors import ConfigError, DataError, DataLossWarning, ValidationError
+from smengine.stations._core import QC, PathLike, Station, StationSet
 from smengine.stations._counts import (
+    _corrected_to_sm,
     _flag_range,
     _merge_hourly,
     counts_to_sm,
@@ -47,8 +49,12 @@ _META_COLUMNS = (
 )
 
 
+#: Values that stand for "missing" in station files (turned to NaN and counted).
+SENTINELS = (-9999.0, -999.0, -99.99, 9999.0, -9999.9, 99999.0, -99999.0)
+
+
 def read_csv(
-    path: PathLike,
+    path: PathLike | pd.DataFrame,
     *,
     metadata: PathLike | pd.DataFrame | Mapping[str, Any] | None = None,
     station: str | None = None,
@@ -61,12 +67,16 @@ def read_csv(
     neutron_monitor: pd.Series | PathLike | None = None,
     count_range: tuple[float, float] = (50.0, 10000.0),
     strict: bool = False,
+    sentinels: tuple[float, ...] = SENTINELS,
+    stations: str | Sequence[str] | None = None,
 ) -> StationSet:
-    """Read station data from a documented generic CSV.
+    """Read station data from a documented generic CSV (or a DataFrame in that form).
 
     **Format.** One row per time step; a time column (ISO 8601; UTC unless it carries an
     offset or ``timezone`` says otherwise) and canonical columns (after renaming with
-    ``columns``): ``sm`` (m³ m⁻³) *or* ``counts_raw`` (raw epithermal cph), and any of
+    ``columns``): ``sm`` (m³ m⁻³) *or* ``counts_raw`` (raw epithermal cph) *or*
+    ``counts_corrected`` (epithermal cph already corrected for pressure, humidity and
+    incoming flux: converted with N0 only, no factor applied twice), and any of
     ``pressure`` (hPa), ``abs_humidity`` (g m⁻³), ``rel_humidity`` (%),
     ``air_temperature`` (°C), ``precipitation`` (mm), ``flag`` (:class:`QC` bits), plus
     any numeric extras. Several stations go in one file with a ``station`` column;
@@ -81,9 +91,14 @@ def read_csv(
     (needs ``n0`` and ``bulk_density``; absolute humidity from relative humidity and
     temperature when only those are given).
 
+    Values in :data:`SENTINELS` (−9999, −999 …; ``sentinels=``) in any numeric column are
+    missing values: they become NaN, and how many per column is said in a
+    :class:`~smengine.errors.DataLossWarning`.
+
     Parameters
     ----------
-    path : path
+    path : path or DataFrame
+        The CSV, or a DataFrame with the same columns (the time column included).
     metadata : path, DataFrame or dict
     station : str, optional
         Station id of a single-station file.
@@ -102,6 +117,10 @@ def read_csv(
         Plausible raw cph for count conversion.
     strict : bool, optional
         Raise on a station without coordinates instead of excluding it.
+    sentinels : tuple of float, optional
+        Missing-value markers (default :data:`SENTINELS`; ``()`` for none).
+    stations : str or sequence of str, optional
+        Read only these stations (an id not in the file is an error).
 
     Raises
     ------
@@ -113,17 +132,29 @@ def read_csv(
     --------
     >>> ss = read_csv("site.csv", metadata={"lat": 50.87, "lon": 6.45})   # doctest: +SKIP
     """
-    p = Path(path).expanduser()
-    df = _read_table(p, sep=sep, encoding=encoding)
+    if isinstance(path, pd.DataFrame):
+        p, df = Path("<DataFrame>"), path.copy()
+    else:
+        p = Path(path).expanduser()
+        df = _read_table(p, sep=sep, encoding=encoding)
     df.columns = [str(c).strip() for c in df.columns]
     if columns:
         df = df.rename(columns=dict(columns))
     _require(df, [time_column], p)
-    if "sm" not in df.columns and "counts_raw" not in df.columns:
+    if not {"sm", "counts_raw", "counts_corrected"} & set(df.columns):
         raise DataError(
-            f"{p}: missing column 'sm' (soil moisture, m3 m-3) or 'counts_raw' (raw cph); "
-            f"found {', '.join(df.columns)}; map yours with columns={{...}}"
+            f"{p}: missing column 'sm' (soil moisture, m3 m-3), 'counts_raw' (raw cph) or 'counts_corrected' "
+            f"(corrected cph); found {', '.join(df.columns)}; map yours with columns={{...}}"
         )
+    if stations is not None:
+        want = [stations] if isinstance(stations, str) else list(stations)
+        have = set(df["station"].astype(str)) if "station" in df.columns else {station or p.stem}
+        unknown = sorted(set(want) - have)
+        if unknown:
+            raise ConfigError(f"{p}: station(s) {unknown} not in the file (it has {sorted(have)[:20]})")
+        if "station" in df.columns:
+            df = df[df["station"].astype(str).isin(want)]
+    _blank_sentinels(df, sentinels, p, skip=(time_column, "station"))
     naive = _parse_times(df[time_column], p, time_column, utc=False, fmt=time_format)
     if naive.tz is None:
         try:
@@ -152,6 +183,28 @@ def read_csv(
     return StationSet(out, excl)
 
 
+def _blank_sentinels(df: pd.DataFrame, sentinels: tuple[float, ...], p: Path, skip: tuple[str, ...]) -> None:
+    """Sentinel values of numeric columns → NaN (in place), counted in one DataLossWarning."""
+    if not sentinels:
+        return
+    counts = {}
+    marks = np.asarray(sentinels, dtype=np.float64)
+    for c in df.columns:
+        if c in skip or not pd.api.types.is_numeric_dtype(df[c]):
+            continue
+        hit = np.isin(df[c].to_numpy(dtype=np.float64), marks)
+        if hit.any():
+            counts[c] = int(hit.sum())
+            df.loc[hit, c] = np.nan
+    if counts:
+        warnings.warn(
+            f"{p}: {sum(counts.values())} missing-value marker(s) {tuple(float(v) for v in sentinels)} read as NaN: "
+            + ", ".join(f"{c} {n}" for c, n in counts.items()),
+            DataLossWarning,
+            stacklevel=3,
+        )
+
+
 def _generic_metadata(metadata: Any, p: Path) -> dict[str, dict[str, Any]]:
     if metadata is None:
         return {}
@@ -178,7 +231,37 @@ def _generic_station(
     kw = {k: m[k] for k in _META_COLUMNS if k in m and not (isinstance(m[k], float) and np.isnan(m[k]))}
     lat, lon = kw.pop("lat", math.nan), kw.pop("lon", math.nan)
     processing = [f"generic CSV {p.name}"]
-    if "sm" not in g.columns or g["sm"].isna().all():
+    if ("sm" not in g.columns or g["sm"].isna().all()) and "counts_corrected" in g.columns:
+        for need in ("n0", "bulk_density"):
+            if not np.isfinite(_float(kw.get(need))):
+                raise DataError(f"{p}: station {sid}: converting counts needs {need!r} in the metadata")
+        cc = g["counts_corrected"].astype(np.float64)
+        corr = pd.DataFrame(
+            {
+                "counts": cc,
+                "f_pressure": 1.0,
+                "f_humidity": 1.0,
+                "f_incoming": 1.0,
+                "flag": np.zeros(len(cc), dtype=np.int64),
+                "_n_hours": 1.0,
+            },
+            index=g.index,
+        )
+        lo, hi = count_range
+        extreme = cc.notna() & ((cc < lo) | (cc > hi))
+        corr.loc[extreme.to_numpy(), "flag"] |= int(QC.EXTREME_COUNTS)
+        corr.loc[extreme.to_numpy(), "counts"] = np.nan
+        conv = _corrected_to_sm(
+            corr,
+            float(kw["n0"]),
+            float(kw["bulk_density"]),
+            _float(kw.get("lattice_water", 0.0)),
+            _float(kw.get("soc", 0.0)),
+            _float(kw.get("porosity", math.nan)),
+        )
+        g = _merge_hourly(conv, g.drop(columns=["sm"], errors="ignore"))
+        processing.append("corrected counts → sm with N0 only (no correction factor applied again)")
+    elif "sm" not in g.columns or g["sm"].isna().all():
         if "counts_raw" not in g.columns:
             raise DataError(f"{p}: station {sid}: no 'sm' values and no 'counts_raw' to convert")
         for need in ("n0", "bulk_density"):
