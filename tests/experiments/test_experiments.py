@@ -401,8 +401,14 @@ def test_read_daily_precipitation_formats_and_errors(tmp_path: Path) -> None:
             )
         ]
     )
-    p = E.read_daily_precipitation(tmp_path / "p.csv", ss)
-    assert list(p.columns) == ["R4", "Crys 1"] and p.loc["2023-07-02", "Crys 1"] == 2.25
+    p = E.read_daily_precipitation(tmp_path / "p.csv")  # no stations: every column as it is
+    assert list(p.columns) == ["RF5", "Crys 1"] and p.loc["2023-07-02", "Crys 1"] == 2.25
+    # a water-input column that matches no station: an error, or left out and said with strict=False
+    with pytest.raises(DataError, match=r"column\(s\) \['Crys 1'\] match no station"):
+        E.read_daily_precipitation(tmp_path / "p.csv", ss)
+    with pytest.warns(DataLossWarning, match=r"\['Crys 1'\] match no station .*left out"):
+        p = E.read_daily_precipitation(tmp_path / "p.csv", ss, strict=False)
+    assert list(p.columns) == ["R4"] and p.loc["2023-07-01", "R4"] == 1.5
     (tmp_path / "q.csv").write_text("date,X\n2023-07-01,1\nyesterday,2\n")
     with pytest.raises(DataError, match="yesterday"):
         E.read_daily_precipitation(tmp_path / "q.csv")

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from smengine.errors import ConfigError, DataError, ValidationError
+from smengine.errors import ConfigError, DataError, DataLossWarning, ValidationError
 from smengine.stations import Station, StationSet, step_hours
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,9 @@ def _norm_name(s: str) -> str:
     return re.sub(r"\s+", "", str(s)).lower()
 
 
-def read_daily_precipitation(path: PathLike, stations: StationSet | None = None) -> pd.DataFrame:
+def read_daily_precipitation(
+    path: PathLike, stations: StationSet | None = None, *, strict: bool = True
+) -> pd.DataFrame:
     """Daily precipitation per site from a wide CSV (e.g. the Roaring Fork ``DailyPRISM_Ppt.csv``).
 
     Parameters
@@ -110,6 +113,11 @@ def read_daily_precipitation(path: PathLike, stations: StationSet | None = None)
     stations : StationSet, optional
         Rename site columns to station ids: a column matches a station whose ``id`` or
         ``name`` equals it ignoring spaces and case (PRISM's ``"RF5"`` ↔ ``"RF 5"``).
+    strict : bool, optional
+        With ``stations``: a column that matches no station is an error (default), or, with
+        ``strict=False``, left out with a :class:`~smengine.errors.DataLossWarning` naming it.
+        Stations without a column are named in a warning either way (they get no
+        precipitation features).
 
     Returns
     -------
@@ -152,7 +160,21 @@ def read_daily_precipitation(path: PathLike, stations: StationSet | None = None)
             lookup.setdefault(_norm_name(s.id), s.id)
             if s.name:
                 lookup.setdefault(_norm_name(s.name), s.id)
-        df = df.rename(columns=lambda c: lookup.get(_norm_name(c), c))
+        unmatched = [c for c in df.columns if _norm_name(c) not in lookup]
+        if unmatched:
+            msg = f"{p}: column(s) {unmatched} match no station (stations: {sorted(stations)[:20]})"
+            if strict:
+                raise DataError(msg + "; rename them to station ids or names, or pass strict=False")
+            warnings.warn(msg + "; left out", DataLossWarning, stacklevel=2)
+            df = df.drop(columns=unmatched)
+        df = df.rename(columns=lambda c: lookup[_norm_name(c)])
+        without = sorted(set(stations) - set(df.columns))
+        if without:
+            warnings.warn(
+                f"{p}: station(s) {without} have no precipitation column (no precipitation features for them)",
+                DataLossWarning,
+                stacklevel=2,
+            )
     return df
 
 
