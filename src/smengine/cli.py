@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -14,7 +15,7 @@ import click
 import smengine
 from smengine import footprint as fp
 from smengine._days import as_day, day_range
-from smengine.errors import SMEngineError, SMEngineWarning
+from smengine.errors import ConfigError, DataError, SMEngineError, SMEngineWarning, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,11 @@ def _guessed(source: Path, fmt: str | None) -> str:
         return ""
     from smengine.stations import guess_format
 
-    return f" (format {guess_format(source)!r} guessed from it; choose the reader with --format)"
+    try:
+        guessed = guess_format(source)
+    except SMEngineError:  # the message of the error being reported says so already
+        return ""
+    return f" (format {guessed!r} guessed from it; choose the reader with --format)"
 
 
 def _formats() -> tuple[str, ...]:
@@ -37,20 +42,70 @@ def _formats() -> tuple[str, ...]:
 _READERS = _formats()
 
 
+class _Path(click.Path):
+    """``click.Path`` with ``~`` expanded: a path from a script, a config or quotes, not the shell."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, (str, os.PathLike)):
+            value = os.path.expanduser(os.fspath(value))
+        return super().convert(value, param, ctx)
+
+
+class _Day(click.ParamType):
+    """A UTC day (``YYYY-MM-DD``, or an ISO time whose day is taken), passed on as ``YYYY-MM-DD``."""
+
+    name = "YYYY-MM-DD"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return str(as_day(value, what=param.name if param else "day"))
+        except SMEngineError:
+            self.fail(f"{value!r} is not a date (YYYY-MM-DD)", param, ctx)
+
+
+_DAY = _Day()
+
+
+def _check_period(start: str | None, end: str | None) -> None:
+    """A usage error when both days are given and ``end`` is before ``start``."""
+    if start and end and as_day(end) < as_day(start):
+        raise click.BadParameter(f"{end} is before --start {start}", param_hint="--end")
+
+
+def _writable(path: Path, *, folder: bool, option: str = "--out") -> Path:
+    """Make ``path`` (a folder) or its folder (a file) and check that a file can be created in it,
+    before any work is done; a ClickException naming ``option``, the path and the cause otherwise."""
+    import tempfile
+
+    where = path if folder else path.parent
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except (FileExistsError, NotADirectoryError) as exc:
+        blocker = next((p for p in [where, *where.parents] if p.exists() and not p.is_dir()), exc.filename)
+        raise click.ClickException(f"{option} {path}: cannot write there: {blocker} is a file, not a folder") from exc
+    except OSError as exc:
+        raise click.ClickException(f"{option} {path}: cannot write there: {exc.strerror or exc}") from exc
+    return path
+
+
 class options:  # noqa: N801 - a namespace of shared click options (rasterio's rio/options.py)
     """The options several commands share, defined once."""
 
-    threads = click.option("--threads", type=int, help="Threads (default all cores).")
+    threads = click.option("--threads", type=click.IntRange(min=1), help="Threads (default all cores).")
     seed = click.option("--seed", default=0, show_default=True, help="Seed (random_state) of every random step.")
     metadata = click.option(
         "--metadata",
-        type=click.Path(exists=True, path_type=Path),
+        type=_Path(exists=True, path_type=Path),
         help="Station table, for the station formats that take one (csv, fuerstensee).",
     )
 
     @staticmethod
     def trees(default: int) -> Any:
-        return click.option("--trees", default=default, show_default=True, help="Trees per forest.")
+        return click.option(
+            "--trees", type=click.IntRange(min=1), default=default, show_default=True, help="Trees per forest."
+        )
 
     @staticmethod
     def station_format(what: str) -> Any:
@@ -79,6 +134,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (SMEngineError, SMEngineWarning) as exc:
             raise click.ClickException(str(exc)) from exc
+        except OSError as exc:  # the system refused a file (read-only, no space, a file where a folder is)
+            if exc.filename is None or not exc.strerror:
+                raise
+            raise click.ClickException(f"{exc.filename}: {exc.strerror}") from exc
 
 
 def _show_warnings(ctx: click.Context, strict: bool) -> None:
@@ -124,6 +183,17 @@ def footprint(
     humidity: float, theta: float, pressure: float, bulk_density: float, veg_height: float, lattice_water: float
 ) -> None:
     """Print the CRNS footprint radius R86 and depth D86 for one set of conditions."""
+    given = {
+        "--humidity": humidity,
+        "--theta": theta,
+        "--pressure": pressure,
+        "--bulk-density": bulk_density,
+        "--veg-height": veg_height,
+        "--lattice-water": lattice_water,
+    }
+    for name, value in given.items():
+        if value != value or value in (float("inf"), float("-inf")):
+            raise click.BadParameter(f"{value} is not a finite number", param_hint=name)
     try:
         r86 = float(fp.footprint_radius(humidity, theta, pressure, veg_height))
         rstar1 = fp.rescale_distance(1.0, pressure, veg_height, theta)
@@ -143,7 +213,7 @@ def footprint(
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=_Path(file_okay=False, path_type=Path),
     default=Path("smengine-demo"),
     show_default=True,
     help="Output folder.",
@@ -162,6 +232,7 @@ def demo(out_dir: Path, quick: bool, seed: int, threads: int | None) -> None:
 
     from smengine.demo import STEPS, run_demo
 
+    _writable(out_dir, folder=True)
     try:
         with tqdm(total=len(STEPS), desc="demo", unit="step", disable=None) as bar:
 
@@ -234,13 +305,13 @@ def _group_sources(args: tuple[str, ...]) -> list[tuple[str | None, list[Path]]]
 @click.option(
     "--config",
     "config_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=_Path(exists=True, dir_okay=False, path_type=Path),
     help="Run configuration (TOML): its [domain], [period], [[sources]] and [output] dir.",
 )
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=_Path(file_okay=False, path_type=Path),
     help="Folder for the tile files (<tile_id>.h5); default with --config: <output dir>/tiles.",
 )
 @click.option("--bounds", nargs=4, type=float, metavar="XMIN YMIN XMAX YMAX", help="Grid bounds in the grid CRS (m).")
@@ -248,11 +319,17 @@ def _group_sources(args: tuple[str, ...]) -> list[tuple[str | None, list[Path]]]
     "--lonlat-bounds", nargs=4, type=float, metavar="WEST SOUTH EAST NORTH", help="Grid bounds in degrees (WGS 84)."
 )
 @click.option("--crs", default="EPSG:3035", show_default=True, help="Projected CRS of the grid.")
-@click.option("--resolution", default=1000.0, show_default=True, help="Pixel size (m).")
-@click.option("--subpixel", default=4, show_default=True, help="Sub-pixels per pixel side.")
-@click.option("--tile-size", default=100, show_default=True, help="Tile side in pixels.")
-@click.option("--start", help="First UTC day of the tiles' time axis (default: the sources' first day).")
-@click.option("--end", help="Last UTC day of the tiles' time axis (default: the sources' last day).")
+@click.option(
+    "--resolution",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1000.0,
+    show_default=True,
+    help="Pixel size (m).",
+)
+@click.option("--subpixel", type=click.IntRange(min=1), default=4, show_default=True, help="Sub-pixels per pixel side.")
+@click.option("--tile-size", type=click.IntRange(min=1), default=100, show_default=True, help="Tile side in pixels.")
+@click.option("--start", type=_DAY, help="First UTC day of the tiles' time axis (default: the sources' first day).")
+@click.option("--end", type=_DAY, help="Last UTC day of the tiles' time axis (default: the sources' last day).")
 @click.option("--daily", type=click.Choice(["mean", "min", "max", "sum"]), help="Aggregate sub-daily sources.")
 @click.option(
     "--method",
@@ -379,6 +456,7 @@ def ingest(
     end = end or (cfg.end if cfg else None)
     if bool(start) != bool(end):
         raise click.UsageError("give both --start and --end (or neither)")
+    _check_period(start, end)
     days = day_range(start, end, what="--start/--end") if start and end else None
     paths = run_ingest(specs, grid, out_dir, days=days, overwrite=overwrite, progress=True)
     click.echo(
@@ -388,11 +466,12 @@ def ingest(
 
 
 @cli.command()
-@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.argument("source", type=_Path(exists=True, path_type=Path))
 @options.station_format("SOURCE")
 @options.metadata
 @click.option(
     "--min-hours",
+    type=click.FloatRange(0, 24),
     default=18.0,
     show_default=True,
     help="Minimum valid hours per UTC day (a step counts its spacing: daily input counts 24 h a day).",
@@ -400,7 +479,7 @@ def ingest(
 @click.option(
     "--out",
     "out_file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=_Path(dir_okay=False, path_type=Path),
     help="Write the daily table as CSV (atomic); default: print a summary only.",
 )
 def stations(source: Path, fmt: str | None, metadata: Path | None, min_hours: float, out_file: Path | None) -> None:
@@ -408,11 +487,13 @@ def stations(source: Path, fmt: str | None, metadata: Path | None, min_hours: fl
     from smengine._io import atomic_write
     from smengine.stations import open_stations
 
+    if out_file is not None:
+        _writable(out_file, folder=False)
     try:
         ss = open_stations(source, fmt, metadata=metadata)
         daily = ss.daily(min_hours)
     except SMEngineError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(f"{exc}{_guessed(source, fmt)}") from exc
     if len(ss) == 0:
         why = "; ".join(f"{e['station']}: {e['reason']}" for _, e in ss.exclusions.iterrows())
         raise click.ClickException(f"no station read from {source} ({why or 'nothing found'}){_guessed(source, fmt)}")
@@ -427,25 +508,27 @@ def stations(source: Path, fmt: str | None, metadata: Path | None, min_hours: fl
 
 
 @cli.command()
-@click.argument("stations_source", type=click.Path(exists=True, path_type=Path))
-@click.argument("tiles", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("stations_source", type=_Path(exists=True, path_type=Path))
+@click.argument("tiles", nargs=-1, required=True, type=_Path(exists=True, path_type=Path))
 @options.station_format("STATIONS_SOURCE")
 @options.metadata
 @click.option(
     "--out",
     "out_file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=_Path(dir_okay=False, path_type=Path),
     required=True,
     help="Training table to write (NetCDF, with units and sources; .csv: plain CSV without units).",
 )
 @click.option(
     "--config",
     "config_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=_Path(exists=True, dir_okay=False, path_type=Path),
     help="Take the features (and min_hours) from this run configuration's [features] and [stations].",
 )
 @click.option(
-    "--min-hours", type=float, help="Minimum valid hours per UTC day (default 18; daily input counts 24 h a day)."
+    "--min-hours",
+    type=click.FloatRange(0, 24),
+    help="Minimum valid hours per UTC day (default 18; daily input counts 24 h a day).",
 )
 @click.option(
     "--kernel-quantum",
@@ -502,7 +585,11 @@ def table(
         if v is not None:
             d[key] = names(v)
     if swi_t is not None:
-        d["swi_T"] = [float(x) for x in names(swi_t)]
+        try:
+            d["swi_T"] = [float(x) for x in names(swi_t)]
+        except ValueError as exc:
+            why = f"{swi_t!r} should be comma-separated numbers of days"
+            raise click.BadParameter(why, param_hint="--swi-T") from exc
     if no_carry:
         d["swi_carry"] = False
     spec = FeatureSpec.from_config(d)
@@ -510,7 +597,11 @@ def table(
     paths = [q for p in tiles for q in (sorted(p.glob("*.h5")) if p.is_dir() else [p])]
     if not paths:
         raise click.ClickException(f"no tile files (*.h5) in {', '.join(map(str, tiles))}")
-    ss = open_stations(stations_source, fmt, metadata=metadata)
+    _writable(out_file, folder=False)
+    try:
+        ss = open_stations(stations_source, fmt, metadata=metadata)
+    except SMEngineError as exc:
+        raise click.ClickException(f"{exc}{_guessed(stations_source, fmt)}") from exc
     if len(ss) == 0:
         raise click.ClickException(f"no station read from {stations_source}")
     tab = training_table(
@@ -536,11 +627,11 @@ def table(
 
 
 @cli.command()
-@click.argument("table_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("table_file", type=_Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--out",
     "out_file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=_Path(dir_okay=False, path_type=Path),
     required=True,
     help="Compiled forest file to write (HDF5: treelite model, native layout, model card).",
 )
@@ -553,7 +644,7 @@ def table(
 @click.option(
     "--card",
     "card_file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=_Path(dir_okay=False, path_type=Path),
     help="Also write the model card as Markdown here.",
 )
 def train(
@@ -572,11 +663,23 @@ def train(
 
     from smengine._io import atomic_write
     from smengine.features import TABLE_EXTRAS, TABLE_KEYS, read_table
+    from smengine.model import CV_SCHEMES
     from smengine.model import train as run_train
 
+    _writable(out_file, folder=False)
+    if card_file is not None:
+        _writable(card_file, folder=False, option="--card")
     tab = read_table(table_file)
+    if len(tab) == 0:
+        raise click.ClickException(f"{table_file}: the training table has no rows")
     if features:
         names = [f.strip() for f in features.split(",") if f.strip()]
+        missing = [n for n in names if n not in tab.columns]
+        if missing:
+            raise click.BadParameter(
+                f"{table_file} has no column {', '.join(missing)} (its columns: {', '.join(map(str, tab.columns))})",
+                param_hint="--features",
+            )
     elif tab.attrs.get("features"):
         names = list(tab.attrs["features"])
     else:
@@ -589,16 +692,24 @@ def train(
             err=True,
         )
     schemes = tuple(s.strip() for s in cv.split(",") if s.strip())
-    forest = run_train(
-        tab,
-        names,
-        cv=schemes,
-        search=not no_search,
-        n_estimators=trees,
-        random_state=seed,
-        n_jobs=threads or -1,
-        progress=True,
-    )
+    unknown = [c for c in schemes if c not in CV_SCHEMES]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown CV scheme {', '.join(unknown)}; choose from {', '.join(CV_SCHEMES)}", param_hint="--cv"
+        )
+    try:
+        forest = run_train(
+            tab,
+            names,
+            cv=schemes,
+            search=not no_search,
+            n_estimators=trees,
+            random_state=seed,
+            n_jobs=threads or -1,
+            progress=True,
+        )
+    except (ConfigError, ValidationError) as exc:  # about the table's content: name the table
+        raise click.ClickException(f"{table_file}: {exc}") from exc
     cf = forest.compile()
     cf.save(out_file)
     if card_file is not None:
@@ -608,20 +719,32 @@ def train(
 
 
 @cli.command()
-@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("tiles", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("model", type=_Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("tiles", nargs=-1, required=True, type=_Path(exists=True, path_type=Path))
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=_Path(file_okay=False, path_type=Path),
     required=True,
     help="Output folder: <tile>/<tile>_<first>_<last>.nc per tile and day range.",
 )
-@click.option("--start", help="First UTC day (default: each tile's first day).")
-@click.option("--end", help="Last UTC day (default: each tile's last day).")
-@click.option("--file-days", default=32, show_default=True, help="Days per output file.")
-@click.option("--chunk-days", default=8, show_default=True, help="Days per kernel call (memory grows with it).")
-@click.option("--min-valid", default=0.5, show_default=True, help="Minimum valid sub-pixel fraction of a pixel.")
+@click.option("--start", type=_DAY, help="First UTC day (default: each tile's first day).")
+@click.option("--end", type=_DAY, help="Last UTC day (default: each tile's last day).")
+@click.option("--file-days", type=click.IntRange(min=1), default=32, show_default=True, help="Days per output file.")
+@click.option(
+    "--chunk-days",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Days per kernel call (memory grows with it).",
+)
+@click.option(
+    "--min-valid",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Minimum valid sub-pixel fraction of a pixel.",
+)
 @options.threads
 @click.option("--overwrite", is_flag=True, help="Rewrite existing outputs (default: skip them, resume).")
 @click.option("--keep-going", is_flag=True, help="Log a failing tile and go on with the others.")
@@ -641,7 +764,7 @@ def train(
 )
 @click.option(
     "--workers",
-    type=int,
+    type=click.IntRange(min=1),
     help="Run tiles on a local Dask cluster of this many worker processes "
     "(each with --threads threads, default 1; needs smengine[dask]).",
 )
@@ -673,6 +796,7 @@ def predict(
     from smengine.model import CompiledForest
     from smengine.tiles import TileStore
 
+    _check_period(start, end)
     paths = [q for p in tiles for q in (sorted(p.glob("*.h5")) if p.is_dir() else [p])]
     if not paths:
         raise click.ClickException(f"no tile files (*.h5) in {', '.join(map(str, tiles))}")
@@ -680,16 +804,29 @@ def predict(
         cf = CompiledForest.load(model)
         days = slice(start, end) if (start or end) else None
         total = 0
+        spans = []
         for p in paths:  # the day count for the progress bar; an unreadable tile fails in the run
             try:
                 st = TileStore.open(p)
+                if st.times.size == 0:
+                    raise DataError(
+                        f"{p}: the tile has no days (static layers only): nothing to predict; "
+                        "ingest its daily sources into it first"
+                    )
             except SMEngineError:
                 if not keep_going:
                     raise
                 continue
+            spans.append(f"{p.name} {st.times[0]}..{st.times[-1]}")
             lo = as_day(start, what="--start") if start else st.times[0]
             hi = as_day(end, what="--end") if end else st.times[-1]
             total += max(int((hi - lo).astype(int)) + 1, 0)
+        if spans and total == 0:
+            raise click.BadParameter(
+                f"no day from {start or 'the first'} to {end or 'the last'} in the tiles ({'; '.join(spans[:3])})",
+                param_hint="--start/--end",
+            )
+        _writable(out_dir, folder=True)
         with contextlib.ExitStack() as stack:
             client = None
             if workers:
@@ -738,26 +875,26 @@ def predict(
 @click.option(
     "--data",
     "data_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=_Path(exists=True, file_okay=False, path_type=Path),
     help="Real data root (default: $SMENGINE_DATA or ../shared/data).",
 )
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=_Path(file_okay=False, path_type=Path),
     required=True,
     help="Output folder (report.md, CSV tables, PNGs).",
 )
 @click.option(
     "--experiment",
-    type=click.Choice(["both", "temporal", "leave-site-out"]),
-    default="both",
+    type=click.Choice(["all", "both", "temporal", "leave-site-out", "leave-site-out-spatiotemporal"]),
+    default="all",
     show_default=True,
-    help="Which experiment(s) to run.",
+    help="Which experiment(s) to run: all three, both (temporal and plain leave-site-out), or one.",
 )
 @click.option(
     "--source",
-    type=click.Path(exists=True, path_type=Path),
+    type=_Path(exists=True, path_type=Path),
     help="Run on a station set of your own (with --format) instead of the two real networks.",
 )
 @options.station_format("--source")
@@ -765,10 +902,12 @@ def predict(
 @click.option(
     "--precipitation",
     "precip_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=_Path(exists=True, dir_okay=False, path_type=Path),
     help="Daily precipitation CSV (date column + one column per station, mm); default: station gauges.",
 )
-@click.option("--split-date", help="First test day of the temporal split (default: first day + --train-years).")
+@click.option(
+    "--split-date", type=_DAY, help="First test day of the temporal split (default: first day + --train-years)."
+)
 @click.option("--train-years", default=2.4, show_default=True, help="Training years of the temporal split.")
 @options.trees(500)
 @click.option("--search", is_flag=True, help="Tune max_features x min_samples_leaf (nested leave-site-out).")
@@ -797,12 +936,14 @@ def stations_experiment(
     the 15 Roaring Fork stations; with --source/--format any supported station set.
     """
     from smengine.experiments import (
+        EXPERIMENTS,
         read_daily_precipitation,
         read_station_set,
         run_experiments,
     )
 
-    exps = ("temporal", "leave-site-out") if experiment == "both" else (experiment,)
+    exps = {"all": EXPERIMENTS, "both": ("temporal", "leave-site-out")}.get(experiment, (experiment,))
+    _writable(out_dir, folder=True)
     try:
         ss = pr = None
         if source is not None:
@@ -836,7 +977,7 @@ def stations_experiment(
 
 
 @cli.command("run")
-@click.argument("config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("config_file", type=_Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--steps",
     default=",".join(("ingest", "table", "train", "predict")),
@@ -849,13 +990,25 @@ def run_cmd(config_file: Path, steps: str, overwrite: bool, threads: int | None)
     """Run CONFIG_FILE (TOML, see smengine.config) from the user's files to the daily product:
     ingest -> table -> train -> predict. Resumable: a step whose inputs did not change is skipped."""
     from smengine.config import load_config
-    from smengine.pipeline import run_pipeline
+    from smengine.pipeline import STEPS, run_pipeline
 
-    cfg = load_config(config_file)
     wanted = tuple(s.strip() for s in steps.split(",") if s.strip())
-    res = run_pipeline(
-        cfg, wanted, overwrite=overwrite, n_threads=threads, progress=lambda step: click.echo(f"== {step}", err=True)
-    )
+    unknown = [s for s in wanted if s not in STEPS]
+    if unknown or not wanted:
+        raise click.BadParameter(
+            f"unknown step {', '.join(unknown) or repr(steps)}; choose from {', '.join(STEPS)}", param_hint="--steps"
+        )
+    cfg = load_config(config_file)
+    try:
+        res = run_pipeline(
+            cfg,
+            wanted,
+            overwrite=overwrite,
+            n_threads=threads,
+            progress=lambda step: click.echo(f"== {step}", err=True),
+        )
+    except ConfigError as exc:  # what the configuration says or lacks: name the file
+        raise click.ClickException(f"{config_file}: {exc}") from exc
     for step in wanted:
         click.echo(f"{step}: {res.status.get(step, '?')} ({res.seconds.get(step, 0.0):.1f} s)")
     if "predict" in res.outputs:
@@ -873,7 +1026,7 @@ def run_cmd(config_file: Path, steps: str, overwrite: bool, threads: int | None)
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=_Path(file_okay=False, path_type=Path),
     default=Path("twin"),
     show_default=True,
     help="Folder for the twin's files.",
@@ -885,6 +1038,7 @@ def twin(out_dir: Path, quick: bool, seed: int) -> None:
     with a run configuration (OUT/smengine.toml) for them: a stand-in for a user's own data."""
     from smengine.twin import make_world, write_run_config
 
+    _writable(out_dir, folder=True)
     world = make_world(seed, out_dir, quick=quick)
     cfg = write_run_config(world, out_dir / "smengine.toml")
     g = world.grid

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -201,6 +202,7 @@ class RunConfig:
         st = dict(d.get("stations", {}))
         _check_keys("[stations]", st, _STATION_KEYS)
         st.setdefault("min_hours", 18.0)
+        _check_stations(st)
         feats = dict(d.get("features", {}))
         try:
             spec = FeatureSpec.from_config(feats)
@@ -210,16 +212,21 @@ class RunConfig:
             ) from exc
         model = {"trees": 100, "cv": ["site"], "search": False, "seed": 0, **d.get("model", {})}
         _check_keys("[model]", model, _MODEL_KEYS)
+        _check_model(model)
         pred = {"file_days": 32, "chunk_days": 8, "min_valid": 0.5, "format": "netcdf", **d.get("predict", {})}
         _check_keys("[predict]", pred, _PREDICT_KEYS)
+        _check_predict(pred)
+        start, end = _day(period.get("start"), "start"), _day(period.get("end"), "end")
+        if start and end and end < start:
+            raise ConfigError(f"[period]: end {end} is before start {start}")
         output = dict(d.get("output", {}))
         _check_keys("[output]", output, {"dir"})
         out = Path(os.path.expanduser(str(output.get("dir", "smengine-run"))))
         return cls(
             base,
             grid,
-            _day(period.get("start"), "start"),
-            _day(period.get("end"), "end"),
+            start,
+            end,
             tuple(srcs),
             st,
             spec,
@@ -243,7 +250,13 @@ class RunConfig:
         have = {"domain": self.grid is not None, "sources": bool(self.sources), "stations": "path" in self.stations}
         missing = [s for s in sections if not have.get(s, True)]
         if missing:
-            raise ConfigError(f"the run configuration needs {missing} for this step (see smengine.config)")
+            what = ", ".join(
+                "[[sources]]" if s == "sources" else f"[{s}] with a path" if s == "stations" else f"[{s}]"
+                for s in missing
+            )
+            raise ConfigError(
+                f"the run configuration needs {missing} for this step: it has no {what} (see smengine.config)"
+            )
 
     @property
     def tiles_dir(self) -> Path:
@@ -277,14 +290,65 @@ def _day(v: Any, what: str) -> str | None:
         raise ConfigError(f"[period] {what} = {v!r} is not a date (YYYY-MM-DD)") from exc
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_stations(st: Mapping[str, Any]) -> None:
+    from smengine.stations import FORMATS
+
+    if "path" in st and not isinstance(st["path"], str):
+        raise ConfigError(f"[stations] path should be a string (a file or folder), got {st['path']!r}")
+    if "format" in st and st["format"] not in FORMATS:
+        raise ConfigError(f"[stations] format = {st['format']!r} is unknown; choose from {', '.join(FORMATS)}")
+    h = st["min_hours"]
+    if not (_is_number(h) and 0 <= h <= 24):
+        raise ConfigError(f"[stations] min_hours should be a number of hours within [0, 24], got {h!r}")
+    q = st.get("kernel_quantum")
+    if q is not None and not (isinstance(q, list) and len(q) == 3 and all(_is_number(v) and v > 0 for v in q)):
+        raise ConfigError(
+            f"[stations] kernel_quantum should be 3 positive steps [humidity, theta, pressure], got {q!r}"
+        )
+
+
+def _check_model(m: Mapping[str, Any]) -> None:
+    from smengine.model import CV_SCHEMES
+
+    if not (_is_int(m["trees"]) and m["trees"] >= 1):
+        raise ConfigError(f"[model] trees should be a whole number >= 1, got {m['trees']!r}")
+    if not _is_int(m["seed"]):
+        raise ConfigError(f"[model] seed should be a whole number, got {m['seed']!r}")
+    if not isinstance(m["search"], bool):
+        raise ConfigError(f"[model] search should be true or false, got {m['search']!r}")
+    cv = m["cv"]
+    if not (isinstance(cv, list) and all(c in CV_SCHEMES for c in cv)):
+        raise ConfigError(f"[model] cv should be a list of {', '.join(CV_SCHEMES)}, got {m['cv']!r}")
+
+
+def _check_predict(p: Mapping[str, Any]) -> None:
+    for k in ("file_days", "chunk_days"):
+        if not (_is_int(p[k]) and p[k] >= 1):
+            raise ConfigError(f"[predict] {k} should be a whole number >= 1, got {p[k]!r}")
+    if not (_is_number(p["min_valid"]) and 0 <= p["min_valid"] <= 1):
+        raise ConfigError(f"[predict] min_valid should be a fraction within [0, 1], got {p['min_valid']!r}")
+    if p["format"] not in ("netcdf", "zarr"):
+        raise ConfigError(f"[predict] format should be 'netcdf' or 'zarr', got {p['format']!r}")
+
+
 def _grid(d: Mapping[str, Any]) -> Grid:
     _check_keys("[domain]", d, _DOMAIN_KEYS)
     if ("bounds" in d) == ("lonlat_bounds" in d):
         raise ConfigError("[domain]: give exactly one of bounds (grid CRS, m) or lonlat_bounds (degrees)")
     kw = {k: d[k] for k in ("crs", "resolution", "subpixel", "tile_size") if k in d}
     b = d.get("bounds") or d["lonlat_bounds"]
-    if not (isinstance(b, list) and len(b) == 4):
-        raise ConfigError(f"[domain]: bounds should be 4 numbers [xmin, ymin, xmax, ymax], got {b!r}")
+    if not (isinstance(b, list) and len(b) == 4 and all(_is_number(v) for v in b)):
+        which = "bounds" if "bounds" in d else "lonlat_bounds"
+        order = "[xmin, ymin, xmax, ymax]" if "bounds" in d else "[west, south, east, north]"
+        raise ConfigError(f"[domain]: {which} should be 4 numbers {order}, got {b!r}")
     return Grid.from_bounds(*b, **kw) if "bounds" in d else Grid.from_lonlat_bounds(*b, **kw)
 
 

@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from smengine.errors import ConfigError, ValidationError
+from smengine.errors import ConfigError, DataError, ValidationError
 from smengine.filters import exp_filter
 from smengine.footprint import REFERENCE_PRESSURE, footprint_average, footprint_kernel
 from smengine.grid import Window, as_window
@@ -418,6 +418,11 @@ def training_table(
     stores = [stores] if isinstance(stores, TileStore) else list(stores)
     if not stores:
         raise ConfigError("training_table needs at least one TileStore")
+    if all(s.times.size == 0 for s in stores):
+        raise DataError(
+            f"{stores[0].path}{' and the other tiles' if len(stores) > 1 else ''}: no days (static layers only): "
+            "a training table needs the tiles' daily layers; ingest the daily sources into them"
+        )
     builders = [FeatureBuilder(s, spec) for s in stores]
     names = builders[0].names
     kernel = _day_kernel
@@ -461,7 +466,10 @@ def training_table(
         sx, sy = (float(v) for v in b.store.grid.xy(r, c, subpixel=True))
         days = g["date"].to_numpy().astype("datetime64[D]")
         t_idx = np.searchsorted(b.store.times, days)
-        ok = (t_idx < b.store.times.size) & (b.store.times[np.minimum(t_idx, b.store.times.size - 1)] == days)
+        if b.store.times.size:
+            ok = (t_idx < b.store.times.size) & (b.store.times[np.minimum(t_idx, b.store.times.size - 1)] == days)
+        else:  # a static-only tile: no station day in it
+            ok = np.zeros(days.size, dtype=bool)
         if not ok.any():
             excluded[sid] = "no station day inside the tile's days"
             log.warning("station %s: none of its %d days are in tile %s", sid, len(g), b.store.tile_id)
@@ -582,15 +590,21 @@ def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
 
     import xarray as xr
 
-    from smengine.errors import DataError
-
     p = Path(path).expanduser()
     if not p.is_file():
         raise DataError(f"{p}: no such file")
+    if p.stat().st_size == 0:
+        raise DataError(f"{p}: the file is empty, not a training table")
     try:
         if p.suffix.lower() == ".csv":
-            table = pd.read_csv(p, parse_dates=["date"])
+            table = pd.read_csv(p)
         else:
+            with open(p, "rb") as f:
+                magic = f.read(8)
+            if not (magic.startswith(b"CDF") or magic.startswith(b"\x89HDF")):
+                raise DataError(
+                    f"{p}: not a NetCDF file (a training table is NetCDF from smengine table, or a CSV named *.csv)"
+                )
             with xr.open_dataset(p, engine="netcdf4") as ds:
                 meta = json.loads(ds.attrs.get("smengine_table", "null") or "null")
                 table = ds.to_dataframe().reset_index(drop=True)
@@ -606,6 +620,15 @@ def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
         raise DataError(f"{p}: cannot read the training table: {exc}") from exc
     missing = [c for c in TABLE_KEYS if c not in table.columns]
     if missing:
-        raise DataError(f"{p}: columns {missing} missing (a training table has {list(TABLE_KEYS)}, ...)")
-    table["date"] = pd.to_datetime(table["date"])
+        raise DataError(
+            f"{p}: column(s) {', '.join(missing)} missing (a training table has {', '.join(TABLE_KEYS)} "
+            "and the feature columns)"
+        )
+    lost = [c for c in table.attrs.get("features", []) if c not in table.columns]
+    if lost:
+        raise DataError(f"{p}: feature column(s) {', '.join(lost)} listed in the table's features are missing")
+    try:
+        table["date"] = pd.to_datetime(table["date"])
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{p}: the date column does not hold dates (YYYY-MM-DD)") from exc
     return table

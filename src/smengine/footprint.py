@@ -148,7 +148,7 @@ def _asfloat(name: str, x: ArrayLike) -> np.ndarray:
     try:
         a = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValidationError(f"{name} should be numeric, got {x!r}") from exc
+        raise ValidationError(f"{name} should be numeric, got {type(x).__name__}") from exc
     return a
 
 
@@ -156,9 +156,12 @@ def _check(name: str, a: np.ndarray, bad: np.ndarray, rule: str, unit: str) -> N
     """Raise ValidationError if any (non-NaN) element is flagged ``bad``, naming the first."""
     bad = np.asarray(bad)
     if bad.any():
+        if a.ndim == 0:
+            raise ValidationError(f"{name} should be {rule} ({unit}), got {float(a):g}")
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValidationError(
-            f"{name} should be {rule} ({unit}); {int(bad.sum())} value(s) are not, e.g. {a[where]!r} at index {where}"
+            f"{name} should be {rule} ({unit}); {int(bad.sum())} value(s) are not, "
+            f"e.g. {float(a[where]):g} at index {where}"
         )
 
 
@@ -656,7 +659,7 @@ def footprint_radius(
     208
     """
     if not 0.0 < fraction < 1.0:
-        raise ConfigError(f"fraction should be inside (0, 1), got {fraction!r}")
+        raise ConfigError(f"fraction should be inside (0, 1), got {fraction}")
     h = _nonneg("humidity", humidity, "g m-3")
     th = _theta("theta", theta)
     h, th = np.broadcast_arrays(h, th)
@@ -778,7 +781,7 @@ def weighted_profile_average(
     rho = float(_positive("bulk_density", bulk_density, "g cm-3"))
     h = float(_nonneg("humidity", humidity, "g m-3"))
     if not tol > 0:
-        raise ConfigError(f"tol should be > 0, got {tol!r}")
+        raise ConfigError(f"tol should be > 0, got {tol}")
     valid = ~(np.isnan(z) | np.isnan(th))
     empty = ~valid.any(axis=1)
     if empty.any():
@@ -1164,7 +1167,7 @@ def footprint_average(
     if not total > 0:
         raise ValidationError("kernel weights sum to 0")
     if not 0.0 <= min_valid_fraction <= 1.0:
-        raise ConfigError(f"min_valid_fraction should be in [0, 1], got {min_valid_fraction!r}")
+        raise ConfigError(f"min_valid_fraction should be in [0, 1], got {min_valid_fraction}")
     j0, j1 = _kernel_extents(k)
     nb, n = a3.shape[0], rr.shape[0]
     out = np.empty((nb, n), dtype=np.float64)

@@ -142,10 +142,17 @@ class Grid:
         -------
         Grid
         """
+        if not all(math.isfinite(float(v)) for v in (xmin, ymin, xmax, ymax)):
+            raise ConfigError(
+                f"Grid.from_bounds: bounds should be finite numbers, got ({xmin}, {ymin}, {xmax}, {ymax})"
+            )
         if not (xmax > xmin and ymax > ymin):
-            raise ConfigError(f"Grid.from_bounds: empty bounds ({xmin}, {ymin}, {xmax}, {ymax})")
+            raise ConfigError(
+                f"Grid.from_bounds: empty bounds ({xmin}, {ymin}, {xmax}, {ymax}); "
+                "they are xmin ymin xmax ymax, with xmax > xmin and ymax > ymin"
+            )
         if not resolution > 0:
-            raise ConfigError(f"Grid.from_bounds: resolution should be > 0, got {resolution!r}")
+            raise ConfigError(f"Grid.from_bounds: resolution should be > 0, got {resolution}")
         if align:
             x0 = math.floor(xmin / resolution) * resolution
             y1 = math.ceil(ymax / resolution) * resolution
@@ -171,7 +178,26 @@ class Grid:
         subpixel: int = 4,
         tile_size: int = 100,
     ) -> Grid:
-        """Aligned grid covering a longitude/latitude box (degrees, WGS 84)."""
+        """Aligned grid covering a longitude/latitude box (degrees, WGS 84).
+
+        Raises
+        ------
+        ConfigError
+            Longitudes outside [-180, 180], latitudes outside [-90, 90], ``west >= east``
+            (a box across the antimeridian is not supported) or ``south >= north``.
+        """
+        box = (west, south, east, north)
+        if not all(math.isfinite(float(v)) for v in box):
+            raise ConfigError(f"Grid.from_lonlat_bounds: bounds should be finite numbers, got {box}")
+        if not (-180 <= west <= 180 and -180 <= east <= 180):
+            raise ConfigError(f"Grid.from_lonlat_bounds: longitudes should be within [-180, 180], got {west}, {east}")
+        if not (-90 <= south <= 90 and -90 <= north <= 90):
+            raise ConfigError(f"Grid.from_lonlat_bounds: latitudes should be within [-90, 90], got {south}, {north}")
+        if not (east > west and north > south):
+            raise ConfigError(
+                f"Grid.from_lonlat_bounds: empty box {box}; it is west south east north, with east > west and "
+                "north > south (a box across the antimeridian is not supported)"
+            )
         t = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
         xmin, ymin, xmax, ymax = t.transform_bounds(west, south, east, north, densify_pts=51)
         return cls.from_bounds(xmin, ymin, xmax, ymax, crs, resolution, subpixel, tile_size)

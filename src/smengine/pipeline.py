@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from typing import Any
 from smengine._days import day_range
 from smengine._io import atomic_write
 from smengine.config import RunConfig
-from smengine.errors import ConfigError
+from smengine.errors import ConfigError, DataError
 
 __all__ = ["STEPS", "PipelineResult", "run_pipeline"]
 
@@ -122,7 +123,19 @@ def run_pipeline(
     if bad:
         raise ConfigError(f"unknown step(s) {bad}; choose from {list(STEPS)}")
     cfg = config
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    # every section the steps need, before the first step runs (not after an hour of ingest)
+    needs = {"ingest": ("domain", "sources"), "table": ("stations",)}
+    cfg.require(*dict.fromkeys(sec for s in steps for sec in needs.get(s, ())))
+    try:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cfg.out):
+            pass
+    except (FileExistsError, NotADirectoryError) as exc:
+        why = f"{exc.filename} is a file, not a folder"
+        raise DataError(f"{cfg.out}: cannot write the run's outputs there ([output] dir): {why}") from exc
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise DataError(f"{cfg.out}: cannot write the run's outputs there ([output] dir): {why}") from exc
     man = _Manifest(cfg.out / "run.json")
     res = PipelineResult()
     changed = overwrite

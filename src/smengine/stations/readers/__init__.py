@@ -74,7 +74,7 @@ def guess_format(source: str | os.PathLike[str]) -> str:
             return "fuerstensee" if "NeutronCount_Epithermal_Cum1h" in _head(p) else "csv"
     raise ConfigError(
         f"{p}: cannot tell the station format (no such file or folder, or an unknown layout); "
-        f"pass format= one of {sorted(FORMATS)}"
+        f"choose the reader with format= (--format on the command line), one of {sorted(FORMATS)}"
     )
 
 

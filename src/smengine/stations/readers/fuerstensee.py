@@ -80,6 +80,17 @@ def read_fuerstensee(
     f = p / f"{station}_time_series.csv" if p.is_dir() else p
     base = f.parent
     meta_dir = Path(metadata) if metadata is not None else base.parent / "cosmos_europe_metadata"
+    if metadata is None and not meta_dir.is_dir():
+        hint = ""
+        if any(q.name.lower().replace(" ", "").startswith("general_information") for q in base.parent.glob("*.csv")):
+            hint = (
+                f"; {f.name} looks like one station file of the COSMOS-Europe folder {base.parent}: "
+                "read that folder with format 'cosmos-europe'"
+            )
+        raise DataError(
+            f"{f}: the fuerstensee reader needs the COSMOS-Europe station tables, and there is no "
+            f"{meta_dir.name} folder at {meta_dir.parent} (pass metadata=, --metadata on the command line){hint}"
+        )
     meta = read_cosmos_europe_metadata(meta_dir)
     if station not in meta.index:
         raise DataError(f"{meta_dir}: station {station} not in the COSMOS-Europe tables")
