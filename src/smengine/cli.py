@@ -695,7 +695,7 @@ def train(
     unknown = [c for c in schemes if c not in CV_SCHEMES]
     if unknown:
         raise click.BadParameter(
-            f"unknown CV scheme {', '.join(unknown)}; choose from {', '.join(CV_SCHEMES)}", param_hint="--cv"
+            f"unknown cv scheme {', '.join(unknown)}; choose from {', '.join(CV_SCHEMES)}", param_hint="--cv"
         )
     try:
         forest = run_train(
