@@ -108,6 +108,30 @@ class options:  # noqa: N801 - a namespace of shared click options (rasterio's r
         )
 
     @staticmethod
+    def station_layout(f: Any) -> Any:
+        """--time-column, --timezone, --column and --station: a station file's own layout (csv format)."""
+        for opt in reversed(
+            (
+                click.option("--time-column", help="Name of the time column (csv format; default 'time')."),
+                click.option(
+                    "--timezone",
+                    help="Zone of naive local times, e.g. 'America/Chicago' (csv format; default UTC).",
+                ),
+                click.option(
+                    "--column",
+                    "column_map",
+                    multiple=True,
+                    metavar="FILE=NAME",
+                    help="Map a file column to a canonical name (sm, counts_raw, counts_corrected, pressure, …). "
+                    "Repeatable.",
+                ),
+                click.option("--station", "station_ids", multiple=True, help="Read only this station (repeatable)."),
+            )
+        ):
+            f = opt(f)
+        return f
+
+    @staticmethod
     def station_format(what: str) -> Any:
         return click.option(
             "--format",
@@ -115,6 +139,53 @@ class options:  # noqa: N801 - a namespace of shared click options (rasterio's r
             type=click.Choice(_READERS),
             help=f"Station reader for {what} (smengine.stations.FORMATS; default: guessed from it).",
         )
+
+
+def _layout_kwargs(
+    source: Path,
+    fmt: str | None,
+    time_column: str | None,
+    timezone: str | None,
+    column_map: tuple[str, ...],
+    station_ids: tuple[str, ...],
+) -> dict[str, Any]:
+    """Reader keyword arguments from the station-layout options (only those given)."""
+    import inspect
+
+    from smengine.stations import FORMATS, guess_format
+
+    kw: dict[str, Any] = {}
+    if time_column:
+        kw["time_column"] = time_column
+    if timezone:
+        kw["timezone"] = timezone
+    if column_map:
+        pairs = {}
+        for item in column_map:
+            file_col, sep, name = item.partition("=")
+            if not sep or not file_col.strip() or not name.strip():
+                raise click.BadParameter(
+                    f"{item!r} should be FILE=NAME (e.g. N1_corr=counts_corrected)", param_hint="--column"
+                )
+            pairs[file_col.strip()] = name.strip()
+        kw["columns"] = pairs
+    if station_ids:
+        kw["stations"] = list(station_ids)
+    if kw:
+        name = fmt or guess_format(source)
+        accepted = inspect.signature(FORMATS[name]).parameters
+        extra = [k for k in kw if k not in accepted]
+        if extra:
+            flags = {
+                "time_column": "--time-column",
+                "timezone": "--timezone",
+                "columns": "--column",
+                "stations": "--station",
+            }
+            raise click.UsageError(
+                f"{', '.join(flags[k] for k in extra)}: not taken by the {name} reader (the csv format takes them)"
+            )
+    return kw
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -469,6 +540,7 @@ def ingest(
 @click.argument("source", type=_Path(exists=True, path_type=Path))
 @options.station_format("SOURCE")
 @options.metadata
+@options.station_layout
 @click.option(
     "--min-hours",
     type=click.FloatRange(0, 24),
@@ -482,15 +554,26 @@ def ingest(
     type=_Path(dir_okay=False, path_type=Path),
     help="Write the daily table as CSV (atomic); default: print a summary only.",
 )
-def stations(source: Path, fmt: str | None, metadata: Path | None, min_hours: float, out_file: Path | None) -> None:
+def stations(
+    source: Path,
+    fmt: str | None,
+    metadata: Path | None,
+    time_column: str | None,
+    timezone: str | None,
+    column_map: tuple[str, ...],
+    station_ids: tuple[str, ...],
+    min_hours: float,
+    out_file: Path | None,
+) -> None:
     """Read CRNS/in-situ stations from SOURCE, aggregate to UTC days and summarise them."""
     from smengine._io import atomic_write
     from smengine.stations import open_stations
 
     if out_file is not None:
         _writable(out_file, folder=False)
+    layout = _layout_kwargs(source, fmt, time_column, timezone, column_map, station_ids)
     try:
-        ss = open_stations(source, fmt, metadata=metadata)
+        ss = open_stations(source, fmt, metadata=metadata, **layout)
         daily = ss.daily(min_hours)
     except SMEngineError as exc:
         raise click.ClickException(f"{exc}{_guessed(source, fmt)}") from exc
