@@ -922,14 +922,19 @@ def _run_tile(
     _remove_stale_outputs(out, tid)
     ranges = list(_ranges(tile_days, file_days))
     want_cfg = _engine_config(runner, config)
-    inputs = _input_digests(runner.store, [r[-1] for r in ranges]) if ranges else {}
     done_until = None
+    old_attrs: dict[str, Any] = {}
     if format == "zarr" and zpath.exists():
         if not resume:
             raise ConfigError(f"{zpath} exists; delete it or resume")
         with open_product(zpath) as old:
             done_until = np.asarray(old["time"].values).astype("datetime64[D]")[-1]
-            why = _record_differs(old.attrs, want_cfg, _input_digests(runner.store, [done_until])[done_until])
+            old_attrs = dict(old.attrs)
+    # one pass over the tile for every digest: each range's end, and the Zarr store's last day
+    ends = [r[-1] for r in ranges] + ([done_until] if done_until is not None else [])
+    inputs = _input_digests(runner.store, ends) if ends else {}
+    if done_until is not None:
+        why = _record_differs(old_attrs, want_cfg, inputs[done_until])
         if why is not None:
             raise DataError(f"{zpath}: cannot resume: {why}; delete it or write to another out_dir")
     pending = []
