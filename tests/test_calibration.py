@@ -24,7 +24,7 @@ import pytest
 
 from smengine import footprint as fp
 from smengine import neutrons as nt
-from smengine.errors import ConfigError, DataLossWarning, ValidationError
+from smengine.errors import ConfigError, DataLossWarning, QualityWarning, ValidationError
 from smengine.stations import counts_to_sm
 
 A0, A1, A2 = nt.DESILETS
@@ -137,8 +137,8 @@ def test_two_campaigns_reproduce_weighting_and_inversion(two_campaigns) -> None:
 def test_sample_weights_and_gravimetric_basis(two_campaigns) -> None:
     samples, counts = two_campaigns
     one = samples.iloc[:28]
-    vol = nt.calibrate_from_samples(one, counts, humidity=6.0, pressure=1000.0)
-    grav = nt.calibrate_from_samples(one, counts, humidity=6.0, pressure=1000.0, basis="gravimetric")
+    vol = nt.calibrate_from_samples(one, counts, humidity=6.0, pressure=1000.0, soc=0.0)
+    grav = nt.calibrate_from_samples(one, counts, humidity=6.0, pressure=1000.0, basis="gravimetric", soc=0.0)
     assert grav.attrs["basis"] == "gravimetric"
     assert grav["theta"].iloc[0] == vol["theta"].iloc[0]
     # the gravimetric field water uses the same per-sample weights: rebuild them
@@ -161,21 +161,21 @@ def test_skipped_samples_are_reported_not_fatal(two_campaigns) -> None:
     bad.loc[30, "Depth (cm)"] = np.nan
     bad.loc[31, "Bulk density"] = np.nan  # gravimetric water without bulk density
     with pytest.warns(DataLossWarning, match=r"skipped 4 of 56 samples .*missing bulk density: 1.*zero water: 1"):
-        cal = nt.calibrate_from_samples(bad, counts)
+        cal = nt.calibrate_from_samples(bad, counts, soc=0.0)
     assert cal["n_samples"].tolist() == [26, 26]
     assert cal["n_skipped"].tolist() == [2, 2]
     assert cal["skipped"].tolist() == ["missing water: 1; zero water: 1", "missing bulk density: 1; missing depth: 1"]
     # with a site bulk density the sample without its own is used again
     with pytest.warns(DataLossWarning, match="skipped 3 of 56"):
-        cal2 = nt.calibrate_from_samples(bad, counts, bulk_density=1.3)
+        cal2 = nt.calibrate_from_samples(bad, counts, bulk_density=1.3, soc=0.0)
     assert cal2["n_samples"].tolist() == [26, 27] and cal2.attrs["bulk_density"] == 1.3
 
 
 def test_column_forms_are_equivalent(two_campaigns) -> None:
     samples, counts = two_campaigns
-    ref = nt.calibrate_from_samples(samples, counts)
+    ref = nt.calibrate_from_samples(samples, counts, soc=0.0)
     # no profile column: profiles follow from the sheet layout (distance changes, depth restarts)
-    same = nt.calibrate_from_samples(samples.drop(columns="Core"), counts)
+    same = nt.calibrate_from_samples(samples.drop(columns="Core"), counts, soc=0.0)
     pd.testing.assert_frame_equal(same, ref)
     # top/bottom depths instead of mid-depths, volumetric water, other names via `columns`
     alt = pd.DataFrame(
@@ -191,48 +191,58 @@ def test_column_forms_are_equivalent(two_campaigns) -> None:
         }
     )
     roles = {"date": "when", "profile": "id", "distance": "r", "top_depth": "top", "bottom_depth": "bottom"}
-    got = nt.calibrate_from_samples(alt, counts, columns=roles)
+    got = nt.calibrate_from_samples(alt, counts, columns=roles, soc=0.0)
     pd.testing.assert_series_equal(got["n0"], ref["n0"], rtol=1e-12)
     with pytest.raises(ValidationError, match="distance"):
         nt.calibrate_from_samples(
-            alt.drop(columns="r"), counts, columns={k: v for k, v in roles.items() if k != "distance"}
+            alt.drop(columns="r"), counts, columns={k: v for k, v in roles.items() if k != "distance"}, soc=0.0
         )
     with pytest.raises(ConfigError, match="unknown column role"):
-        nt.calibrate_from_samples(alt, counts, columns={"depths": "top"})
+        nt.calibrate_from_samples(alt, counts, columns={"depths": "top"}, soc=0.0)
 
 
 def test_windows_humidity_and_missing_counts(two_campaigns) -> None:
     samples, counts = two_campaigns
     series = counts["counts"]
     # a 6 h window centred on the sampling time (10:30): 07:30…13:30 holds 6 hourly values
-    cal = nt.calibrate_from_samples(samples, series, humidity=counts["abs_humidity"], pressure=990.0, window="6h")
+    cal = nt.calibrate_from_samples(
+        samples, series, humidity=counts["abs_humidity"], pressure=990.0, window="6h", soc=0.0
+    )
     w = series.loc["2022-04-05 07:30":"2022-04-05 13:30"]
     assert cal["n_counts"].iloc[0] == len(w) == 6
     assert cal["counts"].iloc[0] == pytest.approx(w.mean(), rel=1e-14)
     assert cal["humidity"].iloc[0] == pytest.approx(counts["abs_humidity"].loc[w.index].mean(), rel=1e-14)
     with pytest.raises(ConfigError, match="humidity"):
-        nt.calibrate_from_samples(samples, series)
+        nt.calibrate_from_samples(samples, series, soc=0.0)
     with pytest.raises(ConfigError, match="window"):
-        nt.calibrate_from_samples(samples, counts, window="soon")
+        nt.calibrate_from_samples(samples, counts, window="soon", soc=0.0)
     # vegetation height as a sparse series: the value nearest the campaign; it shortens r*
     veg = pd.Series([0.2, 1.5], index=pd.to_datetime(["2022-03-01", "2022-08-01"], utc=True))
-    tall = nt.calibrate_from_samples(samples, counts, vegetation_height=veg)
+    tall = nt.calibrate_from_samples(samples, counts, vegetation_height=veg, soc=0.0)
     assert tall["vegetation_height"].tolist() == [0.2, 1.5]
-    bare = nt.calibrate_from_samples(samples, counts)
+    bare = nt.calibrate_from_samples(samples, counts, soc=0.0)
     assert tall["theta"].iloc[1] != bare["theta"].iloc[1]
     # a campaign without counts is skipped with a warning; none left is an error
     with pytest.warns(DataLossWarning, match="1 campaign.*2022-08-20: no counts"):
-        cal = nt.calibrate_from_samples(samples, counts.loc[:"2022-04-30"])
+        cal = nt.calibrate_from_samples(samples, counts.loc[:"2022-04-30"], soc=0.0)
     assert len(cal) == 1 and np.isnan(cal.attrs["n0_spread"])
     with pytest.raises(ValidationError, match="no campaign"), warnings.catch_warnings():
         warnings.simplefilter("ignore", DataLossWarning)
-        nt.calibrate_from_samples(samples, counts.iloc[:0])
+        nt.calibrate_from_samples(samples, counts.iloc[:0], soc=0.0)
 
 
 def test_uniform_field_has_no_sample_error() -> None:
     samples = pd.DataFrame({"distance": [5, 5, 80, 80], "depth": [5, 20, 5, 20], "theta_v": 0.2})
     counts = pd.Series(2000.0, pd.date_range("2020-06-01", periods=24, freq="h"))
-    cal = nt.calibrate_from_samples(samples, counts, date="2020-06-01", bulk_density=1.4, humidity=10.0)
+    # no lattice water or SOC anywhere: assumed 0 out loud, not silently
+    with pytest.warns(QualityWarning, match=r"lattice_water and soc unknown .*assumed 0 g g-1"):
+        cal = nt.calibrate_from_samples(samples, counts, date="2020-06-01", bulk_density=1.4, humidity=10.0)
+    assert cal.attrs["assumed_zero"] == ["lattice_water", "soc"]
+    assert cal.attrs["lattice_water"] == 0.0 and cal.attrs["soc"] == 0.0
+    known = nt.calibrate_from_samples(
+        samples, counts, date="2020-06-01", bulk_density=1.4, humidity=10.0, lattice_water=0.0, soc=0.0
+    )
+    assert known.attrs["assumed_zero"] == [] and known["n0"].iloc[0] == cal["n0"].iloc[0]
     assert cal["theta"].iloc[0] == pytest.approx(0.2, abs=1e-15)
     assert cal["n0_std_samples"].iloc[0] == pytest.approx(0.0, abs=1e-9)
     assert cal["n0"].iloc[0] == pytest.approx(float(nt.calibrate_n0(2000.0, 0.2 / 1.4)), rel=1e-14)
@@ -452,7 +462,7 @@ def test_n0_periods_before_the_first_and_bad_tables() -> None:
 
 def test_calibration_table_feeds_n0_periods(two_campaigns) -> None:
     samples, counts = two_campaigns
-    cal = nt.calibrate_from_samples(samples, counts)
+    cal = nt.calibrate_from_samples(samples, counts, soc=0.0)
     raw = pd.Series(1600.0, pd.date_range("2022-04-05", "2022-12-31", freq="h", tz="UTC"))
     sm = counts_to_sm(raw, n0=cal["n0"], bulk_density=cal.attrs["bulk_density"], smooth_hours=1)
     rho = cal.attrs["bulk_density"]

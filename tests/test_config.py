@@ -86,6 +86,10 @@ def test_example_parses_with_paths_relative_to_the_file(tmp_path: Path) -> None:
         (("swi_T = [5, 20]", "swi_T = [0]"), "swi_T should be positive"),
         (('name = "s1_sm"', 'name = "elevation"'), "two sources share a name"),
         (("[domain]", "[domain"), "not valid TOML"),
+        (('path = "crns"', 'path = "crns"\ntimezone = 5'), r"\[stations\] timezone should be a non-empty string"),
+        (('path = "crns"', 'path = "crns"\ncolumns = ["N1"]'), r"\[stations\] columns should be a table"),
+        (('path = "crns"', 'path = "crns"\nstations = "F1"'), r"\[stations\] stations should be a list"),
+        (('path = "crns"', 'path = "crns"\nsnow_mask = "no"'), r"\[stations\] snow_mask should be true or false"),
     ],
 )
 def test_errors_name_the_file_and_the_key(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
@@ -110,3 +114,38 @@ def test_missing_file_sections_and_globs(tmp_path: Path) -> None:
     got = expand_paths(["static/elevation.tif", "s1/*.tif"], tmp_path)
     assert [p.name for p in got] == ["elevation.tif", "s1_sm_20190101.tif", "s1_sm_20190104.tif", "s1_sm_20190107.tif"]
     assert all(p.is_absolute() for p in got)
+
+
+def test_station_reader_layout_reaches_the_reader(tmp_path: Path) -> None:
+    """[stations] layout keys (csv format) are read, checked and passed to the reader."""
+    import pandas as pd
+
+    from smengine.stations import open_stations
+
+    text = EXAMPLE.replace(
+        'format = "cosmos-europe"\npath = "crns"',
+        'format = "csv"\npath = "fields.csv"\nmetadata = "meta.csv"\ntime_column = "Timestamp"\n'
+        'timezone = "America/Chicago"\nstations = ["F1"]\n[stations.columns]\nN1 = "sm"\nsite = "station"',
+    )
+    _files(tmp_path)
+    (tmp_path / "run.toml").write_text(text)
+    pd.DataFrame(
+        {"Timestamp": ["2022-06-01 00:00", "2022-06-01 01:00"] * 2, "site": ["F1", "F1", "F2", "F2"], "N1": 0.2}
+    ).assign(air_temperature=20.0).to_csv(tmp_path / "fields.csv", index=False)
+    pd.DataFrame({"station": ["F1", "F2"], "lat": [41.0, 41.1], "lon": [-96.0, -96.1]}).to_csv(
+        tmp_path / "meta.csv", index=False
+    )
+    cfg = load_config(tmp_path / "run.toml")
+    from smengine.config import STATION_READER_KEYS
+
+    layout = {k: cfg.stations[k] for k in STATION_READER_KEYS if k in cfg.stations}
+    assert layout == {
+        "time_column": "Timestamp",
+        "timezone": "America/Chicago",
+        "columns": {"N1": "sm", "site": "station"},
+        "stations": ["F1"],
+    }
+    ss = open_stations(cfg.path(cfg.stations["path"]), "csv", metadata=cfg.path(cfg.stations["metadata"]), **layout)
+    assert list(ss) == ["F1"] and str(ss["F1"].data.index[0]) == "2022-06-01 05:00:00+00:00"
+    with pytest.raises(ConfigError, match="the cosmos-europe format does not take time_column"):
+        open_stations(tmp_path, "cosmos-europe", time_column="Timestamp")

@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -120,3 +121,94 @@ def test_walkthrough_run_config_resumes_and_redoes(walked: tuple[Path, subproces
     )
     assert check.returncode == 0 and check.stdout.strip() == "20", check.stderr
     np.testing.assert_equal(len(list((out / "product").glob("*/*.nc"))), 12)
+
+
+# --------------------------------------------------------------------------------------
+# "Your own CRNS network": the README's station table, file layout and one command
+# --------------------------------------------------------------------------------------
+NETWORK = re.compile(r"<!-- network -->\s*```bash\n(.*?)```", re.S)
+SITES = re.compile(r"`sites\.csv`:\s*```\n(.*?)```", re.S)
+FIELDS = re.compile(r"`fields\.csv`[^\n]*\n\s*```\n(.*?)\n", re.S)
+
+
+def _fields(sites: pd.DataFrame, header: list[str]) -> pd.DataFrame:
+    """Three years of hourly corrected counts in the README's layout, on a daylight-saving local
+    clock, from a known θ: rain and irrigation wet the soil, a canopy (BWE campaigns) lowers the
+    counts, winter days freeze."""
+    from smengine import neutrons as nt
+
+    rng = np.random.default_rng(11)
+    utc = pd.date_range("2021-05-01 05:00", "2024-04-30 04:00", freq="h", tz="UTC")
+    local = utc.tz_convert("America/Chicago").tz_localize(None)
+    n_days = len(utc) // 24 + 1
+    day = (utc - utc[0]).days.to_numpy()
+    doy = utc.day_of_year.to_numpy()
+    frames = []
+    for k, m in sites.reset_index(drop=True).iterrows():
+        rain = np.where(rng.random(n_days) < 0.3, rng.exponential(6.0, n_days), 0.0)
+        summer = (pd.date_range(utc[0].normalize(), periods=n_days, freq="D").day_of_year.to_numpy() - 150) % 366 < 100
+        irr = np.where((np.arange(n_days) % 7 == 0) & summer & (k == 0), 20.0, 0.0)  # F1: a centre pivot in summer
+        theta, s = np.empty(n_days), 0.2
+        for t in range(n_days):
+            s = 0.08 + (s - 0.08) * np.exp(-1 / 9) + 0.005 * (rain[t] + irr[t])
+            theta[t] = min(s, 0.42)
+        bwe_true = np.clip(4.0 * np.sin((doy - 120) / 150 * np.pi), 0, None)  # a summer crop
+        n_soil = nt.theta_to_counts(theta[day], m["n0"], m["bulk_density"], m["lattice_water"], m["soc"])
+        counts = n_soil / nt.correction_bwe(bwe_true) + rng.normal(0, 5, len(utc))
+        bwe = np.full(len(utc), np.nan)
+        campaign = (np.arange(len(utc)) % (24 * 14) == 12) | (np.arange(len(utc)) == len(utc) - 1)
+        campaign[0] = True
+        bwe[campaign] = bwe_true[campaign]
+        temp = 10 - 14 * np.cos(2 * np.pi * (doy - 15) / 365.25) + rng.normal(0, 2, len(utc))
+        cols = {
+            "Timestamp": local.strftime("%m/%d/%Y %H:%M"),
+            "site": m["station"],
+            "N1": counts,
+            "rain_mm": np.repeat(rain / 24, 24)[: len(utc)],
+            "air_temperature": temp,
+            "irrigation": np.repeat(irr / 24, 24)[: len(utc)],
+            "bwe": bwe,
+        }
+        frames.append(pd.DataFrame({c: cols[c] for c in header}))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.mark.data
+def test_readme_network_command_runs_on_files_in_that_layout(tmp_path: Path) -> None:
+    text = README.read_text()
+    command = NETWORK.search(text).group(1)  # type: ignore[union-attr]
+    (tmp_path / "sites.csv").write_text(SITES.search(text).group(1))  # type: ignore[union-attr]
+    header = FIELDS.search(text).group(1).split(",")  # type: ignore[union-attr]
+    sites = pd.read_csv(tmp_path / "sites.csv")
+    _fields(sites, header).to_csv(tmp_path / "fields.csv", index=False, float_format="%.6g")
+    r = _bash(command, tmp_path)
+    assert r.returncode == 0, f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    out = tmp_path / "fields-experiment"
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"temporal", "leave-site-out", "leave-site-out-spatiotemporal"}
+    report = (out / "report.md").read_text()
+    # the file has an irrigation column for every field (zeros where none): each station's own series
+    assert "Irrigation (a water input beside precipitation): F1 station; F2 station; F3 station." in report
+    for name in summary:
+        assert summary[name]["forest_beats"]["mean"], summary[name]["medians"]
+        assert summary[name]["medians"]["linear"]["ubRMSE"] < 0.05, summary[name]["medians"]
+    assert "irrigation_ef" in " ".join(summary["leave-site-out"]["features"])
+    # the counts went through the biomass correction and the frost mask: θ is the truth on the kept days
+    check = _python(
+        """
+        import warnings
+        from smengine.stations import read_csv
+        ss = read_csv("fields.csv", metadata="sites.csv", time_column="Timestamp", timezone="America/Chicago",
+                      columns={"site": "station", "N1": "counts_corrected", "rain_mm": "precipitation"})
+        st = ss["F2"]
+        print(any("biomass correction" in p for p in st.processing), any("air temperature" in p for p in st.processing))
+        d = ss.daily()
+        print(len(d[d.station == "F2"]), int((st.data["flag"] & 4 != 0).sum() // 24))
+        """,
+        tmp_path,
+    )
+    assert check.returncode == 0, check.stderr
+    flags, counts = check.stdout.split("\n")[:2]
+    assert flags == "True True"
+    kept, frozen = (int(x) for x in counts.split())
+    assert frozen > 30 and kept > 700

@@ -595,6 +595,7 @@ def stations(
 @click.argument("tiles", nargs=-1, required=True, type=_Path(exists=True, path_type=Path))
 @options.station_format("STATIONS_SOURCE")
 @options.metadata
+@options.station_layout
 @click.option(
     "--out",
     "out_file",
@@ -634,6 +635,10 @@ def table(
     tiles: tuple[Path, ...],
     fmt: str | None,
     metadata: Path | None,
+    time_column: str | None,
+    timezone: str | None,
+    column_map: tuple[str, ...],
+    station_ids: tuple[str, ...],
     out_file: Path,
     config_file: Path | None,
     min_hours: float | None,
@@ -681,8 +686,9 @@ def table(
     if not paths:
         raise click.ClickException(f"no tile files (*.h5) in {', '.join(map(str, tiles))}")
     _writable(out_file, folder=False)
+    layout = _layout_kwargs(stations_source, fmt, time_column, timezone, column_map, station_ids)
     try:
-        ss = open_stations(stations_source, fmt, metadata=metadata)
+        ss = open_stations(stations_source, fmt, metadata=metadata, **layout)
     except SMEngineError as exc:
         raise click.ClickException(f"{exc}{_guessed(stations_source, fmt)}") from exc
     if len(ss) == 0:
@@ -982,12 +988,22 @@ def predict(
 )
 @options.station_format("--source")
 @options.metadata
+@options.station_layout
 @click.option(
     "--precipitation",
     "precip_file",
     type=_Path(exists=True, dir_okay=False, path_type=Path),
     help="Daily precipitation CSV (date column + one column per station, mm); default: station gauges.",
 )
+@click.option(
+    "--irrigation",
+    "irrig_file",
+    type=_Path(exists=True, dir_okay=False, path_type=Path),
+    help="Daily irrigation CSV (date column + one column per station, mm): a water input beside precipitation; "
+    "stations without a column are not irrigated.",
+)
+@click.option("--features", "features", help="Comma-separated features to use (default: all the table has).")
+@click.option("--exclude-features", help="Comma-separated features to leave out.")
 @click.option(
     "--split-date", type=_DAY, help="First test day of the temporal split (default: first day + --train-years)."
 )
@@ -1004,7 +1020,14 @@ def stations_experiment(
     source: Path | None,
     fmt: str | None,
     metadata: Path | None,
+    time_column: str | None,
+    timezone: str | None,
+    column_map: tuple[str, ...],
+    station_ids: tuple[str, ...],
     precip_file: Path | None,
+    irrig_file: Path | None,
+    features: str | None,
+    exclude_features: str | None,
     split_date: str | None,
     train_years: float,
     trees: int,
@@ -1020,28 +1043,41 @@ def stations_experiment(
     """
     from smengine.experiments import (
         EXPERIMENTS,
+        read_daily_irrigation,
         read_daily_precipitation,
-        read_station_set,
         run_experiments,
     )
+    from smengine.stations import open_stations
+
+    def names(v: str | None) -> list[str] | None:
+        return None if v is None else [x.strip() for x in v.split(",") if x.strip()]
 
     exps = {"all": EXPERIMENTS, "both": ("temporal", "leave-site-out")}.get(experiment, (experiment,))
     _writable(out_dir, folder=True)
     try:
-        ss = pr = None
+        ss = pr = irr = None
         if source is not None:
-            ss = read_station_set(source, fmt, metadata)
+            layout = _layout_kwargs(source, fmt, time_column, timezone, column_map, station_ids)
+            ss = open_stations(source, fmt, metadata=metadata, **layout)
             if len(ss) == 0:
                 raise click.ClickException(f"no station read from {source}{_guessed(source, fmt)}")
             pr = read_daily_precipitation(precip_file, ss) if precip_file is not None else None
-        elif precip_file is not None:
-            raise click.UsageError("--precipitation goes with --source")
+            irr = read_daily_irrigation(irrig_file, ss) if irrig_file is not None else None
+        else:
+            given = [o for o, v in (("--precipitation", precip_file), ("--irrigation", irrig_file)) if v is not None]
+            given += [o for o, v in (("--time-column", time_column), ("--timezone", timezone)) if v]
+            given += [o for o, v in (("--column", column_map), ("--station", station_ids)) if v]
+            if given:
+                raise click.UsageError(f"{', '.join(given)} go(es) with --source")
         res = run_experiments(
             out_dir,
             data_dir,
             experiments=exps,
             stations=ss,
             precipitation=pr,
+            irrigation=irr,
+            features=names(features),
+            exclude_features=names(exclude_features) or (),
             split_date=split_date,
             train_years=train_years,
             n_estimators=trees,

@@ -73,7 +73,9 @@ __all__ = ["RunConfig", "SourceConfig", "expand_paths", "load_config"]
 
 _DOMAIN_KEYS = {"bounds", "lonlat_bounds", "crs", "resolution", "subpixel", "tile_size"}
 _SOURCE_KEYS = {"name", "path", "variable", "units", "storage", "method", "daily", "time"}
-_STATION_KEYS = {"format", "path", "metadata", "min_hours", "kernel_quantum"}
+#: Reader options a [stations] section may pass on (the csv format's layout, snow masking).
+STATION_READER_KEYS = ("time_column", "time_format", "timezone", "columns", "stations", "snow_mask")
+_STATION_KEYS = {"format", "path", "metadata", "min_hours", "kernel_quantum", *STATION_READER_KEYS}
 _MODEL_KEYS = {"trees", "cv", "search", "seed", "max_features", "min_samples_leaf"}
 _PREDICT_KEYS = {"file_days", "chunk_days", "min_valid", "format"}
 _SECTIONS = {"domain", "period", "sources", "stations", "features", "model", "predict", "output"}
@@ -158,7 +160,10 @@ class RunConfig:
     sources : tuple of SourceConfig
     stations : dict
         ``path``, ``format`` (a :data:`smengine.stations.FORMATS` key; default guessed),
-        ``metadata``, ``min_hours`` (default 18), ``kernel_quantum``.
+        ``metadata``, ``min_hours`` (default 18), ``kernel_quantum``, and the reader's layout
+        options :data:`STATION_READER_KEYS` (``time_column``, ``time_format``, ``timezone``,
+        ``columns`` — a table of file column → canonical name —, ``stations``, ``snow_mask``)
+        for formats that take them (``csv``).
     features : FeatureSpec
     model : dict
         ``trees`` (100), ``cv`` (``["site"]``), ``search`` (False), ``seed`` (0),
@@ -308,6 +313,17 @@ def _check_stations(st: Mapping[str, Any]) -> None:
     h = st["min_hours"]
     if not (_is_number(h) and 0 <= h <= 24):
         raise ConfigError(f"[stations] min_hours should be a number of hours within [0, 24], got {h!r}")
+    for k in ("time_column", "time_format", "timezone"):
+        if k in st and not (isinstance(st[k], str) and st[k]):
+            raise ConfigError(f"[stations] {k} should be a non-empty string, got {st[k]!r}")
+    cols = st.get("columns")
+    if cols is not None and not (isinstance(cols, dict) and all(isinstance(v, str) for v in cols.values())):
+        raise ConfigError(f'[stations] columns should be a table of file column = "canonical name", got {cols!r}')
+    ids = st.get("stations")
+    if ids is not None and not (isinstance(ids, list) and all(isinstance(v, str) for v in ids)):
+        raise ConfigError(f"[stations] stations should be a list of station ids, got {ids!r}")
+    if "snow_mask" in st and not isinstance(st["snow_mask"], bool):
+        raise ConfigError(f"[stations] snow_mask should be true or false, got {st['snow_mask']!r}")
     q = st.get("kernel_quantum")
     if q is not None and not (isinstance(q, list) and len(q) == 3 and all(_is_number(v) and v > 0 for v in q)):
         raise ConfigError(

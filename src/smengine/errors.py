@@ -22,6 +22,7 @@ __all__ = [
     "DataError",
     "DataLossWarning",
     "PerformanceWarning",
+    "QualityWarning",
     "SMEngineError",
     "SMEngineWarning",
     "ValidationError",
@@ -74,6 +75,13 @@ class DataLossWarning(SMEngineWarning):
     computed from less than was given. The message counts what was lost and why. Turn it
     into an error with ``warnings.simplefilter("error", DataLossWarning)`` (the CLI's
     ``--strict``)."""
+
+
+class QualityWarning(SMEngineWarning):
+    """Nothing was dropped, but a check could not run or a default stood in for a value the
+    input lacks (snow/frozen soil not masked for want of a temperature, lattice water
+    assumed 0 g g⁻¹): the result may be biased. The message names the station and what was
+    assumed."""
 
 
 #: Mapping of return codes to exception classes, for decoding status variables.

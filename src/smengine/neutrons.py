@@ -42,7 +42,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from smengine import footprint
-from smengine.errors import ConfigError, DataLossWarning, ValidationError
+from smengine.errors import ConfigError, DataLossWarning, QualityWarning, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -486,8 +486,8 @@ def calibrate_from_samples(
     counts: pd.Series | pd.DataFrame,
     *,
     bulk_density: float | None = None,
-    lattice_water: float = 0.0,
-    soc: float = 0.0,
+    lattice_water: float | None = None,
+    soc: float | None = None,
     humidity: float | pd.Series | None = None,
     pressure: float | pd.Series | None = None,
     vegetation_height: float | pd.Series = 0.0,
@@ -547,9 +547,10 @@ def calibrate_from_samples(
         inversion, and for samples without their own. Default: the mean of the samples'
         bulk densities (crnpy issue #9: the whole field moderates, not the core).
     lattice_water, soc : float, optional
-        Site lattice water and soil-organic-carbon water equivalent W_soc, g g⁻¹ (default 0),
-        used when the samples have no such column; with a column, its mean over the used
-        samples (SOC × ``soc_to_water``).
+        Site lattice water and soil-organic-carbon water equivalent W_soc, g g⁻¹, used when
+        the samples have no such column (or no value in it); with a column, its mean over
+        the used samples (SOC × ``soc_to_water``). Unknown everywhere: 0 is assumed, with a
+        :class:`~smengine.errors.QualityWarning`, and named in ``attrs["assumed_zero"]``.
     humidity : float or pandas.Series, optional
         Absolute air humidity, g m⁻³: a number, or a series averaged over each campaign's
         count window. Default: the ``abs_humidity`` column of ``counts``.
@@ -601,7 +602,8 @@ def calibrate_from_samples(
         ``n0_spread`` (standard deviation between campaigns, NaN for one), ``n0_lsq`` (the
         N0 minimising the count RMSE over all campaigns, as neptoon and COSMOS-Europe fit),
         ``bulk_density``, ``lattice_water``, ``soc`` (the site values used; N0 belongs to
-        them, so convert counts with these) and ``basis``.
+        them, so convert counts with these), ``assumed_zero`` (which of lattice water and
+        SOC were unknown and taken as 0) and ``basis``.
 
     Raises
     ------
@@ -648,7 +650,8 @@ def calibrate_from_samples(
     >>> from smengine.errors import DataLossWarning
     >>> with warnings.catch_warnings():  # one sample has 0 g/g: skipped, with a DataLossWarning
     ...     warnings.simplefilter("ignore", DataLossWarning)
-    ...     cal = calibrate_from_samples(samples, counts, humidity=8.0, pressure=965.0)
+    ...     cal = calibrate_from_samples(
+    ...         samples, counts, humidity=8.0, pressure=965.0, lattice_water=0.0, soc=0.0)
     >>> row = cal.iloc[0]
     >>> int(row["n_samples"]), int(row["n_skipped"]), row["skipped"]
     (5, 1, 'zero water: 1')
@@ -748,8 +751,20 @@ def calibrate_from_samples(
         soc_c = float(np.nanmean(_numeric(samples, cols, "soc")[ok])) if "soc" in cols else None
     if not rho_site > 0:
         raise ConfigError("no bulk density: give bulk_density or a bulk_density column")
-    lw_site = lattice_water if lw_site is None or not ok.any() else lw_site
-    soc_site = soc if soc_c is None or not ok.any() else soc_to_water * soc_c
+    # unknown (no column, or a column without a value at the used samples, and no site value)
+    # is not 0: it is assumed 0 out loud and recorded
+    lw_site = lw_site if lw_site is not None and np.isfinite(lw_site) and ok.any() else lattice_water
+    soc_site = soc_to_water * soc_c if soc_c is not None and np.isfinite(soc_c) and ok.any() else soc
+    assumed = [k for k, v in (("lattice_water", lw_site), ("soc", soc_site)) if v is None]
+    if assumed:
+        warnings.warn(
+            f"calibration: {' and '.join(assumed)} unknown (no column with values, no site value): assumed 0 g g-1; "
+            "N0 then belongs to W = 0, so convert counts with 0 too, or give lattice_water=/soc=",
+            QualityWarning,
+            stacklevel=2,
+        )
+    lw_site = 0.0 if lw_site is None else float(lw_site)
+    soc_site = 0.0 if soc_site is None else float(soc_site)
     if not (np.isfinite(lw_site) and np.isfinite(soc_site) and lw_site >= 0 and soc_site >= 0):
         raise ValidationError(f"site lattice water {lw_site} and W_soc {soc_site} should be finite and >= 0 g g-1")
     a0, a1, a2 = a
@@ -863,6 +878,7 @@ def calibrate_from_samples(
         bulk_density=rho_site,
         lattice_water=float(lw_site),
         soc=float(soc_site),
+        assumed_zero=assumed,
         basis=basis,
     )
     log.info(

@@ -182,11 +182,13 @@ def run_pipeline(
         if not changed and man.current("table", key, [cfg.table_path]):
             res.status["table"] = "skipped"
         else:
+            from smengine.config import STATION_READER_KEYS
             from smengine.features import training_table, write_table
             from smengine.stations import open_stations
             from smengine.tiles import TileStore
 
-            ss = open_stations(st_path, cfg.stations.get("format"), metadata=cfg.path(meta) if meta else None)
+            layout = {k: cfg.stations[k] for k in STATION_READER_KEYS if k in cfg.stations}
+            ss = open_stations(st_path, cfg.stations.get("format"), metadata=cfg.path(meta) if meta else None, **layout)
             if len(ss) == 0:
                 raise ConfigError(f"no station read from {st_path} (format {cfg.stations.get('format', 'guessed')})")
             stores = [TileStore.open(p) for p in tiles()]

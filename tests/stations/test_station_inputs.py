@@ -29,7 +29,16 @@ def test_roaring_fork_corrected_counts_read_back_give_the_same_theta(roaring_for
     for sid in ("C1", "F2", "R1"):
         st = roaring_fork[sid]
         d = st.data
-        rows.append(pd.DataFrame({"time": d.index, "station": sid, "counts_corrected": d["counts"].to_numpy()}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "time": d.index,
+                    "station": sid,
+                    "counts_corrected": d["counts"].to_numpy(),
+                    "soil_temperature_5": d["soil_temperature_5"].to_numpy(),
+                }
+            )
+        )
         meta.append(
             {
                 "station": sid,
@@ -48,7 +57,14 @@ def test_roaring_fork_corrected_counts_read_back_give_the_same_theta(roaring_for
         ok = a.notna()
         assert ok.sum() > 1000 and b[ok].notna().all()
         np.testing.assert_allclose(b[ok].to_numpy(), a[ok].to_numpy(), rtol=0, atol=1e-9)
+        # the same frozen-soil mask from the same soil temperature (the reader's rule, applied by the generic one)
+        snow = int(QC.SNOW)
+        fa = roaring_fork[sid].data["flag"].to_numpy() & snow
+        fb = back[sid].data["flag"].reindex(roaring_fork[sid].data.index).fillna(0).to_numpy().astype(np.int64) & snow
+        assert fa.any()
+        np.testing.assert_array_equal(fb, fa)
     assert any("N0 only" in line for line in back["C1"].processing)
+    assert any("soil_temperature_5 < 1" in line for line in back["C1"].processing)
 
 
 def _frame(n: int = 72) -> pd.DataFrame:
@@ -60,12 +76,21 @@ def _frame(n: int = 72) -> pd.DataFrame:
             "counts_corrected": np.full(n, 1500.0),
             "pressure": np.full(n, 950.0),
             "precipitation": np.zeros(n),
+            "air_temperature": np.full(n, 18.0),
         }
     )
 
 
 META = pd.DataFrame(
-    {"station": ["S1", "S2"], "lat": [40.0, 40.1], "lon": [-100.0, -100.1], "n0": 2000.0, "bulk_density": 1.4}
+    {
+        "station": ["S1", "S2"],
+        "lat": [40.0, 40.1],
+        "lon": [-100.0, -100.1],
+        "n0": 2000.0,
+        "bulk_density": 1.4,
+        "lattice_water": 0.0,
+        "soc": 0.0,
+    }
 )
 
 
@@ -100,3 +125,30 @@ def test_a_station_filter_reads_only_those_stations() -> None:
     assert list(ss) == ["S2"]
     with pytest.raises(ConfigError, match=r"station\(s\) \['S9'\] not in the file"):
         read_csv(_frame(), metadata=META, stations="S9")
+
+
+def test_naive_local_times_across_daylight_saving_changes_map_to_utc() -> None:
+    """A logger on local clock time (CST/CDT): the fall-back hour appears twice, in order; two
+    stations stacked in one file are placed each on its own."""
+    utc = pd.date_range("2021-11-06 00:00", "2021-11-09 00:00", freq="h", tz="UTC")
+    local = utc.tz_convert("America/Chicago").tz_localize(None)
+    assert local.has_duplicates  # 01:00 local twice on 7 Nov
+    df = pd.concat(
+        [
+            pd.DataFrame({"time": local.strftime("%Y-%m-%d %H:%M"), "station": s, "sm": 0.2, "air_temperature": 10.0})
+            for s in ("S1", "S2")
+        ],
+        ignore_index=True,
+    )
+    ss = read_csv(df, metadata=META, timezone="America/Chicago")
+    for s in ("S1", "S2"):
+        assert ss[s].data.index.equals(utc)
+    # a logger on standard time all year has 02:00 on the spring-forward night: not a CDT time
+    std = pd.date_range("2021-03-14 00:00", periods=6, freq="h").strftime("%Y-%m-%d %H:%M")
+    one = pd.DataFrame({"time": std, "sm": 0.2, "air_temperature": 10.0})
+    with pytest.raises(ConfigError, match=r"cannot place the local times in 'America/Chicago'.*'Etc/GMT\+6'"):
+        read_csv(one, metadata=META.iloc[0].to_dict(), station="S1", timezone="America/Chicago")
+    fixed = read_csv(one, metadata=META.iloc[0].to_dict(), station="S1", timezone="Etc/GMT+6")
+    assert str(fixed["S1"].data.index[0]) == "2021-03-14 06:00:00+00:00"
+    with pytest.raises(ConfigError, match="unknown time zone 'Mars/Olympus'"):
+        read_csv(one, metadata=META.iloc[0].to_dict(), station="S1", timezone="Mars/Olympus")

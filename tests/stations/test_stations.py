@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from smengine import neutrons as nt
 from smengine import stations as S
-from smengine.errors import DataError, DataLossWarning, ValidationError
+from smengine.errors import DataError, DataLossWarning, QualityWarning, ValidationError
 from smengine.metrics import bias, pearson_r
 
 UTC = "UTC"
@@ -207,11 +208,15 @@ def test_read_csv_single_station_and_out_of_range(tmp_path: Path, caplog: pytest
     sm = np.full(48, 0.3)
     sm[3] = 1.7  # impossible
     pd.DataFrame({"time": idx.strftime("%Y-%m-%dT%H:%M:%SZ"), "theta": sm, "P": 1000.0}).to_csv(f, index=False)
-    with caplog.at_level(logging.WARNING, logger="smengine.stations"):
+    with (
+        caplog.at_level(logging.WARNING, logger="smengine.stations"),
+        pytest.warns(QualityWarning, match=r"\['site'\] have no soil_temperature or air_temperature.*not masked"),
+    ):
         ss = S.read_csv(
             f, metadata={"lat": 50.9, "lon": 6.4, "bulk_density": 1.4}, columns={"theta": "sm", "P": "pressure"}
         )
     st = ss["site"]
+    assert any("NOT masked" in line for line in st.processing)
     assert st.bulk_density == 1.4 and st.lat == 50.9
     assert np.isnan(st.data["sm"].iloc[3]) and st.data["flag"].iloc[3] & S.QC.OUT_OF_RANGE
     assert "1 sm values outside" in caplog.text
@@ -232,15 +237,16 @@ def test_read_csv_long_format_with_metadata_and_exclusions(tmp_path: Path) -> No
     rows.to_csv(f, index=False)
     meta = tmp_path / "meta.csv"
     pd.DataFrame({"station": ["A", "B"], "lat": [50.0, np.nan], "lon": [6.0, 7.0]}).to_csv(meta, index=False)
-    ss = S.read_csv(f, metadata=meta)
+    ss = S.read_csv(f, metadata=meta, snow_mask=False)
     assert list(ss) == ["A"]
+    assert ss["A"].processing[-1] == "snow/frozen soil not masked (snow_mask=False)"
     ex = ss.exclusions.set_index("station")
     assert "lat" in ex.loc["B", "reason"] and ex.loc["C", "reason"] == "no metadata (lat, lon)"
     assert ex.loc["C", "n_values"] == 24
     # return codes of the causes (errors.RETURN_CODES): a failed check (B's coordinates), missing data (C)
     assert ex.loc["B", "return_code"] == ValidationError.return_code and ex.loc["C", "return_code"] == 4
     with pytest.raises(DataError, match="station B .*lat nan is missing"):
-        S.read_csv(f, metadata=meta, strict=True)
+        S.read_csv(f, metadata=meta, strict=True, snow_mask=False)
 
 
 def test_read_csv_bad_input_errors_name_file_column_row(tmp_path: Path) -> None:
@@ -277,10 +283,20 @@ def test_read_csv_counts_are_converted(tmp_path: Path) -> None:
             "air_temperature": t,
         }
     ).to_csv(f, index=False)
-    ss = S.read_csv(
-        f, station="K1", metadata={"lat": 38.2, "lon": -97.5, "n0": 1600.0, "bulk_density": 1.2, "lattice_water": 0.03}
-    )
+    meta = {"lat": 38.2, "lon": -97.5, "n0": 1600.0, "bulk_density": 1.2, "lattice_water": 0.03}
+    # SOC not given: it stays unknown (NaN) on the station, and the conversion says it assumed 0
+    with pytest.warns(QualityWarning, match=r"lattice water and/or SOC unknown at station\(s\) \['K1'\]"):
+        ss = S.read_csv(f, station="K1", metadata=meta)
     np.testing.assert_allclose(ss["K1"].data["sm"], 0.22, atol=1e-12)
+    assert ss["K1"].lattice_water == 0.03 and np.isnan(ss["K1"].soc)
+    assert np.isnan(ss.metadata().loc["K1", "soc"])
+    assert any("soc=unknown" in line for line in ss["K1"].processing)
+    # air temperature 15 °C every day: masking ran, nothing frozen
+    assert not (ss["K1"].data["flag"].to_numpy() & int(S.QC.SNOW)).any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet = S.read_csv(f, station="K1", metadata={**meta, "soc": 0.0})
+    np.testing.assert_allclose(quiet["K1"].data["sm"], 0.22, atol=1e-12)
     with pytest.raises(DataError, match="needs 'n0'"):
         S.read_csv(f, metadata={"lat": 38.2, "lon": -97.5, "bulk_density": 1.2})
 

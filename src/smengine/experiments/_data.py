@@ -100,8 +100,19 @@ def _norm_name(s: str) -> str:
     return re.sub(r"\s+", "", str(s)).lower()
 
 
+def read_daily_irrigation(path: PathLike, stations: StationSet | None = None, *, strict: bool = True) -> pd.DataFrame:
+    """Daily irrigation per site (mm day⁻¹) from a wide CSV: the layout of
+    :func:`read_daily_precipitation` (a ``date`` column, one column per station).
+
+    Irrigation is a water input of its own beside precipitation (:func:`station_table`
+    makes ``irrigation`` and ``irrigation_ef<T>`` features from it); a station without a
+    column is taken as not irrigated (0 mm), which the table's ``attrs`` and the report say.
+    """
+    return read_daily_precipitation(path, stations, strict=strict, what="irrigation")
+
+
 def read_daily_precipitation(
-    path: PathLike, stations: StationSet | None = None, *, strict: bool = True
+    path: PathLike, stations: StationSet | None = None, *, strict: bool = True, what: str = "precipitation"
 ) -> pd.DataFrame:
     """Daily precipitation per site from a wide CSV (e.g. the Roaring Fork ``DailyPRISM_Ppt.csv``).
 
@@ -118,6 +129,9 @@ def read_daily_precipitation(
         ``strict=False``, left out with a :class:`~smengine.errors.DataLossWarning` naming it.
         Stations without a column are named in a warning either way (they get no
         precipitation features).
+    what : str, optional
+        What the file holds, for messages (``"precipitation"``; ``"irrigation"`` from
+        :func:`read_daily_irrigation`).
 
     Returns
     -------
@@ -131,7 +145,7 @@ def read_daily_precipitation(
     """
     p = Path(path).expanduser()
     if not p.is_file():
-        raise DataError(f"{p}: no such precipitation file")
+        raise DataError(f"{p}: no such {what} file")
     df = pd.read_csv(p)
     df = df.loc[:, [c for c in df.columns if not str(c).startswith("Unnamed")]]
     col = next((c for c in df.columns if str(c).strip().lower() == "date"), None)
@@ -169,12 +183,14 @@ def read_daily_precipitation(
             df = df.drop(columns=unmatched)
         df = df.rename(columns=lambda c: lookup[_norm_name(c)])
         without = sorted(set(stations) - set(df.columns))
-        if without:
+        if without and what == "precipitation":
             warnings.warn(
                 f"{p}: station(s) {without} have no precipitation column (no precipitation features for them)",
                 DataLossWarning,
                 stacklevel=2,
             )
+        elif without:
+            log.info("%s: station(s) %s have no %s column (0 mm)", p, without, what)
     return df
 
 
@@ -187,8 +203,9 @@ def read_station_set(source: PathLike, fmt: str | None, metadata: PathLike | Non
     return open_stations(source, fmt, metadata=metadata)
 
 
-def daily_precipitation(stations: StationSet, min_hours: float = 18.0) -> pd.DataFrame:
-    """Daily precipitation sums (mm) of the stations' own gauges on UTC days.
+def daily_precipitation(stations: StationSet, min_hours: float = 18.0, column: str = "precipitation") -> pd.DataFrame:
+    """Daily precipitation sums (mm) of the stations' own gauges on UTC days (``column``:
+    another summed water input such as ``"irrigation"``).
 
     A day is kept when its finite precipitation steps cover ``min_hours`` (step length =
     median spacing, at most 24 h: a daily gauge series counts 24 h a day), else it is NaN:
@@ -198,13 +215,13 @@ def daily_precipitation(stations: StationSet, min_hours: float = 18.0) -> pd.Dat
     -------
     pandas.DataFrame
         Index ``date`` (naive UTC days, continuous from each record's first to last day),
-        one column per station with a ``precipitation`` column.
+        one column per station with a ``column`` series.
     """
     cols = {}
     for s in stations.values():
-        if "precipitation" not in s.data.columns or not s.data["precipitation"].notna().any():
+        if column not in s.data.columns or not s.data[column].notna().any():
             continue
-        pr = s.data["precipitation"]
+        pr = s.data[column]
         step = step_hours(s.data.index)
         day = pr.index.floor("D").tz_localize(None)
         g = pr.groupby(day)
@@ -315,6 +332,7 @@ def station_table(
     min_hours: float = 18.0,
     tdr: bool = True,
     tdr_distance: float = 0.0,
+    irrigation: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     r"""Station-day table: CRNS soil moisture and the point covariates of each station.
 
@@ -336,6 +354,11 @@ def station_table(
         station has ``tdr_<depth>`` columns (default True).
     tdr_distance : float, optional
         Distance of the TDR profile from the sensor for D86, m (default 0).
+    irrigation : DataFrame, optional
+        Daily irrigation, mm, one column per station id (:func:`read_daily_irrigation`);
+        stations without a column use their own ``irrigation`` series. When any station has
+        irrigation, ``irrigation`` and ``irrigation_ef<T>`` become features, and stations
+        with none are taken as not irrigated (0 mm; ``attrs["irrigation_source"]``).
 
     Returns
     -------
@@ -344,14 +367,18 @@ def station_table(
         features and, where available, the TDR columns; sorted by station and date.
         ``attrs``: ``features`` (names in model order), ``units``, ``kinds``,
         ``dropped_features`` (feature → reason; e.g. a static descriptor unknown at some
-        station or a met series absent everywhere), ``tdr_depths`` (station → depths, cm,
-        of its TDR baseline: the depths it measures at all, at least two; a day needs all).
+        station or a met series absent everywhere), ``irrigation_source`` (station →
+        ``"table"``, ``"station"`` or ``"none (0 mm)"``, when any station is irrigated),
+        ``tdr_depths`` (station → depths, cm, of its TDR baseline: the depths it measures at
+        all, at least two; a day needs all).
 
         ========================= ========== ==========================================
         feature                   unit       meaning
         ========================= ========== ==========================================
         ``precipitation``         mm d⁻¹     the day's precipitation
         ``precip_ef<T>``          mm d⁻¹     exp. filter of daily precipitation, T days
+        ``irrigation``            mm d⁻¹     the day's irrigation (irrigated networks)
+        ``irrigation_ef<T>``      mm d⁻¹     exp. filter of daily irrigation, T days
         ``air_temperature``       °C         daily mean
         ``rel_humidity``          %          daily mean
         ``abs_humidity``          g m⁻³      daily mean
@@ -379,7 +406,11 @@ def station_table(
         raise ConfigError(f"T should be positive days, got {T!r}")
     daily = stations.daily(min_hours)
     gauge = daily_precipitation(stations, min_hours)
+    own_irr = daily_precipitation(stations, min_hours, column="irrigation")
+    irrigated = bool(len(own_irr.columns)) or (irrigation is not None and len(irrigation.columns) > 0)
+    irr_source: dict[str, str] = {}
     ef_names = [f"precip_ef{t:g}" for t in Ts]
+    irr_names = ["irrigation", *[f"irrigation_ef{t:g}" for t in Ts]] if irrigated else []
     frames = []
     tdr_used: dict[str, list[float]] = {}
     for s in stations.values():
@@ -405,9 +436,12 @@ def station_table(
             pr = pr.sort_index().asfreq("D")
             ef = exp_filter(pr.to_numpy(np.float64), pr.index.to_numpy(), Ts)
             cal = pd.DataFrame({"precipitation": pr.to_numpy(), **dict(zip(ef_names, ef, strict=True))}, index=pr.index)
+        if irrigated:
+            cal_irr = _irrigation_calendar(s.id, d.index, irrigation, own_irr, Ts, irr_source)
+            cal = cal_irr if cal.empty else cal.join(cal_irr, how="outer")
         met = _calendar_met(s)
         row = d.join(cal, how="left").join(met, how="left")
-        for c in ["precipitation", *ef_names, *MET_FEATURES]:
+        for c in ["precipitation", *ef_names, *irr_names, *MET_FEATURES]:
             if c not in row.columns:
                 row[c] = np.nan
         row["precip_source"] = src
@@ -428,12 +462,13 @@ def station_table(
             # the depths this station measures at all; a profile needs at least two of them
             depths = {c: z for c, z in _tdr_depths(row.columns).items() if row[c].notna().any()}
             if len(depths) >= 2 and math.isfinite(s.bulk_density):
+                # unknown W_lat/W_soc (NaN) enter D86 as 0 g g-1: a few mm of depth, no θ bias
                 th, d86 = tdr_footprint_average(
                     row[list(depths)].to_numpy(),
                     list(depths.values()),
                     s.bulk_density,
-                    s.lattice_water or 0.0,
-                    s.soc or 0.0,
+                    _or_zero(s.lattice_water),
+                    _or_zero(s.soc),
                     r=tdr_distance,
                 )
                 row["tdr_weighted"], row["tdr_d86"] = th, d86
@@ -448,7 +483,7 @@ def station_table(
     if tdr and "tdr_weighted" not in table.columns:
         table["tdr_weighted"] = np.nan
     # features: drop the ones that cannot be used everywhere
-    candidates = ["precipitation", *ef_names, *MET_FEATURES, "doy_sin", "doy_cos", *STATIC_FEATURES]
+    candidates = ["precipitation", *ef_names, *irr_names, *MET_FEATURES, "doy_sin", "doy_cos", *STATIC_FEATURES]
     dropped: dict[str, str] = {}
     for c in candidates:
         v = table[c]
@@ -464,6 +499,7 @@ def station_table(
     units = {
         "precipitation": "mm d-1",
         **{n: "mm d-1" for n in ef_names},
+        **{n: "mm d-1" for n in irr_names},
         **MET_FEATURES,
         "doy_sin": "1",
         "doy_cos": "1",
@@ -472,6 +508,7 @@ def station_table(
     kinds = {
         "precipitation": "dynamic",
         **{n: "swi" for n in ef_names},
+        **{n: ("dynamic" if n == "irrigation" else "swi") for n in irr_names},
         **{n: "dynamic" for n in MET_FEATURES},
         "doy_sin": "calendar",
         "doy_cos": "calendar",
@@ -485,6 +522,90 @@ def station_table(
             "dropped_features": dropped,
             "T": Ts,
             "tdr_depths": tdr_used,
+            **({"irrigation_source": irr_source} if irrigated else {}),
         }
     )
     return table
+
+
+def _or_zero(v: float | None) -> float:
+    return float(v) if v is not None and math.isfinite(float(v)) else 0.0
+
+
+def _irrigation_calendar(
+    sid: str,
+    days: pd.DatetimeIndex,
+    table: pd.DataFrame | None,
+    own: pd.DataFrame,
+    Ts: Sequence[float],
+    source: dict[str, str],
+) -> pd.DataFrame:
+    """Daily irrigation of one station and its exponential filters on its full calendar."""
+    from smengine.filters import exp_filter
+
+    if table is not None and sid in table.columns:
+        irr, source[sid] = table[sid].copy(), "table"
+    elif sid in own.columns:
+        irr, source[sid] = own[sid].copy(), "station"
+    else:  # no record: not irrigated
+        cal = pd.date_range(days.min(), days.max(), freq="D", name="date")
+        irr, source[sid] = pd.Series(0.0, index=cal), "none (0 mm)"
+        log.info("station %s: no irrigation record, taken as not irrigated (0 mm)", sid)
+    irr.index = pd.DatetimeIndex(pd.to_datetime(irr.index)).tz_localize(None).normalize()
+    irr = irr.sort_index().asfreq("D")
+    ef = exp_filter(irr.to_numpy(np.float64), irr.index.to_numpy(), list(Ts))
+    names = [f"irrigation_ef{t:g}" for t in Ts]
+    return pd.DataFrame({"irrigation": irr.to_numpy(), **dict(zip(names, ef, strict=True))}, index=irr.index)
+
+
+def select_features(
+    table: pd.DataFrame, features: Sequence[str] | None = None, *, exclude: Sequence[str] = ()
+) -> pd.DataFrame:
+    """The station table with a chosen feature set (``attrs["features"]``), checked.
+
+    Parameters
+    ----------
+    table : DataFrame
+        From :func:`station_table`.
+    features : sequence of str, optional
+        Use exactly these (default: the table's own list).
+    exclude : sequence of str, optional
+        Then leave these out.
+
+    Returns
+    -------
+    DataFrame
+        A shallow copy with ``attrs["features"]`` (model order) and ``attrs["excluded_features"]``.
+
+    Raises
+    ------
+    ConfigError
+        A name that is not a column of the table (the available features listed), a
+        feature left out by :func:`station_table` (with its reason), or nothing left.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"station": ["a"], "date": ["2020-01-01"], "target": [0.2], "x": [1.0], "y": [2.0]})
+    >>> t.attrs["features"] = ["x", "y"]
+    >>> select_features(t, exclude=["y"]).attrs["features"]
+    ['x']
+    """
+    have = list(table.attrs.get("features") or [])
+    dropped = dict(table.attrs.get("dropped_features") or {})
+    want = list(features) if features is not None else have
+    for name in [*want, *exclude]:
+        if name in dropped:
+            raise ConfigError(f"feature {name!r} is not usable: {dropped[name]}")
+        if name not in table.columns or name in ("station", "date", "target"):
+            raise ConfigError(f"unknown feature {name!r}; the table has: {', '.join(have)}")
+    chosen = [f for f in dict.fromkeys(want) if f not in set(exclude)]
+    if not chosen:
+        raise ConfigError("no features left after the selection")
+    out = table.copy(deep=False)
+    out.attrs = dict(table.attrs)
+    out.attrs["features"] = chosen
+    out.attrs["excluded_features"] = sorted(set(have) - set(chosen))
+    for k in ("units", "kinds"):
+        if isinstance(out.attrs.get(k), dict):
+            out.attrs[k] = {f: v for f, v in out.attrs[k].items() if f in chosen}
+    return out

@@ -21,6 +21,7 @@ from smengine.experiments._data import (
     METHODS,
     PathLike,
     read_daily_precipitation,
+    select_features,
     station_table,
 )
 from smengine.experiments._run import ExperimentResult, _complete, leave_site_out, temporal_split
@@ -81,11 +82,20 @@ def _markdown_scores(res: ExperimentResult) -> str:
     return "\n".join(lines)
 
 
+def _listed(label: str, items: Mapping[str, Any], fmt: str = "`{}` ({})") -> str:
+    """``label: a (why); b (why).`` for the report."""
+    return f"{label}: " + "; ".join(fmt.format(k, v) for k, v in items.items()) + "."
+
+
 def _markdown_medians(res: ExperimentResult) -> str:
     m = res.medians()
-    lines = ["| method | R | ubRMSE | bias | KGE |", "|---|---:|---:|---:|---:|"]
+    lines = ["| method | stations | R | ubRMSE | bias | KGE |", "|---|---:|---:|---:|---:|---:|"]
     for meth, r in m.iterrows():
-        lines.append(f"| {meth} | {_fmt(r['R'])} | {_fmt(r['ubRMSE'], 4)} | {_fmt(r['bias'], 4)} | {_fmt(r['KGE'])} |")
+        per = res.station_scores(str(meth)).drop(index="median", errors="ignore")
+        k = int(np.isfinite(per["ubRMSE"]).sum())
+        lines.append(
+            f"| {meth} | {k} | {_fmt(r['R'])} | {_fmt(r['ubRMSE'], 4)} | {_fmt(r['bias'], 4)} | {_fmt(r['KGE'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -170,6 +180,9 @@ def run_experiments(
     experiments: Sequence[str] = EXPERIMENTS,
     stations: StationSet | None = None,
     precipitation: pd.DataFrame | None = None,
+    irrigation: pd.DataFrame | None = None,
+    features: Sequence[str] | None = None,
+    exclude_features: Sequence[str] = (),
     split_date: str | None = None,
     train_years: float = 2.4,
     T: Sequence[float] = DEFAULT_T,
@@ -197,8 +210,12 @@ def run_experiments(
         Default all three: the spatio-temporal flavour (:func:`leave_site_out` with
         ``spatiotemporal=True``) beside plain leave-site-out, which neighbours' shared
         weather flatters.
-    stations, precipitation : optional
-        A station set of your own and its daily precipitation (see :func:`station_table`).
+    stations, precipitation, irrigation : optional
+        A station set of your own, its daily precipitation and irrigation (see
+        :func:`station_table`, :func:`read_daily_irrigation`).
+    features, exclude_features : optional
+        Feature selection (:func:`select_features`): use exactly ``features`` (default all
+        that :func:`station_table` could build), then leave out ``exclude_features``.
     split_date, train_years : optional
         Temporal split (see :func:`temporal_split`).
     T : sequence of float
@@ -225,8 +242,9 @@ def run_experiments(
     files: list[Path] = []
     sources: dict[str, str] = {}
     for e in exps:
+        irr = None
         if stations is not None:
-            ss, pr, src = stations, precipitation, "given station set"
+            ss, pr, irr, src = stations, precipitation, irrigation, "given station set"
         else:
             assert root is not None
             ss, pr = _load_default(root, "temporal" if e == "temporal" else "leave-site-out")
@@ -235,7 +253,9 @@ def run_experiments(
                 if e == "temporal"
                 else "USGS Roaring Fork, 15 stations (raw counts → θ), PRISM precipitation"
             )
-        table = station_table(ss, precipitation=pr, T=T)
+        table = station_table(ss, precipitation=pr, T=T, irrigation=irr)
+        if features is not None or exclude_features:
+            table = select_features(table, features, exclude=exclude_features)
         tables[e] = table
         sources[e] = src
         kw: dict[str, Any] = {
@@ -318,6 +338,10 @@ def _report(
         dropped = t.attrs.get("dropped_features") or {}
         if dropped:
             L.append("Left out: " + "; ".join(f"`{k}` ({v})" for k, v in dropped.items()) + ".")
+        if t.attrs.get("excluded_features"):
+            L.append("Left out by choice: " + ", ".join(f"`{k}`" for k in t.attrs["excluded_features"]) + ".")
+        if t.attrs.get("irrigation_source"):
+            L.append(_listed("Irrigation (a water input beside precipitation)", t.attrs["irrigation_source"], "{} {}"))
         f0 = res.folds[0]
         if e == "temporal":
             L.append(
@@ -326,9 +350,7 @@ def _report(
                 f"test {f0['test_start']} … {f0['test_end']} ({f0['n_test']} days scored)."
             )
             if res.params.get("excluded"):
-                L.append(
-                    "Stations left out: " + "; ".join(f"`{k}` ({v})" for k, v in res.params["excluded"].items()) + "."
-                )
+                L.append(_listed("Stations left out", res.params["excluded"]))
         elif res.params.get("spatiotemporal"):
             L.append(
                 f"{len(res.folds)} folds: each station held out in each of {res.params['time_blocks']} periods "
@@ -342,6 +364,8 @@ def _report(
                 f"{min(f['n_train'] for f in res.folds)}–{max(f['n_train'] for f in res.folds)}."
             )
         L.append(f"Forest: {f0['forest']}, seed {res.params['random_state']}, search {res.params['search']}.")
+        if res.params.get("unscored"):
+            L.append(_listed("Not in the medians (too few scored days)", res.params["unscored"]))
         n_inc = int((~_complete(t, res.features)).sum())
         if n_inc:
             L.append(
@@ -357,7 +381,8 @@ def _report(
             )
         L += [
             "",
-            "Medians over stations:",
+            "Medians over stations (`stations`: how many have a score for that method; `tdr` only where "
+            "a profile exists):",
             "",
             _markdown_medians(res),
             "",

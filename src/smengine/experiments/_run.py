@@ -162,13 +162,40 @@ def _score(pred: pd.DataFrame) -> pd.DataFrame:
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConstantInputWarning)
-            s = site_scores(pred, pred=m, obs="obs", min_obs=30)
+            s = site_scores(pred, pred=m, obs="obs", min_obs=MIN_SCORED_DAYS)
         s = s[list(_SCORE_KEYS)].reset_index()
         if m == "mean":  # a constant: R (and so KGE) undefined, not the round-off of a zero variance
             s[["R", "KGE"]] = np.nan
         s.insert(0, "method", m)
         rows.append(s)
     return pd.concat(rows, ignore_index=True)
+
+
+#: Scored days a station needs to enter the medians (:func:`smengine.evaluate.site_scores`).
+MIN_SCORED_DAYS = 30
+
+
+def _unscored(pred: pd.DataFrame, scores: pd.DataFrame, experiment: str) -> dict[str, str]:
+    """Stations with too few scored days for a forest score: left out of every median, and said so."""
+    f = scores[(scores["method"] == "forest") & (scores["station"] != "median")].set_index("station")
+    n = pred.groupby("station")["forest"].count()
+    out = {
+        str(sid): f"{int(n.get(sid, 0))} scored days (< {MIN_SCORED_DAYS})"
+        for sid in sorted(set(pred["station"]))
+        if sid not in f.index or not np.isfinite(f.loc[sid, "ubRMSE"])
+    }
+    _warn_stations(f"{experiment}: {len(out)} of {pred['station'].nunique()} station(s) not in the medians", out)
+    return out
+
+
+def _warn_stations(head: str, why: dict[str, str]) -> None:
+    """One DataLossWarning listing stations and why (nothing if none)."""
+    if why:
+        import warnings
+
+        from smengine.errors import DataLossWarning
+
+        warnings.warn(head + ": " + "; ".join(f"{k} ({v})" for k, v in why.items()), DataLossWarning, stacklevel=4)
 
 
 def _mask_common(pred: pd.DataFrame) -> pd.DataFrame:
@@ -276,17 +303,7 @@ def temporal_split(
             f"the split leaves no training or no test days at every station ({detail}; "
             f"data {first:%Y-%m-%d} … {t['date'].max():%Y-%m-%d})"
         )
-    if excluded:
-        import warnings
-
-        from smengine.errors import DataLossWarning
-
-        warnings.warn(
-            f"temporal split: {len(excluded)} of {len(splits)} station(s) left out: "
-            + "; ".join(f"{k} ({v})" for k, v in excluded.items()),
-            DataLossWarning,
-            stacklevel=2,
-        )
+    _warn_stations(f"temporal split: {len(excluded)} of {len(splits)} station(s) left out", excluded)
     keep = ~t["station"].isin(list(excluded)).to_numpy()
     tr, te = t[keep & is_train], t[keep & ~is_train].reset_index(drop=True)
     split = splits.drop(index=list(excluded)).min()
@@ -315,7 +332,9 @@ def temporal_split(
         "search": search,
         "random_state": random_state,
     }
-    return ExperimentResult("temporal", out, _score(out), folds, f, params)
+    scores = _score(out)
+    params["unscored"] = _unscored(out, scores, "temporal split")
+    return ExperimentResult("temporal", out, scores, folds, f, params)
 
 
 def leave_site_out(
@@ -400,4 +419,6 @@ def leave_site_out(
         "time_blocks": n_blocks,
     }
     name = "leave-site-out (spatio-temporal)" if spatiotemporal else "leave-site-out"
-    return ExperimentResult(name, out, _score(out), folds, f, params)
+    scores = _score(out)
+    params["unscored"] = _unscored(out, scores, name)
+    return ExperimentResult(name, out, scores, folds, f, params)

@@ -16,6 +16,9 @@ column             unit      meaning
 ``rel_humidity``   %         relative air humidity
 ``air_temperature`` °C       air temperature
 ``precipitation``  mm        precipitation per time step
+``irrigation``     mm        irrigation water per time step (a water input beside precipitation)
+``soil_temperature`` °C      soil temperature (or ``soil_temperature_<cm>``); frozen-soil mask
+``bwe``            kg m⁻²    biomass water equivalent (campaign values) for the biomass correction
 ``flag``           bit mask  :class:`QC` flags; :meth:`StationSet.daily` masks them
 ================== ========= =====================================================
 
@@ -72,12 +75,18 @@ from smengine.stations._core import (
     StationSet,
     step_hours,
 )
-from smengine.stations._counts import counts_to_sm, read_nmdb
+from smengine.stations._counts import (
+    FROZEN_AIR_TEMPERATURE,
+    FROZEN_SOIL_TEMPERATURE,
+    counts_to_sm,
+    mask_frozen,
+    read_nmdb,
+)
 from smengine.stations.readers import FORMATS, guess_format, open_stations
 from smengine.stations.readers.cosmos_europe import read_cosmos_europe, read_cosmos_europe_metadata
 from smengine.stations.readers.fuerstensee import read_fuerstensee
 from smengine.stations.readers.generic import read_csv
-from smengine.stations.readers.ismn import read_ismn
+from smengine.stations.readers.ismn import read_ismn, read_ismn_static
 from smengine.stations.readers.roaring_fork import ROARING_FORK_TDR_DEPTHS, read_roaring_fork
 
 __all__ = [
@@ -91,6 +100,9 @@ __all__ = [
     "Station",
     "StationSet",
     "counts_to_sm",
+    "mask_frozen",
+    "FROZEN_AIR_TEMPERATURE",
+    "FROZEN_SOIL_TEMPERATURE",
     "guess_format",
     "open_stations",
     "read_cosmos_europe",
@@ -98,6 +110,7 @@ __all__ = [
     "read_csv",
     "read_fuerstensee",
     "read_ismn",
+    "read_ismn_static",
     "read_nmdb",
     "read_roaring_fork",
     "step_hours",

@@ -32,7 +32,7 @@ class QC(enum.IntFlag):
 
     EXTREME_COUNTS = 1  #: raw counts outside the plausible range (CE-PROC: 50–10000 cph)
     OUTLIER = 2  #: counts outside the 24 h mean ± 2√(24 h sum)
-    SNOW = 4  #: snow or frozen soil (COSMOS-Europe ERA5 snow flag; soil T < 1 °C)
+    SNOW = 4  #: snow or frozen soil (COSMOS-Europe ERA5 snow flag; soil T < 1 °C; daily mean air T < 0 °C)
     POROSITY_EXCESS = 8  #: soil moisture above porosity
     OUT_OF_RANGE = 16  #: value outside its physical range (sm, pressure, humidity)
     SOURCE_FLAG = 32  #: flagged bad by the data provider (e.g. ISMN flag not in good_flags)
@@ -57,6 +57,9 @@ CANONICAL_COLUMNS: dict[str, str] = {
     "rel_humidity": "%",
     "air_temperature": "degC",
     "precipitation": "mm",
+    "irrigation": "mm",
+    "soil_temperature": "degC",
+    "bwe": "kg m-2",
     "flag": "1",
 }
 
@@ -68,9 +71,12 @@ PHYSICAL_RANGE: dict[str, tuple[float, float]] = {
     "rel_humidity": (0.0, 100.0),
     "air_temperature": (-60.0, 60.0),
     "precipitation": (0.0, 500.0),
+    "irrigation": (0.0, 500.0),
+    "soil_temperature": (-60.0, 60.0),
+    "bwe": (0.0, 100.0),
 }
 
-_SUMMED = {"precipitation"}
+_SUMMED = {"precipitation", "irrigation"}
 
 
 # ======================================================================================
@@ -94,7 +100,8 @@ class Station:
     bulk_density : float
         Dry bulk density, g cm⁻³ (NaN if unknown).
     lattice_water, soc : float
-        Lattice water and SOC water equivalent, g g⁻¹.
+        Lattice water and SOC water equivalent, g g⁻¹ (NaN if unknown: never a silent 0;
+        a conversion that needs them says what it assumed).
     n0 : float
         Desilets N0 for this station's correction convention, cph (NaN if not a CRNS).
     porosity, cutoff_rigidity : float
@@ -104,6 +111,11 @@ class Station:
     name, network, land_cover, source : str
     processing : list of str
         What was done to the data, in order (conversions, corrections, exclusions).
+    static : dict
+        Site descriptors from the data provider (e.g. ISMN static variables: texture,
+        organic carbon, land cover, climate class), name → value; their units in
+        ``static_units``. Columns of :meth:`StationSet.metadata`.
+    static_units : dict
     extra : dict
         Anything else the reader knew (reference values, calibration).
     """
@@ -114,8 +126,8 @@ class Station:
     data: pd.DataFrame
     elevation: float = math.nan
     bulk_density: float = math.nan
-    lattice_water: float = 0.0
-    soc: float = 0.0
+    lattice_water: float = math.nan
+    soc: float = math.nan
     n0: float = math.nan
     porosity: float = math.nan
     cutoff_rigidity: float = math.nan
@@ -125,6 +137,8 @@ class Station:
     land_cover: str = ""
     source: str = ""
     processing: list[str] = field(default_factory=list)
+    static: dict[str, Any] = field(default_factory=dict)
+    static_units: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -145,8 +159,9 @@ class Station:
 
     @property
     def metadata(self) -> dict[str, Any]:
-        """Site physics as a flat dict (one row of :meth:`StationSet.metadata`)."""
-        return {
+        """Site physics as a flat dict (one row of :meth:`StationSet.metadata`), then the
+        :attr:`static` descriptors."""
+        meta = {
             "station": self.id,
             "name": self.name,
             "network": self.network,
@@ -166,6 +181,8 @@ class Station:
             "start": self.data.index[0] if len(self.data) else pd.NaT,
             "end": self.data.index[-1] if len(self.data) else pd.NaT,
         }
+        meta.update({k: v for k, v in self.static.items() if k not in meta})
+        return meta
 
     def __repr__(self) -> str:
         n = int(self.data["sm"].notna().sum())

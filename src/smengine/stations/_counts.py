@@ -4,6 +4,7 @@ series, corrections, conversion."""
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,6 +37,78 @@ def _flag_range(df: pd.DataFrame, where: str) -> pd.DataFrame:
             df.loc[bad, "flag"] = df.loc[bad, "flag"] | int(QC.OUT_OF_RANGE)
             df.loc[bad, c] = np.nan
     return df
+
+
+#: Soil temperature (°C) below which a step is flagged :attr:`QC.SNOW` (frozen soil; COSMOS practice).
+FROZEN_SOIL_TEMPERATURE = 1.0
+#: Daily mean air temperature (°C) below which a day is flagged :attr:`QC.SNOW` when no soil
+#: temperature is measured (snow cover or frozen soil likely; a proxy, documented as such).
+FROZEN_AIR_TEMPERATURE = 0.0
+_SOIL_T = re.compile(r"^soil_temperature(?:_(\d+(?:\.\d+)?))?$")
+
+
+def mask_frozen(
+    data: pd.DataFrame,
+    *,
+    soil_temperature: float = FROZEN_SOIL_TEMPERATURE,
+    air_temperature: float = FROZEN_AIR_TEMPERATURE,
+) -> tuple[pd.DataFrame, str | None]:
+    """Flag snow-covered or frozen steps :attr:`QC.SNOW` from the best temperature there is.
+
+    Counts over snow see its water and a frozen soil's ice is not liquid soil moisture,
+    so such steps must not train or score a model. In order of preference:
+
+    1. soil temperature (``soil_temperature`` or the shallowest ``soil_temperature_<cm>``
+       column with values): steps below ``soil_temperature`` °C;
+    2. air temperature (``air_temperature``): every step of a UTC day whose mean air
+       temperature is below ``air_temperature`` °C (a proxy for snow or frozen soil);
+    3. neither: nothing flagged, and the returned description is ``None`` (callers warn).
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        Station series on a DatetimeIndex with a ``flag`` column.
+    soil_temperature, air_temperature : float, optional
+        Thresholds, °C (defaults :data:`FROZEN_SOIL_TEMPERATURE`, :data:`FROZEN_AIR_TEMPERATURE`).
+
+    Returns
+    -------
+    data : pandas.DataFrame
+        The frame with :attr:`QC.SNOW` set where frozen (a copy).
+    how : str or None
+        What was used, for the station's ``processing`` record; ``None`` if nothing could be.
+
+    Examples
+    --------
+    >>> idx = pd.date_range("2020-01-01", periods=48, freq="h", tz="UTC")
+    >>> df = pd.DataFrame({"sm": 0.2, "flag": 0, "air_temperature": [-3.0] * 24 + [4.0] * 24}, index=idx)
+    >>> out, how = mask_frozen(df)
+    >>> int(((out["flag"].to_numpy() & int(QC.SNOW)) != 0).sum()), how
+    (24, 'QC.SNOW on days with mean air temperature < 0 °C (no soil temperature)')
+    """
+    out = data.copy()
+    soil = sorted(
+        (float(m.group(1) or 0.0), c)
+        for c in out.columns
+        if (m := _SOIL_T.match(str(c))) and pd.to_numeric(out[c], errors="coerce").notna().any()
+    )
+    if soil:
+        col = soil[0][1]
+        t = pd.to_numeric(out[col], errors="coerce")
+        frozen = (t < soil_temperature).to_numpy()
+        how = f"QC.SNOW where {col} < {soil_temperature:g} °C"
+    elif "air_temperature" in out.columns and out["air_temperature"].notna().any():
+        t = pd.to_numeric(out["air_temperature"], errors="coerce")
+        day = out.index.floor("D")
+        daily = t.groupby(day).transform("mean")
+        frozen = (daily < air_temperature).to_numpy()
+        how = f"QC.SNOW on days with mean air temperature < {air_temperature:g} °C (no soil temperature)"
+    else:
+        return out, None
+    if frozen.any():
+        out.loc[frozen, "flag"] = out.loc[frozen, "flag"].to_numpy() | int(QC.SNOW)
+    log.info("%s: %d of %d steps", how, int(frozen.sum()), len(out))
+    return out, how
 
 
 def read_nmdb(path: PathLike) -> pd.Series:
@@ -82,6 +155,8 @@ def counts_to_sm(
     count_range: tuple[float, float] = (50.0, 10000.0),
     porosity: float | None = None,
     smooth_hours: int = 24,
+    bwe: pd.Series | None = None,
+    r2_n0: float = nt.BWE_R2_N0,
 ) -> pd.DataFrame:
     r"""Raw neutron count rates → hourly volumetric soil moisture (SCIENCE.md §5.3, CE-PROC).
 
@@ -134,12 +209,21 @@ def counts_to_sm(
         Flag ``POROSITY_EXCESS`` above it.
     smooth_hours : int, optional
         Moving-mean window in hours (default 24; 1 disables).
+    bwe : pandas.Series, optional
+        Biomass water equivalent, kg m⁻², on a DatetimeIndex (campaign values; interpolated
+        linearly in time between them). Counts are multiplied by
+        :func:`~smengine.neutrons.correction_bwe` (Baatz et al. 2015) before the conversion,
+        so a crop's seasonal canopy is not read as soil moisture; N0 must then be calibrated
+        on biomass-corrected counts too. Hours outside the series get no θ (flag
+        ``NO_CORRECTION``, a :class:`~smengine.errors.DataLossWarning`).
+    r2_n0 : float, optional
+        Count reduction per kg m⁻² BWE (default :data:`smengine.neutrons.BWE_R2_N0` = 0.0053).
 
     Returns
     -------
     pandas.DataFrame
         Hourly ``sm``, ``sm_std``, ``counts`` (corrected, smoothed), ``counts_raw``,
-        ``f_pressure``, ``f_humidity``, ``f_incoming`` and ``flag``.
+        ``f_pressure``, ``f_humidity``, ``f_incoming``, ``f_bwe`` (with ``bwe``) and ``flag``.
     """
     corrected = _correct_counts(
         raw_cph,
@@ -153,7 +237,7 @@ def counts_to_sm(
         count_range=count_range,
         smooth_hours=smooth_hours,
     )
-    return _corrected_to_sm(corrected, n0, bulk_density, lattice_water, soc, porosity)
+    return _corrected_to_sm(corrected, n0, bulk_density, lattice_water, soc, porosity, bwe, r2_n0)
 
 
 def _correct_counts(
@@ -291,6 +375,31 @@ def _n0_periods(n0: float | pd.Series | Mapping[Any, float], index: pd.DatetimeI
 POROSITY_MARGIN = 0.05
 
 
+def _bwe_factor(bwe: pd.Series, index: pd.DatetimeIndex, r2_n0: float) -> tuple[np.ndarray, np.ndarray]:
+    """Biomass factor f_v on ``index`` from a (possibly sparse) BWE series, and the rows outside it.
+
+    BWE is interpolated linearly in time between its finite values (campaign measurements
+    are days to weeks apart); rows before the first or after the last value get f_v = NaN.
+    """
+    if not isinstance(bwe.index, pd.DatetimeIndex):
+        raise ValidationError("bwe should be a Series on a DatetimeIndex (kg m-2)")
+    b = pd.to_numeric(bwe, errors="coerce").astype(np.float64).dropna().sort_index()
+    if b.index.tz is None and index.tz is not None:
+        b.index = b.index.tz_localize("UTC")
+    elif b.index.tz is not None and index.tz is None:
+        b.index = b.index.tz_convert("UTC").tz_localize(None)
+    b = b.groupby(level=0).mean()
+    if b.empty:
+        return np.full(len(index), np.nan), np.ones(len(index), dtype=bool)
+    x, xp = index.asi8.astype(np.float64), b.index.asi8.astype(np.float64)
+    v = np.interp(x, xp, b.to_numpy())
+    outside = (x < xp[0]) | (x > xp[-1])
+    v[outside] = np.nan
+    f = np.full(len(index), np.nan)
+    f[~outside] = nt.correction_bwe(v[~outside], r2_n0)
+    return f, outside
+
+
 def _corrected_to_sm(
     corrected: pd.DataFrame,
     n0: float | pd.Series | Mapping[Any, float],
@@ -298,12 +407,32 @@ def _corrected_to_sm(
     lattice_water: float,
     soc: float,
     porosity: float | None,
+    bwe: pd.Series | None = None,
+    r2_n0: float = nt.BWE_R2_N0,
 ) -> pd.DataFrame:
     """Step 3 of :func:`counts_to_sm`: θ and its uncertainty from :func:`_correct_counts` output
-    (``n0`` one number or N0 periods, :func:`_n0_periods`)."""
+    (``n0`` one number or N0 periods, :func:`_n0_periods`), after the biomass correction
+    when a BWE series is given."""
     out = corrected.drop(columns="_n_hours")
     n = corrected["counts"].to_numpy()
     f = (corrected["f_pressure"] * corrected["f_humidity"] * corrected["f_incoming"]).to_numpy()
+    if bwe is not None:
+        fv, outside = _bwe_factor(bwe, corrected.index, r2_n0)
+        counted = np.isfinite(n)
+        lost = outside & counted
+        if lost.any():
+            warnings.warn(
+                f"{int(lost.sum())} of {int(counted.sum())} counted hours lie outside the biomass (BWE) series "
+                f"({bwe.dropna().index.min()} … {bwe.dropna().index.max()}): no biomass correction, θ is NaN there "
+                "(flag NO_CORRECTION); extend the BWE series to cover the counts",
+                DataLossWarning,
+                stacklevel=4,
+            )
+            out.loc[lost, "flag"] |= int(QC.NO_CORRECTION)
+        n = n * fv
+        f = f * fv
+        out["counts"] = n
+        out["f_bwe"] = fv
     # Poisson σ of a mean over n_hours hours, carried through the correction factors
     with np.errstate(invalid="ignore", divide="ignore"):
         sigma_n = np.sqrt(n / np.maximum(corrected["_n_hours"].to_numpy(), 1.0) * f)

@@ -136,6 +136,13 @@ def open_stations(
         if "metadata" not in inspect.signature(reader).parameters:
             raise ConfigError(f"the {fmt} format takes no separate station table (metadata={metadata})")
         kwargs["metadata"] = metadata
+    takes = inspect.signature(reader).parameters
+    unknown = [k for k in kwargs if k not in takes]
+    if unknown:
+        raise ConfigError(
+            f"the {fmt} format does not take {', '.join(unknown)} (it takes: "
+            f"{', '.join(k for k in takes if k not in ('path', 'source'))})"
+        )
     out = reader(source, **kwargs)
     excl = out.exclusions
     if len(excl):

@@ -19,6 +19,7 @@ from smengine.stations._counts import (
     _corrected_to_sm,
     _flag_range,
     _merge_hourly,
+    mask_frozen,
     read_nmdb,
 )
 from smengine.stations._parse import (
@@ -43,6 +44,7 @@ def read_fuerstensee(
     neutron_monitor: PathLike | pd.Series | None = None,
     calibration: PathLike | None = None,
     count_range: tuple[float, float] = (50.0, 10000.0),
+    snow_mask: bool = True,
 ) -> StationSet:
     """Read raw hourly COSMOS-Europe counts (neptoon's ``FSC001_time_series.csv``) and convert.
 
@@ -75,6 +77,9 @@ def read_fuerstensee(
         Default ``<folder>/FSCD001_calibration.csv`` for FSC001 if present.
     count_range : (float, float), optional
         Plausible raw cph.
+    snow_mask : bool, optional
+        Flag :attr:`QC.SNOW` on days whose mean air temperature is below 0 °C (the file has no
+        soil temperature; :func:`~smengine.stations.mask_frozen`), default True.
     """
     p = Path(path).expanduser()
     f = p / f"{station}_time_series.csv" if p.is_dir() else p
@@ -145,6 +150,10 @@ def read_fuerstensee(
         how = f"N0 = {n0:.1f} cph: table N0 {m['n0']:g} × mean corrected counts ours/table"
     conv = _corrected_to_sm(corr, n0, bd, lw, soc, porosity=float(m["porosity"]))
     data = _merge_hourly(conv, g)
+    frozen = "snow/frozen soil not masked (snow_mask=False)"
+    if snow_mask:  # no soil temperature in this file: the daily mean air temperature
+        data, how = mask_frozen(data)
+        frozen = how or frozen
     st = _station_from_meta(station, meta, data, str(f), "COSMOS-Europe")
     st = replace(
         st,
@@ -158,6 +167,7 @@ def read_fuerstensee(
             f"R_c {rc:g} GV vs 4.49 GV, I_ref = monitor mean {nm_ref})"
         ),
         how,
+        frozen,
     ]
     return StationSet([st])
 

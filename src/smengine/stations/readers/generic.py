@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 
 from smengine import neutrons as nt
-from smengine.errors import ConfigError, DataError, DataLossWarning, ValidationError
+from smengine.errors import ConfigError, DataError, DataLossWarning, QualityWarning, ValidationError
 from smengine.stations._core import QC, PathLike, Station, StationSet
 from smengine.stations._counts import (
     _corrected_to_sm,
     _flag_range,
     _merge_hourly,
     counts_to_sm,
+    mask_frozen,
     read_nmdb,
 )
 from smengine.stations._parse import (
@@ -69,6 +70,8 @@ def read_csv(
     strict: bool = False,
     sentinels: tuple[float, ...] = SENTINELS,
     stations: str | Sequence[str] | None = None,
+    snow_mask: bool = True,
+    r2_n0: float = nt.BWE_R2_N0,
 ) -> StationSet:
     """Read station data from a documented generic CSV (or a DataFrame in that form).
 
@@ -78,8 +81,10 @@ def read_csv(
     ``counts_corrected`` (epithermal cph already corrected for pressure, humidity and
     incoming flux: converted with N0 only, no factor applied twice), and any of
     ``pressure`` (hPa), ``abs_humidity`` (g m⁻³), ``rel_humidity`` (%),
-    ``air_temperature`` (°C), ``precipitation`` (mm), ``flag`` (:class:`QC` bits), plus
-    any numeric extras. Several stations go in one file with a ``station`` column;
+    ``air_temperature`` (°C), ``soil_temperature`` or ``soil_temperature_<cm>`` (°C),
+    ``precipitation`` and ``irrigation`` (mm per step), ``bwe`` (biomass water
+    equivalent, kg m⁻²; campaign values, interpolated in time), ``flag`` (:class:`QC`
+    bits), plus any numeric extras. Several stations go in one file with a ``station`` column;
     otherwise the file is one station named ``station`` (default: the file stem).
 
     **Metadata.** ``metadata`` is a CSV path or DataFrame with a ``station`` column and
@@ -89,7 +94,16 @@ def read_csv(
 
     Stations with ``counts_raw`` and no ``sm`` are converted by :func:`counts_to_sm`
     (needs ``n0`` and ``bulk_density``; absolute humidity from relative humidity and
-    temperature when only those are given).
+    temperature when only those are given). With a ``bwe`` column the counts are
+    biomass-corrected first (:func:`smengine.neutrons.correction_bwe`, Baatz et al. 2015;
+    ``r2_n0``). Lattice water and SOC missing from the metadata stay NaN on the station;
+    a conversion assumes 0 g g⁻¹ for them and says so in a
+    :class:`~smengine.errors.QualityWarning` (θ is then too high by ρ_b · W).
+
+    **Snow and frozen soil** (``snow_mask``, default on): steps are flagged
+    :attr:`QC.SNOW` from soil temperature (< 1 °C), else from the daily mean air
+    temperature (< 0 °C) (:func:`mask_frozen`); a station with neither, and no SNOW flag
+    of its own, gets a :class:`~smengine.errors.QualityWarning` that it is not masked.
 
     Values in :data:`SENTINELS` (−9999, −999 …; ``sentinels=``) in any numeric column are
     missing values: they become NaN, and how many per column is said in a
@@ -121,6 +135,11 @@ def read_csv(
         Missing-value markers (default :data:`SENTINELS`; ``()`` for none).
     stations : str or sequence of str, optional
         Read only these stations (an id not in the file is an error).
+    snow_mask : bool, optional
+        Flag snow/frozen-soil steps from temperature (default True); ``False`` leaves the
+        data as given (recorded in ``processing``).
+    r2_n0 : float, optional
+        Biomass count reduction per kg m⁻² BWE (default 0.0053, Baatz et al. 2015).
 
     Raises
     ------
@@ -157,10 +176,7 @@ def read_csv(
     _blank_sentinels(df, sentinels, p, skip=(time_column, "station"))
     naive = _parse_times(df[time_column], p, time_column, utc=False, fmt=time_format)
     if naive.tz is None:
-        try:
-            idx = naive.tz_localize(timezone).tz_convert("UTC")
-        except Exception as exc:
-            raise ConfigError(f"{p}: cannot localise times to {timezone!r}: {exc}") from exc
+        idx = _localise(naive, df["station"] if "station" in df.columns else None, timezone, p)
     else:
         idx = naive.tz_convert("UTC")
     df = df.drop(columns=[time_column])
@@ -177,10 +193,72 @@ def read_csv(
             _exclude_or_raise(strict, excl, sid, "no metadata (lat, lon)", str(p), len(g))
             continue
         try:
-            out.append(_generic_station(sid, g, m, p, nm, count_range))
+            out.append(_generic_station(sid, g, m, p, nm, count_range, r2_n0))
         except ValidationError as exc:
             _exclude_or_raise(strict, excl, sid, str(exc), str(p), len(g), type(exc))
+    _warn_assumptions(out, p, snow_mask)
     return StationSet(out, excl)
+
+
+def _warn_assumptions(stations: list[Station], p: Path, snow_mask: bool) -> None:
+    """Snow masking and the lattice-water/SOC stand-ins, one QualityWarning per kind."""
+    assumed = [s.id for s in stations if s.extra.get("assumed_zero")]
+    if assumed:
+        warnings.warn(
+            f"{p}: lattice water and/or SOC unknown at station(s) {assumed}: θ from counts assumes 0 g g-1 "
+            "(too high by bulk_density x W); give lattice_water and soc in the metadata",
+            QualityWarning,
+            stacklevel=3,
+        )
+    unmasked = []
+    for i, s in enumerate(stations):
+        if not snow_mask:
+            s.processing.append("snow/frozen soil not masked (snow_mask=False)")
+            continue
+        if (s.data["flag"].to_numpy() & int(QC.SNOW)).any():
+            s.processing.append("snow/frozen soil: the file's own QC.SNOW flags")
+            continue
+        data, how = mask_frozen(s.data)
+        if how is None:
+            unmasked.append(s.id)
+            s.processing.append("snow/frozen soil NOT masked: no soil or air temperature")
+        else:
+            stations[i].data = data
+            s.processing.append(how)
+    if unmasked:
+        warnings.warn(
+            f"{p}: station(s) {unmasked} have no soil_temperature or air_temperature column: snow cover and "
+            "frozen soil are not masked (counts over snow read as wet soil); add a temperature column, "
+            "flag QC.SNOW yourself, or pass snow_mask=False to say the site never freezes",
+            QualityWarning,
+            stacklevel=3,
+        )
+
+
+def _localise(naive: pd.DatetimeIndex, station: pd.Series | None, timezone: str, p: Path) -> pd.DatetimeIndex:
+    """Naive local times → UTC, each station's series on its own: the repeated hour of a
+    daylight-saving fall-back is told apart by its order (``ambiguous="infer"``); a time that
+    does not exist in the zone (the skipped spring-forward hour) is an error naming it."""
+    try:
+        pd.Timestamp("2000-01-01").tz_localize(timezone)
+    except Exception as exc:
+        raise ConfigError(
+            f"{p}: unknown time zone {timezone!r} ({exc}); use an IANA name such as 'Europe/Berlin'"
+        ) from exc
+    groups = [np.arange(len(naive))] if station is None else list(station.groupby(station.to_numpy()).indices.values())
+    out = np.empty(len(naive), dtype="datetime64[ns]")
+    for rows in groups:
+        local = naive[rows]
+        try:
+            utc = local.tz_localize(timezone, ambiguous="infer").tz_convert("UTC")
+        except Exception as exc:  # pytz/zoneinfo errors: NonExistentTimeError, AmbiguousTimeError, ValueError
+            raise ConfigError(
+                f"{p}: cannot place the local times in {timezone!r}: {exc}; a logger on standard time all year "
+                "needs a fixed-offset zone (e.g. 'Etc/GMT+6' for UTC-6), a daylight-saving one must list its "
+                "repeated hour in order"
+            ) from exc
+        out[rows] = utc.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    return pd.DatetimeIndex(out).tz_localize("UTC")
 
 
 def _blank_sentinels(df: pd.DataFrame, sentinels: tuple[float, ...], p: Path, skip: tuple[str, ...]) -> None:
@@ -221,7 +299,13 @@ def _generic_metadata(metadata: Any, p: Path) -> dict[str, dict[str, Any]]:
 
 
 def _generic_station(
-    sid: str, g: pd.DataFrame, m: Mapping[str, Any], p: Path, nm: pd.Series | None, count_range: tuple[float, float]
+    sid: str,
+    g: pd.DataFrame,
+    m: Mapping[str, Any],
+    p: Path,
+    nm: pd.Series | None,
+    count_range: tuple[float, float],
+    r2_n0: float = nt.BWE_R2_N0,
 ) -> Station:
     if g.index.has_duplicates:
         raise DataError(f"{p}: station {sid}: duplicate time stamp {g.index[g.index.duplicated()][0]}")
@@ -231,6 +315,19 @@ def _generic_station(
     kw = {k: m[k] for k in _META_COLUMNS if k in m and not (isinstance(m[k], float) and np.isnan(m[k]))}
     lat, lon = kw.pop("lat", math.nan), kw.pop("lon", math.nan)
     processing = [f"generic CSV {p.name}"]
+    lw, soc = _float(kw.get("lattice_water", math.nan)), _float(kw.get("soc", math.nan))
+    converts = ("sm" not in g.columns or g["sm"].isna().all()) and bool({"counts_raw", "counts_corrected"} & set(g))
+    assumed = converts and not (np.isfinite(lw) and np.isfinite(soc))
+    if assumed:
+        known = {k: (v if np.isfinite(v) else "unknown") for k, v in (("lattice_water", lw), ("soc", soc))}
+        processing.append(
+            "lattice water/SOC unknown: 0 g g-1 assumed in counts → θ "
+            f"(lattice_water={known['lattice_water']}, soc={known['soc']})"
+        )
+    lw0, soc0 = (lw if np.isfinite(lw) else 0.0), (soc if np.isfinite(soc) else 0.0)
+    bwe = g["bwe"] if "bwe" in g.columns and g["bwe"].notna().any() else None
+    if bwe is not None and converts:
+        processing.append(f"biomass correction from the bwe column (r2/N0 = {r2_n0:g} per kg m-2, Baatz et al. 2015)")
     if ("sm" not in g.columns or g["sm"].isna().all()) and "counts_corrected" in g.columns:
         for need in ("n0", "bulk_density"):
             if not np.isfinite(_float(kw.get(need))):
@@ -255,9 +352,11 @@ def _generic_station(
             corr,
             float(kw["n0"]),
             float(kw["bulk_density"]),
-            _float(kw.get("lattice_water", 0.0)),
-            _float(kw.get("soc", 0.0)),
+            lw0,
+            soc0,
             _float(kw.get("porosity", math.nan)),
+            bwe,
+            r2_n0,
         )
         g = _merge_hourly(conv, g.drop(columns=["sm"], errors="ignore"))
         processing.append("corrected counts → sm with N0 only (no correction factor applied again)")
@@ -273,14 +372,16 @@ def _generic_station(
             g["counts_raw"],
             n0=float(kw["n0"]),
             bulk_density=float(kw["bulk_density"]),
-            lattice_water=_float(kw.get("lattice_water", 0.0)),
-            soc=_float(kw.get("soc", 0.0)),
+            lattice_water=lw0,
+            soc=soc0,
             pressure=g.get("pressure"),
             abs_humidity=g.get("abs_humidity"),
             incoming=nm,
             cutoff_rigidity=_float(kw["cutoff_rigidity"]) if "cutoff_rigidity" in kw else None,
             count_range=count_range,
             porosity=_float(kw.get("porosity", math.nan)),
+            bwe=bwe,
+            r2_n0=r2_n0,
         )
         g = _merge_hourly(conv, g)
         processing.append("counts → sm (counts_to_sm)")
@@ -291,4 +392,6 @@ def _generic_station(
             kw[k] = _float(kw[k])
     st = Station(id=sid, lat=lat, lon=lon, data=g, source=str(p), **kw)
     st.processing.extend(processing)
+    if assumed:
+        st.extra["assumed_zero"] = True
     return st
