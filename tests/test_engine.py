@@ -52,22 +52,29 @@ def make_tile(path: Path, x0: float = 4_321_000, seed: int = 3, tile_id: str = "
     return TileStore.open(path)
 
 
+def small_forest(
+    store: TileStore, *, swi_carry: bool = False, seed: int = 0, n_trees: int = 15
+) -> tuple[RandomForestRegressor, CompiledForest, list[str]]:
+    """A forest on the tile's features (SWI of s1 at 5 and 20 d, but not s1 itself: the engine
+    must gather it anyway) and its compiled twin."""
+    fb = FeatureBuilder(store, FeatureSpec(swi_T=(5.0, 20.0), swi_carry=swi_carry))
+    sw = fb.swi()
+    X = np.concatenate([fb.day(t, swi=sw).reshape(len(fb.names), -1).T for t in range(DAYS.size)])
+    ok = np.isfinite(X).all(1)
+    rng = np.random.default_rng(seed)
+    names = [n for n in fb.names if n != "s1"]
+    cols = [fb.names.index(n) for n in names]
+    y = np.tanh(X[ok][:, cols] @ rng.standard_normal(len(cols))) * 0.1 + 0.25 + 0.01 * rng.standard_normal(ok.sum())
+    rf = RandomForestRegressor(n_trees, min_samples_leaf=3, max_features=0.5, random_state=0, n_jobs=1)
+    rf.fit(X[ok][:, cols], y)
+    return rf, CompiledForest.from_sklearn(rf, feature_names=names), names
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("engine")
     store = make_tile(tmp / "t000_000.h5")
-    fb = FeatureBuilder(store, FeatureSpec(swi_T=(5.0, 20.0), swi_carry=False))
-    sw = fb.swi()
-    X = np.concatenate([fb.day(t, swi=sw).reshape(len(fb.names), -1).T for t in range(DAYS.size)])
-    ok = np.isfinite(X).all(1)
-    rng = np.random.default_rng(0)
-    # the forest uses SWI of s1 but not s1 itself: the engine must gather it anyway
-    names = [n for n in fb.names if n != "s1"]
-    cols = [fb.names.index(n) for n in names]
-    y = np.tanh(X[ok][:, cols] @ rng.standard_normal(len(cols))) * 0.1 + 0.25 + 0.01 * rng.standard_normal(ok.sum())
-    rf = RandomForestRegressor(15, min_samples_leaf=3, max_features=0.5, random_state=0, n_jobs=1)
-    rf.fit(X[ok][:, cols], y)
-    cf = CompiledForest.from_sklearn(rf, feature_names=names)
+    rf, cf, names = small_forest(store)
     return {"store": store, "rf": rf, "cf": cf, "names": names, "tmp": tmp}
 
 

@@ -68,7 +68,7 @@ from smengine.product import QualityFlag
 from smengine.tiles import TileStore
 from smengine.units import conversion
 
-__all__ = ["EngineStats", "GatherKind", "TileRunner", "predict", "run"]
+__all__ = ["EngineStats", "GatherKind", "Stepper", "TileRunner", "predict", "predict_dataset", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,9 @@ def _load_forest(forest: Any) -> Any:
 
 
 def _open_store(store: TileStore | str | os.PathLike[str]) -> TileStore:
-    return store if isinstance(store, TileStore) else TileStore.open(store)
+    from smengine._embed import MemoryStore
+
+    return store if isinstance(store, (TileStore, MemoryStore)) else TileStore.open(store)  # type: ignore[return-value]
 
 
 @dataclass
@@ -1090,6 +1092,9 @@ def run(
         stats.add(st_)
     stats.warn_if_degraded(f"run into {out}", max_missing=max_missing)
     return RunResult(tuple(written), tuple(skipped), tuple(failed), stats, dict(codes))
+
+
+from smengine._embed import Stepper, predict_dataset  # noqa: E402  (they use the runner defined above)
 
 
 def __getattr__(name: str) -> Any:

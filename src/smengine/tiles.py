@@ -599,6 +599,65 @@ class TileStore:
             self.coarse[name].expand(t, out=out[ns + nd + k])
         return out
 
+    def to_dataset(self, chunks: Mapping[str, int] | None = None) -> Any:
+        """The tile's covariates as an :class:`xarray.Dataset`, in exactly the form
+        :func:`smengine.engine.predict_dataset` takes (so ``predict_dataset(store.to_dataset(),
+        forest)`` equals ``predict(store, forest)``): it documents that form by example.
+
+        * static layers: ``(y_sub, x_sub)``; daily sub-pixel layers: ``(time, y_sub, x_sub)``
+          (the memory maps, no copy);
+        * coarse layers as stored: ``(time, <name>_cell)`` values with an ``smengine_index``
+          attribute naming the int32 ``<name>_index`` ``(y_sub, x_sub)`` variable (−1: none);
+        * coordinates ``time`` (UTC days), ``y_sub``/``x_sub`` (sub-pixel centres, m) and a CF
+          grid mapping ``crs``; attributes ``smengine_grid`` (the tile's grid), ``tile_id``
+          and each layer's ``units``; days a daily layer's source lacked are NaN.
+
+        Parameters
+        ----------
+        chunks : mapping, optional
+            Dask chunks (e.g. ``{"y_sub": 200, "x_sub": 200}``): a lazily read, Dask-backed
+            Dataset (sub-pixel chunks should hold whole pixels).
+
+        Returns
+        -------
+        xarray.Dataset
+        """
+        import xarray as xr
+
+        g = self.grid
+        ny, nx = g.subpixel_shape
+        x, _ = g.xy(np.zeros(nx), np.arange(nx), subpixel=True)
+        _, y = g.xy(np.arange(ny), np.zeros(ny), subpixel=True)
+        crs = g.pyproj_crs
+        coords: dict[str, Any] = {
+            "time": ("time", self.times.astype("datetime64[ns]"), {"long_name": "start of the UTC day"}),
+            "y_sub": ("y_sub", y, {"standard_name": "projection_y_coordinate", "units": "m"}),
+            "x_sub": ("x_sub", x, {"standard_name": "projection_x_coordinate", "units": "m"}),
+            "crs": ((), np.int32(0), {**crs.to_cf(), "crs_wkt": crs.to_wkt(), "spatial_ref": crs.to_wkt()}),
+        }
+        data: dict[str, Any] = {}
+
+        def attrs(name: str) -> dict[str, str]:
+            return {"units": self.units.get(name, ""), "grid_mapping": "crs"}
+
+        for k, name in enumerate(self.static_names):
+            data[name] = (("y_sub", "x_sub"), self.static[k], attrs(name))
+        for k, name in enumerate(self.dynamic_names):
+            data[name] = (("time", "y_sub", "x_sub"), self.dynamic[:, k], attrs(name))
+        for name in self.coarse_names:
+            layer = self.coarse[name]
+            data[name] = (("time", f"{name}_cell"), layer.values, {**attrs(name), "smengine_index": f"{name}_index"})
+            data[f"{name}_index"] = (
+                ("y_sub", "x_sub"),
+                layer.index,
+                {"long_name": f"cell of {name} containing each sub-pixel (-1: none)"},
+            )
+        ds = xr.Dataset(data, coords=coords)
+        ds.attrs = {"smengine_grid": json.dumps(g.get_config()), "tile_id": self.tile_id, "source": str(self.path)}
+        if chunks:
+            ds = ds.chunk(dict(chunks))
+        return ds
+
     def nbytes(self) -> int:
         """Bytes of all covariate data in the tile."""
         return int(
