@@ -16,7 +16,8 @@ units        covariate units: which convert to which, and how (conversion)
 filters      the exponential filter / Soil Water Index (exp_filter)
 features     features defined once for training and inference (FeatureSpec, training_table)
 model        training with grouped CV (train, Forest, ModelCard) and the compiled forest
-engine       fused sub-pixel inference over tiles (predict, run, TileRunner)
+engine       fused sub-pixel inference over tiles (predict, run, TileRunner), xarray in/out (predict_dataset, Stepper)
+domain       one domain-wide Zarr product written tile by tile, on Dask too (run_domain, write_region)
 product      the CF-NetCDF / Zarr / COG product (make_product, QualityFlag, write_netcdf)
 metrics      validation metrics with pytesmo's definitions (pearson_r, ubrmse, kge, ...)
 evaluate     scores at stations and against surface products, plots
@@ -65,6 +66,7 @@ SUBMODULES = (
     "features",
     "model",
     "engine",
+    "domain",
     "product",
     "metrics",
     "evaluate",

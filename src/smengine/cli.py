@@ -846,10 +846,11 @@ def train(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["netcdf", "zarr"]),
+    type=click.Choice(["netcdf", "zarr", "domain-zarr"]),
     default="netcdf",
     show_default=True,
-    help="One NetCDF per tile and day range, or one Zarr store per tile (long runs).",
+    help="One NetCDF per tile and day range, one Zarr store per tile (long runs), or one Zarr store for the "
+    "whole domain (OUT/product.zarr, each tile written into its region; --file-days is its time chunk).",
 )
 @click.option(
     "--workers",
@@ -931,32 +932,33 @@ def predict(
                 )
                 client = stack.enter_context(Client(cluster))
             bar = stack.enter_context(tqdm(total=total, unit="tile-day", desc="predict", disable=None))
-            res = run(
-                paths,
-                cf,
-                out_dir,
-                days,
-                file_days=file_days,
-                resume=not overwrite,
-                min_valid_fraction=min_valid,
-                n_threads=threads,
-                chunk_days=chunk_days,
-                progress=bar.update,
-                on_error="skip" if keep_going else "raise",
-                format=fmt,
-                client=client,
-                max_missing=max_missing,
-            )
+            common = {
+                "resume": not overwrite,
+                "min_valid_fraction": min_valid,
+                "n_threads": threads,
+                "chunk_days": chunk_days,
+                "progress": bar.update,
+                "on_error": "skip" if keep_going else "raise",
+                "client": client,
+                "max_missing": max_missing,
+            }
+            if fmt == "domain-zarr":
+                from smengine.domain import run_domain
+
+                res = run_domain(paths, cf, out_dir / "product.zarr", days, time_chunk=file_days, **common)
+            else:
+                res = run(paths, cf, out_dir, days, file_days=file_days, format=fmt, **common)
     except SMEngineError as exc:
         raise click.ClickException(str(exc)) from exc
     st = res.stats
+    what = f"regions of {out_dir / 'product.zarr'}" if fmt == "domain-zarr" else "files"
     click.echo(
-        f"wrote {len(res.written)} files, skipped {len(res.skipped)} existing, {len(res.failed)} tiles failed; "
+        f"wrote {len(res.written)} {what}, skipped {len(res.skipped)} existing, {len(res.failed)} tiles failed; "
         f"{st.subpixel_days:,} sub-pixel-days, {st.invalid:,} masked (NaN/inf features)"
     )
     for name, why in res.failed:
         click.echo(f"failed {name}: {why}", err=True)
-    if res.failed:
+    if res.failed or not getattr(res, "complete", True):
         raise SystemExit(1)
 
 

@@ -184,6 +184,22 @@ def calendar_features(dates: npt.ArrayLike) -> dict[str, np.ndarray]:
     return {"doy_sin": np.sin(a), "doy_cos": np.cos(a)}
 
 
+def daily_classes(store: TileStore) -> tuple[list[str], list[str]]:
+    """The store's daily layers as :class:`FeatureSpec` sees them: ``(dynamic, coarse)``.
+
+    The class of a layer is what its source is — a daily covariate at about the pixel
+    resolution or finer (``dynamic``) or a coarse product (``coarse``, native cells of more
+    than 4 pixels) — not how the tile stores it: ingest keeps every layer coarser than the
+    sub-pixel at its own resolution with an index map, and records each layer's class in the
+    tile's ``layer_class`` attribute. Tiles without it (written before, or by
+    :class:`~smengine.tiles.TileWriter` directly) are classed by their storage.
+    """
+    recorded = getattr(store, "attrs", {}).get("layer_class") or {}
+    daily = list(store.dynamic_names) + list(store.coarse_names)
+    cls = {n: recorded.get(n, "dynamic" if n in store.dynamic_names else "coarse") for n in daily}
+    return [n for n in daily if cls[n] == "dynamic"], [n for n in daily if cls[n] == "coarse"]
+
+
 def _pick(kind: str, want: tuple[str, ...] | None, have: Sequence[str], store: TileStore) -> list[str]:
     if want is None:
         return list(have)
@@ -225,8 +241,9 @@ class FeatureBuilder:
         self.store = store
         self.spec = spec = spec or FeatureSpec()
         self.static = _pick("static", spec.static, store.static_names, store)
-        self.dynamic = _pick("dynamic", spec.dynamic, store.dynamic_names, store)
-        self.coarse = _pick("coarse", spec.coarse, store.coarse_names, store)
+        dyn_class, coarse_class = daily_classes(store)
+        self.dynamic = _pick("dynamic", spec.dynamic, dyn_class, store)
+        self.coarse = _pick("coarse", spec.coarse, coarse_class, store)
         if spec.swi_of is None:
             self.swi_of = [
                 n
@@ -265,7 +282,8 @@ class FeatureBuilder:
         carry = ", carry" if spec.swi_carry else ""
         self.sources.update({n: f"exp_filter({src}, T={T:g} d{carry})" for n, (src, T) in swi_src.items()})
         self._si = [store.static_names.index(n) for n in self.static]
-        self._di = [store.dynamic_names.index(n) for n in self.dynamic]
+        # sub-pixel layers by index; daily layers stored at their own resolution are expanded
+        self._di = [store.dynamic_names.index(n) if n in store.dynamic_names else -1 for n in self.dynamic]
         self._days = store.times.astype("datetime64[D]").astype(np.float64)
 
     def __repr__(self) -> str:
@@ -337,8 +355,11 @@ class FeatureBuilder:
         for i in self._si:
             out[k] = s.static[i, r0:r1, c0:c1]
             k += 1
-        for i in self._di:
-            out[k] = s.dynamic[t, i, r0:r1, c0:c1]
+        for i, name in zip(self._di, self.dynamic, strict=True):
+            if i >= 0:
+                out[k] = s.dynamic[t, i, r0:r1, c0:c1]
+            else:
+                s.coarse[name].expand(t, out=out[k], window=Window(c0, r0, c1 - c0, r1 - r0))
             k += 1
         for name in self.coarse:
             s.coarse[name].expand(t, out=out[k], window=Window(c0, r0, c1 - c0, r1 - r0))

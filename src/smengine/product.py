@@ -51,10 +51,12 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import json
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -465,6 +467,13 @@ def _check_consistency(data: dict[str, np.ndarray], flag: np.ndarray, days: pd.D
                     raise ValidationError(f"{name} should be >= 0; it is negative at {_where(bad, days)}")
 
 
+@functools.lru_cache(maxsize=64)
+def _to_lonlat(crs_wkt: str, thread: int) -> Transformer:
+    """The transformer from a grid's CRS to longitude/latitude, cached per thread (building one
+    takes ~25 ms; a transformer is not shared between threads)."""
+    return Transformer.from_crs(CRS.from_wkt(crs_wkt), "EPSG:4326", always_xy=True)
+
+
 def _assemble(
     data: dict[str, np.ndarray], flag: np.ndarray, grid: Grid, days: pd.DatetimeIndex, lonlat: bool
 ) -> xr.Dataset:
@@ -507,7 +516,7 @@ def _assemble(
     }
     if lonlat:
         xx, yy = np.meshgrid(x, y)
-        lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xx, yy)
+        lon, lat = _to_lonlat(crs.to_wkt(), threading.get_ident()).transform(xx, yy)
         coords["lat"] = (
             ("y", "x"),
             np.asarray(lat, np.float64),
