@@ -12,6 +12,7 @@ stations     station data (Station, StationSet, QC, daily) and readers (FORMATS,
 grid         the 1-km grid, its sub-pixels and 100-km tiles (Grid)
 ingest       covariate files (GeoTIFF, NetCDF, GRIB) regridded into tiles (SourceSpec, ingest)
 tiles        memory-mapped HDF5 tile stores (TileStore, TileWriter)
+storage      bytes per pixel-day of tile stores and the Europe-year projection (bytes_per_pixel_day, project)
 units        covariate units: which convert to which, and how (conversion)
 filters      the exponential filter / Soil Water Index (exp_filter)
 features     features defined once for training and inference (FeatureSpec, training_table)
@@ -61,6 +62,7 @@ SUBMODULES = (
     "grid",
     "ingest",
     "tiles",
+    "storage",
     "units",
     "filters",
     "features",

@@ -11,14 +11,30 @@ its CRS, units normalised, nodata and fill values as NaN. Supported:
 Regridding (:func:`regrid`) uses GDAL through :func:`rasterio.warp.reproject`: ``average``
 when coarsening, ``bilinear`` when refining; ``nearest`` takes, exactly, the source cell
 that contains each target centre (pyproj transforms, no approximation). A reduced Gaussian
-grid is not a raster; it is sampled by exact nearest neighbour on the sphere. Coarse products may
-instead be kept coarse with an index map from sub-pixel to source cell (:func:`coarse_index`).
+grid is not a raster; it is sampled by exact nearest neighbour on the sphere.
+
+Storage at native resolution. A daily layer is stored either *fine* (regridded to the
+sub-pixels, ``/dynamic`` of the tile: one float32 per sub-pixel and day) or *coarse* (its
+native cells that touch the tile, one float32 per cell and day, plus one int32 index map from
+sub-pixel to cell per tile: :func:`coarse_index`, :class:`~smengine.tiles.CoarseLayer`). By
+default (``storage="auto"``, :func:`default_storage`) every daily source whose native cell is
+at least :data:`COARSE_FACTOR` (1.5) sub-pixels wide is stored coarse: a 1-km product on
+250-m sub-pixels takes 4 bytes per pixel-day instead of 64. Only sources at about the
+sub-pixel's resolution or finer are regridded to the sub-pixels. The values differ: a
+coarse layer gives each sub-pixel the value of the native cell that contains its centre
+(exactly what fine storage with ``method="nearest"`` gives), while fine storage with the
+default method interpolates (``bilinear``) between cell centres. A 1-km layer on the 1-km
+grid is therefore constant within each pixel, equal to the product's own value, where it
+used to vary smoothly across it; a forest should be trained on tiles stored the way it is
+applied to. ``storage="fine"`` (or ``"coarse"``) per source keeps the choice explicit.
 
 :func:`ingest` streams day by day into one :class:`~smengine.tiles.TileWriter` per tile, so
 memory stays bounded by about one tile-day whatever the domain size; each tile is written
 to a temporary name and renamed. A rerun is incremental: an existing tile gets the days and
 layers it lacks (its own are copied, not regridded again), layers whose source files
-changed are redone, and a complete tile is skipped.
+changed are redone, and a complete tile is skipped. With ``storage="auto"`` a layer an
+existing tile holds keeps the storage it was written with (a tile written when 1-km layers
+were stored fine keeps them fine); see :func:`ingest`.
 
 Units are normalised to a small vocabulary (``m3 m-3``, ``%`` of saturation, ``K``, ``1``,
 ``m``, …); a variable that states no units is an error unless ``units=`` is given. ESA CCI
@@ -79,8 +95,11 @@ __all__ = [
     "PLAUSIBLE_RANGES",
     "Source",
     "SourceSpec",
+    "COARSE_FACTOR",
     "coarse_index",
+    "default_storage",
     "ingest",
+    "native_cell_width",
     "normalise_units",
     "open_source",
     "regrid",
@@ -490,11 +509,15 @@ class SourceSpec:
         only data variable).
     name : str, optional
         Feature name in the tile (default derived from the product).
-    storage : {"fine", "coarse", "auto"}
-        ``fine`` regrids to sub-pixels; ``coarse`` keeps native cells with an index map;
-        ``auto`` keeps products coarser than 4 pixels coarse.
+    storage : {"auto", "fine", "coarse"}
+        ``fine`` regrids a daily source to the sub-pixels; ``coarse`` keeps its native
+        cells with an index map (each sub-pixel takes the cell containing its centre);
+        ``auto`` (default, :func:`default_storage`) stores it coarse when its native cell
+        is at least :data:`COARSE_FACTOR` sub-pixels wide, else fine. Static layers are
+        always regridded to the sub-pixels (they are stored once).
     method : {"auto", "average", "bilinear", "nearest"}
-        Resampling for ``fine`` storage.
+        Resampling for ``fine`` storage (``nearest`` gives the values ``coarse`` storage
+        gives).
     daily : {None, "mean", "min", "max", "sum"}
         Aggregate sub-daily data to UTC days (otherwise sub-daily input is an error).
     time : date, optional
@@ -1378,12 +1401,105 @@ def coarse_index(
 # ------------------------------------------------------------------------------------
 # ingest
 # ------------------------------------------------------------------------------------
+#: ``storage="auto"`` stores a daily source coarse (native cells + index map) when its
+#: native cell is at least this many sub-pixels wide (:func:`native_cell_width`), and
+#: regrids it to the sub-pixels otherwise. At 1.5 a cell spans more than one sub-pixel
+#: spacing in every direction, so taking the cell under each sub-pixel centre leaves no
+#: cell out and coarse storage is smaller than fine storage; a source about as fine as the
+#: sub-pixels (or finer) is averaged or interpolated onto them instead.
+COARSE_FACTOR = 1.5
+#: A daily source whose native cell is wider than this many pixels is a *coarse product*
+#: (``FeatureSpec.coarse``); narrower ones are daily covariates (``FeatureSpec.dynamic``),
+#: however they are stored. Recorded per layer in the tile's ``layer_class`` attribute.
+CLASS_FACTOR = 4.0
+
+
+def native_cell_width(source: Source, grid: Grid) -> float:
+    """Width of the source's native cell near the centre of ``grid``, in the grid's CRS units.
+
+    The cell of a regular source that contains the grid's centre (or the nearest cell of
+    the source) is projected into the grid's CRS; its width is the smaller of the
+    parallelogram's two heights (area / longer side), so that a geographic cell, narrower
+    east-west than north-south away from the equator, counts by its narrow side. (A
+    geographic ``Source.resolution`` is degrees × 111 km: the north-south side.) A reduced
+    Gaussian grid counts by its mean point spacing, :attr:`Source.resolution`.
+
+    Parameters
+    ----------
+    source : Source
+    grid : Grid
+        Typically a tile grid: the width is taken at the tile's centre.
+
+    Returns
+    -------
+    float
+        Cell width in the grid's CRS units (metres for the usual projected grids).
+    """
+    metres_per_unit = float(grid.pyproj_crs.axis_info[0].unit_conversion_factor or 1.0)
+    fallback = source.resolution / metres_per_unit
+    if source.transform is None:
+        return fallback
+    x0, y0, x1, y1 = grid.bounds
+    to_src = Transformer.from_crs(grid.crs, source.crs, always_xy=True)
+    sx, sy = to_src.transform(0.5 * (x0 + x1), 0.5 * (y0 + y1))
+    if source.crs.is_geographic:
+        sx = (sx - source.transform.c) % 360.0 + source.transform.c
+    col, row = ~source.transform @ (sx, sy)
+    if not (math.isfinite(col) and math.isfinite(row)):
+        return fallback
+    r = min(max(math.floor(row), 0), max(source.shape[0] - 1, 0))
+    c = min(max(math.floor(col), 0), max(source.shape[1] - 1, 0))
+    corners = [source.transform @ (c + dc, r + dr) for dc, dr in ((0, 0), (1, 0), (0, 1))]
+    to_grid = Transformer.from_crs(source.crs, grid.crs, always_xy=True)
+    px, py = to_grid.transform([p[0] for p in corners], [p[1] for p in corners])
+    e1 = (px[1] - px[0], py[1] - py[0])
+    e2 = (px[2] - px[0], py[2] - py[0])
+    area = abs(e1[0] * e2[1] - e1[1] * e2[0])
+    longer = max(math.hypot(*e1), math.hypot(*e2))
+    width = area / longer if longer > 0 else math.nan
+    return width if math.isfinite(width) and width > 0 else fallback
+
+
+def default_storage(source: Source, grid: Grid) -> Literal["fine", "coarse"]:
+    """How ``storage="auto"`` stores a source on ``grid``: ``"coarse"`` or ``"fine"``.
+
+    A daily source whose native cell is at least :data:`COARSE_FACTOR` sub-pixels wide
+    (:func:`native_cell_width` ≥ 1.5 × ``grid.subpixel_resolution``, both in the grid's
+    CRS units) is stored coarse: its native cells and a sub-pixel → cell index map; each
+    sub-pixel takes the value of the cell containing its centre (the values
+    ``method="nearest"`` gives). Others, and static layers, are regridded to the
+    sub-pixels. :func:`ingest` decides per tile, at the tile's centre.
+
+    Parameters
+    ----------
+    source : Source
+    grid : Grid
+        The tile grid (its sub-pixel size, in its CRS units, is the yardstick).
+
+    Returns
+    -------
+    {"fine", "coarse"}
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> from pyproj import CRS
+    >>> g = Grid.from_bounds(4_321_000, 2_987_000, 4_331_000, 2_997_000)  # 1 km, 250 m sub-pixels
+    >>> def daily(res):
+    ...     tr = Affine(res, 0, 4_300_000, 0, -res, 3_000_000)
+    ...     return Source("x", "x.nc", "1", (100, 100), as_days(["2020-01-01"]), CRS.from_epsg(3035), None, tr)
+    >>> default_storage(daily(1000.0), g), default_storage(daily(250.0), g), default_storage(daily(300.0), g)
+    ('coarse', 'fine', 'fine')
+    """
+    if source.is_static:
+        return "fine"
+    return "coarse" if native_cell_width(source, grid) >= COARSE_FACTOR * grid.subpixel_resolution else "fine"
+
+
 def _storage(spec: SourceSpec, src: Source, grid: Grid) -> str:
     if spec.storage != "auto":
         return spec.storage
-    if src.is_static:
-        return "fine"
-    return "coarse" if src.resolution > 4 * grid.resolution else "fine"
+    return default_storage(src, grid)
 
 
 def ingest(
@@ -1406,8 +1522,17 @@ def ingest(
     * a source whose feature name is not in the tile: a new layer;
     * a layer whose source changed (its recorded files are not all among the source's
       files now, one of them was replaced in place — its size or modification time differs
-      from the one recorded in the tile —, or its storage, units or resampling method
-      changed) is regridded in full for every day, with a warning.
+      from the one recorded in the tile —, or its units or resampling method changed, or
+      an explicit ``storage="fine"``/``"coarse"`` differs from how it is stored) is
+      regridded in full for every day, with a warning.
+
+    Storage (see :class:`SourceSpec`): a new tile, a new layer, ``overwrite=True`` and a
+    layer regridded in full take :func:`default_storage` for ``storage="auto"`` (daily
+    sources coarser than 1.5 sub-pixels kept at native resolution with an index map). A
+    layer an existing tile holds and whose stored days can be reused keeps the storage it
+    was written with under ``storage="auto"`` (logged): a tile written when 1-km layers
+    were stored fine keeps them fine and only gets its missing days; ``overwrite=True``,
+    or ``storage="coarse"`` for the source, converts it.
 
     Layers of the tile that no source names are kept as they are. A tile with nothing
     missing is not touched, so a rerun resumes. A rewrite builds a temporary file, copying
@@ -1568,6 +1693,7 @@ class _Layer:
     index: np.ndarray | None = None  # coarse: sub-pixel → cell
     cells: np.ndarray | None = None  # coarse: the cells of the source (when regridding)
     n_cells: int = 0
+    window: Window | None = None  # coarse: the part of the source read (``cells`` index it)
 
 
 def _positions(days: np.ndarray | None, axis: np.ndarray) -> np.ndarray:
@@ -1596,9 +1722,14 @@ def _brief(files: Sequence[str], n: int = 3) -> str:
     return str(list(files)) if len(files) <= n else f"{list(files[:n])}… ({len(files)} files)"
 
 
+def _kind_in(old: TileStore, name: str) -> str:
+    """How the tile ``old`` stores layer ``name``: ``static``, ``dynamic`` or ``coarse``."""
+    return "static" if name in old.static_names else "dynamic" if name in old.dynamic_names else "coarse"
+
+
 def _why_redo(old: TileStore, name: str, kind: str, spec: SourceSpec, src: Source) -> str | None:
     """Why the existing layer ``name`` must be regridded in full (None: its days can be reused)."""
-    was = "static" if name in old.static_names else "dynamic" if name in old.dynamic_names else "coarse"
+    was = _kind_in(old, name)
     if was != kind:
         return f"stored as {was}, now {kind}"
     if old.units[name] != src.units:
@@ -1669,9 +1800,29 @@ def _plan(
             continue
         spec, src = pairs[name]
         kind = "static" if src.is_static else "coarse" if _storage(spec, src, tgrid) == "coarse" else "dynamic"
+        why = None
+        if old is not None and name in old_names:
+            was = _kind_in(old, name)
+            if spec.storage == "auto" and "static" not in (was, kind) and was != kind:
+                # storage="auto" follows the tile while its days can be reused
+                why = _why_redo(old, name, was, spec, src)
+                if why is None:
+                    log.info(
+                        "tile %s: layer %r stays %s as the tile stores it (storage='auto' would store it %s; "
+                        "overwrite=True or storage=%r converts it)",
+                        old.tile_id,
+                        name,
+                        was,
+                        kind,
+                        "coarse" if kind == "coarse" else "fine",
+                    )
+                    kind = was
+                else:
+                    why = f"{why}; it is stored {kind} now (storage='auto')"
+            else:
+                why = _why_redo(old, name, kind, spec, src)
         here = np.zeros(1, dtype=np.int64) if kind == "static" else _positions(src.times, axis)
         layer = _Layer(name, kind, src.units, src.path, spec.method, np.full(here.size, -1), here, src=src, spec=spec)
-        why = _why_redo(old, name, kind, spec, src) if old is not None and name in old_names else None
         if old is not None and name in old_names and why is None:  # reuse the days it has
             _, layer.copy, layer.slot = _stored(old, name, axis)
             layer.take = np.where(layer.copy < 0, here, -1)
@@ -1680,7 +1831,10 @@ def _plan(
                 layer.index = np.asarray(old.coarse[name].index)  # only copied: no need to map the source
                 layer.n_cells = old.coarse[name].values.shape[1]
             else:
-                layer.index, layer.cells = coarse_index(src, tgrid)
+                # read only the part of the source the tile needs (as fine storage does); the
+                # index map is the same as for the whole source
+                layer.window = src.window_for(tgrid)
+                layer.index, layer.cells = coarse_index(src, tgrid, window=layer.window)
                 layer.n_cells = layer.cells.size
                 if (
                     old is not None
@@ -1745,6 +1899,13 @@ def _write_tile(
         if (la.take >= 0).any()
     }
     methods = {la.name: la.method for la in layers if la.method is not None}
+    # what each daily layer is, whatever its storage (features.daily_classes): a coarse product
+    # (native cells wider than 4 pixels) or a daily covariate at about the pixel or finer
+    layer_class = dict((old.attrs.get("layer_class") or {}) if old is not None else {})
+    for la in layers:
+        if la.kind != "static" and la.src is not None:
+            wide = native_cell_width(la.src, tgrid) > CLASS_FACTOR * tgrid.resolution
+            layer_class[la.name] = "coarse" if wide else "dynamic"
     old_stats = old.attrs.get("file_stats", {}) if old is not None else {}
     file_stats = {
         la.name: _file_stats(la.src) if la.src is not None else old_stats.get(la.name, {})
@@ -1760,7 +1921,12 @@ def _write_tile(
         {la.name: la.units for la in layers},
         {la.name: la.files for la in layers},
         {la.name: (np.asarray(la.index), la.n_cells) for la in coarse},
-        attrs={**(old.attrs if old is not None else {}), "methods": methods, "file_stats": file_stats},
+        attrs={
+            **(old.attrs if old is not None else {}),
+            "methods": methods,
+            "file_stats": file_stats,
+            "layer_class": layer_class,
+        },
         tile_id=tile_id,
     )
     with writer as w:  # one day at a time, copying from the old tile or regridding
@@ -1779,7 +1945,7 @@ def _write_tile(
                 if la.copy[t] >= 0:
                     w.write_coarse(t, la.name, old.coarse[la.name].values[la.copy[t]])  # type: ignore[union-attr]
                 elif la.take[t] >= 0:
-                    w.write_coarse(t, la.name, la.src.day(la.take[t]).ravel()[la.cells])  # type: ignore[union-attr]
+                    w.write_coarse(t, la.name, la.src.day(la.take[t], la.window).ravel()[la.cells])  # type: ignore[union-attr]
     if old is None:
         log.info(
             "tile %s: %d static, %d dynamic, %d coarse layers, %d days",

@@ -239,8 +239,25 @@ def test_files_ingest_into_a_tilestore_on_the_world_grid(world, tmp_path):
     assert store.grid == world.grid
     np.testing.assert_array_equal(store.times, world.days)
     assert store.static_names == ["elevation", "twi", "sand", "clay", "porosity", "land_cover"]
-    assert store.dynamic_names == ["s1_sm", "ndvi", "lst", "precipitation"]
-    assert store.coarse_names == ["smap_sm", "era5_swvl1", "era5_swvl2", "era5_swvl3"]
+    # every daily layer coarser than the sub-pixel is kept at its own resolution (index map) ...
+    assert store.dynamic_names == []
+    assert store.coarse_names == [
+        "s1_sm",
+        "smap_sm",
+        "ndvi",
+        "lst",
+        "precipitation",
+        "era5_swvl1",
+        "era5_swvl2",
+        "era5_swvl3",
+    ]
+    # ... and keeps its class: 1-km covariates are "dynamic" features, the 9-km products "coarse"
+    from smengine.features import daily_classes
+
+    assert daily_classes(store) == (
+        ["s1_sm", "ndvi", "lst", "precipitation"],
+        ["smap_sm", "era5_swvl1", "era5_swvl2", "era5_swvl3"],
+    )
     assert store.units["lst"] == "K" and store.units["smap_sm"] == "m3 m-3"
     # 250 m elevation = 100 m elevation averaged (GDAL 'average')
     elev = _read_tif(world.paths["static"]["elevation"])

@@ -196,9 +196,7 @@ def run_demo(
         if ok.any():
             base[t].reshape(-1)[ok] = cf.predict(x[ok], n_threads=n_threads)
     smap_px = np.stack([_pixel_mean(st0.coarse["smap_sm"].expand(t), s) for t in range(days.size)])
-    s1_px = np.stack(
-        [_pixel_mean(np.asarray(st0.dynamic[t, st0.dynamic_names.index("s1_sm")]), s) for t in range(days.size)]
-    )
+    s1_px = np.stack([_pixel_mean(a, s) for a in fb.source_series("s1_sm")])  # however the tile stores it
     por_px = _pixel_mean(np.asarray(st0.static[st0.static_names.index("porosity")]), s)
     era5_px = era5_land_theta_eq(world.paths["era5"], grid, days, np.clip((1.0 - por_px) * 2.65, 0.8, 2.0))
     rows = {
