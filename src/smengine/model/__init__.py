@@ -11,7 +11,7 @@
 from smengine.model._card import ModelCard
 from smengine.model._compiled import CompiledForest, TraversalStats, detect_stride
 from smengine.model._hash import forest_hash
-from smengine.model._train import CV_SCHEMES, DEFAULT_PARAM_GRID, Forest, train
+from smengine.model._train import CV_SCHEMES, DEFAULT_PARAM_GRID, Forest, forest_size_curve, train
 
 __all__ = [
     "CV_SCHEMES",
@@ -22,5 +22,6 @@ __all__ = [
     "TraversalStats",
     "detect_stride",
     "forest_hash",
+    "forest_size_curve",
     "train",
 ]

@@ -19,6 +19,11 @@ by leave-site-out CV for the same reason.
 Every fit uses the same ``random_state``, so the same table gives the same forest (equal
 :func:`~smengine.model._hash.forest_hash`) and the same :class:`ModelCard`.
 
+The forest's size is a lever on the engine's speed: :func:`forest_size_curve` reports the
+grouped-CV skill against the number of trees and the leaf size, and
+``train(n_estimators="smallest")`` picks the smallest forest within ``size_tolerance``
+(m³ m⁻³) of the best leave-site-out RMSE, recording the curve and the choice in the card.
+
 References
 ----------
 .. [1] Breiman, L. (2001). Random forests. Machine Learning 45, 5–32.
@@ -37,7 +42,7 @@ import platform
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -51,7 +56,16 @@ from smengine.metrics import evaluate
 from smengine.model._card import ModelCard, json_safe
 from smengine.model._hash import forest_hash
 
-__all__ = ["CV_SCHEMES", "DEFAULT_PARAM_GRID", "Forest", "train"]
+__all__ = [
+    "CV_SCHEMES",
+    "DEFAULT_PARAM_GRID",
+    "SIZE_LEAVES",
+    "SIZE_TOLERANCE",
+    "SIZE_TREES",
+    "Forest",
+    "forest_size_curve",
+    "train",
+]
 
 if TYPE_CHECKING:
     from smengine.model._compiled import CompiledForest
@@ -66,6 +80,16 @@ DEFAULT_PARAM_GRID: dict[str, tuple[Any, ...]] = {"max_features": (0.2, 0.33, 0.
 
 #: Parameters :func:`train` sets itself (not searchable).
 _FIXED = ("n_estimators", "random_state", "n_jobs", "oob_score", "bootstrap", "verbose", "warm_start")
+
+#: Tree counts scored by :func:`forest_size_curve` and ``train(n_estimators="smallest")``.
+SIZE_TREES: tuple[int, ...] = (10, 25, 50, 100, 200, 500)
+
+#: Leaf sizes (``min_samples_leaf``) scored by :func:`forest_size_curve` and ``train(n_estimators="smallest")``.
+SIZE_LEAVES: tuple[int, ...] = (1, 5, 20)
+
+#: ``train(n_estimators="smallest")`` keeps forests whose pooled grouped-CV RMSE is within
+#: this of the best one's, m³ m⁻³ (absolute).
+SIZE_TOLERANCE = 0.002
 
 #: Summary metrics of the median over sites in the card.
 _MEDIAN_KEYS = ("R", "RMSE", "ubRMSE", "bias", "NSE", "KGE", "anomaly_R")
@@ -291,6 +315,122 @@ def _cross_val_predict(
     return pred, fold
 
 
+def _prefix_predict(
+    rf: RandomForestRegressor, X: np.ndarray, ks: Sequence[int], n_jobs: int | None, min_rows: int = 4096
+) -> dict[int, np.ndarray]:
+    """The predictions of the forests made of the first ``k`` trees of ``rf``, for each ``k`` of ``ks``.
+
+    scikit-learn seeds tree ``i`` of a forest with the ``i``-th draw of
+    ``RandomState(random_state)`` whatever ``n_estimators`` is (its bootstrap sample is drawn
+    from that seed), so the first ``k`` trees of a forest *are* the ``k``-tree forest of the
+    same parameters and seed. The trees' outputs are summed in order and divided by ``k``,
+    as ``RandomForestRegressor.predict`` does, so each result is bitwise equal to
+    ``predict`` of that ``k``-tree forest (``n_jobs=1``); threads split the rows.
+    """
+    want = sorted(set(int(k) for k in ks))
+    X = np.ascontiguousarray(X, dtype=np.float32)
+
+    def part(Xc: np.ndarray) -> dict[int, np.ndarray]:
+        acc = np.zeros(Xc.shape[0], dtype=np.float64)
+        out: dict[int, np.ndarray] = {}
+        for i, tree in enumerate(rf.estimators_[: want[-1]], start=1):
+            acc += tree.predict(Xc, check_input=False)
+            if i in want:
+                out[i] = acc / i
+        return out
+
+    n = min(effective_n_jobs(n_jobs), max(1, X.shape[0] // min_rows))
+    if n <= 1:
+        return part(X)
+    chunks = np.array_split(np.arange(X.shape[0]), n)
+    with ThreadPoolExecutor(n) as ex:
+        parts = list(ex.map(lambda idx: part(X[idx]), chunks))
+    return {k: np.concatenate([p[k] for p in parts]) for k in want}
+
+
+def _size_curve(
+    X: np.ndarray,
+    y: np.ndarray,
+    splits: Sequence[Split],
+    params: Mapping[str, Any],
+    trees: Sequence[int],
+    leaves: Sequence[Any],
+    random_state: int,
+    n_jobs: int | None,
+    tick: Callable[[], Any],
+    bar: Any = None,
+) -> list[dict[str, Any]]:
+    """Pooled out-of-fold skill of every (trees, leaf size): one fit of the largest forest
+    per leaf size and fold, scored by its tree prefixes (see :func:`_prefix_predict`)."""
+    n_max = max(trees)
+    rows = []
+    for leaf in leaves:
+        if bar is not None:
+            bar.set_postfix_str(f"forest size min_samples_leaf={leaf}")
+        pred = {k: np.full(y.size, np.nan) for k in trees}
+        nodes = {k: 0 for k in trees}
+        for tr, te in splits:
+            rf = _rf({**params, "min_samples_leaf": leaf}, n_max, random_state, n_jobs).fit(X[tr], y[tr])
+            for k, p in _prefix_predict(rf, X[te], trees, n_jobs).items():
+                pred[k][te] = p
+            counts = np.cumsum([e.tree_.node_count for e in rf.estimators_])
+            for k in trees:
+                nodes[k] += int(counts[k - 1])
+            tick()
+        for k in trees:
+            m = evaluate(pred[k], y)
+            rows.append(
+                {
+                    "n_estimators": int(k),
+                    "min_samples_leaf": leaf,
+                    "RMSE": m["RMSE"],
+                    "ubRMSE": m["ubRMSE"],
+                    "R": m["R"],
+                    "bias": m["bias"],
+                    "n_nodes": nodes[k] / len(splits),
+                }
+            )
+            log.info(
+                "forest size %d trees, min_samples_leaf=%s: RMSE %.4f, R %.3f, %.0f nodes",
+                k,
+                leaf,
+                m["RMSE"],
+                m["R"],
+                nodes[k] / len(splits),
+            )
+    rows.sort(key=lambda r: (r["n_estimators"], float(r["min_samples_leaf"])))
+    return rows
+
+
+def _smallest(rows: Sequence[Mapping[str, Any]], tolerance: float) -> tuple[int, int]:
+    """(index of the chosen row, index of the best): the fewest trees, then the largest
+    leaf, among the rows whose RMSE is within ``tolerance`` of the lowest."""
+    rmse = np.array([np.nan if r["RMSE"] is None else r["RMSE"] for r in rows], dtype=np.float64)
+    if not np.isfinite(rmse).any():
+        raise ValidationError("forest size: no combination has a finite cross-validated RMSE")
+    best = int(np.nanargmin(rmse))
+    ok = [i for i in range(len(rows)) if np.isfinite(rmse[i]) and rmse[i] <= rmse[best] + tolerance]
+    chosen = min(ok, key=lambda i: (rows[i]["n_estimators"], -float(rows[i]["min_samples_leaf"])))
+    return chosen, best
+
+
+def _check_sizes(trees: Sequence[int], leaves: Sequence[Any]) -> tuple[list[int], list[Any]]:
+    if isinstance(trees, (str, bytes)) or not isinstance(trees, Sequence) or not len(trees):
+        raise ConfigError(f"trees should be a non-empty list of tree counts, got {trees!r}")
+    if isinstance(leaves, (str, bytes)) or not isinstance(leaves, Sequence) or not len(leaves):
+        raise ConfigError(f"min_samples_leaf should be a non-empty list of leaf sizes, got {leaves!r}")
+    t = sorted({_check_int("trees", k, 1) for k in trees})
+    out: list[Any] = []
+    for leaf in leaves:
+        if isinstance(leaf, (int, np.integer)) and not isinstance(leaf, bool) and leaf >= 1:
+            out.append(int(leaf))
+        elif isinstance(leaf, (float, np.floating)) and 0.0 < float(leaf) < 1.0:
+            out.append(float(leaf))
+        else:
+            raise ConfigError(f"a leaf size should be an integer >= 1 or a fraction in (0, 1), got {leaf!r}")
+    return t, list(dict.fromkeys(out))
+
+
 def _per_site(stations: np.ndarray, dates: np.ndarray, obs: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
     rows = {}
     for sid in np.unique(stations):
@@ -321,6 +461,8 @@ def _drop_incomplete(
     features: Sequence[str],
     target: str,
     target_range: tuple[float, float] | None = TARGET_RANGE,
+    who: str = "train",
+    stacklevel: int = 3,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     bad_x = ~np.isfinite(X)
     bad_y = ~np.isfinite(y)
@@ -336,12 +478,12 @@ def _drop_incomplete(
         finite = int((~bad_y).sum())
         worst = float(y[bad_r][np.argmax(np.abs(y[bad_r] - 0.5 * (lo + hi)))])
         msg = (
-            f"train: {int(bad_r.sum())} of {finite} {target} values lie outside the plausible range "
+            f"{who}: {int(bad_r.sum())} of {finite} {target} values lie outside the plausible range "
             f"[{lo:g}, {hi:g}] m3 m-3 (worst {worst:.4g})"
         )
         if bad_r.sum() > 0.5 * max(finite, 1):
             raise ValidationError(f"{msg}: is the target in m3 m-3 (not %, or g/g)? pass target_range= if intended")
-        warnings.warn(msg + "; those rows are left out", DataLossWarning, stacklevel=3)
+        warnings.warn(msg + "; those rows are left out", DataLossWarning, stacklevel=stacklevel)
     keep = ~(bad_x.any(axis=1) | bad_y | bad_r | bad_s | bad_d)
     per_feature = {f: int(n) for f, n in zip(features, bad_x.sum(axis=0), strict=True) if n}
     dropped = {
@@ -368,15 +510,80 @@ def _drop_incomplete(
             f"{f} {n / len(table):.0%}" for f, n in sorted(per_feature.items(), key=lambda kv: -kv[1])[:5]
         )
         warnings.warn(
-            f"train: {dropped['total']} of {len(table)} rows ({dropped['total'] / len(table):.0%}) have "
+            f"{who}: {dropped['total']} of {len(table)} rows ({dropped['total'] / len(table):.0%}) have "
             f"NaN/inf and are left out (target {dropped['target']}; NaN share of the worst features: "
             f"{worst or 'none'}); a feature with gaps (e.g. a satellite layer on overpass days only) "
             "also leaves its pixel-days NaN in the product: use its carried SWI (FeatureSpec(swi_carry=True)) "
             "or leave it out",
             DataLossWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     return keep, dropped
+
+
+def _prepare(
+    table: pd.DataFrame,
+    features: Sequence[str] | None,
+    target: str,
+    need_xy: bool,
+    target_range: tuple[float, float] | None,
+    who: str,
+) -> tuple[list[str], np.ndarray, np.ndarray, pd.DataFrame, dict[str, Any]]:
+    """Check the feature and target columns and keep the complete rows, sorted by station and date.
+
+    Returns ``(features, X, y, data, dropped)``: the feature names, the float32 matrix and
+    float64 target of the complete rows, their ``station`` (str), ``date`` (naive UTC),
+    target (and ``x``, ``y`` with ``need_xy``) columns in the same order, and the counts of
+    dropped rows (see :func:`_drop_incomplete`). Warnings point at the caller of ``who``.
+    """
+    if features is None:
+        if "features" not in table.attrs:
+            raise ConfigError(f"{who}: the table has no .attrs['features']; pass features=[...]")
+        features = table.attrs["features"]
+    features = [str(f) for f in features]
+    if not features:
+        raise ConfigError(f"{who}: no features")
+    dup = sorted({f for f in features if features.count(f) > 1})
+    if dup:
+        raise ConfigError(f"{who}: duplicate feature(s) {dup}")
+    if target in features:
+        raise ConfigError(f"{who}: the target {target!r} is also a feature")
+    need = ["station", "date", target, *features] + (["x", "y"] if need_xy else [])
+    missing = [c for c in need if c not in table.columns]
+    if missing:
+        hint = (
+            " (x, y are needed for cv='block'; drop 'block' from cv or add them)" if {"x", "y"} & set(missing) else ""
+        )
+        raise ConfigError(f"{who}: column(s) {missing} missing from the table{hint}")
+    if not pd.api.types.is_numeric_dtype(table[target]):
+        raise ValidationError(f"{who}: target column {target!r} is not numeric ({table[target].dtype})")
+
+    X_all = _float32(table, features)
+    y_all = table[target].to_numpy(dtype=np.float64)
+    keep, dropped = _drop_incomplete(table, X_all, y_all, features, target, target_range, who=who, stacklevel=4)
+    if not keep.any():
+        raise ValidationError(
+            f"{who}: no complete rows left: all {len(table)} rows have NaN/inf in the target or a "
+            f"feature (target {dropped['target']}, features {dropped['features']})"
+        )
+    data = table.loc[keep, ["station", "date", target] + (["x", "y"] if need_xy else [])].copy()
+    data["station"] = data["station"].astype(str)
+    data["date"] = pd.to_datetime(data["date"])
+    if data["date"].dt.tz is not None:
+        data["date"] = data["date"].dt.tz_convert(None)
+    data["_row"] = np.flatnonzero(keep)
+    data = data.sort_values(["station", "date", "_row"], kind="mergesort").reset_index(drop=True)
+    rows = data["_row"].to_numpy()
+    return features, X_all[rows], y_all[rows], data, dropped
+
+
+def _groups(scheme: str, data: pd.DataFrame, block_size: float) -> np.ndarray:
+    """The group of every row under a CV scheme: station, calendar year or block ``"<i>_<j>"``."""
+    if scheme == "site":
+        return data["station"].to_numpy(dtype=object)
+    if scheme == "year":
+        return pd.DatetimeIndex(data["date"]).year.to_numpy().astype(str).astype(object)
+    return _block_groups(data["x"].to_numpy(np.float64), data["y"].to_numpy(np.float64), float(block_size))
 
 
 def _block_groups(x: np.ndarray, y: np.ndarray, block_size: float) -> np.ndarray:
@@ -385,6 +592,81 @@ def _block_groups(x: np.ndarray, y: np.ndarray, block_size: float) -> np.ndarray
     i = np.floor(x / block_size).astype(np.int64)
     j = np.floor(y / block_size).astype(np.int64)
     return np.array([f"{a}_{b}" for a, b in zip(i.tolist(), j.tolist(), strict=True)], dtype=object)
+
+
+def _choose_size(
+    X: np.ndarray,
+    y: np.ndarray,
+    site_splits: tuple[list[Split], str],
+    params: dict[str, Any],
+    search_rows: list[dict[str, Any]],
+    trees: Sequence[int],
+    leaves: Sequence[Any],
+    tolerance: float,
+    random_state: int,
+    n_jobs: int | None,
+    bar: Any,
+) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
+    """``train``'s forest-size step: (trees, parameters, card search rows) of the smallest
+    forest within ``tolerance`` of the best leave-site-out RMSE."""
+    sp, splitter = site_splits
+    others = {k: v for k, v in params.items() if k != "min_samples_leaf"}
+    curve = _size_curve(X, y, sp, others, trees, leaves, random_state, n_jobs, bar.update, bar)
+    i_chosen, i_best = _smallest(curve, tolerance)
+    best_rmse = curve[i_best]["RMSE"]
+    # the search's rows: the pick is "best" of its stage; "chosen" is the final forest only
+    keys = list(search_rows[0]["params"]) if search_rows else []
+    rows: list[dict[str, Any]] = []
+    for r in search_rows:
+        rows.append(
+            {
+                **r,
+                "params": {
+                    "n_estimators": r["n_estimators"],
+                    **r["params"],
+                    "min_samples_leaf": r["params"].get("min_samples_leaf", params["min_samples_leaf"]),
+                },
+                "stage": "search",
+                "best": r["chosen"],
+                "chosen": False,
+            }
+        )
+    for i, c in enumerate(curve):
+        p = {"n_estimators": c["n_estimators"], **{k: params[k] for k in keys if k != "min_samples_leaf"}}
+        p["min_samples_leaf"] = c["min_samples_leaf"]
+        rows.append(
+            {
+                "params": p,
+                "n_estimators": c["n_estimators"],
+                "cv": "site",
+                "splitter": splitter,
+                "RMSE": c["RMSE"],
+                "ubRMSE": c["ubRMSE"],
+                "R": c["R"],
+                "bias": c["bias"],
+                "n_nodes": c["n_nodes"],
+                "stage": "forest_size",
+                "best": i == i_best,
+                "within_tolerance": c["RMSE"] is not None
+                and math.isfinite(c["RMSE"])
+                and c["RMSE"] <= best_rmse + tolerance,
+                "size_tolerance": tolerance,
+                "chosen": i == i_chosen,
+            }
+        )
+    pick = curve[i_chosen]
+    log.info(
+        "forest size: chose %d trees, min_samples_leaf=%s (RMSE %.4f; best %.4f with %d trees, "
+        "min_samples_leaf=%s; tolerance %g m3 m-3)",
+        pick["n_estimators"],
+        pick["min_samples_leaf"],
+        pick["RMSE"],
+        best_rmse,
+        curve[i_best]["n_estimators"],
+        curve[i_best]["min_samples_leaf"],
+        tolerance,
+    )
+    return int(pick["n_estimators"]), {**params, "min_samples_leaf": pick["min_samples_leaf"]}, rows
 
 
 # ======================================================================================
@@ -398,7 +680,7 @@ def train(
     cv: str | Sequence[str] | None = CV_SCHEMES,
     search: bool = True,
     param_grid: Mapping[str, Sequence[Any]] | None = None,
-    n_estimators: int = 500,
+    n_estimators: int | Literal["smallest"] = 500,
     max_features: float | str | None = 1 / 3,
     min_samples_leaf: float = 5,
     search_estimators: int = 100,
@@ -408,6 +690,9 @@ def train(
     n_jobs: int | None = -1,
     progress: bool | None = None,
     target_range: tuple[float, float] | None = TARGET_RANGE,
+    size_tolerance: float = SIZE_TOLERANCE,
+    size_trees: Sequence[int] = SIZE_TREES,
+    size_leaves: Sequence[float] = SIZE_LEAVES,
 ) -> Forest:
     r"""Fit the Random Forest on the complete rows of a training table, with grouped CV.
 
@@ -424,9 +709,16 @@ def train(
        ``max_features`` ∈ {0.2, 0.33, 0.5} × ``min_samples_leaf`` ∈ {1, 5, 20}) is scored by
        leave-site-out CV with ``search_estimators`` trees; the lowest pooled RMSE wins
        (the first in grid order on ties).
-    3. Each scheme of ``cv`` is run with the chosen parameters and ``n_estimators`` trees;
+    3. With ``n_estimators="smallest"``, the forest's size is chosen too: every
+       combination of ``size_trees`` trees and ``size_leaves`` leaf sizes (with the other
+       parameters as chosen so far) is scored by leave-site-out CV (see
+       :func:`forest_size_curve`), and the smallest forest whose pooled RMSE is within
+       ``size_tolerance`` m³ m⁻³ of the lowest wins: the fewest trees, then the largest
+       ``min_samples_leaf`` (fewer nodes). It replaces ``min_samples_leaf`` (also the
+       search's choice) and sets ``n_estimators``.
+    4. Each scheme of ``cv`` is run with the chosen parameters and ``n_estimators`` trees;
        out-of-fold predictions, pooled metrics and per-station metrics are kept.
-    4. The final forest is fitted on every complete row with out-of-bag scoring.
+    5. The final forest is fitted on every complete row with out-of-bag scoring.
 
     Every fit (search, CV folds, final) is a ``RandomForestRegressor(bootstrap=True,
     random_state=random_state)``, so a fold can be re-fitted exactly from
@@ -453,8 +745,15 @@ def train(
     param_grid : mapping of str → sequence, optional
         ``RandomForestRegressor`` parameters and values to search (default
         :data:`DEFAULT_PARAM_GRID`). Parameters not in the grid keep the values below.
-    n_estimators : int, optional
-        Trees of the CV and final forests (default 500).
+    n_estimators : int or "smallest", optional
+        Trees of the CV and final forests (default 500). ``"smallest"`` chooses the trees
+        and ``min_samples_leaf`` by leave-site-out CV (step 3; needs at least 2 stations).
+        The card's ``search`` then lists every size scored (``"stage": "forest_size"``,
+        ``params`` with ``n_estimators`` and ``min_samples_leaf``, pooled ``RMSE``,
+        ``ubRMSE``, ``R``, ``bias``, mean ``n_nodes`` of the fold forests, ``best`` for the
+        lowest RMSE, ``within_tolerance``, ``size_tolerance``) after the search's candidates
+        (``"stage": "search"``, the search's pick marked ``best``); ``chosen`` marks the final
+        forest's parameters only, so ``card.chosen`` is the forest-size pick.
     max_features : float, int, str or None, optional
         Features tried per split (default 1/3 of them: Breiman's regression default;
         scikit-learn's own default, 1.0, is plain bagging).
@@ -476,6 +775,15 @@ def train(
         False never.
     target_range : (float, float) or None, optional
         Plausible target values, m³ m⁻³ (default :data:`TARGET_RANGE`); None checks none.
+    size_tolerance : float, optional
+        With ``n_estimators="smallest"``: how much worse than the best pooled leave-site-out
+        RMSE the chosen forest may be, in m³ m⁻³ (absolute, not relative; default
+        :data:`SIZE_TOLERANCE` = 0.002). 0 picks the smallest of the best.
+    size_trees : sequence of int, optional
+        With ``n_estimators="smallest"``: tree counts to score (default :data:`SIZE_TREES`).
+    size_leaves : sequence of int or float, optional
+        With ``n_estimators="smallest"``: ``min_samples_leaf`` values to score (default
+        :data:`SIZE_LEAVES`).
 
     Returns
     -------
@@ -485,8 +793,9 @@ def train(
     ------
     ConfigError
         Unknown CV scheme; missing feature, target, station/date or (for ``"block"``)
-        ``x``/``y`` columns; fewer than 2 stations for site CV or the search; a bad
-        ``param_grid`` or integer argument.
+        ``x``/``y`` columns; fewer than 2 stations for site CV, the search or
+        ``n_estimators="smallest"``; a bad ``param_grid``, integer argument, size list or
+        tolerance.
     ValidationError
         No complete rows left; non-numeric feature columns; non-finite coordinates.
 
@@ -495,6 +804,10 @@ def train(
     Out-of-fold predictions are made with the trees summed in their fixed order (threads
     split the rows), so they, the card's metrics and the search's choice are bitwise
     reproducible for any ``n_jobs``; scikit-learn's own threaded ``predict`` is not.
+
+    The forest-size step fits only the largest forest per fold and leaf size: the first
+    ``k`` trees of a scikit-learn forest are exactly the ``k``-tree forest with the same
+    seed (see :func:`forest_size_curve`), so every tree count costs one fit.
 
     The out-of-bag score is optimistic for station time series (days in the bag have
     neighbours out of it); the grouped CV metrics are the ones to report.
@@ -510,11 +823,28 @@ def train(
     >>> forest = train(training_table(stations, stores))      # doctest: +SKIP
     >>> print(forest.card.to_markdown())                       # doctest: +SKIP
     >>> compiled = forest.compile()                            # doctest: +SKIP
+    >>> small = train(table, n_estimators="smallest", size_tolerance=0.002)  # doctest: +SKIP
+    >>> small.card.chosen["params"]                            # doctest: +SKIP
+    {'n_estimators': 50, 'min_samples_leaf': 20}
     """
     # ---------------------------------------------------------------- validate
     if not isinstance(table, pd.DataFrame):
         raise ConfigError(f"train: table should be a pandas DataFrame, got {type(table).__name__}")
     schemes = _schemes(cv)
+    smallest = isinstance(n_estimators, str) and n_estimators == "smallest"
+    if smallest:
+        if not (
+            isinstance(size_tolerance, (int, float, np.integer, np.floating))
+            and not isinstance(size_tolerance, bool)
+            and math.isfinite(size_tolerance)
+            and size_tolerance >= 0
+        ):
+            raise ConfigError(f"size_tolerance should be a number >= 0 (m3 m-3), got {size_tolerance!r}")
+        size_tolerance = float(size_tolerance)
+        size_trees, size_leaves = _check_sizes(size_trees, size_leaves)
+        n_estimators = max(size_trees)  # replaced by the choice
+    elif isinstance(n_estimators, str):
+        raise ConfigError(f"n_estimators should be an integer >= 1 or 'smallest', got {n_estimators!r}")
     n_estimators = _check_int("n_estimators", n_estimators, 1)
     search_estimators = _check_int("search_estimators", search_estimators, 1)
     random_state = _check_int("random_state", random_state, 0)
@@ -525,53 +855,15 @@ def train(
     ):
         raise ConfigError(f"block_size should be a positive number of metres, got {block_size!r}")
     candidates = _param_grid(param_grid) if search else []
-    if features is None:
-        if "features" not in table.attrs:
-            raise ConfigError("train: the table has no .attrs['features']; pass features=[...]")
-        features = table.attrs["features"]
-    features = [str(f) for f in features]
-    if not features:
-        raise ConfigError("train: no features")
-    dup = sorted({f for f in features if features.count(f) > 1})
-    if dup:
-        raise ConfigError(f"train: duplicate feature(s) {dup}")
-    if target in features:
-        raise ConfigError(f"train: the target {target!r} is also a feature")
-    need = ["station", "date", target, *features] + (["x", "y"] if "block" in schemes else [])
-    missing = [c for c in need if c not in table.columns]
-    if missing:
-        hint = (
-            " (x, y are needed for cv='block'; drop 'block' from cv or add them)" if {"x", "y"} & set(missing) else ""
-        )
-        raise ConfigError(f"train: column(s) {missing} missing from the table{hint}")
-    if not pd.api.types.is_numeric_dtype(table[target]):
-        raise ValidationError(f"train: target column {target!r} is not numeric ({table[target].dtype})")
-
     # ---------------------------------------------------------------- complete rows
-    X_all = _float32(table, features)
-    y_all = table[target].to_numpy(dtype=np.float64)
-    keep, dropped = _drop_incomplete(table, X_all, y_all, features, target, target_range)
-    if not keep.any():
-        raise ValidationError(
-            f"train: no complete rows left: all {len(table)} rows have NaN/inf in the target or a "
-            f"feature (target {dropped['target']}, features {dropped['features']})"
-        )
-    data = table.loc[keep, ["station", "date", target] + (["x", "y"] if "block" in schemes else [])].copy()
-    data["station"] = data["station"].astype(str)
-    data["date"] = pd.to_datetime(data["date"])
-    if data["date"].dt.tz is not None:
-        data["date"] = data["date"].dt.tz_convert(None)
-    data["_row"] = np.flatnonzero(keep)
-    data = data.sort_values(["station", "date", "_row"], kind="mergesort").reset_index(drop=True)
-    rows = data["_row"].to_numpy()
-    X, y = X_all[rows], y_all[rows]
-    del X_all, y_all
+    features, X, y, data, dropped = _prepare(table, features, target, "block" in schemes, target_range, "train")
     stations = data["station"].to_numpy(dtype=object)
     dates = data["date"].to_numpy()
     site_ids = sorted(set(stations.tolist()))
-    if (search or "site" in schemes) and len(site_ids) < 2:
+    if (search or smallest or "site" in schemes) and len(site_ids) < 2:
+        also = (" and the search" if search else "") + (" and n_estimators='smallest'" if smallest else "")
         raise ConfigError(
-            f"train: leave-site-out CV{' and the search' if search else ''} need at least 2 stations, "
+            f"train: leave-site-out CV{also} need at least 2 stations, "
             f"got {len(site_ids)} {site_ids} after dropping incomplete rows"
         )
     log.info("training on %d rows, %d features, %d stations", y.size, len(features), len(site_ids))
@@ -580,20 +872,20 @@ def train(
     groups: dict[str, np.ndarray] = {}
     skipped: dict[str, str] = {}
     for s in schemes:
-        if s == "site":
-            groups[s] = stations
-        elif s == "year":
-            groups[s] = pd.DatetimeIndex(data["date"]).year.to_numpy().astype(str).astype(object)
-        else:
-            groups[s] = _block_groups(data["x"].to_numpy(np.float64), data["y"].to_numpy(np.float64), float(block_size))
+        groups[s] = _groups(s, data, block_size)
         if np.unique(groups[s]).size < 2:
             what = {"site": "station", "year": "calendar year", "block": f"{block_size:g} m block"}[s]
             skipped[s] = f"only one {what} ({groups[s][0]})"
             log.warning("%s CV skipped: the training data hold only one %s (%s)", s, what, groups[s][0])
             del groups[s]
     splits = {s: _splits(s, g, n_splits) for s, g in groups.items()}
-    site_splits = splits["site"] if "site" in splits else (_splits("site", stations, n_splits) if search else None)
+    site_splits = (
+        splits["site"] if "site" in splits else (_splits("site", stations, n_splits) if search or smallest else None)
+    )
     n_fits = len(candidates) * len(site_splits[0] if site_splits else []) + sum(len(v[0]) for v in splits.values()) + 1
+    if smallest:
+        assert site_splits is not None
+        n_fits += len(size_leaves) * len(site_splits[0])
 
     base: dict[str, Any] = {"max_features": max_features, "min_samples_leaf": min_samples_leaf}
     bar = _progress(progress, n_fits)
@@ -627,6 +919,23 @@ def train(
             params = {**base, **candidates[i_best]}
             search_rows[i_best]["chosen"] = True
             log.info("search chose %s (RMSE %.4f)", {k: params[k] for k in candidates[0]}, best)
+
+        # ------------------------------------------------------------ forest size
+        if smallest:
+            assert site_splits is not None
+            n_estimators, params, search_rows = _choose_size(
+                X,
+                y,
+                site_splits,
+                params,
+                search_rows,
+                size_trees,
+                size_leaves,
+                size_tolerance,
+                random_state,
+                n_jobs,
+                bar,
+            )
 
         # ------------------------------------------------------------ CV
         frames = []
@@ -727,3 +1036,142 @@ def train(
     )
     log.info("trained forest %s: OOB R² %.3f", card.content_hash[:19], rf.oob_score_)
     return Forest(rf, features, card, cv_predictions, site_metrics)
+
+
+# ======================================================================================
+# forest size
+# ======================================================================================
+def forest_size_curve(
+    table: pd.DataFrame,
+    features: Sequence[str] | None = None,
+    target: str = "target",
+    *,
+    trees: Sequence[int] = SIZE_TREES,
+    min_samples_leaf: Sequence[float] = SIZE_LEAVES,
+    cv: str = "site",
+    max_features: float | str | None = 1 / 3,
+    n_splits: int | None = 5,
+    block_size: float = 100_000.0,
+    random_state: int = 0,
+    n_jobs: int | None = -1,
+    progress: bool | None = None,
+    target_range: tuple[float, float] | None = TARGET_RANGE,
+) -> pd.DataFrame:
+    r"""Grouped-CV skill of the forest against its number of trees and its leaf size.
+
+    For each ``min_samples_leaf`` and each fold of the grouped CV ``cv``, one forest of
+    ``max(trees)`` trees is fitted (``RandomForestRegressor(bootstrap=True,
+    random_state=random_state)``, as in :func:`train`) and the held-out rows are predicted
+    by its first ``k`` trees for every ``k`` of ``trees``. The pooled out-of-fold
+    predictions give one row of skill per (trees, leaf size).
+
+    The first ``k`` trees of a scikit-learn forest are exactly the ``k``-tree forest with
+    the same parameters and seed: tree ``i`` is seeded by the ``i``-th draw of
+    ``RandomState(random_state)`` whatever the forest's size, and its bootstrap sample is
+    drawn from that seed. Their outputs are summed in order and divided by ``k`` as
+    ``RandomForestRegressor.predict`` does, so each row equals the CV of a ``k``-tree forest
+    fitted on its own, bit for bit, at the cost of one fit per fold and leaf size.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A training table, as for :func:`train`; incomplete rows are dropped the same way.
+    features : sequence of str, optional
+        Feature columns (default ``table.attrs["features"]``).
+    target : str, optional
+        Target column, m³ m⁻³ (default ``"target"``).
+    trees : sequence of int, optional
+        Tree counts (default :data:`SIZE_TREES`: 10, 25, 50, 100, 200, 500).
+    min_samples_leaf : sequence of int or float, optional
+        Leaf sizes (default :data:`SIZE_LEAVES`: 1, 5, 20).
+    cv : {"site", "year", "block"}, optional
+        The grouped CV scheme (default leave-site-out), with the splits of :func:`train`.
+    max_features : float, int, str or None, optional
+        Features tried per split (default 1/3).
+    n_splits : int or None, optional
+        Folds for site and block CV (default 5; None: one group per fold).
+    block_size : float, optional
+        Side of the spatial blocks for ``cv="block"``, m (default 100 km).
+    random_state : int, optional
+        Seed of every fit (default 0).
+    n_jobs : int or None, optional
+        Threads per fit and prediction (default -1: all cores); the result does not depend
+        on it.
+    progress : bool or None, optional
+        tqdm progress over the fits (None: on a terminal only).
+    target_range : (float, float) or None, optional
+        Plausible target values, m³ m⁻³ (default :data:`TARGET_RANGE`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (``n_estimators``, ``min_samples_leaf``), sorted by trees then leaf
+        size: pooled out-of-fold ``RMSE``, ``ubRMSE``, ``bias`` (m³ m⁻³), ``R``, and
+        ``n_nodes``, the mean over folds of the forest's total node count (what the
+        compiled forest's size and speed follow). ``.attrs`` holds ``cv``, ``splitter``,
+        ``n_folds``, ``n_groups``, ``n_samples``, ``max_features`` and ``random_state``.
+
+    Raises
+    ------
+    ConfigError
+        Unknown or several CV schemes, a scheme with fewer than 2 groups, missing columns,
+        bad tree counts or leaf sizes.
+    ValidationError
+        No complete rows; non-numeric features.
+
+    See Also
+    --------
+    train : with ``n_estimators="smallest"``, picks the smallest forest of this curve
+        within a tolerance of the best RMSE.
+
+    Examples
+    --------
+    >>> curve = forest_size_curve(table, trees=(25, 50, 100), min_samples_leaf=(5, 20))  # doctest: +SKIP
+    >>> curve.pivot(index="n_estimators", columns="min_samples_leaf", values="RMSE")    # doctest: +SKIP
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise ConfigError(f"forest_size_curve: table should be a pandas DataFrame, got {type(table).__name__}")
+    if not isinstance(cv, str):
+        raise ConfigError(f"forest_size_curve: cv should be one scheme of {list(CV_SCHEMES)}, got {cv!r}")
+    (scheme,) = _schemes(cv)
+    tree_list, leaves = _check_sizes(trees, min_samples_leaf)
+    random_state = _check_int("random_state", random_state, 0)
+    if n_splits is not None:
+        n_splits = _check_int("n_splits", n_splits, 2)
+    if scheme == "block" and not (
+        isinstance(block_size, (int, float)) and math.isfinite(block_size) and block_size > 0
+    ):
+        raise ConfigError(f"block_size should be a positive number of metres, got {block_size!r}")
+    features, X, y, data, _ = _prepare(table, features, target, scheme == "block", target_range, "forest_size_curve")
+    groups = _groups(scheme, data, block_size)
+    n_groups = int(np.unique(groups).size)
+    if n_groups < 2:
+        raise ConfigError(f"forest_size_curve: {scheme} CV needs at least 2 groups, got {n_groups} ({groups[0]})")
+    sp, splitter = _splits(scheme, groups, n_splits)
+    log.info(
+        "forest size curve: %d rows, %d features, %s CV (%s), trees %s, min_samples_leaf %s",
+        y.size,
+        len(features),
+        scheme,
+        splitter,
+        tree_list,
+        leaves,
+    )
+    bar = _progress(progress, len(leaves) * len(sp))
+    try:
+        rows = _size_curve(
+            X, y, sp, {"max_features": max_features}, tree_list, leaves, random_state, n_jobs, bar.update, bar
+        )
+    finally:
+        bar.close()
+    out = pd.DataFrame(rows, columns=["n_estimators", "min_samples_leaf", "RMSE", "ubRMSE", "R", "bias", "n_nodes"])
+    out.attrs.update(
+        cv=scheme,
+        splitter=splitter,
+        n_folds=len(sp),
+        n_groups=n_groups,
+        n_samples=int(y.size),
+        max_features=json_safe(max_features),
+        random_state=random_state,
+    )
+    return out
