@@ -43,7 +43,7 @@ import numpy as np
 from smengine._days import as_day, as_days
 from smengine.errors import ConfigError, DataError, ValidationError
 from smengine.features import parse_swi_feature_name
-from smengine.grid import Grid
+from smengine.grid import Grid, transformer
 from smengine.tiles import CoarseLayer
 
 log = logging.getLogger(__name__)
@@ -149,8 +149,6 @@ def _edges(c: np.ndarray, name: str) -> tuple[np.ndarray, bool]:
 def _cell_index(ds: Any, name: str, grid: Grid, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
     """(index (h, w) into ``cells``, cells: flat indices into the layer's last two axes) for the
     sub-pixels ``rows, cols`` of ``grid`` of a layer on its own grid."""
-    from pyproj import Transformer
-
     var = ds[name]
     ydim, xdim = var.dims[-2:]
     ye, ydec = _edges(ds[ydim].values, ydim)
@@ -160,7 +158,7 @@ def _cell_index(ds: Any, name: str, grid: Grid, rows: slice, cols: slice) -> tup
     rr, cc = np.meshgrid(r, c, indexing="ij")
     x, y = grid.xy(rr, cc, subpixel=True)
     crs = _crs_of(ds, var, grid)
-    sx, sy = Transformer.from_crs(grid.pyproj_crs, crs, always_xy=True).transform(x, y)
+    sx, sy = transformer(grid.pyproj_crs, crs).transform(x, y)
     sx, sy = np.asarray(sx, np.float64), np.asarray(sy, np.float64)
     if crs.is_geographic:  # wrap longitudes into the layer's range
         sx = (sx - xe[0]) % 360.0 + xe[0]

@@ -80,12 +80,12 @@ import numpy as np
 import numpy.typing as npt
 import rasterio
 from affine import Affine
-from pyproj import CRS, Transformer
+from pyproj import CRS
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
 from smengine.errors import ConfigError, DataError, DataLossWarning, SMEngineWarning
-from smengine.grid import Grid, Tile, Window
+from smengine.grid import Grid, Tile, Window, transformer
 from smengine.tiles import CoarseLayer, TileStore, TileWriter, as_days, remove_stale_temps
 
 log = logging.getLogger(__name__)
@@ -458,7 +458,7 @@ class Source:
         """The part of a regular source that covers ``grid`` (plus ``pad`` cells), or None."""
         if self.transform is None:
             return None
-        t = Transformer.from_crs(grid.crs, self.crs, always_xy=True)
+        t = transformer(grid.crs, self.crs)
         x0, y0, x1, y1 = t.transform_bounds(*grid.bounds, densify_pts=21)
         inv = ~self.transform
         cols, rows = inv @ (np.array([x0, x1, x0, x1]), np.array([y0, y0, y1, y1]))
@@ -1232,7 +1232,7 @@ def _check_overlap(source: Source, grid: Grid) -> None:
         ok = ((source.lat >= south - 1) & (source.lat <= north + 1) & (lon >= west - 1) & (lon <= east + 1)).any()
     else:
         sw, ss, se, sn = rasterio.transform.array_bounds(*source.shape, source.transform)
-        t = Transformer.from_crs(grid.crs, source.crs, always_xy=True)
+        t = transformer(grid.crs, source.crs)
         gx0, gy0, gx1, gy1 = t.transform_bounds(*grid.bounds, densify_pts=21)
         ok = not (gx1 <= sw or gx0 >= se or gy1 <= ss or gy0 >= sn)
     if not ok:
@@ -1252,7 +1252,7 @@ def _points_nearest(source: Source, grid: Grid, subpixel: bool) -> np.ndarray:
     h, w = grid.subpixel_shape if subpixel else grid.shape
     rows, cols = np.mgrid[0:h, 0:w]
     x, y = grid.xy(rows, cols, subpixel=subpixel)
-    lon, lat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform(x, y)
+    lon, lat = transformer(grid.crs, "EPSG:4326").transform(x, y)
     return _nearest_on_sphere(source.lat, source.lon, np.asarray(lat), np.asarray(lon))  # type: ignore[arg-type]
 
 
@@ -1384,7 +1384,7 @@ def coarse_index(
     else:
         rows, cols = np.mgrid[0:h, 0:w]
         x, y = grid.xy(rows, cols, subpixel=subpixel)
-        sx, sy = Transformer.from_crs(grid.crs, source.crs, always_xy=True).transform(x, y)
+        sx, sy = transformer(grid.crs, source.crs).transform(x, y)
         if source.crs.is_geographic:
             sx = (np.asarray(sx) - source.transform.c) % 360.0 + source.transform.c  # wrap longitudes
         c, r = ~source.window_transform(window) @ (np.asarray(sx), np.asarray(sy))
@@ -1440,7 +1440,7 @@ def native_cell_width(source: Source, grid: Grid) -> float:
     if source.transform is None:
         return fallback
     x0, y0, x1, y1 = grid.bounds
-    to_src = Transformer.from_crs(grid.crs, source.crs, always_xy=True)
+    to_src = transformer(grid.crs, source.crs)
     sx, sy = to_src.transform(0.5 * (x0 + x1), 0.5 * (y0 + y1))
     if source.crs.is_geographic:
         sx = (sx - source.transform.c) % 360.0 + source.transform.c
@@ -1450,7 +1450,7 @@ def native_cell_width(source: Source, grid: Grid) -> float:
     r = min(max(math.floor(row), 0), max(source.shape[0] - 1, 0))
     c = min(max(math.floor(col), 0), max(source.shape[1] - 1, 0))
     corners = [source.transform @ (c + dc, r + dr) for dc, dr in ((0, 0), (1, 0), (0, 1))]
-    to_grid = Transformer.from_crs(source.crs, grid.crs, always_xy=True)
+    to_grid = transformer(source.crs, grid.crs)
     px, py = to_grid.transform([p[0] for p in corners], [p[1] for p in corners])
     e1 = (px[1] - px[0], py[1] - py[0])
     e2 = (px[2] - px[0], py[2] - py[0])

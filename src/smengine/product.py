@@ -51,12 +51,10 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import functools
 import json
 import logging
 import math
 import os
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -68,13 +66,13 @@ import numpy.typing as npt
 import pandas as pd
 import xarray as xr
 from affine import Affine
-from pyproj import CRS, Transformer
+from pyproj import CRS
 
 import smengine
 from smengine._days import as_days
 from smengine._io import atomic_target
 from smengine.errors import ConfigError, DataError, SMEngineError, ValidationError
-from smengine.grid import Grid
+from smengine.grid import Grid, transformer
 
 log = logging.getLogger(__name__)
 
@@ -467,13 +465,6 @@ def _check_consistency(data: dict[str, np.ndarray], flag: np.ndarray, days: pd.D
                     raise ValidationError(f"{name} should be >= 0; it is negative at {_where(bad, days)}")
 
 
-@functools.lru_cache(maxsize=64)
-def _to_lonlat(crs_wkt: str, thread: int) -> Transformer:
-    """The transformer from a grid's CRS to longitude/latitude, cached per thread (building one
-    takes ~25 ms; a transformer is not shared between threads)."""
-    return Transformer.from_crs(CRS.from_wkt(crs_wkt), "EPSG:4326", always_xy=True)
-
-
 def _assemble(
     data: dict[str, np.ndarray], flag: np.ndarray, grid: Grid, days: pd.DatetimeIndex, lonlat: bool
 ) -> xr.Dataset:
@@ -516,7 +507,7 @@ def _assemble(
     }
     if lonlat:
         xx, yy = np.meshgrid(x, y)
-        lon, lat = _to_lonlat(crs.to_wkt(), threading.get_ident()).transform(xx, yy)
+        lon, lat = transformer(crs, "EPSG:4326").transform(xx, yy)
         coords["lat"] = (
             ("y", "x"),
             np.asarray(lat, np.float64),

@@ -288,15 +288,15 @@ def era5_land_theta_eq(
     ndarray, float32, shape (n_days, Py, Px)
     """
     import xarray as xr
-    from pyproj import Transformer
 
     from smengine.footprint import equivalent_soil_moisture
+    from smengine.grid import transformer
 
     d = np.asarray(days, dtype="datetime64[D]")
     Py, Px = grid.shape
     rows, cols = np.meshgrid(np.arange(Py), np.arange(Px), indexing="ij")
     x, y = grid.xy(rows.ravel(), cols.ravel())
-    lon, lat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform(x, y)
+    lon, lat = transformer(grid.crs, "EPSG:4326").transform(x, y)
     with xr.open_dataset(path, engine="netcdf4") as ds:
         missing = [v for v in ("swvl1", "swvl2", "swvl3", "swvl4") if v not in ds]
         if missing:
