@@ -858,6 +858,12 @@ def train(
     help="Run tiles on a local Dask cluster of this many worker processes "
     "(each with --threads threads, default 1; needs smengine[dask]).",
 )
+@click.option(
+    "--footprint",
+    is_flag=True,
+    help="Add d86 (cm) and, where the tiles have abs_humidity, r86 (m) per pixel-day: the depth and radius "
+    "each value represents (needs a bulk_density or porosity layer).",
+)
 def predict(
     model: Path,
     tiles: tuple[Path, ...],
@@ -873,6 +879,7 @@ def predict(
     max_missing: float | None,
     fmt: str,
     workers: int | None,
+    footprint: bool,
 ) -> None:
     """Predict the daily 1-km product of TILES (tile files or folders of them) with MODEL.
 
@@ -945,9 +952,12 @@ def predict(
             if fmt == "domain-zarr":
                 from smengine.domain import run_domain
 
+                if footprint:
+                    raise click.UsageError("--footprint is not available with --format domain-zarr yet")
+
                 res = run_domain(paths, cf, out_dir / "product.zarr", days, time_chunk=file_days, **common)
             else:
-                res = run(paths, cf, out_dir, days, file_days=file_days, format=fmt, **common)
+                res = run(paths, cf, out_dir, days, file_days=file_days, format=fmt, footprint=footprint, **common)
     except SMEngineError as exc:
         raise click.ClickException(str(exc)) from exc
     st = res.stats

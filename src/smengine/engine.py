@@ -454,6 +454,7 @@ class TileRunner:
         self._scratch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._next = 0  # first store day index not yet run through the SWI state
         self.stats = EngineStats()
+        self.footprint = False  # add d86/r86 to products (footprint_layers)
 
     def _check_units(self) -> None:
         """Compare the model card's feature units with the tile's; set the plan's conversions and report them."""
@@ -641,6 +642,7 @@ def predict(
     config: dict[str, Any] | None = None,
     progress: Callable[[int], Any] | None = None,
     max_missing: float | None = None,
+    footprint: bool = False,
 ) -> Any:
     """Daily 1-km soil moisture of one tile: every sub-pixel through the forest, averaged per pixel.
 
@@ -671,6 +673,9 @@ def predict(
         Raise :class:`~smengine.errors.DataError` when more than this fraction of the
         pixel-days has no value (default: only the :class:`~smengine.errors.DataLossWarning`
         above :data:`NAN_WARN_FRACTION`).
+    footprint : bool, optional
+        Add ``d86`` (cm) and, where the tile has humidity, ``r86`` (m) per pixel-day: the
+        depth and radius the value represents (:func:`footprint_layers`).
 
     Returns
     -------
@@ -693,6 +698,7 @@ def predict(
         day_inner=day_inner,
         reuse=reuse,
     )
+    runner.footprint = bool(footprint)
     req, out = runner.predict_arrays(days, progress=progress)
     runner.stats.warn_if_degraded(f"predict {runner.store.path}", max_missing=max_missing)
     return _product(runner, req, out, config)
@@ -805,6 +811,8 @@ def _engine_config(runner: TileRunner, config: dict[str, Any] | None) -> dict[st
             "tile_path": str(runner.store.path),
         }
     }
+    if getattr(runner, "footprint", False):
+        cfg["engine"]["footprint"] = _footprint_inputs(runner.store)
     if config:
         cfg.update(config)
     return json.loads(json.dumps(cfg, sort_keys=True, default=str))
@@ -820,6 +828,10 @@ def _product(
     from smengine.product import make_product
 
     cfg = _engine_config(runner, config)
+    fp: dict[str, Any] = {}
+    if getattr(runner, "footprint", False):
+        fp = footprint_layers(runner.store, days, out["sm"])
+        fp.pop("inputs")
     ds = make_product(
         out["sm"],
         out["uncertainty"],
@@ -831,10 +843,136 @@ def _product(
         min_valid_fraction=runner.min_valid_fraction,
         model_card=runner.forest.card,
         config=cfg,
+        **fp,
     )
     if inputs is not None:
         ds.attrs["smengine_inputs"] = inputs
     return ds
+
+
+#: Particle density of mineral soil, g cm⁻³: bulk density from a porosity layer, ρ_b = (1 − φ) · 2.65.
+PARTICLE_DENSITY = 2.65
+#: Absolute humidity below which R86 is not computed (its formula needs h > 0), g m⁻³.
+_MIN_HUMIDITY = 0.0
+
+
+def _pixel_mean(a: np.ndarray, k: int) -> np.ndarray:
+    """NaN-aware mean of k × k sub-pixel blocks: (..., Y, X) → (..., Y/k, X/k)."""
+    *lead, Y, X = a.shape
+    b = np.asarray(a, dtype=np.float64).reshape(*lead, Y // k, k, X // k, k)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN pixel is NaN
+        return np.nanmean(b, axis=(-3, -1))
+
+
+def _daily_pixel_mean(store: Any, name: str, days: np.ndarray) -> np.ndarray:
+    """Pixel means of a daily layer (sub-pixel or native resolution) on ``days`` (NaN where absent)."""
+    k = store.grid.subpixel
+    ny, nx = store.grid.shape
+    out = np.full((days.size, ny, nx), np.nan)
+    pos = np.searchsorted(store.times, days)
+    for i, (d, t) in enumerate(zip(days, pos, strict=True)):
+        if t < store.times.size and store.times[t] == d:
+            if name in store.dynamic_names:
+                field_ = store.dynamic[t, store.dynamic_names.index(name)]
+            else:
+                field_ = store.coarse[name].expand(int(t))
+            out[i] = _pixel_mean(field_, k)
+    return out
+
+
+def footprint_layers(store: Any, days: np.ndarray, sm: np.ndarray, *, r: float = 1.0) -> dict[str, Any]:
+    r"""Per pixel-day CRNS footprint of the product: D86 (cm) and R86 (m) of its θ.
+
+    D86 = :func:`smengine.footprint.penetration_depth` (r = 1 m, the pixel's bulk density,
+    θ = ``sm``); R86 = :func:`smengine.footprint.footprint_radius` (the pixel's absolute
+    humidity and pressure, θ = ``sm``). Inputs from the tile's layers, pixel means of their
+    sub-pixels: bulk density from a static ``bulk_density`` layer (g cm⁻³), else from
+    ``porosity`` as (1 − φ) · :data:`PARTICLE_DENSITY`; humidity from a daily
+    ``abs_humidity`` layer (g m⁻³); pressure from a daily ``pressure`` layer (hPa), else from a
+    static ``elevation`` (m, the barometric formula), else 1013.25 hPa. Without humidity there
+    is no R86 (it depends on it strongly); what was used is returned in ``inputs`` and
+    recorded in the product's ``smengine_config``.
+
+    Parameters
+    ----------
+    store : TileStore
+    days : ndarray of datetime64[D]
+        The product's days.
+    sm : ndarray, shape (days, ny, nx)
+        The product's soil moisture, m³ m⁻³.
+    r : float, optional
+        Distance from the sensor for D86, m (default 1).
+
+    Returns
+    -------
+    dict
+        ``d86`` (and ``r86`` when humidity is known) arrays of ``sm``'s shape, float32, NaN
+        where ``sm`` is; ``inputs``: where each input came from.
+
+    Raises
+    ------
+    ConfigError
+        The tile has neither a ``bulk_density`` nor a ``porosity`` static layer.
+    """
+    from smengine.footprint import footprint_radius, penetration_depth
+
+    k = store.grid.subpixel
+    statics = list(store.static_names)
+    daily = list(store.dynamic_names) + list(store.coarse_names)
+    inputs = _footprint_inputs(store, r)
+    if "bulk_density" in statics:
+        bd = _pixel_mean(store.static[statics.index("bulk_density")], k)
+    else:
+        bd = (1.0 - _pixel_mean(store.static[statics.index("porosity")], k)) * PARTICLE_DENSITY
+    theta = np.asarray(sm, dtype=np.float64)
+    ok = np.isfinite(theta) & (theta > 0.0) & (theta < 1.0) & np.isfinite(bd)[None] & (bd > 0)[None]
+    d86 = np.full(theta.shape, np.nan, np.float32)
+    bdd = np.broadcast_to(bd, theta.shape)
+    d86[ok] = penetration_depth(r, bdd[ok], theta[ok])
+    out: dict[str, Any] = {"d86": d86}
+    if "abs_humidity" in daily:
+        hum = _daily_pixel_mean(store, "abs_humidity", days)
+        if "pressure" in daily:
+            p = _daily_pixel_mean(store, "pressure", days)
+        elif "elevation" in statics:
+            z = _pixel_mean(store.static[statics.index("elevation")], k)
+            p = np.broadcast_to(1013.25 * (1.0 - 2.25577e-5 * z) ** 5.25588, theta.shape)
+        else:
+            p = np.full(theta.shape, 1013.25)
+        okr = ok & np.isfinite(hum) & (hum >= _MIN_HUMIDITY) & np.isfinite(p) & (p > 0)
+        r86 = np.full(theta.shape, np.nan, np.float32)
+        r86[okr] = footprint_radius(hum[okr], theta[okr], p[okr])
+        out["r86"] = r86
+    out["inputs"] = inputs
+    return out
+
+
+def _footprint_inputs(store: Any, r: float = 1.0) -> dict[str, str]:
+    """Where :func:`footprint_layers` takes each input from, for this tile (recorded in products)."""
+    statics = list(store.static_names)
+    daily = list(store.dynamic_names) + list(store.coarse_names)
+    inputs: dict[str, str] = {"r_m": f"{r:g}"}
+    if "bulk_density" in statics:
+        inputs["bulk_density"] = "tile layer bulk_density"
+    elif "porosity" in statics:
+        inputs["bulk_density"] = f"(1 - porosity) * {PARTICLE_DENSITY:g}"
+    else:
+        raise ConfigError(
+            f"{store.path}: D86 needs the bulk density: the tile has neither a 'bulk_density' nor a 'porosity' "
+            f"static layer (it has {statics})"
+        )
+    if "abs_humidity" not in daily:
+        inputs["r86"] = "not computed: no abs_humidity layer"
+        return inputs
+    inputs["humidity"] = "tile layer abs_humidity"
+    if "pressure" in daily:
+        inputs["pressure"] = "tile layer pressure"
+    elif "elevation" in statics:
+        inputs["pressure"] = "barometric formula of tile layer elevation"
+    else:
+        inputs["pressure"] = "1013.25 hPa (no pressure or elevation layer)"
+    return inputs
 
 
 @dataclass(frozen=True)
@@ -910,11 +1048,13 @@ def _run_tile(
     n_threads: int | None,
     chunk_days: int,
     progress: Callable[[int], Any] | None = None,
+    footprint: bool = False,
 ) -> tuple[list[Path], list[Path], EngineStats, int, str]:
     """One tile of :func:`run`: (written, skipped, stats, days covered, tile path)."""
     from smengine.product import open_product, write_netcdf, write_zarr
 
     runner = TileRunner(st, cf, min_valid_fraction=min_valid_fraction, n_threads=n_threads, chunk_days=chunk_days)
+    runner.footprint = footprint
     written: list[Path] = []
     skipped: list[Path] = []
     tile_days = _select_days(runner.store, days)
@@ -989,6 +1129,7 @@ def run(
     format: str = "netcdf",
     client: Any = None,
     max_missing: float | None = None,
+    footprint: bool = False,
 ) -> RunResult:
     """Predict a domain: every tile, every day range, one CF-NetCDF per (tile, range).
 
@@ -1025,6 +1166,8 @@ def run(
     max_missing : float, optional
         Raise :class:`~smengine.errors.DataError` at the end when more than this fraction of
         the pixel-days has no value (the files stay written; see :func:`predict`).
+    footprint : bool, optional
+        Products carry ``d86``/``r86`` per pixel-day (see :func:`predict`).
 
     Returns
     -------
@@ -1053,6 +1196,7 @@ def run(
         "min_valid_fraction": min_valid_fraction,
         "n_threads": n_threads,
         "chunk_days": chunk_days,
+        "footprint": footprint,
     }
     items = list(stores)
     if client is None:
