@@ -55,7 +55,12 @@ def test_demo_runs_the_twin_chain_and_shows_what_issue_7_asks(tmp_path):
     assert 0 < summary["pseudoproxy"]["inside_fraction"] <= 1 and summary["pseudoproxy"]["n_offsite"] > 0
     ds = open_product(out / "product" / "t000_000" / "t000_000_20190101_20191231.nc")
     assert ds["sm"].shape == (365, 20, 20) and ds.attrs["Conventions"] == "CF-1.8"
-    for png in ("map_day.png", "lso_scatter.png", "monthly_bias.png", "station_best.png", "pseudoproxy_skill.png"):
+    # the uncertainty layer against the truth: coverage, PIT, calibration factor
+    assert "Is the uncertainty layer calibrated?" in report
+    unc = json.loads((out / "summary.json").read_text())["uncertainty"]
+    assert 0.5 < unc["coverage_1"] < 0.9 and 0.85 < unc["coverage_2"] <= 1.0 and 0.5 < unc["calibration_factor"] < 2.0
+    pngs = ("map_day.png", "lso_scatter.png", "monthly_bias.png", "station_best.png", "pseudoproxy_skill.png")
+    for png in (*pngs, "pit_histogram.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     # the footprint physics section of the earlier demo is kept
     fp_dir = out / "footprint"

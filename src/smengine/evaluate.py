@@ -13,8 +13,12 @@ pytesmo's.
   the median R over sites (the depth mismatch a filter can bridge; Albergel et al. 2008).
 * :func:`monthly_bias` — bias per calendar month over all sites, and the linear trend of
   the monthly-mean bias over time (per year, with its p-value).
+* :func:`spread_coverage`, :func:`pit_values`, :func:`pit_histogram`,
+  :func:`spread_calibration` — is an uncertainty layer (e.g. the forest spread
+  ``sm_uncertainty``) calibrated against a truth: coverage of ± k spread, the PIT under a
+  Gaussian, and the factor that calibrates the spread.
 * ``plot_*`` — PNG figures (matplotlib, Agg): a map of one product day, station time
-  series, a scatter plot, the monthly bias.
+  series, a scatter plot, the monthly bias, a PIT histogram.
 
 References
 ----------
@@ -44,12 +48,17 @@ __all__ = [
     "DEFAULT_T",
     "SCORE_COLUMNS",
     "monthly_bias",
+    "pit_histogram",
+    "pit_values",
     "plot_map",
     "plot_monthly_bias",
+    "plot_pit_histogram",
     "plot_scatter",
     "plot_timeseries",
     "product_scores",
     "site_scores",
+    "spread_calibration",
+    "spread_coverage",
 ]
 
 log = logging.getLogger(__name__)
@@ -315,4 +324,180 @@ def plot_monthly_bias(by_month: pd.DataFrame, path: str | os.PathLike[str], titl
     ax.set_xlabel("month")
     ax.set_ylabel("bias (m³ m⁻³)")
     ax.set_title(title)
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- the uncertainty layer
+
+
+def _z_scores(pred: Any, spread: Any, truth: Any) -> tuple[np.ndarray, int]:
+    """Standardised errors ``(truth - pred) / spread`` (NaN where undefined), and how many
+    pixel-days with a finite ``pred`` and ``truth`` were dropped for a missing or non-positive spread."""
+    try:
+        p, s, t = np.broadcast_arrays(
+            np.asarray(pred, dtype=float), np.asarray(spread, dtype=float), np.asarray(truth, dtype=float)
+        )
+    except ValueError as exc:
+        raise ValidationError(f"pred, spread and truth do not broadcast: {exc}") from exc
+    pair = np.isfinite(p) & np.isfinite(t)
+    ok = pair & np.isfinite(s) & (s > 0)
+    z = np.full(p.shape, np.nan)
+    z[ok] = (t[ok] - p[ok]) / s[ok]
+    return z, int(np.count_nonzero(pair & ~ok))
+
+
+def spread_coverage(pred: Any, spread: Any, truth: Any, *, k: Sequence[float] = (1.0, 2.0)) -> dict[str, float]:
+    """Fraction of the truth inside ``pred ± k·spread``, and what a Gaussian error would give.
+
+    Only values where ``pred``, ``spread`` and ``truth`` are finite and ``spread > 0`` count;
+    the others are ignored (NaN-aware).
+
+    Parameters
+    ----------
+    pred : array_like
+        Estimate, e.g. the product's ``sm`` (m³ m⁻³).
+    spread : array_like, broadcastable to ``pred``
+        Its uncertainty, e.g. the forest spread ``sm_uncertainty`` (m³ m⁻³), read as one
+        standard deviation.
+    truth : array_like, broadcastable to ``pred``
+        The reference (m³ m⁻³), e.g. the twin's true 1-km θ_eq.
+    k : sequence of float, optional
+        Half-widths of the intervals in units of ``spread`` (dimensionless, > 0).
+
+    Returns
+    -------
+    dict
+        ``n`` (values used), ``n_no_spread`` (values with a finite ``pred`` and ``truth``
+        left out because the spread is missing or ≤ 0), and for each ``k`` (formatted with
+        ``:g``) ``coverage_<k>`` — the fraction of ``|truth − pred| ≤ k·spread``, NaN if
+        ``n == 0`` — and ``nominal_<k>`` = 2Φ(k) − 1, the coverage of a calibrated Gaussian
+        spread (0.683 for k = 1, 0.954 for k = 2).
+
+    Examples
+    --------
+    >>> c = spread_coverage([0.20, 0.20, 0.20, np.nan], [0.01, 0.01, 0.0, 0.01], [0.205, 0.215, 0.2, 0.2])
+    >>> c["n"], c["n_no_spread"], c["coverage_1"], c["coverage_2"], round(c["nominal_1"], 3)
+    (2, 1, 0.5, 1.0, 0.683)
+    """
+    ks = [float(v) for v in np.atleast_1d(np.asarray(k, dtype=float))]
+    if not ks or not all(np.isfinite(v) and v > 0 for v in ks):
+        raise ValidationError(f"k should be positive numbers, got {k!r}")
+    z, dropped = _z_scores(pred, spread, truth)
+    a = np.abs(z[np.isfinite(z)])
+    out: dict[str, float] = {"n": a.size, "n_no_spread": dropped}
+    for v in ks:
+        out[f"coverage_{v:g}"] = float(np.mean(a <= v)) if a.size else float("nan")
+        out[f"nominal_{v:g}"] = float(2.0 * stats.norm.cdf(v) - 1.0)
+    return out
+
+
+def pit_values(pred: Any, spread: Any, truth: Any) -> np.ndarray:
+    """Probability integral transform of the truth under the Gaussian N(pred, spread²).
+
+    PIT = Φ((truth − pred) / spread), with Φ the standard normal CDF. For a calibrated
+    spread the PIT values are uniform on [0, 1] (see :func:`pit_histogram`).
+
+    Parameters
+    ----------
+    pred, spread, truth : array_like, broadcastable
+        Estimate, its spread (one standard deviation) and the reference, all in m³ m⁻³.
+
+    Returns
+    -------
+    ndarray of float
+        The PIT (dimensionless, in [0, 1]) with the broadcast shape; NaN where any input is
+        not finite or the spread is ≤ 0.
+
+    Examples
+    --------
+    >>> pit_values([0.2, 0.2, 0.2], [0.01, 0.01, 0.0], [0.2, 0.21, 0.3]).round(3)
+    array([0.5  , 0.841,   nan])
+    """
+    from scipy.special import ndtr
+
+    z, _ = _z_scores(pred, spread, truth)
+    return np.asarray(ndtr(z))
+
+
+def pit_histogram(pit: Any, bins: int = 10) -> np.ndarray:
+    """Relative frequencies of PIT values in ``bins`` equal bins on [0, 1].
+
+    A flat histogram (every bin ``1 / bins``) means a calibrated spread; a U shape means the
+    spread is too narrow (overconfident), a hump in the middle that it is too wide, and a
+    slope that the estimate is biased.
+
+    Parameters
+    ----------
+    pit : array_like
+        PIT values (dimensionless, in [0, 1]), e.g. from :func:`pit_values`; NaN are ignored.
+    bins : int, optional
+        Number of equal-width bins.
+
+    Returns
+    -------
+    ndarray of float, shape (bins,)
+        Fraction of the finite PIT values in each bin (sums to 1); all NaN if there is none.
+
+    Examples
+    --------
+    >>> pit_histogram([0.05, 0.15, 0.55, 0.95, np.nan], bins=4)
+    array([0.5 , 0.  , 0.25, 0.25])
+    """
+    if int(bins) != bins or bins < 1:
+        raise ValidationError(f"bins should be a positive integer, got {bins!r}")
+    v = np.asarray(pit, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    if ((v < 0) | (v > 1)).any():
+        raise ValidationError("PIT values should lie in [0, 1]")
+    if not v.size:
+        log.warning("pit_histogram: no finite PIT values")
+        return np.full(int(bins), np.nan)
+    counts, _ = np.histogram(v, bins=int(bins), range=(0.0, 1.0))
+    return counts / v.size
+
+
+def spread_calibration(pred: Any, spread: Any, truth: Any) -> float:
+    """The factor c by which to multiply the spread to make it calibrated.
+
+    c = sqrt(mean(z²)) with z = (truth − pred) / spread over the values where all three are
+    finite and ``spread > 0``: the RMS of the standardised error. With ``c·spread`` the
+    standardised error has unit mean square, as for a Gaussian N(pred, (c·spread)²). c = 1:
+    calibrated; c > 1: the spread is too narrow (overconfident); c < 1: too wide. A bias of
+    ``pred`` enters c (the RMS, not the SD, of z).
+
+    Parameters
+    ----------
+    pred, spread, truth : array_like, broadcastable
+        Estimate, its spread (one standard deviation) and the reference, all in m³ m⁻³.
+
+    Returns
+    -------
+    float
+        c (dimensionless); NaN if no value is usable.
+
+    Examples
+    --------
+    >>> round(spread_calibration([0.2, 0.2, np.nan], [0.01, 0.01, 0.01], [0.22, 0.18, 0.2]), 6)
+    2.0
+    """
+    z, _ = _z_scores(pred, spread, truth)
+    z = z[np.isfinite(z)]
+    return float(np.sqrt(np.mean(z**2))) if z.size else float("nan")
+
+
+def plot_pit_histogram(
+    hist: Any, path: str | os.PathLike[str], title: str = "PIT histogram (flat = calibrated spread)"
+) -> Path:
+    """Bar chart of :func:`pit_histogram`'s relative frequencies, with the flat line of a calibrated spread."""
+    plt = _plt()
+    h = np.asarray(hist, dtype=float)
+    edges = np.linspace(0.0, 1.0, h.size + 1)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.bar(edges[:-1], h, width=np.diff(edges), align="edge", color="tab:blue", edgecolor="white")
+    ax.axhline(1.0 / h.size, color="k", lw=0.8, ls="--", label="calibrated")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("PIT = Φ((truth − sm) / spread)")
+    ax.set_ylabel("relative frequency")
+    ax.set_title(title)
+    ax.legend(loc="lower center", framealpha=1.0)
     return _save(fig, path)

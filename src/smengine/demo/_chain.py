@@ -54,6 +54,7 @@ class DemoResult:
     site_scores: pd.DataFrame | None = None
     product_scores: pd.DataFrame | None = None
     pseudoproxy: dict[str, Any] = field(default_factory=dict)
+    uncertainty: dict[str, Any] = field(default_factory=dict)
 
 
 def _pooled(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
@@ -110,6 +111,7 @@ def run_demo(
     from smengine.evaluate import (
         monthly_bias,
         plot_monthly_bias,
+        plot_pit_histogram,
         plot_scatter,
         plot_timeseries,
         product_scores,
@@ -179,7 +181,7 @@ def run_demo(
     Py, Px = grid.shape
     # the twin is one tile: read its product back for scoring
     tile_files = sorted(p for p in result.written if p.parent.name == stores[0].tile_id)
-    prod = {"sm": np.concatenate([open_product(p)["sm"].values for p in tile_files])}
+    prod = {v: np.concatenate([open_product(p)[v].values for p in tile_files]) for v in ("sm", "sm_uncertainty")}
     done("product")
 
     # 6 ------------------------------------------------------------------- against the truth
@@ -208,6 +210,12 @@ def run_demo(
     }
     truth_scores = pd.DataFrame.from_dict(rows, orient="index")
     res.truth_scores = truth_scores
+    res.uncertainty = _uncertainty(prod["sm"], prod["sm_uncertainty"], truth)
+    figs: dict[str, Path] = {
+        "pit": plot_pit_histogram(
+            res.uncertainty["pit_histogram"], out / "pit_histogram.png", "PIT of the truth under N(sm, sm_uncertainty²)"
+        )
+    }
     done("truth scores")
 
     # 7 ------------------------------------------------------------------- stations
@@ -253,10 +261,8 @@ def run_demo(
         pd.concat(full, ignore_index=True), ["S1-like", "SMAP-like", "ERA5-like θ_eq"], min_obs=20
     )
     by_month, trend = monthly_bias(lso)
-    figs = {
-        "scatter": plot_scatter(lso, out / "lso_scatter.png"),
-        "monthly_bias": plot_monthly_bias(by_month, out / "monthly_bias.png", "emulator (leave-site-out) − CRNS"),
-    }
+    figs["scatter"] = plot_scatter(lso, out / "lso_scatter.png")
+    figs["monthly_bias"] = plot_monthly_bias(by_month, out / "monthly_bias.png", "emulator (leave-site-out) − CRNS")
     med = res.site_scores.drop(index="median")
     best, worst = med["R"].idxmax(), med["R"].idxmin()
     both = lso.merge(prod_table[["station", "date", "SMAP-like"]], on=["station", "date"], how="left")
@@ -305,7 +311,73 @@ def _summary(res: DemoResult) -> dict[str, Any]:
         "truth": res.truth_scores.to_dict(orient="index") if res.truth_scores is not None else {},
         "site_median": res.site_scores.loc["median"].to_dict() if res.site_scores is not None else {},
         "pseudoproxy": {k: v for k, v in res.pseudoproxy.items() if not isinstance(v, pd.DataFrame)},
+        "uncertainty": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in res.uncertainty.items()},
     }
+
+
+def _uncertainty(sm: np.ndarray, spread: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    """Coverage, PIT histogram and calibration factor of the forest spread against the truth (pixel-days)."""
+    from smengine.evaluate import pit_histogram, pit_values, spread_calibration, spread_coverage
+
+    u: dict[str, Any] = spread_coverage(sm, spread, truth)
+    c = spread_calibration(sm, spread, truth)
+    pit = pit_values(sm, spread, truth)
+    u["calibration_factor"] = c
+    u["pit_histogram"] = pit_histogram(pit, bins=10)
+    u["pit_mean"] = float(np.nanmean(pit)) if np.isfinite(pit).any() else float("nan")
+    scaled = spread_coverage(sm, c * spread, truth) if np.isfinite(c) else {}
+    u["calibrated_coverage_1"] = scaled.get("coverage_1", float("nan"))
+    u["calibrated_coverage_2"] = scaled.get("coverage_2", float("nan"))
+    return u
+
+
+def _uncertainty_text(u: dict[str, Any]) -> list[str]:
+    """The report's section on the forest spread; the interpretation follows from the numbers."""
+    n, dropped, c = int(u["n"]), int(u["n_no_spread"]), u["calibration_factor"]
+    if n == 0 or not np.isfinite(c):
+        verdict = "No pixel-day has a finite sm, truth and positive spread: the spread cannot be checked."
+    else:
+        if 0.9 <= c <= 1.1:
+            kind = "about calibrated"
+        elif c > 1.1:
+            kind = "too narrow (overconfident)"
+        else:
+            kind = "too wide (underconfident)"
+        verdict = (
+            f"The forest spread is {kind}: {100 * u['coverage_1']:.0f} % of the true θ_eq lie within ±1 spread "
+            f"against {100 * u['nominal_1']:.0f} % for a calibrated Gaussian spread, so sm_uncertainty × {c:.2f} "
+            f"would be calibrated (coverage then {100 * u['calibrated_coverage_1']:.0f} % / "
+            f"{100 * u['calibrated_coverage_2']:.0f} %)"
+        )
+        pm = u["pit_mean"]
+        if abs(pm - 0.5) > 0.05:
+            verdict += f"; the PIT mean is {pm:.2f}, so the truth lies mostly {'above' if pm > 0.5 else 'below'} sm."
+        else:
+            verdict += "."
+    hist = " ".join(f"{v:.3f}" for v in u["pit_histogram"])
+    return [
+        "## Is the uncertainty layer calibrated?",
+        "",
+        (
+            "sm_uncertainty (the forest spread, SD over trees averaged over the sub-pixels) against the twin's "
+            f"true 1-km θ_eq, over {n} pixel-days; {dropped} pixel-days with a finite sm and truth but a missing "
+            "or zero spread are left out."
+        ),
+        "",
+        "| | within ±1 spread | within ±2 spread |",
+        "|---|---|---|",
+        f"| observed | {u['coverage_1']:.3f} | {u['coverage_2']:.3f} |",
+        f"| nominal (Gaussian) | {u['nominal_1']:.3f} | {u['nominal_2']:.3f} |",
+        f"| with c × spread | {u['calibrated_coverage_1']:.3f} | {u['calibrated_coverage_2']:.3f} |",
+        "",
+        (
+            f"Calibration factor c = RMS((truth − sm) / spread) = {c:.3f} (1 = calibrated). "
+            f"PIT histogram (10 bins, flat = {0.1:.3f} each): {hist}."
+        ),
+        "",
+        verdict,
+        "",
+    ]
 
 
 def _plot_pseudoproxy(off: pd.DataFrame, path: Path) -> Path:
@@ -410,6 +482,9 @@ def _report(
         ),
         "",
         f"![maps]({figs['map'].name})",
+        "",
+        *_uncertainty_text(res.uncertainty),
+        f"![PIT histogram]({figs['pit'].name})",
         "",
         "## At the stations: leave-site-out predictions vs CRNS",
         "",
