@@ -57,6 +57,10 @@ def test_demo_runs_the_twin_chain_and_shows_what_issue_7_asks(tmp_path):
     assert ds["sm"].shape == (365, 20, 20) and ds.attrs["Conventions"] == "CF-1.8"
     # the uncertainty layer against the truth: coverage, PIT, calibration factor
     assert "Is the uncertainty layer calibrated?" in report
+    # the depth each value represents: D86 per pixel-day from its θ and the twin's porosity
+    fp_sum = json.loads((out / "summary.json").read_text())["footprint"]
+    assert 10 < fp_sum["d86"]["median"] < 40 and fp_sum["inputs"]["bulk_density"] == "(1 - porosity) * 2.65"
+    assert "## What depth the value represents" in report and "top D86 = " in report
     unc = json.loads((out / "summary.json").read_text())["uncertainty"]
     assert 0.5 < unc["coverage_1"] < 0.9 and 0.85 < unc["coverage_2"] <= 1.0 and 0.5 < unc["calibration_factor"] < 2.0
     pngs = ("map_day.png", "lso_scatter.png", "monthly_bias.png", "station_best.png", "pseudoproxy_skill.png")
