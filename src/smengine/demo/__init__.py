@@ -8,11 +8,12 @@ Steps (each timed; outputs under ``out_dir``):
 2. :func:`smengine.ingest.ingest` — GeoTIFF/NetCDF covariates into tiles (resumable).
 3. :func:`smengine.stations.read_cosmos_europe` and :func:`smengine.features.training_table`
    — footprint-weighted station-day features.
-4. :func:`smengine.model.train` — the forest with leave-site-out CV; compiled and saved.
+4. :func:`smengine.model.train` — the forest with grouped CV by station (GroupKFold, 5 folds);
+   compiled and saved.
 5. :func:`smengine.engine.run` — the daily 1-km product (CF-NetCDF), by sub-pixel scaling.
 6. Scores against the twin's truth: the product, the same forest on pixel-mean covariates
    f(mean_j x_j), the SMAP-like and S1-like surface products and ERA5-Land-like θ_eq.
-7. :mod:`smengine.evaluate` — leave-site-out predictions and surface products against the
+7. :mod:`smengine.evaluate` — out-of-fold (grouped-by-station) predictions and surface products against the
    stations (raw and at the best exponential-filter T), bias by month, plots.
 8. :mod:`smengine.pseudoproxy` — ERA5-Land-like θ_eq as the target at the station pixels
    on the CRNS days, same features (ERA5 excluded), scored off-site against distance to the

@@ -58,6 +58,24 @@ class DemoResult:
     footprint: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Split:
+    short: str
+    long: str
+
+
+def _split_name(forest: Any) -> _Split:
+    """What the station CV is, by its name: leave-site-out only when each fold holds one station."""
+    splitter = str((forest.card.cv.get("site") or {}).get("splitter", ""))
+    if "LeaveOneGroupOut" in splitter:
+        return _Split("leave-site-out", "Leave-site-out: each station predicted by a forest trained on all the others.")
+    return _Split(
+        "grouped-CV (by station)",
+        f"Grouped cross-validation by station ({splitter}): each station's days are held out together, so a station "
+        "is predicted by a forest that never saw it; several stations leave each fold (not leave-site-out).",
+    )
+
+
 def _footprint_summary(prod: dict[str, np.ndarray], ds: Any) -> dict[str, Any]:
     """Median and quartiles of the product's D86 (cm) and R86 (m) over its pixel-days, and their inputs."""
     out: dict[str, Any] = {"inputs": json.loads(ds.attrs["smengine_config"])["engine"].get("footprint", {})}
@@ -309,7 +327,8 @@ def run_demo(
     )
     by_month, trend = monthly_bias(lso)
     figs["scatter"] = plot_scatter(lso, out / "lso_scatter.png")
-    figs["monthly_bias"] = plot_monthly_bias(by_month, out / "monthly_bias.png", "emulator (leave-site-out) − CRNS")
+    split = _split_name(forest)
+    figs["monthly_bias"] = plot_monthly_bias(by_month, out / "monthly_bias.png", f"emulator ({split.short}) − CRNS")
     med = res.site_scores.drop(index="median")
     best, worst = med["R"].idxmax(), med["R"].idxmin()
     both = lso.merge(prod_table[["station", "date", "SMAP-like"]], on=["station", "date"], how="left")
@@ -535,7 +554,9 @@ def _report(
         f"![PIT histogram]({figs['pit'].name})",
         "",
         *_footprint_text(res.footprint),
-        "## At the stations: leave-site-out predictions vs CRNS",
+        f"## At the stations: {_split_name(forest).short} predictions vs CRNS",
+        "",
+        _split_name(forest).long,
         "",
         _md(res.site_scores),
         "",
@@ -547,7 +568,7 @@ def _report(
         "",
         _md(res.product_scores),
         "",
-        "## Bias by month (emulator, leave-site-out − CRNS)",
+        f"## Bias by month (emulator, {_split_name(forest).short} − CRNS)",
         "",
         _md(by_month, ".4f"),
         "",
