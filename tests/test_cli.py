@@ -61,6 +61,13 @@ def test_demo_runs_the_twin_chain_and_shows_what_issue_7_asks(tmp_path):
     fp_sum = json.loads((out / "summary.json").read_text())["footprint"]
     assert 10 < fp_sum["d86"]["median"] < 40 and fp_sum["inputs"]["bulk_density"] == "(1 - porosity) * 2.65"
     assert "## What depth the value represents" in report and "top D86 = " in report
+    # differences that carry a claim have block-bootstrap intervals
+    diffs = json.loads((out / "summary.json").read_text())["differences"]
+    assert set(diffs) == {"pixel-mean covariates", "SMAP-like", "S1-like", "ERA5-Land-like"}
+    for d in diffs.values():
+        assert d["ci_low"] <= d["difference"] <= d["ci_high"] and d["n_blocks"] > 10
+    assert diffs["SMAP-like"]["ci_high"] < 0  # the emulator beats the 9-km surface product, clearly
+    assert "95 % block-bootstrap intervals" in report
     unc = json.loads((out / "summary.json").read_text())["uncertainty"]
     assert 0.5 < unc["coverage_1"] < 0.9 and 0.85 < unc["coverage_2"] <= 1.0 and 0.5 < unc["calibration_factor"] < 2.0
     pngs = ("map_day.png", "lso_scatter.png", "monthly_bias.png", "station_best.png", "pseudoproxy_skill.png")
