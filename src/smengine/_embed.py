@@ -179,7 +179,7 @@ def _float32(a: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(a), dtype=np.float32)
 
 
-def _check_sub(var: Any, name: str, grid: Grid, rows: slice, cols: slice) -> None:
+def _check_sub(var: Any, name: str, grid: Grid) -> None:
     if tuple(var.dims[-2:]) != _SUB:
         return
     ny, nx = grid.subpixel_shape
@@ -233,16 +233,7 @@ def store_from_dataset(
     else:
         prow, pcol = window
     rows, cols = slice(prow.start * k, prow.stop * k), slice(pcol.start * k, pcol.stop * k)
-    sub = Grid(
-        crs=g.crs,
-        resolution=g.resolution,
-        xmin=g.xmin + pcol.start * g.resolution,
-        ymax=g.ymax - prow.start * g.resolution,
-        width=pcol.stop - pcol.start,
-        height=prow.stop - prow.start,
-        subpixel=k,
-        tile_size=g.tile_size,
-    )
+    sub = _block_grid(g, (prow, pcol))
     want = _needed(names)
     times = _times(ds)
     T = times.size
@@ -255,7 +246,7 @@ def store_from_dataset(
             continue
         var = ds[name]
         units[name] = str(var.attrs.get("units", ""))
-        _check_sub(var, name, g, rows, cols)
+        _check_sub(var, name, g)
         dims = tuple(var.dims)
         if dims == _SUB:
             static_n.append(name)

@@ -72,6 +72,7 @@ from smengine.engine import (
     _comparable_config,
     _engine_config,
     _failed,
+    _gather,
     _input_digests,
     _load_forest,
     _open_store,
@@ -977,8 +978,6 @@ def run_domain(
                 if progress is not None:
                     progress(res[4])
         else:
-            from distributed import as_completed
-
             cf_remote = client.scatter(cf, broadcast=True)
             futures = {
                 client.submit(
@@ -995,19 +994,7 @@ def run_domain(
                 ): str(s.path)
                 for _, s, t in placed
             }
-            for fut in as_completed(futures):
-                try:
-                    res = fut.result()
-                except Exception as exc:
-                    if on_error == "raise":
-                        for other in futures:
-                            other.cancel()
-                        raise
-                    _failed(failed, codes, futures[fut], exc)
-                    continue
-                results.append(res)
-                if progress is not None:
-                    progress(res[4])
+            results += _gather(futures, on_error, failed, codes, lambda res: progress(res[4]) if progress else None)
         _remove_leftovers(out)
         marks = _marks(layout)
     order = {tid: k for k, tid in enumerate(ids)}

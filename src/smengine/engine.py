@@ -999,6 +999,33 @@ def output_name(tile_id: str, days: np.ndarray) -> str:
     return f"{tile_id}_{a}_{b}.nc"
 
 
+def _gather(
+    futures: Mapping[Any, str],
+    on_error: str,
+    failed: list[tuple[str, str]],
+    codes: dict[str, int],
+    on_result: Callable[[Any], Any],
+) -> list[Any]:
+    """Results of Dask tile tasks as they finish (future → tile path): a failure cancels the rest
+    and raises (``on_error="raise"``) or is recorded in ``failed``/``codes`` (``"skip"``)."""
+    from distributed import as_completed
+
+    results = []
+    for fut in as_completed(futures):
+        try:
+            res = fut.result()
+        except Exception as exc:
+            if on_error == "raise":
+                for other in futures:
+                    other.cancel()
+                raise
+            _failed(failed, codes, futures[fut], exc)
+            continue
+        results.append(res)
+        on_result(res)
+    return results
+
+
 def _failed(failed: list[tuple[str, str]], codes: dict[str, int], st: Any, exc: BaseException) -> None:
     name = str(getattr(st, "path", st))
     log.error("tile %s failed: %s", name, exc)
@@ -1209,25 +1236,10 @@ def run(
                     raise
                 _failed(failed, codes, st, exc)
     else:
-        from distributed import as_completed
-
         paths = [str(getattr(st, "path", st)) for st in items]  # memory maps stay on the workers
         cf_remote = client.scatter(cf, broadcast=True)
         futures = {client.submit(_run_tile, p, cf_remote, pure=False, **kw): p for p in paths}
-        results = []
-        for fut in as_completed(futures):
-            try:
-                res = fut.result()
-            except Exception as exc:
-                if on_error == "raise":
-                    for other in futures:
-                        other.cancel()
-                    raise
-                _failed(failed, codes, futures[fut], exc)
-                continue
-            results.append(res)
-            if progress is not None:
-                progress(res[3])
+        results = _gather(futures, on_error, failed, codes, lambda res: progress(res[3]) if progress else None)
         order = {p: k for k, p in enumerate(paths)}
         results.sort(key=lambda r: order.get(r[4], 0))
     for w, sk, st_, _n, _name in results:

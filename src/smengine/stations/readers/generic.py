@@ -211,7 +211,7 @@ def _warn_assumptions(stations: list[Station], p: Path, snow_mask: bool) -> None
             stacklevel=3,
         )
     unmasked = []
-    for i, s in enumerate(stations):
+    for s in stations:
         if not snow_mask:
             s.processing.append("snow/frozen soil not masked (snow_mask=False)")
             continue
@@ -223,7 +223,7 @@ def _warn_assumptions(stations: list[Station], p: Path, snow_mask: bool) -> None
             unmasked.append(s.id)
             s.processing.append("snow/frozen soil NOT masked: no soil or air temperature")
         else:
-            stations[i].data = data
+            s.data = data
             s.processing.append(how)
     if unmasked:
         warnings.warn(
