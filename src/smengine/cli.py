@@ -727,6 +727,12 @@ def table(
 @click.option("--features", help="Comma-separated feature columns (default: the table's features).")
 @click.option("--cv", default="site,year,block", show_default=True, help="Grouped CV schemes.")
 @click.option("--no-search", is_flag=True, help="Skip the max_features x min_samples_leaf search.")
+@click.option(
+    "--no-nested",
+    is_flag=True,
+    help="Reuse the search's choice in every CV fold instead of re-running it per fold (faster; the CV is then "
+    "optimistic).",
+)
 @options.trees(500)
 @options.seed
 @options.threads
@@ -742,6 +748,7 @@ def train(
     features: str | None,
     cv: str,
     no_search: bool,
+    no_nested: bool,
     trees: int,
     seed: int,
     threads: int | None,
@@ -792,6 +799,7 @@ def train(
             names,
             cv=schemes,
             search=not no_search,
+            nested=not no_nested,
             n_estimators=trees,
             random_state=seed,
             n_jobs=threads or -1,

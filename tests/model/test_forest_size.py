@@ -147,10 +147,27 @@ def test_smallest_within_tolerance(table: pd.DataFrame, curve: pd.DataFrame, tol
     assert [c["best"] for c in size] == list(curve["RMSE"] == curve["RMSE"].min())
     assert [c["chosen"] for c in size].count(True) == 1
     assert f.card.chosen["params"] == {"n_estimators": k, "min_samples_leaf": leaf}
-    # the CV and the final forest use the choice: the same as asking for it directly
+    # the final forest is the choice: the same as asking for it directly
     g = train(table, n_estimators=k, min_samples_leaf=leaf, cv="site", search=False, **FAST)
     assert forest_hash(g.estimator) == forest_hash(rf) == f.card.content_hash
-    assert f.card.cv == g.card.cv
+    # without nesting the CV reuses the choice; nested, every fold chose its own size
+    flat = train(
+        table,
+        n_estimators="smallest",
+        size_tolerance=tol,
+        size_trees=TREES,
+        size_leaves=LEAVES,
+        cv="site",
+        search=False,
+        nested=False,
+        **FAST,
+    )
+    assert flat.card.cv == {"site": {**g.card.cv["site"], "nested": False}}
+    assert g.card.cv["site"]["nested"] is False  # nothing was selected
+    nested = f.card.cv["site"]
+    assert nested["nested"] is True and len(nested["fold_selection"]) == nested["n_folds"]
+    for sel in nested["fold_selection"]:
+        assert sel["n_estimators"] in TREES and sel["params"]["min_samples_leaf"] in LEAVES
     assert ModelCard.from_json(f.card.to_json()) == f.card
     assert "**yes**" in f.card.to_markdown()
 

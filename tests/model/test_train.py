@@ -100,9 +100,15 @@ def _refit_fold(forest: Forest, table: pd.DataFrame, scheme: str, k: int) -> Non
     assert sub["station"].tolist() == table["station"].tolist()
     assert (sub["date"].to_numpy() == table["date"].to_numpy()).all()
     test = (sub["fold"] == k).to_numpy()
-    hp = forest.card.hyperparameters
+    entry = forest.card.cv[scheme]
+    if entry["nested"]:  # the fold's own selection
+        sel = entry["fold_selection"][k]
+        assert sel["fold"] == k
+        hp, n = sel["params"], sel["n_estimators"]
+    else:
+        hp, n = forest.card.hyperparameters, N_TREES
     rf = RandomForestRegressor(
-        n_estimators=N_TREES,
+        n_estimators=n,
         max_features=hp["max_features"],
         min_samples_leaf=hp["min_samples_leaf"],
         bootstrap=True,
@@ -197,12 +203,14 @@ def test_leave_site_out_never_trains_on_the_test_station(forest: Forest, table: 
     for k, g in sub.groupby("fold"):
         assert set(g["station"]).isdisjoint(sub.loc[sub["fold"] != k, "station"])
     # folds are sklearn's GroupKFold(min(5, 8 stations))
-    assert forest.card.cv["site"] | {"metrics": None, "site_median": None} == {
+    assert forest.card.cv["site"] | {"metrics": None, "site_median": None, "fold_selection": None} == {
         "splitter": "GroupKFold(n_splits=5)",
         "n_folds": 5,
         "n_groups": 8,
+        "nested": True,
         "metrics": None,
         "site_median": None,
+        "fold_selection": None,
     }
     for k, (_, te) in enumerate(GroupKFold(5).split(_X(table), groups=table["station"])):
         assert (sub.loc[te, "fold"] == k).all()
@@ -255,6 +263,42 @@ def test_hp_search_picks_the_lowest_cv_rmse(forest: Forest, table: pd.DataFrame)
     for k, v in s[best]["params"].items():
         assert getattr(forest.estimator, k) == v == forest.card.hyperparameters[k]
     assert len({c["RMSE"] for c in s}) > 3  # the grid makes a difference here (7 features)
+
+
+def test_model_selection_is_nested(forest: Forest, table: pd.DataFrame) -> None:
+    """Each fold's choice is the search run on that fold's training rows alone, and the
+    reported CV uses it; the search on every station only chooses the final forest."""
+    sub = _scheme(forest, "site")
+    sel = forest.card.cv["site"]["fold_selection"]
+    assert [s["fold"] for s in sel] == list(range(5))
+    X, y = _X(table), table["target"].to_numpy()
+    for k in (0, 3):
+        train_rows = table.loc[(sub["fold"] != k).to_numpy()].reset_index(drop=True)
+        alone = train(train_rows, cv=(), **FAST)  # the search on those stations only
+        assert sel[k]["params"] == {**alone.card.chosen["params"], "max_features": sel[k]["params"]["max_features"]}
+        assert alone.card.chosen["params"]["max_features"] == sel[k]["params"]["max_features"]
+        assert sel[k]["n_estimators"] == N_TREES and "GroupKFold" in sel[k]["selection"]
+    _refit_fold(forest, table, "site", 3)
+    # not nested: every fold reuses the choice made on all stations (the old, optimistic CV)
+    flat = train(table, cv="site", nested=False, **FAST)
+    assert flat.card.cv["site"]["nested"] is False and "fold_selection" not in flat.card.cv["site"]
+    assert flat.card.chosen == forest.card.chosen  # the same final forest
+    _refit_fold(flat, table, "site", 1)
+    # the choices differ between folds here, so nesting changes the reported predictions
+    assert len({json.dumps(s["params"], sort_keys=True) for s in sel}) > 1
+    assert not np.array_equal(_scheme(flat, "site")["prediction"], sub["prediction"])
+    md = forest.card.to_markdown()
+    assert "nested selection" in md and "not the model's skill" in md
+    assert "not nested" in flat.card.to_markdown()
+    assert X.shape[0] == y.size
+
+
+def test_nested_selection_with_one_station_per_training_fold_uses_the_defaults() -> None:
+    t = synthetic_table(n_stations=2)
+    f = train(t, cv="site", n_splits=None, **FAST)
+    sel = f.card.cv["site"]["fold_selection"]
+    assert len(sel) == 2 and all("one station" in s["selection"] for s in sel)
+    assert all(s["params"]["min_samples_leaf"] == 5 for s in sel)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -340,7 +384,7 @@ def test_card_round_trips_and_markdown(forest: Forest) -> None:
     for name, units in UNITS.items():
         assert f"| {name} | {units} |" in md
     assert card.content_hash in md and "## Per site" in md and "| S7 |" in md
-    assert "| site | GroupKFold(n_splits=5) | 5 | 8 |" in md and "**yes**" in md
+    assert "| site | GroupKFold(n_splits=5), nested selection | 5 | 8 |" in md and "**yes**" in md
     # NaN metrics become None
     c2 = ModelCard.from_dict({**d, "oob_score": float("nan"), "oob_metrics": {"R": np.float32("nan")}})
     assert c2.oob_score is None and c2.oob_metrics == {"R": None}

@@ -261,6 +261,18 @@ class ModelCard:
         if self.search:
             c0 = self.search[0]
             out += ["", f"## Hyper-parameter search ({c0.get('cv')} CV, {c0.get('n_estimators')} trees)", ""]
+            nested = [n for n, c in self.cv.items() if c.get("nested")]
+            out += [
+                "The search on every station chooses the final forest; its scores are the selection's own "
+                "(optimistic), not the model's skill. "
+                + (
+                    f"The cross-validation below ({', '.join(nested)}) is nested: each fold re-ran this "
+                    "search on its own training stations."
+                    if nested
+                    else "The cross-validation below reuses this choice in every fold (not nested)."
+                ),
+                "",
+            ]
             keys = list(c0["params"])
             out += ["| " + " | ".join([*keys, "RMSE", "ubRMSE", "R", "chosen"]) + " |", "|" + "---|" * (len(keys) + 4)]
             for c in self.search:
@@ -285,8 +297,9 @@ class ModelCard:
                     out.append(f"| {name} | skipped: {c['skipped']} |" + " |" * (len(heads) + 4))
                     continue
                 m, med = c.get("metrics") or {}, c.get("site_median") or {}
+                splitter = f"{c.get('splitter')}" + (", nested selection" if c.get("nested") else "")
                 out.append(
-                    f"| {name} | {c.get('splitter')} | {c.get('n_folds')} | {c.get('n_groups')} | "
+                    f"| {name} | {splitter} | {c.get('n_folds')} | {c.get('n_groups')} | "
                     + " | ".join(_num(m.get(k)) for k in _METRIC_COLUMNS)
                     + f" | {_num(med.get('R'))} | {_num(med.get('ubRMSE'))} |"
                 )

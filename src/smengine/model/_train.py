@@ -42,7 +42,7 @@ import platform
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -669,6 +669,117 @@ def _choose_size(
     return int(pick["n_estimators"]), {**params, "min_samples_leaf": pick["min_samples_leaf"]}, rows
 
 
+class _Sizes(NamedTuple):
+    """``train(n_estimators="smallest")``'s size grid and tolerance."""
+
+    trees: Sequence[int]
+    leaves: Sequence[Any]
+    tolerance: float
+
+
+def _select(
+    X: np.ndarray,
+    y: np.ndarray,
+    site_splits: tuple[list[Split], str] | None,
+    candidates: Sequence[Mapping[str, Any]],
+    base: Mapping[str, Any],
+    smallest: bool,
+    n_estimators: int,
+    sizes: _Sizes | None,
+    search_estimators: int,
+    random_state: int,
+    n_jobs: int | None,
+    bar: Any,
+    quiet: bool = False,
+) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
+    """``train``'s model selection on rows ``X, y``: the hyper-parameter search, then the
+    forest size. Returns (parameters, trees, the card's search rows)."""
+    search_rows: list[dict[str, Any]] = []
+    params = dict(base)
+    say = log.debug if quiet else log.info
+    if candidates:
+        assert site_splits is not None
+        best, i_best = math.inf, 0
+        for i, cand in enumerate(candidates):
+            bar.set_postfix_str(f"search {cand}")
+            p, _ = _cross_val_predict(
+                X, y, site_splits[0], {**base, **cand}, search_estimators, random_state, n_jobs, bar.update
+            )
+            m = evaluate(p, y)
+            search_rows.append(
+                {
+                    "params": dict(cand),
+                    "n_estimators": search_estimators,
+                    "cv": "site",
+                    "splitter": site_splits[1],
+                    "RMSE": m["RMSE"],
+                    "ubRMSE": m["ubRMSE"],
+                    "R": m["R"],
+                    "chosen": False,
+                }
+            )
+            say("search %s: leave-site-out RMSE %.4f, R %.3f", cand, m["RMSE"], m["R"])
+            if m["RMSE"] < best:
+                best, i_best = m["RMSE"], i
+        params = {**base, **candidates[i_best]}
+        search_rows[i_best]["chosen"] = True
+        say("search chose %s (RMSE %.4f)", {k: params[k] for k in candidates[0]}, best)
+    if smallest:
+        assert site_splits is not None and sizes is not None
+        n_estimators, params, search_rows = _choose_size(
+            X,
+            y,
+            site_splits,
+            params,
+            search_rows,
+            sizes.trees,
+            sizes.leaves,
+            sizes.tolerance,
+            random_state,
+            n_jobs,
+            bar,
+        )
+    return params, n_estimators, search_rows
+
+
+def _nested_cross_val_predict(
+    X: np.ndarray,
+    y: np.ndarray,
+    stations: np.ndarray,
+    splits: Sequence[Split],
+    select: Callable[[np.ndarray, np.ndarray, tuple[list[Split], str] | None], tuple[dict[str, Any], int]],
+    fallback: tuple[dict[str, Any], int],
+    n_splits: int | None,
+    random_state: int,
+    n_jobs: int | None,
+    tick: Callable[[], Any],
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """Out-of-fold predictions with the model selection re-run inside every fold.
+
+    The search (and forest-size step) of each fold sees only that fold's training rows,
+    split by station (``GroupKFold`` as in the outer CV); its choice is fitted on them and
+    predicts the held-out rows. A fold whose training rows hold a single station cannot be
+    searched by station and uses ``fallback`` (recorded as such)."""
+    pred = np.full(y.size, np.nan)
+    fold = np.full(y.size, -1, dtype=np.int64)
+    choices: list[dict[str, Any]] = []
+    for k, (tr, te) in enumerate(splits):
+        inner_groups = stations[tr]
+        if np.unique(inner_groups).size >= 2:
+            inner = _splits("site", inner_groups, n_splits)
+            params, n_trees = select(X[tr], y[tr], inner)
+            how = f"searched by {inner[1]} over {np.unique(inner_groups).size} stations"
+        else:
+            params, n_trees = fallback
+            how = "not searched: one station in the fold's training rows (defaults used)"
+        rf = _rf(params, n_trees, random_state, n_jobs).fit(X[tr], y[tr])
+        pred[te] = _predict(rf, X[te], n_jobs)
+        fold[te] = k
+        choices.append({"fold": k, "params": json_safe(params), "n_estimators": int(n_trees), "selection": how})
+        tick()
+    return pred, fold, choices
+
+
 # ======================================================================================
 # train
 # ======================================================================================
@@ -693,6 +804,7 @@ def train(
     size_tolerance: float = SIZE_TOLERANCE,
     size_trees: Sequence[int] = SIZE_TREES,
     size_leaves: Sequence[float] = SIZE_LEAVES,
+    nested: bool = True,
 ) -> Forest:
     r"""Fit the Random Forest on the complete rows of a training table, with grouped CV.
 
@@ -716,8 +828,15 @@ def train(
        ``size_tolerance`` m³ m⁻³ of the lowest wins: the fewest trees, then the largest
        ``min_samples_leaf`` (fewer nodes). It replaces ``min_samples_leaf`` (also the
        search's choice) and sets ``n_estimators``.
-    4. Each scheme of ``cv`` is run with the chosen parameters and ``n_estimators`` trees;
-       out-of-fold predictions, pooled metrics and per-station metrics are kept.
+    4. Each scheme of ``cv`` is run and its out-of-fold predictions, pooled metrics and
+       per-station metrics are kept. When steps 2–3 chose anything and ``nested`` (the
+       default), the CV is **nested**: every fold re-runs steps 2–3 on its own training rows
+       (split by station with ``GroupKFold``) and predicts its held-out rows with that
+       fold's choice, so the reported skill never includes the search's own score (Varma &
+       Simon 2006; Cawley & Talbot 2010). The card's ``cv[scheme]["fold_selection"]`` lists
+       each fold's choice; the search rows of step 2 (on every station) choose the final
+       forest only and are the selection score, optimistic by construction. Without
+       ``nested``, every fold uses the choice made on all stations.
     5. The final forest is fitted on every complete row with out-of-bag scoring.
 
     Every fit (search, CV folds, final) is a ``RandomForestRegressor(bootstrap=True,
@@ -784,6 +903,10 @@ def train(
     size_leaves : sequence of int or float, optional
         With ``n_estimators="smallest"``: ``min_samples_leaf`` values to score (default
         :data:`SIZE_LEAVES`).
+    nested : bool, optional
+        Re-run the search and the forest-size step inside every CV fold (default True; step
+        4). It multiplies the selection's cost by about the number of folds. Has no effect
+        without ``search`` or ``n_estimators="smallest"``.
 
     Returns
     -------
@@ -817,6 +940,10 @@ def train(
     .. [1] Breiman, L. (2001). Random forests. Machine Learning 45, 5–32.
     .. [2] Han, Q. et al. (2023). Geosci. Model Dev. 16, 5825–5845.
     .. [3] Roberts, D. R. et al. (2017). Ecography 40, 913–929.
+    .. [4] Varma, S. & Simon, R. (2006). Bias in error estimation when using
+       cross-validation for model selection. BMC Bioinformatics 7, 91.
+    .. [5] Cawley, G. C. & Talbot, N. L. C. (2010). On over-fitting in model selection and
+       subsequent selection bias in performance evaluation. JMLR 11, 2079–2107.
 
     Examples
     --------
@@ -882,60 +1009,35 @@ def train(
     site_splits = (
         splits["site"] if "site" in splits else (_splits("site", stations, n_splits) if search or smallest else None)
     )
-    n_fits = len(candidates) * len(site_splits[0] if site_splits else []) + sum(len(v[0]) for v in splits.values()) + 1
-    if smallest:
-        assert site_splits is not None
-        n_fits += len(size_leaves) * len(site_splits[0])
+    sizes = _Sizes(size_trees, size_leaves, size_tolerance) if smallest else None
+    nest = bool(nested) and bool(candidates or smallest)
+
+    def selection_fits(n_folds: int) -> int:
+        return (len(candidates) + (len(size_leaves) if smallest else 0)) * n_folds
+
+    n_fits = selection_fits(len(site_splits[0]) if site_splits else 0) + sum(len(v[0]) for v in splits.values()) + 1
+    if nest:  # every outer fold's own selection (an upper bound: inner folds <= n_splits)
+        n_fits += sum(selection_fits(n_splits or len(site_ids)) for v in splits.values() for _ in v[0])
 
     base: dict[str, Any] = {"max_features": max_features, "min_samples_leaf": min_samples_leaf}
     bar = _progress(progress, n_fits)
     try:
-        # ------------------------------------------------------------ search
-        search_rows: list[dict[str, Any]] = []
-        params = dict(base)
-        if candidates:
-            assert site_splits is not None
-            best, i_best = math.inf, 0
-            for i, cand in enumerate(candidates):
-                bar.set_postfix_str(f"search {cand}")
-                p, _ = _cross_val_predict(
-                    X, y, site_splits[0], {**base, **cand}, search_estimators, random_state, n_jobs, bar.update
-                )
-                m = evaluate(p, y)
-                row = {
-                    "params": cand,
-                    "n_estimators": search_estimators,
-                    "cv": "site",
-                    "splitter": site_splits[1],
-                    "RMSE": m["RMSE"],
-                    "ubRMSE": m["ubRMSE"],
-                    "R": m["R"],
-                    "chosen": False,
-                }
-                search_rows.append(row)
-                log.info("search %s: leave-site-out RMSE %.4f, R %.3f", cand, m["RMSE"], m["R"])
-                if m["RMSE"] < best:
-                    best, i_best = m["RMSE"], i
-            params = {**base, **candidates[i_best]}
-            search_rows[i_best]["chosen"] = True
-            log.info("search chose %s (RMSE %.4f)", {k: params[k] for k in candidates[0]}, best)
-
-        # ------------------------------------------------------------ forest size
-        if smallest:
-            assert site_splits is not None
-            n_estimators, params, search_rows = _choose_size(
-                X,
-                y,
-                site_splits,
-                params,
-                search_rows,
-                size_trees,
-                size_leaves,
-                size_tolerance,
-                random_state,
-                n_jobs,
-                bar,
-            )
+        # ------------------------------------------------------------ selection on every station
+        n_estimators0 = n_estimators  # the trees a fold uses before its own forest-size step
+        params, n_estimators, search_rows = _select(
+            X,
+            y,
+            site_splits,
+            candidates,
+            base,
+            smallest,
+            n_estimators,
+            sizes,
+            search_estimators,
+            random_state,
+            n_jobs,
+            bar,
+        )
 
         # ------------------------------------------------------------ CV
         frames = []
@@ -946,16 +1048,53 @@ def train(
                 cv_card[s] = {"skipped": skipped[s]}
                 continue
             sp, splitter = splits[s]
-            bar.set_postfix_str(f"{s} CV")
-            pred, fold = _cross_val_predict(X, y, sp, params, n_estimators, random_state, n_jobs, bar.update)
+            bar.set_postfix_str(f"{s} CV" + (" (nested)" if nest else ""))
+            fold_selection: list[dict[str, Any]] | None = None
+            if nest:
+
+                def select(Xi: np.ndarray, yi: np.ndarray, inner: Any) -> tuple[dict[str, Any], int]:
+                    got = _select(
+                        Xi,
+                        yi,
+                        inner,
+                        candidates,
+                        base,
+                        smallest,
+                        n_estimators0,
+                        sizes,
+                        search_estimators,
+                        random_state,
+                        n_jobs,
+                        bar,
+                        quiet=True,
+                    )
+                    return got[0], got[1]
+
+                pred, fold, fold_selection = _nested_cross_val_predict(
+                    X,
+                    y,
+                    stations,
+                    sp,
+                    select,
+                    (dict(base), n_estimators0),
+                    n_splits,
+                    random_state,
+                    n_jobs,
+                    bar.update,
+                )
+            else:
+                pred, fold = _cross_val_predict(X, y, sp, params, n_estimators, random_state, n_jobs, bar.update)
             per_site = _per_site(stations, dates, y, pred)
             entry: dict[str, Any] = {
                 "splitter": splitter,
                 "n_folds": len(sp),
                 "n_groups": int(np.unique(groups[s]).size),
+                "nested": nest,
                 "metrics": evaluate(pred, y),
                 "site_median": _median(per_site),
             }
+            if fold_selection is not None:
+                entry["fold_selection"] = fold_selection
             if s == "block":
                 entry["block_size"] = float(block_size)
             cv_card[s] = entry
