@@ -116,3 +116,13 @@ def test_plots_are_pngs(table, tmp_path):
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, p
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_glossary_defines_what_reports_use_and_refuses_unknown_terms() -> None:
+    from smengine._glossary import TERMS, glossary
+
+    lines = glossary(("scores", "di"))
+    assert lines[0] == "## Terms" and lines[2].startswith("- **R**") and "Meyer & Pebesma 2021" in lines[3]
+    assert len(lines) == 5 and all(v.startswith("**") for v in TERMS.values())
+    with pytest.raises(KeyError, match="no definition for \\['rmsd'\\]"):
+        glossary(("scores", "rmsd"))

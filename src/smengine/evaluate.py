@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -282,9 +282,17 @@ def plot_map(
 
 
 def plot_timeseries(
-    table: pd.DataFrame, station: str, path: str | os.PathLike[str], columns: Sequence[str] = ("obs", "pred")
+    table: pd.DataFrame,
+    station: str,
+    path: str | os.PathLike[str],
+    columns: Sequence[str] = ("obs", "pred"),
+    *,
+    title: str | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Path:
-    """Daily series of one station (reference and estimates)."""
+    """Daily series of one station (reference and estimates).
+
+    ``title`` replaces the default "station <id>"; ``labels`` maps columns to legend labels."""
     plt = _plt()
     t = _check(table, columns)
     g = t[t["station"] == station]
@@ -292,16 +300,26 @@ def plot_timeseries(
         raise ValidationError(f"no rows for station {station!r} (have {sorted(t['station'].unique())[:10]}…)")
     fig, ax = plt.subplots(figsize=(9, 3.2))
     for c in columns:
-        ax.plot(g["date"], g[c], lw=1.2 if c == columns[0] else 0.9, label=c)
+        ax.plot(g["date"], g[c], lw=1.2 if c == columns[0] else 0.9, label=(labels or {}).get(c, c))
     ax.set_ylabel("θ (m³ m⁻³)")
-    ax.set_title(f"station {station}")
+    ax.set_title(title or f"station {station}")
     ax.legend(loc="upper right", ncol=len(columns))
     fig.autofmt_xdate()
     return _save(fig, path)
 
 
-def plot_scatter(table: pd.DataFrame, path: str | os.PathLike[str], pred: str = "pred", obs: str = "obs") -> Path:
-    """All station-days: estimate against reference, 1:1 line, pooled R and ubRMSE in the title."""
+def plot_scatter(
+    table: pd.DataFrame,
+    path: str | os.PathLike[str],
+    pred: str = "pred",
+    obs: str = "obs",
+    *,
+    title: str | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+) -> Path:
+    """All station-days: estimate against reference, 1:1 line, pooled R and ubRMSE in the title
+    (after ``title`` when given)."""
     plt = _plt()
     t = _check(table, (pred, obs))
     m = evaluate(t[pred].to_numpy(float), t[obs].to_numpy(float))
@@ -310,9 +328,10 @@ def plot_scatter(table: pd.DataFrame, path: str | os.PathLike[str], pred: str = 
     lo = float(np.nanmin(t[[pred, obs]].to_numpy()))
     hi = float(np.nanmax(t[[pred, obs]].to_numpy()))
     ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
-    ax.set_xlabel(f"{obs} (m³ m⁻³)")
-    ax.set_ylabel(f"{pred} (m³ m⁻³)")
-    ax.set_title(f"R = {m['R']:.2f}, ubRMSE = {m['ubRMSE']:.3f}, n = {m['n']}")
+    ax.set_xlabel(f"{xlabel or obs} (m³ m⁻³)")
+    ax.set_ylabel(f"{ylabel or pred} (m³ m⁻³)")
+    stats = f"pooled R = {m['R']:.2f}, ubRMSE = {m['ubRMSE']:.3f}, n = {m['n']}"
+    ax.set_title(f"{title}\n{stats}" if title else stats, fontsize=9 if title else None)
     return _save(fig, path)
 
 

@@ -209,6 +209,9 @@ def test_cli_takes_a_network_in_its_own_layout_with_irrigation_and_a_feature_cho
     assert "Irrigation (a water input beside precipitation): F1 station; F2 table; F3 none (0 mm)." in text
     assert "Left out by choice: `doy_cos`, `doy_sin`." in text
     assert "`irrigation_ef" in text
+    # the report defines the scores and splits it uses
+    for term in ("**R**", "**ubRMSE**", "**KGE**", "**linear**", "**Leave-site-out**", "**spatio-temporal"):
+        assert term in text.split("## Leave-site-out")[0], term
     bad = CliRunner().invoke(cli, [*args[:-9], "--features", "ndvi", "--experiment", "leave-site-out", "--no-plots"])
     assert bad.exit_code != 0 and "unknown feature 'ndvi'" in bad.output
     stray = CliRunner().invoke(cli, ["stations-experiment", "--out", str(out), "--timezone", "UTC"])

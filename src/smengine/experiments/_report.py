@@ -303,6 +303,7 @@ def _report(
     results: Mapping[str, ExperimentResult], tables: Mapping[str, pd.DataFrame], sources: Mapping[str, str], plots: bool
 ) -> str:
     import smengine
+    from smengine._glossary import glossary
 
     L = [
         "# Real-data emulation at CRNS stations",
@@ -316,6 +317,18 @@ def _report(
             "(≥ 30 days) with `smengine.evaluate.site_scores`; bias = prediction − CRNS, m³ m⁻³."
         ),
         "",
+        *glossary(
+            (
+                "scores",
+                "pooled",
+                "baselines",
+                "temporal_split",
+                "grouped_cv",
+                "spatiotemporal",
+                "nested",
+                "d86",
+            )
+        ),
     ]
     for e, res in results.items():
         t = tables[e]
