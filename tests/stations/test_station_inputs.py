@@ -114,8 +114,11 @@ def test_theta_above_one_from_counts_is_flagged_out_of_range_and_left_out_of_dai
     ss = read_csv(df, metadata=META)
     d = ss["S1"].data
     assert (d["sm"] > 1.0).all() and (d["flag"] & int(QC.OUT_OF_RANGE)).all()
-    daily = ss.daily(min_hours=1)
+    with pytest.warns(DataLossWarning, match=r"S1 2 of 2 \(OUT_OF_RANGE 2\)"):  # whole days flagged: not silent
+        daily = ss.daily(min_hours=1)
     assert "S1" not in set(daily["station"]) and "S2" in set(daily["station"])
+    assert daily.attrs["dropped_days"] == {"S1": 2, "S2": 0}
+    assert daily.attrs["drop_reasons"] == {"S1": {"OUT_OF_RANGE": 2}, "S2": {}}
     ok = ss["S2"].data
     assert (ok["flag"] & int(QC.OUT_OF_RANGE) == 0).all() and ok["sm"].between(0, 1).all()
 

@@ -347,10 +347,18 @@ def test_read_ismn_real_cr_only_files(data_dir: Path) -> None:
     rows = [ln.split() for ln in f.read_bytes().decode().split("\r")[1:] if ln.strip()]
     assert len(st.data) == len(rows)
     np.testing.assert_array_equal(st.data["sm"].to_numpy(), [float(r[2]) for r in rows])
-    d = ss.daily()
+    # MAQU's provider flags (not 'G') cover whole days: lost days are counted and said, not silent
+    with pytest.warns(DataLossWarning, match=r"MAQU\S+ 380 of 755 \(SOURCE_FLAG 380\)"):
+        d = ss.daily()
     assert set(d["station"]) <= set(ss) and (d["n_hours"] >= 18).all()
     good = sum(((ss[s].data["flag"] == 0) & ss[s].data["sm"].notna()).sum() for s in ss)
     assert good > 0
+    for sid in ss:  # independent count: days with data but fewer than 18 valid (unflagged) hourly steps
+        x = ss[sid].data
+        day = x.index.floor("D")
+        valid = (x["sm"].notna() & (x["flag"] == 0)).groupby(day).sum() * S.step_hours(x.index)
+        had = x["sm"].notna().groupby(day).any()
+        assert d.attrs["dropped_days"][sid] == int((had & (valid < 18)).sum()), sid
 
 
 # --------------------------------------------------------------------------------------

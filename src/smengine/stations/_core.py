@@ -322,7 +322,10 @@ class StationSet(Mapping[str, Station]):
         pandas.DataFrame
             Tidy table with columns ``station``, ``date`` (datetime64[D]), ``sm``,
             ``n_hours`` and the met series and extras; sorted by station and date. The
-            number of days dropped per station is in ``.attrs["dropped_days"]``.
+            number of days with data dropped per station is in ``.attrs["dropped_days"]``
+            (days whose every step is flagged included) and why in
+            ``.attrs["drop_reasons"]`` (station → {QC bit name or ``"missing_hours"``: days};
+            a day flagged by two bits counts under both).
 
         Warns
         -----
@@ -331,20 +334,23 @@ class StationSet(Mapping[str, Station]):
         """
         if not 0.0 <= min_hours <= 24.0:
             raise ConfigError(f"min_hours should be within [0, 24], got {min_hours}")
-        frames, dropped, heavy = [], {}, []
+        frames, dropped, reasons, heavy = [], {}, {}, []
         for s in self.values():
             d, n_drop = _daily_one(s, min_hours, int(mask))
             dropped[s.id] = n_drop
+            reasons[s.id] = d.attrs.pop("drop_reasons", {})
             if n_drop:
-                log.info("station %s: %d days with < %g valid hours dropped", s.id, n_drop, min_hours)
+                why = ", ".join(f"{k} {v}" for k, v in reasons[s.id].items())
+                log.info("station %s: %d days with < %g valid hours dropped (%s)", s.id, n_drop, min_hours, why)
                 if n_drop > len(d):
-                    heavy.append(f"{s.id} {n_drop} of {n_drop + len(d)}")
+                    heavy.append(f"{s.id} {n_drop} of {n_drop + len(d)} ({why})")
             frames.append(d)
         if heavy:
             warnings.warn(
                 f"daily(min_hours={min_hours:g}) dropped most of the days with data at "
-                f"{len(heavy)} station(s) ({', '.join(heavy)}): they have fewer valid hours (steps x step "
-                "length, at most 24 h a day); lower min_hours if that is expected",
+                f"{len(heavy)} station(s): {'; '.join(heavy)}. Days are lost to quality flags (the QC bits "
+                "named; mask= chooses which count) or to fewer valid hours than min_hours (missing_hours); "
+                "lower min_hours or change mask if that is expected",
                 DataLossWarning,
                 stacklevel=2,
             )
@@ -353,6 +359,7 @@ class StationSet(Mapping[str, Station]):
         rest = [c for c in out.columns if c not in cols]
         out = out[cols + rest]
         out.attrs["dropped_days"] = dropped
+        out.attrs["drop_reasons"] = reasons
         return out
 
 
@@ -388,8 +395,27 @@ def _daily_one(s: Station, min_hours: float, mask: int) -> tuple[pd.DataFrame, i
         for c in others:
             out[c] = go[c].sum(min_count=1) if c in _SUMMED else mean[c]
     keep = out["n_hours"] >= min_hours
-    n_drop = int((~keep & (out["n_hours"] > 0)).sum())
+    # days with data (a finite sm) that lose it: too few valid hours, or every step flagged
+    had = df["sm"].notna().groupby(day).any().reindex(out.index, fill_value=False).to_numpy()
+    lost = ~keep.to_numpy() & had
+    n_drop = int(lost.sum())
+    if n_drop:
+        bad = pd.Series(df["flag"].to_numpy() & mask, index=df.index).where(df["sm"].notna(), 0).astype(np.int64)
+        day_bits = bad.groupby(day).agg(np.bitwise_or.reduce).reindex(out.index, fill_value=0).to_numpy()
+        why: dict[str, int] = {}
+        for bit in QC:
+            n = int((lost & ((day_bits & int(bit)) != 0)).sum())
+            if n:
+                why[str(bit.name)] = n
+        n_short = int((lost & (day_bits == 0)).sum())
+        if n_short:
+            why["missing_hours"] = n_short
+        s_reasons = why
+    else:
+        s_reasons = {}
     out = out[keep & out["sm"].notna()]
     out.insert(0, "date", out.index.tz_localize(None).values.astype("datetime64[D]"))
     out.insert(0, "station", s.id)
-    return out.reset_index(drop=True), n_drop
+    out = out.reset_index(drop=True)
+    out.attrs["drop_reasons"] = s_reasons
+    return out, n_drop
