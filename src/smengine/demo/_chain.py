@@ -423,9 +423,8 @@ def run_demo(
         n_threads=n_threads,
         distance_bins=(0, 1.5, 3, 5, 10, 100),
     )
-    off = ppr.scores[~ppr.scores["station_pixel"]]
     res.pseudoproxy = {"by_distance": ppr.by_distance, "by_DI": ppr.by_DI, "aoa": ppr.aoa_table, **ppr.summary}
-    figs["pseudoproxy"] = _plot_pseudoproxy(off, out / "pseudoproxy_skill.png")
+    figs["pseudoproxy"] = _plot_pseudoproxy(ppr.scores, grid, world.stations, out / "pseudoproxy_skill.png")
     figs["map"] = _plot_maps(prod["sm"], truth, base, days, grid, world.stations, out / "map_day.png")
     done("pseudoproxy")
 
@@ -522,20 +521,37 @@ def _uncertainty_text(u: dict[str, Any]) -> list[str]:
     ]
 
 
-def _plot_pseudoproxy(off: pd.DataFrame, path: Path) -> Path:
+def _plot_pseudoproxy(scores: pd.DataFrame, grid: Any, stations: pd.DataFrame, path: Path) -> Path:
+    """Off-site skill of the pseudoproxy forest: against distance, against DI, and as a map."""
     from smengine.evaluate import _plt, _save
 
     plt = _plt()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    off = scores[~scores["station_pixel"]]
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
     a.plot(off["distance_km"], off["R"], ".", ms=3, alpha=0.6)
     a.set_xlabel("distance to nearest station (km)")
     a.set_ylabel("temporal R vs ERA5-like θ_eq")
     a.set_title("each dot: one off-site pixel's time series", fontsize=9)
     col = np.where(off["inside_AOA"], "tab:blue", "tab:red")
     b.scatter(off["DI"], off["ubRMSE"], s=6, c=col)
-    b.set_xlabel("dissimilarity index (blue: inside AOA)")
+    b.set_xlabel("dissimilarity index (median over the sampled days)")
     b.set_ylabel("ubRMSE (m³ m⁻³)")
-    b.set_title("red: outside the area of applicability", fontsize=9)
+    b.set_title("blue: inside, red: outside the area of applicability", fontsize=9)
+    km = 1000.0
+    img = np.full(grid.shape, np.nan)
+    img[off["row"].to_numpy(), off["col"].to_numpy()] = off["ubRMSE"].to_numpy()
+    extent = (
+        grid.xmin / km,
+        (grid.xmin + grid.width * grid.resolution) / km,
+        (grid.ymax - grid.height * grid.resolution) / km,
+        grid.ymax / km,
+    )
+    im = c.imshow(img, cmap="magma_r", extent=extent)
+    c.plot(stations["x"] / km, stations["y"] / km, "c^", ms=4, mfc="none", mew=0.9)
+    c.set_xlabel(f"easting (km, {grid.crs})")
+    c.set_ylabel("northing (km)")
+    c.set_title("off-site ubRMSE per pixel (▲ stations, their pixels blank)", fontsize=9)
+    fig.colorbar(im, ax=c, label="ubRMSE (m³ m⁻³)", shrink=0.85)
     fig.suptitle("pseudoproxy: a forest trained on ERA5-like θ_eq at the stations, scored at every other pixel")
     return _save(fig, path)
 
