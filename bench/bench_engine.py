@@ -11,7 +11,11 @@ days; sub-pixel predictions per second and peak memory of
   together ("day-inner").
 
 Both produce the same four layers (mean, within-pixel SD, mean forest spread, valid
-fraction); the benchmark checks they agree to 1e-5. The forest is bench_forest's: 100 trees,
+fraction); the benchmark checks they agree to 1e-5. A second group times the engine with
+and without the dissimilarity index (``di``, the area of applicability of Meyer & Pebesma
+2021, :class:`smengine.model.Applicability` of the training rows in 40 random folds),
+checks the DI of one day against the exact DI of the pixel-mean features and prints the
+DI's share of the engine's time. The forest is bench_forest's: 100 trees,
 min_samples_leaf=5, max_features=1/3, 16 features (5 static, 3 dynamic at 1 km, 2 coarse
 at 10 km, SWI of the surface-SM layer at T = 5, 10, 20, 40 d, day of year), trained on
 27 000 rows drawn from the tile's first 24 days. The summary projects a year over Europe
@@ -94,7 +98,7 @@ def world(tmp_path_factory):
     from sklearn.ensemble import RandomForestRegressor
 
     from smengine.features import FeatureBuilder, FeatureSpec
-    from smengine.model import CompiledForest
+    from smengine.model import Applicability, CompiledForest
     from smengine.tiles import TileStore
 
     path = tmp_path_factory.mktemp("engine") / "bench.h5"
@@ -119,7 +123,10 @@ def world(tmp_path_factory):
     rf = RandomForestRegressor(N_TREES, min_samples_leaf=5, max_features=1 / 3, random_state=0, n_jobs=-1).fit(X, y)
     rf.n_jobs = 1
     cf = CompiledForest.from_sklearn(rf, feature_names=fb.names)
-    return {"store": store, "rf": rf, "cf": cf, "names": fb.names, "days": days[SPIN:]}
+    folds = rng.integers(0, 40, len(X))  # stand-ins for stations
+    app = Applicability.fit(X, weights=rf.feature_importances_, folds=folds, feature_names=fb.names)
+    cf.applicability = app  # used only with di=True
+    return {"store": store, "rf": rf, "cf": cf, "names": fb.names, "days": days[SPIN:], "X": X, "folds": folds}
 
 
 def _naive(world, n_jobs=1):
@@ -132,10 +139,10 @@ def _naive(world, n_jobs=1):
         world["rf"].n_jobs = 1
 
 
-def _ours(world, threads, day_inner=False):
+def _ours(world, threads, day_inner=False, di=False):
     from smengine.engine import TileRunner
 
-    r = TileRunner(world["store"], world["cf"], n_threads=threads, day_inner=day_inner, chunk_days=8)
+    r = TileRunner(world["store"], world["cf"], n_threads=threads, day_inner=day_inner, chunk_days=8, di=di)
     return r.predict_arrays(world["days"])[1], r.stats
 
 
@@ -200,4 +207,39 @@ def test_engine(world, record, note, threads, day_inner):
         f"{100 * st.box_hits / max(st.box_hits + st.walks, 1):.0f} %, {st.visits / max(st.box_hits + st.walks, 1):.2f} "
         f"walk steps (3-level blocks) per row-tree; a year over Europe (3.5e10 sub-pixel-days) ≈ "
         f"{EUROPE_SUBPIXEL_DAYS / rate / 3600:.1f} h"
+    )
+
+
+@pytest.mark.parametrize("di", [False, True])
+def test_engine_di(world, record, note, di):
+    """The engine with and without the dissimilarity index, 2 threads: the DI's cost."""
+    name = "engine 2 thr" + (" + di" if di else "")
+    out, _ = record(
+        "engine with/without DI", name, _ours, world, 2, False, di, incumbent=not di, rounds=3, items=N_SUBPIXEL_DAYS
+    )
+    if not di:
+        return
+    from smengine.features import FeatureBuilder, FeatureSpec
+    from smengine.pseudoproxy import aoa
+
+    # one day against the exact DI of the pixel-mean features (complete pixels)
+    s = world["store"]
+    fb = FeatureBuilder(s, FeatureSpec(swi_of=("s1",), swi_carry=False))
+    Py, Px = s.grid.shape
+    f = fb.day(s.day_index(world["days"][-1]), swi=fb.swi()).reshape(16, Py, 4, Px, 4).mean(axis=(2, 4))
+    ok = np.isfinite(f).all(0) & ((out["quality_flag"][-1] & 7) == 0)
+    exact = aoa(world["X"], f[:, ok].T, weights=world["rf"].feature_importances_, folds=world["folds"])
+    np.testing.assert_allclose(out["di"][-1][ok], exact.di, rtol=1e-5)
+    # the DI's share: one extra run each
+    times = {}
+    for d in (False, True):
+        t0 = time.perf_counter()
+        _ours(world, 2, False, d)
+        times[d] = time.perf_counter() - t0
+    app = world["cf"].applicability
+    note(
+        f"[engine] DI: {times[True]:.2f} s with, {times[False]:.2f} s without (2 threads, one extra run each): "
+        f"+{100 * (times[True] / times[False] - 1):.0f} % for the DI of {int(np.isfinite(out['di']).sum()):,} "
+        f"pixel-days against {app.reference.shape[0]:,} training rows; {ok.sum():,} complete pixels of the last "
+        "day equal the exact DI (rtol 1e-5)"
     )

@@ -388,6 +388,20 @@ def test_cf_compliance_checker_passes(nc_path):
     assert scored == possible > 100
 
 
+def test_cf_compliance_checker_passes_with_di_and_the_aoa_bit(grid, arrays, tmp_path):
+    """A product with the dissimilarity index and the outside_aoa bit (flag_masks beside flag_values)."""
+    from smengine.product import OUTSIDE_AOA
+
+    sm = arrays["sm"]
+    di = np.where(np.isnan(sm), np.nan, np.linspace(0.0, 1.0, sm.size).reshape(sm.shape)).astype(np.float32)
+    flag = arrays["quality_flag"] | np.where(di > np.float32(0.5), OUTSIDE_AOA, 0).astype(np.uint8)
+    ds = _make(grid, {**arrays, "quality_flag": flag}, di=di, di_threshold=0.5)
+    assert ((ds["quality_flag"].values & OUTSIDE_AOA) > 0).any()
+    failed, (scored, possible) = _cf_failures(write_netcdf(ds, tmp_path / "di.nc"))
+    assert not failed, json.dumps(failed, indent=1, ensure_ascii=False)
+    assert scored == possible > 100
+
+
 def test_cf_compliance_checker_catches_a_broken_file(product, tmp_path):
     # the checker must be able to fail: wrong units for the standard name, an unsigned
     # variable (CF-1.9+) and a dangling grid_mapping

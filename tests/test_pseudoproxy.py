@@ -79,7 +79,9 @@ def test_pixel_scores_and_bins():
     assert isinstance(b, pd.DataFrame)
 
 
-def _tile(path):
+def _tile(path, edit=None):
+    """10 × 8 pixels of 4 × 4 sub-pixels, 60 days of ``elev`` and ``ssm``; ``edit(t, ssm, rng)``
+    may change day ``t``'s ``ssm`` in place."""
     from smengine.grid import Grid
     from smengine.tiles import TileStore, TileWriter
 
@@ -90,13 +92,10 @@ def _tile(path):
     with TileWriter(path, grid, days, ["elev"], ["ssm"], {"elev": "m", "ssm": "m3 m-3"}) as w:
         w.write_static("elev", np.add.outer(np.arange(ny), np.arange(nx)).astype(np.float32))
         for t in range(days.size):
-            w.write_dynamic(
-                t,
-                "ssm",
-                (0.2 + 0.1 * np.sin(t / 5 + np.arange(nx) / 9)[None, :] + 0.01 * rng.standard_normal((ny, nx))).astype(
-                    np.float32
-                ),
-            )
+            ssm = 0.2 + 0.1 * np.sin(t / 5 + np.arange(nx) / 9)[None, :] + 0.01 * rng.standard_normal((ny, nx))
+            if edit is not None:
+                edit(t, ssm, rng)
+            w.write_dynamic(t, "ssm", ssm.astype(np.float32))
     return TileStore.open(path), days
 
 

@@ -872,6 +872,13 @@ def train(
     help="Add d86 (cm) and, where the tiles have abs_humidity, r86 (m) per pixel-day: the depth and radius "
     "each value represents (needs a bulk_density or porosity layer).",
 )
+@click.option(
+    "--di/--no-di",
+    default=None,
+    help="Add the dissimilarity index di per pixel-day and the outside_aoa bit of quality_flag (area of "
+    "applicability, Meyer & Pebesma 2021). Default: when MODEL carries an applicability reference (models "
+    "trained by this smengine do); --di with a model without one warns and writes no di.",
+)
 def predict(
     model: Path,
     tiles: tuple[Path, ...],
@@ -888,6 +895,7 @@ def predict(
     fmt: str,
     workers: int | None,
     footprint: bool,
+    di: bool | None,
 ) -> None:
     """Predict the daily 1-km product of TILES (tile files or folders of them) with MODEL.
 
@@ -962,10 +970,14 @@ def predict(
 
                 if footprint:
                     raise click.UsageError("--footprint is not available with --format domain-zarr yet")
+                if di:
+                    raise click.UsageError("--di is not available with --format domain-zarr yet")
 
                 res = run_domain(paths, cf, out_dir / "product.zarr", days, time_chunk=file_days, **common)
             else:
-                res = run(paths, cf, out_dir, days, file_days=file_days, format=fmt, footprint=footprint, **common)
+                res = run(
+                    paths, cf, out_dir, days, file_days=file_days, format=fmt, footprint=footprint, di=di, **common
+                )
     except SMEngineError as exc:
         raise click.ClickException(str(exc)) from exc
     st = res.stats

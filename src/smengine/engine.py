@@ -35,6 +35,14 @@ converted source), with an INFO log line and a :class:`~smengine.errors.SMEngine
 other pairs raise :class:`~smengine.errors.DataError`. Features the card gives no units for
 are not checked (one :class:`~smengine.errors.SMEngineWarning` per forest names them).
 
+Applicability: when the forest carries an area-of-applicability reference
+(:attr:`~smengine.model.CompiledForest.applicability`, attached by :func:`smengine.model.train`),
+the products carry the dissimilarity index ``di`` of Meyer & Pebesma (2021) of every pixel-day
+and the ``outside_aoa`` bit of ``quality_flag`` where it exceeds the threshold (``di=False``
+turns it off). The DI is that of the pixel-mean feature vector: the kernel averages the
+features the forest saw over the pixel's valid sub-pixels, and a k-d tree finds the nearest
+training row (:meth:`smengine.model.Applicability.di`).
+
 :func:`run` does a whole domain: many tiles, the days split into ranges, one CF-NetCDF per
 (tile, range) written atomically; finished outputs are skipped on a rerun.
 
@@ -64,7 +72,7 @@ from smengine._days import as_day, as_days, day_range
 from smengine._threads import effective_n_threads
 from smengine.errors import ConfigError, DataError, DataLossWarning, SMEngineError, SMEngineWarning
 from smengine.features import calendar_features, parse_swi_feature_name
-from smengine.product import QualityFlag
+from smengine.product import CODE_MASK, OUTSIDE_AOA, QualityFlag
 from smengine.tiles import TileStore
 from smengine.units import conversion
 
@@ -192,6 +200,23 @@ def _load_forest(forest: Any) -> Any:
     raise ConfigError(
         f"forest should be a CompiledForest, a Forest, a fitted forest or a file, got {type(forest).__name__}"
     )
+
+
+def _resolve_di(forest: Any, di: bool | None) -> bool:
+    """Whether to compute the DI: ``di`` (None: when the forest carries an applicability
+    reference). Asked for (True) without a reference: a warning, and no DI."""
+    has = getattr(forest, "applicability", None) is not None
+    if di is None or has or not di:
+        return bool(has if di is None else di)
+    name = str(getattr(forest, "content_hash", ""))[:19]
+    msg = (
+        f"model {name} carries no area-of-applicability reference (trained before forests "
+        "carried one, or compiled from a bare scikit-learn forest): the product has no di and no outside_aoa bit; "
+        "retrain it with smengine.model.train (or attach Applicability.fit(...) as forest.applicability)"
+    )
+    if _once_per_forest(forest, msg):
+        warnings.warn(msg, SMEngineWarning, stacklevel=3)
+    return False
 
 
 def _open_store(store: TileStore | str | os.PathLike[str]) -> TileStore:
@@ -377,6 +402,11 @@ class TileRunner:
         Reuse between consecutive rows in the forest kernel (see
         :meth:`smengine.model.CompiledForest.predict`; default True: the leaf-box table
         with interleaved lanes). Results are identical.
+    di : bool, optional
+        Also compute the dissimilarity index of every pixel-day (``di`` in the arrays of
+        :meth:`predict_arrays`, and the ``outside_aoa`` bit in ``quality_flag``) from the
+        forest's :attr:`~smengine.model.CompiledForest.applicability` (default False here;
+        :func:`predict` and :func:`run` turn it on when the forest carries one).
 
     Notes
     -----
@@ -394,6 +424,7 @@ class TileRunner:
         chunk_days: int = 8,
         day_inner: bool = False,
         reuse: bool | str = True,
+        di: bool = False,
     ) -> None:
         self.store = _open_store(store)
         self.forest = _load_forest(forest)
@@ -415,6 +446,15 @@ class TileRunner:
                 "can find its features in the tiles"
             )
         self.feature_names = list(names)
+        self.applicability = self.forest.applicability if di else None
+        if di and self.applicability is None:
+            raise ConfigError("di=True needs a forest with an applicability reference (forest.applicability)")
+        app = self.applicability
+        if app is not None and app.feature_names is not None and list(app.feature_names) != self.feature_names:
+            raise ConfigError(
+                f"the forest's applicability reference is for features {list(app.feature_names)}, "
+                f"not the forest's {self.feature_names}"
+            )
         s = self.store
         self._plan = _build_plan(s, self.feature_names)
         self._check_units()
@@ -521,6 +561,8 @@ class TileRunner:
             name: np.empty((D, Py, Px), np.float32) for name in ("sm", "subpixel_sd", "uncertainty", "valid_fraction")
         }
         bufs["quality_flag"] = np.empty((D, Py, Px), np.uint8)
+        nf = len(self.feature_names)
+        fmean = np.empty((D, nf, Py, Px), np.float64) if self.applicability is not None else None
         counters = np.zeros(5, dtype=np.int64)
         ncol = self._plan.plan.shape[0]
         nrow = Px * self.grid.subpixel**2 * D
@@ -533,7 +575,7 @@ class TileRunner:
             )
         chunk = _engine.ChunkInputs(sidx.astype(np.int64), want.astype(np.uint8), tday, cvals, consts)
         outputs = _engine.Outputs(
-            bufs["sm"], bufs["subpixel_sd"], bufs["uncertainty"], bufs["valid_fraction"], bufs["quality_flag"]
+            bufs["sm"], bufs["subpixel_sd"], bufs["uncertainty"], bufs["valid_fraction"], bufs["quality_flag"], fmean
         )
         _engine.run_days(
             self._kernel,
@@ -560,7 +602,22 @@ class TileRunner:
         st.walks += int(counters[2])
         st.nonfinite_values += int(counters[4])
         st.spinup_days += int((~w & present).sum())
+        if fmean is not None:
+            self._add_di(bufs, fmean, w & present)
         return bufs
+
+    def _add_di(self, bufs: dict[str, np.ndarray], fmean: np.ndarray, days: np.ndarray) -> None:
+        """``bufs["di"]`` from the pixel-mean features of the predicted ``days`` of a chunk, and
+        the outside_aoa bit of their quality flag."""
+        app = self.applicability
+        assert app is not None
+        D, nf, Py, Px = fmean.shape
+        di = np.full((D, Py, Px), np.nan, np.float32)
+        if days.any():
+            rows = fmean[days].transpose(0, 2, 3, 1).reshape(-1, nf)
+            di[days] = app.di(rows, workers=self.n_threads).reshape(-1, Py, Px)
+        bufs["di"] = di
+        bufs["quality_flag"][app.outside(di)] |= OUTSIDE_AOA  # float32 di > float32 threshold
 
     def predict_arrays(
         self, days: Any = None, progress: Callable[[int], Any] | None = None
@@ -575,6 +632,8 @@ class TileRunner:
         out = {k: np.full((req.size, Py, Px), np.nan, np.float32) for k in ("sm", "subpixel_sd", "uncertainty")}
         out["valid_fraction"] = np.zeros((req.size, Py, Px), np.float32)
         out["quality_flag"] = np.full((req.size, Py, Px), QualityFlag.NO_INPUT, np.uint8)
+        if self.applicability is not None:
+            out["di"] = np.full((req.size, Py, Px), np.nan, np.float32)
         # store day index of each requested day (-1: not in the store)
         pos = np.searchsorted(s.times, req)
         inside = pos < s.times.size
@@ -625,7 +684,7 @@ class TileRunner:
                 progress(int(want.sum()))
         self._next = max(self._next, last + 1)
         self.stats.pixel_days += out["quality_flag"].size
-        self.stats.nan_pixel_days += int((out["quality_flag"] >= QualityFlag.LOW_VALID_FRACTION).sum())
+        self.stats.nan_pixel_days += int(((out["quality_flag"] & CODE_MASK) >= QualityFlag.LOW_VALID_FRACTION).sum())
         return req, out
 
 
@@ -643,6 +702,7 @@ def predict(
     progress: Callable[[int], Any] | None = None,
     max_missing: float | None = None,
     footprint: bool = False,
+    di: bool | None = None,
 ) -> Any:
     """Daily 1-km soil moisture of one tile: every sub-pixel through the forest, averaged per pixel.
 
@@ -676,27 +736,35 @@ def predict(
     footprint : bool, optional
         Add ``d86`` (cm) and, where the tile has humidity, ``r86`` (m) per pixel-day: the
         depth and radius the value represents (:func:`footprint_layers`).
+    di : bool, optional
+        Add the dissimilarity index ``di`` per pixel-day and set the ``outside_aoa`` bit of
+        ``quality_flag`` where it exceeds the area-of-applicability threshold (Meyer &
+        Pebesma 2021; see the module docstring). Default None: when the forest carries an
+        applicability reference (forests from :func:`smengine.model.train` do). True with a
+        forest without one: an :class:`~smengine.errors.SMEngineWarning` and no ``di``.
 
     Returns
     -------
     xarray.Dataset
         The product (:func:`smengine.product.make_product`): ``sm`` (m³ m⁻³),
         ``sm_uncertainty`` (mean forest spread), ``sm_subpixel_sd``, ``valid_fraction``,
-        ``quality_flag`` on (time, y, x) of the tile's 1-km grid.
+        ``quality_flag`` (and ``di``, ``d86``, ``r86``) on (time, y, x) of the tile's 1-km grid.
 
     Raises
     ------
     ConfigError
         If a forest feature cannot be found in the tile, or on bad arguments.
     """
+    cf = _load_forest(forest)
     runner = TileRunner(
         store,
-        forest,
+        cf,
         min_valid_fraction=min_valid_fraction,
         n_threads=n_threads,
         chunk_days=chunk_days,
         day_inner=day_inner,
         reuse=reuse,
+        di=_resolve_di(cf, di),
     )
     runner.footprint = bool(footprint)
     req, out = runner.predict_arrays(days, progress=progress)
@@ -813,6 +881,9 @@ def _engine_config(runner: TileRunner, config: dict[str, Any] | None) -> dict[st
     }
     if getattr(runner, "footprint", False):
         cfg["engine"]["footprint"] = _footprint_inputs(runner.store)
+    app = getattr(runner, "applicability", None)
+    if app is not None:
+        cfg["engine"]["di"] = {"reference": app.digest, "threshold": app.threshold, "max_error": app.max_error}
     if config:
         cfg.update(config)
     return json.loads(json.dumps(cfg, sort_keys=True, default=str))
@@ -832,6 +903,9 @@ def _product(
     if getattr(runner, "footprint", False):
         fp = footprint_layers(runner.store, days, out["sm"])
         fp.pop("inputs")
+    app = getattr(runner, "applicability", None)
+    if app is not None:
+        fp.update(di=out["di"], di_threshold=app.threshold, di_max_error=app.max_error)
     ds = make_product(
         out["sm"],
         out["uncertainty"],
@@ -1076,11 +1150,14 @@ def _run_tile(
     chunk_days: int,
     progress: Callable[[int], Any] | None = None,
     footprint: bool = False,
+    di: bool = False,
 ) -> tuple[list[Path], list[Path], EngineStats, int, str]:
     """One tile of :func:`run`: (written, skipped, stats, days covered, tile path)."""
     from smengine.product import open_product, write_netcdf, write_zarr
 
-    runner = TileRunner(st, cf, min_valid_fraction=min_valid_fraction, n_threads=n_threads, chunk_days=chunk_days)
+    runner = TileRunner(
+        st, cf, min_valid_fraction=min_valid_fraction, n_threads=n_threads, chunk_days=chunk_days, di=di
+    )
     runner.footprint = footprint
     written: list[Path] = []
     skipped: list[Path] = []
@@ -1157,6 +1234,7 @@ def run(
     client: Any = None,
     max_missing: float | None = None,
     footprint: bool = False,
+    di: bool | None = None,
 ) -> RunResult:
     """Predict a domain: every tile, every day range, one CF-NetCDF per (tile, range).
 
@@ -1195,6 +1273,9 @@ def run(
         the pixel-days has no value (the files stay written; see :func:`predict`).
     footprint : bool, optional
         Products carry ``d86``/``r86`` per pixel-day (see :func:`predict`).
+    di : bool, optional
+        Products carry the dissimilarity index ``di`` and the ``outside_aoa`` flag bit
+        (see :func:`predict`; default: when the forest carries an applicability reference).
 
     Returns
     -------
@@ -1224,6 +1305,7 @@ def run(
         "n_threads": n_threads,
         "chunk_days": chunk_days,
         "footprint": footprint,
+        "di": _resolve_di(cf, di),
     }
     items = list(stores)
     if client is None:

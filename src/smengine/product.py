@@ -17,7 +17,10 @@ Quality flags (``quality_flag``, see :data:`QUALITY_FLAGS`): 0 ``good`` (all sub
 valid), 1 ``partial`` (at least ``min_valid_fraction`` of the sub-pixels valid), 2
 ``low_valid_fraction`` (some, but fewer), 3 ``no_valid_subpixels``, 4 ``no_input`` (the
 pixel was not predicted that day, e.g. a covariate is missing). ``sm`` is NaN for codes
-2–4.
+2–4. Products with a dissimilarity index (``di``, Meyer & Pebesma 2021) also set bit 8
+(:data:`OUTSIDE_AOA`, ``outside_aoa``) where the pixel-day lies outside the model's area of
+applicability (``di`` > the threshold); the code is then ``quality_flag & 7``
+(:data:`CODE_MASK`), declared with CF ``flag_masks`` beside ``flag_values``.
 
 Examples
 --------
@@ -76,7 +79,17 @@ from smengine.grid import Grid, transformer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["QUALITY_FLAGS", "QualityFlag", "make_product", "open_product", "write_cog", "write_netcdf", "write_zarr"]
+__all__ = [
+    "CODE_MASK",
+    "OUTSIDE_AOA",
+    "QUALITY_FLAGS",
+    "QualityFlag",
+    "make_product",
+    "open_product",
+    "write_cog",
+    "write_netcdf",
+    "write_zarr",
+]
 
 
 class QualityFlag(enum.IntEnum):
@@ -93,6 +106,13 @@ class QualityFlag(enum.IntEnum):
 
 #: ``flag_meanings`` name → code of :class:`QualityFlag` (the CF attribute pair).
 QUALITY_FLAGS: dict[str, int] = {f.name.lower(): int(f) for f in QualityFlag}
+
+#: Bit of ``quality_flag`` set where the pixel-day lies outside the area of applicability
+#: (``di`` > threshold; only in products that carry ``di``).
+OUTSIDE_AOA = 8
+
+#: The bits of ``quality_flag`` that hold the :class:`QualityFlag` code (``flag & CODE_MASK``).
+CODE_MASK = 7
 
 _NAN_CODES = tuple(int(f) for f in QualityFlag if f >= QualityFlag.LOW_VALID_FRACTION)  # sm is NaN
 _TIME_UNITS = "days since 1970-01-01"
@@ -159,7 +179,21 @@ _VAR_ATTRS: dict[str, dict[str, Any]] = {
         "comment": "Köhli et al. (2015), Schrön et al. (2017): radius within which 86 % of the detected "
         "neutrons originate, depending on air humidity, soil moisture, pressure and vegetation.",
     },
+    "di": {
+        "long_name": "dissimilarity index (Meyer and Pebesma 2021)",
+        "units": "1",
+        "references": "Meyer, H., Pebesma, E. (2021): Predicting into unknown space? Estimating the area of "
+        "applicability of spatial prediction models. Methods Ecol. Evol. 12, 1620-1633, doi:10.1111/2041-210X.13650.",
+    },
 }
+
+_DI_COMMENT = (
+    "Distance of the pixel's mean feature vector (the forest's features averaged over its valid sub-pixels) to "
+    "the nearest training row, features standardised by the training mean and SD and weighted by the forest's "
+    "importances, divided by the mean distance between training rows. Outside the area of applicability "
+    "(quality_flag bit 8, outside_aoa) where di > {thr:.6g}, the largest non-outlier cross-validated training DI "
+    "(stations as folds).{err} NaN where sm is NaN."
+)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -264,6 +298,9 @@ def make_product(
     times: Any,
     d86: npt.ArrayLike | None = None,
     r86: npt.ArrayLike | None = None,
+    di: npt.ArrayLike | None = None,
+    di_threshold: float | None = None,
+    di_max_error: float = 0.0,
     min_valid_fraction: float = 0.5,
     model_card: Any = None,
     config: Mapping[str, Any] | None = None,
@@ -298,6 +335,15 @@ def make_product(
         Penetration depth D86 of the CRNS footprint (cm), Köhli et al. (2015).
     r86 : array_like, optional, same shape
         Footprint radius R86 (m), Köhli et al. (2015), Schrön et al. (2017).
+    di : array_like, optional, same shape
+        Dissimilarity index of each pixel-day (Meyer & Pebesma 2021,
+        :class:`smengine.model.Applicability`); needs ``di_threshold``. With it,
+        ``quality_flag`` may carry bit :data:`OUTSIDE_AOA`, which must be set exactly where
+        ``di > di_threshold``.
+    di_threshold : float, optional
+        The area-of-applicability threshold of ``di`` (in the variable's comment).
+    di_max_error : float, optional
+        Bound on the DI's error from a thinned training reference (0: exact), in the comment.
     min_valid_fraction : float, optional
         Threshold on ``valid_fraction`` below which a pixel is flagged 2 and ``sm`` is NaN
         (default 0.5); must be the one the engine used. Recorded as a global attribute.
@@ -319,7 +365,7 @@ def make_product(
     -------
     xarray.Dataset
         Data variables ``sm``, ``sm_uncertainty``, ``sm_subpixel_sd``, ``valid_fraction``,
-        ``quality_flag`` (and ``d86``, ``r86`` when given) on ``(time, y, x)``;
+        ``quality_flag`` (and ``d86``, ``r86``, ``di`` when given) on ``(time, y, x)``;
         coordinates ``time`` (day start, with ``time_bnds`` = [day start, next day start)),
         ``y``, ``x`` (pixel centres, m), ``crs`` (the CF grid mapping, with ``crs_wkt``,
         ``spatial_ref`` and ``GeoTransform``) and, with ``lonlat``, ``lat``/``lon``. The
@@ -333,10 +379,11 @@ def make_product(
     ValidationError
         Arrays that are not 3-D, do not match the grid or each other (the message names the
         variable and both shapes); a number of dates that differs from the number of days;
-        dates that are not UTC day starts or do not increase; unknown flag codes; ``sm``
+        dates that are not UTC day starts or do not increase; unknown flag codes; the
+        ``outside_aoa`` bit without ``di`` or where ``di`` does not exceed the threshold; ``sm``
         not NaN where the flag is 2–4, NaN where it is 0–1, or outside [0, 1];
         ``valid_fraction`` outside [0, 1] or inconsistent with the flags and
-        ``min_valid_fraction``; negative spreads, D86 or R86.
+        ``min_valid_fraction``; negative spreads, D86, R86 or DI.
 
     Notes
     -----
@@ -379,21 +426,38 @@ def make_product(
         data["d86"] = _array("d86", d86, shape, np.float32)
     if r86 is not None:
         data["r86"] = _array("r86", r86, shape, np.float32)
+    if di is not None:
+        if di_threshold is None or not math.isfinite(float(di_threshold)):
+            raise ConfigError(f"di needs a finite di_threshold, got {di_threshold!r}")
+        data["di"] = _array("di", di, shape, np.float32)
 
     flag_in = np.asarray(quality_flag)
     if flag_in.shape != shape:
         raise ValidationError(f"quality_flag has shape {flag_in.shape}, expected {shape} (like sm: time, y, x)")
     if flag_in.dtype.kind not in "iu":
         raise ValidationError(f"quality_flag.dtype should be an integer type, got {flag_in.dtype}")
-    outside = ~np.isin(flag_in, list(QUALITY_FLAGS.values()))
+    codes_in = flag_in - (flag_in & OUTSIDE_AOA) if di is not None else flag_in  # the code, without the bit
+    outside = ~np.isin(codes_in, list(QUALITY_FLAGS.values()))
     if outside.any():
         unknown = [int(c) for c in np.unique(flag_in[outside])]
-        raise ValidationError(f"quality_flag has unknown codes {unknown}; known codes are {QUALITY_FLAGS}")
+        extra = f" (plus bit {OUTSIDE_AOA} outside_aoa)" if di is not None else ""
+        raise ValidationError(f"quality_flag has unknown codes {unknown}; known codes are {QUALITY_FLAGS}{extra}")
     flag = np.ascontiguousarray(flag_in, dtype=np.uint8)
+    if di is not None:
+        with np.errstate(invalid="ignore"):
+            bad = ((flag & OUTSIDE_AOA) > 0) != (data["di"] > np.float32(di_threshold))
+        if bad.any():
+            raise ValidationError(
+                f"quality_flag bit {OUTSIDE_AOA} (outside_aoa) should be set exactly where di > {di_threshold:g}; "
+                f"it is not at {_where(bad, days)}"
+            )
 
     _check_consistency(data, flag, days, mvf)
 
     ds = _assemble(data, flag, grid, days, lonlat)
+    if di is not None:
+        err = f" From a thinned training set: at most {di_max_error:.3g} above the exact DI." if di_max_error else ""
+        ds["di"].attrs["comment"] = _DI_COMMENT.format(thr=float(di_threshold), err=err)  # type: ignore[arg-type]
     cfg = {} if config is None else config
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"config should be a dict, got {type(cfg).__name__}")
@@ -425,6 +489,7 @@ def make_product(
 
 
 def _check_consistency(data: dict[str, np.ndarray], flag: np.ndarray, days: pd.DatetimeIndex, mvf: float) -> None:
+    flag = flag & CODE_MASK  # the code, without the outside_aoa bit
     sm = data["sm"]
     isnan = np.isnan(sm)
     no_sm = np.isin(flag, _NAN_CODES)
@@ -458,7 +523,7 @@ def _check_consistency(data: dict[str, np.ndarray], flag: np.ndarray, days: pd.D
                 f"quality_flag is 2 (low_valid_fraction) but valid_fraction >= min_valid_fraction={mvf:g} "
                 f"at {_where(bad, days)}"
             )
-        for name in ("sm_uncertainty", "sm_subpixel_sd", "d86", "r86"):
+        for name in ("sm_uncertainty", "sm_subpixel_sd", "d86", "r86", "di"):
             if name in data:
                 bad = data[name] < 0
                 if bad.any():
@@ -520,7 +585,7 @@ def _assemble(
         )
 
     ancillary = ["sm_uncertainty", "sm_subpixel_sd", "valid_fraction", "quality_flag"]
-    ancillary += [n for n in ("d86", "r86") if n in data]
+    ancillary += [n for n in ("d86", "r86", "di") if n in data]
     variables: dict[str, Any] = {}
     for name, arr in data.items():
         attrs = dict(_VAR_ATTRS[name])
@@ -529,23 +594,29 @@ def _assemble(
         attrs["grid_mapping"] = "crs"
         variables[name] = (dims, arr, attrs)
     meanings = " ".join(sorted(QUALITY_FLAGS, key=QUALITY_FLAGS.__getitem__))
-    variables["quality_flag"] = (
-        dims,
-        flag,
-        {
-            "standard_name": "status_flag",
-            "long_name": "quality flag of sm",
-            "flag_values": np.array(sorted(QUALITY_FLAGS.values()), dtype=np.uint8),
-            "flag_meanings": meanings,
-            "grid_mapping": "crs",
-            "comment": (
-                "0 good: all sub-pixels valid; 1 partial: at least min_valid_fraction (global attribute) of the "
-                "sub-pixels valid; 2 low_valid_fraction: fewer valid sub-pixels than min_valid_fraction; "
-                "3 no_valid_subpixels; 4 no_input: not predicted (input missing). sm is NaN for codes 2-4."
-            ),
-        },
-    )
-    order = ["sm", "sm_uncertainty", "sm_subpixel_sd", "valid_fraction", "quality_flag", "d86", "r86"]
+    values = sorted(QUALITY_FLAGS.values())
+    qf_attrs: dict[str, Any] = {
+        "standard_name": "status_flag",
+        "long_name": "quality flag of sm",
+        "flag_values": np.array(values, dtype=np.uint8),
+        "flag_meanings": meanings,
+        "grid_mapping": "crs",
+        "comment": (
+            "0 good: all sub-pixels valid; 1 partial: at least min_valid_fraction (global attribute) of the "
+            "sub-pixels valid; 2 low_valid_fraction: fewer valid sub-pixels than min_valid_fraction; "
+            "3 no_valid_subpixels; 4 no_input: not predicted (input missing). sm is NaN for codes 2-4."
+        ),
+    }
+    if "di" in data:  # the outside_aoa bit beside the codes: CF flag_masks with flag_values
+        qf_attrs["flag_values"] = np.array([*values, OUTSIDE_AOA], dtype=np.uint8)
+        qf_attrs["flag_masks"] = np.array([CODE_MASK] * len(values) + [OUTSIDE_AOA], dtype=np.uint8)
+        qf_attrs["flag_meanings"] = f"{meanings} outside_aoa"
+        qf_attrs["comment"] += (
+            f" Bit {OUTSIDE_AOA} (outside_aoa) is set where the pixel-day lies outside the model's area of "
+            f"applicability (di above its threshold, Meyer and Pebesma 2021); the code is quality_flag & {CODE_MASK}."
+        )
+    variables["quality_flag"] = (dims, flag, qf_attrs)
+    order = ["sm", "sm_uncertainty", "sm_subpixel_sd", "valid_fraction", "quality_flag", "d86", "r86", "di"]
     ds = xr.Dataset({n: variables[n] for n in order if n in variables}, coords=coords)
     for name, enc in _base_encoding(ds).items():
         ds[name].encoding.update(enc)
@@ -607,7 +678,7 @@ def _for_writing(ds: xr.Dataset, where: str) -> xr.Dataset:
             aux = [c for c in ("lat", "lon") if c in out.coords and set(out[c].dims) <= set(v.dims)]
             v.encoding["coordinates"] = " ".join([*aux, "crs"])
         # CF wants these in the variable's type; a trip through Zarr (JSON) makes them Python numbers
-        for key in ("valid_min", "valid_max", "flag_values"):
+        for key in ("valid_min", "valid_max", "flag_values", "flag_masks"):
             if key in v.attrs and v.dtype.kind in "fiu":
                 val = np.asarray(v.attrs[key], dtype=v.dtype)
                 v.attrs[key] = val[()] if val.ndim == 0 else val
@@ -668,8 +739,9 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike[str], *, complevel: int
         qf = out["quality_flag"].variable
         qf.encoding["dtype"] = "int8"
         qf.attrs["_Unsigned"] = "true"
-        if "flag_values" in qf.attrs:
-            qf.attrs["flag_values"] = np.asarray(qf.attrs["flag_values"]).astype(np.int8)
+        for key in ("flag_values", "flag_masks"):
+            if key in qf.attrs:
+                qf.attrs[key] = np.asarray(qf.attrs[key]).astype(np.int8)
     with _output_errors(path), atomic_target(path, overwrite=overwrite) as tmp:
         out.to_netcdf(tmp, mode="w", format="NETCDF4", engine="netcdf4", unlimited_dims=["time"])
     log.info("wrote %s (%d days)", path, out.sizes["time"])
@@ -998,8 +1070,9 @@ def write_cog(ds: xr.Dataset, path: str | os.PathLike[str], day: Any, variable: 
     for key in ("units", "standard_name", "flag_meanings"):
         if key in attrs:
             tags[key] = str(attrs[key])
-    if "flag_values" in attrs:
-        tags["flag_values"] = " ".join(str(int(v)) for v in np.atleast_1d(attrs["flag_values"]))
+    for key in ("flag_values", "flag_masks"):
+        if key in attrs:
+            tags[key] = " ".join(str(int(v)) for v in np.atleast_1d(attrs[key]))
     profile = {
         "driver": "COG",
         "width": values.shape[1],
@@ -1065,8 +1138,9 @@ def open_product(path: str | os.PathLike[str]) -> xr.Dataset:
         for key in _CF_RELATED:
             if key in v.encoding and key not in v.attrs:
                 v.attrs[key] = v.encoding.pop(key)
-        if v.dtype == np.uint8 and "flag_values" in v.attrs:  # stored as a byte with _Unsigned
-            v.attrs["flag_values"] = np.asarray(v.attrs["flag_values"]).astype(np.uint8)
+        for key in ("flag_values", "flag_masks"):
+            if v.dtype == np.uint8 and key in v.attrs:  # stored as a byte with _Unsigned
+                v.attrs[key] = np.asarray(v.attrs[key]).astype(np.uint8)
     conv = str(ds.attrs.get("Conventions", ""))
     if "CF-" not in conv:
         ds.close()

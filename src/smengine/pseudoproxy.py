@@ -45,9 +45,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy.spatial import cKDTree
 
-from smengine.errors import ConfigError, ValidationError
+from smengine.errors import ValidationError
 from smengine.metrics import evaluate
 
 __all__ = [
@@ -92,18 +91,6 @@ class AOA:
     weights: np.ndarray
 
 
-def _mean_pairwise(Z: np.ndarray, max_rows: int, rng: np.random.Generator) -> float:
-    if Z.shape[0] > max_rows:
-        Z = Z[np.sort(rng.choice(Z.shape[0], max_rows, replace=False))]
-    n = Z.shape[0]
-    total = 0.0
-    for i0 in range(0, n, 1024):  # blocks: memory O(1024 × n)
-        blk = Z[i0 : i0 + 1024]
-        d2 = (blk**2).sum(1)[:, None] + (Z**2).sum(1)[None, :] - 2.0 * blk @ Z.T
-        total += float(np.sqrt(np.maximum(d2, 0.0)).sum())
-    return total / (n * (n - 1))
-
-
 def aoa(
     train_X: npt.ArrayLike,
     X: npt.ArrayLike,
@@ -114,6 +101,9 @@ def aoa(
     random_state: int = 0,
 ) -> AOA:
     """Dissimilarity index of ``X`` to the training data and the area of applicability.
+
+    The exact DI (no thinning) of :class:`smengine.model.Applicability`, the reference the
+    forest carries and the engine uses.
 
     Parameters
     ----------
@@ -143,55 +133,21 @@ def aoa(
     ValidationError
         On mismatched shapes, fewer than 2 complete training rows or a single fold.
     """
+    from smengine.model import Applicability
+
     T = np.asarray(train_X, dtype=np.float64)
     Xn = np.asarray(X, dtype=np.float64)
     if T.ndim != 2 or Xn.ndim != 2 or T.shape[1] != Xn.shape[1]:
         raise ValidationError(f"train_X {T.shape} and X {Xn.shape} should be 2-D with the same number of columns")
-    ok = np.isfinite(T).all(1)
-    f = np.arange(T.shape[0]) if folds is None else np.asarray(folds)
-    if f.shape != (T.shape[0],):
-        raise ValidationError(f"folds has shape {f.shape}, expected ({T.shape[0]},)")
-    T, f = T[ok], f[ok]
-    if T.shape[0] < 2:
-        raise ValidationError("aoa needs at least 2 complete training rows")
-    codes = pd.factorize(pd.Series(f))[0]
-    if codes.max() < 1:
-        raise ValidationError("aoa needs training rows in at least 2 folds")
-    w = np.ones(T.shape[1]) if weights is None else np.asarray(weights, dtype=np.float64)
-    if w.shape != (T.shape[1],) or not (w >= 0).all() or not w.any():
-        raise ConfigError(f"weights should be {T.shape[1]} non-negative numbers, not all 0")
-    w = w / w.max()
-    mu, sd = T.mean(0), T.std(0, ddof=1)
-    sd = np.where(sd > 0, sd, 1.0)
-    Zt = (T - mu) / sd * w
-    dbar = _mean_pairwise(Zt, max_rows_mean, np.random.default_rng(random_state))
-    tree = cKDTree(Zt)
-    # training DI: nearest row in another fold (query growing k until one is found)
-    train_d = np.full(Zt.shape[0], np.inf)
-    todo = np.arange(Zt.shape[0])
-    k = 8
-    while todo.size:
-        kk = min(k, Zt.shape[0])
-        dist, idx = tree.query(Zt[todo], k=kk)
-        dist, idx = dist.reshape(todo.size, kk), idx.reshape(todo.size, kk)
-        other = codes[idx] != codes[todo][:, None]
-        found = other.any(1)
-        first = other.argmax(1)
-        train_d[todo[found]] = dist[found, first[found]]
-        if kk == Zt.shape[0]:
-            break
-        todo = todo[~found]
-        k *= 4
-    train_di = train_d / dbar
-    q1, q3 = np.percentile(train_di, [25, 75])
-    thr = float(train_di[train_di <= q3 + 1.5 * (q3 - q1)].max())
-    di = np.full(Xn.shape[0], np.nan)
-    good = np.isfinite(Xn).all(1)
-    if good.any():
-        di[good] = tree.query((Xn[good] - mu) / sd * w, k=1)[0] / dbar
+    ref = Applicability.fit(T, weights=weights, folds=folds, max_rows_mean=max_rows_mean, random_state=random_state)
+    return _as_aoa(ref, ref.di(Xn))
+
+
+def _as_aoa(ref: Any, di: np.ndarray) -> AOA:
+    """:class:`AOA` of the DI ``di`` computed with the reference ``ref`` (an Applicability)."""
     with np.errstate(invalid="ignore"):
-        inside = di <= thr
-    return AOA(di, inside, thr, train_di, dbar, w)
+        inside = di <= ref.threshold
+    return AOA(di, inside, ref.threshold, ref.train_di, ref.mean_distance, ref.weights)
 
 
 def skill_by_bin(
@@ -373,9 +329,11 @@ def run_pseudoproxy(
        ``features`` — which must not include the reference product itself.
     3. Predict every pixel and day with :func:`smengine.engine.TileRunner`.
     4. Score against ``reference`` per pixel; relate skill to the distance to the nearest
-       station and to the dissimilarity index of the pixel-day features (pixel means of
-       the sub-pixel features on every ``sample_every``-th day) against the training rows,
-       with the stations as CV folds and the forest's importances as weights.
+       station and to the dissimilarity index of the pixel-days (every ``sample_every``-th
+       day): the engine's ``di``, from the forest's applicability reference
+       (:class:`smengine.model.Applicability`: the training rows with the stations as CV
+       folds and the forest's importances as weights; the pixel-mean features over the
+       valid sub-pixels), the same DI every product carries.
 
     Parameters
     ----------
@@ -389,12 +347,9 @@ def run_pseudoproxy(
     days : array_like of dates
     stations : DataFrame
         ``id`` (or index), ``x``, ``y`` in the grid CRS, m.
-    spec : FeatureSpec, optional
-        The spec of ``table`` (for the pixel features of the DI; default from
-        ``table.attrs["spec"]``).
-    swi : ndarray, optional
-        ``FeatureBuilder(store, spec).swi()`` if the caller has it already (computed here
-        otherwise; it covers every day of the store).
+    spec, swi : optional
+        Not used: the engine computes the pixel features of the DI (kept so that existing
+        calls keep working).
     n_estimators, max_features, min_samples_leaf, random_state, n_threads : see :func:`smengine.model.train`
         Use the hyper-parameters of the CRNS forest ("the same RF").
     sample_every : int, optional
@@ -409,7 +364,6 @@ def run_pseudoproxy(
     PseudoproxyResult
     """
     from smengine.engine import TileRunner
-    from smengine.features import FeatureBuilder, FeatureSpec
     from smengine.model import train
 
     d = np.asarray(days, dtype="datetime64[D]")
@@ -444,7 +398,10 @@ def run_pseudoproxy(
         random_state=random_state,
         n_jobs=n_threads or -1,
     )
-    _, pred = TileRunner(store, forest.compile(), n_threads=n_threads).predict_arrays(d)
+    cf = forest.compile()
+    if cf.applicability is None:
+        raise ValidationError("the pseudoproxy forest has no applicability reference (all importances 0?)")
+    _, pred = TileRunner(store, cf, n_threads=n_threads, di=True).predict_arrays(d)
     scores = pixel_scores(pred["sm"], ref, d, min_obs=min_obs)
     xs, ys = grid.xy(scores["row"].to_numpy(), scores["col"].to_numpy())
     sxy = st.loc[list(key), ["x", "y"]].to_numpy(float)
@@ -453,28 +410,10 @@ def run_pseudoproxy(
     )
     on = set(key.values())
     scores["station_pixel"] = [(r, c) in on for r, c in zip(scores["row"], scores["col"], strict=True)]
-    # DI of pixel-days against the training rows (stations as folds)
-    spec = spec or FeatureSpec.from_config(table.attrs["spec"])
-    fb = FeatureBuilder(store, spec)
-    cols = [fb.names.index(n) for n in names]
-    sw = fb.swi() if swi is None else swi
-    s = grid.subpixel
-    sample = [int(store.day_index(day)) for day in d[::sample_every]]
-    newX = np.concatenate(
-        [
-            fb.day(t, swi=sw)[cols].reshape(len(names), Py, s, Px, s).mean(axis=(2, 4)).reshape(len(names), -1).T
-            for t in sample
-        ]
-    )
-    A = aoa(
-        pp[names].to_numpy(float),
-        newX,
-        weights=forest.estimator.feature_importances_,
-        folds=pp["station"].to_numpy(),
-        random_state=random_state,
-    )
-    di = A.di.reshape(len(sample), Py * Px)
-    inside = np.where(np.isfinite(di), A.inside.reshape(len(sample), Py * Px), np.nan)
+    # DI of the sampled pixel-days: the engine's (stations as folds, importances as weights)
+    di = pred["di"][::sample_every].reshape(-1, Py * Px)
+    A = _as_aoa(cf.applicability, di.ravel())
+    inside = np.where(np.isfinite(di), A.inside.reshape(di.shape), np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # pixels without complete features (water)
         px_di, px_in = np.nanmedian(di, axis=0), np.nanmean(inside, axis=0)

@@ -53,6 +53,7 @@ class Outputs:
         spread: npt.NDArray[np.float32],
         vfrac: npt.NDArray[np.float32],
         flag: npt.NDArray[np.uint8],
+        fmean: npt.NDArray[np.float64] | None = None,
     ) -> None: ...
 
 @disjoint_base

@@ -6,7 +6,8 @@ the memory-mapped covariates (static, dynamic, coarse through its index map, the
 recursion carried in per-sub-pixel state, constants such as the calendar), runs the
 forest on the task's rows (``smf_predict`` from ``_forest.h``) and reduces the
 predictions of each pixel and day to: the mean of its valid sub-pixel predictions, their
-population SD, the mean forest spread (population SD over trees) and the valid fraction.
+population SD, the mean forest spread (population SD over trees) and the valid fraction
+(and, when asked, the mean feature vector of the valid sub-pixels).
 Scratch memory is one task's rows, so memory does not grow with the tile or the days.
 
 The public API is :func:`smengine.engine.predict`; this kernel trusts the contents of its
@@ -200,6 +201,11 @@ cdef class Outputs:
         (SD over trees), the valid sub-pixel fraction.
     flag : ndarray of uint8, shape (D, Py, Px)
         Quality flag.
+    fmean : ndarray of float64, shape (D, n_features, Py, Px), optional
+        Pixel-mean feature vector: the mean of the forest's features over the valid
+        sub-pixels (those the forest predicted), NaN where ``sm`` is NaN (flag >= 2). The
+        dissimilarity index is computed on it (:mod:`smengine.model._applicability`).
+        Not computed when left out.
     """
 
     cdef float32_t[:, :, ::1] sm
@@ -207,15 +213,20 @@ cdef class Outputs:
     cdef float32_t[:, :, ::1] spread
     cdef float32_t[:, :, ::1] vfrac
     cdef uint8_t[:, :, ::1] flag
+    cdef float64_t[:, :, :, ::1] fmean
 
-    def __init__(self, sm, sub_sd, spread, vfrac, flag):
+    def __init__(self, sm, sub_sd, spread, vfrac, flag, fmean=None):
         self.sm = sm
         self.sub_sd = sub_sd
         self.spread = spread
         self.vfrac = vfrac
         self.flag = flag
+        self.fmean = np.zeros((0, 0, 0, 0)) if fmean is None else fmean
+        shape = np.shape(sm)
         if len({np.shape(a) for a in (sm, sub_sd, spread, vfrac, flag)}) != 1:
             raise ValueError("Outputs: every layer should be (D, Py, Px)")
+        if fmean is not None and (np.ndim(fmean) != 4 or (np.shape(fmean)[0],) + np.shape(fmean)[2:] != shape):
+            raise ValueError("Outputs: fmean should be (D, n_features, Py, Px)")
 
 
 cdef class Scratch:
@@ -249,7 +260,7 @@ def run_days(
     TileArrays tile not None,           # IN  covariates and gather plan of the tile
     SWIState state not None,            # IN/OUT SWI state of every sub-pixel
     ChunkInputs chunk not None,         # IN  the chunk's days
-    Outputs out not None,               # OUT (D, Py, Px) pixel layers
+    Outputs out not None,               # OUT (D, Py, Px) pixel layers (and pixel-mean features)
     Scratch scratch not None,           # SCRATCH per-thread rows
     bint day_inner,                     # row order: a sub-pixel's days together (1) or day by day (0)
     int reuse,                          # forest reuse: 0 none, 1 box kernel, 3 leaf-box table + lanes
@@ -283,6 +294,8 @@ def run_days(
     cdef float32_t[:, :, ::1] spread = out.spread
     cdef float32_t[:, :, ::1] vfrac = out.vfrac
     cdef uint8_t[:, :, ::1] flag = out.flag
+    cdef float64_t[:, :, :, ::1] fmean = out.fmean
+    cdef bint want_f = fmean.shape[0] > 0
     cdef float32_t[:, ::1] xbuf = scratch.xbuf
     cdef uint8_t[:, ::1] okbuf = scratch.okbuf
     cdef float64_t[:, ::1] accbuf = scratch.accbuf
@@ -299,7 +312,7 @@ def run_days(
     cdef smf_stats *st
     cdef float *x
     cdef float v32
-    cdef double v, p, mu, ss, sp
+    cdef double v, p, mu, ss, sp, fs
     cdef int kind, rc, any_want = 0, convert = 0
     cdef smf_stats sts[256]
     if xbuf.shape[0] < n_threads or n_threads > 256 or xbuf.shape[1] < nrow * ncol \
@@ -308,6 +321,9 @@ def run_days(
     if ncol < n_forest or sm.shape[0] != D or Py * sub > static.shape[1] or Px * sub > nx \
             or gain.shape[1] != static.shape[1] * nx or stats.shape[0] < 5:
         raise ValueError("engine kernel: the plan, tile, SWI state, chunk and outputs do not agree")
+    if want_f and (fmean.shape[0] != D or fmean.shape[1] != n_forest or fmean.shape[2] != Py
+                   or fmean.shape[3] != Px):
+        raise ValueError("engine kernel: fmean should be (D, n_features, Py, Px)")
     if reuse == 3 and not forest.has_blocks:
         raise ValueError("engine kernel: reuse 3 needs the forest's leaf boxes and blocks")
     for d in range(D):
@@ -421,7 +437,18 @@ def run_days(
                                 sm[d, pr, px] = NAN
                                 sub_sd[d, pr, px] = NAN
                                 spread[d, pr, px] = NAN
+                                if want_f:
+                                    for j in range(n_forest):
+                                        fmean[d, j, pr, px] = NAN
                                 continue
+                            if want_f:  # pixel-mean features over the valid sub-pixels
+                                for j in range(n_forest):
+                                    fs = 0.0
+                                    for q in range(s2):
+                                        row = (px * s2 + q) * D + d if day_inner else (d * Px + px) * s2 + q
+                                        if ok[row]:
+                                            fs = fs + X[row * ncol + j]
+                                    fmean[d, j, pr, px] = fs / n
                             mu = mu / n
                             ss = 0.0
                             for q in range(s2):

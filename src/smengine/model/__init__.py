@@ -6,8 +6,11 @@
   a :class:`ModelCard`.
 * :class:`CompiledForest` is the forest exported through treelite with an exact, nogil
   native predictor (``predict``, ``predict_with_spread``, ``save``/``load``).
+* :class:`Applicability` is the area-of-applicability reference (Meyer & Pebesma 2021) the
+  forest carries: the dissimilarity index of new feature vectors and its threshold.
 """
 
+from smengine.model._applicability import Applicability
 from smengine.model._card import ModelCard
 from smengine.model._compiled import CompiledForest, TraversalStats, detect_stride
 from smengine.model._hash import forest_hash
@@ -15,6 +18,7 @@ from smengine.model._train import CV_SCHEMES, DEFAULT_PARAM_GRID, Forest, forest
 
 __all__ = [
     "CV_SCHEMES",
+    "Applicability",
     "DEFAULT_PARAM_GRID",
     "CompiledForest",
     "Forest",

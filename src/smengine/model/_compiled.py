@@ -378,6 +378,11 @@ class CompiledForest:
         :func:`~smengine.model._hash.forest_hash` of the scikit-learn forest it came from.
     card : ModelCard or dict or None
         The model card saved with the forest.
+    applicability : Applicability or None
+        The area-of-applicability reference of the training data (saved with the forest;
+        :meth:`smengine.model.Forest.compile` attaches it). The engine computes the
+        dissimilarity index of every pixel-day from it. None for a forest built from a bare
+        scikit-learn forest or loaded from a file written before it existed.
 
     Examples
     --------
@@ -404,6 +409,7 @@ class CompiledForest:
         treelite_bytes: bytes | None = None,
         source_hash: str | None = None,
         card: Any = None,
+        applicability: Any = None,
     ) -> None:
         self._nodes = np.ascontiguousarray(nodes, dtype=np.int32)
         self._leaf = np.ascontiguousarray(leaf, dtype=np.float64)
@@ -418,6 +424,7 @@ class CompiledForest:
         self._treelite_bytes = treelite_bytes
         self.source_hash = source_hash
         self.card = card
+        self.applicability = applicability
         self.content_hash = _layout_hash(self._nodes, self._leaf, self._root, self.n_features)
         self._blocks: dict[str, np.ndarray] | None = None
         self._kernel: Any = None  # ForestTables, built on first use (_kernel_tables)
@@ -689,6 +696,7 @@ class CompiledForest:
         state.pop("_boxes", None)  # pickled before the block layout
         state.setdefault("_blocks", None)
         state.setdefault("_kernel", None)
+        state.setdefault("applicability", None)  # pickled before forests carried one
         self.__dict__.update(state)
 
     def _run(
@@ -860,7 +868,9 @@ class CompiledForest:
         The file holds the treelite checkpoint (the portable model, ``treelite``
         dataset, opaque bytes), the node layout, the model card (JSON attribute), the
         forest's hashes and a ``file_hash`` over the attributes (feature names, card) and
-        the treelite copy, so :meth:`load` notices a change to any part of the file.
+        the treelite copy, so :meth:`load` notices a change to any part of the file. The
+        area-of-applicability reference (:attr:`applicability`), when there is one, is the
+        ``applicability`` group, its digest an attribute (in the file hash).
 
         Returns
         -------
@@ -880,6 +890,8 @@ class CompiledForest:
             "feature_names": json.dumps(list(self.feature_names) if self.feature_names else None),
             "card": json.dumps(_card_dict(self.card)),
         }
+        if self.applicability is not None:
+            attrs["applicability"] = self.applicability.digest
         attrs["file_hash"] = _file_hash(attrs, self._treelite_bytes)
         with h5py.File(buf, "w") as f:
             f.attrs.update(attrs)
@@ -888,6 +900,8 @@ class CompiledForest:
             f.create_dataset("root", data=self._root)
             if self._treelite_bytes is not None:
                 f.create_dataset("treelite", data=np.frombuffer(self._treelite_bytes, dtype=np.uint8))
+            if self.applicability is not None:
+                self.applicability.to_hdf5(f.create_group("applicability"))
         atomic_write(path, buf.getvalue())
         log.info("saved %r to %s", self, path)
         return path
@@ -941,6 +955,7 @@ class CompiledForest:
                     source_hash=str(f.attrs["source_hash"]) or None,
                     card=_card_from(json.loads(f.attrs["card"])),
                 )
+                cf.applicability = _applicability_from(f, attrs, path)
                 stored = str(f.attrs["content_hash"])
         except DataError:
             raise
@@ -949,6 +964,21 @@ class CompiledForest:
         if cf.content_hash != stored:
             raise DataError(f"{path}: node layout does not match its stored hash {stored[:19]}… (corrupt file?)")
         return cf
+
+
+def _applicability_from(f: Any, attrs: Mapping[str, Any], path: Path) -> Any:
+    """The area-of-applicability reference of an open model file (None in files without one)."""
+    if "applicability" not in f:
+        return None
+    from smengine.model._applicability import Applicability
+
+    app = Applicability.from_hdf5(f["applicability"], where=str(path))
+    if attrs.get("applicability") != app.digest:
+        raise DataError(
+            f"{path}: the applicability reference does not match the digest the file records "
+            f"({str(attrs.get('applicability'))[:19]}…; changed or corrupt file)"
+        )
+    return app
 
 
 def _attr_value(v: Any) -> Any:

@@ -53,6 +53,7 @@ from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, ParameterGrid
 
 from smengine.errors import ConfigError, DataLossWarning, ValidationError
 from smengine.metrics import evaluate
+from smengine.model._applicability import DEFAULT_MAX_REFERENCE, Applicability
 from smengine.model._card import ModelCard, json_safe
 from smengine.model._hash import forest_hash
 
@@ -118,6 +119,10 @@ class Forest:
     site_metrics : pandas.DataFrame
         :func:`smengine.metrics.evaluate` per station (index) of its leave-site-out
         predictions; empty without ``"site"`` CV.
+    applicability : Applicability or None
+        The area-of-applicability reference of the training rows (stations as folds, the
+        forest's importances as weights; :class:`smengine.model.Applicability`), carried
+        into :meth:`compile` so that the engine computes the dissimilarity index.
     """
 
     def __init__(
@@ -127,12 +132,18 @@ class Forest:
         card: ModelCard,
         cv_predictions: pd.DataFrame,
         site_metrics: pd.DataFrame,
+        applicability: Applicability | None = None,
     ) -> None:
         self.estimator = estimator
         self.features = list(features)
         self.card = card
         self.cv_predictions = cv_predictions
         self.site_metrics = site_metrics
+        self.applicability = applicability
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("applicability", None)  # pickled before forests carried it
+        self.__dict__.update(state)
 
     @property
     def n_features(self) -> int:
@@ -175,12 +186,14 @@ class Forest:
 
     def compile(self, **kwargs: Any) -> CompiledForest:
         """The native predictor: :meth:`smengine.model.CompiledForest.from_sklearn` of
-        :attr:`estimator`, carrying this :attr:`card` and the feature names. Keyword
-        arguments (e.g. ``cache_dir``) are passed on."""
+        :attr:`estimator`, carrying this :attr:`card`, the feature names and the
+        :attr:`applicability` reference. Keyword arguments (e.g. ``cache_dir``) are passed on."""
         from smengine.model._compiled import CompiledForest
 
         kwargs.setdefault("feature_names", list(self.features))
-        return CompiledForest.from_sklearn(self.estimator, card=self.card, **kwargs)
+        cf = CompiledForest.from_sklearn(self.estimator, card=self.card, **kwargs)
+        cf.applicability = self.applicability
+        return cf
 
     def __repr__(self) -> str:
         site = (self.card.cv.get("site") or {}).get("metrics") or {}
@@ -1174,7 +1187,22 @@ def train(
         content_hash=forest_hash(rf),
     )
     log.info("trained forest %s: OOB R² %.3f", card.content_hash[:19], rf.oob_score_)
-    return Forest(rf, features, card, cv_predictions, site_metrics)
+    applicability = None  # the area of applicability: stations as folds, importances as weights
+    if len(site_ids) >= 2 and np.asarray(rf.feature_importances_).any():
+        applicability = Applicability.fit(
+            X,
+            weights=rf.feature_importances_,
+            folds=stations,
+            feature_names=features,
+            max_reference=DEFAULT_MAX_REFERENCE,
+            random_state=random_state,
+        )
+    else:
+        log.warning(
+            "no area-of-applicability reference: it needs at least 2 stations and a forest with non-zero "
+            "importances; products of this forest carry no dissimilarity index"
+        )
+    return Forest(rf, features, card, cv_predictions, site_metrics, applicability)
 
 
 # ======================================================================================
