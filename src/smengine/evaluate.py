@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from scipy import stats
 
@@ -47,8 +48,11 @@ from smengine.metrics import evaluate
 __all__ = [
     "DEFAULT_T",
     "SCORE_COLUMNS",
+    "CATEGORICAL_FEATURES",
     "monthly_bias",
     "pit_histogram",
+    "pixel_mean_features",
+    "pixel_mean_prediction",
     "pit_values",
     "plot_map",
     "plot_monthly_bias",
@@ -628,3 +632,107 @@ def plot_pit_histogram(
     ax.set_title(title)
     ax.legend(loc="lower center", framealpha=1.0)
     return _save(fig, path)
+
+
+# ======================================================================================
+# f(mean_j x_j): the forest on pixel-mean covariates (the baseline of sub-pixel scaling)
+# ======================================================================================
+#: Features whose values are class codes: their pixel "mean" is the majority class.
+CATEGORICAL_FEATURES = ("land_cover",)
+
+
+def _pixel_nanmean(a: np.ndarray, s: int, min_frac: float = 0.5) -> np.ndarray:
+    """(..., Y, X) sub-pixels → (..., Y/s, X/s) mean of the finite ones (NaN below ``min_frac`` of them)."""
+    *lead, Y, X = a.shape
+    b = a.reshape(*lead, Y // s, s, X // s, s)
+    ok = np.isfinite(b)
+    n = ok.sum(axis=(-3, -1))
+    tot = np.where(ok, b, 0.0).sum(axis=(-3, -1), dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n >= min_frac * s * s, tot / n, np.nan)
+
+
+def _pixel_majority(a: np.ndarray, s: int) -> np.ndarray:
+    """(Y, X) class codes → (Y/s, X/s) majority class (the smallest code among ties; NaN ignored)."""
+    Y, X = a.shape
+    b = a.reshape(Y // s, s, X // s, s).transpose(0, 2, 1, 3).reshape(Y // s, X // s, s * s)
+    codes = np.unique(a[np.isfinite(a)])
+    if codes.size == 0:
+        return np.full((Y // s, X // s), np.nan)
+    counts = np.stack([(b == c).sum(axis=-1) for c in codes], axis=-1)
+    out = codes[np.argmax(counts, axis=-1)].astype(np.float64)
+    return np.where(counts.max(axis=-1) > 0, out, np.nan)
+
+
+def pixel_mean_features(
+    x: npt.ArrayLike, names: Sequence[str], k: int, *, categorical: Sequence[str] = CATEGORICAL_FEATURES
+) -> np.ndarray:
+    """Per-pixel feature vectors from sub-pixel features: the mean of each numeric feature over
+    the pixel's finite sub-pixels (NaN when fewer than half are finite) and the majority class
+    of each categorical one.
+
+    Parameters
+    ----------
+    x : array_like, shape (n_features, Y, X)
+        One day's sub-pixel features (e.g. :meth:`smengine.features.FeatureBuilder.day`).
+    names : sequence of str
+        Feature names, in the order of ``x``.
+    k : int
+        Sub-pixels per pixel side.
+    categorical : sequence of str, optional
+        Features that are class codes (default :data:`CATEGORICAL_FEATURES`).
+
+    Returns
+    -------
+    ndarray, float64, shape (n_features, Y / k, X / k)
+    """
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 3 or a.shape[0] != len(names) or a.shape[1] % k or a.shape[2] % k:
+        raise ValidationError(f"x has shape {a.shape}; expected ({len(names)}, Y, X) with Y and X multiples of {k}")
+    return np.stack(
+        [
+            _pixel_majority(v, k) if n in categorical else _pixel_nanmean(v, k)
+            for n, v in zip(names, a, strict=True)
+        ]
+    )
+
+
+def pixel_mean_prediction(
+    fb: Any, names: Sequence[str], forest: Any, *, swi: np.ndarray | None = None, n_threads: int | None = None
+) -> np.ndarray:
+    """f(mean_j x_j): the forest on each pixel's mean covariates, every day of the tile.
+
+    The baseline of sub-pixel scaling (the engine's mean_j f(x_j)): the same compiled forest
+    applied once per pixel to :func:`pixel_mean_features` (numeric features averaged over the
+    pixel's valid sub-pixels, ``land_cover`` by majority).
+
+    Parameters
+    ----------
+    fb : smengine.features.FeatureBuilder
+        The tile's features.
+    names : sequence of str
+        The forest's features, in its order (a subset of ``fb.names``).
+    forest : CompiledForest
+        The forest (``predict(X, n_threads=)`` on float32 rows).
+    swi : ndarray, optional
+        ``fb.swi()``, if already computed.
+    n_threads : int, optional
+        Threads of the forest.
+
+    Returns
+    -------
+    ndarray, float64, shape (n_days, Py, Px)
+        NaN where a pixel's features are incomplete; m³ m⁻³.
+    """
+    cols = [fb.names.index(n) for n in names]
+    sw = fb.swi() if swi is None else swi
+    k = int(fb.store.grid.subpixel)
+    ny, nx = fb.store.grid.subpixel_shape
+    out = np.full((int(fb.store.times.size), ny // k, nx // k), np.nan)
+    for t in range(out.shape[0]):
+        flat = pixel_mean_features(fb.day(t, swi=sw)[cols], names, k).reshape(len(names), -1)
+        ok = np.isfinite(flat).all(0)
+        if ok.any():
+            rows = np.ascontiguousarray(flat[:, ok].T, dtype=np.float32)
+            out[t].reshape(-1)[ok] = forest.predict(rows, n_threads=n_threads)
+    return out

@@ -27,6 +27,6 @@ and the day of year — all available every day, so the product is daily.
 
 from __future__ import annotations
 
-from smengine.demo._chain import DEMO_SPEC, STEPS, DemoResult, run_demo
+from smengine.demo._chain import DEMO_SPEC, SCALING_STEP, STEPS, DemoResult, run_demo
 
-__all__ = ["DEMO_SPEC", "STEPS", "DemoResult", "run_demo"]
+__all__ = ["DEMO_SPEC", "SCALING_STEP", "STEPS", "DemoResult", "run_demo"]

@@ -15,7 +15,7 @@ import pandas as pd
 
 from smengine._io import atomic_write
 
-__all__ = ["DEMO_SPEC", "DemoResult", "run_demo"]
+__all__ = ["DEMO_SPEC", "SCALING_STEP", "STEPS", "DemoResult", "run_demo"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ STEPS = (
     "pseudoproxy",
     "report",
 )
+#: The optional step of :func:`run_demo` (``scaling=True``; on by default without ``quick``).
+SCALING_STEP = "sub-pixel scaling"
 
 
 @dataclass
@@ -58,6 +60,7 @@ class DemoResult:
     footprint: dict[str, Any] = field(default_factory=dict)
     differences: dict[str, dict[str, float]] = field(default_factory=dict)
     truth_pixel: pd.DataFrame | None = None
+    scaling: pd.DataFrame | None = None
 
 
 #: Block bootstrap of the report's RMSE differences: pixel squares × day periods, resamples, seed.
@@ -184,6 +187,7 @@ def run_demo(
     seed: int = 0,
     progress: Callable[[str], Any] | None = None,
     n_threads: int | None = None,
+    scaling: bool | None = None,
 ) -> DemoResult:
     """Run the demonstration chain on the twin world and write ``report.md`` (see the module docstring).
 
@@ -202,6 +206,11 @@ def run_demo(
         Called with the name of each step as it starts (the CLI draws a bar).
     n_threads : int, optional
         Threads for the engine and the forest.
+    scaling : bool, optional
+        Also run the sub-pixel scaling experiment (:func:`smengine.twin.scaling_experiment`:
+        four heterogeneity levels × k = 4, 10 on quick twins; 10–20 minutes on 2 cores) into
+        ``scaling/``, with its table, plot and reading in the report. Default: without
+        ``quick`` only.
 
     Returns
     -------
@@ -210,6 +219,7 @@ def run_demo(
     from smengine.engine import run
     from smengine.evaluate import (
         monthly_bias,
+        pixel_mean_prediction,
         plot_monthly_bias,
         plot_pit_histogram,
         plot_scatter,
@@ -294,14 +304,9 @@ def run_demo(
     truth = world.truth().sel(time=days.astype("datetime64[ns]")).values.astype(np.float32)
     st0 = stores[0]
     fb = FeatureBuilder(st0, spec)
-    cols = [fb.names.index(n) for n in names]
     sw = fb.swi()
-    base = np.full((days.size, Py, Px), np.nan, np.float32)
-    for t in range(days.size):
-        x = _pixel_mean(fb.day(t, swi=sw)[cols], s).reshape(len(names), -1).T  # (Py*Px, F): f(mean_j x_j)
-        ok = np.isfinite(x).all(1)
-        if ok.any():
-            base[t].reshape(-1)[ok] = cf.predict(x[ok], n_threads=n_threads)
+    # f(mean_j x_j): numeric features averaged over the pixel's valid sub-pixels, land cover by majority
+    base = pixel_mean_prediction(fb, names, cf, swi=sw, n_threads=n_threads).astype(np.float32)
     smap_px = np.stack([_pixel_mean(st0.coarse["smap_sm"].expand(t), s) for t in range(days.size)])
     s1_px = np.stack([_pixel_mean(a, s) for a in fb.source_series("s1_sm")])  # however the tile stores it
     por_px = _pixel_mean(np.asarray(st0.static[st0.static_names.index("porosity")]), s)
@@ -428,7 +433,17 @@ def run_demo(
     figs["map"] = _plot_maps(prod["sm"], truth, base, days, grid, world.stations, out / "map_day.png")
     done("pseudoproxy")
 
-    # 9 ------------------------------------------------------------------- report
+    # 9 ------------------------------------------------------------------- sub-pixel scaling
+    if (not quick) if scaling is None else scaling:
+        from smengine.twin import plot_scaling, scaling_experiment
+
+        step(SCALING_STEP)
+        res.scaling = scaling_experiment(out / "scaling", seed=seed, quick=True, n_threads=n_threads)
+        atomic_write(out / "scaling" / "table.csv", res.scaling.to_csv(index=False).encode())
+        figs["scaling"] = plot_scaling(res.scaling, out / "scaling_gain.png")
+        done(SCALING_STEP)
+
+    # 10 ------------------------------------------------------------------ report
     step("report")
     res.files += [model_path, out / "model_card.md", *figs.values()]
     text = _report(res, world, table, forest, result, by_month, trend, figs, quick, n_trees, names)
@@ -447,6 +462,7 @@ def _summary(res: DemoResult) -> dict[str, Any]:
         "uncertainty": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in res.uncertainty.items()},
         "footprint": res.footprint,
         "differences": res.differences,
+        "scaling": res.scaling.to_dict(orient="records") if res.scaling is not None else None,
         "truth_per_pixel": res.truth_pixel.to_dict(orient="index") if res.truth_pixel is not None else {},
         "products_at_stations": (
             {f"{p} / {v}": row[["R", "ubRMSE", "bias"]].to_dict() for (p, v), row in res.product_scores.iterrows()}
@@ -600,6 +616,21 @@ def _plot_maps(
         a.plot(stations["x"] / km, stations["y"] / km, "k^", ms=4, mfc="none", mew=0.8)
     fig.suptitle(f"{days[t]} (the day with the largest spatial spread of the truth); ▲ CRNS stations")
     return _save(fig, path)
+
+
+def _scaling_text(table: pd.DataFrame | None, figs: dict[str, Path]) -> list[str]:
+    """The report's section on where sub-pixel scaling matters (the heterogeneity experiment)."""
+    head = ["## Where sub-pixel scaling matters", ""]
+    if table is None:
+        return [
+            *head,
+            "Not run here (it takes 10–20 minutes): `smengine demo --scaling` or `smengine scaling` runs the "
+            "experiment on twins of growing field-scale heterogeneity (`smengine.twin.scaling_experiment`).",
+            "",
+        ]
+    from smengine.twin import scaling_report
+
+    return [*head, scaling_report(table), "", f"![sub-pixel scaling]({figs['scaling'].name})", ""]
 
 
 def _twin_text(world: Any) -> list[str]:
@@ -781,6 +812,7 @@ def _report(
         *_differences_text(res.differences),
         f"![maps]({figs['map'].name})",
         "",
+        *_scaling_text(res.scaling, figs),
         *_uncertainty_text(res.uncertainty),
         f"![PIT histogram]({figs['pit'].name})",
         "",

@@ -25,6 +25,31 @@ What the world contains
   lateral (groundwater) inflow and evapotranspiration by root fraction and
   soil-moisture stress → the true θ(z) per fine cell and day.
 
+*Field-scale heterogeneity* (``TwinConfig.heterogeneity`` = h in [0, 1], default 0 = the
+smooth world above, byte for byte). A mosaic of Voronoi fields (Manhattan distance, so
+straight plot boundaries) of :data:`FIELD_MEAN_HA` = 5 ha on average (10–90 %: 2–9 ha) covers
+the fine grid; a fraction h of the fields (drawn once per seed, so the sets are nested
+across levels) become fields of their own:
+
+* a land cover drawn per field: cropland 55 %, grassland 17 %, forest patch 16 %,
+  settlement 12 % (lakes stay lakes);
+* sand (SD 0.12) and clay (SD 0.06) offsets per field, so texture, hence wilting point, field
+  capacity, porosity, Ksat and bulk density, jump at field boundaries;
+* on crop fields a calendar of their own: winter crops (45 %) green up on day 55–90,
+  are harvested on day 190–215 and resown on day 265–295; spring crops are sown on day
+  95–140 and harvested on day 235–285. The development g ∈ [0, 1] sets NDVI
+  (NDVI_min + (NDVI_max − NDVI_min)·g·(0.35 + 0.65·stress memory)) and the crop
+  coefficient (0.3 bare … 1.15 full cover) of the bucket, day by day;
+* 30 % of the crop fields are irrigated: :data:`IRRIGATION_MM` on a day after one whose
+  root-zone stress factor fell below 0.5 while g > 0.3 (``FineDay.fluxes["irrigation"]``).
+
+The truth comes from the same bucket on the same fine grid. The sensors then resolve the
+fields: the Sentinel-1-like GeoTIFFs, NDVI and LST are written on the fine grid (100 m by
+default), with the 1-km errors of the smooth twin (the same draws) plus a sub-pixel
+speckle (S1: 0.5 × ``s1_noise``; NDVI 0.02; LST 0.5 K). Precipitation, SMAP-like and
+ERA5-like stay coarse. :func:`scaling_experiment` measures what sub-pixel scaling gains
+on such worlds (see :mod:`smengine.twin._scaling`).
+
 *Files* (all under ``out_dir``):
 
 =====================================  =====================================================
@@ -97,6 +122,8 @@ from __future__ import annotations
 
 from smengine.twin._files import TwinWorld, make_world, write_run_config
 from smengine.twin._model import (
+    FIELD_MEAN_HA,
+    IRRIGATION_MM,
     LAND_COVER,
     LAYER_BOTTOMS,
     LAYER_TOPS,
@@ -105,15 +132,22 @@ from smengine.twin._model import (
     simulate_fine,
     station_theta,
 )
+from smengine.twin._scaling import SCALING_COLUMNS, plot_scaling, scaling_experiment, scaling_report
 
 __all__ = [
+    "FIELD_MEAN_HA",
+    "IRRIGATION_MM",
     "LAND_COVER",
     "LAYER_BOTTOMS",
     "LAYER_TOPS",
+    "SCALING_COLUMNS",
     "FineDay",
     "TwinConfig",
     "TwinWorld",
     "make_world",
+    "plot_scaling",
+    "scaling_experiment",
+    "scaling_report",
     "simulate_fine",
     "station_theta",
     "write_run_config",

@@ -32,8 +32,11 @@ from smengine.twin._model import (
     _NDVI_MIN,
     _S_COUNTS,
     _S_LST,
+    _S_LST_FINE,
     _S_NDVI,
+    _S_NDVI_FINE,
     _S_S1,
+    _S_S1_FINE,
     _S_SMAP,
     _S_STATION,
     _VEG_H,
@@ -110,7 +113,11 @@ def _write_projected_nc(
     crs: str,
     attrs: dict[str, Any],
     global_attrs: dict[str, Any],
+    daily_chunks: bool = False,
 ) -> None:
+    """CF NetCDF of one (time, y, x) variable; ``daily_chunks`` stores one chunk per day
+    (fast daily reads of large fine-grid layers; off by default, which keeps the files of
+    the smooth twin as they were)."""
     import xarray as xr
 
     da = xr.DataArray(
@@ -122,8 +129,13 @@ def _write_projected_nc(
     ds = xr.Dataset({var: da, "crs": xr.DataArray(np.int32(0), attrs=_cf_grid_mapping(crs))}, attrs=global_attrs)
     ds["x"].attrs = {"standard_name": "projection_x_coordinate", "units": "m"}
     ds["y"].attrs = {"standard_name": "projection_y_coordinate", "units": "m"}
-    enc = {
-        var: {"zlib": True, "complevel": 4, "_FillValue": np.float32(np.nan)},
+    enc: dict[str, dict[str, Any]] = {
+        var: {
+            "zlib": True,
+            "complevel": 4,
+            "_FillValue": np.float32(np.nan),
+            **({"chunksizes": (1, y.size, x.size)} if daily_chunks else {}),
+        },
         "time": {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian", "dtype": "i4"},
     }
     with atomic_target(path) as tmp:
@@ -302,7 +314,9 @@ class TwinWorld:
 
     def statics(self) -> dict[str, np.ndarray]:
         """The fine-grid static fields (elevation, twi, sand, clay, wilting_point,
-        field_capacity, porosity, bulk_density, land_cover, land), recomputed."""
+        field_capacity, porosity, bulk_density, land_cover, land), recomputed; with
+        ``heterogeneity`` > 0 also ``field_id`` (the mosaic's field of every cell) and
+        ``field_active`` (the cell's field is a field of its own)."""
         s = _make_statics(self.seed, self.config)
         return {
             "elevation": s.elevation,
@@ -315,6 +329,14 @@ class TwinWorld:
             "bulk_density": s.rho,
             "land_cover": s.lc,
             "land": s.land,
+            **(
+                {}
+                if s.fields is None
+                else {
+                    "field_id": s.fields.label,
+                    "field_active": s.fields.active[s.fields.label],
+                }
+            ),
         }
 
 
@@ -402,7 +424,10 @@ def make_world(
     overwrite : bool
         Rebuild even if a matching world exists.
     **overrides
-        Fields of :class:`TwinConfig` when ``config`` is not given.
+        Fields of :class:`TwinConfig` (replacing those of ``config`` when it is given),
+        e.g. ``heterogeneity=0.67`` for a field-scale mosaic with sensors on the fine
+        grid (:class:`TwinConfig`; 0, the default, is the smooth twin byte for byte and
+        keeps its cache hash).
 
     Returns
     -------
@@ -411,6 +436,7 @@ def make_world(
     Examples
     --------
     >>> w = make_world(0, "twin-quick", quick=True)             # doctest: +SKIP
+    >>> f = make_world(0, "twin-fields", quick=True, heterogeneity=1.0)  # doctest: +SKIP
     >>> w.truth().sel(time="2019-06-01").mean().item()          # doctest: +SKIP
     """
     if config is None:
@@ -598,8 +624,15 @@ def _build(seed: int, cfg: TwinConfig, root: Path) -> TwinWorld:
     truth = np.full((nd, n, n), np.nan, np.float32)
     surf = np.full((nd, n, n), np.nan, np.float32)
     smap = np.full((nd, *e_shape), np.nan, np.float32)
-    ndvi = np.empty((nd, n, n), np.float32)
-    lst = np.empty((nd, n, n), np.float32)
+    het = st.fields is not None  # heterogeneous twin: NDVI, LST and S1 on the fine grid
+    ndvi = np.empty((nd, ny, nx) if het else (nd, n, n), np.float32)
+    lst = np.empty((nd, ny, nx) if het else (nd, n, n), np.float32)
+    surf_fine = np.full((nd, ny, nx) if het else (0, 0, 0), np.nan, np.float32)  # top-layer θ, fine grid
+    rng_ndvi_f, rng_lst_f = _rng(seed, _S_NDVI_FINE), _rng(seed, _S_LST_FINE)
+
+    def up(a: np.ndarray) -> np.ndarray:  # 1-km field onto the fine grid
+        return np.repeat(np.repeat(a, kf, axis=-2), kf, axis=-1)
+
     era_out = np.empty((nd, 4, a_shape[0] * a_shape[1]), np.float32)
     st_theta = np.empty((nd, ns))
     beta_mem = None
@@ -618,11 +651,8 @@ def _build(seed: int, cfg: TwinConfig, root: Path) -> TwinWorld:
     # spin-up of both models on the record's first days
     S = sim.initial_storage()
     for t in range(cfg.spinup_days):
-        tt = t % nd
-        fine_p = sim.fine_precip(tt).ravel()
-        pet = sim.pet(tt)
-        sim.bucket.step(S, fine_p, pet.ravel())
-        _era_step(era, S_era, fine_p, pet.ravel(), a_idx, a_count, nearest, cfg.era5_precip_factor)
+        fl, pet = sim.advance(S, t % nd)
+        _era_step(era, S_era, fl["precipitation"], pet.ravel(), a_idx, a_count, nearest, cfg.era5_precip_factor)
     t_loop = _time.perf_counter()
     for t, S_t, fl, pet in sim.run(S):
         theta = S_t / dz[:, None]  # (L, n_cells)
@@ -634,6 +664,8 @@ def _build(seed: int, cfg: TwinConfig, root: Path) -> TwinWorld:
         truth[t] = np.where(land_frac_ok, block_mean(np.nan_to_num(eq)), np.nan)
         top = theta[0].reshape(ny, nx)
         surf[t] = np.where(land_frac_ok, block_mean(top), np.nan)
+        if het:
+            surf_fine[t] = top
         e_sum = np.bincount(e_idx[land_flat], weights=top.ravel()[land_flat], minlength=e_count.size)
         with np.errstate(invalid="ignore", divide="ignore"):
             smap[t] = np.where(e_valid, e_sum / e_count, np.nan).reshape(e_shape)
@@ -646,7 +678,17 @@ def _build(seed: int, cfg: TwinConfig, root: Path) -> TwinWorld:
         nd_f = _NDVI_MIN[lc_flat] + (_NDVI_MAX[lc_flat] - _NDVI_MIN[lc_flat]) * phen * crop_cut * (
             0.35 + 0.65 * beta_mem
         )
-        ndvi[t] = nd_f.reshape(n, kf, n, kf).mean(axis=(1, 3)) + 0.02 * rng_ndvi.standard_normal((n, n))
+        if het:  # crop fields of the mosaic follow their own calendar
+            cc = sim.crop_cells
+            g = sim.crop_development(t)
+            nd_f[cc] = _NDVI_MIN[1] + (_NDVI_MAX[1] - _NDVI_MIN[1]) * g * (0.35 + 0.65 * beta_mem[cc])
+            ndvi[t] = (
+                nd_f.reshape(ny, nx)
+                + up(0.02 * rng_ndvi.standard_normal((n, n)))
+                + 0.02 * rng_ndvi_f.standard_normal((ny, nx))
+            )
+        else:
+            ndvi[t] = nd_f.reshape(n, kf, n, kf).mean(axis=(1, 3)) + 0.02 * rng_ndvi.standard_normal((n, n))
         et_ratio = np.where(pet.ravel() > 0, fl["et"] / np.maximum(pet.ravel() * _KC[lc_flat], 1e-6), 1.0)
         lst_f = (
             sim.tair(t).ravel()
@@ -656,9 +698,14 @@ def _build(seed: int, cfg: TwinConfig, root: Path) -> TwinWorld:
             + 2.5 * (lc_flat == 4)
             - 3.0 * (lc_flat == 5)
         )
-        lst_px = lst_f.reshape(n, kf, n, kf).mean(axis=(1, 3)) + rng_lst.standard_normal((n, n))
         cloudy = sim.precip[t] > 0.5
-        lst[t] = np.where(cloudy, np.nan, lst_px)
+        if het:
+            lst_fine = lst_f.reshape(ny, nx) + up(rng_lst.standard_normal((n, n)))
+            lst_fine = lst_fine + 0.5 * rng_lst_f.standard_normal((ny, nx))
+            lst[t] = np.where(up(cloudy), np.nan, lst_fine)
+        else:
+            lst_px = lst_f.reshape(n, kf, n, kf).mean(axis=(1, 3)) + rng_lst.standard_normal((n, n))
+            lst[t] = np.where(cloudy, np.nan, lst_px)
         # stations
         if ns:
             theta_3d = theta.reshape(nl, ny, nx)
@@ -685,8 +732,16 @@ def _build(seed: int, cfg: TwinConfig, root: Path) -> TwinWorld:
     gx, gy = _grid_xy(grid)
     lc_px = st.lc.reshape(n, kf, n, kf)
     forest_px = (lc_px == 3).mean(axis=(1, 3))
+    rng_s1_f = _rng(seed, _S_S1_FINE)
     for p, d in zip(paths["s1"], _s1_days(cfg), strict=False):
         t = int((d - days[0]).astype(int))
+        if het:
+            # the 1-km error of the smooth twin (same draws) plus a sub-pixel speckle
+            noise = cfg.s1_noise * (1 + (st.lc == 3)) * up(rng_s1.standard_normal((n, n)))
+            noise = noise + 0.5 * cfg.s1_noise * rng_s1_f.standard_normal((ny, nx))
+            s1 = np.clip(surf_fine[t] + noise, 0.01, 0.6).astype(np.float32)
+            _write_tif(p, np.where(land, s1, np.nan), fine_tr, "EPSG:3035", "m3 m-3", "s1_sm", tags={"time": str(d)})
+            continue
         noise = cfg.s1_noise * (1 + forest_px) * rng_s1.standard_normal((n, n))
         s1 = np.clip(surf[t] + noise, 0.01, 0.6).astype(np.float32)
         _write_tif(
@@ -714,27 +769,30 @@ def _build(seed: int, cfg: TwinConfig, root: Path) -> TwinWorld:
         {"units": "cm3/cm3", "long_name": "SMAP-like 9 km surface soil moisture (0-5 cm)"},
         ga,
     )
+    vx, vy = (fx, fy) if het else (gx, gy)  # NDVI and LST on the fine grid when heterogeneous
     _write_projected_nc(
         paths["ndvi"],
         "ndvi",
         ndvi,
         days,
-        gx,
-        gy,
+        vx,
+        vy,
         "EPSG:3035",
         {"units": "1", "long_name": "NDVI-like vegetation index"},
         ga,
+        daily_chunks=het,
     )
     _write_projected_nc(
         paths["lst"],
         "lst",
         lst,
         days,
-        gx,
-        gy,
+        vx,
+        vy,
         "EPSG:3035",
         {"units": "K", "long_name": "LST-like daytime land surface temperature"},
         ga,
+        daily_chunks=het,
     )
     _write_projected_nc(
         paths["precipitation"],

@@ -40,6 +40,17 @@ _EASE_X0 = -17367530.445161372
 _EASE_Y1 = 7314540.830638504
 # stream ids of the random number generator (np.random.SeedSequence([seed, stream, ...]))
 _S_STATIC, _S_PRECIP, _S_MET, _S_S1, _S_SMAP, _S_NDVI, _S_LST, _S_STATION, _S_COUNTS = range(9)
+# streams of the field mosaic (heterogeneity > 0 only; the ones above are untouched by it)
+_S_FIELDS, _S_S1_FINE, _S_NDVI_FINE, _S_LST_FINE = range(9, 13)
+#: Mean area of a field of the heterogeneity mosaic, ha (Voronoi cells of uniform seeds).
+FIELD_MEAN_HA = 5.0
+# land cover drawn for a field of the mosaic: cropland, grassland, forest, settlement
+_FIELD_LC = np.array([1, 2, 3, 4], dtype=np.uint8)
+_FIELD_LC_P = np.array([0.55, 0.17, 0.16, 0.12])
+# crop coefficient of a crop field: bare soil .. full cover (Allen et al. 1998, FAO-56 Table 12 ranges)
+_KC_BARE, _KC_FULL = 0.3, 1.15
+#: Irrigation: water applied (mm) on a day an irrigated crop field's root zone is stressed.
+IRRIGATION_MM = 25.0
 
 
 # ======================================================================================
@@ -90,6 +101,16 @@ class TwinConfig:
         Range of the stations' N0, cph (default 900–2500; sets the counting noise).
     kernel_radius : float
         Truncation radius of the stations' horizontal footprint kernel, m (default 500).
+    heterogeneity : float
+        Field-scale heterogeneity h in [0, 1] (default 0: the smooth twin, byte for byte).
+        With h > 0 the fine grid carries a field mosaic (Voronoi fields of
+        :data:`FIELD_MEAN_HA` ha on average) and a fraction h of the fields (the same ones
+        at every level for a seed: the sets are nested) become fields of their own: a
+        land cover drawn per field (cropland, grassland, forest patch, settlement), sand
+        and clay jumping at the field boundary, and on crop fields their own sowing and
+        harvest dates (NDVI and the crop coefficient follow them) and, on some,
+        irrigation. The NDVI-, LST- and Sentinel-1-like layers are then written on the
+        fine grid (see :func:`~smengine.twin.make_world`).
 
     Examples
     --------
@@ -120,6 +141,7 @@ class TwinConfig:
     smap_missing_fraction: float = 0.3
     n0_range: tuple[float, float] = (900.0, 2500.0)
     kernel_radius: float = 500.0
+    heterogeneity: float = 0.0
 
     def __post_init__(self) -> None:
         kf = 1000.0 / self.fine_resolution
@@ -137,6 +159,9 @@ class TwinConfig:
             raise ConfigError("n_stations should be >= 0 and s1_revisit_days >= 1")
         if not 0 <= self.smap_missing_fraction < 1:
             raise ConfigError("smap_missing_fraction should be in [0, 1)")
+        if not 0.0 <= float(self.heterogeneity) <= 1.0:
+            raise ConfigError(f"heterogeneity should be in [0, 1], got {self.heterogeneity!r}")
+        object.__setattr__(self, "heterogeneity", float(self.heterogeneity))
         object.__setattr__(self, "n0_range", tuple(float(v) for v in self.n0_range))
         np.datetime64(self.start, "D")  # raises on a bad date
 
@@ -152,6 +177,8 @@ class TwinConfig:
         """JSON-safe configuration (``TwinConfig.from_config`` inverts it)."""
         d = dataclasses.asdict(self)
         d["n0_range"] = list(self.n0_range)
+        if d["heterogeneity"] == 0.0:  # absent at its default: the worlds (and hashes) of before stay valid
+            del d["heterogeneity"]
         return d
 
     @classmethod
@@ -261,6 +288,63 @@ def _d8_accumulation(elev: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class _Fields:
+    """The field mosaic of a heterogeneous twin (``heterogeneity`` > 0)."""
+
+    label: np.ndarray  # (ny, nx) int32 field index of every fine cell
+    active: np.ndarray  # (n_fields,) bool: a field of its own (u_f < heterogeneity)
+    lc: np.ndarray  # (n_fields,) uint8 land cover drawn for the field
+    winter: np.ndarray  # (n_fields,) bool: winter crop (green-up in spring) else spring crop
+    sow: np.ndarray  # (n_fields,) day of year: sowing (spring crop) or green-up (winter crop)
+    harvest: np.ndarray  # (n_fields,) day of year of harvest
+    resow: np.ndarray  # (n_fields,) day of year of the autumn sowing of a winter crop
+    irrigated: np.ndarray  # (n_fields,) bool (used on active crop fields)
+
+    def crop_cells(self, lc: np.ndarray) -> np.ndarray:
+        """Cells (flat) of active crop fields."""
+        return np.flatnonzero((self.active[self.label] & (lc == 1)).ravel())
+
+    def development(self, doy: int) -> np.ndarray:
+        """Crop development g in [0, 1] per field on a day of year (0 bare soil, 1 full cover)."""
+
+        def sig(x: np.ndarray) -> np.ndarray:
+            return 1.0 / (1.0 + np.exp(-x))
+
+        before = doy < self.harvest
+        spring = np.where(before, sig((doy - self.sow - 25.0) / 7.0), 0.0)
+        winter = np.where(before, 0.3 + 0.7 * sig((doy - self.sow) / 9.0), 0.25 * sig((doy - self.resow - 15.0) / 7.0))
+        return np.where(self.winter, winter, spring)
+
+
+def _field_mosaic(seed: int, cfg: TwinConfig) -> _Fields:
+    """Voronoi fields of :data:`FIELD_MEAN_HA` ha on the fine grid and their draws.
+
+    Every draw is made whatever ``heterogeneity`` is, so the fields, their land cover and
+    calendars are the same at every level of a seed and the active sets are nested.
+    """
+    from scipy.spatial import cKDTree
+
+    rng = _rng(seed, _S_FIELDS)
+    ny, nx = cfg.fine_shape
+    res = cfg.fine_resolution
+    area_ha = ny * nx * res * res / 1e4
+    n = max(int(round(area_ha / FIELD_MEAN_HA)), 1)
+    seeds = rng.random((n, 2)) * np.array([ny, nx])
+    rows, cols = np.mgrid[0:ny, 0:nx]
+    pts = np.column_stack([rows.ravel() + 0.5, cols.ravel() + 0.5])
+    # Manhattan distance: straight, axis-parallel boundaries like those of real plots
+    label = cKDTree(seeds).query(pts, p=1)[1].reshape(ny, nx).astype(np.int32)
+    u = rng.random(n)
+    lc = rng.choice(_FIELD_LC, size=n, p=_FIELD_LC_P).astype(np.uint8)
+    winter = rng.random(n) < 0.45
+    sow = np.where(winter, rng.uniform(55, 90, n), rng.uniform(95, 140, n))
+    harvest = np.where(winter, rng.uniform(190, 215, n), rng.uniform(235, 285, n))
+    resow = rng.uniform(265, 295, n)
+    irrigated = rng.random(n) < 0.3
+    return _Fields(label, u < cfg.heterogeneity, lc, winter, sow, harvest, resow, irrigated)
+
+
+@dataclass(frozen=True)
 class _Statics:
     elevation: np.ndarray  # m
     twi: np.ndarray  # ln(m)
@@ -274,6 +358,7 @@ class _Statics:
     rho: np.ndarray  # g cm-3
     lc: np.ndarray  # int codes
     land: np.ndarray  # bool
+    fields: _Fields | None = None  # the field mosaic (heterogeneity > 0)
 
 
 def _make_statics(seed: int, cfg: TwinConfig) -> _Statics:
@@ -307,7 +392,21 @@ def _make_statics(seed: int, cfg: TwinConfig) -> _Statics:
     lakes = _grf(shape, 0.7 * per_km, rng) - 0.004 * (elev - elev.mean()) > 2.4
     lc[lakes] = 5
     land = lc != 5
-    return _Statics(elev, twi, slope, sand, clay, wp, fc, por, ksat, rho, lc, land)
+    if cfg.heterogeneity == 0.0:
+        return _Statics(elev, twi, slope, sand, clay, wp, fc, por, ksat, rho, lc, land)
+    # field mosaic: active fields take their own land cover (lakes stay) and a texture offset
+    fm = _field_mosaic(seed, cfg)
+    frng = _rng(seed, _S_FIELDS, 1)
+    nf = fm.active.size
+    d_sand = np.where(fm.active, 0.12 * frng.standard_normal(nf), 0.0)[fm.label]
+    d_clay = np.where(fm.active, 0.06 * frng.standard_normal(nf), 0.0)[fm.label]
+    sand = np.clip(sand + d_sand, 0.05, 0.90)
+    clay = np.clip(clay + d_clay - 0.25 * d_sand, 0.04, np.minimum(0.55, 0.97 - sand))
+    wp, fc, por, ksat = _saxton_rawls(sand, clay)
+    rho = (1.0 - por) * 2.65
+    on = fm.active[fm.label] & land
+    lc = np.where(on, fm.lc[fm.label], lc).astype(np.uint8)
+    return _Statics(elev, twi, slope, sand, clay, wp, fc, por, ksat, rho, lc, land, fm)
 
 
 # ======================================================================================
@@ -477,7 +576,7 @@ class FineDay(NamedTuple):
     """Layer storage at the end of the day, (n_layers, ny, nx), mm."""
     fluxes: dict[str, np.ndarray]
     """precipitation, et, drainage, runoff, lateral (mm day-1) and beta (root-zone stress,
-    1 = unstressed), each (ny, nx)."""
+    1 = unstressed), each (ny, nx); with ``heterogeneity`` > 0 also irrigation (mm day-1)."""
     pet: np.ndarray
     """Potential evaporation, (ny, nx), mm day-1."""
 
@@ -509,6 +608,10 @@ class _Sim:
         days = cfg.days()
         self.doy = (days - days.astype("datetime64[Y]")).astype(int) + 1
         self.elev_ref = float(self.st.elevation.mean())
+        fm = self.st.fields
+        self.crop_cells = fm.crop_cells(self.st.lc) if fm is not None else np.zeros(0, np.int64)
+        self._crop_field = fm.label.ravel()[self.crop_cells] if fm is not None else self.crop_cells
+        self._beta: np.ndarray | None = None
 
     def tair(self, t: int) -> np.ndarray:
         """Daily mean air temperature on the fine grid, °C (lapse rate 6.5 K km-1)."""
@@ -525,18 +628,52 @@ class _Sim:
 
     def initial_storage(self) -> np.ndarray:
         b = self.bucket
+        self._beta = None
         return b.wp + 0.7 * (b.fc - b.wp)
+
+    def crop_development(self, t: int) -> np.ndarray:
+        """Development g in [0, 1] of the active crop fields' cells (:attr:`crop_cells`) on day t."""
+        fm = self.st.fields
+        if fm is None:
+            return np.zeros(0)
+        return fm.development(int(self.doy[t]))[self._crop_field]
+
+    def advance(self, S: np.ndarray, t: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """One day of the fine bucket with the forcing of record day t: (fluxes, PET on the fine grid).
+
+        On the active crop fields of a heterogeneous twin the crop coefficient follows the
+        field's development (bare soil :data:`_KC_BARE` … full cover :data:`_KC_FULL`), and an
+        irrigated crop field growing (g > 0.3) gets :data:`IRRIGATION_MM` on a day after one
+        whose root-zone stress factor fell below 0.5. ``precipitation`` stays the rain;
+        ``irrigation`` is the applied water, so ΔS = precipitation + irrigation − et −
+        drainage − runoff + lateral.
+        """
+        pet = self.pet(t)
+        P = self.fine_precip(t).ravel()
+        fm = self.st.fields
+        if fm is None:
+            return self.bucket.step(S, P, pet.ravel()), pet
+        cells = self.crop_cells
+        g = self.crop_development(t)
+        self.bucket.kc[cells] = _KC_BARE + (_KC_FULL - _KC_BARE) * g
+        irr = np.zeros_like(P)
+        if self._beta is not None:
+            need = fm.irrigated[self._crop_field] & (g > 0.3) & (self._beta[cells] < 0.5)
+            irr[cells] = np.where(need, IRRIGATION_MM, 0.0)
+        fl = self.bucket.step(S, P + irr, pet.ravel())
+        fl["precipitation"] = P
+        fl["irrigation"] = irr
+        self._beta = fl["beta"]
+        return fl, pet
 
     def run(self, S: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray, dict[str, np.ndarray], np.ndarray]]:
         cfg = self.cfg
         if S is None:
             S = self.initial_storage()
             for t in range(cfg.spinup_days):
-                tt = t % cfg.n_days
-                self.bucket.step(S, self.fine_precip(tt).ravel(), self.pet(tt).ravel())
+                self.advance(S, t % cfg.n_days)
         for t in range(cfg.n_days):
-            pet = self.pet(t)
-            fl = self.bucket.step(S, self.fine_precip(t).ravel(), pet.ravel())
+            fl, pet = self.advance(S, t)
             yield t, S, fl, pet
 
 
