@@ -906,6 +906,9 @@ def predict(
 ) -> None:
     """Predict the daily 1-km product of TILES (tile files or folders of them) with MODEL.
 
+    MODEL is a compiled forest (*.smf.h5, smengine train) or a spatial network
+    (*.smnn.pt, smengine.nn.train; needs smengine[nn]).
+
     Resumable: outputs that exist are skipped, so rerunning after an interruption only
     does what is missing. An output made by another model, other settings or from tile data
     that changed since is not reused: the run stops naming it (--overwrite redoes it).
@@ -921,7 +924,14 @@ def predict(
     if not paths:
         raise click.ClickException(f"no tile files (*.h5) in {', '.join(map(str, tiles))}")
     try:
-        cf = CompiledForest.load(model)
+        from smengine.nn import is_nn_file
+
+        if is_nn_file(model):  # a spatial network (smengine.nn) instead of a forest
+            from smengine.nn import load as load_nn
+
+            cf = load_nn(model)
+        else:
+            cf = CompiledForest.load(model)
         days = slice(start, end) if (start or end) else None
         total = 0
         spans = []
@@ -1214,6 +1224,131 @@ def twin(out_dir: Path, quick: bool, heterogeneity: float, seed: int) -> None:
         f"{g.bounds[2]:.0f} {g.bounds[3]:.0f} (EPSG:3035)"
     )
     click.echo(f"run configuration: {cfg}")
+
+
+@cli.command("nn-train")
+@click.argument("table_file", type=_Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--tiles",
+    "tiles",
+    type=_Path(exists=True, path_type=Path),
+    multiple=True,
+    required=True,
+    help="Tile files or folders of them (the tiles the table was made from).",
+)
+@click.option(
+    "--out",
+    "out_file",
+    type=_Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Network file to write (*.smnn.pt); smengine predict takes it like a forest file.",
+)
+@click.option("--features", help="Comma-separated features (default: the table's).")
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A NetConfig setting (half_width, width, head, max_epochs, patience, batch_size, lr, weight_decay, "
+    "augment, n_splits, lr_decay), repeatable.",
+)
+@options.seed
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="PyTorch threads.")
+def nn_train(
+    table_file: Path,
+    tiles: tuple[Path, ...],
+    out_file: Path,
+    features: str | None,
+    settings: tuple[str, ...],
+    seed: int,
+    threads: int,
+) -> None:
+    """Train the spatial network (smengine.nn; needs smengine[nn]) on a training table's station-days,
+    with patches of sub-pixel covariates around the stations cut from the tiles."""
+    from smengine.features import read_table
+    from smengine.tiles import TileStore
+
+    _writable(out_file, folder=False)
+    paths = [q for p in tiles for q in (sorted(p.glob("*.h5")) if p.is_dir() else [p])]
+    if not paths:
+        raise click.ClickException(f"no tile files (*.h5) in {', '.join(map(str, tiles))}")
+    try:
+        import dataclasses
+        import json
+
+        import smengine.nn as snn
+
+        fields = {f.name: f.type for f in dataclasses.fields(snn.NetConfig)}
+        overrides: dict[str, object] = {}
+        for item in settings:
+            key, sep, value = item.partition("=")
+            if not sep or key.strip() not in fields:
+                raise click.BadParameter(
+                    f"{item!r}: expected NAME=VALUE with NAME one of {', '.join(fields)}", param_hint="--set"
+                )
+            try:
+                overrides[key.strip()] = json.loads(
+                    value.strip().lower() if value.strip() in ("True", "False") else value
+                )
+            except json.JSONDecodeError as exc:
+                raise click.BadParameter(
+                    f"{item!r}: {value!r} is not a number or true/false", param_hint="--set"
+                ) from exc
+        tab = read_table(table_file)
+        names = [f.strip() for f in features.split(",") if f.strip()] if features else None
+        net = snn.train(
+            tab,
+            [TileStore.open(q) for q in paths],
+            names,
+            seed=seed,
+            n_threads=threads,
+            progress=lambda msg: click.echo(msg, err=True),
+            **overrides,
+        )
+        net.save(out_file)
+    except SMEngineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {out_file}")
+
+
+@cli.command("nn-compare")
+@click.option(
+    "--out",
+    "out_dir",
+    type=_Path(file_okay=False, path_type=Path),
+    default=Path("smengine-nn-compare"),
+    show_default=True,
+    help="Folder of the twin, both models, report.md, summary.json and products_day.png.",
+)
+@click.option(
+    "--heterogeneity",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    show_default=True,
+    help="The twin's field-scale heterogeneity (see smengine twin).",
+)
+@click.option("--pretrain", is_flag=True, help="Pre-train the network on ERA5-Land-like theta_eq everywhere.")
+@options.seed
+@options.threads
+def nn_compare(out_dir: Path, heterogeneity: float, pretrain: bool, seed: int, threads: int | None) -> None:
+    """The spatial network and the forest side by side on the quick twin (about 5 minutes): station CV,
+    RMSE against the true theta_eq, pseudoproxy off-site skill, training time and inference cost."""
+    _writable(out_dir, folder=True)
+    try:
+        import smengine.nn as snn
+        from smengine.twin import TwinConfig
+
+        s = snn.compare_with_forest(
+            out_dir,
+            seed=seed,
+            twin_config=TwinConfig.quick(heterogeneity=heterogeneity),
+            n_threads=threads,
+            pretrain=pretrain,
+            progress=lambda msg: click.echo(msg, err=True),
+        )
+    except SMEngineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {out_dir / 'report.md'} ({len(s)} results in summary.json)")
 
 
 def _floats(text: str, what: str) -> list[float]:

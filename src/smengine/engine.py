@@ -188,7 +188,14 @@ NAN_WARN_FRACTION = 0.1
 
 def _load_forest(forest: Any) -> Any:
     from smengine.model import CompiledForest, Forest
+    from smengine.nn import is_nn_file, is_nn_model
 
+    if is_nn_model(forest):  # a spatial network (smengine.nn): run by smengine.nn.NNTileRunner
+        return forest
+    if isinstance(forest, (str, os.PathLike)) and is_nn_file(forest):
+        from smengine.nn import load
+
+        return load(forest)
     if isinstance(forest, CompiledForest):
         return forest
     if isinstance(forest, Forest):
@@ -217,6 +224,15 @@ def _resolve_di(forest: Any, di: bool | None) -> bool:
     if _once_per_forest(forest, msg):
         warnings.warn(msg, SMEngineWarning, stacklevel=3)
     return False
+
+
+def _runner_args(min_valid_fraction: float, chunk_days: int) -> tuple[float, int]:
+    """A tile runner's checked ``min_valid_fraction`` and ``chunk_days`` (forest and network runners)."""
+    if not 0.0 <= float(min_valid_fraction) <= 1.0:
+        raise ConfigError(f"min_valid_fraction should be in [0, 1], got {min_valid_fraction}")
+    if int(chunk_days) < 1:
+        raise ConfigError(f"chunk_days should be >= 1, got {chunk_days}")
+    return float(min_valid_fraction), int(chunk_days)
 
 
 def _open_store(store: TileStore | str | os.PathLike[str]) -> TileStore:
@@ -414,6 +430,19 @@ class TileRunner:
     already processed raises :class:`~smengine.errors.ConfigError`.
     """
 
+    def __new__(cls, store: Any, forest: Any, **kwargs: Any) -> Any:
+        # a spatial network (smengine.nn) or its file gets its own runner, which has this
+        # class's attributes and predict_arrays (it is not a subclass: __init__ is not rerun)
+        from smengine.nn import is_nn_file, is_nn_model
+
+        if cls is TileRunner and (
+            is_nn_model(forest) or (isinstance(forest, (str, os.PathLike)) and is_nn_file(forest))
+        ):
+            from smengine.nn import NNTileRunner
+
+            return NNTileRunner(store, forest, **kwargs)
+        return super().__new__(cls)
+
     def __init__(
         self,
         store: TileStore | str | os.PathLike[str],
@@ -428,13 +457,8 @@ class TileRunner:
     ) -> None:
         self.store = _open_store(store)
         self.forest = _load_forest(forest)
-        if not 0.0 <= float(min_valid_fraction) <= 1.0:
-            raise ConfigError(f"min_valid_fraction should be in [0, 1], got {min_valid_fraction}")
-        if int(chunk_days) < 1:
-            raise ConfigError(f"chunk_days should be >= 1, got {chunk_days}")
-        self.min_valid_fraction = float(min_valid_fraction)
+        self.min_valid_fraction, self.chunk_days = _runner_args(min_valid_fraction, chunk_days)
         self.n_threads = effective_n_threads(n_threads)
-        self.chunk_days = int(chunk_days)
         self.day_inner = bool(day_inner)
         self.reuse = reuse
         self._mode = self.forest._mode(reuse)
@@ -711,7 +735,9 @@ def predict(
     store : TileStore or path
         The tile's covariates.
     forest : CompiledForest, Forest, fitted scikit-learn forest, or path to a compiled forest file
-        Its feature names say which covariates to gather (see the module docstring).
+        Its feature names say which covariates to gather (see the module docstring). A spatial
+        network (:class:`smengine.nn.SpatialNet` or its ``.smnn.pt`` file) is taken too and
+        run by :class:`smengine.nn.NNTileRunner` into the same product.
     days : None, slice of dates, or array_like of dates, optional
         UTC days to predict (default every day of the store). Days absent from the store
         come out NaN with flag ``no_input``.
@@ -921,6 +947,8 @@ def _product(
     )
     if inputs is not None:
         ds.attrs["smengine_inputs"] = inputs
+    if hasattr(runner, "describe_product"):  # another model kind (smengine.nn) says what made the values
+        runner.describe_product(ds)
     return ds
 
 

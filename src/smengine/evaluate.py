@@ -690,10 +690,7 @@ def pixel_mean_features(
     if a.ndim != 3 or a.shape[0] != len(names) or a.shape[1] % k or a.shape[2] % k:
         raise ValidationError(f"x has shape {a.shape}; expected ({len(names)}, Y, X) with Y and X multiples of {k}")
     return np.stack(
-        [
-            _pixel_majority(v, k) if n in categorical else _pixel_nanmean(v, k)
-            for n, v in zip(names, a, strict=True)
-        ]
+        [_pixel_majority(v, k) if n in categorical else _pixel_nanmean(v, k) for n, v in zip(names, a, strict=True)]
     )
 
 
