@@ -76,6 +76,13 @@ def test_demo_runs_the_twin_chain_and_shows_what_issue_7_asks(tmp_path):
     for term in ("**θ_eq**", "**mean_j f(x_j)**", "**f(mean_j x_j)**", "**DI**", "**AOA**", "**anomaly R**"):
         assert term in report, term
     assert "Pooled over all pixel-days" in report and "Per pixel (each pixel's time series" in report
+    # the product's own area of applicability, from the engine's di and flag bit
+    app = summary["applicability"]
+    with open_product(out / "product" / "t000_000" / "t000_000_20190101_20191231.nc") as p:
+        di, flag = p["di"].values, p["quality_flag"].values
+    assert app["outside_fraction"] == pytest.approx(float(((flag & 8) != 0)[np.isfinite(di)].mean()))
+    assert (((flag & 8) != 0) == (di > app["threshold"])).all()
+    assert "## Where the emulator extrapolates" in report
     per_px = summary["truth_per_pixel"]
     assert set(per_px) == set(truth) and all(0 < v["R"] <= 1 for v in per_px.values())
     # a product whose best variant at the stations beats the emulator's median R or ubRMSE is named there

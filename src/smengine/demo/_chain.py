@@ -61,6 +61,7 @@ class DemoResult:
     differences: dict[str, dict[str, float]] = field(default_factory=dict)
     truth_pixel: pd.DataFrame | None = None
     scaling: pd.DataFrame | None = None
+    applicability: dict[str, Any] = field(default_factory=dict)
 
 
 #: Block bootstrap of the report's RMSE differences: pixel squares × day periods, resamples, seed.
@@ -132,6 +133,48 @@ def _footprint_summary(prod: dict[str, np.ndarray], ds: Any) -> dict[str, Any]:
                 "n": int(np.isfinite(prod[v]).sum()),
             }
     return out
+
+
+def _applicability_summary(prod: dict[str, np.ndarray], cf: Any) -> dict[str, Any]:
+    """The product's own area of applicability: the engine's per-pixel-day DI and flag bit."""
+    from smengine.product import OUTSIDE_AOA
+
+    app = getattr(cf, "applicability", None)
+    if "di" not in prod or app is None:
+        return {}
+    di = prod["di"]
+    ok = np.isfinite(di)
+    outside = (prod["quality_flag"] & OUTSIDE_AOA) != 0
+    per_pixel = outside.mean(axis=0)
+    return {
+        "threshold": float(app.threshold),
+        "n": int(ok.sum()),
+        "outside_fraction": float(outside[ok].mean()) if ok.any() else float("nan"),
+        "di_median": float(np.median(di[ok])) if ok.any() else float("nan"),
+        "di_q95": float(np.quantile(di[ok], 0.95)) if ok.any() else float("nan"),
+        "pixels_mostly_outside": int((per_pixel > 0.5).sum()),
+        "n_reference_rows": int(app.reference.shape[0]),
+    }
+
+
+def _applicability_text(a: dict[str, Any]) -> list[str]:
+    """The report's section on where the product extrapolates."""
+    head = ["## Where the emulator extrapolates (area of applicability)", ""]
+    if not a:
+        return [*head, "The model carries no applicability reference: the product has no `di`.", ""]
+    return [
+        *head,
+        (
+            f"Every pixel-day of the product carries `di`, the dissimilarity index of its pixel-mean features to "
+            f"the {a['n_reference_rows']:,} training station-days, and the `outside_aoa` bit of `quality_flag` where "
+            f"di > {a['threshold']:.3f} (the largest non-outlier cross-validated DI of the training rows). "
+            f"{100 * a['outside_fraction']:.1f} % of {a['n']:,} pixel-days lie outside the area of applicability "
+            f"(median di {a['di_median']:.3f}, 95th percentile {a['di_q95']:.3f}); "
+            f"{a['pixels_mostly_outside']} pixel(s) are outside on most days. Values there are extrapolations: "
+            "use them with the flag."
+        ),
+        "",
+    ]
 
 
 def _footprint_text(fp: dict[str, Any]) -> list[str]:
@@ -293,10 +336,11 @@ def run_demo(
     tile_files = sorted(p for p in result.written if p.parent.name == stores[0].tile_id)
     prod = {
         v: np.concatenate([open_product(p)[v].values for p in tile_files])
-        for v in ("sm", "sm_uncertainty", "d86", "r86")
+        for v in ("sm", "sm_uncertainty", "d86", "r86", "di", "quality_flag")
         if v in open_product(tile_files[0])
     }
     res.footprint = _footprint_summary(prod, open_product(tile_files[0]))
+    res.applicability = _applicability_summary(prod, cf)
     done("product")
 
     # 6 ------------------------------------------------------------------- against the truth
@@ -463,6 +507,7 @@ def _summary(res: DemoResult) -> dict[str, Any]:
         "footprint": res.footprint,
         "differences": res.differences,
         "scaling": res.scaling.to_dict(orient="records") if res.scaling is not None else None,
+        "applicability": res.applicability,
         "truth_per_pixel": res.truth_pixel.to_dict(orient="index") if res.truth_pixel is not None else {},
         "products_at_stations": (
             {f"{p} / {v}": row[["R", "ubRMSE", "bias"]].to_dict() for (p, v), row in res.product_scores.iterrows()}
@@ -817,6 +862,7 @@ def _report(
         f"![PIT histogram]({figs['pit'].name})",
         "",
         *_footprint_text(res.footprint),
+        *_applicability_text(res.applicability),
         f"## At the stations: {_split_name(forest).short} predictions vs CRNS",
         "",
         _split_name(forest).long,
