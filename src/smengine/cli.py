@@ -1253,7 +1253,13 @@ def twin(out_dir: Path, quick: bool, heterogeneity: float, seed: int) -> None:
     "augment, n_splits, lr_decay), repeatable.",
 )
 @options.seed
-@click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="PyTorch threads.")
+@click.option(
+    "--torch-threads",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="PyTorch threads while training (1 is fastest on a shared machine; the weights do not depend on it).",
+)
 def nn_train(
     table_file: Path,
     tiles: tuple[Path, ...],
@@ -1261,7 +1267,7 @@ def nn_train(
     features: str | None,
     settings: tuple[str, ...],
     seed: int,
-    threads: int,
+    torch_threads: int,
 ) -> None:
     """Train the spatial network (smengine.nn; needs smengine[nn]) on a training table's station-days,
     with patches of sub-pixel covariates around the stations cut from the tiles."""
@@ -1301,7 +1307,7 @@ def nn_train(
             [TileStore.open(q) for q in paths],
             names,
             seed=seed,
-            n_threads=threads,
+            n_threads=torch_threads,
             progress=lambda msg: click.echo(msg, err=True),
             **overrides,
         )
