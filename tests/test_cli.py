@@ -70,6 +70,7 @@ def test_demo_runs_the_twin_chain_and_shows_what_issue_7_asks(tmp_path):
     assert "95 % block-bootstrap intervals" in report
     unc = json.loads((out / "summary.json").read_text())["uncertainty"]
     assert 0.5 < unc["coverage_1"] < 0.9 and 0.85 < unc["coverage_2"] <= 1.0 and 0.5 < unc["calibration_factor"] < 2.0
+    assert all(0 <= v < 600 for v in summary["timings_s"].values()), summary["timings_s"]  # durations, s
     # a report a reviewer can sign off: terms defined, the twin described, pooled vs per-pixel labelled
     for head in ("## The twin world", "## Terms", "## Where an input product beats the emulator"):
         assert head in report, head

@@ -492,8 +492,8 @@ def run_demo(
     res.files += [model_path, out / "model_card.md", *figs.values()]
     text = _report(res, world, table, forest, result, by_month, trend, figs, quick, n_trees, names)
     atomic_write(res.report, text.encode())
+    done("report")  # before summary.json, which would otherwise hold the step's start time as its duration
     atomic_write(out / "summary.json", json.dumps(_summary(res), indent=1, sort_keys=True, default=float).encode())
-    done("report")
     return res
 
 
