@@ -651,28 +651,10 @@ class TileRunner:
         req = _select_days(s, days)
         if req.size == 0:
             raise ConfigError(f"{s.path}: no days selected")
-        Py, Px = self.grid.shape
-        # days that are never predicted (absent from the store) stay NaN, valid fraction 0, flag no_input
-        out = {k: np.full((req.size, Py, Px), np.nan, np.float32) for k in ("sm", "subpixel_sd", "uncertainty")}
-        out["valid_fraction"] = np.zeros((req.size, Py, Px), np.float32)
-        out["quality_flag"] = np.full((req.size, Py, Px), QualityFlag.NO_INPUT, np.uint8)
+        out = _empty_outputs(req.size, self.grid.shape)
         if self.applicability is not None:
-            out["di"] = np.full((req.size, Py, Px), np.nan, np.float32)
-        # store day index of each requested day (-1: not in the store)
-        pos = np.searchsorted(s.times, req)
-        inside = pos < s.times.size
-        sidx = np.where(
-            inside & (s.times[np.minimum(pos, max(s.times.size - 1, 0))] == req) if s.times.size else False, pos, -1
-        ).astype(np.int64)
-        if (sidx < 0).any():
-            self.stats.absent_days += int((sidx < 0).sum())
-            log.warning(
-                "%s: %d of %d requested days are not in the store (first %s); flagged no_input",
-                s.path,
-                int((sidx < 0).sum()),
-                req.size,
-                req[sidx < 0][0],
-            )
+            out["di"] = np.full(out["sm"].shape, np.nan, np.float32)
+        sidx = _store_index(s, req, self.stats)
         have = sidx[sidx >= 0]
         if have.size and have[0] < self._next:
             raise ConfigError(
@@ -710,6 +692,35 @@ class TileRunner:
         self.stats.pixel_days += out["quality_flag"].size
         self.stats.nan_pixel_days += int(((out["quality_flag"] & CODE_MASK) >= QualityFlag.LOW_VALID_FRACTION).sum())
         return req, out
+
+
+def _empty_outputs(n_days: int, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """A runner's (days, Py, Px) output layers before prediction: what a day never predicted
+    (absent from the store) keeps: NaN, valid fraction 0, flag no_input."""
+    out = {k: np.full((n_days, *shape), np.nan, np.float32) for k in ("sm", "subpixel_sd", "uncertainty")}
+    out["valid_fraction"] = np.zeros((n_days, *shape), np.float32)
+    out["quality_flag"] = np.full((n_days, *shape), QualityFlag.NO_INPUT, np.uint8)
+    return out
+
+
+def _store_index(store: Any, req: np.ndarray, stats: EngineStats) -> np.ndarray:
+    """Store day index of each requested day, -1 where the store lacks it (counted in
+    ``stats.absent_days`` and logged)."""
+    t = store.times
+    pos = np.searchsorted(t, req)
+    sidx = np.where(
+        (pos < t.size) & (t[np.minimum(pos, max(t.size - 1, 0))] == req) if t.size else False, pos, -1
+    ).astype(np.int64)
+    if (sidx < 0).any():
+        stats.absent_days += int((sidx < 0).sum())
+        log.warning(
+            "%s: %d of %d requested days are not in the store (first %s); flagged no_input",
+            store.path,
+            int((sidx < 0).sum()),
+            req.size,
+            req[sidx < 0][0],
+        )
+    return sidx
 
 
 def predict(

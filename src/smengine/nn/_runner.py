@@ -154,7 +154,7 @@ class NNTileRunner:
         self, days: Any = None, progress: Callable[[int], Any] | None = None
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Predict ``days`` (see :func:`smengine.engine.predict`); returns (days, dict of (D, Py, Px) arrays)."""
-        from smengine.engine import _select_days
+        from smengine.engine import _empty_outputs, _select_days, _store_index
 
         s = self.store
         req = _select_days(s, days)
@@ -162,22 +162,8 @@ class NNTileRunner:
             raise ConfigError(f"{s.path}: no days selected")
         Py, Px = self.grid.shape
         k = self.grid.subpixel
-        out = {n: np.full((req.size, Py, Px), np.nan, np.float32) for n in ("sm", "subpixel_sd", "uncertainty")}
-        out["valid_fraction"] = np.zeros((req.size, Py, Px), np.float32)
-        out["quality_flag"] = np.full((req.size, Py, Px), QualityFlag.NO_INPUT, np.uint8)
-        pos = np.searchsorted(s.times, req)
-        if s.times.size:
-            sidx = np.where((pos < s.times.size) & (s.times[np.minimum(pos, s.times.size - 1)] == req), pos, -1)
-        else:
-            sidx = np.full(req.size, -1)
-        if (sidx < 0).any():
-            self.stats.absent_days += int((sidx < 0).sum())
-            log.warning(
-                "%s: %d of %d requested days are not in the store; flagged no_input",
-                s.path,
-                int((sidx < 0).sum()),
-                req.size,
-            )
+        out = _empty_outputs(req.size, (Py, Px))
+        sidx = _store_index(s, req, self.stats)
         present = np.flatnonzero(sidx >= 0)
         for c0 in range(0, present.size, self.chunk_days):
             oo = present[c0 : c0 + self.chunk_days]

@@ -336,9 +336,8 @@ class StationSet(Mapping[str, Station]):
             raise ConfigError(f"min_hours should be within [0, 24], got {min_hours}")
         frames, dropped, reasons, heavy = [], {}, {}, []
         for s in self.values():
-            d, n_drop = _daily_one(s, min_hours, int(mask))
+            d, n_drop, reasons[s.id] = _daily_one(s, min_hours, int(mask))
             dropped[s.id] = n_drop
-            reasons[s.id] = d.attrs.pop("drop_reasons", {})
             if n_drop:
                 why = ", ".join(f"{k} {v}" for k, v in reasons[s.id].items())
                 log.info("station %s: %d days with < %g valid hours dropped (%s)", s.id, n_drop, min_hours, why)
@@ -380,7 +379,17 @@ def step_hours(index: pd.DatetimeIndex) -> float:
     return float(min(step, 24.0))
 
 
-def _daily_one(s: Station, min_hours: float, mask: int) -> tuple[pd.DataFrame, int]:
+def _drop_reasons(flags: pd.Series, has_sm: pd.Series, day: Any, days: pd.Index, lost: np.ndarray) -> dict[str, int]:
+    """Why the ``lost`` days went: days per QC bit set on one of their steps with data (masked
+    bits only in ``flags``), and ``missing_hours`` for lost days without any."""
+    bad = flags.where(has_sm, 0).astype(np.int64)
+    bits = bad.groupby(day).agg(np.bitwise_or.reduce).reindex(days, fill_value=0).to_numpy()
+    why = {str(b.name): int((lost & ((bits & int(b)) != 0)).sum()) for b in QC}
+    why["missing_hours"] = int((lost & (bits == 0)).sum())
+    return {k: v for k, v in why.items() if v}
+
+
+def _daily_one(s: Station, min_hours: float, mask: int) -> tuple[pd.DataFrame, int, dict[str, int]]:
     df = s.data
     valid = df["sm"].notna() & ((df["flag"].to_numpy() & mask) == 0)
     day = df.index.floor("D")
@@ -396,26 +405,11 @@ def _daily_one(s: Station, min_hours: float, mask: int) -> tuple[pd.DataFrame, i
             out[c] = go[c].sum(min_count=1) if c in _SUMMED else mean[c]
     keep = out["n_hours"] >= min_hours
     # days with data (a finite sm) that lose it: too few valid hours, or every step flagged
-    had = df["sm"].notna().groupby(day).any().reindex(out.index, fill_value=False).to_numpy()
-    lost = ~keep.to_numpy() & had
-    n_drop = int(lost.sum())
-    if n_drop:
-        bad = pd.Series(df["flag"].to_numpy() & mask, index=df.index).where(df["sm"].notna(), 0).astype(np.int64)
-        day_bits = bad.groupby(day).agg(np.bitwise_or.reduce).reindex(out.index, fill_value=0).to_numpy()
-        why: dict[str, int] = {}
-        for bit in QC:
-            n = int((lost & ((day_bits & int(bit)) != 0)).sum())
-            if n:
-                why[str(bit.name)] = n
-        n_short = int((lost & (day_bits == 0)).sum())
-        if n_short:
-            why["missing_hours"] = n_short
-        s_reasons = why
-    else:
-        s_reasons = {}
+    has_sm = df["sm"].notna()
+    lost = ~keep.to_numpy() & has_sm.groupby(day).any().reindex(out.index, fill_value=False).to_numpy()
+    flags = pd.Series(df["flag"].to_numpy() & mask, index=df.index)
+    why = _drop_reasons(flags, has_sm, day, out.index, lost) if lost.any() else {}
     out = out[keep & out["sm"].notna()]
     out.insert(0, "date", out.index.tz_localize(None).values.astype("datetime64[D]"))
     out.insert(0, "station", s.id)
-    out = out.reset_index(drop=True)
-    out.attrs["drop_reasons"] = s_reasons
-    return out, n_drop
+    return out.reset_index(drop=True), int(lost.sum()), why
