@@ -31,8 +31,11 @@ References
 from __future__ import annotations
 
 import logging
+import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,10 @@ __all__ = [
     "DEFAULT_T",
     "SCORE_COLUMNS",
     "CATEGORICAL_FEATURES",
+    "BETTER",
+    "OUTCOMES",
+    "VERDICTS",
+    "PairedComparison",
     "monthly_bias",
     "pit_histogram",
     "pixel_mean_features",
@@ -60,7 +67,10 @@ __all__ = [
     "plot_scatter",
     "plot_timeseries",
     "product_scores",
+    "metric_difference_ci",
+    "paired_station_ci",
     "rmse_difference_ci",
+    "verdict",
     "space_time_blocks",
     "site_scores",
     "spread_calibration",
@@ -547,44 +557,522 @@ def rmse_difference_ci(
     >>> round(r["difference"], 3), r["ci_high"] < 0
     (-0.01, True)
     """
+    r = metric_difference_ci(a, b, truth, blocks, metric="RMSE", n_boot=n_boot, level=level, seed=seed)
+    keys = ("difference", "ci_low", "ci_high", "n", "n_blocks", "level", "n_boot")
+    return {k: r[k] for k in keys}
+
+
+# ======================================================================================
+# paired comparisons: A against B with a block-bootstrap interval, and the verdict it allows
+# ======================================================================================
+#: Which way is better for each metric of :data:`smengine.metrics.METRICS` that a paired
+#: comparison takes: ``"higher"``, ``"lower"`` or ``"abs_lower"`` (closer to 0: the bias).
+BETTER: dict[str, str] = {
+    "R": "higher",
+    "anomaly_R": "higher",
+    "anomaly_R_35d": "higher",
+    "NSE": "higher",
+    "KGE": "higher",
+    "KGE_prime": "higher",
+    "RMSE": "lower",
+    "ubRMSE": "lower",
+    "bias": "abs_lower",
+}
+#: The words of a verdict of A against B (A's side): the interval of the difference lies on
+#: A's better side, holds 0, or lies on B's better side; ``"undetermined"`` when there is no
+#: finite difference (e.g. R of a constant prediction).
+VERDICTS = ("beats", "ties", "loses", "undetermined")
+#: Per-station outcomes counted by :class:`PairedComparison` (A's side).
+OUTCOMES = ("win", "tie", "loss", "undetermined")
+
+# sufficient statistics of one block, per estimate x against the reference o (values
+# centred by a constant c per group, which every metric below is invariant to or corrects):
+# n, So, Soo, then per estimate Sx, Sxx, Sxo, See (e = x - o)
+_N, _SO, _SOO = 0, 1, 2
+_SX, _SXX, _SXO, _SEE = 0, 1, 2, 3
+
+
+def _check_metric(metric: str) -> str:
+    from smengine.metrics import current_name
+
+    m = current_name(str(metric))
+    if m not in BETTER:
+        raise ConfigError(f"metric {metric!r} cannot be compared; choose from {', '.join(BETTER)}")
+    return m
+
+
+def _block_sums(o: np.ndarray, xs: Sequence[np.ndarray], codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per block: the reference's (k, 3) and each estimate's (len(xs), k, 4) sums."""
+    ref = np.stack(
+        [np.bincount(codes, minlength=k).astype(np.float64)]
+        + [np.bincount(codes, weights=w, minlength=k) for w in (o, o * o)],
+        axis=-1,
+    )
+    est = np.stack(
+        [
+            np.stack([np.bincount(codes, weights=w, minlength=k) for w in (x, x * x, x * o, (x - o) ** 2)], axis=-1)
+            for x in xs
+        ]
+    )
+    return ref, est
+
+
+def _metric_from_sums(metric: str, ref: np.ndarray, est: np.ndarray, shift: np.ndarray | float = 0.0) -> np.ndarray:
+    """A metric from summed block statistics (any leading shape); NaN where undefined.
+
+    ``shift`` is the constant the values were centred by (it only enters the KGE's β and
+    the KGE′'s coefficients of variation, which are not shift-invariant).
+    """
+    n = ref[..., _N]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mo, mx = ref[..., _SO] / n, est[..., _SX] / n
+        # variances from moments; below 1e-12 of the second moment they are round-off of a constant
+        vo = ref[..., _SOO] / n - mo**2
+        vo = np.where(vo > 1e-12 * ref[..., _SOO] / n, vo, 0.0)
+        vx = est[..., _SXX] / n - mx**2
+        vx = np.where(vx > 1e-12 * est[..., _SXX] / n, vx, 0.0)
+        cov = est[..., _SXO] / n - mx * mo
+        if metric == "bias":
+            out = mx - mo
+        elif metric == "RMSE":
+            out = np.sqrt(est[..., _SEE] / n)
+        elif metric == "ubRMSE":
+            out = np.sqrt(np.maximum(est[..., _SEE] / n - (mx - mo) ** 2, 0.0))
+        elif metric == "NSE":
+            out = 1.0 - est[..., _SEE] / (n * vo)
+        else:  # R, anomaly R (of anomaly series), KGE, KGE'
+            ok = (vo > 0) & (vx > 0) & (n >= 3)
+            r = np.clip(np.where(ok, cov / np.sqrt(np.where(ok, vo * vx, 1.0)), np.nan), -1.0, 1.0)
+            if metric in ("R", "anomaly_R", "anomaly_R_35d"):
+                out = r
+            else:
+                so, sx = np.sqrt(np.maximum(vo, 0.0)), np.sqrt(np.maximum(vx, 0.0))
+                beta = (mx + shift) / (mo + shift)
+                alpha = (sx / (mx + shift)) / (so / (mo + shift)) if metric == "KGE_prime" else sx / so
+                out = 1.0 - np.sqrt((r - 1) ** 2 + (alpha - 1) ** 2 + (beta - 1) ** 2)
+        bad = n < (3 if metric not in ("bias", "RMSE", "ubRMSE") else 1)
+    return np.where(bad, np.nan, out)
+
+
+def _signed(metric: str, value: np.ndarray) -> np.ndarray:
+    """The value whose difference A − B is compared (|bias| for the bias)."""
+    return np.abs(value) if BETTER[metric] == "abs_lower" else value
+
+
+def verdict(ci_low: float, ci_high: float, metric: str) -> str:
+    """A's verdict against B from the interval of metric(A) − metric(B) (|bias| for the bias).
+
+    ``"beats"`` when the whole interval lies on A's better side of 0, ``"loses"`` when it lies
+    on B's, ``"ties"`` when it holds 0, ``"undetermined"`` when it is not finite.
+
+    Examples
+    --------
+    >>> verdict(-0.004, -0.001, "ubRMSE"), verdict(-0.01, 0.02, "R"), verdict(0.01, 0.05, "R")
+    ('beats', 'ties', 'beats')
+    """
+    m = _check_metric(metric)
+    if not (math.isfinite(ci_low) and math.isfinite(ci_high)):
+        return "undetermined"
+    if ci_low <= 0.0 <= ci_high:
+        return "ties"
+    a_better = ci_high < 0 if BETTER[m] in ("lower", "abs_lower") else ci_low > 0
+    return "beats" if a_better else "loses"
+
+
+def _percentile_ci(draws: np.ndarray, level: float, n_units: int | None = None) -> tuple[float, float]:
+    """Percentile interval of bootstrap draws; with ``n_units`` (the independent units resampled)
+    Hesterberg's expanded percentile interval: the tails at α′/2 with
+    z(α′/2) = √(n/(n−1))·t(α/2, n−1), which restores the coverage a plain percentile interval
+    loses with few units (12 month-blocks of a year, a handful of stations)."""
+    d = draws[np.isfinite(draws)]
+    if d.size < max(10, draws.size // 2) or (n_units is not None and n_units < 2):  # no interval
+        return float("nan"), float("nan")
+    tail = 0.5 * (1.0 - level)
+    if n_units is not None:
+        tail = float(stats.norm.sf(math.sqrt(n_units / (n_units - 1)) * stats.t.isf(tail, n_units - 1)))
+    lo, hi = np.percentile(d, [100 * tail, 100 * (1 - tail)])
+    return float(lo), float(hi)
+
+
+def _resample_counts(rng: np.random.Generator, k: int, n_boot: int) -> np.ndarray:
+    """(n_boot, k) times each of k blocks is drawn, k draws with replacement per resample."""
+    draws = rng.integers(0, k, size=(n_boot, k))
+    w = np.zeros((n_boot, k))
+    np.add.at(w, (np.arange(n_boot)[:, None], draws), 1.0)
+    return w
+
+
+def _check_level(level: float, n_boot: int) -> None:
+    if not 0.0 < level < 1.0 or int(n_boot) < 1:
+        raise ValidationError(f"level should be in (0, 1) and n_boot >= 1, got {level}, {n_boot}")
+
+
+def metric_difference_ci(
+    a: Any,
+    b: Any,
+    truth: Any,
+    blocks: Any,
+    *,
+    metric: str = "RMSE",
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """metric(a) − metric(b) against ``truth``, pooled over all values, with a block-bootstrap interval.
+
+    The generalisation of :func:`rmse_difference_ci` to every metric of :data:`BETTER`
+    (R, anomaly R of given anomaly series, NSE, KGE, KGE′, RMSE, ubRMSE, |bias|): whole
+    blocks (e.g. :func:`space_time_blocks`) are resampled with replacement, ``n_boot`` times,
+    over the values where ``a``, ``b`` and ``truth`` are all finite, the same blocks for both
+    estimates (a paired comparison); the interval is the percentile interval of the
+    resampled differences. Each resample's metric is computed exactly from per-block sums,
+    so it equals the metric of the concatenated drawn values.
+
+    Parameters
+    ----------
+    a, b, truth : array_like, same shape
+        Two estimates and the reference (m³ m⁻³ for soil moisture).
+    blocks : array_like of int, same shape
+        Block label of each value.
+    metric : str, optional
+        A key of :data:`BETTER` (default ``"RMSE"``). For the bias the difference is of
+        |bias|.
+    n_boot, level, seed : optional
+        Resamples (default 1000), confidence level (0.95) and seed (same inputs, same interval).
+
+    Returns
+    -------
+    dict
+        ``metric``, ``a``, ``b`` (the two metrics on all values), ``difference`` (of the
+        metrics, |bias| for the bias), ``ci_low``, ``ci_high``, ``verdict`` (a's side, one
+        of :data:`VERDICTS`), ``n`` values, ``n_blocks``, ``level``, ``n_boot``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> truth = rng.random((40, 10, 10))
+    >>> a, b = truth + 0.01 * rng.standard_normal(truth.shape), truth + 0.02 * rng.standard_normal(truth.shape)
+    >>> r = metric_difference_ci(a, b, truth, space_time_blocks(truth.shape, 5, 10), metric="ubRMSE", n_boot=200)
+    >>> round(r["difference"], 3), r["verdict"]
+    (-0.01, 'beats')
+    """
+    m = _check_metric(metric)
     A, B, T = (np.asarray(v, dtype=np.float64) for v in (a, b, truth))
     G = np.asarray(blocks)
     if not (A.shape == B.shape == T.shape == G.shape):
         raise ValidationError(f"a {A.shape}, b {B.shape}, truth {T.shape} and blocks {G.shape} should have one shape")
-    if not 0.0 < level < 1.0 or n_boot < 1:
-        raise ValidationError(f"level should be in (0, 1) and n_boot >= 1, got {level}, {n_boot}")
+    _check_level(level, n_boot)
     ok = np.isfinite(A) & np.isfinite(B) & np.isfinite(T)
+    out: dict[str, Any] = {"metric": m, "level": float(level), "n_boot": int(n_boot)}
     if not ok.any():
         nan = float("nan")
-        return {
-            "difference": nan,
-            "ci_low": nan,
-            "ci_high": nan,
-            "n": 0,
-            "n_blocks": 0,
-            "level": level,
-            "n_boot": n_boot,
-        }
+        return {**out, "a": nan, "b": nan, "difference": nan, "ci_low": nan, "ci_high": nan,
+                "verdict": "undetermined", "n": 0, "n_blocks": 0}  # fmt: skip
     codes, g = np.unique(G[ok], return_inverse=True)
     k = codes.size
-    sa = np.bincount(g, weights=(A[ok] - T[ok]) ** 2, minlength=k)
-    sb = np.bincount(g, weights=(B[ok] - T[ok]) ** 2, minlength=k)
-    n = np.bincount(g, minlength=k).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, k, size=(n_boot, k))
-    w = np.stack([np.bincount(d, minlength=k) for d in draws]).astype(np.float64)  # times each block is drawn
-    nn = w @ n
-    diffs = np.sqrt((w @ sa) / nn) - np.sqrt((w @ sb) / nn)
-    lo, hi = np.percentile(diffs, [50 * (1 - level), 50 * (1 + level)])
+    c = float(np.mean(T[ok]))  # centre: keeps the sums of squares well conditioned
+    ref, est = _block_sums(T[ok] - c, [A[ok] - c, B[ok] - c], g, k)
+    w = _resample_counts(np.random.default_rng(seed), k, int(n_boot))
+    ref_b, est_b = np.einsum("bk,ks->bs", w, ref), np.einsum("bk,eks->ebs", w, est)
+    vals = _signed(m, _metric_from_sums(m, ref_b, est_b, c))
+    lo, hi = _percentile_ci(vals[0] - vals[1], level)
+    full = _metric_from_sums(m, ref.sum(0), est.sum(1), c)
+    diff = float(_signed(m, full[0]) - _signed(m, full[1]))
     return {
-        "difference": float(np.sqrt(sa.sum() / n.sum()) - np.sqrt(sb.sum() / n.sum())),
-        "ci_low": float(lo),
-        "ci_high": float(hi),
-        "n": int(n.sum()),
+        **out,
+        "a": float(full[0]),
+        "b": float(full[1]),
+        "difference": diff,
+        "ci_low": lo,
+        "ci_high": hi,
+        "verdict": verdict(lo, hi, m),
+        "n": int(ok.sum()),
         "n_blocks": int(k),
-        "level": float(level),
-        "n_boot": int(n_boot),
     }
+
+
+@dataclass
+class PairedComparison:
+    """Estimate A against estimate B at stations: per-station and overall metric differences
+    with block-bootstrap intervals, and the verdict they allow (:func:`paired_station_ci`).
+
+    Differences are metric(A) − metric(B) (|bias| for the bias); :attr:`better` says which
+    sign favours A. ``per_station`` has one row per scored station: ``n`` days, ``n_blocks``,
+    ``a``, ``b`` (the two metrics), ``difference``, ``ci_low``, ``ci_high`` and ``outcome``
+    (A's side, one of :data:`OUTCOMES`).
+    """
+
+    a: str
+    b: str
+    metric: str
+    per_station: pd.DataFrame
+    difference: float
+    ci_low: float
+    ci_high: float
+    median_difference: float
+    level: float
+    n_boot: int
+    block_days: int
+    resample_stations: bool
+    left_out: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def better(self) -> str:
+        """``"lower"``, ``"higher"`` or ``"abs_lower"``: the direction in which the metric is better."""
+        return BETTER[self.metric]
+
+    @property
+    def verdict(self) -> str:
+        """A's verdict against B over the stations (one of :data:`VERDICTS`)."""
+        return verdict(self.ci_low, self.ci_high, self.metric)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Per-station wins, ties, losses and undetermined stations (A's side)."""
+        vc = self.per_station["outcome"].value_counts() if len(self.per_station) else pd.Series(dtype=int)
+        return {o: int(vc.get(o, 0)) for o in OUTCOMES}
+
+    @property
+    def n_stations(self) -> int:
+        return int(len(self.per_station))
+
+    def wtl(self) -> str:
+        """``"3 wins, 9 ties, 3 losses of 15 stations"`` (undetermined ones named only when there are any)."""
+        c = self.counts
+        parts = [f"{c['win']} win{'s' * (c['win'] != 1)}", f"{c['tie']} tie{'s' * (c['tie'] != 1)}",
+                 f"{c['loss']} loss{'es' * (c['loss'] != 1)}"]  # fmt: skip
+        if c["undetermined"]:
+            parts.append(f"{c['undetermined']} undetermined")
+        return ", ".join(parts) + f" of {self.n_stations} station{'s' * (self.n_stations != 1)}"
+
+    def interval(self, nd: int = 4) -> str:
+        """``"−0.0031 (95 % interval −0.0052 … −0.0011)"``: the mean per-station difference and its interval."""
+        if not math.isfinite(self.difference):
+            return "not defined"
+        if not (math.isfinite(self.ci_low) and math.isfinite(self.ci_high)):
+            return f"{self.difference:+.{nd}f} (no interval)"
+        return (
+            f"{self.difference:+.{nd}f} ({round(100 * self.level)} % interval "
+            f"{self.ci_low:+.{nd}f} … {self.ci_high:+.{nd}f})"
+        )
+
+    def sentence(self) -> str:
+        """One self-contained sentence: the verdict, the interval, the per-station outcomes."""
+        what = {"lower": "lower is better", "higher": "higher is better", "abs_lower": "|bias|, closer to 0 is better"}
+        diff = "|bias|" if self.metric == "bias" else self.metric
+        head = {
+            "beats": f"{self.a} beats {self.b}",
+            "loses": f"{self.a} loses to {self.b}",
+            "ties": f"{self.a} and {self.b} tie (the interval holds 0)",
+            "undetermined": f"{self.a} against {self.b}: no verdict ({self.metric} not defined for both)",
+        }[self.verdict]
+        return (
+            f"{head} on {self.metric} ({what[self.better]}): mean per-station difference {diff}({self.a}) − "
+            f"{diff}({self.b}) = {self.interval()}; {self.wtl()}."
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary (NaN as None)."""
+
+        def f(v: float) -> float | None:
+            return float(v) if math.isfinite(v) else None
+
+        return {
+            "a": self.a,
+            "b": self.b,
+            "metric": self.metric,
+            "verdict": self.verdict,
+            "difference": f(self.difference),
+            "ci_low": f(self.ci_low),
+            "ci_high": f(self.ci_high),
+            "median_difference": f(self.median_difference),
+            "counts": self.counts,
+            "n_stations": self.n_stations,
+            "level": self.level,
+            "n_boot": self.n_boot,
+            "block_days": self.block_days,
+            "resample_stations": self.resample_stations,
+            "left_out": dict(self.left_out),
+            "per_station": {
+                str(s): {k: (f(v) if isinstance(v, float) else v) for k, v in r.items()}
+                for s, r in self.per_station.to_dict(orient="index").items()
+            },
+        }
+
+
+def _anomalies(table: pd.DataFrame, cols: Sequence[str], metric: str) -> pd.DataFrame:
+    """Each column's anomalies per station from its own climatology (or 35-day mean), on the common rows."""
+    from smengine.metrics import calc_anomaly, calc_climatology
+
+    out = table.copy()
+    for _, idx in table.groupby("station", sort=False).groups.items():
+        g = table.loc[idx].sort_values("date")
+        t = g["date"].to_numpy().astype("datetime64[D]")
+        for c in cols:
+            v = g[c].to_numpy(np.float64)
+            an = calc_anomaly(v, t, calc_climatology(v, t)) if metric == "anomaly_R" else calc_anomaly(v, t)
+            out.loc[g.index, c] = an
+    return out
+
+
+def paired_station_ci(
+    table: pd.DataFrame,
+    a: str,
+    b: str,
+    obs: str = "obs",
+    *,
+    metric: str = "ubRMSE",
+    block_days: int = 30,
+    resample_stations: bool = True,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    min_obs: int = 30,
+) -> PairedComparison:
+    r"""Estimate ``a`` against ``b`` at stations: paired per-station metric differences with
+    block-bootstrap intervals over station × time blocks, and the verdict they allow.
+
+    Both estimates are scored on the same station-days (``a``, ``b`` and ``obs`` finite).
+    Each station's record is cut into blocks of ``block_days`` calendar days (errors are
+    autocorrelated within weeks; a block keeps that correlation). For each station the
+    difference :math:`\Delta_s = M(a_s) - M(b_s)` of the metric M (|bias| for the bias) is
+    bootstrapped by resampling its blocks with replacement, the same blocks for ``a`` and
+    ``b`` (paired); its interval is Hesterberg's expanded percentile interval for its k blocks
+    (a plain percentile interval from the 12 blocks of a year covers 89 % instead of 95 % on
+    simulated AR(1) errors); the station's outcome is a **win** for ``a`` when its interval lies on
+    ``a``'s better side of 0, a **loss** when it lies on ``b``'s side, a **tie** otherwise.
+    The overall statistic is the mean :math:`\bar\Delta` over stations; with
+    ``resample_stations`` (the default) its bootstrap resamples the stations too (a
+    two-stage bootstrap of clustered data: stations with replacement, then each drawn
+    station's blocks), so the interval speaks for stations like these, not only for these
+    stations' days (expanded for the number of stations). The verdict is **beats** only when
+    the whole interval lies on ``a``'s better side, **ties** when it holds 0 (:func:`verdict`).
+
+    Parameters
+    ----------
+    table : DataFrame
+        Long table: ``station``, ``date`` and the columns ``a``, ``b``, ``obs``.
+    a, b, obs : str
+        The two estimates' columns and the reference's (m³ m⁻³).
+    metric : str, optional
+        A key of :data:`BETTER` (default ``"ubRMSE"``). ``anomaly_R``/``anomaly_R_35d``
+        compute each series' anomalies on the common days first (as
+        :func:`smengine.metrics.anomaly_r`), then correlate resampled anomalies.
+    block_days : int, optional
+        Days per time block (default 30).
+    resample_stations : bool, optional
+        Resample stations as well as their blocks for the overall interval (default True).
+        False: the interval is conditional on these stations.
+    n_boot, level, seed : optional
+        Resamples (1000), confidence level (0.95), seed (same inputs, same result).
+    min_obs : int, optional
+        Stations with fewer common days are left out (and listed in ``left_out``).
+
+    Returns
+    -------
+    PairedComparison
+
+    Raises
+    ------
+    ConfigError
+        Unknown metric or missing columns.
+    ValidationError
+        Bad ``level``, ``n_boot`` or ``block_days``.
+
+    References
+    ----------
+    .. [1] Davison, A. C. & Hinkley, D. V. (1997). Bootstrap Methods and their Application,
+       §3.8 (hierarchical data) and §8.2 (block resampling). Cambridge University Press.
+    .. [2] Field, C. A. & Welsh, A. H. (2007). Bootstrapping clustered data. JRSS B 69, 369–390.
+    .. [3] Hesterberg, T. C. (2015). What teachers should know about the bootstrap: resampling
+       in the undergraduate statistics curriculum. Am. Stat. 69, 371–386 (expanded percentile
+       interval).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> days = pd.date_range("2020-01-01", periods=365)
+    >>> obs = rng.random((4, 365))
+    >>> t = pd.DataFrame({"station": np.repeat(list("ABCD"), 365), "date": np.tile(days, 4), "obs": obs.ravel()})
+    >>> t["good"] = t["obs"] + 0.01 * rng.standard_normal(len(t))
+    >>> t["poor"] = t["obs"] + 0.05 * rng.standard_normal(len(t))
+    >>> c = paired_station_ci(t, "good", "poor", metric="RMSE", n_boot=200)
+    >>> c.verdict, c.counts["win"]
+    ('beats', 4)
+    """
+    m = _check_metric(metric)
+    missing = [col for col in ("station", "date", a, b, obs) if col not in table.columns]
+    if missing:
+        raise ConfigError(f"paired comparison: table lacks column(s) {missing}")
+    _check_level(level, n_boot)
+    if int(block_days) < 1:
+        raise ValidationError(f"block_days should be >= 1, got {block_days}")
+    t = table[["station", "date", a, b, obs]].copy()
+    t.columns = pd.Index(["station", "date", "_a", "_b", "_o"])
+    t["date"] = pd.to_datetime(t["date"])
+    t = t[np.isfinite(t[["_a", "_b", "_o"]].to_numpy(np.float64)).all(1)]
+    if m.startswith("anomaly_"):
+        t = _anomalies(t, ["_a", "_b", "_o"], m)
+        t = t[np.isfinite(t[["_a", "_b", "_o"]].to_numpy(np.float64)).all(1)]
+    rng = np.random.default_rng(seed)
+    rows, draws, left = [], [], {}
+    day0 = np.datetime64("1970-01-01", "D")
+    groups = t.groupby("station", sort=False).indices
+    for sid in sorted(groups, key=str):
+        g = t.iloc[groups[sid]]
+        if len(g) < int(min_obs):
+            left[str(sid)] = f"{len(g)} common days (< {int(min_obs)})"
+            continue
+        o = g["_o"].to_numpy(np.float64)
+        c = float(o.mean())
+        blk = (g["date"].to_numpy().astype("datetime64[D]") - day0).astype(np.int64) // int(block_days)
+        _, codes = np.unique(blk, return_inverse=True)
+        k = int(codes.max()) + 1
+        ref, est = _block_sums(o - c, [g["_a"].to_numpy(np.float64) - c, g["_b"].to_numpy(np.float64) - c], codes, k)
+        full = _signed(m, _metric_from_sums(m, ref.sum(0), est.sum(1), c))
+        w = _resample_counts(rng, k, int(n_boot))
+        vals = _signed(m, _metric_from_sums(m, np.einsum("bk,ks->bs", w, ref), np.einsum("bk,eks->ebs", w, est), c))
+        d = vals[0] - vals[1]
+        lo, hi = _percentile_ci(d, level, k)  # expanded for k blocks (a month-block year has k = 12)
+        v = verdict(lo, hi, m)
+        rows.append({"station": sid, "n": len(g), "n_blocks": k, "a": float(full[0]), "b": float(full[1]),
+                     "difference": float(full[0] - full[1]), "ci_low": lo, "ci_high": hi,
+                     "outcome": {"beats": "win", "loses": "loss", "ties": "tie"}.get(v, "undetermined")})  # fmt: skip
+        draws.append(d)
+    cols = ["n", "n_blocks", "a", "b", "difference", "ci_low", "ci_high", "outcome"]
+    per = pd.DataFrame(rows, columns=["station", *cols]).set_index("station")
+    nan = float("nan")
+    if not rows:
+        return PairedComparison(a, b, m, per, nan, nan, nan, nan, float(level), int(n_boot), int(block_days),
+                                bool(resample_stations), left)  # fmt: skip
+    D = np.stack(draws)  # (stations, n_boot)
+    with warnings.catch_warnings():  # a resample whose every station is undefined: NaN, left out of the interval
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if resample_stations and D.shape[0] > 1:
+            pick = rng.integers(0, D.shape[0], size=(int(n_boot), D.shape[0]))
+            boot = np.nanmean(D[pick, np.arange(int(n_boot))[:, None]], axis=1)
+            units = D.shape[0]  # the stations are the independent units
+        else:
+            boot = np.nanmean(D, axis=0)
+            units = int(per["n_blocks"].sum())
+    diffs = per["difference"].to_numpy(np.float64)
+    fin = np.isfinite(diffs)
+    lo, hi = _percentile_ci(boot, level, units)
+    return PairedComparison(
+        a,
+        b,
+        m,
+        per,
+        float(diffs[fin].mean()) if fin.any() else nan,
+        lo,
+        hi,
+        float(np.median(diffs[fin])) if fin.any() else nan,
+        float(level),
+        int(n_boot),
+        int(block_days),
+        bool(resample_stations),
+        left,
+    )
 
 
 def spread_calibration(pred: Any, spread: Any, truth: Any) -> float:
