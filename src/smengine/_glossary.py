@@ -81,6 +81,19 @@ TERMS: dict[str, str] = {
         "**95 % interval**: the 2.5 and 97.5 percentiles of a block bootstrap (blocks of pixels × days resampled "
         "with replacement), which keeps the spatial and temporal correlation of errors inside a block."
     ),
+    "paired": (
+        "**paired comparison** (A vs B): both scored on the same station-days (or pixel-days); Δ = metric(A) − "
+        "metric(B) per station, with |bias| for the bias. **beats** / **loses**: the 95 % interval of the mean "
+        "per-station Δ lies wholly on A's / B's better side of 0; **ties**: it holds 0 (no difference can be "
+        "claimed); **undetermined**: the metric is not defined (R of a constant). **wins / ties / losses**: the "
+        "same rule per station, on that station's own interval."
+    ),
+    "station_bootstrap": (
+        "**95 % interval at stations**: a block bootstrap over station × time blocks: each station's record is cut "
+        "into 30-day blocks resampled with replacement (the same blocks for A and B; Hesterberg's expanded "
+        "percentile interval for few blocks), and for the mean over stations the stations are resampled too, so "
+        "the interval speaks for stations like these (Davison & Hinkley 1997, §3.8; Field & Welsh 2007)."
+    ),
     "baselines": (
         "**forest**: the Random Forest (`smengine.model.train`); **linear**: ordinary least squares on the "
         "standardised features; **mean**: the mean of the training rows' θ (no skill in time: R undefined); "

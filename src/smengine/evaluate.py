@@ -856,19 +856,23 @@ class PairedComparison:
             f"{self.ci_low:+.{nd}f} … {self.ci_high:+.{nd}f})"
         )
 
-    def sentence(self) -> str:
-        """One self-contained sentence: the verdict, the interval, the per-station outcomes."""
+    def sentence(self, labels: Mapping[str, str] | None = None) -> str:
+        """One self-contained sentence: the verdict, the interval, the per-station outcomes.
+
+        ``labels`` maps the estimates' column names to the words the sentence uses.
+        """
+        a, b = ((labels or {}).get(x, x) for x in (self.a, self.b))
         what = {"lower": "lower is better", "higher": "higher is better", "abs_lower": "|bias|, closer to 0 is better"}
         diff = "|bias|" if self.metric == "bias" else self.metric
         head = {
-            "beats": f"{self.a} beats {self.b}",
-            "loses": f"{self.a} loses to {self.b}",
-            "ties": f"{self.a} and {self.b} tie (the interval holds 0)",
-            "undetermined": f"{self.a} against {self.b}: no verdict ({self.metric} not defined for both)",
+            "beats": f"{a} beats {b}",
+            "loses": f"{a} loses to {b}",
+            "ties": f"{a} and {b} tie (the interval holds 0)",
+            "undetermined": f"{a} against {b}: no verdict ({self.metric} not defined for both)",
         }[self.verdict]
         return (
-            f"{head} on {self.metric} ({what[self.better]}): mean per-station difference {diff}({self.a}) − "
-            f"{diff}({self.b}) = {self.interval()}; {self.wtl()}."
+            f"{head} on {self.metric} ({what[self.better]}): mean per-station difference {diff}({a}) − "
+            f"{diff}({b}) = {self.interval()}; {self.wtl()}."
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -331,8 +332,18 @@ def test_run_experiments_on_any_station_set_writes_the_report(synth: dict, tmp_p
         "KGE",
         "tdr",
         "Verdict",
+        "## Which number to believe",
+        "Paired comparisons",
+        "| forest vs linear | ubRMSE |",
+        "wins",
     ):
         assert word in rep
+    assert "see the note" not in rep and "| nan" not in rep.lower()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    comps = summary["leave-site-out"]["comparisons"]
+    pairs = {(c["a"], c["b"], c["metric"]) for c in comps}
+    assert pairs >= {("forest", "linear", "ubRMSE"), ("forest", "mean", "ubRMSE")}
+    assert all(c["verdict"] in ("beats", "ties", "loses", "undetermined") for c in comps)
     for name in (
         "temporal.png",
         "leave_site_out.png",

@@ -34,6 +34,11 @@ NaN policy: the forest and the linear model are fitted on the *complete* trainin
 the test rows with a finite target and a forest prediction (``tdr`` also needs the
 profile), so every method sees the same days. Scores are per station
 (:func:`smengine.evaluate.site_scores`: R, ubRMSE, bias, KGE; ≥ 30 days) and their median.
+
+Verdicts: every "A beats B" comes from a paired comparison (:func:`compare_methods`,
+:func:`smengine.evaluate.paired_station_ci`): per-station differences of a metric with 95 %
+block-bootstrap intervals over station × 30-day blocks, wins/ties/losses per station, and
+"beats" only when the interval of the mean per-station difference excludes 0.
 """
 
 from __future__ import annotations
@@ -53,15 +58,24 @@ from smengine.experiments._data import (
     tdr_footprint_average,
 )
 from smengine.experiments._report import ExperimentsReport, run_experiments
-from smengine.experiments._run import ExperimentResult, leave_site_out, linear_baseline, temporal_split
+from smengine.experiments._run import (
+    COMPARISONS,
+    ExperimentResult,
+    compare_methods,
+    leave_site_out,
+    linear_baseline,
+    temporal_split,
+)
 
 __all__ = [
+    "COMPARISONS",
     "EXPERIMENTS",
     "DEFAULT_T",
     "LAND_COVER_CLASSES",
     "METHODS",
     "ExperimentResult",
     "ExperimentsReport",
+    "compare_methods",
     "daily_precipitation",
     "land_cover_class",
     "leave_site_out",

@@ -99,19 +99,97 @@ def _markdown_medians(res: ExperimentResult) -> str:
     return "\n".join(lines)
 
 
-def _verdict(res: ExperimentResult) -> str:
-    m = res.medians()["ubRMSE"]
-    beats = res.forest_beats()
-    parts = [
-        f"median ubRMSE: forest {_fmt(m.get('forest'), 4)}, linear {_fmt(m.get('linear'), 4)}, "
-        f"training mean {_fmt(m.get('mean'), 4)}" + (f", TDR {_fmt(m.get('tdr'), 4)}" if "tdr" in m else "")
+#: What each experiment measures, and whether a product user meets it (the honest split).
+SPLIT_MEANING = {
+    "temporal": "a known place in an unseen period (optimistic for a map: the station was trained on)",
+    "leave-site-out": "a new place on days the training stations saw (optimistic: neighbours share the weather)",
+    "leave-site-out-spatiotemporal": "a new place on new days: what a product user meets",
+}
+
+
+def _pair_name(m: str) -> str:
+    return {"mean": "training mean", "tdr": "TDR"}.get(m, m)
+
+
+def _markdown_comparisons(res: ExperimentResult) -> str:
+    """One row per paired comparison: verdict, mean per-station difference, interval, wins/ties/losses."""
+    lines = [
+        "| A vs B | metric | verdict (A) | mean per-station Δ = A − B | 95 % interval | wins | ties | losses "
+        "| stations |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|",
     ]
-    if all(beats.values()):
-        parts.append("the forest beats both the training mean and the linear model.")
-    else:
-        lost = [b for b, ok in beats.items() if not ok]
-        parts.append(f"the forest does NOT beat the {' and the '.join(lost)} baseline (see the note below).")
-    return "; ".join(parts)
+    for c in res.comparisons:
+        k = c.counts
+        ci = f"{c.ci_low:+.4f} … {c.ci_high:+.4f}" if np.isfinite(c.ci_low) and np.isfinite(c.ci_high) else "–"
+        lines.append(
+            f"| {c.a} vs {_pair_name(c.b)} | {'|bias|' if c.metric == 'bias' else c.metric} | **{c.verdict}** | "
+            f"{_fmt(c.difference, 4)} | {ci} | {k['win']} | {k['tie']} | {k['loss']} | {c.n_stations} |"
+        )
+    return "\n".join(lines)
+
+
+def _markdown_outcomes(res: ExperimentResult, metric: str = "ubRMSE") -> str:
+    """Per station: each comparison's difference on ``metric`` with its interval and outcome."""
+    comps = [c for c in res.comparisons if c.metric == metric]
+    if not comps:
+        return ""
+    stations = sorted({s for c in comps for s in c.per_station.index}, key=str)
+    head = "| station | " + " | ".join(f"{c.a} − {_pair_name(c.b)}: Δ{metric} (95 % interval)" for c in comps) + " |"
+    lines = [head, "|---|" + "---|" * len(comps)]
+    for s in stations:
+        cells = []
+        for c in comps:
+            if s not in c.per_station.index:
+                cells.append("–")
+                continue
+            r = c.per_station.loc[s]
+            ci = (
+                f"{r['ci_low']:+.4f} … {r['ci_high']:+.4f}"
+                if np.isfinite(r["ci_low"]) and np.isfinite(r["ci_high"])
+                else "no interval"
+            )
+            cells.append(f"{r['difference']:+.4f} ({ci}) **{r['outcome']}**")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _verdict(res: ExperimentResult) -> str:
+    """The experiment's verdict, from the paired comparisons on ubRMSE (never from medians)."""
+    parts = []
+    for b in ("linear", "mean", "tdr"):
+        c = res.comparison("forest", b, "ubRMSE")
+        if c is not None:
+            parts.append(c.sentence({b: _pair_name(b)}))
+    if not parts:
+        return "no comparison could be made (no station has a forest score and a baseline score on the same days)."
+    return " ".join(parts)
+
+
+def _headline(results: Mapping[str, ExperimentResult]) -> list[str]:
+    """Which number to believe: every split side by side, the honest one marked."""
+    L = [
+        "## Which number to believe",
+        "",
+        "Every split answers a different question; a map user meets **new places on new days**, which only the "
+        "spatio-temporal leave-site-out measures. The other splits are shown beside it because they are optimistic, "
+        "never alone. Verdicts are paired comparisons on ubRMSE with 95 % intervals over stations and 30-day "
+        "blocks: **beats** only when the interval of the mean per-station difference excludes 0.",
+        "",
+        "| split | what it measures | forest median R | forest vs linear | forest vs training mean |",
+        "|---|---|---:|---|---|",
+    ]
+    for e, res in results.items():
+        med = res.medians()
+        r = med.loc["forest", "R"] if "forest" in med.index else float("nan")
+        cells = []
+        for b in ("linear", "mean"):
+            c = res.comparison("forest", b, "ubRMSE")
+            cells.append("–" if c is None else f"**{c.verdict}** {c.interval()}; {c.wtl()}")
+        L.append(f"| {e} | {SPLIT_MEANING.get(e, e)} | {_fmt(r)} | {cells[0]} | {cells[1]} |")
+    if "leave-site-out-spatiotemporal" not in results:
+        L += ["", "The spatio-temporal split was not run here: the table holds only optimistic splits."]
+    L.append("")
+    return L
 
 
 def _plot_temporal(res: ExperimentResult, table: pd.DataFrame, path: Path) -> Path:
@@ -289,6 +367,7 @@ def run_experiments(
                 for m, r in res.medians().iterrows()
             },
             "forest_beats": res.forest_beats(),
+            "comparisons": [c.to_dict() for c in res.comparisons],
             "params": res.params,
             "features": res.features,
         }
@@ -327,9 +406,12 @@ def _report(
                 "spatiotemporal",
                 "nested",
                 "d86",
+                "paired",
+                "station_bootstrap",
             )
         ),
     ]
+    L += _headline(results)
     for e, res in results.items():
         t = tables[e]
         title = {
@@ -394,12 +476,23 @@ def _report(
             )
         L += [
             "",
-            "Medians over stations (`stations`: how many have a score for that method; `tdr` only where "
-            "a profile exists):",
+            "Paired comparisons (A against B on the same station-days; Δ = metric(A) − metric(B), |bias| for the "
+            "bias; a station is a **win** for A when its own interval lies on A's better side of 0, a **loss** when "
+            "it lies on B's, a **tie** otherwise; the interval of the mean resamples stations and their 30-day "
+            "blocks):",
+            "",
+            _markdown_comparisons(res),
+            "",
+            "Per station, ubRMSE (m³ m⁻³; negative Δ: A closer to CRNS):",
+            "",
+            _markdown_outcomes(res),
+            "",
+            "Medians over stations, for orientation (no verdict is drawn from them; `stations`: how many have a "
+            "score for that method; `tdr` only where a profile exists):",
             "",
             _markdown_medians(res),
             "",
-            "Per station:",
+            "Scores per station:",
             "",
             _markdown_scores(res),
             "",

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from smengine.errors import ConfigError, ValidationError
+from smengine.evaluate import PairedComparison
 from smengine.experiments._data import _SCORE_KEYS, METHODS
 
 log = logging.getLogger(__name__)
@@ -32,12 +33,17 @@ class ExperimentResult:
         :data:`METHODS` (NaN where a method cannot predict, and on rows not scored).
     scores : DataFrame
         Long: ``method, station`` (``"median"`` last), ``n, R, ubRMSE, bias, KGE``.
+        The medians describe; they are no verdict.
     folds : list of dict
         ``fold``, ``train_stations``, ``test_stations``, ``n_train``, ``n_test``,
         ``train_end``/``test_start`` (temporal), the linear model's coefficients.
     features : list of str
     params : dict
         Split, forest settings and the forest's hyper-parameters.
+    comparisons : list of PairedComparison
+        The paired comparisons of :data:`COMPARISONS` (:func:`compare_methods`, computed from
+        ``predictions`` when not given): per-station wins, ties and losses and the interval of
+        the mean per-station difference. Every verdict comes from these.
     """
 
     name: str
@@ -46,6 +52,18 @@ class ExperimentResult:
     folds: list[dict[str, Any]]
     features: list[str]
     params: dict[str, Any] = field(default_factory=dict)
+    comparisons: list[PairedComparison] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.comparisons:
+            self.comparisons = compare_methods(self.predictions)
+
+    def comparison(self, a: str, b: str, metric: str = "ubRMSE") -> PairedComparison | None:
+        """The paired comparison of method ``a`` against ``b`` on ``metric`` (None when not made)."""
+        for c in self.comparisons:
+            if (c.a, c.b, c.metric) == (a, b, metric):
+                return c
+        return None
 
     def medians(self) -> pd.DataFrame:
         """Median over stations per method (rows) and metric (columns)."""
@@ -57,9 +75,64 @@ class ExperimentResult:
         return self.scores[self.scores["method"] == method].set_index("station")[list(_SCORE_KEYS)]
 
     def forest_beats(self) -> dict[str, bool]:
-        """Whether the forest's median ubRMSE is lower than each baseline model's."""
-        m = self.medians()["ubRMSE"]
-        return {b: bool(m.get("forest", np.nan) < m.get(b, np.nan)) for b in ("mean", "linear")}
+        """Whether the forest beats each baseline model on ubRMSE: the 95 % interval of the mean
+        per-station difference lies below 0 (:func:`smengine.evaluate.paired_station_ci`), not a
+        comparison of medians."""
+        out = {}
+        for b in ("mean", "linear"):
+            c = self.comparison("forest", b, "ubRMSE")
+            out[b] = c is not None and c.verdict == "beats"
+        return out
+
+
+#: The paired comparisons every experiment makes (A against B), with the metrics of each.
+COMPARISONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("forest", "linear", ("ubRMSE", "RMSE", "R")),
+    ("forest", "mean", ("ubRMSE", "RMSE")),
+    ("linear", "mean", ("ubRMSE", "RMSE")),
+    ("forest", "tdr", ("ubRMSE", "RMSE", "R")),
+)
+#: Bootstrap settings of the comparisons: days per time block, resamples, seed.
+COMPARE_BLOCK_DAYS, COMPARE_N_BOOT, COMPARE_SEED = 30, 1000, 0
+
+
+def compare_methods(pred: pd.DataFrame, *, min_obs: int | None = None) -> list[PairedComparison]:
+    """Every pair of :data:`COMPARISONS` present in ``pred``: paired per-station differences with
+    95 % block-bootstrap intervals (stations resampled; :func:`smengine.evaluate.paired_station_ci`).
+
+    Parameters
+    ----------
+    pred : DataFrame
+        An experiment's predictions: ``station, date, obs`` and one column per method.
+    min_obs : int, optional
+        Common days a station needs (default :data:`MIN_SCORED_DAYS`).
+
+    Returns
+    -------
+    list of PairedComparison
+    """
+    from smengine.evaluate import paired_station_ci
+
+    n_min = MIN_SCORED_DAYS if min_obs is None else int(min_obs)
+    out = []
+    for a, b, metrics in COMPARISONS:
+        if not all(m in pred.columns and pred[m].notna().any() for m in (a, b)):
+            continue
+        for metric in metrics:
+            out.append(
+                paired_station_ci(
+                    pred,
+                    a,
+                    b,
+                    "obs",
+                    metric=metric,
+                    block_days=COMPARE_BLOCK_DAYS,
+                    n_boot=COMPARE_N_BOOT,
+                    seed=COMPARE_SEED,
+                    min_obs=n_min,
+                )
+            )
+    return out
 
 
 def linear_baseline(
