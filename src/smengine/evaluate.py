@@ -17,6 +17,11 @@ pytesmo's.
   :func:`spread_calibration` — is an uncertainty layer (e.g. the forest spread
   ``sm_uncertainty``) calibrated against a truth: coverage of ± k spread, the PIT under a
   Gaussian, and the factor that calibrates the spread.
+* :func:`paired_station_ci`, :func:`metric_difference_ci`, :func:`verdict` — A against B
+  with block-bootstrap intervals: the only way a report says "beats".
+* :func:`knndm_folds` (with :func:`domain_points`, :func:`wasserstein_of_folds`,
+  :func:`plot_knndm`) — kNNDM cross-validation folds (Linnenbrink et al. 2024) whose
+  test-to-training distances match the prediction domain's.
 * ``plot_*`` — PNG figures (matplotlib, Agg): a map of one product day, station time
   series, a scatter plot, the monthly bias, a PIT histogram.
 
@@ -44,6 +49,7 @@ import numpy.typing as npt
 import pandas as pd
 from scipy import stats
 
+from smengine._knndm import KNNDM, cv_distances, domain_points, knndm_folds, plot_knndm, wasserstein_of_folds
 from smengine.errors import ConfigError, ValidationError
 from smengine.filters import exp_filter
 from smengine.metrics import evaluate
@@ -52,6 +58,12 @@ __all__ = [
     "DEFAULT_T",
     "SCORE_COLUMNS",
     "CATEGORICAL_FEATURES",
+    "KNNDM",
+    "cv_distances",
+    "domain_points",
+    "knndm_folds",
+    "plot_knndm",
+    "wasserstein_of_folds",
     "BETTER",
     "OUTCOMES",
     "VERDICTS",

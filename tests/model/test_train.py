@@ -18,7 +18,7 @@ from smengine.errors import ConfigError, DataLossWarning, ValidationError
 from smengine.metrics import evaluate, rmse
 from smengine.model._card import ModelCard, json_safe
 from smengine.model._hash import forest_hash
-from smengine.model._train import DEFAULT_PARAM_GRID, Forest, _predict, train
+from smengine.model._train import DEFAULT_PARAM_GRID, Forest, _predict, forest_size_curve, train
 
 FEATURES = ["a", "b", "c", "clay", "elev", "doy_sin", "doy_cos"]
 UNITS = {"a": "dB", "b": "m3 m-3", "c": "K", "clay": "%", "elev": "m", "doy_sin": "1", "doy_cos": "1"}
@@ -568,3 +568,36 @@ def test_dropped_rows_are_loud(table: pd.DataFrame) -> None:
     few.attrs = dict(table.attrs)
     few.loc[few.index[: int(DROP_WARN_FRACTION * len(few))], "clay"] = np.nan  # at the threshold: silent
     train(few, cv=("site",), search=False, **FAST)
+
+
+# --------------------------------------------------------------------------- kNNDM
+def test_knndm_cv_groups_stations_by_the_prediction_domain(table: pd.DataFrame) -> None:
+    """Stations in a 340-km row, a domain 300 km wide around them: kNNDM folds keep stations
+    whole, reproduce smengine.evaluate.knndm_folds, and their W is reported beside the W of
+    grouped-by-station and random row-wise folds (the random one by far the worst)."""
+    from smengine.evaluate import knndm_folds
+
+    gx, gy = np.meshgrid(np.arange(3_900_000, 4_500_000, 10_000.0), np.arange(2_900_000, 3_200_000, 10_000.0))
+    domain = np.c_[gx.ravel(), gy.ravel()]
+    f = train(table, cv=("site", "knndm"), search=False, n_estimators=N_TREES, n_jobs=1, progress=False,
+              knndm_domain=domain)  # fmt: skip
+    e = f.card.cv["knndm"]
+    assert e["splitter"].startswith("kNNDM folds") and e["n_folds"] == e["k"] == 5
+    sub = _scheme(f, "knndm")
+    assert (sub.groupby("station")["fold"].nunique() == 1).all()  # a station is never split
+    want = knndm_folds(table[["x", "y"]].to_numpy(), domain, k=5, groups=table["station"].to_numpy(), seed=0)
+    np.testing.assert_array_equal(sub["group"].astype(int).to_numpy(), want.folds)
+    assert e["W"] == pytest.approx(want.W) and e["W"] <= e["W_grouped_by_station"] < e["W_random_rows"]
+    assert f.knndm is not None and pytest.approx(e["W"]) == f.knndm.W
+    _refit_fold(f, table, "knndm", 0)
+    assert np.isfinite(e["metrics"]["RMSE"])
+
+
+def test_knndm_cv_needs_coordinates_and_three_stations(table: pd.DataFrame, caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(ConfigError, match="x, y are needed for cv='block' and 'knndm'"):
+        train(table.drop(columns=["x", "y"]), cv="knndm", search=False, n_estimators=5, n_jobs=1, progress=False)
+    two = table[table["station"].isin(["S0", "S1"])]
+    f = train(two, cv=("site", "knndm"), search=False, n_estimators=5, n_jobs=1, progress=False)
+    assert "skipped" in f.card.cv["knndm"] and "at least 3 stations" in f.card.cv["knndm"]["skipped"]
+    with pytest.raises(ConfigError, match="knndm"):
+        forest_size_curve(table, cv="knndm")

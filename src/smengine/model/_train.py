@@ -8,7 +8,11 @@ cross-validation only:
 
 * ``"site"``: leave-site-out (``GroupKFold`` by station, or one station per fold);
 * ``"year"``: leave-one-calendar-year-out;
-* ``"block"``: spatial blocks of ``block_size`` metres in the grid CRS (Roberts et al. 2017).
+* ``"block"``: spatial blocks of ``block_size`` metres in the grid CRS (Roberts et al. 2017);
+* ``"knndm"``: k-fold nearest-neighbour distance matching (Linnenbrink et al. 2024): stations
+  grouped into folds whose test-to-training distances match the distances from the prediction
+  domain (``knndm_domain``: the product's pixels, or the stations' convex hull) to the
+  stations (:func:`smengine.evaluate.knndm_folds`).
 
 Random (row-wise) splits are not offered: neighbouring days of one station are nearly
 identical, so a random split tests interpolation in time at known sites and inflates the
@@ -59,6 +63,7 @@ from smengine.model._hash import forest_hash
 
 __all__ = [
     "CV_SCHEMES",
+    "DEFAULT_CV",
     "DEFAULT_PARAM_GRID",
     "SIZE_LEAVES",
     "SIZE_TOLERANCE",
@@ -74,7 +79,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Grouped cross-validation schemes understood by :func:`train`.
-CV_SCHEMES = ("site", "year", "block")
+CV_SCHEMES = ("site", "year", "block", "knndm")
+#: The schemes :func:`train` runs by default (``"knndm"`` on request: it needs a prediction domain).
+DEFAULT_CV = ("site", "year", "block")
 
 #: Hyper-parameter grid of SCIENCE §4.3, searched by leave-site-out CV.
 DEFAULT_PARAM_GRID: dict[str, tuple[Any, ...]] = {"max_features": (0.2, 0.33, 0.5), "min_samples_leaf": (1, 5, 20)}
@@ -123,6 +130,9 @@ class Forest:
         The area-of-applicability reference of the training rows (stations as folds, the
         forest's importances as weights; :class:`smengine.model.Applicability`), carried
         into :meth:`compile` so that the engine computes the dissimilarity index.
+    knndm : KNNDM or None
+        With ``cv="knndm"``: the folds and their nearest-neighbour distance functions
+        (:func:`smengine.evaluate.plot_knndm` draws them).
     """
 
     def __init__(
@@ -140,9 +150,11 @@ class Forest:
         self.cv_predictions = cv_predictions
         self.site_metrics = site_metrics
         self.applicability = applicability
+        self.knndm: Any = None
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("applicability", None)  # pickled before forests carried it
+        state.setdefault("knndm", None)
         self.__dict__.update(state)
 
     @property
@@ -565,7 +577,9 @@ def _prepare(
     missing = [c for c in need if c not in table.columns]
     if missing:
         hint = (
-            " (x, y are needed for cv='block'; drop 'block' from cv or add them)" if {"x", "y"} & set(missing) else ""
+            " (x, y are needed for cv='block' and 'knndm'; drop them from cv or add them)"
+            if {"x", "y"} & set(missing)
+            else ""
         )
         raise ConfigError(f"{who}: column(s) {missing} missing from the table{hint}")
     if not pd.api.types.is_numeric_dtype(table[target]):
@@ -588,6 +602,40 @@ def _prepare(
     data = data.sort_values(["station", "date", "_row"], kind="mergesort").reset_index(drop=True)
     rows = data["_row"].to_numpy()
     return features, X_all[rows], y_all[rows], data, dropped
+
+
+def _knndm(
+    data: pd.DataFrame, domain: npt.ArrayLike | None, n_splits: int | None, random_state: int
+) -> tuple[np.ndarray, Any, dict[str, Any]]:
+    """kNNDM folds of the stations (geographical, grid CRS): the fold of every row, the result
+    and the card's entry (W against random and grouped-by-station folds of the same k)."""
+    from smengine._knndm import knndm_folds
+
+    stations = data["station"].to_numpy(dtype=object)
+    n_st = np.unique(stations).size
+    k = min(int(n_splits) if n_splits is not None else n_st, n_st)
+    xy = data[["x", "y"]].to_numpy(np.float64)
+    pred = None if domain is None else np.asarray(domain, dtype=np.float64)
+    res = knndm_folds(xy, pred, k=k, maxp=max(0.5, 1.5 / k), groups=stations, seed=random_state)
+    site_folds = np.empty(len(data), dtype=np.int64)
+    for f, (_, te) in enumerate(_splits("site", stations, n_splits)[0]):
+        site_folds[te] = f
+    rand = np.random.default_rng(random_state).permutation(len(data)) % k  # random k-fold of station-days
+    entry = {
+        "k": int(k),
+        "method": res.method,
+        "n_clusters": res.n_clusters,
+        "W": float(res.W),
+        "W_grouped_by_station": float(res.W_of(site_folds)),
+        "W_random_rows": float(res.W_of(rand)),
+        "domain": (
+            f"{res.pred_points.shape[0]} given prediction points"
+            if pred is not None
+            else f"{res.pred_points.shape[0]} points on the stations' convex hull"
+        ),
+        "ks_pvalue": float(res.ks_pvalue),
+    }
+    return res.folds.astype(str).astype(object), res, entry
 
 
 def _groups(scheme: str, data: pd.DataFrame, block_size: float) -> np.ndarray:
@@ -801,7 +849,7 @@ def train(
     features: Sequence[str] | None = None,
     target: str = "target",
     *,
-    cv: str | Sequence[str] | None = CV_SCHEMES,
+    cv: str | Sequence[str] | None = DEFAULT_CV,
     search: bool = True,
     param_grid: Mapping[str, Sequence[Any]] | None = None,
     n_estimators: int | Literal["smallest"] = 500,
@@ -818,6 +866,7 @@ def train(
     size_trees: Sequence[int] = SIZE_TREES,
     size_leaves: Sequence[float] = SIZE_LEAVES,
     nested: bool = True,
+    knndm_domain: npt.ArrayLike | None = None,
 ) -> Forest:
     r"""Fit the Random Forest on the complete rows of a training table, with grouped CV.
 
@@ -867,10 +916,15 @@ def train(
         Feature columns in model order (default ``table.attrs["features"]``).
     target : str, optional
         Target column, volumetric soil moisture in m³ m⁻³ (default ``"target"``).
-    cv : str or sequence of {"site", "year", "block"}, optional
-        Grouped CV schemes to run (default all three; ``None`` or ``()`` for none).
-        ``"year"`` is skipped with a logged warning when the data span a single calendar
-        year, ``"block"`` when all stations fall in one block.
+    cv : str or sequence of {"site", "year", "block", "knndm"}, optional
+        Grouped CV schemes to run (default :data:`DEFAULT_CV`: the first three; ``None`` or
+        ``()`` for none). ``"year"`` is skipped with a logged warning when the data span a
+        single calendar year, ``"block"`` when all stations fall in one block, ``"knndm"``
+        with fewer than 3 stations. ``"knndm"`` groups the stations into ``n_splits`` folds by
+        kNNDM (Linnenbrink et al. 2024) against ``knndm_domain``; the card's
+        ``cv["knndm"]`` gives its Wasserstein statistic ``W`` beside the W of grouped-by-
+        station folds and of a random k-fold of station-days (lower: closer to the
+        prediction situation), and :attr:`Forest.knndm` the folds and distances.
     search : bool, optional
         Tune the hyper-parameters by leave-site-out CV (default True). Without it the
         forest uses ``max_features`` and ``min_samples_leaf``.
@@ -920,6 +974,10 @@ def train(
         Re-run the search and the forest-size step inside every CV fold (default True; step
         4). It multiplies the selection's cost by about the number of folds. Has no effect
         without ``search`` or ``n_estimators="smallest"``.
+    knndm_domain : array_like, shape (m, 2), optional
+        With ``cv="knndm"``: prediction locations ``x, y`` in the table's CRS, m (e.g. the
+        product's pixel centres, :func:`smengine.evaluate.domain_points`). Default: a regular
+        sample of the stations' convex hull.
 
     Returns
     -------
@@ -928,8 +986,8 @@ def train(
     Raises
     ------
     ConfigError
-        Unknown CV scheme; missing feature, target, station/date or (for ``"block"``)
-        ``x``/``y`` columns; fewer than 2 stations for site CV, the search or
+        Unknown CV scheme; missing feature, target, station/date or (for ``"block"`` and
+        ``"knndm"``) ``x``/``y`` columns; fewer than 2 stations for site CV, the search or
         ``n_estimators="smallest"``; a bad ``param_grid``, integer argument, size list or
         tolerance.
     ValidationError
@@ -957,6 +1015,9 @@ def train(
        cross-validation for model selection. BMC Bioinformatics 7, 91.
     .. [5] Cawley, G. C. & Talbot, N. L. C. (2010). On over-fitting in model selection and
        subsequent selection bias in performance evaluation. JMLR 11, 2079–2107.
+    .. [6] Linnenbrink, J., Milà, C., Ludwig, M. & Meyer, H. (2024). kNNDM: k-fold nearest
+       neighbour distance matching cross-validation for map accuracy estimation. Geosci.
+       Model Dev. 17, 5897–5912.
 
     Examples
     --------
@@ -996,7 +1057,8 @@ def train(
         raise ConfigError(f"block_size should be a positive number of metres, got {block_size!r}")
     candidates = _param_grid(param_grid) if search else []
     # ---------------------------------------------------------------- complete rows
-    features, X, y, data, dropped = _prepare(table, features, target, "block" in schemes, target_range, "train")
+    need_xy = bool({"block", "knndm"} & set(schemes))
+    features, X, y, data, dropped = _prepare(table, features, target, need_xy, target_range, "train")
     stations = data["station"].to_numpy(dtype=object)
     dates = data["date"].to_numpy()
     site_ids = sorted(set(stations.tolist()))
@@ -1011,14 +1073,32 @@ def train(
     # ---------------------------------------------------------------- groups and splits
     groups: dict[str, np.ndarray] = {}
     skipped: dict[str, str] = {}
+    knndm_result, knndm_entry = None, {}
     for s in schemes:
+        if s == "knndm":
+            if len(site_ids) < 3:
+                skipped[s] = f"kNNDM needs at least 3 stations, got {len(site_ids)}"
+                log.warning("knndm CV skipped: %s", skipped[s])
+                continue
+            groups[s], knndm_result, knndm_entry = _knndm(data, knndm_domain, n_splits, random_state)
+            continue
         groups[s] = _groups(s, data, block_size)
         if np.unique(groups[s]).size < 2:
             what = {"site": "station", "year": "calendar year", "block": f"{block_size:g} m block"}[s]
             skipped[s] = f"only one {what} ({groups[s][0]})"
             log.warning("%s CV skipped: the training data hold only one %s (%s)", s, what, groups[s][0])
             del groups[s]
-    splits = {s: _splits(s, g, n_splits) for s, g in groups.items()}
+    splits = {
+        s: (
+            (
+                list(LeaveOneGroupOut().split(g, groups=g)),
+                f"kNNDM folds (k={knndm_entry['k']}, {knndm_entry['method']})",
+            )
+            if s == "knndm"
+            else _splits(s, g, n_splits)
+        )
+        for s, g in groups.items()
+    }
     site_splits = (
         splits["site"] if "site" in splits else (_splits("site", stations, n_splits) if search or smallest else None)
     )
@@ -1110,6 +1190,8 @@ def train(
                 entry["fold_selection"] = fold_selection
             if s == "block":
                 entry["block_size"] = float(block_size)
+            if s == "knndm":
+                entry.update(knndm_entry)
             cv_card[s] = entry
             if s == "site":
                 site_metrics = per_site
@@ -1202,7 +1284,9 @@ def train(
             "no area-of-applicability reference: it needs at least 2 stations and a forest with non-zero "
             "importances; products of this forest carry no dissimilarity index"
         )
-    return Forest(rf, features, card, cv_predictions, site_metrics, applicability)
+    out = Forest(rf, features, card, cv_predictions, site_metrics, applicability)
+    out.knndm = knndm_result
+    return out
 
 
 # ======================================================================================
@@ -1301,6 +1385,8 @@ def forest_size_curve(
     if not isinstance(cv, str):
         raise ConfigError(f"forest_size_curve: cv should be one scheme of {list(CV_SCHEMES)}, got {cv!r}")
     (scheme,) = _schemes(cv)
+    if scheme == "knndm":
+        raise ConfigError("forest_size_curve: cv='knndm' is not supported; use 'site', 'year' or 'block'")
     tree_list, leaves = _check_sizes(trees, min_samples_leaf)
     random_state = _check_int("random_state", random_state, 0)
     if n_splits is not None:
