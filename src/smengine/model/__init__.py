@@ -14,10 +14,11 @@ from smengine.model._applicability import Applicability
 from smengine.model._card import ModelCard
 from smengine.model._compiled import CompiledForest, TraversalStats, detect_stride
 from smengine.model._hash import forest_hash
-from smengine.model._train import CV_SCHEMES, DEFAULT_PARAM_GRID, Forest, forest_size_curve, train
+from smengine.model._train import CV_SCHEMES, DEFAULT_CV, DEFAULT_PARAM_GRID, Forest, forest_size_curve, train
 
 __all__ = [
     "CV_SCHEMES",
+    "DEFAULT_CV",
     "Applicability",
     "DEFAULT_PARAM_GRID",
     "CompiledForest",
