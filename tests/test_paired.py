@@ -206,3 +206,22 @@ def test_anomaly_r_is_compared_on_anomalies() -> None:
         want = metrics.anomaly_r(g["a"], g["obs"], g["date"].to_numpy(), kind="moving")
         assert r["a"] == pytest.approx(want, rel=1e-9)
     assert c.verdict == "beats"
+
+
+@pytest.mark.parametrize("metric", ["RMSE", "R", "ubRMSE"])
+def test_single_metric_interval_equals_resampling_by_hand(metric: str) -> None:
+    from smengine.evaluate import metric_ci, station_time_blocks
+
+    rng = np.random.default_rng(9)
+    t = _stations(rng, np.array([0.02, 0.03]), np.array([0.02, 0.03]), days=150)
+    blocks = station_time_blocks(t["station"], t["date"].to_numpy(), days=30)
+    got = metric_ci(t["a"], t["obs"], blocks, metric=metric, n_boot=30, seed=2, return_draws=True)
+    labels = np.unique(blocks)
+    f = {"RMSE": metrics.rmse, "R": metrics.pearson_r, "ubRMSE": metrics.ubrmse}[metric]
+    draws = []
+    for d in np.random.default_rng(2).integers(0, labels.size, size=(30, labels.size)):
+        idx = np.concatenate([np.flatnonzero(blocks == labels[j]) for j in d])
+        draws.append(f(t["a"].to_numpy()[idx], t["obs"].to_numpy()[idx]))
+    np.testing.assert_allclose(got["draws"], draws, rtol=1e-9)
+    assert got["value"] == pytest.approx(f(t["a"], t["obs"]), rel=1e-9)
+    assert got["n_blocks"] == labels.size == 2 * 5 + 2  # 150 days cut at multiples of 30 since 1970

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -316,13 +317,46 @@ def test_every_method_is_scored_on_the_same_days(synth_temporal: E.ExperimentRes
 
 
 # --------------------------------------------------------------------------------------
+# kNNDM folds of the stations
+# --------------------------------------------------------------------------------------
+def test_station_xy_distances_are_geodesic(synth: dict) -> None:
+    from pyproj import Geod
+
+    xy = E.station_xy(synth["ss"])
+    assert list(xy.index) == ["A", "B", "C", "D"] and "aeqd" in xy.attrs["crs"]
+    d = np.hypot(*(xy.loc["A", ["x", "y"]].to_numpy() - xy.loc["D", ["x", "y"]].to_numpy()))
+    geo = Geod(ellps="WGS84").inv(6.1, 50.1, 7.3, 51.2)[2]
+    assert d == pytest.approx(geo, rel=2e-3)  # a 150-km network: within 0.2 %
+    with pytest.raises(ConfigError, match="lack"):
+        E.station_xy(pd.DataFrame({"station": ["A"], "lat": [1.0]}))
+
+
+def test_knndm_experiment_keeps_fold_stations_out_of_training(synth: dict) -> None:
+    xy = E.station_xy(synth["ss"])
+    # a domain far larger than the network: folds must hold stations out together
+    lat, lon = np.meshgrid(np.linspace(47.0, 54.0, 30), np.linspace(3.0, 10.0, 30))
+    dom = pd.DataFrame({"lat": lat.ravel(), "lon": lon.ravel()})
+    res = E.knndm_cv(synth["table"], xy, domain=dom, k=2, n_estimators=TREES, n_jobs=1, time_blocks=2)
+    kn = res.params["knndm"]
+    assert res.name == "knndm" and kn["k"] == 2 and kn["n_domain_points"] == 900
+    assert kn["W_m"] <= kn["W_leave_site_out_m"]
+    for f in res.folds:  # a fold's stations are in no training set of theirs, nor their period's dates
+        assert not set(f["test_stations"]) & set(f["train_stations"])
+        assert set(f["test_stations"]) == {s for s, g in kn["folds"].items() if g == f["fold"] // 2}
+    assert {c.a for c in res.comparisons} >= {"forest", "linear"}
+    with pytest.raises(ConfigError, match="no coordinates"):
+        E.knndm_cv(synth["table"], xy.drop(index="A"), n_estimators=TREES, n_jobs=1)
+
+
+# --------------------------------------------------------------------------------------
 # report, CLI, input errors
 # --------------------------------------------------------------------------------------
 def test_run_experiments_on_any_station_set_writes_the_report(synth: dict, tmp_path: Path) -> None:
     res = E.run_experiments(
         tmp_path / "out", stations=synth["ss"], split_date="2020-10-01", n_estimators=10, n_jobs=1, plots=True
     )
-    assert set(res.results) == set(E.EXPERIMENTS) == {"temporal", "leave-site-out", "leave-site-out-spatiotemporal"}
+    assert set(res.results) == set(E.EXPERIMENTS)
+    assert set(E.EXPERIMENTS) == {"temporal", "leave-site-out", "leave-site-out-spatiotemporal", "knndm"}
     rep = res.report.read_text()
     for word in (
         "## Temporal split per station",
@@ -351,6 +385,8 @@ def test_run_experiments_on_any_station_set_writes_the_report(synth: dict, tmp_p
         "leave_site_out_predictions.csv",
         "leave_site_out_spatiotemporal.png",
         "leave_site_out_spatiotemporal_scores.csv",
+        "knndm_gfunction.png",
+        "knndm_scores.csv",
         "summary.json",
     ):
         assert (tmp_path / "out" / name).stat().st_size > 100
@@ -393,7 +429,8 @@ def test_cli_stations_experiment_on_a_csv_station_set(synth: dict, tmp_path: Pat
         ],
     )
     assert r.exit_code == 0, r.output
-    assert "leave-site-out: median ubRMSE forest" in r.output and (out / "report.md").is_file()
+    assert "leave-site-out: forest median R" in r.output and (out / "report.md").is_file()
+    assert re.search(r"vs linear: (beats|ties|loses|undetermined) .*\d+ wins?, \d+ ties?", r.output)
     assert not (out / "temporal_scores.csv").exists()
     r = CliRunner().invoke(cli, ["stations-experiment", "--out", str(out), "--source", str(synth["data"])])
     assert r.exit_code != 0 and "--format" in r.output

@@ -17,6 +17,10 @@ CRNS records with the covariates that exist *at* the stations:
   the rest (the single-site case: COSMOS-Europe FSC001 Fürstensee).
 * :func:`leave_site_out` — one station held out per fold (the 15 Roaring Fork stations);
   ``spatiotemporal=True`` also removes the held-out station's dates from training.
+* :func:`knndm_cv` — the stations grouped into kNNDM folds (Linnenbrink et al. 2024) that
+  match the distances from the prediction domain (given points, or the stations' convex
+  hull) to the stations, spatio-temporal by default (:func:`station_xy` gives the
+  coordinates).
 * :func:`run_experiments` — all of them (:data:`EXPERIMENTS`), with ``report.md``, CSV
   tables and one PNG per experiment.
 
@@ -62,8 +66,10 @@ from smengine.experiments._run import (
     COMPARISONS,
     ExperimentResult,
     compare_methods,
+    knndm_cv,
     leave_site_out,
     linear_baseline,
+    station_xy,
     temporal_split,
 )
 
@@ -76,6 +82,8 @@ __all__ = [
     "ExperimentResult",
     "ExperimentsReport",
     "compare_methods",
+    "knndm_cv",
+    "station_xy",
     "daily_precipitation",
     "land_cover_class",
     "leave_site_out",

@@ -63,7 +63,7 @@ LAND_COVER_CLASSES: dict[str, tuple[str, ...]] = {
 #: The methods every experiment scores, in report order.
 METHODS = ("forest", "linear", "mean", "tdr")
 #: The experiments :func:`run_experiments` knows, in report order.
-EXPERIMENTS = ("temporal", "leave-site-out", "leave-site-out-spatiotemporal")
+EXPERIMENTS = ("temporal", "leave-site-out", "leave-site-out-spatiotemporal", "knndm")
 #: Lower/upper bounds of θ fed to D86 (it needs θ inside (0, 1)).
 _THETA_D86 = (1e-3, 0.95)
 _TDR_COLUMN = re.compile(r"^tdr_(\d+(?:\.\d+)?)$")

@@ -24,7 +24,14 @@ from smengine.experiments._data import (
     select_features,
     station_table,
 )
-from smengine.experiments._run import ExperimentResult, _complete, leave_site_out, temporal_split
+from smengine.experiments._run import (
+    ExperimentResult,
+    _complete,
+    knndm_cv,
+    leave_site_out,
+    station_xy,
+    temporal_split,
+)
 from smengine.stations import StationSet
 
 
@@ -104,6 +111,7 @@ SPLIT_MEANING = {
     "temporal": "a known place in an unseen period (optimistic for a map: the station was trained on)",
     "leave-site-out": "a new place on days the training stations saw (optimistic: neighbours share the weather)",
     "leave-site-out-spatiotemporal": "a new place on new days: what a product user meets",
+    "knndm": "new places as far from the training stations as the prediction domain is, on new days",
 }
 
 
@@ -241,6 +249,15 @@ def _plot_lso(res: ExperimentResult, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _plot_knndm_experiment(res: ExperimentResult, path: Path) -> Path:
+    """G functions of the kNNDM experiment, with leave-site-out's CV distances beside them."""
+    from smengine.evaluate import plot_knndm
+
+    kr = res.params["knndm_result"]
+    lso = kr.cv_distances(np.arange(kr.folds.size))
+    return plot_knndm(kr, path, others={"leave-site-out": lso}, title="kNNDM folds of the stations")
+
+
 def _load_default(data_dir: Path, which: str) -> tuple[StationSet, pd.DataFrame | None]:
     from smengine import stations as st
 
@@ -263,6 +280,8 @@ def run_experiments(
     exclude_features: Sequence[str] = (),
     split_date: str | None = None,
     train_years: float = 2.4,
+    domain: pd.DataFrame | None = None,
+    knndm_k: int = 5,
     T: Sequence[float] = DEFAULT_T,
     n_estimators: int = 500,
     search: bool = False,
@@ -284,10 +303,10 @@ def run_experiments(
     data_dir : path, optional
         Real data root (default ``$SMENGINE_DATA`` or ``../shared/data``); unused with
         ``stations``.
-    experiments : sequence of {"temporal", "leave-site-out", "leave-site-out-spatiotemporal"}
-        Default all three: the spatio-temporal flavour (:func:`leave_site_out` with
+    experiments : sequence of {"temporal", "leave-site-out", "leave-site-out-spatiotemporal", "knndm"}
+        Default all four: the spatio-temporal flavour (:func:`leave_site_out` with
         ``spatiotemporal=True``) beside plain leave-site-out, which neighbours' shared
-        weather flatters.
+        weather flatters, and kNNDM folds (:func:`knndm_cv`, spatio-temporal).
     stations, precipitation, irrigation : optional
         A station set of your own, its daily precipitation and irrigation (see
         :func:`station_table`, :func:`read_daily_irrigation`).
@@ -296,6 +315,11 @@ def run_experiments(
         that :func:`station_table` could build), then leave out ``exclude_features``.
     split_date, train_years : optional
         Temporal split (see :func:`temporal_split`).
+    domain : DataFrame, optional
+        The kNNDM experiment's prediction domain: ``lat``, ``lon`` columns (degrees), e.g. the
+        pixel centres of the region to be mapped. Default: the stations' convex hull.
+    knndm_k : int, optional
+        kNNDM folds (default 5).
     T : sequence of float
         Antecedent-precipitation times, days.
     n_estimators, search, random_state, n_jobs
@@ -342,11 +366,12 @@ def run_experiments(
             "random_state": random_state,
             "n_jobs": n_jobs,
         }
-        res = (
-            temporal_split(table, split_date=split_date, train_years=train_years, **kw)
-            if e == "temporal"
-            else leave_site_out(table, spatiotemporal=e == "leave-site-out-spatiotemporal", **kw)
-        )
+        if e == "temporal":
+            res = temporal_split(table, split_date=split_date, train_years=train_years, **kw)
+        elif e == "knndm":
+            res = knndm_cv(table, station_xy(ss), domain=domain, k=knndm_k, **kw)
+        else:
+            res = leave_site_out(table, spatiotemporal=e == "leave-site-out-spatiotemporal", **kw)
         results[e] = res
         stem = e.replace("-", "_")
         for name, df in ((f"{stem}_scores.csv", res.scores), (f"{stem}_predictions.csv", res.predictions)):
@@ -358,6 +383,8 @@ def run_experiments(
                 if e == "temporal"
                 else _plot_lso(res, out / f"{stem}.png")
             )
+            if e == "knndm":
+                files.append(_plot_knndm_experiment(res, out / "knndm_gfunction.png"))
     rep = _report(results, tables, sources, plots)
     atomic_write(out / "report.md", rep.encode())
     summary = {
@@ -368,7 +395,7 @@ def run_experiments(
             },
             "forest_beats": res.forest_beats(),
             "comparisons": [c.to_dict() for c in res.comparisons],
-            "params": res.params,
+            "params": {k: v for k, v in res.params.items() if k != "knndm_result"},
             "features": res.features,
         }
         for e, res in results.items()
@@ -419,6 +446,8 @@ def _report(
             "leave-site-out": "Leave-site-out",
             "leave-site-out-spatiotemporal": "Leave-site-out, spatio-temporal (the held-out site's dates removed "
             "from training too)",
+            "knndm": "kNNDM cross-validation, spatio-temporal (stations grouped so that held-out stations are as "
+            "far from the training stations as the prediction domain is)",
         }[e]
         L += [
             f"## {title} ({e})",
@@ -446,6 +475,25 @@ def _report(
             )
             if res.params.get("excluded"):
                 L.append(_listed("Stations left out", res.params["excluded"]))
+        elif e == "knndm":
+            kn = res.params["knndm"]
+            L.append(
+                f"{kn['k']} kNNDM folds of stations ({kn['method']}"
+                + (f", {kn['n_clusters']} clusters merged" if kn["n_clusters"] else "")
+                + f") matched to {kn['n_domain_points']} prediction points ({kn['domain']}): Wasserstein W between "
+                f"the held-out-to-training and prediction-to-station nearest-neighbour distance distributions "
+                f"{kn['W_m'] / 1000:.2f} km, against {kn['W_leave_site_out_m'] / 1000:.2f} km for leave-site-out "
+                f"folds (lower: closer to the prediction situation). Each fold predicted in each of "
+                f"{res.params['time_blocks']} periods by forests trained on the other folds outside that period "
+                f"({len(res.folds)} fits). Folds: "
+                + "; ".join(
+                    f"{g}: {', '.join(s for s, v in kn['folds'].items() if v == g)}"
+                    for g in sorted(set(kn["folds"].values()))
+                )
+                + "."
+            )
+            if plots:
+                L.append("![kNNDM G functions](knndm_gfunction.png)")
         elif res.params.get("spatiotemporal"):
             L.append(
                 f"{len(res.folds)} folds: each station held out in each of {res.params['time_blocks']} periods "

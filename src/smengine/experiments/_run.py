@@ -449,17 +449,52 @@ def leave_site_out(
     sites = sorted(t["station"].unique().tolist())
     if len(sites) < 2:
         raise ValidationError(f"leave-site-out needs at least 2 stations, got {sites}")
+    out, folds, params = _grouped_station_cv(
+        t,
+        f,
+        {sid: k for k, sid in enumerate(sites)},
+        spatiotemporal=spatiotemporal,
+        time_blocks=time_blocks,
+        n_estimators=n_estimators,
+        search=search,
+        random_state=random_state,
+        n_jobs=n_jobs,
+    )
+    name = "leave-site-out (spatio-temporal)" if spatiotemporal else "leave-site-out"
+    scores = _score(out)
+    params["unscored"] = _unscored(out, scores, name)
+    return ExperimentResult(name, out, scores, folds, f, params)
+
+
+def _grouped_station_cv(
+    t: pd.DataFrame,
+    f: list[str],
+    station_fold: dict[Any, int],
+    *,
+    spatiotemporal: bool,
+    time_blocks: int,
+    n_estimators: int,
+    search: bool,
+    random_state: int,
+    n_jobs: int | None,
+) -> tuple[pd.DataFrame, list[dict[str, Any]], dict[str, Any]]:
+    """Hold out the stations of each fold of ``station_fold`` (station → fold) together; with
+    ``spatiotemporal`` period by period, with the period's dates removed from training."""
     frames, folds = [], []
     days = np.sort(t["date"].unique())
     n_blocks = int(time_blocks) if spatiotemporal else 1
     if n_blocks < 2 and spatiotemporal:
         raise ConfigError(f"time_blocks should be >= 2, got {time_blocks}")
     edges = [days[int(round(i * len(days) / n_blocks))] for i in range(n_blocks)] + [days[-1] + np.timedelta64(1, "D")]
-    for k, sid in enumerate(sites):
+    fold_of = t["station"].map(station_fold).to_numpy()
+    labels = sorted(set(station_fold.values()))
+    for k, g in enumerate(labels):
+        held = [sid for sid, v in station_fold.items() if v == g]
+        info: dict[str, Any] = {"n_train": 0}
         for b in range(n_blocks):
             in_block = ((t["date"] >= edges[b]) & (t["date"] < edges[b + 1])).to_numpy()
-            tr = t[(t["station"] != sid).to_numpy() & ~(in_block & spatiotemporal)]
-            te = t[(t["station"] == sid).to_numpy() & in_block].reset_index(drop=True)
+            tr = t[(fold_of != g) & ~(in_block & spatiotemporal)]
+            te = t[(fold_of == g) & in_block].reset_index(drop=True)
             if te.empty:
                 continue
             fold = k * n_blocks + b
@@ -471,7 +506,7 @@ def leave_site_out(
                 {
                     "fold": fold,
                     "train_stations": sorted(tr.loc[_complete(tr, f), "station"].unique().tolist()),
-                    "test_stations": [sid],
+                    "test_stations": sorted(held),
                     "n_test": int(frames[-1]["forest"].notna().sum()),
                     **(
                         {"test_start": str(te["date"].min().date()), "test_end": str(te["date"].max().date())}
@@ -481,7 +516,7 @@ def leave_site_out(
                     **info,
                 }
             )
-        log.info("leave-site-out fold %d/%d (%s): %d train rows", k + 1, len(sites), sid, info["n_train"])
+        log.info("grouped station CV fold %d/%d (%s): %d train rows", k + 1, len(labels), held, info["n_train"])
     out = pd.concat(frames, ignore_index=True)
     params = {
         "n_estimators": n_estimators,
@@ -491,7 +526,140 @@ def leave_site_out(
         "spatiotemporal": spatiotemporal,
         "time_blocks": n_blocks,
     }
-    name = "leave-site-out (spatio-temporal)" if spatiotemporal else "leave-site-out"
+    return out, folds, params
+
+
+def station_xy(stations: Any, crs: str | None = None) -> pd.DataFrame:
+    """Station coordinates in metres: ``x``, ``y`` per station (index), for distances.
+
+    Parameters
+    ----------
+    stations : StationSet or DataFrame
+        A station set (its stations' ``lat``/``lon``), or a table with ``station``, ``lat``,
+        ``lon`` columns (WGS 84 degrees).
+    crs : str, optional
+        Projected CRS to use (anything :class:`pyproj.CRS` takes). Default: an azimuthal
+        equidistant projection centred on the stations (distances from the centre exact, a
+        network of a few hundred km within a fraction of a percent).
+
+    Returns
+    -------
+    DataFrame
+        ``lat``, ``lon``, ``x``, ``y`` indexed by station; ``attrs["crs"]`` the CRS used.
+    """
+    from smengine.grid import transformer
+
+    if isinstance(stations, pd.DataFrame):
+        missing = [c for c in ("station", "lat", "lon") if c not in stations.columns]
+        if missing:
+            raise ConfigError(f"station coordinates lack column(s) {missing}")
+        ll = stations.drop_duplicates("station").set_index("station")[["lat", "lon"]].astype(float)
+    else:
+        ll = pd.DataFrame({"lat": [stations[s].lat for s in stations], "lon": [stations[s].lon for s in stations]},
+                          index=pd.Index(list(stations), name="station"))  # fmt: skip
+    bad = ll.index[~np.isfinite(ll.to_numpy()).all(1)].tolist()
+    if bad:
+        raise ValidationError(f"station(s) {bad} have no coordinates (lat/lon NaN)")
+    if crs is None:
+        crs = f"+proj=aeqd +lat_0={ll['lat'].mean():.6f} +lon_0={ll['lon'].mean():.6f} +datum=WGS84 +units=m"
+    x, y = transformer("EPSG:4326", crs).transform(ll["lon"].to_numpy(), ll["lat"].to_numpy())
+    out = ll.assign(x=np.asarray(x, np.float64), y=np.asarray(y, np.float64))
+    out.attrs["crs"] = crs
+    return out
+
+
+def knndm_cv(
+    table: pd.DataFrame,
+    coords: pd.DataFrame,
+    *,
+    domain: pd.DataFrame | np.ndarray | None = None,
+    k: int = 5,
+    features: Sequence[str] | None = None,
+    n_estimators: int = 500,
+    search: bool = False,
+    random_state: int = 0,
+    n_jobs: int | None = -1,
+    spatiotemporal: bool = True,
+    time_blocks: int = 4,
+) -> ExperimentResult:
+    """Cross-validation over kNNDM folds of the stations (Linnenbrink et al. 2024).
+
+    The stations are grouped into ``k`` folds by :func:`smengine.evaluate.knndm_folds` so that
+    the distances from each held-out station to the nearest training station match the
+    distances from the prediction domain to the stations; each fold's stations are predicted
+    by forests trained on the others (with ``spatiotemporal``, period by period with the
+    period's dates removed from training, as :func:`leave_site_out`).
+
+    Parameters
+    ----------
+    table : DataFrame
+        From :func:`station_table`.
+    coords : DataFrame
+        :func:`station_xy` of the stations (``x``, ``y`` in m, ``attrs["crs"]``).
+    domain : DataFrame or ndarray, optional
+        Where the predictions are wanted: a table with ``lat``, ``lon`` columns (degrees) or an
+        (m, 2) array of ``x, y`` in ``coords``' CRS. Default: a regular sample of the stations'
+        convex hull.
+    k : int, optional
+        Folds (default 5; at most the number of stations).
+    spatiotemporal, time_blocks
+        As :func:`leave_site_out` (default on: new places on new days).
+
+    Returns
+    -------
+    ExperimentResult
+        Named ``"knndm"``; ``params["knndm"]`` holds W and W of leave-site-out folds, the
+        method, the number of clusters and the domain; ``params["knndm_result"]`` the
+        :class:`~smengine.evaluate.KNNDM` (for :func:`smengine.evaluate.plot_knndm`).
+    """
+    from smengine.evaluate import knndm_folds
+    from smengine.grid import transformer
+
+    f, t = _check_table(table, features)
+    sites = sorted(t["station"].unique().tolist())
+    missing = [s for s in sites if s not in coords.index]
+    if missing:
+        raise ConfigError(f"kNNDM: no coordinates for station(s) {missing}")
+    if len(sites) < 3:
+        raise ValidationError(f"kNNDM needs at least 3 stations, got {sites}")
+    kk = min(int(k), len(sites))
+    xy = coords.loc[sites, ["x", "y"]].to_numpy(np.float64)
+    pred = None
+    if isinstance(domain, pd.DataFrame):
+        if not {"lat", "lon"} <= set(domain.columns):
+            raise ConfigError(f"the prediction domain needs lat, lon columns, got {list(domain.columns)}")
+        px, py = transformer("EPSG:4326", coords.attrs["crs"]).transform(domain["lon"].to_numpy(float),
+                                                                          domain["lat"].to_numpy(float))  # fmt: skip
+        pred = np.c_[px, py]
+    elif domain is not None:
+        pred = np.asarray(domain, dtype=np.float64)
+    res = knndm_folds(xy, pred, k=kk, maxp=max(0.5, 1.5 / kk), seed=random_state)
+    station_fold = {sid: int(res.folds[i]) for i, sid in enumerate(sites)}
+    lso = np.arange(len(sites))  # leave-site-out: each station its own fold
+    out, folds, params = _grouped_station_cv(
+        t,
+        f,
+        station_fold,
+        spatiotemporal=spatiotemporal,
+        time_blocks=time_blocks,
+        n_estimators=n_estimators,
+        search=search,
+        random_state=random_state,
+        n_jobs=n_jobs,
+    )
+    params["knndm"] = {
+        "k": kk,
+        "method": res.method,
+        "n_clusters": res.n_clusters,
+        "W_m": float(res.W),
+        "W_leave_site_out_m": float(res.W_of(lso)),
+        "ks_pvalue": float(res.ks_pvalue),
+        "domain": "given points" if pred is not None else "convex hull of the stations",
+        "n_domain_points": int(res.pred_points.shape[0]),
+        "folds": {str(k_): v for k_, v in station_fold.items()},
+        "crs": coords.attrs.get("crs"),
+    }
+    params["knndm_result"] = res
     scores = _score(out)
-    params["unscored"] = _unscored(out, scores, name)
-    return ExperimentResult(name, out, scores, folds, f, params)
+    params["unscored"] = _unscored(out, scores, "knndm")
+    return ExperimentResult("knndm", out, scores, folds, f, params)
