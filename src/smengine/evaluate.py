@@ -22,6 +22,9 @@ pytesmo's.
 * :func:`knndm_folds` (with :func:`domain_points`, :func:`wasserstein_of_folds`,
   :func:`plot_knndm`) — kNNDM cross-validation folds (Linnenbrink et al. 2024) whose
   test-to-training distances match the prediction domain's.
+* :func:`di_error_model` — the cross-validated error as a monotone function of the
+  dissimilarity index (CAST's ``DItoErrormetric``), so a product's ``di`` maps to an
+  expected error.
 * ``plot_*`` — PNG figures (matplotlib, Agg): a map of one product day, station time
   series, a scatter plot, the monthly bias, a PIT histogram.
 
@@ -58,6 +61,8 @@ __all__ = [
     "DEFAULT_T",
     "SCORE_COLUMNS",
     "CATEGORICAL_FEATURES",
+    "DIErrorModel",
+    "di_error_model",
     "KNNDM",
     "cv_distances",
     "domain_points",
@@ -1186,6 +1191,140 @@ def paired_station_ci(
         bool(resample_stations),
         left,
     )
+
+
+# ======================================================================================
+# expected error as a function of the dissimilarity index (CAST's DItoErrormetric)
+# ======================================================================================
+@dataclass
+class DIErrorModel:
+    """Cross-validated error against the dissimilarity index, fitted monotone (:func:`di_error_model`).
+
+    Attributes
+    ----------
+    metric : str
+        The error metric (a key of :data:`BETTER`).
+    bins : DataFrame
+        One row per DI bin: ``di_low``, ``di_high``, ``di_mean``, ``n`` (rows), ``value`` (the
+        metric of the bin's CV predictions) and ``fitted`` (the monotone fit at ``di_mean``).
+    threshold : float or None
+        The AOA threshold the rows were cut at (None: all rows used).
+    """
+
+    metric: str
+    bins: pd.DataFrame
+    threshold: float | None = None
+
+    def predict(self, di: npt.ArrayLike) -> np.ndarray:
+        """Expected error at each DI: the fit interpolated linearly between the bins' mean DI,
+        constant beyond the first and last (an extrapolation there: see :attr:`di_max`); NaN
+        where ``di`` is NaN."""
+        d = np.asarray(di, dtype=np.float64)
+        b = self.bins
+        out = np.interp(d, b["di_mean"].to_numpy(), b["fitted"].to_numpy())
+        return np.where(np.isfinite(d), out, np.nan)
+
+    @property
+    def di_max(self) -> float:
+        """The largest DI the fit has seen: beyond it the expected error is held constant (a floor)."""
+        return float(self.bins["di_high"].max())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "threshold": self.threshold,
+            "di_max": self.di_max,
+            "bins": [{k: float(v) for k, v in r.items()} for r in self.bins.to_dict(orient="records")],
+        }
+
+
+def di_error_model(
+    pred: npt.ArrayLike,
+    obs: npt.ArrayLike,
+    di: npt.ArrayLike,
+    *,
+    metric: str = "RMSE",
+    n_bins: int = 10,
+    min_per_bin: int = 50,
+    threshold: float | None = None,
+) -> DIErrorModel:
+    """The cross-validated error as a monotone function of the dissimilarity index (DI).
+
+    CAST's ``DItoErrormetric`` (Meyer & Pebesma 2021): out-of-fold predictions of the
+    training rows and their cross-validated DI (``Applicability.train_di``, computed with
+    the same folds) say how the error grows as the features move away from the training data.
+    The rows (those with DI ≤ ``threshold`` when given, as CAST keeps the AOA's rows) are
+    sorted by DI and cut into ``n_bins`` bins of equal counts (fewer when a bin would hold
+    fewer than ``min_per_bin`` rows); the metric of each bin is fitted by isotonic regression
+    weighted by the bin counts, increasing in DI for errors (RMSE, ubRMSE, |bias|) and
+    decreasing for skill (R, NSE, KGE). CAST fits a shape-constrained spline (scam); the
+    isotonic fit is the same monotone constraint without a smoothness choice.
+
+    Parameters
+    ----------
+    pred, obs : array_like, shape (n,)
+        Out-of-fold predictions and observations (m³ m⁻³).
+    di : array_like, shape (n,)
+        Cross-validated DI of the same rows.
+    metric : str, optional
+        A key of :data:`BETTER` (default ``"RMSE"``).
+    n_bins, min_per_bin : int, optional
+        Bins of equal counts (default 10, at least 50 rows each).
+    threshold : float, optional
+        Keep rows with DI ≤ threshold (the AOA threshold); default all.
+
+    Returns
+    -------
+    DIErrorModel
+
+    Raises
+    ------
+    ValidationError
+        Shapes differ, or fewer than 2 bins' worth of complete rows.
+
+    References
+    ----------
+    .. [1] Meyer, H. & Pebesma, E. (2021). Predicting into unknown space? Estimating the area
+       of applicability of spatial prediction models. Methods Ecol. Evol. 12, 1620–1633.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> di = rng.random(2000)
+    >>> obs = rng.random(2000)
+    >>> m = di_error_model(obs + (0.01 + 0.05 * di) * rng.standard_normal(2000), obs, di)
+    >>> bool(m.predict([0.1])[0] < m.predict([0.9])[0])
+    True
+    """
+    from sklearn.isotonic import IsotonicRegression
+
+    m = _check_metric(metric)
+    P, R, D = (np.asarray(v, dtype=np.float64).ravel() for v in (pred, obs, di))
+    if not (P.shape == R.shape == D.shape):
+        raise ValidationError(f"pred {P.shape}, obs {R.shape} and di {D.shape} should have one shape")
+    ok = np.isfinite(P) & np.isfinite(R) & np.isfinite(D)
+    if threshold is not None:
+        ok &= float(threshold) >= D
+    n = int(ok.sum())
+    nb = min(int(n_bins), n // max(int(min_per_bin), 1))
+    if nb < 2:
+        raise ValidationError(f"the DI-error model needs at least 2 bins of {min_per_bin} rows; got {n} complete rows")
+    order = np.argsort(D[ok], kind="stable")
+    p, r, d = P[ok][order], R[ok][order], D[ok][order]
+    edges = np.linspace(0, n, nb + 1).round().astype(int)
+    rows = []
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        c = float(np.mean(r[a:b]))
+        ref, est = _block_sums(r[a:b] - c, [p[a:b] - c], np.zeros(b - a, dtype=np.int64), 1)
+        val = float(_signed(m, _metric_from_sums(m, ref[0], est[0, 0], c)))
+        rows.append({"di_low": float(d[a]), "di_high": float(d[b - 1]), "di_mean": float(d[a:b].mean()),
+                     "n": int(b - a), "value": val})  # fmt: skip
+    bins = pd.DataFrame(rows)
+    good = np.isfinite(bins["value"].to_numpy())
+    iso = IsotonicRegression(increasing=BETTER[m] != "higher", out_of_bounds="clip")
+    iso.fit(bins.loc[good, "di_mean"], bins.loc[good, "value"], sample_weight=bins.loc[good, "n"])
+    bins["fitted"] = iso.predict(bins["di_mean"])
+    return DIErrorModel(m, bins, None if threshold is None else float(threshold))
 
 
 def spread_calibration(pred: Any, spread: Any, truth: Any) -> float:
