@@ -94,6 +94,19 @@ TERMS: dict[str, str] = {
         "percentile interval for few blocks), and for the mean over stations the stations are resampled too, so "
         "the interval speaks for stations like these (Davison & Hinkley 1997, §3.8; Field & Welsh 2007)."
     ),
+    "knndm": (
+        "**kNNDM** (k-fold nearest-neighbour distance matching, Linnenbrink et al. 2024): CV folds of whole "
+        "stations chosen so that the distances from held-out stations to the nearest training station match the "
+        "distances from the prediction locations (the product's pixels) to the nearest station. **W**: the "
+        "Wasserstein distance between those two distance distributions (km; lower: the CV resembles the map's "
+        "use). **random k-fold**: station-days assigned to folds at random, so a station's other days train "
+        "the model that predicts it."
+    ),
+    "lpd": (
+        "**LPD** (local point density, Schumacher et al. 2025): how many training station-days lie within the AOA "
+        "threshold of a prediction's features (the DI to each below the threshold); 0 outside the AOA, small "
+        "where the forest has seen few similar days."
+    ),
     "baselines": (
         "**forest**: the Random Forest (`smengine.model.train`); **linear**: ordinary least squares on the "
         "standardised features; **mean**: the mean of the training rows' θ (no skill in time: R undefined); "

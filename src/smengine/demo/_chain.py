@@ -38,6 +38,7 @@ STEPS = (
     "truth scores",
     "station scores",
     "pseudoproxy",
+    "cv estimates",
     "report",
 )
 #: The optional step of :func:`run_demo` (``scaling=True``; on by default without ``quick``).
@@ -62,18 +63,22 @@ class DemoResult:
     truth_pixel: pd.DataFrame | None = None
     scaling: pd.DataFrame | None = None
     applicability: dict[str, Any] = field(default_factory=dict)
+    station_comparisons: list[dict[str, Any]] = field(default_factory=list)
+    cv_study: Any = None
+    di_error: dict[str, Any] = field(default_factory=dict)
 
 
 #: Block bootstrap of the report's RMSE differences: pixel squares × day periods, resamples, seed.
 BOOT_BLOCK_PIXELS, BOOT_BLOCK_DAYS, BOOT_N = 5, 30, 1000
 
 
-def _differences(sm: np.ndarray, others: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, dict[str, float]]:
-    """RMSE(emulator) − RMSE(other) against the truth with 95 % block-bootstrap intervals, per other estimate."""
-    from smengine.evaluate import rmse_difference_ci, space_time_blocks
+def _differences(sm: np.ndarray, others: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, dict[str, Any]]:
+    """RMSE(emulator) − RMSE(other) against the truth with 95 % block-bootstrap intervals and the
+    verdict they allow, per other estimate."""
+    from smengine.evaluate import metric_difference_ci, space_time_blocks
 
     blocks = space_time_blocks(truth.shape, BOOT_BLOCK_PIXELS, BOOT_BLOCK_DAYS)
-    return {k: rmse_difference_ci(sm, v, truth, blocks, n_boot=BOOT_N, seed=0) for k, v in others.items()}
+    return {k: metric_difference_ci(sm, v, truth, blocks, n_boot=BOOT_N, seed=0) for k, v in others.items()}
 
 
 def _differences_text(diffs: dict[str, dict[str, float]]) -> list[str]:
@@ -89,12 +94,11 @@ def _differences_text(diffs: dict[str, dict[str, float]]) -> list[str]:
         "|---|---:|---|---:|---:|---|",
     ]
     for k, d in diffs.items():
-        if d["ci_high"] < 0:
-            verdict = "emulator better"
-        elif d["ci_low"] > 0:
-            verdict = f"{k} better"
-        else:
-            verdict = "no clear difference"
+        verdict = {
+            "beats": f"the emulator beats {k}",
+            "loses": f"the emulator loses to {k}",
+            "ties": "tie (the interval holds 0)",
+        }.get(d.get("verdict", ""), "no verdict (no common pixel-days)")
         lines.append(
             f"| {k} | {d['difference']:+.4f} | {d['ci_low']:+.4f} … {d['ci_high']:+.4f} | {d['n']:,} | "
             f"{d['n_blocks']} | {verdict} |"
@@ -377,6 +381,7 @@ def run_demo(
         truth,
     )
     res.uncertainty = _uncertainty(prod["sm"], prod["sm_uncertainty"], truth)
+    res.di_error = _di_error(forest, prod, truth)
     figs: dict[str, Path] = {
         "pit": plot_pit_histogram(
             res.uncertainty["pit_histogram"], out / "pit_histogram.png", "PIT of the truth under N(sm, sm_uncertainty²)"
@@ -423,9 +428,9 @@ def run_demo(
         )
         f["obs"] = obs.reindex(f["date"]).to_numpy()
         full.append(f)
-    res.product_scores = product_scores(
-        pd.concat(full, ignore_index=True), ["S1-like", "SMAP-like", "ERA5-like θ_eq"], min_obs=20
-    )
+    full_t = pd.concat(full, ignore_index=True)
+    res.product_scores = product_scores(full_t, ["S1-like", "SMAP-like", "ERA5-like θ_eq"], min_obs=20)
+    res.station_comparisons = _station_comparisons(lso, full_t, res.product_scores)
     by_month, trend = monthly_bias(lso)
     figs["scatter"] = plot_scatter(
         lso,
@@ -477,6 +482,17 @@ def run_demo(
     figs["map"] = _plot_maps(prod["sm"], truth, base, days, grid, world.stations, out / "map_day.png")
     done("pseudoproxy")
 
+    # 8b ------------------------------------------------------------------ which CV estimate to believe
+    from smengine.twin import cv_study, plot_cv_study
+
+    step("cv estimates")
+    res.cv_study = cv_study(
+        table, names, st0, truth, world.station_truth(), world.stations, n_estimators=n_trees, seed=seed,
+        n_threads=n_threads,
+    )  # fmt: skip
+    figs["cv"] = plot_cv_study(res.cv_study, out / "cv_estimates.png")
+    done("cv estimates")
+
     # 9 ------------------------------------------------------------------- sub-pixel scaling
     if (not quick) if scaling is None else scaling:
         from smengine.twin import plot_scaling, scaling_experiment
@@ -508,6 +524,12 @@ def _summary(res: DemoResult) -> dict[str, Any]:
         "differences": res.differences,
         "scaling": res.scaling.to_dict(orient="records") if res.scaling is not None else None,
         "applicability": res.applicability,
+        "station_comparisons": [
+            {"product": e["product"], "variant": e["variant"], **e["comparison"].to_dict()}
+            for e in res.station_comparisons
+        ],
+        "cv_study": res.cv_study.table.to_dict(orient="records") if res.cv_study is not None else None,
+        "di_error": res.di_error,
         "truth_per_pixel": res.truth_pixel.to_dict(orient="index") if res.truth_pixel is not None else {},
         "products_at_stations": (
             {f"{p} / {v}": row[["R", "ubRMSE", "bias"]].to_dict() for (p, v), row in res.product_scores.iterrows()}
@@ -709,14 +731,33 @@ def _terms_text() -> list[str]:
     from smengine._glossary import glossary
 
     keys = ("theta_eq", "subpixel", "pixelmean", "pooled", "scores", "anomaly_r", "grouped_cv", "nested", "di")
-    return glossary((*keys, "spread", "d86", "pseudoproxy", "bootstrap"))
+    return glossary((*keys, "spread", "d86", "pseudoproxy", "bootstrap", "paired", "station_bootstrap", "knndm"))
+
+
+def _station_comparisons(lso: pd.DataFrame, full: pd.DataFrame, ps: pd.DataFrame) -> list[dict[str, Any]]:
+    """The emulator (station CV) against each input product's best variant at the stations: paired
+    per-station comparisons on R and ubRMSE with 95 % intervals (:func:`smengine.evaluate.paired_station_ci`)."""
+    from smengine.evaluate import _filtered, paired_station_ci
+
+    out = []
+    full = full.reset_index(drop=True)
+    for prod in dict.fromkeys(ps.index.get_level_values(0)):
+        rows = ps.loc[prod]
+        variant = str(rows["R"].idxmax())  # the product's best variant at the stations
+        T = rows.loc[variant, "T"]
+        series = full[prod].to_numpy() if not np.isfinite(T) else _filtered(full, prod, [float(T)])[0]
+        t = full[["station", "date"]].assign(product=series)
+        t = lso.merge(t, on=["station", "date"], how="inner")
+        for metric in ("R", "ubRMSE"):
+            c = paired_station_ci(t, "pred", "product", "obs", metric=metric, min_obs=20)
+            out.append({"product": prod, "variant": variant, "comparison": c})
+    return out
 
 
 def _beats_text(res: DemoResult) -> list[str]:
-    """Where an input product beats the emulator at the stations, and why (from the tables)."""
-    ss, ps, tp, ts = res.site_scores, res.product_scores, res.truth_pixel, res.truth_scores
-    assert ss is not None and ps is not None and tp is not None and ts is not None
-    em = ss.loc["median"]
+    """Where an input product beats the emulator at the stations (by paired intervals), and why."""
+    ts, tp = res.truth_scores, res.truth_pixel
+    assert ts is not None and tp is not None
     why = {
         "ERA5-like θ_eq": (
             "it is a run of the same soil-water model forced by the twin's own precipitation, so at one place its "
@@ -737,17 +778,31 @@ def _beats_text(res: DemoResult) -> list[str]:
         "SMAP-like": "SMAP-like surface SM (9 km)",
         "S1-like": "S1-like surface SM (1 km, every 3rd day)",
     }
-    out = ["## Where an input product beats the emulator", ""]
-    found = False
-    for prod in dict.fromkeys(ps.index.get_level_values(0)):
-        rows = ps.loc[prod]
-        variant = str(rows["R"].idxmax())  # the product's best variant at the stations
-        row = rows.loc[variant]
-        better = [m for m, hi in (("R", True), ("ubRMSE", False)) if (row[m] > em[m] if hi else row[m] < em[m])]
-        if not better:
-            continue
-        found = True
-        what = " and ".join(f"{m} {row[m]:.3f} vs {em[m]:.3f}" for m in better)
+    out = [
+        "## Where an input product beats the emulator",
+        "",
+        "Paired comparisons at the stations: the emulator's station-CV prediction (A) against each product's best "
+        "variant at the stations (B), on the same station-days; Δ = metric(A) − metric(B), 95 % intervals over "
+        "stations and their 30-day blocks (see Terms). A product beats the emulator only where the interval says so.",
+        "",
+        "| product (best variant) | metric | verdict (emulator) | mean per-station Δ | 95 % interval | wins | ties "
+        "| losses |",
+        "|---|---|---|---:|---|---:|---:|---:|",
+    ]
+    for e in res.station_comparisons:
+        c = e["comparison"]
+        k = c.counts
+        ci = f"{c.ci_low:+.4f} … {c.ci_high:+.4f}" if np.isfinite(c.ci_low) and np.isfinite(c.ci_high) else "–"
+        out.append(
+            f"| {e['product']} ({e['variant']}) | {c.metric} | **{c.verdict}** | {c.difference:+.4f} | {ci} | "
+            f"{k['win']} | {k['tie']} | {k['loss']} |"
+        )
+    out.append("")
+    beaten = {}
+    for e in res.station_comparisons:
+        if e["comparison"].verdict == "loses":
+            beaten.setdefault(e["product"], []).append(e)
+    for prod, es in beaten.items():
         name = pooled_name.get(prod)
         tail = ""
         if name in ts.index and name in tp.index:
@@ -758,12 +813,17 @@ def _beats_text(res: DemoResult) -> list[str]:
                 f"pooled over pixel-days: RMSE {ts.loc[name, 'RMSE']:.4f} vs {ts.iloc[0]['RMSE']:.4f} m³ m⁻³, "
                 f"R {ts.loc[name, 'R']:.3f} vs {ts.iloc[0]['R']:.3f}."
             )
+        labels = {"pred": "the emulator", "product": prod}
         out.append(
-            f"- **{prod}** ({variant}) beats the emulator at the stations on the median over stations of {what} "
-            f"(bias {row['bias']:+.3f} vs {em['bias']:+.3f}): {why.get(prod, 'see its row above')}.{tail}"
+            f"- **{prod}** ({es[0]['variant']}) beats the emulator at the stations: "
+            + " ".join(e["comparison"].sentence(labels) for e in es)
+            + f" Why: {why.get(prod, 'see its row above')}.{tail}"
         )
-    if not found:
-        out.append("No input product beats the emulator's median R or ubRMSE over the stations.")
+    if not beaten:
+        out.append(
+            "No input product beats the emulator at the stations: on every metric the emulator beats the product "
+            "or the two tie (the interval holds 0)."
+        )
     out += [
         "",
         "The emulator's station scores are out-of-sample (each station predicted without its own data); the "
@@ -776,6 +836,130 @@ def _beats_text(res: DemoResult) -> list[str]:
         "",
     ]
     return out
+
+
+def _di_error(forest: Any, prod: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, Any]:
+    """The CV error against the DI (CAST's DItoErrormetric) and, per DI bin of the product, the expected
+    error it gives next to the true error against the twin's truth."""
+    from smengine.evaluate import di_error_model
+
+    app = forest.applicability
+    if app is None or "di" not in prod:
+        return {}
+    site = forest.cv_predictions[forest.cv_predictions["scheme"] == "site"]
+    model = di_error_model(site["prediction"], site["target"], app.train_di, threshold=app.threshold)
+    di = prod["di"].astype(np.float64)
+    ok = np.isfinite(di) & np.isfinite(prod["sm"]) & np.isfinite(truth)
+    exp = model.predict(di)
+    edges = np.unique(np.quantile(di[ok], [0, 0.25, 0.5, 0.75, 0.95, 1.0]))
+    rows = []
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        m = ok & (di >= a) & ((di < b) if b < edges[-1] else (di <= b))
+        if not m.any():
+            continue
+        rows.append(
+            {
+                "di_low": float(a),
+                "di_high": float(b),
+                "n": int(m.sum()),
+                "expected_rmse": float(np.sqrt(np.mean(exp[m] ** 2))),
+                "true_rmse": float(np.sqrt(np.mean((prod["sm"][m] - truth[m]) ** 2))),
+                "outside_aoa": float(np.mean(di[m] > app.threshold)),
+            }
+        )
+    return {"model": model.to_dict(), "by_product_di": rows, "threshold": float(app.threshold)}
+
+
+def _di_error_text(d: dict[str, Any], figs: dict[str, Path]) -> list[str]:
+    head = ["## What the DI says about the error", ""]
+    if not d:
+        return [*head, "The model carries no applicability reference: no DI, no expected error.", ""]
+    bins = d["model"]["bins"]
+    lines = [
+        *head,
+        (
+            "The station-CV error of the training rows against their cross-validated DI (CAST's `DItoErrormetric`, "
+            f"Meyer & Pebesma 2021): rows inside the AOA (DI ≤ {d['threshold']:.3f}) in {len(bins)} equal-count DI "
+            "bins, RMSE per bin, an isotonic (monotone) fit; `smengine.evaluate.di_error_model`. The fit maps each "
+            "pixel-day's `di` to an expected error; beyond the largest training DI "
+            f"({d['model']['di_max']:.3f}) it is held constant, a floor, not an estimate."
+        ),
+        "",
+        "| DI bin (training rows) | rows | CV RMSE | monotone fit |",
+        "|---|---:|---:|---:|",
+        *[
+            f"| {b['di_low']:.3f} – {b['di_high']:.3f} | {int(b['n'])} | {b['value']:.4f} | {b['fitted']:.4f} |"
+            for b in bins
+        ],
+        "",
+        "The product's pixel-days by their DI (quartiles, 95th percentile): the expected error from the fit and the "
+        "true error against the twin's θ_eq:",
+        "",
+        "| product DI | pixel-days | expected RMSE | true RMSE | outside AOA |",
+        "|---|---:|---:|---:|---:|",
+        *[
+            f"| {r['di_low']:.3f} – {r['di_high']:.3f} | {r['n']:,} | {r['expected_rmse']:.4f} | "
+            f"{r['true_rmse']:.4f} | {100 * r['outside_aoa']:.0f} % |"
+            for r in d["by_product_di"]
+        ],
+        "",
+    ]
+    rows = d["by_product_di"]
+    inside = [r for r in rows if r["outside_aoa"] < 0.5]
+    outside = [r for r in rows if r["outside_aoa"] >= 0.5]
+    if inside:
+        worst = max(inside, key=lambda r: abs(r["expected_rmse"] - r["true_rmse"]))
+        lines.append(
+            f"Inside the AOA the expected error is within {abs(worst['expected_rmse'] - worst['true_rmse']):.4f} "
+            "m³ m⁻³ of the true error in every bin, and it grows with the DI as the true error does."
+        )
+    if outside:
+        o = outside[-1]
+        lines.append(
+            f"Outside it (DI {o['di_low']:.3f} – {o['di_high']:.3f}) the true error is {o['true_rmse']:.4f} against "
+            f"the fit's floor of {o['expected_rmse']:.4f}: the DI-error model cannot extrapolate either; use the "
+            "`outside_aoa` flag there, not the expected error."
+        )
+    return [*lines, ""]
+
+
+def _cv_text(study: Any, figs: dict[str, Path]) -> list[str]:
+    from smengine.twin import cv_study_report
+
+    head = ["## Which cross-validation estimate to believe", ""]
+    if study is None:
+        return []
+    return [
+        *head,
+        (
+            "The product's real error at pixels without a station is known on the twin, so the CV estimates can be "
+            "checked: random k-fold over station-days, grouped by station, and kNNDM (Linnenbrink et al. 2024; "
+            "folds matched to the distances from the product's pixels to the stations), each with k = 5 folds and "
+            "the same forest settings, for all stations and for a clustered network (the 40 % of stations nearest "
+            "the south-west corner) predicting the whole domain (`smengine.twin.cv_study`)."
+        ),
+        "",
+        cv_study_report(study),
+        "",
+        f"![CV estimates]({figs['cv'].name})",
+        "",
+    ]
+
+
+def _headline_text(res: DemoResult, sub: pd.Series, mean: pd.Series, ts: pd.DataFrame) -> str:
+    """The pooled RMSE comparison against the truth, in words that only claim what the intervals allow."""
+    d = res.differences
+    say = {"beats": "beats", "loses": "loses to", "ties": "ties with"}
+
+    def one(k: str) -> str:
+        v = d.get(k, {})
+        return f"{say.get(v.get('verdict', ''), 'cannot be compared with')} {k}"
+
+    return (
+        f"Sub-pixel scaling RMSE {sub['RMSE']:.4f} vs pixel-mean covariates {mean['RMSE']:.4f} m³ m⁻³; "
+        f"SMAP-like {ts.iloc[2]['RMSE']:.4f}, ERA5-Land-like {ts.iloc[4]['RMSE']:.4f}. By the intervals below, the "
+        f"emulator {one('pixel-mean covariates')}, {one('SMAP-like')}, {one('S1-like')} and {one('ERA5-Land-like')}."
+    )
 
 
 def _md(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
@@ -847,12 +1031,7 @@ def _report(
         "",
         _md(res.truth_pixel, ".4f") if res.truth_pixel is not None else "",
         "",
-        (
-            f"Sub-pixel scaling RMSE {sub['RMSE']:.4f} vs pixel-mean covariates {mean['RMSE']:.4f} m³ m⁻³ "
-            f"({'better' if sub['RMSE'] < mean['RMSE'] else 'NOT better'}); the emulator beats SMAP-like "
-            f"(RMSE {ts.iloc[2]['RMSE']:.4f}) and ERA5-Land-like (RMSE {ts.iloc[4]['RMSE']:.4f}): "
-            f"{'yes' if sub['RMSE'] < min(ts.iloc[2]['RMSE'], ts.iloc[4]['RMSE']) else 'NO'}."
-        ),
+        _headline_text(res, sub, mean, ts),
         "",
         *_differences_text(res.differences),
         f"![maps]({figs['map'].name})",
@@ -863,6 +1042,7 @@ def _report(
         "",
         *_footprint_text(res.footprint),
         *_applicability_text(res.applicability),
+        *_di_error_text(res.di_error, figs),
         f"## At the stations: {_split_name(forest).short} predictions vs CRNS",
         "",
         _split_name(forest).long,
@@ -875,6 +1055,7 @@ def _report(
         f"![best station]({figs['best'].name})",
         f"![worst station]({figs['worst'].name})",
         "",
+        *_cv_text(res.cv_study, figs),
         "## Input products vs CRNS (median over stations; raw and exponential filter at the best T)",
         "",
         _md(res.product_scores),

@@ -120,6 +120,7 @@ References
 
 from __future__ import annotations
 
+from smengine.twin._cv import CV_STUDY_SCHEMES, CVStudy, cv_study, cv_study_report, plot_cv_study
 from smengine.twin._files import TwinWorld, make_world, write_run_config
 from smengine.twin._model import (
     FIELD_MEAN_HA,
@@ -135,6 +136,8 @@ from smengine.twin._model import (
 from smengine.twin._scaling import SCALING_COLUMNS, plot_scaling, scaling_experiment, scaling_report
 
 __all__ = [
+    "CV_STUDY_SCHEMES",
+    "CVStudy",
     "FIELD_MEAN_HA",
     "IRRIGATION_MM",
     "LAND_COVER",
@@ -144,7 +147,10 @@ __all__ = [
     "FineDay",
     "TwinConfig",
     "TwinWorld",
+    "cv_study",
+    "cv_study_report",
     "make_world",
+    "plot_cv_study",
     "plot_scaling",
     "scaling_experiment",
     "scaling_report",
