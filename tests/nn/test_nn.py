@@ -209,5 +209,22 @@ def test_compare_with_forest_on_the_quick_twin(tmp_path):
         assert -1 <= s["station_cv"][k]["R"] <= 1
         assert s["pseudoproxy_offsite"][k]["n_offsite"] > 0
     assert (tmp_path / "products_day.png").stat().st_size > 10_000
-    assert "| pseudoproxy off-site median R" in (tmp_path / "report.md").read_text()
-    assert json.loads((tmp_path / "summary.json").read_text())["cost"]["nn_us_per_pixel_day"] > 0
+    report = (tmp_path / "report.md").read_text()
+    assert "| pseudoproxy off-site median R" in report
+    stored = json.loads((tmp_path / "summary.json").read_text())
+    assert stored["cost"]["nn_us_per_pixel_day"] > 0
+    # the paired comparisons, network against forest, each with its interval and verdict
+    p = stored["paired"]
+    assert (p["a"], p["b"]) == ("network", "forest")
+    for m in ("ubRMSE", "R", "RMSE"):
+        c = p["station_cv"][m]
+        assert sum(c["counts"].values()) == c["n_stations"] == s["stations"]
+        assert c["verdict"] in ("beats", "ties", "loses", "undetermined")
+    for m in ("RMSE", "ubRMSE", "R"):
+        assert p["truth"][m]["ci_low"] <= p["truth"][m]["difference"] <= p["truth"][m]["ci_high"]
+    d = stored["truth_rmse_difference_network_minus_forest"]
+    assert d["difference"] == p["truth"]["RMSE"]["difference"] and d["ci_low"] < d["ci_high"]
+    for m in ("R", "ubRMSE"):
+        assert 0 < p["pseudoproxy_offsite"][m]["n_pixels"] <= s["pseudoproxy_offsite"]["forest"]["n_offsite"]
+    wins = report.split("## Which wins where", 1)[1]
+    assert wins.count("95 % interval") >= 8 and "None" not in report and "nan" not in report.lower()

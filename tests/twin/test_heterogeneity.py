@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from smengine.errors import ConfigError
 from smengine.evaluate import _pixel_majority, _pixel_nanmean
 from smengine.twin import SCALING_COLUMNS, TwinConfig, make_world, scaling_experiment, scaling_report
 from smengine.twin._model import _params_hash
-from smengine.twin._scaling import heterogeneity_index
+from smengine.twin._scaling import _side, heterogeneity_index
 
 TINY = TwinConfig.quick(size_km=6, n_days=30, spinup_days=5, n_stations=3)
 LEVELS = (0.0, 0.33, 0.67, 1.0)
@@ -191,6 +192,10 @@ def test_experiment_table_has_the_documented_columns(experiment, tmp_path):
         assert r["gain_ci_low"] <= r["gain"] <= r["gain_ci_high"]
         assert r["rmse_best_product"] == min(r["rmse_s1"], r["rmse_smap"], r["rmse_era5"])
         assert r["subpixel_m"] == 1000 / r["k"]
+        # the emulator against the best product: paired on their common pixel-days, verdict from the interval
+        assert r["advantage_ci_low"] <= r["advantage"] <= r["advantage_ci_high"]
+        assert r["advantage_verdict"] == _side(r["advantage_ci_low"], r["advantage_ci_high"])
+        assert r["advantage_n"] > 0
     # the index is larger for the heterogeneous world at each k
     for k in (4, 10):
         g = tab[tab["k"] == k].set_index("heterogeneity")
@@ -246,6 +251,20 @@ def test_experiment_row_equals_a_direct_computation(experiment):
             s1[t] = _pixel_nanmean(src.read(1).astype(np.float64), 10)
     ok = np.isfinite(s1) & np.isfinite(truth)
     assert np.sqrt(np.mean((s1[ok] - truth[ok]) ** 2)) == pytest.approx(row["rmse_s1"], rel=1e-4)
+    # the advantage over the best product: RMSE(best) − RMSE(emulator) on the pixel-days both have
+    from smengine.pseudoproxy import era5_land_theta_eq
+
+    por = _pixel_nanmean(np.asarray(store.static[store.static_names.index("porosity")], np.float64), 10)
+    products = {
+        "S1-like": s1,
+        "SMAP-like": np.stack([_pixel_nanmean(store.coarse["smap_sm"].expand(t), 10) for t in range(truth.shape[0])]),
+        "ERA5-Land-like": era5_land_theta_eq(w.paths["era5"], store.grid, w.days, np.clip((1 - por) * 2.65, 0.8, 2.0)),
+    }
+    best = products[row["best_product"]].astype(np.float64)
+    ok = np.isfinite(sub) & np.isfinite(best) & np.isfinite(truth)
+    assert int(ok.sum()) == row["advantage_n"]
+    rmse = {k: np.sqrt(np.mean((v[ok] - truth[ok]) ** 2)) for k, v in (("best", best), ("sub", sub))}
+    assert row["advantage"] == pytest.approx(rmse["best"] - rmse["sub"], rel=1e-6)
 
 
 @tiny_gaps
@@ -254,6 +273,95 @@ def test_experiment_is_deterministic(experiment, tmp_path):
     again = scaling_experiment(tmp_path, levels=(1.0,), subpixels=(4,), seed=0, config=EXP, n_trees=10, n_boot=200)
     want = tab[(tab["heterogeneity"] == 1.0) & (tab["k"] == 4)].drop(columns="seconds").reset_index(drop=True)
     pd.testing.assert_frame_equal(again.drop(columns="seconds"), want)
+
+
+def _hand_table() -> pd.DataFrame:
+    """Five cases covering every verdict of the gain and of the advantage over the best product."""
+    nan = float("nan")
+    rows = [
+        # h, k, gain, gain %, gain interval, advantage, advantage interval
+        (0.0, 4, 0.004, 8.0, (0.002, 0.006), 0.010, (0.005, 0.015)),  # matters; beats the product
+        (0.0, 10, 0.001, 2.0, (0.0005, 0.002), 0.006, (-0.001, 0.012)),  # helps < 5 %; ties (point > 0!)
+        (1.0, 4, 0.003, 6.0, (-0.001, 0.007), -0.004, (-0.008, -0.001)),  # ties (point ≥ 5 %!); loses
+        (1.0, 10, -0.002, -4.0, (-0.003, -0.001), 0.008, (0.002, 0.014)),  # loses; beats
+        (0.5, 10, 0.002, 4.0, (nan, nan), 0.003, (nan, nan)),  # no intervals: no verdicts
+    ]
+    out = []
+    for h, k, g, gp, (glo, ghi), adv, (alo, ahi) in rows:
+        out.append(
+            {
+                "heterogeneity": h,
+                "k": k,
+                "subpixel_m": 1000 / k,
+                "het_index": 0.05 + 0.2 * h + 0.001 * k,
+                "rmse_subpixel": 0.03,
+                "rmse_pixelmean": 0.03 + g,
+                "rmse_best_product": 0.03 + adv,
+                "best_product": "SMAP-like",
+                "gain": g,
+                "gain_pct": gp,
+                "gain_ci_low": glo,
+                "gain_ci_high": ghi,
+                "n": 1000,
+                "n_blocks": 8,
+                "seconds": 1.0,
+                "advantage": adv,
+                "advantage_ci_low": alo,
+                "advantage_ci_high": ahi,
+                "advantage_verdict": _side(alo, ahi),
+                "advantage_n": 900,
+            }
+        )
+    return pd.DataFrame(out, columns=list(SCALING_COLUMNS))
+
+
+def test_scaling_report_says_beats_ties_loses_only_from_the_intervals():
+    tab = _hand_table()
+    assert list(tab["advantage_verdict"]) == ["beats", "ties", "loses", "beats", "undetermined"]
+    text = scaling_report(tab)
+    assert not re.search(r"\bnan\b|\bNone\b|[{}]|\(\s*\)", text, re.I), text
+    rows = [ln for ln in text.splitlines() if re.match(r"\| \d\.\d\d \|", ln)]
+    assert len(rows) == 5
+    # per row: the verdict against f(mean_j x_j), then against the best product (last two verdict cells)
+    cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
+    assert [(c[9], c[12]) for c in cells] == [
+        ("beats", "beats"),
+        ("beats", "ties"),
+        ("ties", "loses"),
+        ("loses", "beats"),
+        ("undetermined", "undetermined"),
+    ]
+    assert cells[4][8] == "no interval" and cells[4][11] == "no interval"
+    reading = text.strip().splitlines()[-1]
+    case = {i: f"h = {r['heterogeneity']:.2f}/k = {r['k']} (HI {r['het_index']:.3f})" for i, r in tab.iterrows()}
+    assert (
+        f"beats pixel-mean covariates and matters (gain ≥ 5 % of the RMSE, interval above 0) at {case[0]}." in reading
+    )
+    assert f"It beats them by less than 5 % of the RMSE (interval above 0) at {case[1]}." in reading
+    assert f"It ties with them (the interval holds 0) at {case[2]}." in reading  # 6 %, but a tie
+    assert f"It loses to pixel-mean covariates (interval below 0) at {case[3]}." in reading
+    assert f"No verdict on the gain (no interval) at {case[4]}." in reading
+    # the best product: counted by the interval, not by the sign of the point difference (3 positive, 2 beats)
+    assert (
+        "the emulator beats it in 2 of 5 cases, ties with it (the interval holds 0) in 1, loses to it (interval "
+        "below 0) in 1 and has no verdict (no interval) in 1; its advantage ranges over -0.0040 … +0.0100" in reading
+    )
+    assert f"It ties with the best product at {case[1]}." in reading
+    assert f"It loses to the best product at {case[2]}." in reading
+    assert "at 1 of 2 levels with k = 4 and 1 of 3 levels with k = 10" in reading
+    assert "no interval compares them" in reading
+    # "matters", "helps", "worse", "no clear difference" are gone as verdict words
+    assert not re.search(r"\b(helps|worse|no clear difference|is not what makes it better)\b", reading)
+
+
+def test_scaling_report_with_only_ties_says_no_beats():
+    tab = _hand_table().iloc[[2]].reset_index(drop=True)
+    tab.loc[0, ["advantage_ci_low", "advantage_ci_high"]] = (-0.008, 0.001)
+    text = scaling_report(tab)
+    reading = text.strip().splitlines()[-1]
+    assert "beats" not in reading.replace("beats it in 0 of 1 case,", "")
+    assert "the emulator beats it in 0 of 1 case, ties with it (the interval holds 0) in 1 and loses to it" in reading
+    assert "Per sub-pixel factor" not in reading  # one k: no comparison between k
 
 
 def test_scaling_command_refuses_bad_levels_and_subpixels(tmp_path):

@@ -47,15 +47,171 @@ def _station_cv(cvp: pd.DataFrame, keep: pd.DataFrame | None = None) -> pd.DataF
     return site_scores(t, min_obs=20)
 
 
-def _offsite(pred: np.ndarray, ref: np.ndarray, days: np.ndarray, station_px: set[tuple[int, int]]) -> dict[str, float]:
+#: The two estimates of every paired comparison of the report: A (whose verdict it is) and B.
+A, B = "network", "forest"
+#: Metrics of the paired comparisons: station CV, truth, pseudoproxy off-site pixels.
+STATION_METRICS, TRUTH_METRICS, PIXEL_METRICS = ("ubRMSE", "R", "RMSE"), ("RMSE", "ubRMSE", "R"), ("R", "ubRMSE")
+#: Pixel squares (pixels a side) resampled together by the pseudoproxy comparison; resamples.
+PIXEL_BLOCK, N_BOOT = 5, 1000
+
+
+def _offsite_scores(
+    pred: np.ndarray, ref: np.ndarray, days: np.ndarray, station_px: set[tuple[int, int]]
+) -> pd.DataFrame:
+    """Per-pixel scores (:func:`smengine.pseudoproxy.pixel_scores`) at the pixels without a station."""
     from smengine.pseudoproxy import pixel_scores
 
     sc = pixel_scores(pred, ref, days, min_obs=30)
-    off = sc[[(r, c) not in station_px for r, c in zip(sc["row"], sc["col"], strict=True)]]
+    return sc[[(r, c) not in station_px for r, c in zip(sc["row"], sc["col"], strict=True)]].reset_index(drop=True)
+
+
+def _offsite(sc: pd.DataFrame) -> dict[str, float]:
+    """Medians of off-site per-pixel scores (descriptive)."""
     return {
-        "n_offsite": len(off),
-        "median_R_offsite": float(off["R"].median()),
-        "median_ubRMSE_offsite": float(off["ubRMSE"].median()),
+        "n_offsite": len(sc),
+        "median_R_offsite": float(sc["R"].median()),
+        "median_ubRMSE_offsite": float(sc["ubRMSE"].median()),
+    }
+
+
+def _pixel_paired_ci(
+    sc_a: pd.DataFrame,
+    sc_b: pd.DataFrame,
+    metric: str,
+    *,
+    block: int = PIXEL_BLOCK,
+    n_boot: int = N_BOOT,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Mean per-pixel difference metric(a) − metric(b) with a spatial block-bootstrap interval.
+
+    The per-pixel scores of two estimates (``row``, ``col`` and the metric's column, e.g.
+    from :func:`smengine.pseudoproxy.pixel_scores`) are paired on the pixels where both are
+    finite; the statistic is the mean of the per-pixel differences. Neighbouring pixels share
+    errors (and, against a coarse reference, the reference itself), so ``block`` × ``block``
+    pixel squares are resampled with replacement, ``n_boot`` times; the interval is the
+    percentile interval expanded for the number of squares (as in
+    :func:`smengine.evaluate.paired_station_ci`), the verdict is :func:`smengine.evaluate.verdict`.
+
+    Parameters
+    ----------
+    sc_a, sc_b : DataFrame
+        Per-pixel scores of a and b.
+    metric : str
+        ``"R"``, ``"ubRMSE"`` or another key of :data:`smengine.evaluate.BETTER` present in both.
+    block : int, optional
+        Pixels a side of a resampled square (default 5).
+    n_boot, level, seed : optional
+        Resamples, confidence level, seed (same inputs, same interval).
+
+    Returns
+    -------
+    dict
+        ``metric``, ``a``, ``b`` (mean per-pixel scores), ``difference`` (mean per-pixel
+        difference), ``median_difference``, ``ci_low``, ``ci_high``, ``verdict`` (a's side),
+        ``n_pixels``, ``n_blocks``, ``block_pixels``, ``level``, ``n_boot``.
+    """
+    from smengine.evaluate import _percentile_ci, _resample_counts, verdict
+
+    m = pd.merge(sc_a[["row", "col", metric]], sc_b[["row", "col", metric]], on=["row", "col"], suffixes=("_a", "_b"))
+    va, vb = m[f"{metric}_a"].to_numpy(np.float64), m[f"{metric}_b"].to_numpy(np.float64)
+    ok = np.isfinite(va) & np.isfinite(vb)
+    va, vb = va[ok], vb[ok]
+    nan = float("nan")
+    out: dict[str, Any] = {"metric": metric, "block_pixels": int(block), "level": float(level), "n_boot": int(n_boot)}
+    if not ok.any():
+        return {**out, "a": nan, "b": nan, "difference": nan, "median_difference": nan, "ci_low": nan,
+                "ci_high": nan, "verdict": "undetermined", "n_pixels": 0, "n_blocks": 0}  # fmt: skip
+    d = np.abs(va) - np.abs(vb) if metric == "bias" else va - vb
+    labels = list(
+        zip((m["row"].to_numpy()[ok] // block).tolist(), (m["col"].to_numpy()[ok] // block).tolist(), strict=True)
+    )
+    codes = pd.factorize(pd.Series(labels))[0]
+    k = int(codes.max()) + 1
+    total, count = np.bincount(codes, weights=d, minlength=k), np.bincount(codes, minlength=k).astype(np.float64)
+    w = _resample_counts(np.random.default_rng(seed), k, int(n_boot))
+    lo, hi = _percentile_ci((w @ total) / (w @ count), level, k)
+    return {
+        **out,
+        "a": float(va.mean()),
+        "b": float(vb.mean()),
+        "difference": float(d.mean()),
+        "median_difference": float(np.median(d)),
+        "ci_low": lo,
+        "ci_high": hi,
+        "verdict": verdict(lo, hi, metric),
+        "n_pixels": int(ok.sum()),
+        "n_blocks": k,
+    }
+
+
+def _cv_pairs(cvp_a: pd.DataFrame, cvp_b: pd.DataFrame, keep: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Long table ``station, date, obs, network, forest`` of two models' out-of-fold station
+    predictions (scheme ``"site"``) on the station-days both have (and on the rows of ``keep``);
+    ``obs`` is the forest's target (both models are trained on the same station table)."""
+
+    def site(cvp: pd.DataFrame, name: str) -> pd.DataFrame:
+        t = cvp[cvp["scheme"] == "site"][["station", "date", "target", "prediction"]]
+        t = t.assign(date=pd.to_datetime(t["date"])).drop_duplicates(["station", "date"])
+        return t.rename(columns={"target": f"obs_{name}", "prediction": name})
+
+    t = site(cvp_b, B).merge(site(cvp_a, A), on=["station", "date"], how="inner")
+    if keep is not None:
+        t = t.merge(keep[["station", "date"]].drop_duplicates(), on=["station", "date"], how="inner")
+    t = t.rename(columns={f"obs_{B}": "obs"})
+    return t[["station", "date", "obs", B, A]].sort_values(["station", "date"]).reset_index(drop=True)
+
+
+def _comparisons(
+    pairs: pd.DataFrame,
+    sm_a: np.ndarray,
+    sm_b: np.ndarray,
+    truth: np.ndarray,
+    px: Mapping[str, pd.DataFrame],
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The paired comparisons of the report, the network (a) against the forest (b).
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        :func:`_cv_pairs`: out-of-fold station predictions of both on their common station-days.
+    sm_a, sm_b, truth : ndarray, (time, y, x)
+        The two products and the true θ_eq.
+    px : mapping
+        Off-site per-pixel pseudoproxy scores of ``"network"`` and ``"forest"`` (:func:`_offsite_scores`).
+    n_boot, seed : optional
+        Resamples and seed of every interval.
+
+    Returns
+    -------
+    dict
+        ``a``, ``b``; ``station_cv``: per metric of :data:`STATION_METRICS`,
+        :meth:`PairedComparison.to_dict <smengine.evaluate.PairedComparison.to_dict>`
+        (30-day blocks); ``truth``: per metric of :data:`TRUTH_METRICS`,
+        :func:`smengine.evaluate.metric_difference_ci` over 5 × 5-pixel × 30-day blocks;
+        ``truth_blocks``; ``pseudoproxy_offsite``: per metric of :data:`PIXEL_METRICS`,
+        :func:`_pixel_paired_ci`.
+    """
+    from smengine.evaluate import metric_difference_ci, paired_station_ci, space_time_blocks
+
+    blocks = space_time_blocks(np.shape(truth), 5, 30)
+    return {
+        "a": A,
+        "b": B,
+        "station_cv": {
+            m: paired_station_ci(pairs, A, B, "obs", metric=m, block_days=30, n_boot=n_boot, seed=seed).to_dict()
+            for m in STATION_METRICS
+        },
+        "truth": {
+            m: metric_difference_ci(sm_a, sm_b, truth, blocks, metric=m, n_boot=n_boot, seed=seed)
+            for m in TRUTH_METRICS
+        },
+        "truth_blocks": "5 × 5 pixels × 30 days",
+        "pseudoproxy_offsite": {m: _pixel_paired_ci(px[A], px[B], m, n_boot=n_boot, seed=seed) for m in PIXEL_METRICS},
     }
 
 
@@ -124,14 +280,23 @@ def compare_with_forest(
 
     * station CV: grouped 5-fold CV by station (each station predicted by a model that never
       saw it; ``GroupKFold`` for both), median over stations of R and ubRMSE, on the
-      station-days both models have;
+      station-days both models have; and the paired comparison of the two models' out-of-fold
+      predictions on those station-days (:func:`smengine.evaluate.paired_station_ci` on
+      ubRMSE, R and RMSE: per-station wins, ties and losses with 30-day block-bootstrap
+      intervals, and the mean per-station difference with its interval);
     * RMSE (and ubRMSE, R, bias) of the 1-km product against the twin's true θ_eq over every
-      pixel-day, and RMSE(network) − RMSE(forest) with a 95 % block-bootstrap interval;
+      pixel-day, and network − forest on RMSE, ubRMSE and R with 95 % block-bootstrap
+      intervals (:func:`smengine.evaluate.metric_difference_ci`, 5 × 5 pixels × 30 days);
     * the pseudoproxy experiment: each model retrained on ERA5-Land-like θ_eq at the
       station pixels on the station-days, applied everywhere and scored against it at the
       off-station pixels (median R, ubRMSE; :func:`smengine.pseudoproxy.run_pseudoproxy` for
-      the forest, the same scores for the network);
-    * training time (CV included) and inference cost per pixel-day.
+      the forest, the same scores for the network), and the mean per-pixel difference
+      network − forest with a bootstrap interval over 5 × 5-pixel squares;
+    * training time (CV included) and inference cost per pixel-day (measurements: no
+      interval, no verdict).
+
+    Every verdict of the report ("beats", "ties", "loses") is the network's against the
+    forest and comes from a 95 % interval: "beats" or "loses" only when it excludes 0.
 
     Writes ``report.md``, ``summary.json``, ``products_day.png`` (the two products, their
     difference and the truth on one day) and both models into ``out_dir``.
@@ -165,12 +330,15 @@ def compare_with_forest(
     Returns
     -------
     dict
-        The numbers of ``summary.json``.
+        The numbers of ``summary.json``. ``paired`` holds the comparisons of ``a``
+        (``"network"``) against ``b`` (``"forest"``): ``station_cv`` (per metric,
+        :meth:`PairedComparison.to_dict <smengine.evaluate.PairedComparison.to_dict>`),
+        ``truth`` (per metric, :func:`~smengine.evaluate.metric_difference_ci`'s dict) and
+        ``pseudoproxy_offsite`` (per metric, the mean per-pixel difference and its interval).
     """
     import smengine.nn as snn
     from smengine.demo import DEMO_SPEC
     from smengine.engine import predict
-    from smengine.evaluate import rmse_difference_ci, space_time_blocks
     from smengine.features import FeatureBuilder, FeatureSpec, read_table, training_table, write_table
     from smengine.ingest import ingest
     from smengine.model import train as train_forest
@@ -246,9 +414,7 @@ def compare_with_forest(
 
     say("scores")
     truth = world.truth().sel(time=days.astype("datetime64[ns]")).values.astype(np.float32)
-    blocks = space_time_blocks(truth.shape, 5, 30)
     truth_scores = {"forest": _pooled(sm_f, truth), "network": _pooled(sm_n, truth)}
-    diff = rmse_difference_ci(sm_n, sm_f, truth, blocks, n_boot=1000, seed=0)
     common = (
         forest.cv_predictions[forest.cv_predictions["scheme"] == "site"][["station", "date"]]
         .assign(date=lambda d: pd.to_datetime(d["date"]))
@@ -257,6 +423,7 @@ def compare_with_forest(
     )
     site_f = _station_cv(forest.cv_predictions, common)
     site_n = _station_cv(nnet.cv_predictions, common)
+    pairs = _cv_pairs(nnet.cv_predictions, forest.cv_predictions, common)
 
     say("pseudoproxy")
     sw = FeatureBuilder(st0, spec).swi()
@@ -287,9 +454,16 @@ def compare_with_forest(
     _, arr = snn.NNTileRunner(st0, nn_pp, n_threads=nn_threads).predict_arrays(days)
     times["nn_pseudoproxy_s"] = time.perf_counter() - t0
     on = set(key.values())
-    pseudo = {
-        "forest": _offsite(ppr.prediction, era5_px, days, on),
-        "network": _offsite(arr["sm"], era5_px, days, on),
+    px = {
+        "forest": _offsite_scores(ppr.prediction, era5_px, days, on),
+        "network": _offsite_scores(arr["sm"], era5_px, days, on),
+    }
+    pseudo = {k: _offsite(v) for k, v in px.items()}
+
+    say("paired comparisons")
+    paired = _comparisons(pairs, sm_n, sm_f, truth, px)
+    diff = {
+        k: paired["truth"]["RMSE"][k] for k in ("difference", "ci_low", "ci_high", "n", "n_blocks", "level", "n_boot")
     }
 
     say("plot and report")
@@ -322,6 +496,7 @@ def compare_with_forest(
         "truth": truth_scores,
         "truth_rmse_difference_network_minus_forest": diff,
         "pseudoproxy_offsite": pseudo,
+        "paired": paired,
         "cost": {
             "pixel_days": pixel_days,
             "forest_train_s": times["forest_train_s"],
@@ -345,39 +520,137 @@ def compare_with_forest(
     return summary
 
 
+def _num(v: Any) -> float:
+    """A summary number as a float (None, the JSON form of NaN, as NaN)."""
+    return float("nan") if v is None else float(v)
+
+
+def _ival(d: Mapping[str, Any], nd: int = 4, *, short: bool = False) -> str:
+    """``"−0.0031 (95 % interval −0.0052 … −0.0011)"`` of a comparison's dict (``short``:
+    ``"−0.0031 (−0.0052 … −0.0011)"``)."""
+    diff, lo, hi = _num(d.get("difference")), _num(d.get("ci_low")), _num(d.get("ci_high"))
+    if not math.isfinite(diff):
+        return "not defined"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{diff:+.{nd}f} (no interval)"
+    what = "" if short else f"{round(100 * float(d.get('level', 0.95)))} % interval "
+    return f"{diff:+.{nd}f} ({what}{lo:+.{nd}f} … {hi:+.{nd}f})"
+
+
+def _head(d: Mapping[str, Any]) -> str:
+    """The verdict of a comparison's dict in words, recomputed from its interval."""
+    from smengine.evaluate import verdict
+
+    v = verdict(_num(d.get("ci_low")), _num(d.get("ci_high")), str(d["metric"]))
+    return {
+        "beats": f"the {A} beats the {B}",
+        "loses": f"the {A} loses to the {B}",
+        "ties": f"the {A} and the {B} tie (the interval holds 0)",
+        "undetermined": "no verdict (no interval)",
+    }[v]
+
+
+def _wtl(counts: Mapping[str, int], n: int) -> str:
+    """``"3 wins, 9 ties, 3 losses of 15 stations"`` (the network's side)."""
+    c = {k: int(counts.get(k, 0)) for k in ("win", "tie", "loss", "undetermined")}
+    parts = [f"{c['win']} win{'s' * (c['win'] != 1)}", f"{c['tie']} tie{'s' * (c['tie'] != 1)}",
+             f"{c['loss']} loss{'es' * (c['loss'] != 1)}"]  # fmt: skip
+    if c["undetermined"]:
+        parts.append(f"{c['undetermined']} undetermined")
+    return ", ".join(parts) + f" of {n} station{'s' * (n != 1)}"
+
+
+_BETTER_WORDS = {"R": "higher is better", "ubRMSE": "lower is better", "RMSE": "lower is better"}
+
+
+def _descriptive(name: str, f: Any, n: Any, nd: int) -> str:
+    return f"* {name}: no interval: descriptive only ({B} {_num(f):.{nd}f}, {A} {_num(n):.{nd}f}); no verdict drawn."
+
+
 def _wins(s: dict[str, Any]) -> list[str]:
-    """One line per measure: which model is better, by how much."""
+    """One line per measure: the network's verdict against the forest from a 95 % interval,
+    or the measurement (training time, inference cost), or "descriptive only" without an interval."""
     cv, tr, pp, c = s["station_cv"], s["truth"], s["pseudoproxy_offsite"], s["cost"]
-    rows = [
-        ("station CV median R", cv["forest"]["R"], cv["network"]["R"], True),
-        ("station CV median ubRMSE", cv["forest"]["ubRMSE"], cv["network"]["ubRMSE"], False),
-        ("RMSE against the true θ_eq", tr["forest"]["RMSE"], tr["network"]["RMSE"], False),
-        ("pseudoproxy off-site median R", pp["forest"]["median_R_offsite"], pp["network"]["median_R_offsite"], True),
-        (
-            "pseudoproxy off-site median ubRMSE",
-            pp["forest"]["median_ubRMSE_offsite"],
-            pp["network"]["median_ubRMSE_offsite"],
-            False,
-        ),
-        ("training time", c["forest_train_s"], c["nn_train_s"], False),
-        ("inference cost per pixel-day", c["forest_us_per_pixel_day"], c["nn_us_per_pixel_day"], False),
-    ]
+    paired = s.get("paired", {})
     out = []
-    for name, f, n, higher in rows:
-        better = "network" if (n > f) == higher and n != f else "forest" if n != f else "tie"
-        out.append(f"* {name}: **{better}** (forest {f:.4g}, network {n:.4g})")
+    for m in STATION_METRICS:
+        d = paired.get("station_cv", {}).get(m)
+        name = f"station CV {m} ({_BETTER_WORDS[m]})"
+        if d is None:
+            out.append(_descriptive(f"{name}, median over stations", cv[B][m], cv[A][m], 4))
+            continue
+        out.append(
+            f"* {name}: **{_head(d)}**; mean per-station difference {A} − {B} = {_ival(d)}; per station "
+            f"({A}'s side, 30-day block bootstrap): {_wtl(d['counts'], int(d['n_stations']))}."
+        )
+    blocks = paired.get("truth_blocks", "5 × 5 pixels × 30 days")
+    for m in TRUTH_METRICS:
+        d = paired.get("truth", {}).get(m)
+        name = f"{m} against the true θ_eq, all pixel-days ({_BETTER_WORDS[m]})"
+        if d is None:
+            out.append(_descriptive(name, tr[B][m], tr[A][m], 4))
+            continue
+        out.append(f"* {name}: **{_head(d)}**; {A} − {B} = {_ival(d)}, blocks of {blocks}.")
+    for m in PIXEL_METRICS:
+        d = paired.get("pseudoproxy_offsite", {}).get(m)
+        name = f"pseudoproxy off-site {m} ({_BETTER_WORDS[m]})"
+        if d is None:
+            key = f"median_{m}_offsite"
+            out.append(_descriptive(f"{name}, median over pixels", pp[B][key], pp[A][key], 4))
+            continue
+        out.append(
+            f"* {name}: **{_head(d)}**; mean per-pixel difference {A} − {B} over {int(d['n_pixels'])} off-site "
+            f"pixels = {_ival(d)}, {int(d['block_pixels'])} × {int(d['block_pixels'])}-pixel squares resampled "
+            f"({int(d['n_blocks'])} squares)."
+        )
+    for name, f, n, unit in (
+        ("training time incl. CV", c["forest_train_s"], c["nn_train_s"], "s"),
+        ("inference cost", c["forest_us_per_pixel_day"], c["nn_us_per_pixel_day"], "µs per pixel-day"),
+    ):
+        f, n = _num(f), _num(n)
+        word = "faster" if n < f else "slower" if n > f else "as fast"
+        out.append(
+            f"* {name}: the {A} is {word} ({B} {f:.4g} {unit}, {A} {n:.4g} {unit}; one measurement each, "
+            "a cost, not a verdict)."
+        )
     return out
+
+
+def _per_station(s: dict[str, Any]) -> list[str]:
+    """The per-station table of the paired station CV comparisons (empty without them)."""
+    pc = s.get("paired", {}).get("station_cv", {})
+    ms = [m for m in STATION_METRICS if m in pc]
+    if not ms:
+        return []
+    stations = sorted({st for m in ms for st in pc[m]["per_station"]}, key=str)
+    head = " | ".join(f"{m}: {A} − {B} (95 % interval) | {m} outcome" for m in ms)
+    lines = [
+        f"Per station ({A}'s side: *win* when the station's 95 % interval of {A} − {B} lies on the {A}'s better "
+        f"side of 0, *loss* on the {B}'s, *tie* when it holds 0; out-of-fold predictions on the station-days both "
+        "have, 30-day blocks):",
+        "",
+        f"| station | days | {head} |",
+        "|---|---:|" + "---:|---|" * len(ms),
+    ]
+    for st in stations:
+        cells, days = [], ""
+        for m in ms:
+            r = pc[m]["per_station"].get(st)
+            if r is None:
+                cells.append("not scored | –")
+                continue
+            days = str(int(r["n"]))
+            cells.append(f"{_ival(r, short=True)} | {r['outcome']}")
+        lines.append(f"| {st} | {days} | {' | '.join(cells)} |")
+    left = {st: why for m in ms for st, why in pc[m].get("left_out", {}).items()}
+    if left:
+        lines += ["", "Not compared: " + "; ".join(f"{st} ({why})" for st, why in sorted(left.items())) + "."]
+    return [*lines, ""]
 
 
 def _report(s: dict[str, Any]) -> str:
     cv, tr, pp, c = s["station_cv"], s["truth"], s["pseudoproxy_offsite"], s["cost"]
-    d = s["truth_rmse_difference_network_minus_forest"]
-    if d["ci_high"] < 0:
-        verdict = "the network is closer to the truth"
-    elif d["ci_low"] > 0:
-        verdict = "the forest is closer to the truth"
-    else:
-        verdict = "no clear difference"
+    d = {**s["truth_rmse_difference_network_minus_forest"], "metric": "RMSE"}
     lines = [
         "# Spatial network vs random forest on the twin",
         "",
@@ -406,13 +679,21 @@ def _report(s: dict[str, Any]) -> str:
         f"{c['forest_us_per_pixel_day']:.2f} | "
         f"{c['nn_us_per_pixel_day']:.2f} |",
         "",
-        f"RMSE(network) − RMSE(forest) against the truth: {d['difference']:+.4f} m³ m⁻³, 95 % block-bootstrap "
-        f"interval {d['ci_low']:+.4f} … {d['ci_high']:+.4f} (5 × 5-pixel × 30-day blocks): {verdict}.",
+        "Each model's own scores; medians over stations or pixels are descriptive. The comparisons of the two, "
+        "with 95 % intervals, are under *Which wins where* below.",
+        "",
+        f"RMSE(network) − RMSE(forest) against the truth: {_ival(d)} m³ m⁻³, block bootstrap over 5 × 5-pixel "
+        f"× 30-day blocks: {_head(d)}.",
         "",
         "## Which wins where",
         "",
+        f"Each verdict is the {A}'s against the {B}, from the 95 % bootstrap interval of the paired difference "
+        f"{A} − {B}: *beats* or *loses* only when the interval excludes 0, *ties* when it holds 0. Training time "
+        "and inference cost are measurements, not verdicts.",
+        "",
         *_wins(s),
         "",
+        *_per_station(s),
         "How the two differ by construction: the forest is trained on footprint-weighted averages of the features "
         "around each station (a fixed kernel) and applied to each sub-pixel's own features; the network is trained "
         "on the raw sub-pixel patches around the stations and applied to the same kind of patch at every "

@@ -39,6 +39,15 @@ pixels (0: uniform pixels; 1: all variance inside pixels).
 to the truth) and ``gain_pct`` = 100 · gain / rmse_pixelmean. Its 95 % interval is the
 block bootstrap of :func:`smengine.evaluate.rmse_difference_ci` over
 :func:`~smengine.evaluate.space_time_blocks` of 5 × 5 pixels × 30 days (1000 resamples).
+
+*Advantage* over the best input product = RMSE(best product) − RMSE(mean_j f(x_j)), both on
+the pixel-days where the engine's product, the best product and the truth all exist (m³ m⁻³;
+positive: the emulator is closer to the truth), with the paired block-bootstrap interval of
+:func:`smengine.evaluate.metric_difference_ci` (RMSE, same blocks and resamples as the gain):
+``advantage``, ``advantage_ci_low``, ``advantage_ci_high``, ``advantage_n`` pixel-days and
+``advantage_verdict``, the emulator's side: ``"beats"`` when the interval lies above 0,
+``"loses"`` below, ``"ties"`` when it holds 0 (:func:`smengine.evaluate.verdict`),
+``"undetermined"`` without an interval.
 """
 
 from __future__ import annotations
@@ -75,6 +84,11 @@ SCALING_COLUMNS = (
     "n",
     "n_blocks",
     "seconds",
+    "advantage",
+    "advantage_ci_low",
+    "advantage_ci_high",
+    "advantage_verdict",
+    "advantage_n",
 )
 #: Block bootstrap of the gain: pixel squares, day periods, resamples.
 BOOT_PIXELS, BOOT_DAYS, BOOT_N = 5, 30, 1000
@@ -129,7 +143,13 @@ def _one(
     """One row of the table: one world seen with k × k sub-pixels."""
     from smengine.demo import DEMO_SPEC
     from smengine.engine import predict
-    from smengine.evaluate import _pixel_nanmean, pixel_mean_prediction, rmse_difference_ci, space_time_blocks
+    from smengine.evaluate import (
+        _pixel_nanmean,
+        metric_difference_ci,
+        pixel_mean_prediction,
+        rmse_difference_ci,
+        space_time_blocks,
+    )
     from smengine.features import FeatureBuilder, FeatureSpec, training_table
     from smengine.ingest import ingest
     from smengine.model import train
@@ -167,20 +187,19 @@ def _one(
     a, b = np.where(both, sub, np.nan), np.where(both, base, np.nan)
     r_sub, n = _rmse(a, truth)
     r_base, _ = _rmse(b, truth)
-    ci = rmse_difference_ci(
-        a, b, truth, space_time_blocks(truth.shape, BOOT_PIXELS, BOOT_DAYS), n_boot=n_boot, seed=seed
-    )
+    blocks = space_time_blocks(truth.shape, BOOT_PIXELS, BOOT_DAYS)
+    ci = rmse_difference_ci(a, b, truth, blocks, n_boot=n_boot, seed=seed)
     # the input products on their own pixel-days
     s1 = _pixel_nanmean(fb.source_series("s1_sm"), k)
     smap = np.stack([_pixel_nanmean(store.coarse["smap_sm"].expand(t), k) for t in range(days.size)])
     por = _pixel_nanmean(np.asarray(store.static[store.static_names.index("porosity")], np.float64), k)
     era5 = era5_land_theta_eq(world.paths["era5"], grid, days, np.clip((1.0 - por) * 2.65, 0.8, 2.0))
-    prods = {
-        "S1-like": _rmse(s1, truth)[0],
-        "SMAP-like": _rmse(smap, truth)[0],
-        "ERA5-Land-like": _rmse(era5, truth)[0],
-    }
+    series = {"S1-like": s1, "SMAP-like": smap, "ERA5-Land-like": era5}
+    prods = {p: _rmse(v, truth)[0] for p, v in series.items()}
     best = min(prods, key=lambda p: prods[p] if np.isfinite(prods[p]) else np.inf)
+    # the emulator against the best product, paired on the pixel-days both have:
+    # difference = RMSE(emulator) − RMSE(best), so the advantage is its negative
+    vs = metric_difference_ci(sub, series[best], truth, blocks, metric="RMSE", n_boot=n_boot, seed=seed)
     lap("scores")
     hi = heterogeneity_index(fb, names, sw, k)
     lap("index")
@@ -202,6 +221,11 @@ def _one(
         "n": n,
         "n_blocks": int(ci["n_blocks"]),
         "seconds": time.perf_counter() - t0,
+        "advantage": -vs["difference"],
+        "advantage_ci_low": -vs["ci_high"],
+        "advantage_ci_high": -vs["ci_low"],
+        "advantage_verdict": vs["verdict"],
+        "advantage_n": int(vs["n"]),
         **{f"rmse_{p.split('-')[0].lower()}": v for p, v in prods.items()},
     }
 
@@ -331,11 +355,45 @@ def plot_scaling(table: pd.DataFrame, path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def _side(lo: float, hi: float) -> str:
+    """The emulator's verdict from the interval of a difference where positive favours it
+    (the gain, the advantage): :func:`smengine.evaluate.verdict` of its negative, an RMSE difference."""
+    from smengine.evaluate import verdict
+
+    return verdict(-float(hi), -float(lo), "RMSE")
+
+
+def _ci(lo: float, hi: float) -> str:
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "no interval"
+    return f"{lo:+.4f} … {hi:+.4f}"
+
+
+def _and(parts: Sequence[str]) -> str:
+    """``"a, b and c"``."""
+    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else "".join(parts)
+
+
 def scaling_report(table: pd.DataFrame) -> str:
     """The heterogeneity table (levels × k × the three estimates) and its plain reading, as Markdown.
 
-    The reading is generated from the numbers: a gain *matters* when its 95 % interval
-    lies above 0 and it is at least :data:`MATTERS_PCT` % of RMSE(f(mean_j x_j)).
+    The reading is generated from the numbers, and every claim of one estimate over another
+    from a 95 % interval: sub-pixel scaling **beats** f(mean_j x_j) when the interval of the
+    gain lies above 0 (and *matters* when the gain is also at least :data:`MATTERS_PCT` % of
+    RMSE(f(mean_j x_j))), **loses** when it lies below 0, **ties** when it holds 0; the
+    emulator beats, ties with or loses to the best input product by the interval of its
+    advantage (``advantage_ci_low``, ``advantage_ci_high``) in the same way. Without an
+    interval there is no verdict (``undetermined``).
+
+    Parameters
+    ----------
+    table : DataFrame
+        :func:`scaling_experiment`'s table (columns :data:`SCALING_COLUMNS`).
+
+    Returns
+    -------
+    str
+        Markdown: an introduction, the table and the reading.
     """
     lines = [
         "Sub-pixel scaling mean_j f(x_j) (the engine: the forest at each of the k × k sub-pixels, then the mean) "
@@ -343,24 +401,32 @@ def scaling_report(table: pd.DataFrame) -> str:
         "single input product, RMSE against the twin's true 1-km θ_eq (m³ m⁻³). h: the world's field-scale "
         "heterogeneity (share of fields with their own land cover, soil, crop calendar and irrigation); HI: the "
         "within-pixel share of the standardised covariates' variance (0 = uniform pixels). Gain = RMSE(f(mean_j x_j)) "
-        "− RMSE(mean_j f(x_j)); interval: 95 % block bootstrap (5 × 5 pixels × 30 days).",
+        "− RMSE(mean_j f(x_j)); advantage = RMSE(best input product) − RMSE(mean_j f(x_j)) on the pixel-days both "
+        "have (positive: the emulator is closer to the truth); intervals: 95 % paired block bootstrap (5 × 5 pixels "
+        "× 30 days). Verdicts (the emulator's side) come from these intervals: *beats* when the interval lies above "
+        "0, *loses* when it lies below, *ties* when it holds 0.",
         "",
         "| heterogeneity h | k (sub-pixel) | HI | RMSE mean_j f(x_j) | RMSE f(mean_j x_j) | best input product (RMSE) "
-        "| gain (m³ m⁻³) | gain % | 95 % interval |",
-        "|---:|---|---:|---:|---:|---|---:|---:|---|",
+        "| gain (m³ m⁻³) | gain % | 95 % interval | against f(mean_j x_j) | advantage over the best product (m³ m⁻³) "
+        "| 95 % interval | against the best product |",
+        "|---:|---|---:|---:|---:|---|---:|---:|---|---|---:|---|---|",
     ]
-    for _, r in table.iterrows():
+    gain_v = [_side(lo, hi) for lo, hi in zip(table["gain_ci_low"], table["gain_ci_high"], strict=True)]
+    adv_v = [_side(lo, hi) for lo, hi in zip(table["advantage_ci_low"], table["advantage_ci_high"], strict=True)]
+    for (_, r), gv, av in zip(table.iterrows(), gain_v, adv_v, strict=True):
         lines.append(
             f"| {r['heterogeneity']:.2f} | {r['k']} ({r['subpixel_m']:.0f} m) | {r['het_index']:.3f} | "
             f"{r['rmse_subpixel']:.4f} | {r['rmse_pixelmean']:.4f} | "
             f"{r['best_product']} ({r['rmse_best_product']:.4f}) "
-            f"| {r['gain']:+.4f} | {r['gain_pct']:+.1f} | {r['gain_ci_low']:+.4f} … {r['gain_ci_high']:+.4f} |"
+            f"| {r['gain']:+.4f} | {r['gain_pct']:+.1f} | {_ci(r['gain_ci_low'], r['gain_ci_high'])} | {gv} "
+            f"| {r['advantage']:+.4f} | {_ci(r['advantage_ci_low'], r['advantage_ci_high'])} | {av} |"
         )
     lines.append("")
-    matters = table[(table["gain_ci_low"] > 0) & (table["gain_pct"] >= MATTERS_PCT)]
-    clear = table[table["gain_ci_low"] > 0]
-    worse = table[table["gain_ci_high"] < 0]
-    none = table[(table["gain_ci_low"] <= 0) & (table["gain_ci_high"] >= 0)]
+    gv = pd.Series(gain_v, index=table.index)
+    av = pd.Series(adv_v, index=table.index)
+    beats = table[gv == "beats"]
+    matters = beats[beats["gain_pct"] >= MATTERS_PCT]
+    small = beats.drop(index=matters.index)
 
     def cases(t: pd.DataFrame) -> str:
         return ", ".join(
@@ -370,32 +436,55 @@ def scaling_report(table: pd.DataFrame) -> str:
     text = []
     if len(matters):
         text.append(
-            f"Sub-pixel scaling matters (gain ≥ {MATTERS_PCT:.0f} % of the RMSE, interval above 0) at {cases(matters)}."
+            f"Sub-pixel scaling beats pixel-mean covariates and matters (gain ≥ {MATTERS_PCT:.0f} % of the RMSE, "
+            f"interval above 0) at {cases(matters)}."
         )
-    small = clear.drop(index=matters.index)
     if len(small):
-        text.append(f"It helps, but by less than {MATTERS_PCT:.0f} %, at {cases(small)}.")
-    if len(none):
-        text.append(f"It makes no clear difference (the interval includes 0) at {cases(none)}.")
-    if len(worse):
-        text.append(f"It is worse than pixel-mean covariates at {cases(worse)}.")
-    top = table.loc[table["gain"].idxmax()]
-    adv = table["rmse_best_product"] - table["rmse_subpixel"]
-    text.append(
-        f"The largest gain is {top['gain']:.4f} m³ m⁻³ ({top['gain_pct']:.1f} %) at h = {top['heterogeneity']:.2f}, "
-        f"k = {top['k']}; the emulator's advantage over the best single input product is {adv.min():.4f}–"
-        f"{adv.max():.4f} m³ m⁻³ (it beats it in {int((adv > 0).sum())} of {len(table)} cases; best products: "
-        f"{', '.join(sorted(set(table['best_product'])))}), so sub-pixel scaling refines the emulator "
-        "but is not what makes it better than the inputs."
-    )
-    ks = sorted(set(table["k"]))
-    if len(ks) == 2:
-        piv = table.pivot_table(index="heterogeneity", columns="k", values="gain")
-        more = int((piv[ks[0]] > piv[ks[1]]).sum())
+        text.append(f"It beats them by less than {MATTERS_PCT:.0f} % of the RMSE (interval above 0) at {cases(small)}.")
+    if (gv == "ties").any():
+        text.append(f"It ties with them (the interval holds 0) at {cases(table[gv == 'ties'])}.")
+    if (gv == "loses").any():
+        text.append(f"It loses to pixel-mean covariates (interval below 0) at {cases(table[gv == 'loses'])}.")
+    if (gv == "undetermined").any():
+        text.append(f"No verdict on the gain (no interval) at {cases(table[gv == 'undetermined'])}.")
+    if np.isfinite(table["gain"].to_numpy(np.float64)).any():
+        top = table.loc[table["gain"].idxmax()]
         text.append(
-            f"k = {ks[0]} gains more than k = {ks[1]} at {more} of {len(piv)} levels: the gain depends on "
-            "the heterogeneity the forest can use, not on the sub-pixel count alone (each k has its own forest, "
-            "and finer sub-pixels also carry more sensor speckle into HI)."
+            f"The largest gain is {top['gain']:.4f} m³ m⁻³ ({top['gain_pct']:.1f} %) at "
+            f"h = {top['heterogeneity']:.2f}, k = {top['k']}."
+        )
+    n, count = len(table), av.value_counts()
+    parts = [
+        f"beats it in {count.get('beats', 0)} of {n} case{'s' * (n != 1)}",
+        f"ties with it (the interval holds 0) in {count.get('ties', 0)}",
+        f"loses to it (interval below 0) in {count.get('loses', 0)}",
+    ]
+    if count.get("undetermined", 0):
+        parts.append(f"has no verdict (no interval) in {count['undetermined']}")
+    adv = table["advantage"].to_numpy(np.float64)
+    span = (
+        f"; its advantage ranges over {np.nanmin(adv):+.4f} … {np.nanmax(adv):+.4f} m³ m⁻³"
+        if np.isfinite(adv).any()
+        else ""
+    )
+    text.append(
+        "Against the best single input product (best products: "
+        f"{', '.join(sorted(set(table['best_product'])))}; RMSE on the pixel-days both have), the emulator "
+        f"{_and(parts)}{span}."
+    )
+    for word, what in (("ties", "ties with"), ("loses", "loses to")):
+        if count.get(word, 0):
+            text.append(f"It {what} the best product at {cases(table[av == word])}.")
+    ks = sorted(set(table["k"]))
+    if len(ks) >= 2:
+        per_k = [
+            f"{int((gv[table['k'] == k] == 'beats').sum())} of {int((table['k'] == k).sum())} levels with k = {k}"
+            for k in ks
+        ]
+        text.append(
+            f"Per sub-pixel factor, sub-pixel scaling beats pixel-mean covariates at {_and(per_k)}. Each k has its "
+            "own forest, so the gains at two k are not paired and no interval compares them (no verdict between k); "
+            "finer sub-pixels also carry more sensor speckle into HI."
         )
     lines.append(" ".join(text))
     return "\n".join(lines) + "\n"
