@@ -402,6 +402,37 @@ def test_cf_compliance_checker_passes_with_di_and_the_aoa_bit(grid, arrays, tmp_
     assert scored == possible > 100
 
 
+def test_cf_compliance_checker_passes_with_lpd(grid, arrays, tmp_path):
+    """A product with the local point density beside di (float32 counts, NaN where sm is NaN), exact and
+    approximate."""
+    from smengine.product import OUTSIDE_AOA
+
+    sm = arrays["sm"]
+    di = np.where(np.isnan(sm), np.nan, np.linspace(0.0, 1.0, sm.size).reshape(sm.shape)).astype(np.float32)
+    lpd = np.where(np.isnan(sm), np.nan, np.arange(sm.size).reshape(sm.shape) % 40).astype(np.float32)
+    flag = arrays["quality_flag"] | np.where(di > np.float32(0.5), OUTSIDE_AOA, 0).astype(np.uint8)
+    for err in (0.0, 0.01):
+        ds = _make(
+            grid,
+            {**arrays, "quality_flag": flag},
+            di=di,
+            di_threshold=0.5,
+            lpd=lpd,
+            lpd_threshold=0.5,
+            lpd_n_train=40,
+            lpd_max_error=err,
+        )
+        assert ds["lpd"].dtype == np.float32 and ds["lpd"].attrs["units"] == "1"
+        assert ("Exact" in ds["lpd"].attrs["comment"]) == (err == 0)
+        path = write_netcdf(ds, tmp_path / f"lpd{err}.nc")
+        failed, (scored, possible) = _cf_failures(path)
+        assert not failed, json.dumps(failed, indent=1, ensure_ascii=False)
+        assert scored == possible > 100
+        with open_product(path) as back:
+            np.testing.assert_array_equal(back["lpd"].values, lpd)
+            assert back["lpd"].dtype == np.float32
+
+
 def test_cf_compliance_checker_catches_a_broken_file(product, tmp_path):
     # the checker must be able to fail: wrong units for the standard name, an unsigned
     # variable (CF-1.9+) and a dangling grid_mapping

@@ -886,6 +886,14 @@ def train(
     "applicability, Meyer & Pebesma 2021). Default: when MODEL carries an applicability reference (models "
     "trained by this smengine do); --di with a model without one warns and writes no di.",
 )
+@click.option(
+    "--lpd/--no-lpd",
+    default=False,
+    show_default=True,
+    help="Add the local point density lpd per pixel-day: how many training rows lie within the area-of-"
+    "applicability threshold of the pixel's features (Schumacher et al. 2025). Needs a MODEL with an "
+    "applicability reference.",
+)
 def predict(
     model: Path,
     tiles: tuple[Path, ...],
@@ -903,6 +911,7 @@ def predict(
     workers: int | None,
     footprint: bool,
     di: bool | None,
+    lpd: bool,
 ) -> None:
     """Predict the daily 1-km product of TILES (tile files or folders of them) with MODEL.
 
@@ -989,11 +998,22 @@ def predict(
                     raise click.UsageError("--footprint is not available with --format domain-zarr yet")
                 if di:
                     raise click.UsageError("--di is not available with --format domain-zarr yet")
+                if lpd:
+                    raise click.UsageError("--lpd is not available with --format domain-zarr yet")
 
                 res = run_domain(paths, cf, out_dir / "product.zarr", days, time_chunk=file_days, **common)
             else:
                 res = run(
-                    paths, cf, out_dir, days, file_days=file_days, format=fmt, footprint=footprint, di=di, **common
+                    paths,
+                    cf,
+                    out_dir,
+                    days,
+                    file_days=file_days,
+                    format=fmt,
+                    footprint=footprint,
+                    di=di,
+                    lpd=lpd,
+                    **common,
                 )
     except SMEngineError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -1025,11 +1045,19 @@ def predict(
 )
 @click.option(
     "--experiment",
-    type=click.Choice(["all", "both", "temporal", "leave-site-out", "leave-site-out-spatiotemporal"]),
+    type=click.Choice(["all", "both", "temporal", "leave-site-out", "leave-site-out-spatiotemporal", "knndm"]),
     default="all",
     show_default=True,
-    help="Which experiment(s) to run: all three, both (temporal and plain leave-site-out), or one.",
+    help="Which experiment(s) to run: all four, both (temporal and plain leave-site-out), or one.",
 )
+@click.option(
+    "--domain",
+    "domain_file",
+    type=_Path(exists=True, dir_okay=False, path_type=Path),
+    help="CSV with lat, lon columns (degrees): where the product will predict, for the kNNDM folds "
+    "(default: the stations' convex hull).",
+)
+@click.option("--knndm-k", default=5, show_default=True, type=click.IntRange(2), help="Folds of the kNNDM experiment.")
 @click.option(
     "--source",
     type=_Path(exists=True, path_type=Path),
@@ -1066,6 +1094,8 @@ def stations_experiment(
     data_dir: Path | None,
     out_dir: Path,
     experiment: str,
+    domain_file: Path | None,
+    knndm_k: int,
     source: Path | None,
     fmt: str | None,
     metadata: Path | None,
@@ -1104,6 +1134,18 @@ def stations_experiment(
     exps = {"all": EXPERIMENTS, "both": ("temporal", "leave-site-out")}.get(experiment, (experiment,))
     _writable(out_dir, folder=True)
     try:
+        domain = None
+        if domain_file is not None:
+            import pandas as pd
+
+            domain = pd.read_csv(domain_file)
+            lower = {c.lower(): c for c in domain.columns}
+            if not {"lat", "lon"} <= set(lower):
+                raise click.BadParameter(
+                    f"{domain_file} needs lat and lon columns, has {', '.join(map(str, domain.columns))}",
+                    param_hint="--domain",
+                )
+            domain = domain.rename(columns={lower["lat"]: "lat", lower["lon"]: "lon"})
         ss = pr = irr = None
         if source is not None:
             layout = _layout_kwargs(source, fmt, time_column, timezone, column_map, station_ids)
@@ -1129,6 +1171,8 @@ def stations_experiment(
             exclude_features=names(exclude_features) or (),
             split_date=split_date,
             train_years=train_years,
+            domain=domain,
+            knndm_k=knndm_k,
             n_estimators=trees,
             search=search,
             random_state=seed,
@@ -1139,8 +1183,12 @@ def stations_experiment(
         raise click.ClickException(str(exc)) from exc
     for name, r in res.results.items():
         med = r.medians()
-        line = ", ".join(f"{m} {med.loc[m, 'ubRMSE']:.4f}" for m in med.index)
-        click.echo(f"{name}: median ubRMSE {line}; median R forest {med.loc['forest', 'R']:.3f}")
+        verdicts = []
+        for b in ("linear", "mean"):
+            c = r.comparison("forest", b, "ubRMSE")
+            if c is not None:
+                verdicts.append(f"vs {'training mean' if b == 'mean' else b}: {c.verdict} {c.interval()} ({c.wtl()})")
+        click.echo(f"{name}: forest median R {med.loc['forest', 'R']:.3f}; ubRMSE " + "; ".join(verdicts))
     click.echo(f"wrote {res.report}")
 
 

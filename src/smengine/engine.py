@@ -41,7 +41,10 @@ the products carry the dissimilarity index ``di`` of Meyer & Pebesma (2021) of e
 and the ``outside_aoa`` bit of ``quality_flag`` where it exceeds the threshold (``di=False``
 turns it off). The DI is that of the pixel-mean feature vector: the kernel averages the
 features the forest saw over the pixel's valid sub-pixels, and a k-d tree finds the nearest
-training row (:meth:`smengine.model.Applicability.di`).
+training row (:meth:`smengine.model.Applicability.di`). With ``lpd=True`` (off by default) the
+products also carry the local point density ``lpd`` of Schumacher et al. (2025) of the same
+pixel-mean vectors: how many training rows lie within the AOA threshold's DI
+(:meth:`smengine.model.Applicability.lpd`).
 
 :func:`run` does a whole domain: many tiles, the days split into ranges, one CF-NetCDF per
 (tile, range) written atomically; finished outputs are skipped on a rerun.
@@ -224,6 +227,25 @@ def _resolve_di(forest: Any, di: bool | None) -> bool:
     if _once_per_forest(forest, msg):
         warnings.warn(msg, SMEngineWarning, stacklevel=3)
     return False
+
+
+def _check_lpd(forest: Any, lpd: bool) -> None:
+    """``lpd=True`` needs a forest with an applicability reference that can give the LPD."""
+    if not lpd:
+        return
+    app = getattr(forest, "applicability", None)
+    name = str(getattr(forest, "content_hash", ""))[:19]
+    if app is None:
+        raise ConfigError(
+            f"lpd=True needs a forest with an applicability reference (forest.applicability): model {name} carries "
+            "none (trained before forests carried one, compiled from a bare scikit-learn forest, or not a forest); "
+            "retrain it with smengine.model.train (or attach Applicability.fit(...) as forest.applicability)"
+        )
+    if not app.exact and app.reference_count is None:
+        raise ConfigError(
+            f"lpd=True: the applicability reference of model {name} was thinned by an smengine that did not record "
+            "how many training rows each kept row stands for, so it has no local point density; retrain the model"
+        )
 
 
 def _runner_args(min_valid_fraction: float, chunk_days: int) -> tuple[float, int]:
@@ -423,6 +445,12 @@ class TileRunner:
         :meth:`predict_arrays`, and the ``outside_aoa`` bit in ``quality_flag``) from the
         forest's :attr:`~smengine.model.CompiledForest.applicability` (default False here;
         :func:`predict` and :func:`run` turn it on when the forest carries one).
+    lpd : bool, optional
+        Also compute the local point density of every pixel-day's pixel-mean features (``lpd``
+        in the arrays of :meth:`predict_arrays`; Schumacher et al. 2025,
+        :meth:`smengine.model.Applicability.lpd`). Default False. True needs the forest's
+        :attr:`~smengine.model.CompiledForest.applicability`
+        (:class:`~smengine.errors.ConfigError` without one).
 
     Notes
     -----
@@ -454,6 +482,7 @@ class TileRunner:
         day_inner: bool = False,
         reuse: bool | str = True,
         di: bool = False,
+        lpd: bool = False,
     ) -> None:
         self.store = _open_store(store)
         self.forest = _load_forest(forest)
@@ -473,7 +502,11 @@ class TileRunner:
         self.applicability = self.forest.applicability if di else None
         if di and self.applicability is None:
             raise ConfigError("di=True needs a forest with an applicability reference (forest.applicability)")
-        app = self.applicability
+        _check_lpd(self.forest, lpd)
+        self.lpd = bool(lpd)
+        # the reference the pixel-mean features are compared with (DI and/or LPD)
+        self._aoa = self.forest.applicability if (di or lpd) else None
+        app = self._aoa
         if app is not None and app.feature_names is not None and list(app.feature_names) != self.feature_names:
             raise ConfigError(
                 f"the forest's applicability reference is for features {list(app.feature_names)}, "
@@ -586,7 +619,7 @@ class TileRunner:
         }
         bufs["quality_flag"] = np.empty((D, Py, Px), np.uint8)
         nf = len(self.feature_names)
-        fmean = np.empty((D, nf, Py, Px), np.float64) if self.applicability is not None else None
+        fmean = np.empty((D, nf, Py, Px), np.float64) if self._aoa is not None else None
         counters = np.zeros(5, dtype=np.int64)
         ncol = self._plan.plan.shape[0]
         nrow = Px * self.grid.subpixel**2 * D
@@ -627,21 +660,27 @@ class TileRunner:
         st.nonfinite_values += int(counters[4])
         st.spinup_days += int((~w & present).sum())
         if fmean is not None:
-            self._add_di(bufs, fmean, w & present)
+            self._add_aoa(bufs, fmean, w & present)
         return bufs
 
-    def _add_di(self, bufs: dict[str, np.ndarray], fmean: np.ndarray, days: np.ndarray) -> None:
-        """``bufs["di"]`` from the pixel-mean features of the predicted ``days`` of a chunk, and
-        the outside_aoa bit of their quality flag."""
-        app = self.applicability
+    def _add_aoa(self, bufs: dict[str, np.ndarray], fmean: np.ndarray, days: np.ndarray) -> None:
+        """From the pixel-mean features of the predicted ``days`` of a chunk: ``bufs["di"]`` and
+        the outside_aoa bit of their quality flag (with di), ``bufs["lpd"]`` (with lpd)."""
+        app = self._aoa
         assert app is not None
         D, nf, Py, Px = fmean.shape
-        di = np.full((D, Py, Px), np.nan, np.float32)
-        if days.any():
-            rows = fmean[days].transpose(0, 2, 3, 1).reshape(-1, nf)
-            di[days] = app.di(rows, workers=self.n_threads).reshape(-1, Py, Px)
-        bufs["di"] = di
-        bufs["quality_flag"][app.outside(di)] |= OUTSIDE_AOA  # float32 di > float32 threshold
+        rows = fmean[days].transpose(0, 2, 3, 1).reshape(-1, nf) if days.any() else None
+        if self.applicability is not None:
+            di = np.full((D, Py, Px), np.nan, np.float32)
+            if rows is not None:
+                di[days] = app.di(rows, workers=self.n_threads).reshape(-1, Py, Px)
+            bufs["di"] = di
+            bufs["quality_flag"][app.outside(di)] |= OUTSIDE_AOA  # float32 di > float32 threshold
+        if self.lpd:
+            lpd = np.full((D, Py, Px), np.nan, np.float32)
+            if rows is not None:  # whole numbers below 2**24: exact in float32
+                lpd[days] = app.lpd(rows, workers=self.n_threads).reshape(-1, Py, Px)
+            bufs["lpd"] = lpd
 
     def predict_arrays(
         self, days: Any = None, progress: Callable[[int], Any] | None = None
@@ -654,6 +693,8 @@ class TileRunner:
         out = _empty_outputs(req.size, self.grid.shape)
         if self.applicability is not None:
             out["di"] = np.full(out["sm"].shape, np.nan, np.float32)
+        if self.lpd:
+            out["lpd"] = np.full(out["sm"].shape, np.nan, np.float32)
         sidx = _store_index(s, req, self.stats)
         have = sidx[sidx >= 0]
         if have.size and have[0] < self._next:
@@ -738,6 +779,7 @@ def predict(
     max_missing: float | None = None,
     footprint: bool = False,
     di: bool | None = None,
+    lpd: bool = False,
 ) -> Any:
     """Daily 1-km soil moisture of one tile: every sub-pixel through the forest, averaged per pixel.
 
@@ -779,20 +821,29 @@ def predict(
         Pebesma 2021; see the module docstring). Default None: when the forest carries an
         applicability reference (forests from :func:`smengine.model.train` do). True with a
         forest without one: an :class:`~smengine.errors.SMEngineWarning` and no ``di``.
+    lpd : bool, optional
+        Add the local point density ``lpd`` per pixel-day (Schumacher et al. 2025): the number
+        of training rows whose DI to the pixel-mean features is below the AOA threshold (see
+        :meth:`smengine.model.Applicability.lpd`; approximate for a thinned reference, as the
+        variable's comment says). Default False; True needs a forest with an applicability
+        reference.
 
     Returns
     -------
     xarray.Dataset
         The product (:func:`smengine.product.make_product`): ``sm`` (m³ m⁻³),
         ``sm_uncertainty`` (mean forest spread), ``sm_subpixel_sd``, ``valid_fraction``,
-        ``quality_flag`` (and ``di``, ``d86``, ``r86``) on (time, y, x) of the tile's 1-km grid.
+        ``quality_flag`` (and ``di``, ``lpd``, ``d86``, ``r86``) on (time, y, x) of the tile's
+        1-km grid.
 
     Raises
     ------
     ConfigError
-        If a forest feature cannot be found in the tile, or on bad arguments.
+        If a forest feature cannot be found in the tile, on bad arguments, or with ``lpd=True``
+        and a forest without an applicability reference.
     """
     cf = _load_forest(forest)
+    _check_lpd(cf, lpd)
     runner = TileRunner(
         store,
         cf,
@@ -802,6 +853,7 @@ def predict(
         day_inner=day_inner,
         reuse=reuse,
         di=_resolve_di(cf, di),
+        lpd=lpd,
     )
     runner.footprint = bool(footprint)
     req, out = runner.predict_arrays(days, progress=progress)
@@ -921,6 +973,15 @@ def _engine_config(runner: TileRunner, config: dict[str, Any] | None) -> dict[st
     app = getattr(runner, "applicability", None)
     if app is not None:
         cfg["engine"]["di"] = {"reference": app.digest, "threshold": app.threshold, "max_error": app.max_error}
+    if getattr(runner, "lpd", False):
+        ref = runner.forest.applicability
+        cfg["engine"]["lpd"] = {
+            "reference": ref.digest,
+            "threshold": ref.threshold,
+            "n_train": ref.n_train,
+            "exact": ref.exact,
+            "max_error": ref.max_error,
+        }
     if config:
         cfg.update(config)
     return json.loads(json.dumps(cfg, sort_keys=True, default=str))
@@ -943,6 +1004,9 @@ def _product(
     app = getattr(runner, "applicability", None)
     if app is not None:
         fp.update(di=out["di"], di_threshold=app.threshold, di_max_error=app.max_error)
+    if getattr(runner, "lpd", False):
+        ref = runner.forest.applicability
+        fp.update(lpd=out["lpd"], lpd_threshold=ref.threshold, lpd_n_train=ref.n_train, lpd_max_error=ref.max_error)
     ds = make_product(
         out["sm"],
         out["uncertainty"],
@@ -1190,12 +1254,19 @@ def _run_tile(
     progress: Callable[[int], Any] | None = None,
     footprint: bool = False,
     di: bool = False,
+    lpd: bool = False,
 ) -> tuple[list[Path], list[Path], EngineStats, int, str]:
     """One tile of :func:`run`: (written, skipped, stats, days covered, tile path)."""
     from smengine.product import open_product, write_netcdf, write_zarr
 
     runner = TileRunner(
-        st, cf, min_valid_fraction=min_valid_fraction, n_threads=n_threads, chunk_days=chunk_days, di=di
+        st,
+        cf,
+        min_valid_fraction=min_valid_fraction,
+        n_threads=n_threads,
+        chunk_days=chunk_days,
+        di=di,
+        lpd=lpd,
     )
     runner.footprint = footprint
     written: list[Path] = []
@@ -1274,6 +1345,7 @@ def run(
     max_missing: float | None = None,
     footprint: bool = False,
     di: bool | None = None,
+    lpd: bool = False,
 ) -> RunResult:
     """Predict a domain: every tile, every day range, one CF-NetCDF per (tile, range).
 
@@ -1315,10 +1387,18 @@ def run(
     di : bool, optional
         Products carry the dissimilarity index ``di`` and the ``outside_aoa`` flag bit
         (see :func:`predict`; default: when the forest carries an applicability reference).
+    lpd : bool, optional
+        Products carry the local point density ``lpd`` (see :func:`predict`; default False;
+        True needs a forest with an applicability reference).
 
     Returns
     -------
     RunResult
+
+    Raises
+    ------
+    ConfigError
+        On bad arguments, or with ``lpd=True`` and a forest without an applicability reference.
     """
     if format not in ("netcdf", "zarr"):
         raise ConfigError(f"format should be 'netcdf' or 'zarr', got {format!r}")
@@ -1328,6 +1408,7 @@ def run(
         raise ConfigError(f"file_days should be >= 1, got {file_days}")
     out = Path(out_dir).expanduser()
     cf = _load_forest(forest)
+    _check_lpd(cf, lpd)
     written: list[Path] = []
     skipped: list[Path] = []
     failed: list[tuple[str, str]] = []
@@ -1345,6 +1426,7 @@ def run(
         "chunk_days": chunk_days,
         "footprint": footprint,
         "di": _resolve_di(cf, di),
+        "lpd": bool(lpd),
     }
     items = list(stores)
     if client is None:

@@ -20,7 +20,9 @@ pixel was not predicted that day, e.g. a covariate is missing). ``sm`` is NaN fo
 2–4. Products with a dissimilarity index (``di``, Meyer & Pebesma 2021) also set bit 8
 (:data:`OUTSIDE_AOA`, ``outside_aoa``) where the pixel-day lies outside the model's area of
 applicability (``di`` > the threshold); the code is then ``quality_flag & 7``
-(:data:`CODE_MASK`), declared with CF ``flag_masks`` beside ``flag_values``.
+(:data:`CODE_MASK`), declared with CF ``flag_masks`` beside ``flag_values``. Products may
+also carry the local point density ``lpd`` (Schumacher et al. 2025): how many training rows
+lie within the area-of-applicability threshold of the pixel-day's features.
 
 Examples
 --------
@@ -185,6 +187,13 @@ _VAR_ATTRS: dict[str, dict[str, Any]] = {
         "references": "Meyer, H., Pebesma, E. (2021): Predicting into unknown space? Estimating the area of "
         "applicability of spatial prediction models. Methods Ecol. Evol. 12, 1620-1633, doi:10.1111/2041-210X.13650.",
     },
+    "lpd": {
+        "long_name": "local point density",
+        "units": "1",
+        "references": "Schumacher, F. L., Knoth, C., Ludwig, M., Meyer, H. (2025): Estimation of local training "
+        "data point densities to support the assessment of spatial prediction uncertainty. Geosci. Model Dev. 18, "
+        "10185, doi:10.5194/gmd-18-10185-2025.",
+    },
 }
 
 _DI_COMMENT = (
@@ -193,6 +202,13 @@ _DI_COMMENT = (
     "importances, divided by the mean distance between training rows. Outside the area of applicability "
     "(quality_flag bit 8, outside_aoa) where di > {thr:.6g}, the largest non-outlier cross-validated training DI "
     "(stations as folds).{err} NaN where sm is NaN."
+)
+
+_LPD_COMMENT = (
+    "Number of the model's {n} training rows (station-days) whose dissimilarity index to the pixel's mean feature "
+    "vector (the forest's features averaged over its valid sub-pixels, standardised and importance-weighted as for "
+    "di) is below the area-of-applicability threshold {thr:.6g}: how densely the training data cover the pixel-day's "
+    "conditions (Schumacher et al. 2025; CAST's aoa(LPD = TRUE)). {how} NaN where sm is NaN."
 )
 
 
@@ -301,6 +317,10 @@ def make_product(
     di: npt.ArrayLike | None = None,
     di_threshold: float | None = None,
     di_max_error: float = 0.0,
+    lpd: npt.ArrayLike | None = None,
+    lpd_threshold: float | None = None,
+    lpd_n_train: int | None = None,
+    lpd_max_error: float = 0.0,
     min_valid_fraction: float = 0.5,
     model_card: Any = None,
     config: Mapping[str, Any] | None = None,
@@ -344,6 +364,19 @@ def make_product(
         The area-of-applicability threshold of ``di`` (in the variable's comment).
     di_max_error : float, optional
         Bound on the DI's error from a thinned training reference (0: exact), in the comment.
+    lpd : array_like, optional, same shape
+        Local point density of each pixel-day (Schumacher et al. 2025,
+        :meth:`smengine.model.Applicability.lpd`): a count of training rows, 0 to
+        ``lpd_n_train``, NaN where there is none; stored as float32. Needs ``lpd_threshold``
+        and ``lpd_n_train``.
+    lpd_threshold : float, optional
+        The DI threshold below which a training row counts (in the variable's comment).
+    lpd_n_train : int, optional
+        Number of training rows (in the comment; an upper bound of ``lpd``).
+    lpd_max_error : float, optional
+        0 (default): the LPD is exact. Else the reference was thinned and this is the DI error
+        bound: the LPD lies between the exact LPDs with the thresholds ``lpd_threshold ∓
+        lpd_max_error`` (in the comment).
     min_valid_fraction : float, optional
         Threshold on ``valid_fraction`` below which a pixel is flagged 2 and ``sm`` is NaN
         (default 0.5); must be the one the engine used. Recorded as a global attribute.
@@ -365,7 +398,7 @@ def make_product(
     -------
     xarray.Dataset
         Data variables ``sm``, ``sm_uncertainty``, ``sm_subpixel_sd``, ``valid_fraction``,
-        ``quality_flag`` (and ``d86``, ``r86``, ``di`` when given) on ``(time, y, x)``;
+        ``quality_flag`` (and ``d86``, ``r86``, ``di``, ``lpd`` when given) on ``(time, y, x)``;
         coordinates ``time`` (day start, with ``time_bnds`` = [day start, next day start)),
         ``y``, ``x`` (pixel centres, m), ``crs`` (the CF grid mapping, with ``crs_wkt``,
         ``spatial_ref`` and ``GeoTransform``) and, with ``lonlat``, ``lat``/``lon``. The
@@ -383,7 +416,8 @@ def make_product(
         ``outside_aoa`` bit without ``di`` or where ``di`` does not exceed the threshold; ``sm``
         not NaN where the flag is 2–4, NaN where it is 0–1, or outside [0, 1];
         ``valid_fraction`` outside [0, 1] or inconsistent with the flags and
-        ``min_valid_fraction``; negative spreads, D86, R86 or DI.
+        ``min_valid_fraction``; negative spreads, D86, R86, DI or LPD; an LPD above
+        ``lpd_n_train``.
 
     Notes
     -----
@@ -430,6 +464,28 @@ def make_product(
         if di_threshold is None or not math.isfinite(float(di_threshold)):
             raise ConfigError(f"di needs a finite di_threshold, got {di_threshold!r}")
         data["di"] = _array("di", di, shape, np.float32)
+    lpd_comment = ""
+    if lpd is not None:
+        if lpd_threshold is None or not math.isfinite(float(lpd_threshold)):
+            raise ConfigError(f"lpd needs a finite lpd_threshold, got {lpd_threshold!r}")
+        if lpd_n_train is None or int(lpd_n_train) < 1:
+            raise ConfigError(f"lpd needs lpd_n_train, the number of training rows (>= 1), got {lpd_n_train!r}")
+        n_train, lpd_thr, lpd_err = int(lpd_n_train), float(lpd_threshold), float(lpd_max_error)
+        data["lpd"] = _array("lpd", lpd, shape, np.float32)
+        with np.errstate(invalid="ignore"):
+            bad = data["lpd"] > np.float32(n_train)
+        if bad.any():
+            raise ValidationError(
+                f"lpd counts training rows: it should be <= lpd_n_train={n_train}; it is not at {_where(bad, days)}"
+            )
+        how = (
+            f"Exact: counted over all {n_train} training rows."
+            if not lpd_err
+            else "Approximate: counted on a thinned training set (each kept row counts for the training rows of its "
+            f"cube), so it lies between the exact counts with the thresholds {lpd_thr - lpd_err:.6g} and "
+            f"{lpd_thr + lpd_err:.6g} (above or below the exact count)."
+        )
+        lpd_comment = _LPD_COMMENT.format(n=n_train, thr=lpd_thr, how=how)
 
     flag_in = np.asarray(quality_flag)
     if flag_in.shape != shape:
@@ -458,6 +514,8 @@ def make_product(
     if di is not None:
         err = f" From a thinned training set: at most {di_max_error:.3g} above the exact DI." if di_max_error else ""
         ds["di"].attrs["comment"] = _DI_COMMENT.format(thr=float(di_threshold), err=err)  # type: ignore[arg-type]
+    if lpd is not None:
+        ds["lpd"].attrs["comment"] = lpd_comment
     cfg = {} if config is None else config
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"config should be a dict, got {type(cfg).__name__}")
@@ -523,7 +581,7 @@ def _check_consistency(data: dict[str, np.ndarray], flag: np.ndarray, days: pd.D
                 f"quality_flag is 2 (low_valid_fraction) but valid_fraction >= min_valid_fraction={mvf:g} "
                 f"at {_where(bad, days)}"
             )
-        for name in ("sm_uncertainty", "sm_subpixel_sd", "d86", "r86", "di"):
+        for name in ("sm_uncertainty", "sm_subpixel_sd", "d86", "r86", "di", "lpd"):
             if name in data:
                 bad = data[name] < 0
                 if bad.any():
@@ -585,7 +643,7 @@ def _assemble(
         )
 
     ancillary = ["sm_uncertainty", "sm_subpixel_sd", "valid_fraction", "quality_flag"]
-    ancillary += [n for n in ("d86", "r86", "di") if n in data]
+    ancillary += [n for n in ("d86", "r86", "di", "lpd") if n in data]
     variables: dict[str, Any] = {}
     for name, arr in data.items():
         attrs = dict(_VAR_ATTRS[name])
@@ -616,7 +674,7 @@ def _assemble(
             f"applicability (di above its threshold, Meyer and Pebesma 2021); the code is quality_flag & {CODE_MASK}."
         )
     variables["quality_flag"] = (dims, flag, qf_attrs)
-    order = ["sm", "sm_uncertainty", "sm_subpixel_sd", "valid_fraction", "quality_flag", "d86", "r86", "di"]
+    order = ["sm", "sm_uncertainty", "sm_subpixel_sd", "valid_fraction", "quality_flag", "d86", "r86", "di", "lpd"]
     ds = xr.Dataset({n: variables[n] for n in order if n in variables}, coords=coords)
     for name, enc in _base_encoding(ds).items():
         ds[name].encoding.update(enc)
