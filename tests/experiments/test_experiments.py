@@ -526,3 +526,22 @@ def test_real_experiments_forest_beats_mean_and_linear(real: E.ExperimentsReport
         assert med.loc["forest", "ubRMSE"] < med.loc["linear", "ubRMSE"] < med.loc["mean", "ubRMSE"]
         assert med.loc["forest", "R"] > 0.8
     assert "tdr" in lso.medians().index and "tdr" not in tmp.medians().index
+
+
+@pytest.mark.data
+def test_real_roaring_fork_verdicts_come_with_per_station_intervals(real: E.ExperimentsReport) -> None:
+    """The split a map user meets (new places, new days) and the optimistic ones, side by side: the forest
+    beats the training mean under every Roaring Fork split, by intervals that exclude 0 at every station
+    count; each comparison lists its 15 stations as wins, ties or losses."""
+    for e in ("leave-site-out", "leave-site-out-spatiotemporal", "knndm"):
+        res = real.results[e]
+        for b in ("linear", "mean"):
+            c = res.comparison("forest", b, "ubRMSE")
+            assert c is not None and c.n_stations == 15 and sum(c.counts.values()) == 15
+            assert res.forest_beats()[b] is (c.verdict == "beats")
+            per = c.per_station
+            assert ((per["ci_low"] <= per["difference"]) & (per["difference"] <= per["ci_high"])).all()
+        assert res.comparison("forest", "mean", "ubRMSE").verdict == "beats"
+    rep = real.report.read_text()
+    assert "## Which number to believe" in rep and "what a product user meets" in rep
+    assert rep.count("| forest vs linear | ubRMSE |") == 4
