@@ -86,6 +86,12 @@ def test_demo_runs_the_twin_chain_and_shows_what_issue_7_asks(tmp_path):
     assert app["outside_fraction"] == pytest.approx(float(((flag & 8) != 0)[np.isfinite(di)].mean()))
     assert (((flag & 8) != 0) == (di > app["threshold"])).all()
     assert "## Where the emulator extrapolates" in report
+    # the local point density beside the DI: none outside the AOA by construction, some inside
+    lp = app["lpd"]
+    assert lp["inside"]["median"] > 0 and lp["train"]["avrg_lpd"] > 0
+    if lp["outside"]["n"]:
+        assert lp["outside"]["zero_fraction"] == 1.0  # DI > threshold: no training row within it
+    assert "local point density" in report
     per_px = summary["truth_per_pixel"]
     assert set(per_px) == set(truth) and all(0 < v["R"] <= 1 for v in per_px.values())
     # a product is named as beating the emulator at the stations exactly when a paired interval says so

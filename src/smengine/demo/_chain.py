@@ -150,7 +150,24 @@ def _applicability_summary(prod: dict[str, np.ndarray], cf: Any) -> dict[str, An
     ok = np.isfinite(di)
     outside = (prod["quality_flag"] & OUTSIDE_AOA) != 0
     per_pixel = outside.mean(axis=0)
+    lpd: dict[str, Any] = {}
+    if "lpd" in prod:
+        lp = prod["lpd"]
+        fin = np.isfinite(lp)
+        for name, m in (("inside", fin & ~outside), ("outside", fin & outside)):
+            lpd[name] = (
+                {
+                    "median": float(np.median(lp[m])),
+                    "q05": float(np.quantile(lp[m], 0.05)),
+                    "zero_fraction": float(np.mean(lp[m] == 0)),
+                    "n": int(m.sum()),
+                }  # fmt: skip
+                if m.any()
+                else {"n": 0}
+            )
+        lpd["train"] = app.summary()
     return {
+        "lpd": lpd,
         "threshold": float(app.threshold),
         "n": int(ok.sum()),
         "outside_fraction": float(outside[ok].mean()) if ok.any() else float("nan"),
@@ -177,6 +194,32 @@ def _applicability_text(a: dict[str, Any]) -> list[str]:
             f"{a['pixels_mostly_outside']} pixel(s) are outside on most days. Values there are extrapolations: "
             "use them with the flag."
         ),
+        "",
+        *_lpd_text(a.get("lpd") or {}),
+    ]
+
+
+def _lpd_text(lpd: dict[str, Any]) -> list[str]:
+    """The local point density inside and outside the AOA (Schumacher et al. 2025)."""
+    if not lpd:
+        return []
+    tr = lpd["train"]
+    rows = [
+        f"| {k} the AOA | {v['n']:,} | {v['median']:.0f} | {v['q05']:.0f} | {100 * v['zero_fraction']:.1f} % |"
+        for k, v in ((k, lpd[k]) for k in ("inside", "outside"))
+        if v.get("n")
+    ]
+    return [
+        (
+            "`lpd` (local point density, Schumacher et al. 2025): how many of the training station-days lie within "
+            f"the AOA threshold of each pixel-day's features ({'exact' if tr['exact'] else 'approximate'}; the "
+            f"training rows' own LPD, counting other stations only: mean {tr['avrg_lpd']}, max {tr['max_lpd']}). "
+            "A value inside the AOA that rests on few training days is less certain than the DI alone says."
+        ),
+        "",
+        "| pixel-days | n | median LPD | 5th percentile | LPD = 0 |",
+        "|---|---:|---:|---:|---:|",
+        *rows,
         "",
     ]
 
@@ -332,7 +375,7 @@ def run_demo(
 
     # 5 ------------------------------------------------------------------- product
     step("product")
-    result = run(paths, cf, out / "product", file_days=400, n_threads=n_threads, resume=False, footprint=True)
+    result = run(paths, cf, out / "product", file_days=400, n_threads=n_threads, resume=False, footprint=True, lpd=True)
     res.files += list(result.written)
     days = world.days
     Py, Px = grid.shape
@@ -340,7 +383,7 @@ def run_demo(
     tile_files = sorted(p for p in result.written if p.parent.name == stores[0].tile_id)
     prod = {
         v: np.concatenate([open_product(p)[v].values for p in tile_files])
-        for v in ("sm", "sm_uncertainty", "d86", "r86", "di", "quality_flag")
+        for v in ("sm", "sm_uncertainty", "d86", "r86", "di", "lpd", "quality_flag")
         if v in open_product(tile_files[0])
     }
     res.footprint = _footprint_summary(prod, open_product(tile_files[0]))
@@ -731,7 +774,7 @@ def _terms_text() -> list[str]:
     from smengine._glossary import glossary
 
     keys = ("theta_eq", "subpixel", "pixelmean", "pooled", "scores", "anomaly_r", "grouped_cv", "nested", "di")
-    return glossary((*keys, "spread", "d86", "pseudoproxy", "bootstrap", "paired", "station_bootstrap", "knndm"))
+    return glossary((*keys, "spread", "d86", "pseudoproxy", "bootstrap", "paired", "station_bootstrap", "knndm", "lpd"))
 
 
 def _station_comparisons(lso: pd.DataFrame, full: pd.DataFrame, ps: pd.DataFrame) -> list[dict[str, Any]]:
