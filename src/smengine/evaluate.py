@@ -726,6 +726,20 @@ def _check_level(level: float, n_boot: int) -> None:
         raise ValidationError(f"level should be in (0, 1) and n_boot >= 1, got {level}, {n_boot}")
 
 
+def _pooled_draws(
+    metric: str, ref: np.ndarray, ests: Sequence[np.ndarray], blocks: np.ndarray, n_boot: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each estimate's metric against ``ref`` on all values, and on ``n_boot`` block resamples (the same
+    blocks for every estimate): ``(full (E,), draws (E, n_boot), n_blocks)``; inputs all finite."""
+    _, g = np.unique(blocks, return_inverse=True)
+    k = int(g.max()) + 1
+    c = float(np.mean(ref))  # centre: keeps the sums of squares well conditioned
+    r_sums, e_sums = _block_sums(ref - c, [e - c for e in ests], g, k)
+    w = _resample_counts(np.random.default_rng(seed), k, n_boot)
+    draws = _metric_from_sums(metric, np.einsum("bk,ks->bs", w, r_sums), np.einsum("bk,eks->ebs", w, e_sums), c)
+    return _metric_from_sums(metric, r_sums.sum(0), e_sums.sum(1), c), draws, k
+
+
 def metric_difference_ci(
     a: Any,
     b: Any,
@@ -787,15 +801,9 @@ def metric_difference_ci(
         nan = float("nan")
         return {**out, "a": nan, "b": nan, "difference": nan, "ci_low": nan, "ci_high": nan,
                 "verdict": "undetermined", "n": 0, "n_blocks": 0}  # fmt: skip
-    codes, g = np.unique(G[ok], return_inverse=True)
-    k = codes.size
-    c = float(np.mean(T[ok]))  # centre: keeps the sums of squares well conditioned
-    ref, est = _block_sums(T[ok] - c, [A[ok] - c, B[ok] - c], g, k)
-    w = _resample_counts(np.random.default_rng(seed), k, int(n_boot))
-    ref_b, est_b = np.einsum("bk,ks->bs", w, ref), np.einsum("bk,eks->ebs", w, est)
-    vals = _signed(m, _metric_from_sums(m, ref_b, est_b, c))
+    full, draws, k = _pooled_draws(m, T[ok], [A[ok], B[ok]], G[ok], int(n_boot), seed)
+    vals = _signed(m, draws)
     lo, hi = _percentile_ci(vals[0] - vals[1], level)
-    full = _metric_from_sums(m, ref.sum(0), est.sum(1), c)
     diff = float(_signed(m, full[0]) - _signed(m, full[1]))
     return {
         **out,
@@ -870,15 +878,11 @@ def metric_ci(
         if return_draws:
             out["draws"] = np.full(int(n_boot), nan)
         return out
-    _, g = np.unique(G[ok], return_inverse=True)
-    k = int(g.max()) + 1
-    c = float(np.mean(R[ok]))
-    ref, est = _block_sums(R[ok] - c, [P[ok] - c], g, k)
-    w = _resample_counts(np.random.default_rng(seed), k, int(n_boot))
-    draws = _metric_from_sums(m, np.einsum("bk,ks->bs", w, ref), np.einsum("bk,eks->ebs", w, est), c)[0]
+    full, all_draws, k = _pooled_draws(m, R[ok], [P[ok]], G[ok], int(n_boot), seed)
+    draws = all_draws[0]
     lo, hi = _percentile_ci(draws, level)
     out.update(
-        value=float(_metric_from_sums(m, ref.sum(0), est.sum(1), c)[0]),
+        value=float(full[0]),
         ci_low=lo,
         ci_high=hi,
         n=int(ok.sum()),
