@@ -185,7 +185,7 @@ def test_readme_network_command_runs_on_files_in_that_layout(tmp_path: Path) -> 
     assert r.returncode == 0, f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     out = tmp_path / "fields-experiment"
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary) == {"temporal", "leave-site-out", "leave-site-out-spatiotemporal"}
+    assert set(summary) == {"temporal", "leave-site-out", "leave-site-out-spatiotemporal", "knndm"}
     report = (out / "report.md").read_text()
     # the file has an irrigation column for every field (zeros where none): each station's own series
     assert "Irrigation (a water input beside precipitation): F1 station; F2 station; F3 station." in report
