@@ -722,6 +722,33 @@ def table(
         click.echo(f"excluded {sid}: {why}", err=True)
 
 
+def _knndm_domain(path: Path) -> Any:
+    """Prediction points for kNNDM: the pixel centres of a folder of tiles, or x, y of a CSV."""
+    import numpy as np
+    import pandas as pd
+
+    from smengine.evaluate import domain_points
+    from smengine.tiles import TileStore
+
+    if path.is_dir():
+        tiles = sorted(path.glob("*.h5"))
+        if not tiles:
+            raise click.BadParameter(f"{path} holds no tile (*.h5)", param_hint="--knndm-domain")
+        pts = []
+        for t in tiles:
+            g = TileStore.open(t).grid
+            r = float(g.resolution)
+            xs = g.xmin + (np.arange(g.width) + 0.5) * r
+            ys = g.ymax - (np.arange(g.height) + 0.5) * r
+            pts.append(domain_points(x=xs, y=ys, axes=True, samplesize=10_000))
+        return np.concatenate(pts)
+    d = pd.read_csv(path)
+    if not {"x", "y"} <= set(d.columns):
+        raise click.BadParameter(f"{path} needs x and y columns, has {', '.join(map(str, d.columns))}",
+                                 param_hint="--knndm-domain")  # fmt: skip
+    return d[["x", "y"]].to_numpy(float)
+
+
 @cli.command()
 @click.argument("table_file", type=_Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -732,7 +759,15 @@ def table(
     help="Compiled forest file to write (HDF5: treelite model, native layout, model card).",
 )
 @click.option("--features", help="Comma-separated feature columns (default: the table's features).")
-@click.option("--cv", default="site,year,block", show_default=True, help="Grouped CV schemes.")
+@click.option(
+    "--cv", default="site,year,block", show_default=True, help="Grouped CV schemes (site, year, block, knndm)."
+)
+@click.option(
+    "--knndm-domain",
+    type=_Path(exists=True, path_type=Path),
+    help="Where the product will predict, for --cv knndm: a folder of tiles (their pixel centres) or a CSV with x, y "
+    "columns in the table's CRS, m (default: the stations' convex hull). The G-function plot is written beside --out.",
+)
 @click.option("--no-search", is_flag=True, help="Skip the max_features x min_samples_leaf search.")
 @click.option(
     "--no-nested",
@@ -760,6 +795,7 @@ def train(
     seed: int,
     threads: int | None,
     card_file: Path | None,
+    knndm_domain: Path | None = None,
 ) -> None:
     """Train the forest on a training table (NetCDF from smengine table, or a CSV)."""
     import pandas as pd
@@ -800,6 +836,9 @@ def train(
         raise click.BadParameter(
             f"unknown cv scheme {', '.join(unknown)}; choose from {', '.join(CV_SCHEMES)}", param_hint="--cv"
         )
+    if knndm_domain is not None and "knndm" not in schemes:
+        raise click.UsageError("--knndm-domain goes with --cv ...,knndm")
+    domain = _knndm_domain(knndm_domain) if knndm_domain is not None else None
     try:
         forest = run_train(
             tab,
@@ -811,11 +850,25 @@ def train(
             random_state=seed,
             n_jobs=threads or -1,
             progress=True,
+            knndm_domain=domain,
         )
     except (ConfigError, ValidationError) as exc:  # about the table's content: name the table
         raise click.ClickException(f"{table_file}: {exc}") from exc
     cf = forest.compile()
     cf.save(out_file)
+    if forest.knndm is not None:
+        e = forest.card.cv["knndm"]
+        click.echo(
+            f"kNNDM: W {e['W'] / 1000:.2f} km (grouped by station {e['W_grouped_by_station'] / 1000:.2f}, random "
+            f"station-days {e['W_random_rows'] / 1000:.2f}); {e['method']}, domain {e['domain']}"
+        )
+        try:
+            from smengine.evaluate import plot_knndm
+
+            png = plot_knndm(forest.knndm, out_file.with_suffix(".knndm.png"), title="kNNDM folds of the stations")
+            click.echo(f"wrote {png}")
+        except ConfigError as exc:  # no matplotlib: the numbers are in the card
+            click.echo(f"warning: no G-function plot ({exc})", err=True)
     if card_file is not None:
         atomic_write(card_file, forest.card.to_markdown().encode())
     click.echo(repr(forest))

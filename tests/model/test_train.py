@@ -601,3 +601,53 @@ def test_knndm_cv_needs_coordinates_and_three_stations(table: pd.DataFrame, capl
     assert "skipped" in f.card.cv["knndm"] and "at least 3 stations" in f.card.cv["knndm"]["skipped"]
     with pytest.raises(ConfigError, match="knndm"):
         forest_size_curve(table, cv="knndm")
+
+
+def test_cli_train_knndm_with_a_domain_writes_the_g_function_plot(table: pd.DataFrame, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from smengine.cli import cli
+    from smengine.model import CompiledForest
+
+    csv = tmp_path / "table.csv"
+    table.to_csv(csv, index=False)
+    gx, gy = np.meshgrid(np.arange(3_900_000, 4_500_000, 20_000.0), np.arange(2_900_000, 3_200_000, 20_000.0))
+    pd.DataFrame({"x": gx.ravel(), "y": gy.ravel()}).to_csv(tmp_path / "domain.csv", index=False)
+    out = tmp_path / "m.smf.h5"
+    args = ["train", str(csv), "--out", str(out), "--trees", "8", "--no-search", "--cv", "site,knndm"]
+    res = CliRunner().invoke(cli, [*args, "--knndm-domain", str(tmp_path / "domain.csv")])
+    assert res.exit_code == 0, res.output
+    assert "kNNDM: W " in res.output and "450 given prediction points" in res.output
+    assert (tmp_path / "m.smf.knndm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert CompiledForest.load(out).card.cv["knndm"]["n_folds"] == 5
+    bad = CliRunner().invoke(cli, ["train", str(csv), "--out", str(out), "--cv", "site",
+                                   "--knndm-domain", str(tmp_path / "domain.csv")])  # fmt: skip
+    assert bad.exit_code != 0 and "goes with --cv" in bad.output
+    (tmp_path / "nodomain.csv").write_text("lat,lon\n1,2\n")
+    bad = CliRunner().invoke(cli, [*args, "--knndm-domain", str(tmp_path / "nodomain.csv")])
+    assert bad.exit_code != 0 and "needs x and y columns" in bad.output
+
+
+def test_cli_train_knndm_domain_from_a_folder_of_tiles(table: pd.DataFrame, tmp_path) -> None:
+    """--knndm-domain TILES/: the pixel centres of every tile (here 4 tiles of 100 x 100 km around the stations)."""
+    from click.testing import CliRunner
+
+    from smengine.cli import _knndm_domain, cli
+    from smengine.grid import Grid
+    from smengine.tiles import TileWriter
+
+    grid = Grid.from_bounds(4_000_000, 3_000_000, 4_400_000, 3_100_000, subpixel=2, tile_size=100)
+    for tile in grid.tiles():
+        tg = grid.tile_grid(tile)
+        with TileWriter(tmp_path / "tiles" / f"{tile.id}.h5", tg, np.array(["2018-01-01"], "M8[D]"), ["elev"], [],
+                        {"elev": "m"}, tile_id=tile.id) as w:  # fmt: skip
+            w.write_static("elev", np.zeros(tg.subpixel_shape, np.float32))
+    pts = _knndm_domain(tmp_path / "tiles")
+    assert pts.shape == (4 * 100 * 100, 2)
+    assert pts[:, 0].min() == 4_000_500 and pts[:, 0].max() == 4_399_500 and pts[:, 1].max() == 3_099_500
+    csv = tmp_path / "table.csv"
+    table.to_csv(csv, index=False)
+    args = ["train", str(csv), "--out", str(tmp_path / "m.smf.h5"), "--trees", "8", "--no-search", "--cv", "knndm"]
+    res = CliRunner().invoke(cli, [*args, "--knndm-domain", str(tmp_path / "tiles")])
+    assert res.exit_code == 0, res.output
+    assert "40000 given prediction points" in res.output
