@@ -73,7 +73,8 @@ class CVStudy:
         ``cv_rmse_obs`` (+ ``_lo``/``_hi``), ``cv_rmse_truth`` (+ ``_lo``/``_hi``),
         ``true_rmse`` (+ ``_lo``/``_hi``), ``gap`` = cv_rmse_truth − true_rmse (+ ``_lo``/``_hi``),
         ``reading`` (``"optimistic"``, ``"pessimistic"`` or ``"matches"``: the gap's interval
-        below, above or around 0), ``closest`` (True for the scheme with the smallest |gap|).
+        below, above or around 0), ``closest`` (True for the scheme with the smallest |gap|);
+        ``attrs``: ``k``, ``n_estimators``, ``seed``.
     knndm : dict
         network → :class:`~smengine.evaluate.KNNDM` (for the G-function plot), with the
         random and grouped folds' CV distances in ``others``.
@@ -246,6 +247,7 @@ def cv_study(
             )
         log.info("cv study: %s network (%d stations) done", net, len(ids))
     out = pd.DataFrame(rows)
+    out.attrs.update(k=int(k), n_estimators=int(n_estimators), seed=int(seed))
     out["closest"] = False
     for _, g in out.groupby("network", sort=False):
         out.loc[g["gap"].abs().idxmin(), "closest"] = True
