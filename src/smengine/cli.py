@@ -1132,6 +1132,29 @@ def predict(
     help="Daily irrigation CSV (date column + one column per station, mm): a water input beside precipitation; "
     "stations without a column are not irrigated.",
 )
+@click.option(
+    "--covariates",
+    "cov_file",
+    type=_Path(exists=True, dir_okay=False, path_type=Path),
+    help="Daily covariates CSV: station, date and one column per covariate (or date and one column per station, "
+    "the file's stem naming the covariate). Each column becomes a feature.",
+)
+@click.option(
+    "--covariate-unit",
+    "cov_units",
+    multiple=True,
+    metavar="NAME=UNIT",
+    help="Units of a covariate column (repeatable; default 'unknown', said in the report).",
+)
+@click.option("--swi-of", help="Comma-separated covariate columns whose SWI (T = 5, 10, 20, 40 d) is a feature too.")
+@click.option(
+    "--swi-max-gap",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Days a carried SWI lasts without a new value before it is NaN.",
+)
+@click.option("--no-extras", is_flag=True, help="Do not use the station files' numeric extra columns as features.")
 @click.option("--features", "features", help="Comma-separated features to use (default: all the table has).")
 @click.option("--exclude-features", help="Comma-separated features to leave out.")
 @click.option(
@@ -1158,6 +1181,11 @@ def stations_experiment(
     station_ids: tuple[str, ...],
     precip_file: Path | None,
     irrig_file: Path | None,
+    cov_file: Path | None,
+    cov_units: tuple[str, ...],
+    swi_of: str | None,
+    swi_max_gap: float,
+    no_extras: bool,
     features: str | None,
     exclude_features: str | None,
     split_date: str | None,
@@ -1175,6 +1203,7 @@ def stations_experiment(
     """
     from smengine.experiments import (
         EXPERIMENTS,
+        read_covariates,
         read_daily_irrigation,
         read_daily_precipitation,
         run_experiments,
@@ -1199,6 +1228,12 @@ def stations_experiment(
                     param_hint="--domain",
                 )
             domain = domain.rename(columns={lower["lat"]: "lat", lower["lon"]: "lon"})
+        units = {}
+        for item in cov_units:
+            name, sep, unit = item.partition("=")
+            if not sep or not name.strip():
+                raise click.BadParameter(f"expected NAME=UNIT, got {item!r}", param_hint="--covariate-unit")
+            units[name.strip()] = unit.strip()
         ss = pr = irr = None
         if source is not None:
             layout = _layout_kwargs(source, fmt, time_column, timezone, column_map, station_ids)
@@ -1208,7 +1243,11 @@ def stations_experiment(
             pr = read_daily_precipitation(precip_file, ss) if precip_file is not None else None
             irr = read_daily_irrigation(irrig_file, ss) if irrig_file is not None else None
         else:
-            given = [o for o, v in (("--precipitation", precip_file), ("--irrigation", irrig_file)) if v is not None]
+            given = [
+                o
+                for o, v in (("--precipitation", precip_file), ("--irrigation", irrig_file), ("--covariates", cov_file))
+                if v is not None
+            ]
             given += [o for o, v in (("--time-column", time_column), ("--timezone", timezone)) if v]
             given += [o for o, v in (("--column", column_map), ("--station", station_ids)) if v]
             if given:
@@ -1226,6 +1265,11 @@ def stations_experiment(
             train_years=train_years,
             domain=domain,
             knndm_k=knndm_k,
+            covariates=read_covariates(cov_file, stations=ss) if cov_file is not None else None,
+            covariate_units=units,
+            extras=not no_extras,
+            swi_of=names(swi_of) or (),
+            swi_max_gap=swi_max_gap,
             n_estimators=trees,
             search=search,
             random_state=seed,

@@ -8,7 +8,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from smengine.errors import ConfigError, DataError, DataLossWarning, ValidationError
+from smengine.features import parse_swi_feature_name, swi_feature_name
 from smengine.stations import Station, StationSet, step_hours
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,23 @@ EXPERIMENTS = ("temporal", "leave-site-out", "leave-site-out-spatiotemporal", "k
 _THETA_D86 = (1e-3, 0.95)
 _TDR_COLUMN = re.compile(r"^tdr_(\d+(?:\.\d+)?)$")
 _SCORE_KEYS = ("n", "R", "ubRMSE", "bias", "KGE")
+#: Daily station columns that are never covariates, and why (the target and what is made from it).
+NOT_COVARIATES: dict[str, str] = {
+    "sm": "the target",
+    "sm_std": "the target's uncertainty",
+    "n_hours": "a count of the target's valid hours",
+    "counts": "neutron counts: the target's raw signal",
+    "counts_raw": "neutron counts: the target's raw signal",
+    "counts_corrected": "neutron counts: the target's raw signal",
+    "bwe": "biomass water equivalent: used in the counts-to-θ conversion",
+    "r86": "footprint radius computed from θ: it would leak the target",
+    "d86": "penetration depth computed from θ: it would leak the target",
+    "flag": "quality flags",
+}
+#: SWI of station covariates: characteristic times (days) and the longest gap (days) the last
+#: value is carried over before the SWI becomes NaN (a product that ended years ago is no input).
+COVARIATE_SWI_T = (5.0, 10.0, 20.0, 40.0)
+COVARIATE_SWI_MAX_GAP = 10.0
 
 
 # ======================================================================================
@@ -333,6 +351,12 @@ def station_table(
     tdr: bool = True,
     tdr_distance: float = 0.0,
     irrigation: pd.DataFrame | None = None,
+    covariates: pd.DataFrame | None = None,
+    covariate_units: Mapping[str, str] | None = None,
+    extras: bool = True,
+    swi_of: Sequence[str] = (),
+    swi_T: Sequence[float] = COVARIATE_SWI_T,
+    swi_max_gap: float | None = COVARIATE_SWI_MAX_GAP,
 ) -> pd.DataFrame:
     r"""Station-day table: CRNS soil moisture and the point covariates of each station.
 
@@ -359,6 +383,25 @@ def station_table(
         stations without a column use their own ``irrigation`` series. When any station has
         irrigation, ``irrigation`` and ``irrigation_ef<T>`` become features, and stations
         with none are taken as not irrigated (0 mm; ``attrs["irrigation_source"]``).
+    covariates : DataFrame, optional
+        Daily covariates of your own, long: ``station``, ``date`` and one numeric column per
+        covariate (e.g. a satellite product's SWI at the stations, reanalysis layers, soil
+        texture; :func:`read_covariates`). Each column becomes a feature.
+    covariate_units : mapping, optional
+        Units of covariate and extra columns (default ``"unknown"``, said in the report).
+    extras : bool, optional
+        Numeric columns of the station files beyond the canonical ones become features too
+        (default True); columns that are the target or made from it are never features
+        (:data:`NOT_COVARIATES`, neutron correction factors ``f_*``, TDR profiles).
+    swi_of : sequence of str, optional
+        Covariate (or extra) columns whose Soil Water Index (:func:`smengine.filters.exp_filter`,
+        carried over days without a value) at ``swi_T`` also becomes a feature,
+        ``swi<T>c_<column>`` as in :class:`smengine.features.FeatureSpec`.
+    swi_T : sequence of float, optional
+        Characteristic times of those SWI, days (default :data:`COVARIATE_SWI_T`).
+    swi_max_gap : float or None, optional
+        The carried SWI becomes NaN once the last observation is more than this many days
+        old (default :data:`COVARIATE_SWI_MAX_GAP`); None carries for ever.
 
     Returns
     -------
@@ -370,7 +413,8 @@ def station_table(
         station or a met series absent everywhere), ``irrigation_source`` (station →
         ``"table"``, ``"station"`` or ``"none (0 mm)"``, when any station is irrigated),
         ``tdr_depths`` (station → depths, cm, of its TDR baseline: the depths it measures at
-        all, at least two; a day needs all).
+        all, at least two; a day needs all), ``columns`` (every column offered as a covariate:
+        ``source``, ``units``, ``used`` and, when not used, ``why``).
 
         ========================= ========== ==========================================
         feature                   unit       meaning
@@ -405,6 +449,19 @@ def station_table(
     if any(not (t > 0 and math.isfinite(t)) for t in Ts):
         raise ConfigError(f"T should be positive days, got {T!r}")
     daily = stations.daily(min_hours)
+    cov, columns, extra_cols = _covariate_columns(daily, covariates, covariate_units, extras)
+    swi_cols = list(dict.fromkeys(str(c) for c in swi_of))
+    unknown_swi = [c for c in swi_cols if c not in {*extra_cols, *(cov.columns if cov is not None else ())}]
+    if unknown_swi:
+        raise ConfigError(
+            f"swi_of: {unknown_swi} is not a covariate column; covariates: "
+            f"{sorted({*extra_cols, *(cov.columns if cov is not None else ())} - {'station', 'date'})}"
+        )
+    STs = [float(t) for t in swi_T]
+    if swi_cols and any(not (t > 0 and math.isfinite(t)) for t in STs):
+        raise ConfigError(f"swi_T should be positive days, got {swi_T!r}")
+    swi_names = [swi_feature_name(c, t) for c in swi_cols for t in STs]
+    cov_names = [c for c in (cov.columns if cov is not None else ()) if c not in ("station", "date")]
     gauge = daily_precipitation(stations, min_hours)
     own_irr = daily_precipitation(stations, min_hours, column="irrigation")
     irrigated = bool(len(own_irr.columns)) or (irrigation is not None and len(irrigation.columns) > 0)
@@ -418,7 +475,7 @@ def station_table(
         if d.empty:
             log.info("station %s: no valid days", s.id)
             continue
-        keep = ["date", "sm", *[c for c in d.columns if _TDR_COLUMN.match(str(c))]]
+        keep = ["date", "sm", *[c for c in d.columns if _TDR_COLUMN.match(str(c))], *extra_cols]
         d = d[keep].rename(columns={"sm": "target"}).copy()
         d["date"] = pd.to_datetime(d["date"])
         d = d.set_index("date")
@@ -441,7 +498,11 @@ def station_table(
             cal = cal_irr if cal.empty else cal.join(cal_irr, how="outer")
         met = _calendar_met(s)
         row = d.join(cal, how="left").join(met, how="left")
-        for c in ["precipitation", *ef_names, *irr_names, *MET_FEATURES]:
+        if cov is not None:
+            row = row.join(_station_covariates(cov, s.id, swi_cols, STs, swi_max_gap), how="left")
+        elif swi_cols:
+            row = row.join(_swi_calendar(d[swi_cols], swi_cols, STs, swi_max_gap), how="left")
+        for c in ["precipitation", *ef_names, *irr_names, *MET_FEATURES, *extra_cols, *cov_names, *swi_names]:
             if c not in row.columns:
                 row[c] = np.nan
         row["precip_source"] = src
@@ -483,7 +544,10 @@ def station_table(
     if tdr and "tdr_weighted" not in table.columns:
         table["tdr_weighted"] = np.nan
     # features: drop the ones that cannot be used everywhere
-    candidates = ["precipitation", *ef_names, *irr_names, *MET_FEATURES, "doy_sin", "doy_cos", *STATIC_FEATURES]
+    own = [*extra_cols, *cov_names, *swi_names]
+    candidates = [
+        "precipitation", *ef_names, *irr_names, *MET_FEATURES, "doy_sin", "doy_cos", *STATIC_FEATURES, *own
+    ]  # fmt: skip
     dropped: dict[str, str] = {}
     for c in candidates:
         v = table[c]
@@ -493,6 +557,11 @@ def station_table(
                 dropped[c] = f"unknown at station(s) {unknown}"
         elif not v.notna().any():
             dropped[c] = "no values at any station"
+        elif c in own:  # a covariate a whole station lacks would take that station out of every fit
+            has = table.groupby("station")[c].apply(lambda x: bool(x.notna().any()))
+            none = sorted(has.index[~has].tolist())
+            if none:
+                dropped[c] = f"no values at station(s) {none}"
     for c, why in dropped.items():
         log.warning("station_table: feature %s left out: %s", c, why)
     features = [c for c in candidates if c not in dropped]
@@ -504,6 +573,8 @@ def station_table(
         "doy_sin": "1",
         "doy_cos": "1",
         **STATIC_FEATURES,
+        **{c: columns[c]["units"] for c in [*extra_cols, *cov_names]},
+        **{swi_feature_name(c, t): columns[c]["units"] for c in swi_cols for t in STs},
     }
     kinds = {
         "precipitation": "dynamic",
@@ -513,7 +584,18 @@ def station_table(
         "doy_sin": "calendar",
         "doy_cos": "calendar",
         **{n: "static" for n in STATIC_FEATURES},
+        **{c: "dynamic" for c in [*extra_cols, *cov_names]},
+        **{n: "swi" for n in swi_names},
     }
+    for n in swi_names:
+        src, t, _ = parse_swi_feature_name(n)  # type: ignore[misc]
+        gap = "" if swi_max_gap is None else f", NaN after {swi_max_gap:g} days without a value"
+        columns[n] = {"source": f"exp_filter({src}, T={t:g} d, carried{gap})", "units": units[n]}
+    for c, info in columns.items():
+        if "used" not in info:
+            info["used"] = c in candidates and c not in dropped
+            if c in dropped:
+                info["why"] = dropped[c]
     table.attrs.update(
         {
             "features": features,
@@ -522,10 +604,154 @@ def station_table(
             "dropped_features": dropped,
             "T": Ts,
             "tdr_depths": tdr_used,
+            "columns": columns,
             **({"irrigation_source": irr_source} if irrigated else {}),
         }
     )
     return table
+
+
+def _covariate_columns(
+    daily: pd.DataFrame, covariates: pd.DataFrame | None, units: Mapping[str, str] | None, extras: bool
+) -> tuple[pd.DataFrame | None, dict[str, dict[str, Any]], list[str]]:
+    """The covariate table checked, every offered column with its source, units and fate, and the extras used."""
+    units = dict(units or {})
+    columns: dict[str, dict[str, Any]] = {}
+    handled = {"station", "date", "precipitation", "irrigation", *MET_FEATURES}
+    extra_cols: list[str] = []
+    for c in daily.columns:
+        c = str(c)
+        if c in handled:
+            continue
+        info: dict[str, Any] = {"source": "station files (daily mean)", "units": units.get(c, "unknown")}
+        if c in NOT_COVARIATES:
+            info.update(used=False, why=NOT_COVARIATES[c])
+        elif c.startswith("f_"):
+            info.update(used=False, why="a neutron correction factor of the counts-to-θ processing")
+        elif _TDR_COLUMN.match(c):
+            info.update(
+                used=False, why="a TDR profile depth: an independent measurement of the target (the tdr baseline)"
+            )
+        elif not pd.api.types.is_numeric_dtype(daily[c]):
+            info.update(used=False, why="not numeric")
+        elif not extras:
+            info.update(used=False, why="left out by choice (extras=False)")
+        else:
+            extra_cols.append(c)
+        columns[c] = info
+    if covariates is None:
+        return None, columns, extra_cols
+    if not isinstance(covariates, pd.DataFrame) or not {"station", "date"} <= set(covariates.columns):
+        raise ConfigError("covariates should be a table with station, date and one column per covariate")
+    cov = covariates.copy()
+    cov["station"] = cov["station"].astype(str)
+    cov["date"] = pd.DatetimeIndex(pd.to_datetime(cov["date"])).tz_localize(None).normalize()
+    keep = ["station", "date"]
+    for c in cov.columns:
+        if c in ("station", "date"):
+            continue
+        c = str(c)
+        clash = c in columns or c in handled or c in STATIC_FEATURES or c in ("target", "doy_sin", "doy_cos")
+        info = {"source": "covariate table", "units": units.get(c, "unknown")}
+        if clash:
+            raise ConfigError(f"covariate column {c!r} has the name of a station column or feature; rename it")
+        if c in NOT_COVARIATES or c.startswith("f_"):
+            info.update(used=False, why=NOT_COVARIATES.get(c, "a neutron correction factor"))
+        elif not pd.api.types.is_numeric_dtype(cov[c]):
+            info.update(used=False, why=f"not numeric ({cov[c].dtype})")
+        else:
+            keep.append(c)
+        columns[c] = info
+    dup = cov.duplicated(["station", "date"])
+    if dup.any():
+        first = cov.loc[dup, ["station", "date"]].iloc[0]
+        raise ConfigError(
+            f"covariates: {int(dup.sum())} repeated station-day(s), e.g. {first['station']} {first['date']:%Y-%m-%d}"
+        )
+    return cov[keep], columns, extra_cols
+
+
+def _swi_calendar(
+    values: pd.DataFrame, cols: Sequence[str], Ts: Sequence[float], max_gap: float | None
+) -> pd.DataFrame:
+    """SWI of daily columns on their full calendar, carried over gaps of at most ``max_gap`` days."""
+    from smengine.filters import exp_filter
+
+    v = values[list(cols)].copy()
+    v.index = pd.DatetimeIndex(v.index).tz_localize(None).normalize()
+    v = v.sort_index().asfreq("D")
+    days = v.index.to_numpy()
+    out = {}
+    step = np.arange(len(v), dtype=np.float64)
+    for c in cols:
+        x = v[c].to_numpy(np.float64)
+        swi = np.atleast_2d(exp_filter(x, days, list(Ts), carry=True))
+        if max_gap is not None:
+            ok = np.isfinite(x)
+            last = np.where(ok, step, np.nan)
+            last = pd.Series(last).ffill().to_numpy()  # index of the last valid day
+            stale = ~(step - last <= float(max_gap))
+            swi[:, stale] = np.nan
+        for t, s in zip(Ts, swi, strict=True):
+            out[swi_feature_name(c, t)] = s
+    return pd.DataFrame(out, index=v.index)
+
+
+def _station_covariates(
+    cov: pd.DataFrame, sid: str, swi_cols: Sequence[str], Ts: Sequence[float], max_gap: float | None
+) -> pd.DataFrame:
+    """One station's covariates by date, with the SWI of ``swi_cols`` on their full calendar."""
+    g = cov[cov["station"] == str(sid)].drop(columns="station").set_index("date").sort_index()
+    if g.empty:
+        return pd.DataFrame(index=pd.DatetimeIndex([], name="date"))
+    if swi_cols:
+        g = g.join(_swi_calendar(g, swi_cols, Ts, max_gap), how="outer")
+    return g
+
+
+def read_covariates(path: PathLike, *, stations: StationSet | None = None) -> pd.DataFrame:
+    """Daily covariates from a CSV: long (``station``, ``date``, one column per covariate) or
+    wide for one covariate (``date`` and one column per station; the file's stem names it).
+
+    Parameters
+    ----------
+    path : path
+        The CSV.
+    stations : StationSet, optional
+        Check that the stations named exist (rows of others are an error naming them).
+
+    Returns
+    -------
+    DataFrame
+        Long: ``station``, ``date`` (naive day) and the covariate columns.
+
+    Raises
+    ------
+    DataError
+        Unreadable dates (the first bad value named) or stations not in ``stations``.
+    """
+    p = Path(path)
+    try:
+        df = pd.read_csv(p)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"{p}: cannot read the covariate table ({exc})") from exc
+    lower = {str(c).lower(): c for c in df.columns}
+    if "date" not in lower:
+        raise DataError(f"{p}: no date column (columns: {', '.join(map(str, df.columns))})")
+    df = df.rename(columns={lower["date"]: "date", **({lower["station"]: "station"} if "station" in lower else {})})
+    if "station" not in df.columns:  # wide: one covariate, one column per station
+        df = df.melt(id_vars="date", var_name="station", value_name=p.stem)
+    dates = pd.to_datetime(df["date"], errors="coerce")
+    if dates.isna().any():
+        bad = df.loc[dates.isna(), "date"].iloc[0]
+        raise DataError(f"{p}: unreadable date {bad!r}")
+    df["date"] = dates.dt.tz_localize(None) if dates.dt.tz is not None else dates
+    df["station"] = df["station"].astype(str)
+    if stations is not None:
+        unknown = sorted(set(df["station"]) - set(stations.ids))
+        if unknown:
+            raise DataError(f"{p}: station(s) {unknown} are not in the station set ({', '.join(stations.ids)})")
+    return df
 
 
 def _or_zero(v: float | None) -> float:

@@ -16,6 +16,7 @@ import pandas as pd
 from smengine._io import atomic_write
 from smengine.errors import ConfigError
 from smengine.experiments._data import (
+    COVARIATE_SWI_MAX_GAP,
     DEFAULT_T,
     EXPERIMENTS,
     METHODS,
@@ -283,6 +284,11 @@ def run_experiments(
     train_years: float = 2.4,
     domain: pd.DataFrame | None = None,
     knndm_k: int = 5,
+    covariates: pd.DataFrame | None = None,
+    covariate_units: Mapping[str, str] | None = None,
+    extras: bool = True,
+    swi_of: Sequence[str] = (),
+    swi_max_gap: float | None = COVARIATE_SWI_MAX_GAP,
     T: Sequence[float] = DEFAULT_T,
     n_estimators: int = 500,
     search: bool = False,
@@ -321,6 +327,10 @@ def run_experiments(
         pixel centres of the region to be mapped. Default: the stations' convex hull.
     knndm_k : int, optional
         kNNDM folds (default 5).
+    covariates, covariate_units, extras, swi_of, swi_max_gap : optional
+        Station covariates of your own (see :func:`station_table`): a daily table
+        (:func:`read_covariates`), their units, whether the station files' numeric extras are
+        features, the columns whose SWI is a feature and the longest carried gap (days).
     T : sequence of float
         Antecedent-precipitation times, days.
     n_estimators, search, random_state, n_jobs
@@ -356,7 +366,17 @@ def run_experiments(
                 if e == "temporal"
                 else "USGS Roaring Fork, 15 stations (raw counts → θ), PRISM precipitation"
             )
-        table = station_table(ss, precipitation=pr, T=T, irrigation=irr)
+        table = station_table(
+            ss,
+            precipitation=pr,
+            T=T,
+            irrigation=irr,
+            covariates=covariates,
+            covariate_units=covariate_units,
+            extras=extras,
+            swi_of=swi_of,
+            swi_max_gap=swi_max_gap,
+        )
         if features is not None or exclude_features:
             table = select_features(table, features, exclude=exclude_features)
         tables[e] = table
@@ -463,6 +483,13 @@ def _report(
         dropped = t.attrs.get("dropped_features") or {}
         if dropped:
             L.append("Left out: " + "; ".join(f"`{k}` ({v})" for k, v in dropped.items()) + ".")
+        cols = t.attrs.get("columns") or {}
+        used = [f"`{k}` ({v['units']}; {v['source']})" for k, v in cols.items() if v.get("used")]
+        unused = [f"`{k}` ({v.get('why', 'not selected')})" for k, v in cols.items() if not v.get("used")]
+        if used:
+            L.append("Covariates from the station files and tables: " + "; ".join(used) + ".")
+        if unused:
+            L.append("Station and table columns not used as covariates: " + "; ".join(unused) + ".")
         if t.attrs.get("excluded_features"):
             L.append("Left out by choice: " + ", ".join(f"`{k}`" for k in t.attrs["excluded_features"]) + ".")
         if t.attrs.get("irrigation_source"):
