@@ -544,4 +544,9 @@ def test_real_roaring_fork_verdicts_come_with_per_station_intervals(real: E.Expe
         assert res.comparison("forest", "mean", "ubRMSE").verdict == "beats"
     rep = real.report.read_text()
     assert "## Which number to believe" in rep and "what a product user meets" in rep
+    # the network's own columns: soil temperature at 5 cm (at every station) is a covariate, the counts never
+    t = real.tables["leave-site-out-spatiotemporal"]
+    assert "soil_temperature_5" in t.attrs["features"] and t.attrs["units"]["soil_temperature_5"] == "degC"
+    assert "soil_temperature_50" not in t.attrs["features"] and "counts" not in t.attrs["features"]
+    assert "`counts` (neutron counts: the target's raw signal)" in rep
     assert rep.count("| forest vs linear | ubRMSE |") == 4

@@ -17,7 +17,7 @@ import pandas as pd
 
 from smengine.errors import ConfigError, DataError, DataLossWarning, ValidationError
 from smengine.features import parse_swi_feature_name, swi_feature_name
-from smengine.stations import Station, StationSet, step_hours
+from smengine.stations import CANONICAL_COLUMNS, Station, StationSet, step_hours
 
 log = logging.getLogger(__name__)
 
@@ -623,7 +623,9 @@ def _covariate_columns(
         c = str(c)
         if c in handled:
             continue
-        info: dict[str, Any] = {"source": "station files (daily mean)", "units": units.get(c, "unknown")}
+        base = re.sub(r"_\d+(\.\d+)?$", "", c)  # soil_temperature_5: a canonical series at a depth
+        unit = units.get(c) or CANONICAL_COLUMNS.get(c) or CANONICAL_COLUMNS.get(base) or "unknown"
+        info: dict[str, Any] = {"source": "station files (daily mean)", "units": unit}
         if c in NOT_COVARIATES:
             info.update(used=False, why=NOT_COVARIATES[c])
         elif c.startswith("f_"):
