@@ -435,3 +435,16 @@ def test_bad_shapes():
         res.W_of(res.folds[:-1])
     with pytest.raises(ValidationError, match="single fold"):
         res.W_of(np.zeros(30, dtype=int))
+
+
+def test_domain_points_of_a_product_grid_are_its_pixel_centres() -> None:
+    from smengine.grid import Grid
+
+    g = Grid.from_bounds(4_300_000, 3_080_000, 4_320_000, 3_100_000)
+    pts = domain_points(grid=g, samplesize=400)
+    xs = 4_300_000 + (np.arange(20) + 0.5) * 1000
+    ys = 3_100_000 - (np.arange(20) + 0.5) * 1000
+    np.testing.assert_array_equal(pts, domain_points(x=xs, y=ys, axes=True, samplesize=400))
+    assert pts.shape == (400, 2)
+    with pytest.raises(ConfigError, match="exactly one"):
+        domain_points(grid=g, x=xs, y=ys)

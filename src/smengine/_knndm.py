@@ -383,9 +383,10 @@ def domain_points(
     x: npt.ArrayLike | None = None,
     y: npt.ArrayLike | None = None,
     axes: bool = False,
+    grid: Any = None,
     samplesize: int = 1000,
 ) -> np.ndarray:
-    """Prediction points of a prediction domain, from one of three sources.
+    """Prediction points of a prediction domain, from one of four sources.
 
     Parameters
     ----------
@@ -407,6 +408,9 @@ def domain_points(
         ``samplesize`` (deterministic).
     axes : bool, optional
         ``x`` and ``y`` are grid axes (default False: pixel centre pairs).
+    grid : smengine.grid.Grid, optional
+        A product grid: its pixel centres (:meth:`~smengine.grid.Grid.xy`) as the axes of a
+        raster domain, thinned as for ``x``/``y``.
     samplesize : int, optional
         Target number of prediction points for ``hull_of`` and ``x``/``y``. Default 1000.
 
@@ -422,14 +426,18 @@ def domain_points(
     ValidationError
         On wrong shapes, or a hull of fewer than three non-collinear points.
     """
-    given = [points is not None, hull_of is not None, x is not None or y is not None]
+    given = [points is not None, hull_of is not None, x is not None or y is not None, grid is not None]
     if sum(given) != 1:
-        raise ConfigError("domain_points needs exactly one of points=, hull_of= or x= and y=")
+        raise ConfigError("domain_points needs exactly one of points=, hull_of=, x= and y=, or grid=")
     samplesize = _check_int(samplesize, "samplesize", 1)
     if points is not None:
         return _as_points(points, "points", finite=False)
     if hull_of is not None:
         return _hull_grid(_as_points(hull_of, "hull_of", d=2), samplesize)
+    if grid is not None:
+        xs = grid.xy(np.zeros(grid.width), np.arange(grid.width))[0]
+        ys = grid.xy(np.arange(grid.height), np.zeros(grid.height))[1]
+        return _raster_points(xs, ys, True, samplesize)
     if x is None or y is None:
         raise ConfigError("domain_points needs both x= and y= (pixel centres)")
     return _raster_points(x, y, axes, samplesize)

@@ -734,14 +734,7 @@ def _knndm_domain(path: Path) -> Any:
         tiles = sorted(path.glob("*.h5"))
         if not tiles:
             raise click.BadParameter(f"{path} holds no tile (*.h5)", param_hint="--knndm-domain")
-        pts = []
-        for t in tiles:
-            g = TileStore.open(t).grid
-            r = float(g.resolution)
-            xs = g.xmin + (np.arange(g.width) + 0.5) * r
-            ys = g.ymax - (np.arange(g.height) + 0.5) * r
-            pts.append(domain_points(x=xs, y=ys, axes=True, samplesize=10_000))
-        return np.concatenate(pts)
+        return np.concatenate([domain_points(grid=TileStore.open(t).grid, samplesize=10_000) for t in tiles])
     d = pd.read_csv(path)
     if not {"x", "y"} <= set(d.columns):
         raise click.BadParameter(f"{path} needs x and y columns, has {', '.join(map(str, d.columns))}",

@@ -727,15 +727,21 @@ def _check_level(level: float, n_boot: int) -> None:
 
 
 def _pooled_draws(
-    metric: str, ref: np.ndarray, ests: Sequence[np.ndarray], blocks: np.ndarray, n_boot: int, seed: int
+    metric: str,
+    ref: np.ndarray,
+    ests: Sequence[np.ndarray],
+    blocks: np.ndarray,
+    n_boot: int,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Each estimate's metric against ``ref`` on all values, and on ``n_boot`` block resamples (the same
-    blocks for every estimate): ``(full (E,), draws (E, n_boot), n_blocks)``; inputs all finite."""
+    blocks for every estimate, drawn from ``rng``): ``(full (E,), draws (E, n_boot), n_blocks)``; inputs
+    all finite."""
     _, g = np.unique(blocks, return_inverse=True)
     k = int(g.max()) + 1
     c = float(np.mean(ref))  # centre: keeps the sums of squares well conditioned
     r_sums, e_sums = _block_sums(ref - c, [e - c for e in ests], g, k)
-    w = _resample_counts(np.random.default_rng(seed), k, n_boot)
+    w = _resample_counts(rng, k, n_boot)
     draws = _metric_from_sums(metric, np.einsum("bk,ks->bs", w, r_sums), np.einsum("bk,eks->ebs", w, e_sums), c)
     return _metric_from_sums(metric, r_sums.sum(0), e_sums.sum(1), c), draws, k
 
@@ -801,7 +807,7 @@ def metric_difference_ci(
         nan = float("nan")
         return {**out, "a": nan, "b": nan, "difference": nan, "ci_low": nan, "ci_high": nan,
                 "verdict": "undetermined", "n": 0, "n_blocks": 0}  # fmt: skip
-    full, draws, k = _pooled_draws(m, T[ok], [A[ok], B[ok]], G[ok], int(n_boot), seed)
+    full, draws, k = _pooled_draws(m, T[ok], [A[ok], B[ok]], G[ok], int(n_boot), np.random.default_rng(seed))
     vals = _signed(m, draws)
     lo, hi = _percentile_ci(vals[0] - vals[1], level)
     diff = float(_signed(m, full[0]) - _signed(m, full[1]))
@@ -878,7 +884,7 @@ def metric_ci(
         if return_draws:
             out["draws"] = np.full(int(n_boot), nan)
         return out
-    full, all_draws, k = _pooled_draws(m, R[ok], [P[ok]], G[ok], int(n_boot), seed)
+    full, all_draws, k = _pooled_draws(m, R[ok], [P[ok]], G[ok], int(n_boot), np.random.default_rng(seed))
     draws = all_draws[0]
     lo, hi = _percentile_ci(draws, level)
     out.update(
@@ -1145,15 +1151,10 @@ def paired_station_ci(
         if len(g) < int(min_obs):
             left[str(sid)] = f"{len(g)} common days (< {int(min_obs)})"
             continue
-        o = g["_o"].to_numpy(np.float64)
-        c = float(o.mean())
         blk = (g["date"].to_numpy().astype("datetime64[D]") - day0).astype(np.int64) // int(block_days)
-        _, codes = np.unique(blk, return_inverse=True)
-        k = int(codes.max()) + 1
-        ref, est = _block_sums(o - c, [g["_a"].to_numpy(np.float64) - c, g["_b"].to_numpy(np.float64) - c], codes, k)
-        full = _signed(m, _metric_from_sums(m, ref.sum(0), est.sum(1), c))
-        w = _resample_counts(rng, k, int(n_boot))
-        vals = _signed(m, _metric_from_sums(m, np.einsum("bk,ks->bs", w, ref), np.einsum("bk,eks->ebs", w, est), c))
+        est = [g[c].to_numpy(np.float64) for c in ("_a", "_b")]
+        full, resampled, k = _pooled_draws(m, g["_o"].to_numpy(np.float64), est, blk, int(n_boot), rng)
+        full, vals = _signed(m, full), _signed(m, resampled)
         d = vals[0] - vals[1]
         lo, hi = _percentile_ci(d, level, k)  # expanded for k blocks (a month-block year has k = 12)
         v = verdict(lo, hi, m)

@@ -87,15 +87,6 @@ class CVStudy:
     others: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
-def _pixel_centres(grid: Any) -> np.ndarray:
-    from smengine.evaluate import domain_points
-
-    r = float(grid.resolution)
-    xs = grid.xmin + (np.arange(grid.width) + 0.5) * r
-    ys = grid.ymax - (np.arange(grid.height) + 0.5) * r
-    return domain_points(x=xs, y=ys, axes=True, samplesize=max(1000, grid.width * grid.height))
-
-
 def _random_folds(n: int, k: int, seed: int) -> np.ndarray:
     """The random k-fold of the rows :func:`smengine.model.train` reports W of (same permutation)."""
     return np.random.default_rng(seed).permutation(n) % k
@@ -164,7 +155,7 @@ def cv_study(
     CVStudy
     """
     from smengine.engine import predict
-    from smengine.evaluate import metric_ci, space_time_blocks, station_time_blocks
+    from smengine.evaluate import domain_points, metric_ci, space_time_blocks, station_time_blocks
     from smengine.model import train
     from smengine.pseudoproxy import station_pixels
 
@@ -173,7 +164,7 @@ def cv_study(
         d = np.hypot(stations["x"] - grid.xmin, stations["y"] - (grid.ymax - grid.height * grid.resolution))
         n_cl = max(6, int(round(0.4 * len(stations))))
         networks = {"all": list(stations["id"]), "clustered": list(stations["id"].to_numpy()[np.argsort(d)[:n_cl]])}
-    domain = _pixel_centres(grid)
+    domain = domain_points(grid=grid, samplesize=max(1000, grid.width * grid.height))  # every pixel centre
     st_truth = station_truth.assign(date=pd.to_datetime(station_truth["date"]))
     n_jobs = n_threads or -1
     rows, knn, others = [], {}, {}
