@@ -14,7 +14,7 @@ from smengine._knndm import (
     plot_knndm,
     wasserstein_of_folds,
 )
-from smengine.errors import ConfigError, ValidationError
+from smengine.errors import ConfigError, DataLossWarning, ValidationError
 
 K = 10
 
@@ -282,7 +282,8 @@ def test_feature_space_standardises_by_the_training_rows():
     T, P = _features()
     P_nan = P.copy()
     P_nan[[3, 10, 11], [0, 1, 0]] = np.nan
-    res = knndm_folds(T, P_nan, k=5, space="feature")
+    with pytest.warns(DataLossWarning, match="3 of 800 prediction point"):
+        res = knndm_folds(T, P_nan, k=5, space="feature")
     assert res.space == "feature" and res.n_pred_dropped == 3 and res.pred_points.shape == (797, 2)
     mean, sd = T.mean(axis=0), T.std(axis=0, ddof=1)
     np.testing.assert_allclose(res.points, (T - mean) / sd)
@@ -290,11 +291,13 @@ def test_feature_space_standardises_by_the_training_rows():
     np.testing.assert_allclose(res.points.std(axis=0, ddof=1), 1.0)
     # scale invariance: the second feature in other units gives the same folds
     f = np.array([1.0, 1e-3])
-    again = knndm_folds(T * f, P_nan * f, k=5, space="feature")
+    with pytest.warns(DataLossWarning):
+        again = knndm_folds(T * f, P_nan * f, k=5, space="feature")
     w_again = again.W
     assert np.array_equal(again.folds, res.folds) and w_again == pytest.approx(res.W)
     # without scaling the 2nd feature dominates the distances: another problem, other distances
-    raw = knndm_folds(T, P_nan, k=5, space="feature", scale_vars=False)
+    with pytest.warns(DataLossWarning):
+        raw = knndm_folds(T, P_nan, k=5, space="feature", scale_vars=False)
     assert np.median(raw.Gij) > 10 * np.median(res.Gij)
 
 

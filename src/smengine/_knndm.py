@@ -76,6 +76,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from smengine.errors import ConfigError, ValidationError
+from smengine.errors import ConfigError, DataLossWarning, ValidationError
 
 __all__ = [
     "KNNDM",
@@ -737,10 +738,16 @@ def knndm_folds(
         P = _hull_grid(X, samplesize)
     n_dropped = 0
     ok = np.all(np.isfinite(P), axis=1)
+    if not ok.any():
+        raise ValidationError("no prediction point is left (every one has a non-finite value)")
     if not ok.all():
         n_dropped = int(np.count_nonzero(~ok))
         P = P[ok]
-        log.info("kNNDM: dropped %d prediction point(s) with a non-finite value", n_dropped)
+        warnings.warn(
+            f"kNNDM: {n_dropped} of {ok.size} prediction point(s) with a non-finite value left out",
+            DataLossWarning,
+            stacklevel=3,
+        )
     if P.shape[0] == 0:
         raise ValidationError("no prediction point is left (every one has a non-finite value)")
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from smengine import experiments as E
 from smengine import stations as S
 from smengine.cli import cli
-from smengine.errors import ConfigError, DataError
+from smengine.errors import ConfigError, DataError, DataLossWarning
 from smengine.filters import exp_filter
 
 N_DAYS = 240
@@ -72,8 +72,14 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"dir": tmp, "ss": ss, "cov": cov}
 
 
+def _table(ss: S.StationSet, **kw) -> pd.DataFrame:
+    """station_table, which says (a DataLossWarning) that the text column ``note`` is lost."""
+    with pytest.warns(DataLossWarning, match=r"note \(no values at any station\)"):
+        return E.station_table(ss, **kw)
+
+
 def test_extras_of_the_station_files_become_features_and_leaks_are_named(net: dict) -> None:
-    t = E.station_table(net["ss"])
+    t = _table(net["ss"])
     cols = t.attrs["columns"]
     assert "sat_sm" in t.attrs["features"] and cols["sat_sm"]["used"]
     assert not cols["d86"]["used"] and "leak the target" in cols["d86"]["why"]
@@ -91,9 +97,8 @@ def test_extras_of_the_station_files_become_features_and_leaks_are_named(net: di
 
 
 def test_covariate_table_and_its_swi_with_a_maximum_gap(net: dict) -> None:
-    t = E.station_table(
-        net["ss"], covariates=net["cov"], swi_of=["ascat"], swi_T=(5.0, 20.0), covariate_units={"ascat": "m3 m-3"}
-    )
+    units = {"ascat": "m3 m-3"}
+    t = _table(net["ss"], covariates=net["cov"], swi_of=["ascat"], swi_T=(5.0, 20.0), covariate_units=units)
     f = t.attrs["features"]
     assert {"ascat", "sand", "swi5c_ascat", "swi20c_ascat"} <= set(f)
     assert t.attrs["units"]["swi5c_ascat"] == "m3 m-3" and t.attrs["units"]["sand"] == "unknown"
@@ -109,7 +114,7 @@ def test_covariate_table_and_its_swi_with_a_maximum_gap(net: dict) -> None:
     np.testing.assert_allclose(got.to_numpy(), pd.Series(want, index=c.index).reindex(got.index).to_numpy())
     end = c.index[c["ascat"].notna()].max()
     assert got.loc[end + pd.Timedelta(days=11) :].isna().all() and got.loc[:end].notna().sum() > 50
-    forever = E.station_table(net["ss"], covariates=net["cov"], swi_of=["ascat"], swi_max_gap=None)
+    forever = _table(net["ss"], covariates=net["cov"], swi_of=["ascat"], swi_max_gap=None)
     assert forever[forever["station"] == "B"].set_index("date")["swi5c_ascat"].loc[end:].notna().all()
 
 
@@ -117,7 +122,8 @@ def test_covariates_left_out_are_said_and_bad_tables_refused(net: dict) -> None:
     cov = net["cov"].copy()
     cov.loc[cov["station"] == "C", "sand"] = np.nan
     cov["soil_class"] = "loam"
-    t = E.station_table(net["ss"], covariates=cov)
+    with pytest.warns(DataLossWarning, match=r"sand \(no values at station\(s\) \['C'\]\)"):
+        t = E.station_table(net["ss"], covariates=cov)
     cols = t.attrs["columns"]
     assert "sand" not in t.attrs["features"] and cols["sand"]["why"] == "no values at station(s) ['C']"
     assert not cols["soil_class"]["used"] and "not numeric" in cols["soil_class"]["why"]
@@ -127,6 +133,9 @@ def test_covariates_left_out_are_said_and_bad_tables_refused(net: dict) -> None:
         E.station_table(net["ss"], covariates=pd.concat([net["cov"], net["cov"].iloc[:1]]))
     with pytest.raises(ConfigError, match="not a covariate column"):
         E.station_table(net["ss"], covariates=net["cov"], swi_of=["nope"])
+    other = net["cov"].assign(station=net["cov"]["station"].replace({"C": "Z"}))
+    with pytest.warns(DataLossWarning, match=r"covariate rows \(300 of stations \['Z'\] not in the set\)"):
+        E.station_table(net["ss"], covariates=other)
 
 
 def test_read_covariates_long_and_wide(net: dict, tmp_path: Path) -> None:

@@ -470,7 +470,9 @@ def test_read_daily_precipitation_formats_and_errors(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def real(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> E.ExperimentsReport:
     out = tmp_path_factory.mktemp("real")
-    return E.run_experiments(out, data_dir, n_estimators=50, n_jobs=1, plots=False)
+    # Roaring Fork's soil temperatures below 5 cm are missing at some stations: left out, and said
+    with pytest.warns(DataLossWarning, match=r"soil_temperature_10 \(no values at station\(s\) \['R4'\]\)"):
+        return E.run_experiments(out, data_dir, n_estimators=50, n_jobs=1, plots=False)
 
 
 @pytest.mark.data

@@ -564,6 +564,19 @@ def station_table(
                 dropped[c] = f"no values at station(s) {none}"
     for c, why in dropped.items():
         log.warning("station_table: feature %s left out: %s", c, why)
+    lost = {c: why for c, why in dropped.items() if c in own}
+    if cov is not None:
+        unmatched = sorted(set(cov["station"]) - set(table["station"]))
+        if unmatched:
+            n_rows = int(cov["station"].isin(unmatched).sum())
+            lost["covariate rows"] = f"{n_rows} of stations {unmatched} not in the set"
+    if lost:  # the network's own data, not used: the caller sees it
+        warnings.warn(
+            f"station_table: {len(lost)} of the network's own covariate column(s) or rows left out: "
+            + "; ".join(f"{k} ({v})" for k, v in lost.items()),
+            DataLossWarning,
+            stacklevel=2,
+        )
     features = [c for c in candidates if c not in dropped]
     units = {
         "precipitation": "mm d-1",
