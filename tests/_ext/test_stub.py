@@ -14,6 +14,7 @@ import pytest
         "smengine._ext._footprint",
         "smengine._ext._parallel",
         "smengine._ext._filters",
+        "smengine._ext._bucket",
         "smengine._ext._forest",
         "smengine._ext._engine",
     ],
