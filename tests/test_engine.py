@@ -309,11 +309,13 @@ def test_run_on_a_dask_localcluster_equals_the_local_run(world, tmp_path):
             np.testing.assert_array_equal(xa[k].values, xb[k].values, err_msg=f"{b.name} {k}")
 
 
-def test_engine_carried_swi_equals_naive(world):
+@pytest.mark.parametrize("gap", [None, 30.0, 1.0])
+def test_engine_carried_swi_equals_naive(world, gap):
+    """The engine's carried SWI (kind 5, with its longest gap) = FeatureBuilder's exp_filter(carry, max_gap)."""
     s = world["store"]
-    fb = FeatureBuilder(s, FeatureSpec(swi_T=(5.0, 20.0), swi_carry=True))
+    fb = FeatureBuilder(s, FeatureSpec(swi_T=(5.0, 20.0), swi_carry=True, swi_max_gap=gap))
     names = [n for n in fb.names if n not in ("s1", "smap")]  # only the carried SWI of both sources
-    assert "swi20c_smap" in names
+    assert f"swi20c{'' if gap is None else f'{gap:g}'}_smap" in names
     sw = fb.swi()
     X = np.concatenate(
         [fb.day(t, swi=sw)[[fb.names.index(n) for n in names]].reshape(len(names), -1).T for t in range(DAYS.size)]
@@ -328,6 +330,12 @@ def test_engine_carried_swi_equals_naive(world):
     # carrying keeps pixels valid on the sub-pixels' gap days: more valid sub-pixels than without
     plain = world["cf"]
     assert out["valid_fraction"].mean() > TileRunner(s, plain).predict_arrays(DAYS[1:])[1]["valid_fraction"].mean()
+    if gap == 1.0:  # … but not beyond the longest gap: fewer than carried without a limit
+        free = FeatureBuilder(s, FeatureSpec(swi_T=(5.0, 20.0), swi_max_gap=None))
+        free_names = [free.names[fb.names.index(n)] for n in names]
+        cf_free = CompiledForest.from_sklearn(rf, feature_names=free_names)
+        vf_free = TileRunner(s, cf_free, chunk_days=2).predict_arrays(DAYS[1:])[1]["valid_fraction"]
+        assert out["valid_fraction"].mean() < vf_free.mean()
 
 
 def test_degraded_products_are_loud(world, tmp_path):

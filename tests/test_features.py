@@ -97,14 +97,15 @@ def test_feature_names_and_spec_roundtrip(store: TileStore) -> None:
 
 
 def test_default_spec_gives_features_on_every_day(store: TileStore) -> None:
-    """The default carries the SWI (named swi<T>c_) and leaves its gappy sources out of the raw features."""
+    """The default carries the SWI for at most 30 days (named swi<T>c30_) and leaves its gappy sources out of the
+    raw features."""
     fb = FeatureBuilder(store)
     T = FeatureSpec().swi_T
     assert fb.swi_of == ["s1", "smap"]
     assert fb.names == (
         ["elev", "sand", "ndvi"]
-        + [f"swi{t:g}c_s1" for t in T]
-        + [f"swi{t:g}c_smap" for t in T]
+        + [f"swi{t:g}c30_s1" for t in T]
+        + [f"swi{t:g}c30_smap" for t in T]
         + ["doy_sin", "doy_cos"]
     )
     sw = fb.swi()
@@ -121,8 +122,8 @@ def test_default_spec_gives_features_on_every_day(store: TileStore) -> None:
         "sand",
         "s1",
         "ndvi",
-        "swi5c_s1",
-        "swi5c_smap",
+        "swi5c30_s1",
+        "swi5c30_smap",
         "doy_sin",
         "doy_cos",
     ]  # smap: default
@@ -247,14 +248,19 @@ def test_training_table_rejects_stores_with_different_units(tmp_path) -> None:
 
 
 def test_carried_swi_and_quantised_kernels(store: TileStore) -> None:
-    """swi_carry: exp_filter(carry=True) per sub-pixel, named swi<T>c_<src>; kernel_quantum: the
-    kernel of rounded inputs."""
-    spec = FeatureSpec(swi_T=(5.0, 20.0), swi_carry=True)
+    """swi_carry: exp_filter(carry=True, max_gap=...) per sub-pixel, named swi<T>c<gap>_<src> (swi<T>c_<src>
+    without a limit); kernel_quantum: the kernel of rounded inputs."""
+    spec = FeatureSpec(swi_T=(5.0, 20.0), swi_carry=True, swi_max_gap=None)
     fb = FeatureBuilder(store, spec)
     assert "swi5c_s1" in fb.names and fb.sources["swi20c_smap"] == "exp_filter(smap, T=20 d, carry)"
     days = store.times.astype("datetime64[D]").astype(float)
     want = exp_filter(fb.source_series("s1"), days, 5.0, carry=True)
     np.testing.assert_array_equal(fb.swi()[0], want)
+    gapped = FeatureBuilder(store, FeatureSpec(swi_T=(5.0, 20.0), swi_max_gap=2))
+    assert "swi5c2_s1" in gapped.names and gapped.sources["swi20c2_smap"] == "exp_filter(smap, T=20 d, carry ≤ 2 d)"
+    cut = exp_filter(fb.source_series("s1"), days, 5.0, carry=True, max_gap=2)
+    np.testing.assert_array_equal(gapped.swi()[0], cut)
+    assert np.isnan(cut).sum() > np.isnan(want).sum()  # the store's s1 has gaps longer than 2 days
     plain = FeatureBuilder(store, FeatureSpec(swi_T=(5.0, 20.0), swi_carry=False)).swi()[0]
     assert np.isnan(plain).sum() > np.isnan(want).sum()  # carrying fills the gap days
     ss = _stations(store)
@@ -301,11 +307,18 @@ def test_table_file_round_trip_and_errors(store: TileStore, tmp_path) -> None:
 @pytest.mark.parametrize("source", ["s1", "s1_sm", "esa_cci_sm", "a_b_c"])
 @pytest.mark.parametrize("T", [0.5, 5.0, 10.0, 37.25, 1e3])
 @pytest.mark.parametrize("carry", [True, False])
-def test_swi_name_grammar_round_trips(source: str, T: float, carry: bool) -> None:
-    from smengine.features import parse_swi_feature_name, swi_feature_name
+@pytest.mark.parametrize("gap", [None, 0.0, 10.0, 2.5])
+def test_swi_name_grammar_round_trips(source: str, T: float, carry: bool, gap: float | None) -> None:
+    from smengine.features import parse_swi_feature, parse_swi_feature_name, swi_feature_name
 
-    name = swi_feature_name(source, T, carry)
+    name = swi_feature_name(source, T, carry, gap)
     assert parse_swi_feature_name(name) == (source, T, carry)
-    assert name.startswith("swi") and name.endswith(f"_{source}") and ("c_" in name) == carry
+    assert parse_swi_feature(name) == (source, T, carry, gap if carry else None)
+    assert (
+        name.startswith("swi")
+        and name.endswith(f"_{source}")
+        and (f"c{'' if gap is None else f'{gap:g}'}_" in name) == carry
+    )
+    assert parse_swi_feature("swi5c_30_s1") == ("30_s1", 5.0, True, None)  # a source that starts with digits
     for other in ("ndvi", "swi", "swic_s1", "swi5", "doy_sin", "swi.._s1"):
         assert parse_swi_feature_name(other) is None, other

@@ -114,6 +114,40 @@ def test_carry_repeats_the_last_swi():
     assert np.isnan(got[0]) and got[1] == got[2] == got[3] == 1.0 and got[4] > 1.0
 
 
+@pytest.mark.parametrize("gap", [0.0, 1.0, 3.0, 7.5])
+def test_carry_stops_after_the_maximum_gap(gap: float) -> None:
+    """carry with max_gap = the carried series where the last valid value is at most max_gap days old, else NaN;
+    the same on a grid, with 1 and 2 threads, uniform (weight table) or irregular times, and across a saved state."""
+    rng = np.random.default_rng(3)
+    n, m = 80, 37
+    v = rng.random((n, m))
+    v[rng.random((n, m)) < 0.6] = np.nan
+    v[40:60, :5] = np.nan  # an outage longer than every gap
+    for times in (np.arange(n, dtype=float), np.cumsum(rng.uniform(0.5, 2.0, n))):
+        free = exp_filter(v, times, [4.0, 20.0], carry=True)
+        want = free.copy()
+        for j in range(m):
+            last = -np.inf
+            for i in range(n):
+                if np.isfinite(v[i, j]):
+                    last = times[i]
+                elif not times[i] - last <= gap:
+                    want[:, i, j] = np.nan
+        for threads in (1, 2):
+            got = exp_filter(v, times, [4.0, 20.0], carry=True, max_gap=gap, n_threads=threads)
+            np.testing.assert_array_equal(got, want)
+        a, st = exp_filter(v[:33], times[:33], [4.0, 20.0], carry=True, max_gap=gap, return_state=True)
+        b = exp_filter(v[33:], times[33:], [4.0, 20.0], carry=True, max_gap=gap, state=st)
+        np.testing.assert_array_equal(np.concatenate([a, b], axis=1), want)
+        assert np.isnan(want[:, 50, :5]).all() and np.isnan(want).sum() > np.isnan(free).sum()
+    # without carry the gap changes nothing
+    np.testing.assert_array_equal(
+        exp_filter(v, np.arange(float(n)), 5.0, max_gap=0.0), exp_filter(v, np.arange(float(n)), 5.0)
+    )
+    with pytest.raises(ConfigError, match="max_gap"):
+        exp_filter(v, np.arange(float(n)), 5.0, carry=True, max_gap=-1)
+
+
 def test_bad_input():
     with pytest.raises(ValidationError, match="strictly increasing"):
         exp_filter([1, 2, 3], [0, 2, 1], 5)
@@ -136,7 +170,7 @@ def test_weight_table_path_is_bit_identical_to_exp_path() -> None:
     def run(step: float) -> np.ndarray:
         out = np.empty((Ts.size,) + v.shape)
         z = [np.zeros((Ts.size, v.shape[1])) for _ in range(3)]
-        _filters.exp_filter(v, t, Ts, False, out, *z, step, 2)
+        _filters.exp_filter(v, t, Ts, False, np.inf, out, *z, step, 2)
         return out
 
     a, b = run(1.0), run(0.0)

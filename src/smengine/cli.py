@@ -634,6 +634,12 @@ def stations(
 )
 @click.option("--swi-T", "swi_t", help="Comma-separated SWI characteristic times, days (default 5,10,20,40).")
 @click.option("--no-carry", is_flag=True, help="SWI on observation days only (default: carried to every day).")
+@click.option(
+    "--swi-max-gap",
+    type=click.FloatRange(min=0),
+    help="Days a carried SWI lasts after its source's last value before it is NaN (default 30; see --no-gap-limit).",
+)
+@click.option("--no-gap-limit", is_flag=True, help="Carry the SWI without a limit (as models before the limit).")
 @click.option("--static", help="Comma-separated static covariates (default all).")
 @click.option("--dynamic", help="Comma-separated dynamic covariates (default all but the SWI sources).")
 @click.option("--coarse", help="Comma-separated coarse covariates (default all but the SWI sources).")
@@ -653,6 +659,8 @@ def table(
     swi_of: str | None,
     swi_t: str | None,
     no_carry: bool,
+    swi_max_gap: float | None,
+    no_gap_limit: bool,
     static: str | None,
     dynamic: str | None,
     coarse: str | None,
@@ -687,6 +695,12 @@ def table(
             raise click.BadParameter(why, param_hint="--swi-T") from exc
     if no_carry:
         d["swi_carry"] = False
+    if swi_max_gap is not None and no_gap_limit:
+        raise click.UsageError("--swi-max-gap and --no-gap-limit exclude each other")
+    if swi_max_gap is not None:
+        d["swi_max_gap"] = swi_max_gap
+    elif no_gap_limit:
+        d["swi_max_gap"] = None
     spec = FeatureSpec.from_config(d)
     hours = min_hours if min_hours is not None else hours
     paths = [q for p in tiles for q in (sorted(p.glob("*.h5")) if p.is_dir() else [p])]
@@ -1142,7 +1156,7 @@ def predict(
 @click.option("--swi-of", help="Comma-separated covariate columns whose SWI (T = 5, 10, 20, 40 d) is a feature too.")
 @click.option(
     "--swi-max-gap",
-    default=10.0,
+    default=30.0,
     show_default=True,
     type=click.FloatRange(min=0),
     help="Days a carried SWI lasts without a new value before it is NaN.",

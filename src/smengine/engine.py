@@ -74,7 +74,7 @@ import numpy as np
 from smengine._days import as_day, as_days, day_range
 from smengine._threads import effective_n_threads
 from smengine.errors import ConfigError, DataError, DataLossWarning, SMEngineError, SMEngineWarning
-from smengine.features import calendar_features, parse_swi_feature_name
+from smengine.features import calendar_features, parse_swi_feature
 from smengine.product import CODE_MASK, OUTSIDE_AOA, QualityFlag
 from smengine.tiles import TileStore
 from smengine.units import conversion
@@ -267,6 +267,7 @@ def _open_store(store: TileStore | str | os.PathLike[str]) -> TileStore:
 class _Plan:
     plan: np.ndarray  # (n_cols, 3) int32: the forest's features first, then the SWI sources they need
     swi_T: np.ndarray  # (S,) float64
+    swi_gap: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (S,) float64: longest carried gap (inf)
     swi_cols: list[str] = field(default_factory=list)
     # (n_cols,) float64: units conversion of each column, tile layer → model (x * scale + offset)
     scale: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -359,6 +360,7 @@ def _build_plan(store: TileStore, names: Sequence[str]) -> _Plan:
     rows: list[tuple[int, int, int]] = []
     extra: list[str] = []
     swi_T: list[float] = []
+    swi_gap: list[float] = []
     pending: list[tuple[int, str, float]] = []
     col_of: dict[str, int] = {}
 
@@ -380,12 +382,12 @@ def _build_plan(store: TileStore, names: Sequence[str]) -> _Plan:
             rows.append(d)
             col_of[name] = j
             continue
-        swi = parse_swi_feature_name(name)
-        if swi is not None and (swi[0] in store.dynamic_names or swi[0] in store.coarse_names):
-            src, T, carry = swi
-            rows.append((GatherKind.SWI_CARRY if carry else GatherKind.SWI, -1, len(swi_T)))
-            pending.append((j, src, T))
-            swi_T.append(T)
+        swi = parse_swi_feature(name)
+        if swi is not None and (swi.source in store.dynamic_names or swi.source in store.coarse_names):
+            rows.append((GatherKind.SWI_CARRY if swi.carry else GatherKind.SWI, -1, len(swi_T)))
+            pending.append((j, swi.source, swi.T))
+            swi_T.append(swi.T)
+            swi_gap.append(np.inf if swi.max_gap is None else swi.max_gap)
             continue
         missing.append(name)
     if missing:
@@ -399,7 +401,12 @@ def _build_plan(store: TileStore, names: Sequence[str]) -> _Plan:
             rows.append(direct(src))  # type: ignore[arg-type]
             extra.append(src)
         rows[j] = (rows[j][0], col_of[src], rows[j][2])
-    return _Plan(np.asarray(rows, dtype=np.int32).reshape(-1, 3), np.asarray(swi_T, dtype=np.float64), extra)
+    return _Plan(
+        np.asarray(rows, dtype=np.int32).reshape(-1, 3),
+        np.asarray(swi_T, dtype=np.float64),
+        np.asarray(swi_gap, dtype=np.float64),
+        extra,
+    )
 
 
 def _select_days(store: TileStore, days: Any) -> np.ndarray:
@@ -547,7 +554,9 @@ class TileRunner:
             self._plan.scale,
             self._plan.offset,
         )
-        self._state = _engine.SWIState(self._gain, self._swi, self._last, self._plan.swi_T)  # updated in place
+        self._state = _engine.SWIState(  # updated in place
+            self._gain, self._swi, self._last, self._plan.swi_T, self._plan.swi_gap
+        )
         self._scratch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._next = 0  # first store day index not yet run through the SWI state
         self.stats = EngineStats()

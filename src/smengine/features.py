@@ -6,7 +6,8 @@ tile into per-sub-pixel feature rasters for any day and window:
 * every static, dynamic and coarse covariate of the store (or the chosen subset);
 * the Soil Water Index (:func:`smengine.filters.exp_filter`, Albergel 2008) of the
   surface soil-moisture covariates at several characteristic times T, computed per
-  sub-pixel from its own series, carried to every day by default (``swi<T>c_<name>``; on
+  sub-pixel from its own series, carried to every day by default for at most
+  ``swi_max_gap`` days after the last value (``swi<T>c<gap>_<name>``; on
   observation days only with ``swi_carry=False``: ``swi<T>_<name>``);
 * calendar features ``doy_sin``, ``doy_cos`` (day of year on the unit circle).
 
@@ -32,7 +33,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -49,7 +50,10 @@ __all__ = [
     "TABLE_KEYS",
     "FeatureBuilder",
     "FeatureSpec",
+    "SWIFeature",
+    "SWI_MAX_GAP",
     "calendar_features",
+    "parse_swi_feature",
     "parse_swi_feature_name",
     "read_table",
     "swi_feature_name",
@@ -65,6 +69,10 @@ TABLE_KEYS = ("station", "date", "target")
 #: Columns after the features: sub-pixel centre (grid CRS, m), tile, kernel half-width, valid fraction.
 TABLE_EXTRAS = ("x", "y", "tile", "kernel_half_width", "valid_fraction")
 SOIL_MOISTURE_UNITS = ("m3 m-3", "m3/m3", "m3m-3", "percent saturation", "% saturation", "pct_saturation")
+
+
+#: Default longest gap (days) over which a carried SWI repeats its last value (:class:`FeatureSpec`).
+SWI_MAX_GAP = 30.0
 
 
 @dataclass(frozen=True)
@@ -92,8 +100,15 @@ class FeatureSpec:
         On days without an observation of the source, carry the last SWI forward instead
         of NaN (``exp_filter(carry=True)``), so that the SWI exists every day after the
         first observation and the product is daily. The features are then named
-        ``swi<T>c_<source>``. Default True; ``False`` gives the SWI on observation days
+        ``swi<T>c<G>_<source>``. Default True; ``False`` gives the SWI on observation days
         only (``swi<T>_<source>``).
+    swi_max_gap : float or None, optional
+        With ``swi_carry``: carry the last SWI for at most this many days after the source's
+        last valid value, NaN after that until the next one (``exp_filter(max_gap=...)``),
+        so that a product that ends (or a long outage) does not leave its last SWI standing
+        for months. Default :data:`SWI_MAX_GAP` (30 days: longer than any revisit gap of the
+        satellite products, Sentinel-1's 12 days included). ``None``: no limit (the feature
+        is then named ``swi<T>c_<source>``, as models trained before the limit existed).
 
     Examples
     --------
@@ -108,6 +123,7 @@ class FeatureSpec:
     swi_T: tuple[float, ...] = (5.0, 10.0, 20.0, 40.0)
     calendar: bool = True
     swi_carry: bool = True
+    swi_max_gap: float | None = SWI_MAX_GAP
     _fields: tuple[str, ...] = field(default=("static", "dynamic", "coarse", "swi_of"), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -119,6 +135,12 @@ class FeatureSpec:
         if any(not (t > 0 and np.isfinite(t)) for t in T):
             raise ConfigError(f"swi_T should be positive days, got {self.swi_T}")
         object.__setattr__(self, "swi_T", T)
+        gap = self.swi_max_gap
+        if gap is not None:
+            gap = float(gap)
+            if not (gap >= 0 and np.isfinite(gap)):
+                raise ConfigError(f"swi_max_gap should be non-negative days or None, got {self.swi_max_gap}")
+        object.__setattr__(self, "swi_max_gap", gap)
 
     def get_config(self) -> dict[str, Any]:
         """JSON-safe configuration; ``FeatureSpec.from_config(s.get_config()) == s``."""
@@ -128,47 +150,86 @@ class FeatureSpec:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> FeatureSpec:
-        """Inverse of :meth:`get_config`."""
+        """Inverse of :meth:`get_config` (keys left out take their defaults, as in a user's config)."""
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()})
+
+    @classmethod
+    def from_saved(cls, config: Mapping[str, Any]) -> FeatureSpec:
+        """:meth:`from_config` for a configuration saved with a model or table: one saved before
+        ``swi_max_gap`` existed carried without limit and comes back so (``None``), not with
+        today's default, so that it makes the features it was trained on."""
+        return cls.from_config({"swi_max_gap": None, **dict(config)})
 
     # the earlier spelling, kept working
     to_dict = get_config
     from_dict = from_config
 
 
-#: The grammar of SWI feature names: ``swi<T>[c]_<source>`` (``c``: carried to every day).
-_SWI_NAME = re.compile(r"^swi(?P<T>[0-9.eE+-]+)(?P<carry>c?)_(?P<src>.+)$")
+#: The grammar of SWI feature names: ``swi<T>[c[<G>]]_<source>`` (``c``: carried to every day,
+#: for at most ``G`` days after the last valid value when ``G`` is given).
+_SWI_NAME = re.compile(r"^swi(?P<T>[0-9.eE+-]+)(?P<carry>c(?P<gap>[0-9.]+)?)?_(?P<src>.+)$")
 
 
-def swi_feature_name(source: str, T: float, carry: bool = True) -> str:
+class SWIFeature(NamedTuple):
+    """What an SWI feature name says: ``exp_filter(source, T, carry=carry, max_gap=max_gap)``."""
+
+    source: str
+    T: float
+    carry: bool
+    max_gap: float | None
+
+
+def swi_feature_name(source: str, T: float, carry: bool = True, max_gap: float | None = None) -> str:
     """The feature name of the SWI of ``source`` at characteristic time ``T`` (days).
 
-    The one spelling used by the builder, the engine and the naive reference; the inverse
-    of :func:`parse_swi_feature_name`.
+    The one spelling used by the builder, the engine, the station tables and the naive
+    reference; the inverse of :func:`parse_swi_feature`. A carried SWI with a longest gap
+    ``max_gap`` (days) is ``swi<T>c<max_gap>_<source>``; without a limit ``swi<T>c_<source>``.
 
     Examples
     --------
     >>> swi_feature_name("s1_sm", 5.0), swi_feature_name("smap", 2.5, carry=False)
     ('swi5c_s1_sm', 'swi2.5_smap')
+    >>> swi_feature_name("s1_sm", 20.0, max_gap=30.0)
+    'swi20c30_s1_sm'
     """
-    return f"swi{float(T):g}{'c' if carry else ''}_{source}"
+    if not carry:
+        return f"swi{float(T):g}_{source}"
+    return f"swi{float(T):g}c{'' if max_gap is None else format(float(max_gap), 'g')}_{source}"
+
+
+def parse_swi_feature(name: str) -> SWIFeature | None:
+    """:class:`SWIFeature` of an SWI feature name, or None if ``name`` is not one.
+
+    Examples
+    --------
+    >>> parse_swi_feature("swi20c30_s1_sm")
+    SWIFeature(source='s1_sm', T=20.0, carry=True, max_gap=30.0)
+    """
+    m = _SWI_NAME.match(name)
+    if m is None:
+        return None
+    try:
+        gap = float(m["gap"]) if m["gap"] else None
+        f = SWIFeature(m["src"], float(m["T"]), bool(m["carry"]), gap)
+    except ValueError:
+        return None
+    if not (f.T > 0 and np.isfinite(f.T)) or (gap is not None and not np.isfinite(gap)):
+        return None
+    return f
 
 
 def parse_swi_feature_name(name: str) -> tuple[str, float, bool] | None:
-    """``(source, T, carry)`` of an SWI feature name, or None if ``name`` is not one.
+    """``(source, T, carry)`` of an SWI feature name, or None if ``name`` is not one
+    (:func:`parse_swi_feature` also gives the longest carried gap).
 
     Examples
     --------
     >>> parse_swi_feature_name("swi20c_s1_sm"), parse_swi_feature_name("ndvi")
     (('s1_sm', 20.0, True), None)
     """
-    m = _SWI_NAME.match(name)
-    if m is None:
-        return None
-    try:
-        return m["src"], float(m["T"]), bool(m["carry"])
-    except ValueError:
-        return None
+    f = parse_swi_feature(name)
+    return None if f is None else (f.source, f.T, f.carry)
 
 
 def calendar_features(dates: npt.ArrayLike) -> dict[str, np.ndarray]:
@@ -220,7 +281,7 @@ class FeatureBuilder:
     Attributes
     ----------
     names : list of str
-        Feature names in order: static, dynamic, coarse, SWI (``swi<T>c_<name>`` by
+        Feature names in order: static, dynamic, coarse, SWI (``swi<T>c<gap>_<name>`` by
         source then T), calendar.
     units : dict of str → str
         Units of every feature: the store's ``units`` for covariates, the source's units
@@ -263,7 +324,9 @@ class FeatureBuilder:
                 self.dynamic = [n for n in self.dynamic if n not in self.swi_of]
             if spec.coarse is None:
                 self.coarse = [n for n in self.coarse if n not in self.swi_of]
-        self.swi_names = [swi_feature_name(n, T, spec.swi_carry) for n in self.swi_of for T in spec.swi_T]
+        self.swi_names = [
+            swi_feature_name(n, T, spec.swi_carry, spec.swi_max_gap) for n in self.swi_of for T in spec.swi_T
+        ]
         self.calendar = ["doy_sin", "doy_cos"] if spec.calendar else []
         self.names = self.static + self.dynamic + self.coarse + self.swi_names + self.calendar
         swi_src = dict(zip(self.swi_names, [(n, T) for n in self.swi_of for T in spec.swi_T], strict=True))
@@ -280,6 +343,8 @@ class FeatureBuilder:
         self.units.update({n: "1" for n in self.calendar})
         self.sources: dict[str, str] = {n: store.sources[n] for n in self.names if n in store.sources}
         carry = ", carry" if spec.swi_carry else ""
+        if spec.swi_carry and spec.swi_max_gap is not None:
+            carry += f" ≤ {spec.swi_max_gap:g} d"
         self.sources.update({n: f"exp_filter({src}, T={T:g} d{carry})" for n, (src, T) in swi_src.items()})
         self._si = [store.static_names.index(n) for n in self.static]
         # sub-pixel layers by index; daily layers stored at their own resolution are expanded
@@ -316,14 +381,18 @@ class FeatureBuilder:
 
         Ordered as :attr:`swi_names`. Each sub-pixel is filtered along its own series
         (NaN days skipped; days without observation are NaN, or the last SWI with
-        ``spec.swi_carry``).
+        ``spec.swi_carry`` for at most ``spec.swi_max_gap`` days).
         """
         r0, r1, c0, c1 = self._window(window)
         out = np.empty((len(self.swi_names), self._days.size, r1 - r0, c1 - c0), dtype=np.float32)
         nT = len(self.spec.swi_T)
         for i, name in enumerate(self.swi_of):
             out[i * nT : (i + 1) * nT] = exp_filter(
-                self.source_series(name, (r0, r1, c0, c1)), self._days, self.spec.swi_T, carry=self.spec.swi_carry
+                self.source_series(name, (r0, r1, c0, c1)),
+                self._days,
+                self.spec.swi_T,
+                carry=self.spec.swi_carry,
+                max_gap=self.spec.swi_max_gap,
             )
         return out
 

@@ -83,6 +83,7 @@ def exp_filter(
     *,
     nan: float | None = None,
     carry: bool = False,
+    max_gap: float | None = None,
     state: SWIState | None = None,
     return_state: bool = False,
     n_threads: int | None = None,
@@ -105,6 +106,11 @@ def exp_filter(
     carry : bool, optional
         On days without a valid observation, repeat the last SWI instead of NaN
         (default False: NaN, as pytesmo).
+    max_gap : float, optional
+        With ``carry``: repeat the last SWI only while at most ``max_gap`` days have passed
+        since the last valid observation (``t - t_last <= max_gap``), NaN after that until
+        the next one, so that a product that ends does not leave its last SWI standing for
+        years. Default None: no limit.
     state : SWIState, optional
         Continue from a previous run's state (the new ``times`` must follow its times).
     return_state : bool, optional
@@ -134,6 +140,8 @@ def exp_filter(
     --------
     >>> exp_filter([10, 20, 30], [0, 1, 2], 5).round(5).tolist()
     [10.0, 15.49834, 21.32452]
+    >>> exp_filter([10, np.nan, np.nan, np.nan], [0, 1, 2, 3], 5, carry=True, max_gap=2).tolist()
+    [10.0, 10.0, 10.0, nan]
     """
     v = np.asarray(values)
     if v.dtype != np.float32:
@@ -146,6 +154,9 @@ def exp_filter(
     if t.size > 1 and not (np.diff(t) > 0).all():
         i = int(np.flatnonzero(np.diff(t) <= 0)[0])
         raise ValidationError(f"times should be strictly increasing; step {i} → {i + 1} is {t[i + 1] - t[i]} days")
+    if max_gap is not None and not (float(max_gap) >= 0):
+        raise ConfigError(f"max_gap should be a non-negative number of days or None, got {max_gap!r}")
+    gap = np.inf if max_gap is None else float(max_gap)
     scalar_T = np.ndim(T) == 0
     Ts = np.atleast_1d(np.asarray(T, dtype=np.float64))
     if Ts.ndim != 1 or not (Ts > 0).all() or not np.isfinite(Ts).all():
@@ -174,7 +185,8 @@ def exp_filter(
 
     from smengine._ext import _filters
 
-    n_inf = _filters.exp_filter(flat, t, Ts, bool(carry), out, gain, swi, last, step, effective_n_threads(n_threads))
+    threads = effective_n_threads(n_threads)
+    n_inf = _filters.exp_filter(flat, t, Ts, bool(carry), gap, out, gain, swi, last, step, threads)
     if n_inf:
         warnings.warn(
             f"exp_filter: {n_inf:,} of {flat.size:,} values were infinite (±inf) and were treated as missing, as NaN",

@@ -18,7 +18,7 @@ import numpy as np
 
 from smengine.engine import _open_store, _select_days
 from smengine.errors import ConfigError
-from smengine.features import FeatureBuilder, FeatureSpec, parse_swi_feature_name
+from smengine.features import FeatureBuilder, FeatureSpec, parse_swi_feature, parse_swi_feature_name
 from smengine.filters import exp_filter
 from smengine.product import QualityFlag
 from smengine.tiles import TileStore
@@ -67,18 +67,19 @@ def naive_predict(
     """
     s = _open_store(store)
     names = list(feature_names)
-    swi = [p for p in (parse_swi_feature_name(n) for n in names if n not in s.feature_names) if p is not None]
-    Ts = sorted({T for _, T, _ in swi})
-    srcs = sorted({src for src, _, _ in swi})
-    carry = {c for _, _, c in swi}
+    swi = [p for p in (parse_swi_feature(n) for n in names if n not in s.feature_names) if p is not None]
+    Ts = sorted({f.T for f in swi})
+    srcs = sorted({f.source for f in swi})
+    carry = {(f.carry, f.max_gap) for f in swi}
     if len(carry) > 1:
-        raise ConfigError("naive_predict: the forest mixes carried (swi<T>c_) and plain SWI features")
+        raise ConfigError("naive_predict: the forest mixes carried (swi<T>c<gap>_), plain SWI features or gaps")
     spec = FeatureSpec(
         dynamic=tuple(s.dynamic_names),
         coarse=tuple(s.coarse_names),
         swi_of=tuple(srcs),
         swi_T=tuple(Ts) if Ts else (5.0,),
-        swi_carry=carry == {True},
+        swi_carry=carry != {(False, None)},
+        swi_max_gap=next(iter(carry))[1] if carry else None,
     )
     fb = FeatureBuilder(s, spec)
     col = [fb.names.index(n) for n in names]

@@ -98,19 +98,22 @@ def test_extras_of_the_station_files_become_features_and_leaks_are_named(net: di
 
 def test_covariate_table_and_its_swi_with_a_maximum_gap(net: dict) -> None:
     units = {"ascat": "m3 m-3"}
-    t = _table(net["ss"], covariates=net["cov"], swi_of=["ascat"], swi_T=(5.0, 20.0), covariate_units=units)
+    t = _table(
+        net["ss"], covariates=net["cov"], swi_of=["ascat"], swi_T=(5.0, 20.0), covariate_units=units, swi_max_gap=10
+    )
     f = t.attrs["features"]
-    assert {"ascat", "sand", "swi5c_ascat", "swi20c_ascat"} <= set(f)
-    assert t.attrs["units"]["swi5c_ascat"] == "m3 m-3" and t.attrs["units"]["sand"] == "unknown"
+    assert {"ascat", "sand", "swi5c10_ascat", "swi20c10_ascat"} <= set(f)
+    assert t.attrs["units"]["swi5c10_ascat"] == "m3 m-3" and t.attrs["units"]["sand"] == "unknown"
     assert (
-        t.attrs["kinds"]["swi5c_ascat"] == "swi" and "NaN after 10 days" in t.attrs["columns"]["swi5c_ascat"]["source"]
+        t.attrs["kinds"]["swi5c10_ascat"] == "swi"
+        and "NaN after 10 days" in t.attrs["columns"]["swi5c10_ascat"]["source"]
     )
     # by hand: the filter over the covariate's own full calendar, carried, then cut 10 days after the last value
     c = net["cov"][net["cov"]["station"] == "B"].set_index("date")
     want = exp_filter(c["ascat"].to_numpy(), c.index.to_numpy(), [5.0], carry=True)[0]
     last = pd.Series(np.where(c["ascat"].notna(), np.arange(len(c)), np.nan)).ffill().to_numpy()
     want[~(np.arange(len(c)) - last <= 10)] = np.nan
-    got = t[t["station"] == "B"].set_index("date")["swi5c_ascat"]
+    got = t[t["station"] == "B"].set_index("date")["swi5c10_ascat"]
     np.testing.assert_allclose(got.to_numpy(), pd.Series(want, index=c.index).reindex(got.index).to_numpy())
     end = c.index[c["ascat"].notna()].max()
     assert got.loc[end + pd.Timedelta(days=11) :].isna().all() and got.loc[:end].notna().sum() > 50
@@ -165,7 +168,7 @@ def test_cli_takes_covariates_and_the_report_lists_every_column(net: dict, tmp_p
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     rep = (out / "report.md").read_text()
-    assert "`swi20c_ascat` (m3 m-3; exp_filter(ascat, T=20 d, carried, NaN after 10 days without a value))" in rep
+    assert "`swi20c30_ascat` (m3 m-3; exp_filter(ascat, T=20 d, carried, NaN after 30 days without a value))" in rep
     assert "`d86` (penetration depth computed from θ: it would leak the target)" in rep
     assert "`sat_sm` (unknown; station files (daily mean))" in rep
     bad = CliRunner().invoke(cli, ["stations-experiment", "--covariates", str(d / "cov.csv"), "--out", str(out)])

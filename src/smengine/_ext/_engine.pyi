@@ -31,6 +31,7 @@ class SWIState:
         swi: npt.NDArray[np.float64],
         last: npt.NDArray[np.float64],
         T: npt.NDArray[np.float64],
+        max_gap: npt.NDArray[np.float64] | None = ...,
     ) -> None: ...
 
 @disjoint_base

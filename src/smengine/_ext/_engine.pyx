@@ -25,7 +25,8 @@ SWI source the forest does not use itself)::
     kind 2  coarse values[d, coff[a] + index[a, r, c]]  (NaN where the index is < 0)
     kind 3  SWI of column a (gathered first) with state slot b (Albergel recursion)
     kind 4  consts[d, a]
-    kind 5  as 3, but a missing value gives the last SWI (``exp_filter(carry=True)``)
+    kind 5  as 3, but a missing value gives the last SWI while at most the slot's ``max_gap`` days
+            have passed since the last valid value (``exp_filter(carry=True, max_gap=...)``)
 
 The SWI recursion is :func:`smengine.filters.exp_filter`'s, the same inline step
 (``swi_step`` of ``_swi.pxd``): for a valid value v at time t,
@@ -140,21 +141,26 @@ cdef class SWIState:
         at that value, its day (as :class:`smengine.filters.SWIState`).
     T : ndarray of float64, shape (S,)
         Characteristic time of each slot, days.
+    max_gap : ndarray of float64, shape (S,), optional
+        A carried slot (kind 5) repeats its last SWI for at most this many days after the last
+        valid value, then gives NaN (``exp_filter(carry=True, max_gap=...)``); default inf.
     """
 
     cdef float64_t[:, ::1] gain
     cdef float64_t[:, ::1] swi
     cdef float64_t[:, ::1] last
     cdef const float64_t[::1] T
+    cdef const float64_t[::1] max_gap
 
-    def __init__(self, gain, swi, last, T):
+    def __init__(self, gain, swi, last, T, max_gap=None):
         self.gain = gain
         self.swi = swi
         self.last = last
         self.T = T
-        if not (self.gain.shape[0] == self.swi.shape[0] == self.last.shape[0] == self.T.shape[0]) \
-                or not (self.gain.shape[1] == self.swi.shape[1] == self.last.shape[1]):
-            raise ValueError("SWIState: gain, swi and last should be (S, Y * X) and T (S,)")
+        self.max_gap = np.full(self.T.shape[0], np.inf) if max_gap is None else max_gap
+        if not (self.gain.shape[0] == self.swi.shape[0] == self.last.shape[0] == self.T.shape[0]
+                == self.max_gap.shape[0]) or not (self.gain.shape[1] == self.swi.shape[1] == self.last.shape[1]):
+            raise ValueError("SWIState: gain, swi and last should be (S, Y * X) and T and max_gap (S,)")
 
 
 cdef class ChunkInputs:
@@ -284,6 +290,7 @@ def run_days(
     cdef float64_t[:, ::1] swi = state.swi
     cdef float64_t[:, ::1] last = state.last
     cdef const float64_t[::1] swi_T = state.T
+    cdef const float64_t[::1] swi_gap = state.max_gap
     cdef const int64_t[::1] tidx = chunk.tidx
     cdef const uint8_t[::1] want = chunk.want
     cdef const float64_t[::1] tday = chunk.tday
@@ -384,7 +391,8 @@ def run_days(
                                 k = plan[j, 2]
                                 v = x[plan[j, 1]]
                                 if swi_missing(v):
-                                    if kind == GATHER_SWI_CARRY and gain[k, lin] > 0:
+                                    if kind == GATHER_SWI_CARRY and gain[k, lin] > 0 \
+                                            and tday[d] - last[k, lin] <= swi_gap[k]:
                                         x[j] = <float> swi[k, lin]
                                     else:
                                         x[j] = NAN
@@ -420,8 +428,10 @@ def run_days(
                                 row = (px * s2 + q) * D + d if day_inner else (d * Px + px) * s2 + q
                                 if ok[row]:
                                     n = n + 1
-                                    mu = mu + acc[row] / T
-                                    sp = sp + smf_sd(acc[2 * nrow + row], acc[3 * nrow + row], T)
+                                    mu = mu + acc[row] / F.divisor  # mean over trees, or a boosted sum (/ 1)
+                                    # spread over trees: NaN for a summed (boosted) ensemble
+                                    sp = sp + (smf_sd(acc[2 * nrow + row], acc[3 * nrow + row], T) if F.average
+                                               else NAN)
                             vfrac[d, pr, px] = <float> n / <float> s2
                             if tidx[d] < 0:
                                 flag[d, pr, px] = FLAG_NO_INPUT
@@ -454,7 +464,7 @@ def run_days(
                             for q in range(s2):
                                 row = (px * s2 + q) * D + d if day_inner else (d * Px + px) * s2 + q
                                 if ok[row]:
-                                    p = acc[row] / T - mu
+                                    p = acc[row] / F.divisor - mu
                                     ss = ss + p * p
                             sm[d, pr, px] = <float> mu
                             sub_sd[d, pr, px] = <float> sqrt(ss / n)

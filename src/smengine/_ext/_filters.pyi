@@ -6,6 +6,7 @@ def exp_filter(
     times: npt.NDArray[np.float64],
     ctimes: npt.NDArray[np.float64],
     carry: bool,
+    max_gap: float,
     out: npt.NDArray[np.float32] | npt.NDArray[np.float64],
     gain: npt.NDArray[np.float64],
     state: npt.NDArray[np.float64],

@@ -16,6 +16,10 @@ With ``step > 0`` (the caller found the times uniform with an integer step, so e
 ``t_i - t_last == d * step`` exactly) a table of ``swi_weight(d * step, 0, T_k)`` (the same
 libm ``exp`` of the same argument) replaces the per-observation ``exp``: bit-identical results.
 
+With ``carry``, a day without a valid value repeats the last SWI while at most ``max_gap`` days
+have passed since that value (``t - t_last <= max_gap``; ``inf``: always), then gives NaN until
+the next valid value.
+
 Missing values are the non-finite ones (``swi_missing``): NaN and ±inf alike. The kernel
 returns how many ±inf it met (once per value, not per T), for the wrapper to report.
 """
@@ -40,6 +44,7 @@ def exp_filter(
     const float64_t[::1] times,         # IN  (n_times,) days, increasing
     const float64_t[::1] ctimes,        # IN  (n_T,) characteristic times, days
     bint carry,                         # forward-fill SWI on days without observation
+    float64_t max_gap,                  # carry: at most this many days after the last valid value (inf: no limit)
     real_t[:, :, ::1] out,              # OUT (n_T, n_times, n_series)
     float64_t[:, ::1] gain,             # IN/OUT (n_T, n_series) K of the last valid obs (0: none yet)
     float64_t[:, ::1] state,            # IN/OUT (n_T, n_series) SWI of the last valid obs
@@ -76,7 +81,8 @@ def exp_filter(
                         if swi_missing(v):
                             if k == 0 and isinf(v):
                                 n_inf += 1
-                            out[k, i, j] = <real_t>state[k, j] if (carry and K > 0) else <real_t>NAN
+                            out[k, i, j] = <real_t>state[k, j] if (carry and K > 0 and ti - last[k, j] <= max_gap) \
+                                else <real_t>NAN
                             continue
                         out[k, i, j] = <real_t>swi_step(&gain[k, j], &state[k, j], &last[k, j], v, ti, ctimes[k],
                                                         wrow, ntab, invstep)

@@ -31,6 +31,9 @@
  *
  * Trees are visited in order for each row and their values summed in float64 in that
  * order, as RandomForestRegressor.predict(n_jobs=1) does, so the mean is bit-identical.
+ * A summed ensemble (gradient boosting, smf_forest.average == 0) is the same sum divided by
+ * 1.0: LightGBM's GBDT::PredictRaw sums in double in tree order from 0.0 too, so it is
+ * bit-identical to Booster.predict.
  */
 #ifndef SMENGINE_FOREST_H
 #define SMENGINE_FOREST_H
@@ -74,6 +77,11 @@ typedef struct {
     const double *leaf;    /* leaf values by slot */
     const int64_t *root;   /* first node of each tree */
     ptrdiff_t n_trees, n_features;
+    /* Averaged (a random forest: the prediction is the tree sum / n_trees) or summed (gradient
+     * boosting: the tree sum itself). divisor is n_trees or 1.0: every kernel divides the tree
+     * sum by it (x / 1.0 == x exactly), and spreads over trees are NaN when !average. */
+    int average;
+    double divisor;
     /* reuse == 3 only (ForestTables with block tables). Leaves are numbered in block-exit order
      * (exit code k >= 128 of block b is leaf b.leaf + k - 128), so that the walk's result
      * indexes the boxes and values directly and siblings sit side by side: */
@@ -376,7 +384,8 @@ static int smf_predict(const smf_forest *F, int reuse, const float *X, ptrdiff_t
     return smf_predict_block(F, X, n, ld, valid, reuse, sum, shift, s1, s2, stats);
 }
 
-/* Population SD over T trees from the shifted sums s1 = sum(v - shift), s2 = sum((v - shift)^2). */
+/* Population SD over T trees from the shifted sums s1 = sum(v - shift), s2 = sum((v - shift)^2).
+ * Meaningful for an averaged forest only: the kernels report NaN for a summed ensemble. */
 static inline double smf_sd(double s1, double s2, ptrdiff_t T)
 {
     const double var = (s2 - s1 * s1 / (double)T) / (double)T;

@@ -72,13 +72,17 @@ cdef class ForestTables:
     isa_cap : int, optional
         Highest instruction set the block kernel may use: 0 portable C, 1 AVX2, 2 AVX-512
         (:func:`smengine._threads.forest_isa_cap`); the CPU's best below it is taken.
+    average : bool, optional
+        True (default): the prediction is the mean over trees (a random forest). False: their
+        sum (a gradient-boosted ensemble); the kernels then divide by 1 and report NaN for
+        the spread over trees.
 
     The arrays are kept (not copied) and must not change while the object lives. It pickles
     with its arrays.
     """
 
     def __init__(self, nodes, leaf, root, intp_t n_features, boxes=None, blocks=None, bleaf=None, broot=None,
-                 int isa_cap=2):
+                 int isa_cap=2, bint average=True):
         self._nodes = nodes
         self._leaf = leaf
         self._root = root
@@ -91,6 +95,8 @@ cdef class ForestTables:
         self.F.root = &self._root[0]
         self.F.n_trees = self._root.shape[0]
         self.F.n_features = n_features
+        self.F.average = average
+        self.F.divisor = <double> self.F.n_trees if average else 1.0
         self.F.boxes = NULL
         self.F.blk = NULL
         self.F.bleaf = NULL
@@ -129,13 +135,14 @@ cdef class ForestTables:
 
     def with_blocks(self, boxes, blocks, bleaf, broot):
         """A ForestTables of the same forest and cap with the block tables of ``reuse == 3``."""
-        return ForestTables(*self._arrays[:4], boxes, blocks, bleaf, broot, self.isa_cap)
+        return ForestTables(*self._arrays[:4], boxes, blocks, bleaf, broot, self.isa_cap, self.F.average)
 
     def __reduce__(self):
-        return ForestTables, self._arrays + (self.isa_cap,)
+        return ForestTables, self._arrays + (self.isa_cap, bool(self.F.average))
 
     def __repr__(self):
-        return (f"<ForestTables: {self.n_trees} trees, {self._nodes.shape[0]} nodes, {self.n_features} features, "
+        return (f"<ForestTables: {self.n_trees} trees ({'averaged' if self.F.average else 'summed'}), "
+                f"{self._nodes.shape[0]} nodes, {self.n_features} features, "
                 f"{'block tables' if self.has_blocks else 'no block tables'}, isa {self.isa}>")
 
     @property
@@ -188,6 +195,16 @@ cdef class ForestTables:
         return self.F.n_features
 
     @property
+    def average(self):
+        """True: the trees are averaged (a random forest); False: summed (gradient boosting)."""
+        return bool(self.F.average)
+
+    @property
+    def divisor(self):
+        """What the kernels divide the tree sum by: ``n_trees`` when averaging, else 1.0."""
+        return self.F.divisor
+
+    @property
     def isa(self):
         """The instruction set the block kernel uses: 0 portable C, 1 AVX2, 2 AVX-512."""
         return self.F.isa
@@ -237,8 +254,9 @@ def exit_lut():
 def predict(
     ForestTables forest not None,       # IN  the forest (CompiledForest._kernel_tables())
     const float32_t[:, ::1] X,          # IN  (n_rows, n_features)
-    float64_t[::1] mean,                # OUT (n_rows,) mean over trees, NaN for invalid rows
-    float64_t[::1] sd,                  # OUT (n_rows,) population SD over trees (len 0: skip)
+    float64_t[::1] mean,                # OUT (n_rows,) tree sum / F.divisor (the mean, or the sum of a boosted
+                                        #     ensemble), NaN for invalid rows
+    float64_t[::1] sd,                  # OUT (n_rows,) population SD over trees (len 0: skip; NaN when summed)
     int reuse,                          # 0 no reuse, 1 box kernel, 3 leaf-box table + blocks in lanes
     intp_t block,                       # rows per block (one block = one task)
     int n_threads,
@@ -250,6 +268,8 @@ def predict(
     cdef intp_t n = X.shape[0], nf = X.shape[1], T = F.n_trees
     cdef intp_t nblk
     cdef bint spread = sd.shape[0] > 0
+    cdef bint tree_sd = spread and F.average  # summed ensembles: no shifted sums, the spread is NaN
+    cdef double divisor = F.divisor
     cdef intp_t b, i0, m, i, f, n_bad = 0, failed = 0
     cdef int64_t visits = 0, hits = 0, walks = 0
     cdef uint8_t *ok
@@ -280,8 +300,8 @@ def predict(
                         if not (fabs(xr[f]) <= FLT_MAX):
                             ok[i] = 0
                     n_bad += 1 - ok[i]
-                if smf_predict(F, reuse, &X[i0, 0], m, nf, stride, ok, acc, acc + m if spread else NULL,
-                               acc + 2 * m if spread else NULL, acc + 3 * m if spread else NULL, st) != 0:
+                if smf_predict(F, reuse, &X[i0, 0], m, nf, stride, ok, acc, acc + m if tree_sd else NULL,
+                               acc + 2 * m if tree_sd else NULL, acc + 3 * m if tree_sd else NULL, st) != 0:
                     failed += 1
                 else:
                     visits += st[0].visits
@@ -289,9 +309,9 @@ def predict(
                     walks += st[0].walks
                     for i in range(m):
                         if ok[i]:
-                            mean[i0 + i] = acc[i] / T
+                            mean[i0 + i] = acc[i] / divisor
                             if spread:
-                                sd[i0 + i] = smf_sd(acc[2 * m + i], acc[3 * m + i], T)
+                                sd[i0 + i] = smf_sd(acc[2 * m + i], acc[3 * m + i], T) if tree_sd else NAN
                         else:
                             mean[i0 + i] = NAN
                             if spread:

@@ -21,6 +21,8 @@ cdef extern from "_forest.h" nogil:
         const double *leaf
         const int64_t *root
         ptrdiff_t n_trees, n_features
+        int average
+        double divisor
         const float *boxes
         ptrdiff_t n_slots, nfp
         const smf_blk *blk

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from smengine.errors import ConfigError, DataError, DataLossWarning, ValidationError
-from smengine.features import parse_swi_feature_name, swi_feature_name
+from smengine.features import SWI_MAX_GAP, parse_swi_feature_name, swi_feature_name
 from smengine.stations import CANONICAL_COLUMNS, Station, StationSet, step_hours
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ NOT_COVARIATES: dict[str, str] = {
 #: SWI of station covariates: characteristic times (days) and the longest gap (days) the last
 #: value is carried over before the SWI becomes NaN (a product that ended years ago is no input).
 COVARIATE_SWI_T = (5.0, 10.0, 20.0, 40.0)
-COVARIATE_SWI_MAX_GAP = 10.0
+COVARIATE_SWI_MAX_GAP = SWI_MAX_GAP  # the gridded features' default (30 days)
 
 
 # ======================================================================================
@@ -460,7 +460,7 @@ def station_table(
     STs = [float(t) for t in swi_T]
     if swi_cols and any(not (t > 0 and math.isfinite(t)) for t in STs):
         raise ConfigError(f"swi_T should be positive days, got {swi_T!r}")
-    swi_names = [swi_feature_name(c, t) for c in swi_cols for t in STs]
+    swi_names = [swi_feature_name(c, t, max_gap=swi_max_gap) for c in swi_cols for t in STs]
     cov_names = [c for c in (cov.columns if cov is not None else ()) if c not in ("station", "date")]
     gauge = daily_precipitation(stations, min_hours)
     own_irr = daily_precipitation(stations, min_hours, column="irrigation")
@@ -587,7 +587,7 @@ def station_table(
         "doy_cos": "1",
         **STATIC_FEATURES,
         **{c: columns[c]["units"] for c in [*extra_cols, *cov_names]},
-        **{swi_feature_name(c, t): columns[c]["units"] for c in swi_cols for t in STs},
+        **{n: columns[parse_swi_feature_name(n)[0]]["units"] for n in swi_names},  # type: ignore[index]
     }
     kinds = {
         "precipitation": "dynamic",
@@ -689,7 +689,8 @@ def _covariate_columns(
 def _swi_calendar(
     values: pd.DataFrame, cols: Sequence[str], Ts: Sequence[float], max_gap: float | None
 ) -> pd.DataFrame:
-    """SWI of daily columns on their full calendar, carried over gaps of at most ``max_gap`` days."""
+    """SWI of daily columns on their full calendar, carried over gaps of at most ``max_gap`` days
+    (``exp_filter(carry=True, max_gap=...)``, as the gridded features)."""
     from smengine.filters import exp_filter
 
     v = values[list(cols)].copy()
@@ -697,18 +698,11 @@ def _swi_calendar(
     v = v.sort_index().asfreq("D")
     days = v.index.to_numpy()
     out = {}
-    step = np.arange(len(v), dtype=np.float64)
     for c in cols:
         x = v[c].to_numpy(np.float64)
-        swi = np.atleast_2d(exp_filter(x, days, list(Ts), carry=True))
-        if max_gap is not None:
-            ok = np.isfinite(x)
-            last = np.where(ok, step, np.nan)
-            last = pd.Series(last).ffill().to_numpy()  # index of the last valid day
-            stale = ~(step - last <= float(max_gap))
-            swi[:, stale] = np.nan
+        swi = np.atleast_2d(exp_filter(x, days, list(Ts), carry=True, max_gap=max_gap))
         for t, s in zip(Ts, swi, strict=True):
-            out[swi_feature_name(c, t)] = s
+            out[swi_feature_name(c, t, max_gap=max_gap)] = s
     return pd.DataFrame(out, index=v.index)
 
 

@@ -8,6 +8,12 @@ three levels). See ``_forest.h`` for the layouts and why the result is exactly
 ``RandomForestRegressor.predict``'s. The kernels, the engine's included, see the forest
 through one object, :class:`smengine._ext._forest.ForestTables`
 (:meth:`CompiledForest._kernel_tables`).
+
+Gradient-boosted ensembles (LightGBM regression, :meth:`CompiledForest.from_lightgbm`) go
+through the same layout and kernels: their trees are summed instead of averaged (the tree sum
+divided by 1), in the same float64 tree order as LightGBM's ``GBDT::PredictRaw``, so the
+prediction is ``Booster.predict``'s bit for bit. Their spread over trees is NaN: boosted trees
+are successive corrections, not draws of one prediction.
 """
 
 from __future__ import annotations
@@ -38,6 +44,13 @@ log = logging.getLogger(__name__)
 
 FORMAT = "smengine.compiled-forest"
 FORMAT_VERSION = 1
+#: The ``format_version`` of files holding a summed (boosted) ensemble: a reader of version 1
+#: would average their trees, so it is made to refuse them. Random forests stay version 1.
+SUMMED_FORMAT_VERSION = 2
+ENSEMBLES = ("random_forest", "boosting")
+#: LightGBM's ``kZeroThreshold`` (``1e-35f``): its predictor reads a feature with
+#: ``|x| <= kZeroThreshold`` as 0.0 (``c_api.cpp``, ``RowPairFunctionFromDenseMatric``).
+LGBM_ZERO_THRESHOLD = float(np.float32(1e-35))
 DEFAULT_BLOCK = 16384
 STRIDE_BLOCKS = 32  # with stride > 0, a kernel block holds up to this many strides of rows (at least 4)
 AUTO_STRIDE_MIN_ROWS = 65536  # flat inputs at least this long get detect_stride()
@@ -227,11 +240,33 @@ def _preorder(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return order
 
 
-def _build_layout(trees: Sequence[dict[str, np.ndarray]], n_features: int) -> dict[str, Any]:
+def _lightgbm_thresholds(thr: np.ndarray) -> np.ndarray:
+    """float32 thresholds for LightGBM's ``'<='`` splits, its zero band included.
+
+    LightGBM's predictor reads a feature ``x`` with ``|x| <= z`` (``z`` =
+    :data:`LGBM_ZERO_THRESHOLD`) as 0.0 before the trees see it, then goes left iff
+    ``x <= t`` (double). For float32 ``x`` the rows going left are still a half-line
+    ``x <= f``: ``f = floor32(t)`` where ``t >= z`` or ``t < -z``; ``f = z`` where
+    ``0 <= t < z`` (the band goes left, with 0); ``f`` = the float32 below ``-z`` where
+    ``-z <= t < 0`` (the band goes right). LightGBM puts split thresholds at ``±z`` and 0
+    when a feature has exact zeros, so this matters for values in the band.
+    """
+    z = LGBM_ZERO_THRESHOLD
+    f = _floor_to_float32(thr, strict=False)
+    f[(thr >= 0) & (thr < z)] = np.float32(z)
+    f[(thr >= -z) & (thr < 0)] = np.nextafter(np.float32(-z), np.float32(-np.inf))
+    return f
+
+
+def _build_layout(
+    trees: Sequence[dict[str, np.ndarray]], n_features: int, *, lightgbm_zero_band: bool = False
+) -> dict[str, Any]:
     """Concatenate trees (treelite arrays) into the kernel's node records.
 
     Each tree dict has ``cleft, cright, split_index, threshold, leaf_value, cmp`` as treelite's
-    tree accessor returns them (leaf: ``cleft == -1``).
+    tree accessor returns them (leaf: ``cleft == -1``). ``lightgbm_zero_band``: the trees are
+    LightGBM's (``'<='`` splits only), thresholds follow its predictor's zero band
+    (:func:`_lightgbm_thresholds`).
     """
     n_total = sum(int(t["cleft"].size) for t in trees)
     nodes = np.zeros((n_total, 3), dtype=np.int32)
@@ -270,9 +305,14 @@ def _build_layout(trees: Sequence[dict[str, np.ndarray]], n_features: int) -> di
             raise ValidationError(f"tree {ti}: non-finite leaf value")
         sl = slice(off, off + n)
         f32 = np.zeros(n, dtype=np.float32)
-        for code, strict in ((_CMP_LE, False), (_CMP_LT, True)):
-            m = internal & (cmp == code)
-            f32[m] = _floor_to_float32(thr[m], strict)
+        if lightgbm_zero_band:
+            if (internal & (cmp != _CMP_LE)).any():
+                raise ValidationError(f"tree {ti}: a LightGBM tree with a split other than '<='")
+            f32[internal] = _lightgbm_thresholds(thr[internal])
+        else:
+            for code, strict in ((_CMP_LE, False), (_CMP_LT, True)):
+                m = internal & (cmp == code)
+                f32[m] = _floor_to_float32(thr[m], strict)
         thr_view[sl] = f32
         nodes[sl, 1] = np.where(internal, feat, -1)
         slots = n_leaf + np.cumsum(~internal) - 1
@@ -288,7 +328,9 @@ def _build_layout(trees: Sequence[dict[str, np.ndarray]], n_features: int) -> di
     return {"nodes": nodes, "leaf": leaf, "root": root, "max_depth": max_depth}
 
 
-def _treelite_trees(model: Any) -> tuple[list[dict[str, np.ndarray]], int]:
+def _treelite_trees(model: Any) -> tuple[list[dict[str, np.ndarray]], int, bool]:
+    """The trees of a treelite model as arrays, its number of features, and whether it
+    averages its trees (a random forest) or sums them (gradient boosting)."""
     import treelite
 
     if not isinstance(model, treelite.Model):
@@ -302,12 +344,15 @@ def _treelite_trees(model: Any) -> tuple[list[dict[str, np.ndarray]], int]:
         raise ValidationError(
             f"only regression forests are supported (treelite task type {int(field('task_type')[0])})"
         )
-    if int(field("num_target")[0]) != 1:
+    if int(field("num_target")[0]) != 1 or np.any(field("num_class") != 1):
         raise ValidationError("only single-target regression forests are supported")
-    if not bool(field("average_tree_output")[0]):
-        raise ValidationError("the forest must average its trees (a random forest), not sum them")
+    average = bool(field("average_tree_output")[0])
     if np.any(field("base_scores") != 0):
-        raise ValidationError("forests with non-zero base scores are not supported")
+        raise ValidationError(
+            f"models with a non-zero base score ({np.asarray(field('base_scores')).ravel().tolist()}) are not "
+            "supported: the prediction would be the tree sum plus a constant, which no supported library adds in "
+            "the same order (XGBoost's base_score; LightGBM folds its initial score into the first tree)"
+        )
     post = str(head.get_field("postprocessor"))
     if post != "identity":
         raise ValidationError(f"postprocessor {post!r} is not supported (identity only)")
@@ -322,7 +367,7 @@ def _treelite_trees(model: Any) -> tuple[list[dict[str, np.ndarray]], int]:
                 for k in ("cleft", "cright", "split_index", "threshold", "leaf_value", "cmp")
             }
         )
-    return trees, int(model.num_feature)
+    return trees, int(model.num_feature), average
 
 
 def _file_hash(attrs: Mapping[str, Any], treelite: bytes | None) -> str:
@@ -337,8 +382,11 @@ def _file_hash(attrs: Mapping[str, Any], treelite: bytes | None) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _layout_hash(nodes: np.ndarray, leaf: np.ndarray, root: np.ndarray, n_features: int) -> str:
-    h = hashlib.sha256(f"{FORMAT}/{FORMAT_VERSION};n_features={n_features};".encode())
+def _layout_hash(nodes: np.ndarray, leaf: np.ndarray, root: np.ndarray, n_features: int, average: bool = True) -> str:
+    # a summed ensemble hashes differently from the averaged one with the same trees; averaged
+    # forests keep the hash they always had (stored in their files)
+    head = f"{FORMAT}/{FORMAT_VERSION};n_features={n_features};" + ("" if average else "ensemble=boosting;")
+    h = hashlib.sha256(head.encode())
     for a in (nodes, leaf, root):
         h.update(str(a.shape).encode())
         h.update(np.ascontiguousarray(a).tobytes())
@@ -356,6 +404,65 @@ def _check_sklearn_forest(rf: Any) -> None:
         raise ValidationError(f"only single-output forests are supported (n_outputs_={rf.n_outputs_})")
 
 
+def _lightgbm_booster(model: Any, lightgbm: Any) -> Any:
+    """The fitted ``lightgbm.Booster`` of a Booster or an LGBMRegressor."""
+    if isinstance(model, lightgbm.Booster):
+        return model
+    if isinstance(model, (lightgbm.LGBMClassifier, lightgbm.LGBMRanker)) or not isinstance(model, lightgbm.LGBMModel):
+        raise ConfigError(f"expected a fitted lightgbm.Booster or LGBMRegressor, got {type(model).__name__}")
+    try:
+        return model.booster_
+    except (AttributeError, ValueError) as err:  # LGBMNotFittedError
+        raise ConfigError(f"the {type(model).__name__} is not fitted (call .fit first)") from err
+
+
+def _check_lightgbm_text(text: str) -> None:
+    """Refuse what treelite's LightGBM import would get wrong (or silently drop).
+
+    Reads the model text (``Booster.model_to_string``): categorical splits (``num_cat``,
+    decision-type bit 0), linear trees (``is_linear``; treelite keeps only their constants)
+    and splits that treat zeros as missing values (missing type ``Zero``, from
+    ``zero_as_missing=True``: zeros take the learned default branch, which treelite drops).
+    """
+    tree = -1
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key == "Tree":
+            tree += 1
+            continue
+        if key.startswith("end of trees"):
+            break
+        if tree < 0:
+            continue
+        if key == "is_linear" and value.strip() not in ("", "0"):
+            raise ValidationError(
+                f"LightGBM tree {tree} is linear (linear_tree=True): its leaves are linear models of the features, "
+                "which treelite and this predictor do not represent; train with linear_tree=False"
+            )
+        if key == "num_cat" and int(value or 0) > 0:
+            raise ValidationError(
+                f"LightGBM tree {tree} has categorical splits (categorical_feature): not supported; encode the "
+                "categories as numerical features"
+            )
+        if key == "decision_type" and value.strip():
+            dt = np.array(value.split(), dtype=np.int64)
+            if np.any(dt & 1):
+                raise ValidationError(
+                    f"LightGBM tree {tree} has categorical splits (categorical_feature): not supported; encode "
+                    "the categories as numerical features"
+                )
+            if np.any((dt >> 2) & 3 == 1):
+                raise ValidationError(
+                    f"LightGBM tree {tree} treats zeros as missing values (zero_as_missing=True): not supported "
+                    "(zeros would take the learned default branch, which treelite drops)"
+                )
+    if "[linear_tree: 1]" in text:
+        raise ValidationError(
+            "the LightGBM model was trained with linear_tree=True: linear trees are not supported; train with "
+            "linear_tree=False"
+        )
+
+
 class CompiledForest:
     """A regression forest ready for fast, exact native prediction.
 
@@ -363,6 +470,10 @@ class CompiledForest:
     / :meth:`load`. Predictions equal ``RandomForestRegressor.predict`` on float32 input
     (the same leaves, summed in the same order; tests allow 1e-12), computed by a nogil
     OpenMP kernel that reuses the previous row's leaf box on coherent rows.
+
+    A gradient-boosted ensemble (:meth:`from_lightgbm`) runs through the same kernels with its
+    trees summed instead of averaged (:attr:`ensemble` ``'boosting'``): its predictions are
+    LightGBM's ``Booster.predict`` bit for bit, and its spread over trees is NaN.
 
     Rows with a NaN or infinite feature are never passed to the trees: they get NaN, are
     counted and reported (scikit-learn ≥ 1.4 would route NaN through a learned branch that
@@ -372,10 +483,15 @@ class CompiledForest:
     ----------
     n_trees, n_features, n_nodes, max_depth : int
     feature_names : tuple of str or None
+    average : bool
+        True: the prediction is the mean over trees (a random forest); False: their sum (a
+        gradient-boosted ensemble). See :attr:`ensemble`.
     content_hash : str
-        SHA-256 of the node layout; identifies the predictor exactly.
+        SHA-256 of the node layout (and, for a summed ensemble, of that it sums); identifies
+        the predictor exactly.
     source_hash : str or None
-        :func:`~smengine.model._hash.forest_hash` of the scikit-learn forest it came from.
+        :func:`~smengine.model._hash.forest_hash` of the scikit-learn forest it came from, or
+        the SHA-256 of the LightGBM model text (:meth:`from_lightgbm`).
     card : ModelCard or dict or None
         The model card saved with the forest.
     applicability : Applicability or None
@@ -410,6 +526,7 @@ class CompiledForest:
         source_hash: str | None = None,
         card: Any = None,
         applicability: Any = None,
+        average: bool = True,
     ) -> None:
         self._nodes = np.ascontiguousarray(nodes, dtype=np.int32)
         self._leaf = np.ascontiguousarray(leaf, dtype=np.float64)
@@ -425,7 +542,8 @@ class CompiledForest:
         self.source_hash = source_hash
         self.card = card
         self.applicability = applicability
-        self.content_hash = _layout_hash(self._nodes, self._leaf, self._root, self.n_features)
+        self.average = bool(average)
+        self.content_hash = _layout_hash(self._nodes, self._leaf, self._root, self.n_features, self.average)
         self._blocks: dict[str, np.ndarray] | None = None
         self._kernel: Any = None  # ForestTables, built on first use (_kernel_tables)
 
@@ -439,15 +557,36 @@ class CompiledForest:
         Parameters
         ----------
         model : treelite.Model
-            A single-target regression forest with averaged trees and ``<=``/``<``
-            numerical splits (what ``treelite.sklearn.import_model`` makes of a
-            ``RandomForestRegressor``).
+            A single-target regression ensemble with ``<=``/``<`` numerical splits, an
+            identity postprocessor and no base score: averaged trees (what
+            ``treelite.sklearn.import_model`` makes of a ``RandomForestRegressor``) or summed
+            ones (``treelite.frontend.from_lightgbm`` of a LightGBM regressor; prefer
+            :meth:`from_lightgbm`, which checks what treelite does not keep and follows
+            LightGBM's reading of near-zero features).
         feature_names : sequence of str, optional
         source_hash, card : optional
             Carried along (see the class attributes).
+
+        Raises
+        ------
+        ValidationError
+            If the model is not such an ensemble (classifier, several targets, categorical
+            splits, a base score, a postprocessor other than identity).
         """
-        trees, n_features = _treelite_trees(model)
-        lay = _build_layout(trees, n_features)
+        return cls._from_treelite(model, feature_names=feature_names, source_hash=source_hash, card=card)
+
+    @classmethod
+    def _from_treelite(
+        cls,
+        model: Any,
+        *,
+        feature_names: Sequence[str] | None = None,
+        source_hash: str | None = None,
+        card: Any = None,
+        lightgbm_zero_band: bool = False,
+    ) -> CompiledForest:
+        trees, n_features, average = _treelite_trees(model)
+        lay = _build_layout(trees, n_features, lightgbm_zero_band=lightgbm_zero_band)
         return cls(
             lay["nodes"],
             lay["leaf"],
@@ -458,7 +597,99 @@ class CompiledForest:
             treelite_bytes=bytes(model.serialize_bytes()),
             source_hash=source_hash,
             card=card,
+            average=average,
         )
+
+    @classmethod
+    def from_lightgbm(
+        cls, model: Any, *, feature_names: Sequence[str] | None = None, card: Any = None
+    ) -> CompiledForest:
+        """Export a LightGBM regression model through treelite and build the predictor.
+
+        The trees are summed (:attr:`ensemble` ``'boosting'``), in tree order in float64 from
+        0.0 as LightGBM's ``GBDT::PredictRaw`` does, so :meth:`predict` equals
+        ``booster.predict(X)`` bit for bit on float32 rows (LightGBM folds its initial score
+        into the first tree; a ``boosting='rf'`` model averages and is a ``'random_forest'``).
+        Features with ``|x| <= 1e-35`` are read as 0, as LightGBM's predictor does. Rows with
+        a NaN or infinite feature are NaN (LightGBM would send NaN down a learned or a zero
+        branch). The spread over trees (:meth:`predict_with_spread`, the engine's
+        uncertainty layer) is NaN for a boosted model.
+
+        Parameters
+        ----------
+        model : lightgbm.Booster or lightgbm.LGBMRegressor
+            Fitted, objective of the regression family with identity output (``regression``,
+            ``regression_l1``, ``huber``, ``fair``, ``quantile``, ``mape``; not ``sqrt``). The
+            iterations ``booster.predict`` uses by default are taken (the best iteration after
+            early stopping).
+        feature_names : sequence of str, optional
+            Default: the names the model was fitted with (``feature_names_in_`` of an
+            ``LGBMRegressor``, else the booster's), unless they are LightGBM's generated
+            ``Column_<i>``.
+        card : ModelCard or dict, optional
+            Saved with the model.
+
+        Returns
+        -------
+        CompiledForest
+
+        Raises
+        ------
+        ConfigError
+            If lightgbm is not installed, or ``model`` is not a fitted Booster or LGBMRegressor.
+        ValidationError
+            If the model has categorical splits, linear trees (``linear_tree=True``), splits
+            with zeros as missing values (``zero_as_missing=True``), several outputs, or a
+            non-identity objective (``binary``, ``poisson``, ``sqrt`` regression, ...).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import lightgbm as lgb
+        >>> from smengine.model import CompiledForest
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.random((500, 4), dtype=np.float32)
+        >>> reg = lgb.LGBMRegressor(n_estimators=50, num_leaves=15, verbose=-1).fit(X, X.sum(1))
+        >>> cf = CompiledForest.from_lightgbm(reg)
+        >>> cf.ensemble
+        'boosting'
+        >>> bool(np.array_equal(cf.predict(X), reg.predict(X)))
+        True
+        """
+        try:
+            import lightgbm
+        except ImportError as err:
+            raise ConfigError(
+                "CompiledForest.from_lightgbm needs lightgbm: pip install 'smengine[boost]' (or lightgbm>=4.3)"
+            ) from err
+        import treelite.frontend
+
+        booster = _lightgbm_booster(model, lightgbm)
+        if feature_names is None:
+            names = getattr(model, "feature_names_in_", None)
+            names = [str(n) for n in (names if names is not None else booster.feature_name())]
+            if names != [f"Column_{i}" for i in range(len(names))]:
+                feature_names = names
+        text = booster.model_to_string()
+        _check_lightgbm_text(text)
+        t0 = time.perf_counter()
+        tl = treelite.frontend.from_lightgbm(booster)
+        cf = cls._from_treelite(
+            tl,
+            feature_names=feature_names,
+            source_hash="sha256:" + hashlib.sha256(text.encode()).hexdigest(),
+            card=card,
+            lightgbm_zero_band=True,
+        )
+        log.info(
+            "compiled LightGBM model (%s): %d trees, %d nodes, depth %d in %.2f s",
+            cf.ensemble,
+            cf.n_trees,
+            cf.n_nodes,
+            cf.max_depth,
+            time.perf_counter() - t0,
+        )
+        return cf
 
     @classmethod
     def from_sklearn(
@@ -539,6 +770,11 @@ class CompiledForest:
     def n_leaves(self) -> int:
         return int(self._leaf.size)
 
+    @property
+    def ensemble(self) -> Literal["random_forest", "boosting"]:
+        """``'random_forest'`` (trees averaged) or ``'boosting'`` (trees summed)."""
+        return "random_forest" if self.average else "boosting"
+
     def to_treelite(self) -> Any:
         """The portable treelite model this predictor was built from."""
         import treelite
@@ -549,8 +785,8 @@ class CompiledForest:
 
     def __repr__(self) -> str:
         return (
-            f"CompiledForest(n_trees={self.n_trees}, n_features={self.n_features}, n_nodes={self.n_nodes}, "
-            f"max_depth={self.max_depth}, hash={self.content_hash[:19]}…)"
+            f"CompiledForest(ensemble={self.ensemble!r}, n_trees={self.n_trees}, n_features={self.n_features}, "
+            f"n_nodes={self.n_nodes}, max_depth={self.max_depth}, hash={self.content_hash[:19]}…)"
         )
 
     def __eq__(self, other: object) -> bool:
@@ -679,7 +915,9 @@ class CompiledForest:
         cap = forest_isa_cap()
         kt = self._kernel
         if kt is None:
-            kt = self._kernel = ForestTables(self._nodes, self._leaf, self._root, self.n_features, isa_cap=cap)
+            kt = self._kernel = ForestTables(
+                self._nodes, self._leaf, self._root, self.n_features, isa_cap=cap, average=self.average
+            )
         if mode == 3 and not kt.has_blocks:
             t = self.blocks()
             kt = self._kernel = kt.with_blocks(t["boxes"], t["blocks"], t["bleaf"], t["broot"])
@@ -697,6 +935,7 @@ class CompiledForest:
         state.setdefault("_blocks", None)
         state.setdefault("_kernel", None)
         state.setdefault("applicability", None)  # pickled before forests carried one
+        state.setdefault("average", True)  # pickled before boosted ensembles
         self.__dict__.update(state)
 
     def _run(
@@ -770,7 +1009,8 @@ class CompiledForest:
         block: int = DEFAULT_BLOCK,
         stride: int | None = None,
     ) -> np.ndarray:
-        """Mean over trees for every row.
+        """The ensemble's prediction for every row: the mean over trees (a random forest) or
+        their sum (a boosted ensemble, :attr:`ensemble` ``'boosting'``).
 
         What to decide: the rows (a table or a raster), the threads, what happens to rows
         with a NaN or infinite feature, and whether the spread over trees is wanted too
@@ -820,7 +1060,8 @@ class CompiledForest:
         Returns
         -------
         numpy.ndarray of float64, shape (n_rows,) or (ny, nx)
-            Equal to ``RandomForestRegressor.predict(X)`` for finite rows.
+            Equal to ``RandomForestRegressor.predict(X)`` (LightGBM's ``Booster.predict(X)``
+            for a model from :meth:`from_lightgbm`) for finite rows.
         """
         return self._run(X, False, n_threads, on_invalid, reuse, block, stride)[0]
 
@@ -840,10 +1081,16 @@ class CompiledForest:
         predictions, accumulated in the same pass (shifted sums, float64), the forest's
         uncertainty layer. Parameters as :meth:`predict`.
 
+        A boosted ensemble (:attr:`ensemble` ``'boosting'``) has no such spread: its trees are
+        successive corrections, not draws of one prediction, so their SD says nothing about
+        the uncertainty. Its ``sd`` is NaN (and so is the engine's uncertainty layer); its
+        ``mean`` is the prediction (the sum over trees), as :meth:`predict`.
+
         Returns
         -------
         mean, sd : numpy.ndarray of float64, shape (n_rows,) or (ny, nx)
-            Units of the target (m³ m⁻³ for soil moisture); NaN for invalid rows.
+            Units of the target (m³ m⁻³ for soil moisture); NaN for invalid rows (``sd``:
+            every row of a boosted ensemble).
         """
         mean, sd, _ = self._run(X, True, n_threads, on_invalid, reuse, block, stride)
         assert sd is not None
@@ -867,8 +1114,10 @@ class CompiledForest:
 
         The file holds the treelite checkpoint (the portable model, ``treelite``
         dataset, opaque bytes), the node layout, the model card (JSON attribute), the
-        forest's hashes and a ``file_hash`` over the attributes (feature names, card) and
-        the treelite copy, so :meth:`load` notices a change to any part of the file. The
+        forest's hashes, the ``ensemble`` (``'random_forest'`` or ``'boosting'``; format
+        version 2 for a boosted one, which older readers would average) and a ``file_hash``
+        over the attributes (feature names, card) and the treelite copy, so :meth:`load`
+        notices a change to any part of the file. The
         area-of-applicability reference (:attr:`applicability`), when there is one, is the
         ``applicability`` group, its digest an attribute (in the file hash).
 
@@ -882,7 +1131,8 @@ class CompiledForest:
         buf = io.BytesIO()
         attrs: dict[str, Any] = {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if self.average else SUMMED_FORMAT_VERSION,
+            "ensemble": self.ensemble,
             "n_features": self.n_features,
             "max_depth": self.max_depth,
             "content_hash": self.content_hash,
@@ -910,6 +1160,9 @@ class CompiledForest:
     def load(cls, path: str | os.PathLike[str]) -> CompiledForest:
         """Read a forest written by :meth:`save`; the layout is checked against its hash.
 
+        Files written before boosted ensembles existed (no ``ensemble`` attribute) are random
+        forests.
+
         Raises
         ------
         DataError
@@ -923,10 +1176,10 @@ class CompiledForest:
             with h5py.File(path, "r") as f:
                 if f.attrs.get("format") != FORMAT:
                     raise DataError(f"{path}: not a smengine compiled forest (format={f.attrs.get('format')!r})")
-                if int(f.attrs["format_version"]) > FORMAT_VERSION:
+                if int(f.attrs["format_version"]) > SUMMED_FORMAT_VERSION:
                     raise DataError(
                         f"{path}: format version {int(f.attrs['format_version'])} is newer than "
-                        f"this smengine reads ({FORMAT_VERSION})"
+                        f"this smengine reads ({SUMMED_FORMAT_VERSION})"
                     )
                 tl = bytes(f["treelite"][...].tobytes()) if "treelite" in f else None
                 attrs = {k: _attr_value(v) for k, v in f.attrs.items()}
@@ -944,6 +1197,9 @@ class CompiledForest:
                         stacklevel=2,
                     )
                 names = json.loads(f.attrs["feature_names"])
+                ensemble = attrs.get("ensemble", "random_forest")  # files from before boosting: forests
+                if ensemble not in ENSEMBLES:
+                    raise DataError(f"{path}: unknown ensemble {ensemble!r} (expected one of {ENSEMBLES})")
                 cf = cls(
                     f["nodes"][...],
                     f["leaf"][...],
@@ -954,6 +1210,7 @@ class CompiledForest:
                     treelite_bytes=tl,
                     source_hash=str(f.attrs["source_hash"]) or None,
                     card=_card_from(json.loads(f.attrs["card"])),
+                    average=ensemble == "random_forest",
                 )
                 cf.applicability = _applicability_from(f, attrs, path)
                 stored = str(f.attrs["content_hash"])

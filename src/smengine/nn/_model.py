@@ -489,7 +489,7 @@ def station_patches(
     if spec is None:
         if "spec" not in table.attrs:
             raise ConfigError("station_patches: pass spec= (the table has no .attrs['spec'])")
-        spec = FeatureSpec.from_config(table.attrs["spec"])
+        spec = FeatureSpec.from_saved(table.attrs["spec"])
     for col in ("station", "date", "target", "x", "y", "tile"):
         if col not in table.columns:
             raise ValidationError(f"station_patches: the table has no column {col!r} (a training_table has)")
@@ -682,7 +682,7 @@ def train(
         cfg = NetConfig.from_config({**cfg.get_config(), **overrides})
     say = progress or (lambda s: None)
     t0 = time.perf_counter()
-    spec_obj = spec if spec is not None else FeatureSpec.from_config(table.attrs["spec"])
+    spec_obj = spec if spec is not None else FeatureSpec.from_saved(table.attrs["spec"])
     say("patches")
     X, rows = station_patches(table, stores, features, spec=spec_obj, half_width=cfg.half_width)
     stores_l = [stores] if not hasattr(stores, "__iter__") else list(stores)

@@ -91,7 +91,7 @@ class NNTileRunner:
                 f"that the tile lacks (it has {s.feature_names}); ingest them or train on this tile's layers"
             )
         try:
-            self._fb = FeatureBuilder(s, FeatureSpec.from_config(model.spec))
+            self._fb = FeatureBuilder(s, FeatureSpec.from_saved(model.spec))
         except ConfigError as exc:
             raise ConfigError(f"tile {tid}: spatial network {model.content_hash[:19]}: {exc}") from exc
         lost = [n for n in self.feature_names if n not in self._fb.names]
