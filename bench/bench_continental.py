@@ -393,7 +393,7 @@ def _stripe_table(tile_paths: list[Path], per_tile: int = 16) -> Any:
     a synthetic target; ``.attrs`` as from training_table (features, units, kinds, sources)."""
     import pandas as pd
 
-    from smengine.features import FeatureBuilder
+    from smengine.features import FeatureBuilder, swi_feature_name
     from smengine.tiles import TileStore
 
     rng = np.random.default_rng(5)
@@ -413,7 +413,7 @@ def _stripe_table(tile_paths: list[Path], per_tile: int = 16) -> Any:
     table = pd.concat(frames, ignore_index=True)
     table["target"] = np.clip(
         0.05
-        + 0.7 * table["swi10c_s1_sm"]
+        + 0.7 * table[swi_feature_name("s1_sm", 10.0, max_gap=_spec().swi_max_gap)]
         + 0.1 * (table["clay"] - 0.2)
         + 0.002 * table["precipitation"]
         + 0.01 * rng.standard_normal(len(table)),

@@ -251,7 +251,7 @@ def test_table_train_commands_carry_units(data_dir, tmp_path):
     )
     assert r.exit_code == 0, r.output
     t = read_table(tmp_path / "t.nc")
-    assert t.attrs["units"]["swi20c_s1_sm"] == "m3 m-3" and t.attrs["units"]["precipitation"] == "mm"
+    assert t.attrs["units"]["swi20c30_s1_sm"] == "m3 m-3" and t.attrs["units"]["precipitation"] == "mm"
     assert (
         "25 station(s) x 14 features" in r.output
     )  # 6 static, 2 dynamic, 2 x 2 SWI, 2 calendar and t.attrs["features"][-2:] == ["doy_sin", "doy_cos"]
@@ -274,7 +274,7 @@ def test_table_train_commands_carry_units(data_dir, tmp_path):
     )
     assert r.exit_code == 0 and "warning" not in r.output, r.output
     card = CompiledForest.load(tmp_path / "m.h5").card
-    assert {f["name"]: f["units"] for f in card.features}["swi5c_s1_sm"] == "m3 m-3"
+    assert {f["name"]: f["units"] for f in card.features}["swi5c30_s1_sm"] == "m3 m-3"
     # a CSV table has no units: train says so
     t.to_csv(tmp_path / "t.csv", index=False)
     r = CliRunner().invoke(

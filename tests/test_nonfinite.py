@@ -121,7 +121,7 @@ def tiles(tmp_path_factory):
         rf = RandomForestRegressor(10, min_samples_leaf=3, random_state=0, n_jobs=1).fit(X[ok], y)
         out[carry] = {"rf": rf, "cf": CompiledForest.from_sklearn(rf, feature_names=fb.names), "names": fb.names}
     assert {"s1", "ndvi", "sand", "smap", "swi5_s1", "swi20_smap"} <= set(out[False]["names"])
-    assert {"swi5c_s1", "swi20c_smap"} <= set(out[True]["names"]) and "s1" not in out[True]["names"]
+    assert {"swi5c30_s1", "swi20c30_smap"} <= set(out[True]["names"]) and "s1" not in out[True]["names"]
     return out
 
 

@@ -64,7 +64,7 @@ def test_walkthrough_steps(walked: tuple[Path, subprocess.CompletedProcess[str]]
         """
         from smengine.features import read_table
         t = read_table("table.nc")
-        print(t.attrs["units"]["elevation"], t.attrs["units"]["swi5c_s1_sm"], "s1_sm" in t.attrs["features"], len(t))
+        print(t.attrs["units"]["elevation"], t.attrs["units"]["swi5c30_s1_sm"], "s1_sm" in t.attrs["features"], len(t))
         """,
         cwd,
     )

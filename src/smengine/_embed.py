@@ -74,6 +74,9 @@ class MemoryStore:
     units: dict[str, str] = field(default_factory=dict)
     tile_id: str = "dataset"
     path: str = "<xarray.Dataset>"
+    #: Latitude where the water balance takes Ra (degrees north; None: the centre of ``grid``). A block
+    #: of a larger grid carries its parent's, so that every block sees the values the whole grid would.
+    centre_latitude: float | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -97,14 +100,20 @@ def _grid_of(ds: Any, grid: Grid | None) -> Grid:
     return Grid.from_config(json.loads(cfg) if isinstance(cfg, str) else dict(cfg))
 
 
-def _needed(names: Sequence[str]) -> set[str]:
-    """Variables the forest reads: its features and the sources of its SWI features."""
+def _needed(names: Sequence[str], card: Any = None) -> set[str]:
+    """Variables the forest reads: its features, the sources of its SWI features and, for its
+    water-balance features, the layers its model card's ``water_balance`` names."""
+    from smengine.engine import _card_water_balance
+
     out = set()
     for n in names:
         out.add(n)
         swi = parse_swi_feature_name(n)
         if swi is not None:
             out.add(swi[0])
+    wb = _card_water_balance(card) if card is not None else None
+    if wb is not None and set(wb.names) & set(names):
+        out.update(n for n in (wb.precipitation, wb.temperature, wb.sand, wb.clay) if n is not None)
     return out
 
 
@@ -204,6 +213,8 @@ def store_from_dataset(
     *,
     window: tuple[slice, slice] | None = None,
     cache: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    card: Any = None,
+    centre_latitude: float | None = None,
 ) -> MemoryStore:
     """The forest's covariates (``names``) of a Dataset as a :class:`MemoryStore`.
 
@@ -221,6 +232,11 @@ def store_from_dataset(
     cache : dict, optional
         Index maps of coarse layers on their own grid, reused between calls with the same
         window (a :class:`Stepper` day after day).
+    card : ModelCard or dict, optional
+        The forest's model card: the layers of its ``water_balance`` are taken too.
+    centre_latitude : float, optional
+        Where the water balance takes Ra (default: the centre of ``grid``, not of the window's
+        block, so that blocks see the values of the whole grid).
 
     Returns
     -------
@@ -234,7 +250,7 @@ def store_from_dataset(
         prow, pcol = window
     rows, cols = slice(prow.start * k, prow.stop * k), slice(pcol.start * k, pcol.stop * k)
     sub = _block_grid(g, (prow, pcol))
-    want = _needed(names)
+    want = _needed(names, card)
     times = _times(ds)
     T = times.size
     h, w = sub.subpixel_shape
@@ -313,7 +329,15 @@ def store_from_dataset(
         coarse_names=coarse_n,
         units=units,
         tile_id=str(ds.attrs.get("tile_id", "dataset")),
+        centre_latitude=_centre_latitude(g) if centre_latitude is None else float(centre_latitude),
     )
+
+
+def _centre_latitude(g: Grid) -> float:
+    """Latitude of the centre of ``g`` (:func:`smengine.features.grid_centre_latitude`)."""
+    from smengine.features import grid_centre_latitude
+
+    return grid_centre_latitude(g)
 
 
 # --------------------------------------------------------------------------------------
@@ -348,11 +372,17 @@ def _blocks(ds: Any, grid: Grid, names: set[str], block_pixels: int | None) -> l
 
 
 def _predict_block(
-    ds: Any, names: list[str], grid: Grid, window: tuple[slice, slice] | None, forest: Any, kw: dict[str, Any]
+    ds: Any,
+    names: list[str],
+    grid: Grid,
+    window: tuple[slice, slice] | None,
+    forest: Any,
+    kw: dict[str, Any],
+    centre_latitude: float | None = None,
 ) -> dict[str, np.ndarray]:
     from smengine.engine import TileRunner
 
-    store = store_from_dataset(ds, names, grid, window=window)
+    store = store_from_dataset(ds, names, grid, window=window, card=forest.card, centre_latitude=centre_latitude)
     runner = TileRunner(store, forest, **kw)
     _, out = runner.predict_arrays(None)
     return out
@@ -426,11 +456,12 @@ def predict_dataset(
     days = _times(covariates)
     if days.size == 0:
         raise ConfigError("the covariate Dataset has no days (a 'time' coordinate)")
-    want = _needed(names)
+    want = _needed(names, cf.card)
+    lat = _centre_latitude(g)  # every block takes Ra where the whole grid would
     lazy = _is_dask(covariates, want)
     blocks = _blocks(covariates, g, want, block_pixels)
     if not lazy and len(blocks) == 1:
-        store = store_from_dataset(covariates, names, g)
+        store = store_from_dataset(covariates, names, g, card=cf.card)
         runner = TileRunner(store, cf, **kw)
         req, out = runner.predict_arrays(None)
         runner.stats.warn_if_degraded("predict_dataset")
@@ -461,7 +492,7 @@ def predict_dataset(
             sub = covariates.isel(y_sub=slice(b[0].start * g.subpixel, b[0].stop * g.subpixel)).isel(
                 x_sub=slice(b[1].start * g.subpixel, b[1].stop * g.subpixel)
             )
-            parts[_key(b)] = dask.delayed(_predict_block)(sub, names, _block_grid(g, b), None, cf, kw)
+            parts[_key(b)] = dask.delayed(_predict_block)(sub, names, _block_grid(g, b), None, cf, kw, lat)
         arrays = {}
         for key in _OUT:
             dtype = np.uint8 if key == "quality_flag" else np.float32
@@ -481,7 +512,7 @@ def predict_dataset(
     else:
         arrays = {k: np.empty((days.size, ny, nx), np.uint8 if k == "quality_flag" else np.float32) for k in _OUT}
         for b in blocks:
-            out = _predict_block(covariates, names, g, b, cf, kw)
+            out = _predict_block(covariates, names, g, b, cf, kw, lat)
             for k in _OUT:
                 arrays[k][:, b[0], b[1]] = out[k]
     start = days.astype("datetime64[ns]")
@@ -559,8 +590,8 @@ class Stepper:
     :meth:`step` takes one day's covariates (the Dataset form of :func:`predict_dataset`,
     a ``time`` of length one) and returns that day's product. N single steps equal one
     N-day :func:`predict_dataset` call bit for bit. :meth:`save_state` writes a restart file
-    (the SWI state, the last day, the grid, the forest's hash) and :meth:`load_state` resumes
-    from it.
+    (the SWI state, the water-balance storage of a forest with ``wb<depth>`` features, the last
+    day, the grid, the forest's hash) and :meth:`load_state` resumes from it.
 
     Parameters
     ----------
@@ -598,6 +629,8 @@ class Stepper:
         self.last_day: np.datetime64 | None = None
         self._state: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._swi_T: np.ndarray | None = None
+        # the water balance's storage (S_wb, Y * X) and the depth of each slot (mm)
+        self._bucket: tuple[np.ndarray, np.ndarray] | None = None
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def __repr__(self) -> str:
@@ -629,7 +662,7 @@ class Stepper:
             raise ValidationError(f"step takes one day of covariates, got {days.size} (select time=[day])")
         if self.last_day is not None and days[0] <= self.last_day:
             raise ValidationError(f"step: {days[0]} is not after the last day stepped, {self.last_day}")
-        store = store_from_dataset(ds, list(self.forest.feature_names), g, cache=self._cache)
+        store = store_from_dataset(ds, list(self.forest.feature_names), g, cache=self._cache, card=self.forest.card)
         runner = TileRunner(store, self.forest, **self.kw)
         if self._state is not None:
             if self._swi_T is not None and not np.array_equal(runner._plan.swi_T, self._swi_T):
@@ -638,9 +671,24 @@ class Stepper:
                 if dst.shape != src.shape:
                     raise ValidationError(f"step: state of shape {src.shape} does not fit the day's {dst.shape}")
                 dst[...] = src
+            depths = np.asarray(runner._plan.wb_depths, np.float64)
+            if depths.size:
+                if self._bucket is None or not np.array_equal(self._bucket[1], depths):
+                    have = "none" if self._bucket is None else f"depths {self._bucket[1].tolist()} mm"
+                    raise ValidationError(
+                        f"step: the water-balance state ({have}) does not fit the day's plan (depths {depths.tolist()} "
+                        "mm)"
+                    )
+                if self._bucket[0].shape != runner._wb_storage.shape:
+                    raise ValidationError(
+                        f"step: water-balance state of shape {self._bucket[0].shape} does not fit the day's "
+                        f"{runner._wb_storage.shape}"
+                    )
+                runner._wb_storage[...] = self._bucket[0]
         req, out = runner.predict_arrays(None)
         self._state = (runner._gain.copy(), runner._swi.copy(), runner._last.copy())
         self._swi_T = runner._plan.swi_T.copy()
+        self._bucket = (runner._wb_storage.copy(), np.asarray(runner._plan.wb_depths, np.float64))
         self.last_day = days[0]
         return _product(runner, req, out, None)
 
@@ -648,8 +696,10 @@ class Stepper:
     def save_state(self, path: str | os.PathLike[str]) -> Path:
         """Write the restart file (HDF5, atomically: a temporary name renamed into place).
 
-        Holds the SWI state (gain, SWI, last observation day per sub-pixel and T), the last
-        day stepped, the grid and the forest's content hash and feature names.
+        Holds the SWI state (gain, SWI, last observation day per sub-pixel and T), the
+        water-balance storage per sub-pixel and depth (``bucket_storage``, mm, with
+        ``bucket_depths``; empty without ``wb`` features), the last day stepped, the grid and the
+        forest's content hash and feature names.
         """
         import h5py
 
@@ -668,6 +718,9 @@ class Stepper:
             for name, a in zip(("gain", "swi", "last"), self._state, strict=True):
                 h5.create_dataset(name, data=a)
             h5.create_dataset("swi_T", data=self._swi_T)
+            storage, depths = self._bucket if self._bucket is not None else (np.zeros((0, 0)), np.zeros(0))
+            h5.create_dataset("bucket_storage", data=storage)
+            h5.create_dataset("bucket_depths", data=depths)
         return p
 
     @classmethod
@@ -691,6 +744,8 @@ class Stepper:
                 attrs = dict(h5.attrs)
                 state = tuple(h5[n][...] for n in ("gain", "swi", "last"))
                 swi_T = h5["swi_T"][...]
+                # files from before the water balance have none (their forests had no wb features)
+                bucket = (h5["bucket_storage"][...], h5["bucket_depths"][...]) if "bucket_storage" in h5 else None
         except DataError:
             raise
         except (OSError, KeyError) as exc:
@@ -702,5 +757,6 @@ class Stepper:
             )
         st._state = state  # type: ignore[assignment]
         st._swi_T = swi_T
+        st._bucket = bucket
         st.last_day = as_day(str(attrs["last_day"]))
         return st

@@ -775,14 +775,46 @@ def _knndm_domain(path: Path) -> Any:
     help="Where the product will predict, for --cv knndm: a folder of tiles (their pixel centres) or a CSV with x, y "
     "columns in the table's CRS, m (default: the stations' convex hull). The G-function plot is written beside --out.",
 )
-@click.option("--no-search", is_flag=True, help="Skip the max_features x min_samples_leaf search.")
+@click.option(
+    "--model",
+    type=click.Choice(["forest", "boosting", "hybrid", "auto"]),
+    default="forest",
+    show_default=True,
+    help="Random forest, LightGBM gradient-boosted trees, a hybrid (linear base + LightGBM trees on its residuals: "
+    "extrapolates where the base does), or auto: the one with the lowest median per-station ubRMSE under "
+    "spatio-temporal leave-site-out CV on the table (re-chosen inside every CV fold unless --no-nested). "
+    "boosting, hybrid and auto need lightgbm (pip install 'smengine[boost]').",
+)
+@click.option(
+    "--base-features",
+    help="--model hybrid: comma-separated features of the linear base, e.g. the water-balance state and the best "
+    "SWI (default: every feature).",
+)
+@click.option(
+    "--select-cv",
+    type=click.Choice(["site-time", "site", "knndm"]),
+    default="site-time",
+    show_default=True,
+    help="--model auto: the selection's CV (site-time: a station group and a period held out together).",
+)
+@click.option(
+    "--no-search",
+    is_flag=True,
+    help="Skip the hyper-parameter search (forest: max_features x min_samples_leaf; boosting, hybrid: num_leaves x "
+    "learning_rate).",
+)
 @click.option(
     "--no-nested",
     is_flag=True,
     help="Reuse the search's choice in every CV fold instead of re-running it per fold (faster; the CV is then "
     "optimistic).",
 )
-@options.trees(500)
+@click.option(
+    "--trees",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Trees per forest (default 500) or boosting rounds (default 200).",
+)
 @options.seed
 @options.threads
 @click.option(
@@ -798,13 +830,16 @@ def train(
     cv: str,
     no_search: bool,
     no_nested: bool,
-    trees: int,
+    trees: int | None,
     seed: int,
     threads: int | None,
     card_file: Path | None,
     knndm_domain: Path | None = None,
+    model: str = "forest",
+    base_features: str | None = None,
+    select_cv: str = "site-time",
 ) -> None:
-    """Train the forest on a training table (NetCDF from smengine table, or a CSV)."""
+    """Train the model (a random forest by default) on a training table (NetCDF from smengine table, or a CSV)."""
     import pandas as pd
 
     from smengine._io import atomic_write
@@ -843,14 +878,35 @@ def train(
         raise click.BadParameter(
             f"unknown cv scheme {', '.join(unknown)}; choose from {', '.join(CV_SCHEMES)}", param_hint="--cv"
         )
-    if knndm_domain is not None and "knndm" not in schemes:
-        raise click.UsageError("--knndm-domain goes with --cv ...,knndm")
+    if knndm_domain is not None and "knndm" not in schemes and not (model == "auto" and select_cv == "knndm"):
+        raise click.UsageError("--knndm-domain goes with --cv ...,knndm (or --model auto --select-cv knndm)")
+    if base_features is not None and model not in ("hybrid", "auto"):
+        raise click.UsageError("--base-features goes with --model hybrid (or auto)")
+    if model != "forest":
+        try:
+            import lightgbm  # noqa: F401
+        except ImportError as exc:
+            raise click.ClickException(
+                f"--model {model} needs lightgbm, which is not installed: pip install 'smengine[boost]' "
+                "(or pip install 'lightgbm>=4.3'); --model forest needs only scikit-learn"
+            ) from exc
+    model_params = None
+    if base_features is not None:
+        base = [f.strip() for f in base_features.split(",") if f.strip()]
+        unknown = [f for f in base if f not in names]
+        if unknown or not base:
+            raise click.BadParameter(
+                f"{', '.join(unknown) if unknown else repr(base_features)} not among the features ({', '.join(names)})",
+                param_hint="--base-features",
+            )
+        model_params = {"base_features": base}
     domain = _knndm_domain(knndm_domain) if knndm_domain is not None else None
     try:
         forest = run_train(
             tab,
             names,
             cv=schemes,
+            model=model,
             search=not no_search,
             nested=not no_nested,
             n_estimators=trees,
@@ -858,6 +914,8 @@ def train(
             n_jobs=threads or -1,
             progress=True,
             knndm_domain=domain,
+            model_params=model_params,
+            select_cv=select_cv,
         )
     except (ConfigError, ValidationError) as exc:  # about the table's content: name the table
         raise click.ClickException(f"{table_file}: {exc}") from exc
@@ -878,6 +936,13 @@ def train(
             click.echo(f"warning: no G-function plot ({exc})", err=True)
     if card_file is not None:
         atomic_write(card_file, forest.card.to_markdown().encode())
+    if forest.selection is not None:
+        sc = forest.selection.scores
+        click.echo(
+            f"model selection ({forest.selection.splitter}): median site ubRMSE "
+            + ", ".join(f"{m} {sc.loc[m, 'median_ubRMSE']:.4f}" for m in sc.index)
+            + f"; chose {forest.selection.chosen}"
+        )
     click.echo(repr(forest))
     click.echo(f"wrote {out_file} ({cf.n_trees} trees, {cf.n_nodes} nodes, {cf.content_hash[:19]}…)")
 
@@ -1170,6 +1235,18 @@ def predict(
 @click.option("--train-years", default=2.4, show_default=True, help="Training years of the temporal split.")
 @options.trees(500)
 @click.option("--search", is_flag=True, help="Tune max_features x min_samples_leaf (nested leave-site-out).")
+@click.option(
+    "--models",
+    default="forest,boosting,hybrid",
+    show_default=True,
+    help="Comma-separated tree models fitted beside linear and mean (forest, boosting, hybrid).",
+)
+@click.option(
+    "--select", is_flag=True, help="Also the model chosen inside each fold by spatio-temporal CV (nested; ~8x slower)."
+)
+@click.option("--no-water-balance", is_flag=True, help="Leave out the soil water balance features (wb<depth>).")
+@click.option("--wb-depth", "wb_depths", help="Comma-separated bucket depths, mm (default 300).")
+@click.option("--no-calendar-study", is_flag=True, help="Skip the run without the day of year.")
 @options.seed
 @options.threads
 @click.option("--no-plots", is_flag=True, help="Skip the PNGs.")
@@ -1199,6 +1276,11 @@ def stations_experiment(
     train_years: float,
     trees: int,
     search: bool,
+    models: str,
+    select: bool,
+    no_water_balance: bool,
+    wb_depths: str | None,
+    no_calendar_study: bool,
     seed: int,
     threads: int | None,
     no_plots: bool,
@@ -1259,10 +1341,24 @@ def stations_experiment(
             given += [o for o, v in (("--column", column_map), ("--station", station_ids)) if v]
             if given:
                 raise click.UsageError(f"{', '.join(given)} go(es) with --source")
+        model_list = names(models) or []
+        bad = [m for m in model_list if m not in ("forest", "boosting", "hybrid")]
+        if bad or not model_list:
+            raise click.BadParameter(f"{models!r}: choose from forest, boosting, hybrid", param_hint="--models")
+        wb: bool | dict[str, Any] = not no_water_balance
+        if wb and wb_depths is not None:
+            try:
+                wb = {"depths_mm": [float(x) for x in names(wb_depths) or []]}
+            except ValueError as exc:
+                raise click.BadParameter(f"{wb_depths!r} should be millimetres", param_hint="--wb-depth") from exc
         res = run_experiments(
             out_dir,
             data_dir,
             experiments=exps,
+            models=model_list,
+            select=select,
+            water_balance=wb,
+            calendar_study=not no_calendar_study,
             stations=ss,
             precipitation=pr,
             irrigation=irr,
@@ -1287,12 +1383,20 @@ def stations_experiment(
         raise click.ClickException(str(exc)) from exc
     for name, r in res.results.items():
         med = r.medians()
-        verdicts = []
-        for b in ("linear", "mean"):
-            c = r.comparison("forest", b, "ubRMSE")
-            if c is not None:
-                verdicts.append(f"vs {'training mean' if b == 'mean' else b}: {c.verdict} {c.interval()} ({c.wtl()})")
-        click.echo(f"{name}: forest median R {med.loc['forest', 'R']:.3f}; ubRMSE " + "; ".join(verdicts))
+        for m in (*model_list, "selected"):
+            if m not in med.index:
+                continue
+            verdicts = []
+            for b in ("linear", "mean"):
+                c = r.comparison(m, b, "ubRMSE")
+                if c is not None:
+                    verdicts.append(
+                        f"vs {'training mean' if b == 'mean' else b}: {c.verdict} {c.interval()} ({c.wtl()})"
+                    )
+            click.echo(
+                f"{name}: {m} median R {med.loc[m, 'R']:.3f}, ubRMSE {med.loc[m, 'ubRMSE']:.4f}; ubRMSE "
+                + "; ".join(verdicts)
+            )
     click.echo(f"wrote {res.report}")
 
 

@@ -21,7 +21,11 @@ Features are resolved from the forest's feature names (the names :class:`~smengi
 gives): store covariates by name, ``swi<T>_<source>`` as the exponential filter of a
 dynamic or coarse covariate carried day by day per sub-pixel (exactly
 :func:`smengine.filters.exp_filter`; ``swi<T>c_<source>`` with ``carry=True``),
-``doy_sin``/``doy_cos`` from the day. The SWI needs
+``doy_sin``/``doy_cos`` from the day, and ``wb<depth>`` as the water balance of
+:class:`~smengine.features.WaterBalanceSpec` (a daily bucket per sub-pixel, exactly
+:func:`smengine.waterbalance.bucket_oudin`: the same inline day in the kernel) with the parameters
+the forest's model card carries (:attr:`~smengine.model.ModelCard.water_balance`; a forest
+without them cannot run a ``wb`` feature). The SWI and the water balance need
 every day of the store before the first predicted day; those are run through the state
 update only (no forest). A ±inf covariate value is missing input exactly like NaN (for the
 row and for the SWI), counted in :attr:`EngineStats.nonfinite_values` and reported.
@@ -74,10 +78,18 @@ import numpy as np
 from smengine._days import as_day, as_days, day_range
 from smengine._threads import effective_n_threads
 from smengine.errors import ConfigError, DataError, DataLossWarning, SMEngineError, SMEngineWarning
-from smengine.features import calendar_features, parse_swi_feature
+from smengine.features import (
+    WaterBalanceInputs,
+    WaterBalanceSpec,
+    calendar_features,
+    parse_swi_feature,
+    parse_water_balance_feature,
+    water_balance_inputs,
+)
 from smengine.product import CODE_MASK, OUTSIDE_AOA, QualityFlag
 from smengine.tiles import TileStore
 from smengine.units import conversion
+from smengine.waterbalance import bucket_start, bucket_storages, daily_radiation
 
 __all__ = ["EngineStats", "GatherKind", "Stepper", "TileRunner", "predict", "predict_dataset", "run"]
 
@@ -96,6 +108,7 @@ class GatherKind(enum.IntEnum):
     SWI = 3  #: the SWI of column a, state slot b (NaN on days without the source)
     CONST = 4  #: a per-day constant (calendar)
     SWI_CARRY = 5  #: as SWI, the last SWI carried over days without the source
+    WATER_BALANCE = 6  #: the bucket's θ from precipitation column a, bucket slot b (state carried)
 
 
 _EPOCH = np.datetime64("1970-01-01", "D")
@@ -125,6 +138,10 @@ class EngineStats:
         valid sub-pixels, none, or no input).
     absent_days : int
         Requested tile-days that the tile does not have (flag ``no_input`` everywhere).
+    water_balance_skipped : int
+        Sub-pixel-days (spin-up days included) on which the water balance had no precipitation
+        or temperature: its features are NaN that day and the storage carried unchanged, without
+        that day's water (as :meth:`smengine.features.FeatureBuilder.water_balance`).
     """
 
     subpixel_days: int = 0
@@ -138,6 +155,7 @@ class EngineStats:
     nan_pixel_days: int = 0
     nonfinite_values: int = 0
     absent_days: int = 0
+    water_balance_skipped: int = 0
 
     def add(self, other: EngineStats) -> None:
         for k in self.__dataclass_fields__:
@@ -146,9 +164,10 @@ class EngineStats:
     def warn_if_degraded(self, where: str, fraction: float | None = None, max_missing: float | None = None) -> None:
         """Warn (:class:`~smengine.errors.DataLossWarning`) when more than ``fraction`` (default
         :data:`NAN_WARN_FRACTION`) of the pixel-days have no value, with the sub-pixel rows
-        that had a NaN/inf feature, whenever covariate values were ±inf (with their count) and
-        whenever requested days were absent from a tile; raise :class:`DataError` when more
-        than ``max_missing`` of the pixel-days have no value."""
+        that had a NaN/inf feature, whenever covariate values were ±inf (with their count),
+        whenever the water balance skipped days for missing input and whenever requested days
+        were absent from a tile; raise :class:`DataError` when more than ``max_missing`` of the
+        pixel-days have no value."""
         if max_missing is not None and self.pixel_days and self.nan_pixel_days > max_missing * self.pixel_days:
             raise DataError(
                 f"{where}: {self.nan_pixel_days:,} of {self.pixel_days:,} pixel-days "
@@ -160,6 +179,14 @@ class EngineStats:
             warnings.warn(
                 f"{where}: {self.nonfinite_values:,} covariate values (sub-pixel-days of a tile layer) were "
                 "infinite (±inf) and were treated as missing, as NaN",
+                DataLossWarning,
+                stacklevel=3,
+            )
+        if self.water_balance_skipped:
+            warnings.warn(
+                f"{where}: the water balance had no precipitation or temperature on {self.water_balance_skipped:,} "
+                "sub-pixel-days: its features are NaN there and the storage was carried over unchanged, without "
+                "that day's water",
                 DataLossWarning,
                 stacklevel=3,
             )
@@ -265,16 +292,19 @@ def _open_store(store: TileStore | str | os.PathLike[str]) -> TileStore:
 
 @dataclass
 class _Plan:
-    plan: np.ndarray  # (n_cols, 3) int32: the forest's features first, then the SWI sources they need
+    # (n_cols, 3) int32: the forest's features first, then the SWI sources and water-balance inputs they need
+    plan: np.ndarray
     swi_T: np.ndarray  # (S,) float64
     swi_gap: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (S,) float64: longest carried gap (inf)
-    swi_cols: list[str] = field(default_factory=list)
+    swi_cols: list[str] = field(default_factory=list)  # the tile layers of the extra columns, in order
     # (n_cols,) float64: units conversion of each column, tile layer → model (x * scale + offset)
     scale: np.ndarray = field(default_factory=lambda: np.zeros(0))
     offset: np.ndarray = field(default_factory=lambda: np.zeros(0))
     # (feature, layer, tile units, model units, scale, offset) of every converted column
     converted: list[tuple[str, str, str, str, float, float]] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)  # features whose model units are unknown
+    wb_depths: list[float] = field(default_factory=list)  # (S_wb,) root-zone depth of each bucket slot, mm
+    wb_tcol: int = -1  # the temperature column of the water balance (degC)
 
     def layer(self, names: Sequence[str], col: int) -> str:
         """The tile layer plan column ``col`` reads (a covariate column)."""
@@ -310,7 +340,7 @@ def _plan_units(
     want: dict[int, tuple[str, str]] = {}  # covariate column → (model units, feature)
     for j, name in enumerate(names):
         kind, a = int(plan.plan[j, 0]), int(plan.plan[j, 1])
-        if kind == GatherKind.CONST:  # the calendar: no tile units
+        if kind in (GatherKind.CONST, GatherKind.WATER_BALANCE):  # calendar, bucket θ: no tile layer of theirs
             continue
         col = j if kind in _RAW_KINDS else a
         mu = (units or {}).get(name)
@@ -355,28 +385,46 @@ def _once_per_forest(forest: Any, msg: str) -> bool:
     return True
 
 
-def _build_plan(store: TileStore, names: Sequence[str]) -> _Plan:
-    """Map feature names to gather instructions (see ``_engine.pyx``)."""
+def _direct(store: Any, name: str) -> tuple[int, int, int] | None:
+    """The gather instruction of a tile layer or calendar feature (None: neither)."""
+    if name in store.static_names:
+        return (GatherKind.STATIC, store.static_names.index(name), 0)
+    if name in store.dynamic_names:
+        return (GatherKind.DYNAMIC, store.dynamic_names.index(name), 0)
+    if name in store.coarse_names:
+        return (GatherKind.COARSE, store.coarse_names.index(name), 0)
+    if name in _CAL:
+        return (GatherKind.CONST, _CAL.index(name), 0)
+    return None
+
+
+def _card_water_balance(card: Any) -> WaterBalanceSpec | None:
+    """The water-balance parameters a model card (ModelCard or dict) carries, or None."""
+    wb = card.get("water_balance") if isinstance(card, Mapping) else getattr(card, "water_balance", None)
+    return None if not wb else WaterBalanceSpec.from_config(wb)
+
+
+def _build_plan(store: TileStore, names: Sequence[str], water_balance: WaterBalanceSpec | None = None) -> _Plan:
+    """Map feature names to gather instructions (see ``_engine.pyx``); ``wb<depth>`` features need
+    the model card's ``water_balance`` (their precipitation column is set by :func:`_plan_water_balance`)."""
     rows: list[tuple[int, int, int]] = []
     extra: list[str] = []
     swi_T: list[float] = []
     swi_gap: list[float] = []
+    wb_depths: list[float] = []
     pending: list[tuple[int, str, float]] = []
     col_of: dict[str, int] = {}
+    wb_names = water_balance.names if water_balance is not None else []
 
     def direct(name: str) -> tuple[int, int, int] | None:
-        if name in store.static_names:
-            return (GatherKind.STATIC, store.static_names.index(name), 0)
-        if name in store.dynamic_names:
-            return (GatherKind.DYNAMIC, store.dynamic_names.index(name), 0)
-        if name in store.coarse_names:
-            return (GatherKind.COARSE, store.coarse_names.index(name), 0)
-        if name in _CAL:
-            return (GatherKind.CONST, _CAL.index(name), 0)
-        return None
+        return _direct(store, name)
 
     missing = []
     for j, name in enumerate(names):
+        if name in wb_names:
+            rows.append((GatherKind.WATER_BALANCE, -1, len(wb_depths)))
+            wb_depths.append(water_balance.depths_mm[wb_names.index(name)])  # type: ignore[union-attr]
+            continue
         d = direct(name)
         if d is not None:
             rows.append(d)
@@ -389,6 +437,13 @@ def _build_plan(store: TileStore, names: Sequence[str]) -> _Plan:
             swi_T.append(swi.T)
             swi_gap.append(np.inf if swi.max_gap is None else swi.max_gap)
             continue
+        if parse_water_balance_feature(name) is not None:
+            have = f"its water balance has only {wb_names}" if wb_names else "it carries no water-balance parameters"
+            raise ConfigError(
+                f"{store.path}: the forest's feature {name!r} is a water-balance feature, but the forest's model card "
+                f"does not say how to make it ({have}); train the model with smengine.model.train on a table made "
+                "with FeatureSpec(water_balance=...), or set the card's water_balance"
+            )
         missing.append(name)
     if missing:
         raise ConfigError(
@@ -406,7 +461,39 @@ def _build_plan(store: TileStore, names: Sequence[str]) -> _Plan:
         np.asarray(swi_T, dtype=np.float64),
         np.asarray(swi_gap, dtype=np.float64),
         extra,
+        wb_depths=wb_depths,
     )
+
+
+def _plan_water_balance(store: Any, plan: _Plan, wb: WaterBalanceSpec | None) -> WaterBalanceInputs | None:
+    """Give the plan's water-balance slots their input columns (after :func:`_plan_units`).
+
+    Precipitation and temperature are gathered raw and converted to mm and degC
+    (:func:`smengine.features.water_balance_inputs`: the builder's conversion); a column the plan
+    already gathers from the same layer with the same conversion is shared, else one is added
+    (like an SWI source the forest does not use itself). Returns the tile's inputs (None without
+    water-balance slots)."""
+    if not plan.wb_depths:
+        return None
+    assert wb is not None
+    inp = water_balance_inputs(store, wb)
+
+    def column(layer: str, conv: tuple[float, float]) -> int:
+        d = _direct(store, layer)
+        assert d is not None and d[0] in _RAW_KINDS  # water_balance_inputs checked it is a daily layer
+        for j in range(plan.plan.shape[0]):
+            if tuple(plan.plan[j, :2]) == d[:2] and (plan.scale[j], plan.offset[j]) == conv:
+                return j
+        plan.plan = np.vstack([plan.plan, np.asarray(d, dtype=np.int32)[None]])
+        plan.scale = np.append(plan.scale, conv[0])
+        plan.offset = np.append(plan.offset, conv[1])
+        plan.swi_cols.append(layer)
+        return plan.plan.shape[0] - 1
+
+    pcol = column(inp.precipitation, inp.precip_conversion)
+    plan.wb_tcol = column(inp.temperature, inp.temp_conversion)
+    plan.plan[plan.plan[:, 0] == GatherKind.WATER_BALANCE, 1] = pcol
+    return inp
 
 
 def _select_days(store: TileStore, days: Any) -> np.ndarray:
@@ -425,7 +512,7 @@ def _select_days(store: TileStore, days: Any) -> np.ndarray:
 
 
 class TileRunner:
-    """Predict one tile day range after day range, carrying the SWI state between calls.
+    """Predict one tile day range after day range, carrying the SWI and water-balance state between calls.
 
     Parameters
     ----------
@@ -520,8 +607,10 @@ class TileRunner:
                 f"not the forest's {self.feature_names}"
             )
         s = self.store
-        self._plan = _build_plan(s, self.feature_names)
+        self.water_balance = _card_water_balance(self.forest.card)
+        self._plan = _build_plan(s, self.feature_names, self.water_balance)
         self._check_units()
+        self._wb_inputs = _plan_water_balance(s, self._plan, self.water_balance)
         grid = s.grid
         if grid.subpixel < 1:
             raise DataError(f"{s.path}: grid has no sub-pixels")
@@ -554,13 +643,37 @@ class TileRunner:
             self._plan.scale,
             self._plan.offset,
         )
+        self._wb_storage, bucket = self._bucket_state()
         self._state = _engine.SWIState(  # updated in place
-            self._gain, self._swi, self._last, self._plan.swi_T, self._plan.swi_gap
+            self._gain, self._swi, self._last, self._plan.swi_T, self._plan.swi_gap, bucket
         )
         self._scratch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._next = 0  # first store day index not yet run through the SWI state
         self.stats = EngineStats()
         self.footprint = False  # add d86/r86 to products (footprint_layers)
+
+    def _bucket_state(self) -> tuple[np.ndarray, Any]:
+        """The water balance's storage (S_wb, Y * X), at field capacity before the tile's first day,
+        and the kernel's BucketState over it (the storages of :func:`smengine.waterbalance.bucket_storages`
+        per slot, as :meth:`smengine.features.FeatureBuilder.water_balance` computes them)."""
+        from smengine._ext import _engine
+
+        ny, nx = self.grid.subpixel_shape
+        inp, depths = self._wb_inputs, self._plan.wb_depths
+        n = ny * nx
+        storage = np.zeros((len(depths), n))
+        lim = np.zeros((3, len(depths), n))
+        if inp is not None:
+            assert self.water_balance is not None
+            fc, wp = inp.field_capacity.reshape(-1), inp.wilting_point.reshape(-1)
+            for k, depth in enumerate(depths):
+                lim[:, k] = bucket_storages(fc, wp, depth, self.water_balance.beta_fraction)
+                storage[k] = bucket_start(lim[0, k], lim[1, k])
+        ra_col = len(_CAL) if inp is not None else -1
+        bucket = _engine.BucketState(
+            storage, lim[0], lim[1], lim[2], np.asarray(depths, np.float64), self._plan.wb_tcol, ra_col
+        )
+        return storage, bucket
 
     def _check_units(self) -> None:
         """Compare the model card's feature units with the tile's; set the plan's conversions and report them."""
@@ -621,7 +734,10 @@ class TileRunner:
         else:
             cvals = np.zeros((D, 0), np.float32)
         cal = calendar_features(dates)
-        consts = np.stack([cal["doy_sin"], cal["doy_cos"]], axis=1).astype(np.float64)
+        cols = [cal["doy_sin"], cal["doy_cos"]]
+        if self._wb_inputs is not None:  # Ra of the tile centre (column len(_CAL)), the builder's values
+            cols.append(daily_radiation(self._wb_inputs.latitude, dates))
+        consts = np.stack(cols, axis=1).astype(np.float64)
         Py, Px = self.grid.shape
         bufs: dict[str, np.ndarray] = {
             name: np.empty((D, Py, Px), np.float32) for name in ("sm", "subpixel_sd", "uncertainty", "valid_fraction")
@@ -629,7 +745,7 @@ class TileRunner:
         bufs["quality_flag"] = np.empty((D, Py, Px), np.uint8)
         nf = len(self.feature_names)
         fmean = np.empty((D, nf, Py, Px), np.float64) if self._aoa is not None else None
-        counters = np.zeros(5, dtype=np.int64)
+        counters = np.zeros(6, dtype=np.int64)
         ncol = self._plan.plan.shape[0]
         nrow = Px * self.grid.subpixel**2 * D
         if self._scratch is None or self._scratch[1].shape[1] < nrow:
@@ -667,6 +783,7 @@ class TileRunner:
         st.box_hits += int(counters[1])
         st.walks += int(counters[2])
         st.nonfinite_values += int(counters[4])
+        st.water_balance_skipped += int(counters[5])
         st.spinup_days += int((~w & present).sum())
         if fmean is not None:
             self._add_aoa(bufs, fmean, w & present)
@@ -979,6 +1096,9 @@ def _engine_config(runner: TileRunner, config: dict[str, Any] | None) -> dict[st
     }
     if getattr(runner, "footprint", False):
         cfg["engine"]["footprint"] = _footprint_inputs(runner.store)
+    wb = _card_water_balance(getattr(runner.forest, "card", None))
+    if wb is not None and set(wb.names) & set(runner.feature_names):  # how the wb<depth> features were made
+        cfg["engine"]["water_balance"] = wb.get_config()
     app = getattr(runner, "applicability", None)
     if app is not None:
         cfg["engine"]["di"] = {"reference": app.digest, "threshold": app.threshold, "max_error": app.max_error}

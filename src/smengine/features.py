@@ -9,6 +9,11 @@ tile into per-sub-pixel feature rasters for any day and window:
   sub-pixel from its own series, carried to every day by default for at most
   ``swi_max_gap`` days after the last value (``swi<T>c<gap>_<name>``; on
   observation days only with ``swi_carry=False``: ``swi<T>_<name>``);
+* the water balance (``FeatureSpec.water_balance``, :class:`WaterBalanceSpec`): the volumetric
+  water content ``wb<depth>`` of a daily one-layer bucket per sub-pixel
+  (:func:`smengine.waterbalance.bucket_oudin`: precipitation in, Oudin PET from the daily mean
+  temperature out, field capacity and wilting point from texture), started at field capacity on
+  the tile's first day and carried over all its days, as the engine carries it;
 * calendar features ``doy_sin``, ``doy_cos`` (day of year on the unit circle).
 
 The training table (:func:`training_table`) takes the footprint-weighted average
@@ -23,6 +28,10 @@ References
    exponential filter. HESS 12, 1323–1337.
 .. [2] Schrön, M. et al. (2017). Improving calibration and validation of cosmic-ray neutron
    sensors in the light of spatial sensitivity. HESS 21, 5009–5030.
+.. [3] Oudin, L. et al. (2005). Which potential evapotranspiration input for a lumped
+   rainfall–runoff model? Part 2. J. Hydrol. 303, 290–306.
+.. [4] Saxton, K. E., Rawls, W. J. (2006). Soil water characteristic estimates by texture and
+   organic matter for hydrologic solutions. Soil Sci. Soc. Am. J. 70, 1569–1578.
 """
 
 from __future__ import annotations
@@ -42,8 +51,17 @@ import pandas as pd
 from smengine.errors import ConfigError, DataError, ValidationError
 from smengine.filters import exp_filter
 from smengine.footprint import REFERENCE_PRESSURE, footprint_average, footprint_kernel
-from smengine.grid import Window, as_window
+from smengine.grid import Window, as_window, transformer
 from smengine.tiles import TileStore
+from smengine.units import conversion
+from smengine.waterbalance import (
+    _bucket_oudin_kernel,
+    _check_bucket_settings,
+    _warn_missing,
+    bucket_storages,
+    daily_radiation,
+    saxton_rawls,
+)
 
 __all__ = [
     "TABLE_EXTRAS",
@@ -52,12 +70,18 @@ __all__ = [
     "FeatureSpec",
     "SWIFeature",
     "SWI_MAX_GAP",
+    "WaterBalanceInputs",
+    "WaterBalanceSpec",
     "calendar_features",
+    "grid_centre_latitude",
     "parse_swi_feature",
     "parse_swi_feature_name",
+    "parse_water_balance_feature",
     "read_table",
     "swi_feature_name",
     "training_table",
+    "water_balance_feature_name",
+    "water_balance_inputs",
     "write_table",
 ]
 
@@ -73,6 +97,369 @@ SOIL_MOISTURE_UNITS = ("m3 m-3", "m3/m3", "m3m-3", "percent saturation", "% satu
 
 #: Default longest gap (days) over which a carried SWI repeats its last value (:class:`FeatureSpec`).
 SWI_MAX_GAP = 30.0
+
+
+#: Constant texture (sand, clay as fractions) of the water balance when no sand/clay layers are named: a loam.
+DEFAULT_TEXTURE = (0.40, 0.20)
+#: PET methods of the gridded water balance (``WaterBalanceSpec.pet``).
+WATER_BALANCE_PET = ("oudin",)
+#: Units of the water balance's soil fractions: fraction ('1') or percent ('%') → scale to a fraction.
+_FRACTION_UNITS = {"1": 1.0, "%": 0.01}
+
+
+def _number(v: Any, key: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
+        raise ConfigError(f"FeatureSpec.water_balance: {key} should be a number, got {v!r}")
+    x = float(v)
+    if not np.isfinite(x):
+        raise ConfigError(f"FeatureSpec.water_balance: {key} should be finite, got {v!r}")
+    return x
+
+
+@dataclass(frozen=True)
+class WaterBalanceSpec:
+    r"""The water-balance features of a :class:`FeatureSpec` (its ``water_balance``; a dict of these keys).
+
+    One feature per root-zone depth, ``wb<depth>`` (e.g. ``wb300``): the volumetric water content
+    (m³ m⁻³) at the end of the day of a one-layer bucket per sub-pixel
+    (:func:`smengine.waterbalance.bucket_oudin`; order of operations in
+    :mod:`smengine.waterbalance`): precipitation in, drainage of the excess above field capacity,
+    ET = PET · β(S) with Oudin's PET (Oudin et al. 2005) from the day's mean air temperature and the
+    extraterrestrial radiation :math:`R_a` (FAO-56) **at the latitude of the tile's centre** (one
+    value per day for the whole tile: :math:`R_a` changes by about 1 % per 0.5° of latitude in
+    mid-latitude summer, more in winter, so sub-pixels far from the centre of a large tile get a
+    slightly biased PET), field capacity and wilting point from texture (Saxton & Rawls 2006).
+    The storage starts at field capacity before the tile's first day and is carried over all its
+    days; a day without precipitation or temperature is NaN and leaves the storage unchanged
+    (counted, :class:`~smengine.errors.DataLossWarning`). The engine carries the same state per
+    sub-pixel from chunk to chunk and reads these parameters from the model card.
+
+    Parameters
+    ----------
+    precipitation : str
+        Daily (dynamic or coarse) tile layer of precipitation, in ``mm`` (per day) or ``m``
+        (converted to mm; :func:`smengine.units.conversion`).
+    temperature : str
+        Daily mean air temperature layer, ``degC`` or ``K``.
+    sand, clay : str, optional
+        Static tile layers of sand and clay content, fractions (units ``1``) or percent (``%``,
+        divided by 100). Both or neither.
+    texture : (float, float), optional
+        Constant (sand, clay) fractions instead of layers; default :data:`DEFAULT_TEXTURE`
+        (0.40, 0.20: a loam) when no layers are named.
+    organic_matter : float, optional
+        Organic matter, percent (default 2.5).
+    depths_mm : sequence of float, optional
+        Root-zone depths, mm (default ``(300,)``): one feature each.
+    beta_fraction : float, optional
+        ET runs at the potential rate above this fraction of the available water (default 0.6;
+        ``beta_reference="available"`` of :func:`~smengine.waterbalance.bucket`).
+    pet : {"oudin"}, optional
+        PET method; only Oudin's in the gridded path.
+
+    Raises
+    ------
+    ConfigError
+        Unknown keys, a missing layer name, both layers and ``texture``, values out of range or an
+        unsupported ``pet``; the message names the key.
+
+    Examples
+    --------
+    >>> wb = WaterBalanceSpec.from_config({"precipitation": "tp", "temperature": "t2m", "depths_mm": [300, 1000]})
+    >>> wb.names, wb.texture
+    (['wb300', 'wb1000'], (0.4, 0.2))
+    """
+
+    precipitation: str
+    temperature: str
+    sand: str | None = None
+    clay: str | None = None
+    texture: tuple[float, float] | None = None
+    organic_matter: float = 2.5
+    depths_mm: tuple[float, ...] = (300.0,)
+    beta_fraction: float = 0.6
+    pet: str = "oudin"
+
+    def __post_init__(self) -> None:
+        for key in ("precipitation", "temperature"):
+            v = getattr(self, key)
+            if not isinstance(v, str) or not v.strip():
+                raise ConfigError(
+                    f"FeatureSpec.water_balance: {key} should be the name of a daily tile layer, got {v!r}"
+                )
+        for key in ("sand", "clay"):
+            v = getattr(self, key)
+            if v is not None and (not isinstance(v, str) or not v.strip()):
+                raise ConfigError(
+                    f"FeatureSpec.water_balance: {key} should be the name of a static tile layer, got {v!r}"
+                )
+        if (self.sand is None) != (self.clay is None):
+            raise ConfigError("FeatureSpec.water_balance: give both sand and clay layers, or neither (then texture)")
+        if self.sand is not None and self.texture is not None:
+            raise ConfigError("FeatureSpec.water_balance: give sand and clay layers or a constant texture, not both")
+        if self.sand is None:
+            tex = DEFAULT_TEXTURE if self.texture is None else self.texture
+            if isinstance(tex, str | bytes) or len(tex) != 2:
+                raise ConfigError(f"FeatureSpec.water_balance: texture should be [sand, clay] fractions, got {tex!r}")
+            sand, clay = (_number(x, "texture") for x in tex)
+            if not (0 <= sand <= 1 and 0 <= clay <= 1 and sand + clay <= 1):
+                raise ConfigError(
+                    f"FeatureSpec.water_balance: texture should be [sand, clay] fractions in [0, 1] with sand + clay "
+                    f"<= 1, got {list(tex)}"
+                )
+            object.__setattr__(self, "texture", (sand, clay))
+        om = _number(self.organic_matter, "organic_matter")
+        if om < 0:
+            raise ConfigError(f"FeatureSpec.water_balance: organic_matter should be >= 0 (percent), got {om!r}")
+        object.__setattr__(self, "organic_matter", om)
+        if isinstance(self.depths_mm, str | bytes) or not isinstance(self.depths_mm, Sequence) or not self.depths_mm:
+            raise ConfigError(
+                f"FeatureSpec.water_balance: depths_mm should be a list of depths (mm), got {self.depths_mm!r}"
+            )
+        try:
+            for d in self.depths_mm:
+                _check_bucket_settings(d, self.beta_fraction, "excess", "available")
+        except ConfigError as exc:
+            raise ConfigError(f"FeatureSpec.water_balance: {exc}") from None
+        depths = tuple(float(d) for d in self.depths_mm)
+        names = [water_balance_feature_name(d) for d in depths]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"FeatureSpec.water_balance: depths_mm repeat a depth: {list(self.depths_mm)}")
+        object.__setattr__(self, "depths_mm", depths)
+        object.__setattr__(self, "beta_fraction", float(self.beta_fraction))
+        if self.pet not in WATER_BALANCE_PET:
+            raise ConfigError(
+                f"FeatureSpec.water_balance: pet={self.pet!r} is not available in the gridded path; only 'oudin' "
+                "(PET from the daily mean temperature and Ra; Hargreaves needs daily minimum and maximum "
+                "temperatures the tiles do not hold)"
+            )
+
+    @property
+    def names(self) -> list[str]:
+        """The feature names, one per depth: ``wb<depth>``."""
+        return [water_balance_feature_name(d) for d in self.depths_mm]
+
+    def get_config(self) -> dict[str, Any]:
+        """JSON-safe configuration with every value resolved (the default texture written out):
+        ``WaterBalanceSpec.from_config(w.get_config()) == w``."""
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_config(cls, config: WaterBalanceSpec | Mapping[str, Any]) -> WaterBalanceSpec:
+        """From a dict of the keys above (missing optional keys take their defaults; a
+        :class:`WaterBalanceSpec` is returned as it is).
+
+        Raises
+        ------
+        ConfigError
+            On unknown keys or a missing ``precipitation``/``temperature`` (named).
+        """
+        if isinstance(config, WaterBalanceSpec):
+            return config
+        if not isinstance(config, Mapping):
+            raise ConfigError(
+                f"FeatureSpec.water_balance should be a mapping of {list(cls.__dataclass_fields__)}, "
+                f"got {type(config).__name__}"
+            )
+        keys = list(cls.__dataclass_fields__)
+        unknown = sorted(str(k) for k in config if k not in keys)
+        if unknown:
+            raise ConfigError(f"FeatureSpec.water_balance: unknown key(s) {unknown} (known: {keys})")
+        missing = [k for k in ("precipitation", "temperature") if config.get(k) is None]
+        if missing:
+            raise ConfigError(f"FeatureSpec.water_balance: {' and '.join(missing)} missing (a daily tile layer name)")
+        cfg = dict(config)
+        if isinstance(cfg.get("texture"), list):
+            cfg["texture"] = tuple(cfg["texture"])
+        return cls(**cfg)
+
+    def source(self) -> str:
+        """What the features are, for :attr:`FeatureBuilder.sources` and the model card (depth left as ``{depth}``)."""
+        if self.sand is not None:
+            soil = f"sand={self.sand}, clay={self.clay}"
+        else:
+            sand, clay = self.texture or DEFAULT_TEXTURE
+            soil = f"constant texture sand {sand:g}, clay {clay:g}" + (
+                " (the default loam)" if (sand, clay) == DEFAULT_TEXTURE else ""
+            )
+        return (
+            f"bucket(precipitation={self.precipitation}, PET={self.pet}({self.temperature}, Ra at the tile centre), "
+            f"FC/WP Saxton & Rawls 2006({soil}, OM {self.organic_matter:g} %), depth {{depth}} mm, "
+            f"beta {self.beta_fraction:g} of the available water, start at field capacity on the tile's first day)"
+        )
+
+
+def water_balance_feature_name(depth_mm: float) -> str:
+    """The name of the water-balance feature of a root-zone depth (mm): ``wb<depth>``.
+
+    Examples
+    --------
+    >>> water_balance_feature_name(300.0), water_balance_feature_name(250.5)
+    ('wb300', 'wb250.5')
+    """
+    return f"wb{float(depth_mm):g}"
+
+
+_WB_NAME = re.compile(r"^wb(?P<depth>[0-9.eE+]+)$")
+
+
+def parse_water_balance_feature(name: str) -> float | None:
+    """The depth (mm) of a water-balance feature name ``wb<depth>``, or None if ``name`` is not one.
+
+    Examples
+    --------
+    >>> parse_water_balance_feature("wb300"), parse_water_balance_feature("ndvi")
+    (300.0, None)
+    """
+    m = _WB_NAME.match(name)
+    if m is None:
+        return None
+    try:
+        d = float(m["depth"])
+    except ValueError:
+        return None
+    return d if np.isfinite(d) and d > 0 and water_balance_feature_name(d) == name else None
+
+
+class WaterBalanceInputs(NamedTuple):
+    """What the water balance of one tile reads, resolved once (:func:`water_balance_inputs`).
+
+    Attributes
+    ----------
+    precipitation, temperature : str
+        The daily layers.
+    precip_conversion, temp_conversion : (float, float)
+        ``x * scale + offset`` from the layer's units to mm (precipitation) and degC (temperature);
+        applied in float64 and rounded to float32, as the engine converts a gathered column.
+    latitude : float
+        Latitude of the tile's centre, degrees north: where :math:`R_a` is taken.
+    field_capacity, wilting_point : ndarray of float64, shape (Y, X)
+        Per sub-pixel, m³ m⁻³ (NaN where sand or clay is).
+    """
+
+    precipitation: str
+    precip_conversion: tuple[float, float]
+    temperature: str
+    temp_conversion: tuple[float, float]
+    latitude: float
+    field_capacity: np.ndarray
+    wilting_point: np.ndarray
+
+
+def grid_centre_latitude(grid: Any) -> float:
+    """Latitude (degrees north, WGS 84) of the centre of a grid's bounds: where the water balance
+    of a tile on that grid takes Ra.
+
+    Examples
+    --------
+    >>> from smengine.grid import Grid
+    >>> round(grid_centre_latitude(Grid.from_bounds(4_321_000, 2_987_000, 4_333_000, 2_997_000)), 3)
+    50.04
+    """
+    x0, y0, x1, y1 = grid.bounds
+    _, y = transformer(grid.crs, "EPSG:4326").transform((x0 + x1) / 2.0, (y0 + y1) / 2.0)
+    return float(y)
+
+
+def _store_latitude(store: Any) -> float:
+    """Where a store's water balance takes Ra: its ``centre_latitude`` if it names one (a block of a
+    larger grid carries its parent's), else the centre of ``store.grid``."""
+    lat = getattr(store, "centre_latitude", None)
+    return float(lat) if lat is not None else grid_centre_latitude(store.grid)
+
+
+def _daily_layer(store: Any, name: str, key: str) -> None:
+    daily = list(store.dynamic_names) + list(store.coarse_names)
+    if name not in daily:
+        what = "a static layer" if name in store.static_names else "not a layer"
+        raise ConfigError(
+            f"{store.path}: FeatureSpec.water_balance {key} layer {name!r} is {what} of the tile; it should be a "
+            f"daily (dynamic or coarse) layer (the tile has {daily})"
+        )
+
+
+def water_balance_inputs(store: Any, wb: WaterBalanceSpec) -> WaterBalanceInputs:
+    """Resolve the water balance of one tile: its layers, units conversions, Ra latitude and soil limits.
+
+    The one definition used by :class:`FeatureBuilder` and :class:`smengine.engine.TileRunner`, so
+    that both see the same bits.
+
+    Parameters
+    ----------
+    store : TileStore
+    wb : WaterBalanceSpec
+
+    Returns
+    -------
+    WaterBalanceInputs
+
+    Raises
+    ------
+    ConfigError
+        A named layer is not in the tile, or of the wrong kind (the message names it).
+    DataError
+        A layer's units cannot be converted (precipitation to mm, temperature to degC, sand and
+        clay to fractions), or are missing.
+    ValidationError
+        Texture or soil limits out of range (e.g. sand given in percent with units ``1``).
+    """
+    _daily_layer(store, wb.precipitation, "precipitation")
+    _daily_layer(store, wb.temperature, "temperature")
+
+    def units_of(layer: str, key: str, want: str) -> tuple[float, float]:
+        u = (store.units.get(layer) or "").strip()
+        where = f"{store.path}: water-balance {key} layer {layer!r}"
+        if not u:
+            raise DataError(f"{where} has no units; the water balance needs {want}")
+        return conversion(u, want, where=where)
+
+    p_conv = units_of(wb.precipitation, "precipitation", "mm")
+    t_conv = units_of(wb.temperature, "temperature", "degC")
+    ny, nx = store.grid.subpixel_shape
+    if wb.sand is not None:
+        fractions = []
+        for key, layer in (("sand", wb.sand), ("clay", wb.clay)):
+            if layer not in store.static_names:
+                raise ConfigError(
+                    f"{store.path}: FeatureSpec.water_balance {key} layer {layer!r} is not a static layer of the tile "
+                    f"(it has {list(store.static_names)})"
+                )
+            u = (store.units.get(layer) or "").strip()
+            if u not in _FRACTION_UNITS:
+                raise DataError(
+                    f"{store.path}: water-balance {key} layer {layer!r} has units {u!r}; it should be a fraction ('1') "
+                    "or percent ('%')"
+                )
+            a = np.asarray(store.static[store.static_names.index(layer)], dtype=np.float64)
+            fractions.append(a / 100.0 if u == "%" else a)
+        sand, clay = fractions
+        what = f"sand layer {wb.sand!r}, clay layer {wb.clay!r}"
+    else:
+        tex = wb.texture or DEFAULT_TEXTURE
+        sand, clay = np.full((ny, nx), tex[0]), np.full((ny, nx), tex[1])
+        what = f"texture {list(tex)}"
+    try:
+        lim = saxton_rawls(sand, clay, wb.organic_matter)
+        bucket_storages(lim.field_capacity, lim.wilting_point, 1.0, wb.beta_fraction)  # limits in range, wp < fc
+    except ValidationError as exc:
+        raise ValidationError(f"{store.path}: water balance ({what}, OM {wb.organic_matter:g} %): {exc}") from None
+    return WaterBalanceInputs(
+        wb.precipitation,
+        p_conv,
+        wb.temperature,
+        t_conv,
+        _store_latitude(store),
+        np.ascontiguousarray(lim.field_capacity, dtype=np.float64),
+        np.ascontiguousarray(lim.wilting_point, dtype=np.float64),
+    )
+
+
+def _converted(a: np.ndarray, conv: tuple[float, float]) -> np.ndarray:
+    """``a * scale + offset`` in float64, rounded to float32 (the engine's gather conversion); ``a`` if identity."""
+    if conv == (1.0, 0.0):
+        return a
+    return (a.astype(np.float64) * conv[0] + conv[1]).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -109,6 +496,11 @@ class FeatureSpec:
         for months. Default :data:`SWI_MAX_GAP` (30 days: longer than any revisit gap of the
         satellite products, Sentinel-1's 12 days included). ``None``: no limit (the feature
         is then named ``swi<T>c_<source>``, as models trained before the limit existed).
+    water_balance : WaterBalanceSpec or mapping, optional
+        Add the water-balance features ``wb<depth>`` (a daily bucket per sub-pixel; the keys and
+        what they mean in :class:`WaterBalanceSpec`: ``precipitation``, ``temperature``,
+        ``sand``/``clay`` or ``texture``, ``organic_matter``, ``depths_mm``, ``beta_fraction``,
+        ``pet``). Default None: none.
 
     Examples
     --------
@@ -124,6 +516,7 @@ class FeatureSpec:
     calendar: bool = True
     swi_carry: bool = True
     swi_max_gap: float | None = SWI_MAX_GAP
+    water_balance: WaterBalanceSpec | Mapping[str, Any] | None = None
     _fields: tuple[str, ...] = field(default=("static", "dynamic", "coarse", "swi_of"), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -141,12 +534,17 @@ class FeatureSpec:
             if not (gap >= 0 and np.isfinite(gap)):
                 raise ConfigError(f"swi_max_gap should be non-negative days or None, got {self.swi_max_gap}")
         object.__setattr__(self, "swi_max_gap", gap)
+        if self.water_balance is not None:
+            object.__setattr__(self, "water_balance", WaterBalanceSpec.from_config(self.water_balance))
 
     def get_config(self) -> dict[str, Any]:
         """JSON-safe configuration; ``FeatureSpec.from_config(s.get_config()) == s``."""
         d = asdict(self)
         d.pop("_fields")
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        wb = self.water_balance
+        out["water_balance"] = wb.get_config() if isinstance(wb, WaterBalanceSpec) else None
+        return out
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> FeatureSpec:
@@ -282,15 +680,20 @@ class FeatureBuilder:
     ----------
     names : list of str
         Feature names in order: static, dynamic, coarse, SWI (``swi<T>c<gap>_<name>`` by
-        source then T), calendar.
+        source then T), water balance (``wb<depth>`` by depth), calendar.
     units : dict of str → str
         Units of every feature: the store's ``units`` for covariates, the source's units
-        for ``swi<T>[c]_<name>`` and ``"1"`` for ``doy_sin``/``doy_cos``.
+        for ``swi<T>[c]_<name>``, ``"m3 m-3"`` for ``wb<depth>`` and ``"1"`` for
+        ``doy_sin``/``doy_cos``.
     kinds : dict of str → str
-        ``"static"``, ``"dynamic"``, ``"coarse"``, ``"swi"`` or ``"calendar"`` per feature.
+        ``"static"``, ``"dynamic"``, ``"coarse"``, ``"swi"``, ``"water_balance"`` or
+        ``"calendar"`` per feature.
     sources : dict of str → str
         Where a feature comes from, where known: the store's ``sources`` entry for a
-        covariate, ``"exp_filter(<name>, T=<T> d)"`` for an SWI feature.
+        covariate, ``"exp_filter(<name>, T=<T> d)"`` for an SWI feature, ``"bucket(...)"``
+        with its inputs and parameters for a water-balance feature.
+    wb_names : list of str
+        The water-balance features (``spec.water_balance.names``; empty without one).
 
     Examples
     --------
@@ -328,24 +731,48 @@ class FeatureBuilder:
             swi_feature_name(n, T, spec.swi_carry, spec.swi_max_gap) for n in self.swi_of for T in spec.swi_T
         ]
         self.calendar = ["doy_sin", "doy_cos"] if spec.calendar else []
-        self.names = self.static + self.dynamic + self.coarse + self.swi_names + self.calendar
+        wb = spec.water_balance if isinstance(spec.water_balance, WaterBalanceSpec) else None
+        self.water_balance_spec = wb
+        self.wb_names = wb.names if wb is not None else []
+        if wb is not None:
+            _daily_layer(store, wb.precipitation, "precipitation")  # named now; units and soil on first use
+            _daily_layer(store, wb.temperature, "temperature")
+            for key, layer in (("sand", wb.sand), ("clay", wb.clay)):
+                if layer is not None and layer not in store.static_names:
+                    raise ConfigError(
+                        f"{store.path}: FeatureSpec.water_balance {key} layer {layer!r} is not a static layer of the "
+                        f"tile (it has {list(store.static_names)})"
+                    )
+        self.names = self.static + self.dynamic + self.coarse + self.swi_names + self.wb_names + self.calendar
+        dup = sorted({n for n in self.names if self.names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"{store.path}: feature name(s) {dup} twice (a tile layer named like a derived feature?)")
         swi_src = dict(zip(self.swi_names, [(n, T) for n in self.swi_of for T in spec.swi_T], strict=True))
         self.kinds: dict[str, str] = {
             **{n: "static" for n in self.static},
             **{n: "dynamic" for n in self.dynamic},
             **{n: "coarse" for n in self.coarse},
             **{n: "swi" for n in self.swi_names},
+            **{n: "water_balance" for n in self.wb_names},
             **{n: "calendar" for n in self.calendar},
         }
+        derived = set(self.calendar) | set(self.wb_names)
         self.units: dict[str, str] = {
-            n: store.units.get(swi_src[n][0] if n in swi_src else n, "") for n in self.names if n not in self.calendar
+            n: store.units.get(swi_src[n][0] if n in swi_src else n, "") for n in self.names if n not in derived
         }
+        self.units.update({n: "m3 m-3" for n in self.wb_names})
         self.units.update({n: "1" for n in self.calendar})
         self.sources: dict[str, str] = {n: store.sources[n] for n in self.names if n in store.sources}
         carry = ", carry" if spec.swi_carry else ""
         if spec.swi_carry and spec.swi_max_gap is not None:
             carry += f" ≤ {spec.swi_max_gap:g} d"
         self.sources.update({n: f"exp_filter({src}, T={T:g} d{carry})" for n, (src, T) in swi_src.items()})
+        if wb is not None:
+            self.sources.update(
+                {n: wb.source().format(depth=f"{d:g}") for n, d in zip(self.wb_names, wb.depths_mm, strict=True)}
+            )
+        self._wb_inputs: WaterBalanceInputs | None = None
+        self._wb_cache: tuple[tuple[int, int, int, int], np.ndarray] | None = None
         self._si = [store.static_names.index(n) for n in self.static]
         # sub-pixel layers by index; daily layers stored at their own resolution are expanded
         self._di = [store.dynamic_names.index(n) if n in store.dynamic_names else -1 for n in self.dynamic]
@@ -396,8 +823,65 @@ class FeatureBuilder:
             )
         return out
 
+    def water_balance_inputs(self) -> WaterBalanceInputs:
+        """The tile's :class:`WaterBalanceInputs` (resolved on first use, then kept)."""
+        wb = self.water_balance_spec
+        if wb is None:
+            raise ConfigError(f"{self.store.path}: the FeatureSpec has no water_balance")
+        if self._wb_inputs is None:
+            self._wb_inputs = water_balance_inputs(self.store, wb)
+        return self._wb_inputs
+
+    def water_balance(self, window: Window | None = None, n_threads: int | None = None) -> np.ndarray:
+        """Water-balance features over all days of the tile: (n_wb, T_days, h, w) float32, m³ m⁻³.
+
+        Ordered as :attr:`wb_names` (by depth). Each sub-pixel runs its own bucket
+        (:func:`smengine.waterbalance.bucket_oudin`) from field capacity before the tile's first
+        day: precipitation (converted to mm) and mean temperature (converted to degC) of the
+        sub-pixel, Ra of the tile centre's latitude. A day without precipitation or temperature is
+        NaN and leaves the storage unchanged; such sub-pixel-days are counted in one
+        :class:`~smengine.errors.DataLossWarning` per call. A sub-pixel without soil limits (NaN
+        sand or clay) is NaN every day. A window gives the same values as the whole tile there.
+
+        Raises
+        ------
+        ValidationError
+            Negative precipitation in the window (the message names the layer).
+        """
+        r0, r1, c0, c1 = self._window(window)
+        out = np.empty((len(self.wb_names), self._days.size, r1 - r0, c1 - c0), dtype=np.float32)
+        wb = self.water_balance_spec
+        if wb is None or self._days.size == 0:
+            return out
+        inp = self.water_balance_inputs()
+        win = (r0, r1, c0, c1)
+        precip = _converted(self.source_series(inp.precipitation, win), inp.precip_conversion)
+        tmean = _converted(self.source_series(inp.temperature, win), inp.temp_conversion)
+        ra = daily_radiation(inp.latitude, self.store.times)
+        fc = inp.field_capacity[r0:r1, c0:c1]
+        wp = inp.wilting_point[r0:r1, c0:c1]
+        where = f"{self.store.path}: water balance of layers {inp.precipitation!r}, {inp.temperature!r}"
+        n_missing = n_defined = 0
+        for i, depth in enumerate(wb.depths_mm):
+            out[i], n_missing, n_defined = _bucket_oudin_kernel(
+                precip, tmean, ra, fc, wp, depth, wb.beta_fraction, n_threads, where
+            )
+        _warn_missing(where, n_missing, self._days.size * n_defined, "precipitation or temperature", stacklevel=3)
+        return out
+
+    def _water_balance_cached(self, window: tuple[int, int, int, int]) -> np.ndarray:
+        """:meth:`water_balance` of a window, kept for the next :meth:`day` of the same window."""
+        if self._wb_cache is None or self._wb_cache[0] != window:
+            self._wb_cache = (window, self.water_balance(window))
+        return self._wb_cache[1]
+
     def day(
-        self, t: int, window: Window | None = None, swi: np.ndarray | None = None, out: np.ndarray | None = None
+        self,
+        t: int,
+        window: Window | None = None,
+        swi: np.ndarray | None = None,
+        out: np.ndarray | None = None,
+        wb: np.ndarray | None = None,
     ) -> np.ndarray:
         """All features of day index ``t`` over a window: (F, h, w) float32.
 
@@ -412,6 +896,9 @@ class FeatureBuilder:
             :meth:`swi` of the same window (computed here if needed and not given).
         out : ndarray, optional
             Output buffer (F, h, w) float32.
+        wb : ndarray, optional
+            :meth:`water_balance` of the same window (computed here if needed and not given,
+            and kept for the next day of the same window).
         """
         r0, r1, c0, c1 = self._window(window)
         s = self.store
@@ -442,6 +929,15 @@ class FeatureBuilder:
                 )
             out[k : k + len(self.swi_names)] = swi[:, t]
             k += len(self.swi_names)
+        if self.wb_names:
+            if wb is None:
+                wb = self._water_balance_cached((r0, r1, c0, c1))
+            if wb.shape != (len(self.wb_names), self._days.size, h, w):
+                raise ValidationError(
+                    f"wb has shape {wb.shape}, expected {(len(self.wb_names), self._days.size, h, w)}"
+                )
+            out[k : k + len(self.wb_names)] = wb[:, t]
+            k += len(self.wb_names)
         if self.calendar:
             cal = calendar_features([s.times[t]])
             out[k] = cal["doy_sin"][0]
@@ -581,9 +1077,10 @@ def training_table(
         r0, c0 = max(r - half, 0), max(c - half, 0)
         win = Window(c0, r0, min(c + half + 1, nx) - c0, min(r + half + 1, ny) - r0)
         swi = b.swi(win) if b.swi_names else None
+        wb = b.water_balance(win) if b.wb_names else None  # every day of the tile, from its first
         buf = np.empty((len(names), win.height, win.width), dtype=np.float32)
         for (_, row), t, k in zip(g.iterrows(), t_idx, kernels, strict=True):
-            x = b.day(int(t), win, swi, out=buf)
+            x = b.day(int(t), win, swi, out=buf, wb=wb)
             vals, frac = footprint_average(x, [r - r0], [c - c0], k, min_valid_fraction, return_valid_fraction=True)
             rec = {"station": sid, "date": row["date"], "target": row["sm"]}
             rec.update(zip(names, vals[:, 0].tolist(), strict=True))

@@ -18,7 +18,14 @@ import numpy as np
 
 from smengine.engine import _open_store, _select_days
 from smengine.errors import ConfigError
-from smengine.features import FeatureBuilder, FeatureSpec, parse_swi_feature, parse_swi_feature_name
+from smengine.features import (
+    FeatureBuilder,
+    FeatureSpec,
+    WaterBalanceSpec,
+    parse_swi_feature,
+    parse_swi_feature_name,
+    parse_water_balance_feature,
+)
 from smengine.filters import exp_filter
 from smengine.product import QualityFlag
 from smengine.tiles import TileStore
@@ -35,6 +42,7 @@ def naive_predict(
     *,
     min_valid_fraction: float = 0.5,
     units: Mapping[str, str | None] | None = None,
+    water_balance: WaterBalanceSpec | Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """The plain NumPy / scikit-learn pipeline the engine replaces (a reference, not for production).
 
@@ -58,6 +66,10 @@ def naive_predict(
         other units is converted with :func:`smengine.units.conversion`, in float64 and rounded
         to float32, before anything else (an SWI feature is the SWI of the converted source), as
         the engine does. Default: no conversion.
+    water_balance : WaterBalanceSpec or mapping, optional
+        The water-balance parameters of the model's ``wb<depth>`` features (its model card's
+        ``water_balance``); default: those of ``estimator.card`` if it has one. Needed when a
+        feature is a ``wb<depth>``.
 
     Returns
     -------
@@ -67,6 +79,12 @@ def naive_predict(
     """
     s = _open_store(store)
     names = list(feature_names)
+    if water_balance is None:
+        card = getattr(estimator, "card", None)
+        water_balance = card.get("water_balance") if isinstance(card, Mapping) else getattr(card, "water_balance", None)
+    wb_feats = [n for n in names if parse_water_balance_feature(n) is not None and n not in s.feature_names]
+    if wb_feats and not water_balance:
+        raise ConfigError(f"naive_predict: feature(s) {wb_feats} need the water_balance parameters (the model card's)")
     swi = [p for p in (parse_swi_feature(n) for n in names if n not in s.feature_names) if p is not None]
     Ts = sorted({f.T for f in swi})
     srcs = sorted({f.source for f in swi})
@@ -80,6 +98,7 @@ def naive_predict(
         swi_T=tuple(Ts) if Ts else (5.0,),
         swi_carry=carry != {(False, None)},
         swi_max_gap=next(iter(carry))[1] if carry else None,
+        water_balance=water_balance if wb_feats else None,
     )
     fb = FeatureBuilder(s, spec)
     col = [fb.names.index(n) for n in names]
@@ -102,9 +121,14 @@ def naive_predict(
     for i, src in enumerate(fb.swi_of):
         if sw is not None and src in conv:
             sw[i * nT : (i + 1) * nT] = exp_filter(
-                converted(fb.source_series(src), src), s.times, spec.swi_T, carry=spec.swi_carry
+                converted(fb.source_series(src), src),
+                s.times,
+                spec.swi_T,
+                carry=spec.swi_carry,
+                max_gap=spec.swi_max_gap,
             )
-    X = np.stack([fb.day(t, swi=sw)[col] for t in tix])  # (D, F, Y, X)
+    wb = fb.water_balance() if fb.wb_names else None
+    X = np.stack([fb.day(t, swi=sw, wb=wb)[col] for t in tix])  # (D, F, Y, X)
     for k, n in enumerate(names):
         if n in conv:
             X[:, k] = converted(X[:, k], n)

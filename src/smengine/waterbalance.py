@@ -10,6 +10,11 @@ evapotranspiration from temperature" and "Soil hydraulic limits from texture"):
   from air temperature;
 * :func:`bucket`: the root-zone water content of a one-layer bucket (m³ m⁻³), compiled, on
   single series or whole grids (time × y × x), GIL released;
+* :func:`bucket_oudin`: the bucket with Oudin PET made inside the daily step from the mean
+  temperature and :func:`daily_radiation` — the gridded water-balance features ``wb<depth>`` of
+  :class:`smengine.features.FeatureSpec` (``water_balance``); the engine calls the same inline
+  day, so the training table and the product see the same bits; :func:`bucket_storages` and
+  :func:`bucket_start` are the storages and initial state both use;
 * :func:`antecedent_precipitation_index`: the lighter option, :math:`API_t = k\,API_{t-1} + P_t`.
 
 The bucket
@@ -62,6 +67,7 @@ References
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import warnings
@@ -82,6 +88,10 @@ __all__ = [
     "SoilLimits",
     "antecedent_precipitation_index",
     "bucket",
+    "bucket_oudin",
+    "bucket_start",
+    "bucket_storages",
+    "daily_radiation",
     "extraterrestrial_radiation",
     "pet_hargreaves",
     "pet_oudin",
@@ -299,6 +309,51 @@ def extraterrestrial_radiation(lat: npt.ArrayLike, doy: Any) -> np.ndarray:
         * (ws * np.sin(phi) * np.sin(delta) + np.cos(phi) * np.cos(delta) * np.sin(ws))
     )
     return np.maximum(ra, 0.0)
+
+
+@functools.lru_cache(maxsize=64)
+def _radiation_table(lat: float) -> np.ndarray:
+    """Ra (MJ m⁻² d⁻¹) of days of year 1..366 at one latitude (read-only; index ``doy - 1``)."""
+    table = extraterrestrial_radiation(lat, np.arange(1, 367))
+    table.setflags(write=False)
+    return table
+
+
+def daily_radiation(lat: float, days: Any) -> np.ndarray:
+    """:func:`extraterrestrial_radiation` at one latitude for a sequence of dates, from one table.
+
+    The values are looked up in a table of days of year 1..366 computed once per latitude, so
+    that two callers asking for the same day get the same bits whatever else they ask for (the
+    feature builder and the engine's water balance both take Ra from here).
+
+    Parameters
+    ----------
+    lat : float
+        Latitude, degrees north.
+    days : array_like of dates
+        ``datetime64`` (any unit; the UTC day is taken) or ISO strings, shape ``(n,)``.
+
+    Returns
+    -------
+    ndarray of float64, shape (n,)
+        Ra, MJ m⁻² d⁻¹.
+
+    Examples
+    --------
+    >>> round(float(daily_radiation(-20.0, ["2021-09-03"])[0]), 1)  # FAO-56 Example 8 (day 246)
+    32.2
+    """
+    phi = float(_latitude(float(lat)))
+    d = np.asarray(days)
+    if d.dtype.kind != "M":
+        from smengine._days import as_days
+
+        d = as_days(days, what="days")
+    d = np.atleast_1d(d).astype("datetime64[D]")
+    if np.isnat(d).any():
+        raise ValidationError("days holds missing dates (NaT)")
+    doy = (d - d.astype("datetime64[Y]")).astype(np.int64)  # 0-based day of year
+    return _radiation_table(phi)[doy]
 
 
 def _pet_inputs(
@@ -601,6 +656,77 @@ def _warn_missing(func: str, n_missing: int, n_total: int, what: str, stacklevel
         )
 
 
+def bucket_storages(
+    field_capacity: npt.ArrayLike,
+    wilting_point: npt.ArrayLike,
+    depth_mm: float,
+    beta_fraction: float,
+    beta_reference: str = "available",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""The bucket's storages (mm) from its soil limits: :math:`S_{fc}`, :math:`S_{wp}`, :math:`S^*`.
+
+    :math:`S_{fc} = \theta_{fc} \cdot depth`, :math:`S_{wp} = \theta_{wp} \cdot depth` and
+    :math:`S^* = S_{wp} + f (S_{fc} - S_{wp})` (``beta_reference="available"``) or :math:`f S_{fc}`
+    (``"field_capacity"``), in float64 and in this order: the one definition used by :func:`bucket`,
+    the feature builder's and the engine's water balance (:mod:`smengine.features`), so that they
+    start from the same bits.
+
+    Parameters
+    ----------
+    field_capacity, wilting_point : array_like
+        θ at field capacity and wilting point, m³ m⁻³ (NaN: no soil there; the storages are NaN).
+    depth_mm : float
+        Root-zone depth, mm.
+    beta_fraction : float
+        *f* in (0, 1].
+    beta_reference : {"available", "field_capacity"}, optional
+        What *f* is a fraction of (see :func:`bucket`).
+
+    Returns
+    -------
+    s_fc, s_wp, s_crit : ndarray of float64
+        Of the broadcast shape of the limits, mm.
+
+    Raises
+    ------
+    ValidationError
+        Limits outside [0, 1], not ``wp < fc``, or (``"field_capacity"``) :math:`f S_{fc} \le S_{wp}`.
+    ConfigError
+        Invalid ``depth_mm``, ``beta_fraction`` or ``beta_reference``.
+
+    Examples
+    --------
+    >>> [float(v) for v in bucket_storages(0.30, 0.10, 100.0, 0.5)]
+    [30.0, 10.0, 20.0]
+    """
+    _check_bucket_settings(depth_mm, beta_fraction, "excess", beta_reference)
+    fc, wp = np.broadcast_arrays(np.asarray(field_capacity, np.float64), np.asarray(wilting_point, np.float64))
+    for name, v in (("field_capacity", fc), ("wilting_point", wp)):
+        bad = (v < 0) | (v > 1)
+        if bad.any():
+            raise ValidationError(f"{name} should be θ in [0, 1] m3 m-3; {int(bad.sum())} value(s) outside")
+    order = ~(wp < fc) & np.isfinite(fc) & np.isfinite(wp)
+    if order.any():
+        raise ValidationError(
+            f"wilting_point should be below field_capacity; not so in {int(order.sum())} series "
+            f"(e.g. wp {wp[order][0]!r}, fc {fc[order][0]!r})"
+        )
+    depth = float(depth_mm)
+    s_fc = fc * depth
+    s_wp = wp * depth
+    if beta_reference == "available":
+        s_crit = s_wp + beta_fraction * (s_fc - s_wp)
+    else:
+        s_crit = beta_fraction * s_fc
+        low = s_crit <= s_wp
+        if low.any():
+            raise ValidationError(
+                f"beta_reference='field_capacity': beta_fraction * field_capacity should exceed wilting_point; not "
+                f"so in {int(low.sum())} series (use beta_reference='available')"
+            )
+    return np.asarray(s_fc), np.asarray(s_wp), np.asarray(s_crit)
+
+
 def bucket(
     precip: npt.ArrayLike,
     pet: npt.ArrayLike,
@@ -708,28 +834,7 @@ def bucket(
 
     fc = _series_values(field_capacity, series_shape, "field_capacity")
     wp = _series_values(wilting_point, series_shape, "wilting_point")
-    for name, v in (("field_capacity", fc), ("wilting_point", wp)):
-        bad = (v < 0) | (v > 1)
-        if bad.any():
-            raise ValidationError(f"{name} should be θ in [0, 1] m3 m-3; {int(bad.sum())} value(s) outside")
-    order = ~(wp < fc) & np.isfinite(fc) & np.isfinite(wp)
-    if order.any():
-        raise ValidationError(
-            f"wilting_point should be below field_capacity; not so in {int(order.sum())} series "
-            f"(e.g. wp {wp[order][0]!r}, fc {fc[order][0]!r})"
-        )
-    s_fc = fc * depth
-    s_wp = wp * depth
-    if beta_reference == "available":
-        s_crit = s_wp + beta_fraction * (s_fc - s_wp)
-    else:
-        s_crit = beta_fraction * s_fc
-        low = s_crit <= s_wp
-        if low.any():
-            raise ValidationError(
-                f"beta_reference='field_capacity': beta_fraction * field_capacity should exceed wilting_point; not "
-                f"so in {int(low.sum())} series (use beta_reference='available')"
-            )
+    s_fc, s_wp, s_crit = bucket_storages(fc, wp, depth, beta_fraction, beta_reference)
 
     if state is not None:
         if initial is not None:
@@ -785,6 +890,138 @@ def bucket(
     if not return_state:
         return result
     return result, BucketState(storage.reshape(series_shape), depth)
+
+
+def bucket_oudin(
+    precip: npt.ArrayLike,
+    tmean: npt.ArrayLike,
+    ra: npt.ArrayLike,
+    field_capacity: npt.ArrayLike,
+    wilting_point: npt.ArrayLike,
+    *,
+    depth_mm: float = 300.0,
+    beta_fraction: float = 0.6,
+    n_threads: int | None = None,
+    where: str = "bucket_oudin",
+) -> tuple[np.ndarray, int]:
+    r"""The bucket with Oudin PET made inside the daily step: the gridded water-balance feature.
+
+    Each day, PET (mm d⁻¹) is Oudin's (:func:`pet_oudin`, the same operations in the same order,
+    in float64) from the day's mean temperature and ``ra``; then the day is :func:`bucket`'s step
+    (``beta_reference="available"``, drainage of the excess). The storage starts at field capacity
+    before the first day. One inline C function (``bucket_oudin_day`` of ``_bucket.pxd``) does both
+    and is also the engine's (:mod:`smengine.engine`, gather kind ``WATER_BALANCE``), so the
+    feature builder and the engine give the same bits by construction.
+
+    Parameters
+    ----------
+    precip : array_like, shape (n_days, ...)
+        Daily precipitation, mm d⁻¹ (≥ 0), taken as float32.
+    tmean : array_like, shape of ``precip``
+        Daily mean air temperature, °C, taken as float32.
+    ra : array_like, shape (n_days,)
+        Extraterrestrial radiation of each day, MJ m⁻² d⁻¹ (float64), e.g. :func:`daily_radiation`.
+    field_capacity, wilting_point : array_like
+        θ limits, m³ m⁻³, broadcast to ``precip.shape[1:]`` (NaN: no soil, the series is NaN).
+    depth_mm, beta_fraction : float, optional
+        As for :func:`bucket` (defaults 300 mm, 0.6).
+    n_threads : int, optional
+        Threads over series (the result does not depend on it).
+    where : str, optional
+        Who is asking, at the head of the missing-day warning.
+
+    Returns
+    -------
+    theta : ndarray of float32, shape of ``precip``
+        Volumetric water content at the end of each day, m³ m⁻³.
+    n_missing : int
+        Series-days of defined series skipped for missing precipitation or temperature (NaN,
+        ±inf): θ is NaN that day and the storage carried unchanged, without that day's water.
+
+    Raises
+    ------
+    ValidationError
+        Shapes that do not fit, negative precipitation, limits as in :func:`bucket_storages`.
+
+    Warns
+    -----
+    DataLossWarning
+        When days were skipped (``n_missing > 0``), with their count.
+
+    Examples
+    --------
+    >>> theta, _ = bucket_oudin([[10.0], [0.0]], [[15.0], [15.0]], [30.0, 30.0], 0.30, 0.10, depth_mm=100.0)
+    >>> [round(float(v), 4) for v in theta[:, 0]]
+    [0.2755, 0.251]
+    """
+    theta, n_missing, n_defined = _bucket_oudin_kernel(
+        precip, tmean, ra, field_capacity, wilting_point, depth_mm, beta_fraction, n_threads, where
+    )
+    _warn_missing(where, n_missing, theta.shape[0] * n_defined, "precipitation or temperature")
+    return theta, n_missing
+
+
+def _bucket_oudin_kernel(
+    precip: npt.ArrayLike,
+    tmean: npt.ArrayLike,
+    ra: npt.ArrayLike,
+    field_capacity: npt.ArrayLike,
+    wilting_point: npt.ArrayLike,
+    depth_mm: float,
+    beta_fraction: float,
+    n_threads: int | None,
+    where: str,
+) -> tuple[np.ndarray, int, int]:
+    """:func:`bucket_oudin` without the warning: (theta, skipped series-days, defined series)."""
+    p = np.ascontiguousarray(precip, dtype=np.float32)
+    t = np.ascontiguousarray(tmean, dtype=np.float32)
+    if p.ndim == 0:
+        raise ValidationError("precip should have a time axis (n_days, ...)")
+    if t.shape != p.shape:
+        raise ValidationError(f"tmean {t.shape} should have precip's shape {p.shape}")
+    n = p.shape[0]
+    r = np.ascontiguousarray(ra, dtype=np.float64)
+    if r.shape != (n,):
+        raise ValidationError(f"ra should be one value per day, shape ({n},), got {r.shape}")
+    neg = int(np.count_nonzero(np.less(p, 0)))
+    if neg:
+        raise ValidationError(
+            f"{where}: precipitation should be >= 0 (mm d-1); {neg:,} value(s) are negative, "
+            f"min {float(np.nanmin(p))!r}"
+        )
+    series_shape = p.shape[1:]
+    fc = _series_values(field_capacity, series_shape, "field_capacity")
+    wp = _series_values(wilting_point, series_shape, "wilting_point")
+    s_fc, s_wp, s_crit = bucket_storages(fc, wp, depth_mm, beta_fraction)
+    storage = bucket_start(s_fc, s_wp)
+    m = storage.size
+    theta = np.empty((n, m), dtype=np.float32)
+    from smengine._ext import _bucket
+
+    n_missing = int(
+        _bucket.bucket_oudin(
+            p.reshape(n, m),
+            t.reshape(n, m),
+            r,
+            s_fc,
+            s_wp,
+            s_crit,
+            float(depth_mm),
+            storage,
+            theta,
+            effective_n_threads(n_threads),
+        )
+    )
+    n_defined = int(np.count_nonzero(np.isfinite(s_fc) & np.isfinite(s_wp)))
+    return theta.reshape(p.shape), n_missing, n_defined
+
+
+def bucket_start(s_fc: np.ndarray, s_wp: np.ndarray) -> np.ndarray:
+    """The storage before the first day (mm, float64, a new array): field capacity, NaN where a
+    limit is missing (an undefined series). :func:`bucket_oudin` and the engine start here."""
+    storage = np.array(s_fc, dtype=np.float64, copy=True)
+    storage[~(np.isfinite(s_fc) & np.isfinite(s_wp))] = np.nan
+    return storage
 
 
 # ---------------------------------------------------------------------------------------------- API

@@ -133,6 +133,7 @@ def test_station_table_columns_units_and_statics(synth: dict) -> None:
         "precip_ef7",
         "precip_ef15",
         "precip_ef30",
+        "wb300",
         "air_temperature",
         "rel_humidity",
         "abs_humidity",
@@ -214,7 +215,7 @@ def test_leave_site_out_forest_refits_by_hand(synth: dict, synth_lso: E.Experime
 
 def test_leave_site_out_scores_and_forest_beats_mean(synth_lso: E.ExperimentResult) -> None:
     med = synth_lso.medians()
-    assert list(med.index) == ["forest", "linear", "mean", "tdr"]
+    assert list(med.index) == ["forest", "boosting", "hybrid", "linear", "mean", "tdr"]
     assert np.isnan(med.loc["mean", "R"])  # a constant has no correlation
     assert med.loc["forest", "ubRMSE"] < med.loc["mean", "ubRMSE"]
     # ubRMSE of the constant mean is the SD of the observations

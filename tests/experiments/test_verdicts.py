@@ -86,9 +86,14 @@ def test_undetermined_and_missing_comparisons_render() -> None:
 def test_the_comparisons_cover_the_declared_pairs_and_are_seeded() -> None:
     pred = _predictions(0.01, 0.02)
     pred["tdr"] = pred["obs"] + 0.02
+    rng = np.random.default_rng(2)
+    for m in ("boosting", "hybrid", "selected"):
+        pred[m] = pred["obs"] + rng.normal(0, 0.02, len(pred))
     got = {(c.a, c.b, c.metric) for c in compare_methods(pred)}
     want = {(a, b, m) for a, b, ms in COMPARISONS for m in ms}
     assert got == want
+    # a method an experiment did not fit: its pairs are not made
+    assert all("selected" not in (c.a, c.b) for c in compare_methods(pred.drop(columns="selected")))
     again = compare_methods(pred)
     assert [c.to_dict() for c in again] == [c.to_dict() for c in compare_methods(pred)]
 

@@ -24,6 +24,23 @@ class TileArrays:
     def sub(self) -> int: ...
 
 @disjoint_base
+class BucketState:
+    def __init__(
+        self,
+        storage: npt.NDArray[np.float64],
+        s_fc: npt.NDArray[np.float64],
+        s_wp: npt.NDArray[np.float64],
+        s_crit: npt.NDArray[np.float64],
+        depth: npt.NDArray[np.float64],
+        tcol: int,
+        ra_col: int,
+    ) -> None: ...
+    @property
+    def tcol(self) -> int: ...
+    @property
+    def ra_col(self) -> int: ...
+
+@disjoint_base
 class SWIState:
     def __init__(
         self,
@@ -32,7 +49,10 @@ class SWIState:
         last: npt.NDArray[np.float64],
         T: npt.NDArray[np.float64],
         max_gap: npt.NDArray[np.float64] | None = ...,
+        bucket: BucketState | None = ...,
     ) -> None: ...
+    @property
+    def bucket(self) -> BucketState: ...
 
 @disjoint_base
 class ChunkInputs:

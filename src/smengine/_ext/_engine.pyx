@@ -18,7 +18,7 @@ from chunk to chunk (:class:`SWIState`), one chunk's days (:class:`ChunkInputs`)
 layers (:class:`Outputs`) and per-thread scratch memory (:class:`Scratch`).
 
 Feature plan, one row per gathered column ``j`` (the forest's columns first, then any
-SWI source the forest does not use itself)::
+SWI source or water-balance input the forest does not use itself)::
 
     kind 0  static[a, r, c]
     kind 1  dynamic[tidx[d], a, r, c]
@@ -27,11 +27,20 @@ SWI source the forest does not use itself)::
     kind 4  consts[d, a]
     kind 5  as 3, but a missing value gives the last SWI while at most the slot's ``max_gap`` days
             have passed since the last valid value (``exp_filter(carry=True, max_gap=...)``)
+    kind 6  water balance: theta of the bucket with precipitation column a (gathered first, mm),
+            bucket slot b (:class:`BucketState`: the temperature column, degC, the Ra constant and the
+            slot's storages per sub-pixel)
 
 The SWI recursion is :func:`smengine.filters.exp_filter`'s, the same inline step
 (``swi_step`` of ``_swi.pxd``): for a valid value v at time t,
 ``K = K / (K + exp(-(t - t_last) / T))``, ``s = s + K (v - s)`` (``K = 1``, ``s = v`` for the
 first value); a missing value gives NaN and leaves the state alone.
+
+The water balance (kind 6) is :func:`smengine.waterbalance.bucket_oudin`'s, the same inline day
+(``bucket_oudin_day`` of ``_bucket.pxd``: Oudin PET from the temperature and Ra, then the bucket
+step); the storage of every sub-pixel and slot is carried from chunk to chunk in :class:`BucketState`
+(NaN: no soil there); a day with missing precipitation or temperature gives NaN and leaves it alone
+(counted in ``stats[5]`` once per sub-pixel-day, for the first slot).
 
 A gathered covariate value (kinds 0-2) is first brought to the model's units where
 ``TileArrays.scale``/``offset`` say so (``x = x * scale + offset``, only for columns whose
@@ -44,14 +53,15 @@ validity alike. SWI features (kinds 3, 5) inherit the conversion of their source
 import numpy as np
 
 from cython.parallel cimport prange, threadid
-from libc.math cimport NAN, fabs, isinf, sqrt
+from libc.math cimport NAN, fabs, isfinite, isinf, sqrt
 from libc.string cimport memset
 from libc.float cimport FLT_MAX
 
 from smengine._ext._typedefs cimport float32_t, float64_t, int32_t, int64_t, intp_t, uint8_t
 
+from smengine._ext._bucket cimport bucket_oudin_day
 from smengine._ext._forest cimport ForestTables
-from smengine._ext._forest_h cimport smf_forest, smf_predict, smf_sd, smf_stats
+from smengine._ext._forest_h cimport smf_forest, smf_output, smf_predict, smf_sd, smf_stats
 from smengine._ext._swi cimport swi_missing, swi_step
 
 # quality flag codes: a mirror of smengine.product.QualityFlag (tests/test_engine.py checks they agree)
@@ -74,10 +84,11 @@ cdef enum:
     GATHER_SWI = 3
     GATHER_CONST = 4
     GATHER_SWI_CARRY = 5
+    GATHER_WATER_BALANCE = 6
 
 #: The kernel's gather-kind codes by GatherKind name (compared with smengine.engine.GatherKind in the tests).
 GATHER_KINDS = {"STATIC": GATHER_STATIC, "DYNAMIC": GATHER_DYNAMIC, "COARSE": GATHER_COARSE, "SWI": GATHER_SWI,
-                "CONST": GATHER_CONST, "SWI_CARRY": GATHER_SWI_CARRY}
+                "CONST": GATHER_CONST, "SWI_CARRY": GATHER_SWI_CARRY, "WATER_BALANCE": GATHER_WATER_BALANCE}
 
 
 cdef class TileArrays:
@@ -131,6 +142,48 @@ cdef class TileArrays:
                              "of sub")
 
 
+cdef class BucketState:
+    """The water-balance (bucket) state of every sub-pixel, carried from chunk to chunk (kind 6).
+
+    Parameters
+    ----------
+    storage : ndarray of float64, shape (S, Y * X)
+        Per bucket slot and sub-pixel: the storage, mm (NaN: undefined, no soil); updated in place.
+    s_fc, s_wp, s_crit : ndarray of float64, shape (S, Y * X)
+        Storages at field capacity, at the wilting point and where ET reaches PET, mm
+        (:func:`smengine.waterbalance.bucket_storages`).
+    depth : ndarray of float64, shape (S,)
+        Root-zone depth of each slot, mm (theta = storage / depth).
+    tcol : int
+        Plan column of the daily mean temperature (degC), gathered first (-1: no slot).
+    ra_col : int
+        Column of the chunk's ``consts`` holding each day's Ra, MJ m-2 d-1 (-1: no slot).
+    """
+
+    cdef float64_t[:, ::1] storage
+    cdef const float64_t[:, ::1] s_fc
+    cdef const float64_t[:, ::1] s_wp
+    cdef const float64_t[:, ::1] s_crit
+    cdef const float64_t[::1] depth
+    cdef readonly intp_t tcol
+    cdef readonly intp_t ra_col
+
+    def __init__(self, storage, s_fc, s_wp, s_crit, depth, intp_t tcol, intp_t ra_col):
+        self.storage = storage
+        self.s_fc = s_fc
+        self.s_wp = s_wp
+        self.s_crit = s_crit
+        self.depth = depth
+        self.tcol = tcol
+        self.ra_col = ra_col
+        cdef intp_t S = self.storage.shape[0], n = self.storage.shape[1]
+        if not (self.s_fc.shape[0] == self.s_wp.shape[0] == self.s_crit.shape[0] == self.depth.shape[0] == S) \
+                or not (self.s_fc.shape[1] == self.s_wp.shape[1] == self.s_crit.shape[1] == n) \
+                or (S > 0 and (tcol < 0 or ra_col < 0)):
+            raise ValueError("BucketState: storage, s_fc, s_wp and s_crit should be (S, Y * X), depth (S,), and "
+                             "tcol and ra_col columns (>= 0) when S > 0")
+
+
 cdef class SWIState:
     """The SWI state of every sub-pixel, carried from chunk to chunk (updated in place).
 
@@ -144,6 +197,8 @@ cdef class SWIState:
     max_gap : ndarray of float64, shape (S,), optional
         A carried slot (kind 5) repeats its last SWI for at most this many days after the last
         valid value, then gives NaN (``exp_filter(carry=True, max_gap=...)``); default inf.
+    bucket : BucketState, optional
+        The water-balance state (kind 6), carried alongside; default none (no slot).
     """
 
     cdef float64_t[:, ::1] gain
@@ -152,7 +207,9 @@ cdef class SWIState:
     cdef const float64_t[::1] T
     cdef const float64_t[::1] max_gap
 
-    def __init__(self, gain, swi, last, T, max_gap=None):
+    cdef readonly BucketState bucket
+
+    def __init__(self, gain, swi, last, T, max_gap=None, BucketState bucket=None):
         self.gain = gain
         self.swi = swi
         self.last = last
@@ -161,6 +218,9 @@ cdef class SWIState:
         if not (self.gain.shape[0] == self.swi.shape[0] == self.last.shape[0] == self.T.shape[0]
                 == self.max_gap.shape[0]) or not (self.gain.shape[1] == self.swi.shape[1] == self.last.shape[1]):
             raise ValueError("SWIState: gain, swi and last should be (S, Y * X) and T and max_gap (S,)")
+        if bucket is None:
+            bucket = BucketState(*(np.zeros((0, self.gain.shape[1])) for _ in range(4)), np.zeros(0), -1, -1)
+        self.bucket = bucket
 
 
 cdef class ChunkInputs:
@@ -272,7 +332,8 @@ def run_days(
     int reuse,                          # forest reuse: 0 none, 1 box kernel, 3 leaf-box table + lanes
     double min_valid,                   # minimum valid fraction for a pixel value
     int n_threads,
-    int64_t[::1] stats,                 # OUT (5,) visits, box hits, walks, invalid rows, ±inf values (added to)
+    int64_t[::1] stats,                 # OUT (6,) visits, box hits, walks, invalid rows, ±inf values,
+                                        #     water-balance days skipped (added to)
 ):
     """Advance the SWI state over the chunk's days and predict the wanted days.
 
@@ -289,6 +350,12 @@ def run_days(
     cdef float64_t[:, ::1] gain = state.gain
     cdef float64_t[:, ::1] swi = state.swi
     cdef float64_t[:, ::1] last = state.last
+    cdef float64_t[:, ::1] wb_storage = state.bucket.storage
+    cdef const float64_t[:, ::1] wb_fc = state.bucket.s_fc
+    cdef const float64_t[:, ::1] wb_wp = state.bucket.s_wp
+    cdef const float64_t[:, ::1] wb_crit = state.bucket.s_crit
+    cdef const float64_t[::1] wb_depth = state.bucket.depth
+    cdef intp_t wb_tcol = state.bucket.tcol, wb_ra = state.bucket.ra_col
     cdef const float64_t[::1] swi_T = state.T
     cdef const float64_t[::1] swi_gap = state.max_gap
     cdef const int64_t[::1] tidx = chunk.tidx
@@ -312,7 +379,7 @@ def run_days(
     cdef intp_t Py = sm.shape[1], Px = sm.shape[2], s2 = sub * sub
     cdef intp_t T = F.n_trees, nrow = Px * s2 * D
     cdef intp_t pr, px, q, a, b, r, c, lin, d, j, k, row, n, tid, failed = 0
-    cdef int64_t visits = 0, hits = 0, walks = 0, n_bad = 0, n_inf = 0
+    cdef int64_t visits = 0, hits = 0, walks = 0, n_bad = 0, n_inf = 0, n_wb = 0
     cdef float *X
     cdef uint8_t *ok
     cdef double *acc
@@ -320,13 +387,14 @@ def run_days(
     cdef float *x
     cdef float v32
     cdef double v, p, mu, ss, sp, fs
+    cdef bint defined
     cdef int kind, rc, any_want = 0, convert = 0
     cdef smf_stats sts[256]
     if xbuf.shape[0] < n_threads or n_threads > 256 or xbuf.shape[1] < nrow * ncol \
             or okbuf.shape[1] < nrow or accbuf.shape[1] < 4 * nrow:
         raise ValueError("engine kernel: scratch buffers too small for the chunk and threads")
     if ncol < n_forest or sm.shape[0] != D or Py * sub > static.shape[1] or Px * sub > nx \
-            or gain.shape[1] != static.shape[1] * nx or stats.shape[0] < 5:
+            or gain.shape[1] != static.shape[1] * nx or stats.shape[0] < 6:
         raise ValueError("engine kernel: the plan, tile, SWI state, chunk and outputs do not agree")
     if want_f and (fmean.shape[0] != D or fmean.shape[1] != n_forest or fmean.shape[2] != Py
                    or fmean.shape[3] != Px):
@@ -339,6 +407,10 @@ def run_days(
     for j in range(ncol):
         if scale[j] != 1.0 or offset[j] != 0.0:
             convert = 1
+        if plan[j, 0] == GATHER_WATER_BALANCE and not (
+                0 <= plan[j, 1] < ncol and 0 <= plan[j, 2] < wb_storage.shape[0] and wb_tcol < ncol
+                and wb_ra < consts.shape[1] and wb_storage.shape[1] == gain.shape[1]):
+            raise ValueError("engine kernel: a water-balance column's plan, bucket state and consts do not agree")
     with nogil:
         for pr in prange(Py, schedule="dynamic", num_threads=n_threads):
             tid = threadid()
@@ -386,6 +458,16 @@ def run_days(
                                     n_inf += 1
                             for j in range(ncol):
                                 kind = plan[j, 0]
+                                if kind == GATHER_WATER_BALANCE:  # bucket_oudin's day, state carried
+                                    k = plan[j, 2]
+                                    defined = isfinite(wb_storage[k, lin])
+                                    v = bucket_oudin_day(&wb_storage[k, lin], x[plan[j, 1]], x[wb_tcol],
+                                                         consts[d, wb_ra], wb_fc[k, lin], wb_wp[k, lin],
+                                                         wb_crit[k, lin], wb_depth[k])
+                                    if k == 0 and defined and not isfinite(v):
+                                        n_wb += 1
+                                    x[j] = <float> v
+                                    continue
                                 if kind != GATHER_SWI and kind != GATHER_SWI_CARRY:
                                     continue
                                 k = plan[j, 2]
@@ -428,7 +510,8 @@ def run_days(
                                 row = (px * s2 + q) * D + d if day_inner else (d * Px + px) * s2 + q
                                 if ok[row]:
                                     n = n + 1
-                                    mu = mu + acc[row] / F.divisor  # mean over trees, or a boosted sum (/ 1)
+                                    # mean over trees, or a boosted sum (/ 1); plus a hybrid's linear base
+                                    mu = mu + smf_output(F, X + row * ncol, acc[row])
                                     # spread over trees: NaN for a summed (boosted) ensemble
                                     sp = sp + (smf_sd(acc[2 * nrow + row], acc[3 * nrow + row], T) if F.average
                                                else NAN)
@@ -464,7 +547,7 @@ def run_days(
                             for q in range(s2):
                                 row = (px * s2 + q) * D + d if day_inner else (d * Px + px) * s2 + q
                                 if ok[row]:
-                                    p = acc[row] / F.divisor - mu
+                                    p = smf_output(F, X + row * ncol, acc[row]) - mu
                                     ss = ss + p * p
                             sm[d, pr, px] = <float> mu
                             sub_sd[d, pr, px] = <float> sqrt(ss / n)
@@ -476,4 +559,5 @@ def run_days(
     stats[2] += walks
     stats[3] += n_bad
     stats[4] += n_inf
+    stats[5] += n_wb
     return 0

@@ -33,7 +33,7 @@
  * order, as RandomForestRegressor.predict(n_jobs=1) does, so the mean is bit-identical.
  * A summed ensemble (gradient boosting, smf_forest.average == 0) is the same sum divided by
  * 1.0: LightGBM's GBDT::PredictRaw sums in double in tree order from 0.0 too, so it is
- * bit-identical to Booster.predict.
+ * bit-identical to Booster.predict. A hybrid model adds a linear base to that (smf_output).
  */
 #ifndef SMENGINE_FOREST_H
 #define SMENGINE_FOREST_H
@@ -82,6 +82,11 @@ typedef struct {
      * sum by it (x / 1.0 == x exactly), and spreads over trees are NaN when !average. */
     int average;
     double divisor;
+    /* An optional linear base (a hybrid model: a linear model plus trees fitted on its residuals,
+     * smengine.model.HybridRegressor): NULL, or n_features float64 coefficients and an intercept.
+     * The prediction of a row is then its base plus the tree sum / divisor (smf_output). */
+    const double *lin_coef;
+    double lin_intercept;
     /* reuse == 3 only (ForestTables with block tables). Leaves are numbered in block-exit order
      * (exit code k >= 128 of block b is leaf b.leaf + k - 128), so that the walk's result
      * indexes the boxes and values directly and siblings sit side by side: */
@@ -382,6 +387,23 @@ static int smf_predict(const smf_forest *F, int reuse, const float *X, ptrdiff_t
         return smf_predict_blocks_0(F, X, n, ld, stride, valid, sum, shift, s1, s2, stats);
     }
     return smf_predict_block(F, X, n, ld, valid, reuse, sum, shift, s1, s2, stats);
+}
+
+/* The prediction of one valid row x (its first n_features floats) from its tree sum: sum / divisor,
+ * plus the linear base when the forest has one. The base is lin_intercept + lin_coef[0] x[0] +
+ * lin_coef[1] x[1] + ..., each product and sum rounded to float64 left to right from the float32
+ * features (no FMA: the extensions build with -ffp-contract=off, and no reassociation), as
+ * HybridRegressor's NumPy loop computes it, then + sum / divisor: bit-identical to
+ * HybridRegressor.predict. Without a base it is sum / divisor, as it always was. */
+static inline double smf_output(const smf_forest *F, const float *x, double sum)
+{
+    const double t = sum / F->divisor;
+    if (F->lin_coef == NULL)
+        return t;
+    double b = F->lin_intercept;
+    for (ptrdiff_t j = 0; j < F->n_features; ++j)
+        b = b + F->lin_coef[j] * (double)x[j];
+    return b + t;
 }
 
 /* Population SD over T trees from the shifted sums s1 = sum(v - shift), s2 = sum((v - shift)^2).

@@ -16,6 +16,8 @@ cdef class ForestTables:
     cdef const uint8_t[:, ::1] _blocks     # (n_blocks, 64) smf_blk records
     cdef const float64_t[::1] _bleaf       # (n_slots,) leaf values in block-exit order
     cdef const int32_t[::1] _broot         # (n_trees,) first block of each tree
+    cdef const float64_t[::1] _lin         # (n_features,) coefficients of the linear base (hybrid models)
     cdef readonly bint has_blocks          # the block tables of reuse == 3 are set
     cdef readonly int isa_cap              # the cap F.isa was chosen under
     cdef tuple _arrays                     # the arrays as given (pickling, attributes)
+    cdef tuple _base                       # (lin_coef array or None, lin_intercept) as given

@@ -24,7 +24,7 @@ from libc.float cimport FLT_MAX
 from smengine._ext._typedefs cimport float32_t, float64_t, int32_t, int64_t, intp_t, uint8_t
 
 from smengine._ext._forest_h cimport (smf_blk, smf_build_blocks, smf_exit_lut, smf_forest, smf_isa, smf_leaf_boxes,
-                                      smf_node, smf_predict, smf_sd, smf_stats)
+                                      smf_node, smf_output, smf_predict, smf_sd, smf_stats)
 
 cdef smf_node _node
 cdef smf_blk _blk
@@ -76,13 +76,20 @@ cdef class ForestTables:
         True (default): the prediction is the mean over trees (a random forest). False: their
         sum (a gradient-boosted ensemble); the kernels then divide by 1 and report NaN for
         the spread over trees.
+    lin_coef : ndarray of float64, shape (n_features,), optional
+        The coefficients of a linear base (a hybrid model, :class:`smengine.model.HybridRegressor`):
+        every row's prediction is then ``lin_intercept + Σ_j lin_coef[j] · x_j`` (float64, added in
+        feature order) plus the tree sum / divisor (``smf_output`` in ``_forest.h``). None
+        (default): no base.
+    lin_intercept : float, optional
+        The base's intercept (with ``lin_coef`` only).
 
     The arrays are kept (not copied) and must not change while the object lives. It pickles
     with its arrays.
     """
 
     def __init__(self, nodes, leaf, root, intp_t n_features, boxes=None, blocks=None, bleaf=None, broot=None,
-                 int isa_cap=2, bint average=True):
+                 int isa_cap=2, bint average=True, lin_coef=None, double lin_intercept=0.0):
         self._nodes = nodes
         self._leaf = leaf
         self._root = root
@@ -101,6 +108,17 @@ cdef class ForestTables:
         self.F.blk = NULL
         self.F.bleaf = NULL
         self.F.broot = NULL
+        self.F.lin_coef = NULL
+        self.F.lin_intercept = 0.0
+        if lin_coef is not None:
+            self._lin = lin_coef
+            if self._lin.shape[0] != n_features:
+                raise ValueError("ForestTables: lin_coef should hold one coefficient per feature")
+            self.F.lin_coef = &self._lin[0]
+            self.F.lin_intercept = lin_intercept
+        elif lin_intercept != 0.0:
+            raise ValueError("ForestTables: lin_intercept without lin_coef")
+        self._base = (None if lin_coef is None else np.asarray(lin_coef), float(lin_intercept))
         self.F.n_slots = 0
         self.F.nfp = 0
         tables = (boxes, blocks, bleaf, broot)
@@ -135,13 +153,15 @@ cdef class ForestTables:
 
     def with_blocks(self, boxes, blocks, bleaf, broot):
         """A ForestTables of the same forest and cap with the block tables of ``reuse == 3``."""
-        return ForestTables(*self._arrays[:4], boxes, blocks, bleaf, broot, self.isa_cap, self.F.average)
+        return ForestTables(*self._arrays[:4], boxes, blocks, bleaf, broot, self.isa_cap, self.F.average,
+                            *self._base)
 
     def __reduce__(self):
-        return ForestTables, self._arrays + (self.isa_cap, bool(self.F.average))
+        return ForestTables, self._arrays + (self.isa_cap, bool(self.F.average)) + self._base
 
     def __repr__(self):
-        return (f"<ForestTables: {self.n_trees} trees ({'averaged' if self.F.average else 'summed'}), "
+        how = ('averaged' if self.F.average else 'summed') + (' + linear base' if self._base[0] is not None else '')
+        return (f"<ForestTables: {self.n_trees} trees ({how}), "
                 f"{self._nodes.shape[0]} nodes, {self.n_features} features, "
                 f"{'block tables' if self.has_blocks else 'no block tables'}, isa {self.isa}>")
 
@@ -205,6 +225,16 @@ cdef class ForestTables:
         return self.F.divisor
 
     @property
+    def lin_coef(self):
+        """(n_features,) float64 coefficients of the linear base, or None (no base)."""
+        return self._base[0]
+
+    @property
+    def lin_intercept(self):
+        """The linear base's intercept (0.0 without a base)."""
+        return self._base[1]
+
+    @property
     def isa(self):
         """The instruction set the block kernel uses: 0 portable C, 1 AVX2, 2 AVX-512."""
         return self.F.isa
@@ -255,7 +285,7 @@ def predict(
     ForestTables forest not None,       # IN  the forest (CompiledForest._kernel_tables())
     const float32_t[:, ::1] X,          # IN  (n_rows, n_features)
     float64_t[::1] mean,                # OUT (n_rows,) tree sum / F.divisor (the mean, or the sum of a boosted
-                                        #     ensemble), NaN for invalid rows
+                                        #     ensemble; plus the linear base of a hybrid), NaN for invalid rows
     float64_t[::1] sd,                  # OUT (n_rows,) population SD over trees (len 0: skip; NaN when summed)
     int reuse,                          # 0 no reuse, 1 box kernel, 3 leaf-box table + blocks in lanes
     intp_t block,                       # rows per block (one block = one task)
@@ -269,7 +299,6 @@ def predict(
     cdef intp_t nblk
     cdef bint spread = sd.shape[0] > 0
     cdef bint tree_sd = spread and F.average  # summed ensembles: no shifted sums, the spread is NaN
-    cdef double divisor = F.divisor
     cdef intp_t b, i0, m, i, f, n_bad = 0, failed = 0
     cdef int64_t visits = 0, hits = 0, walks = 0
     cdef uint8_t *ok
@@ -309,7 +338,7 @@ def predict(
                     walks += st[0].walks
                     for i in range(m):
                         if ok[i]:
-                            mean[i0 + i] = acc[i] / divisor
+                            mean[i0 + i] = smf_output(F, &X[i0 + i, 0], acc[i])  # acc / divisor (+ base)
                             if spread:
                                 sd[i0 + i] = smf_sd(acc[2 * m + i], acc[3 * m + i], T) if tree_sd else NAN
                         else:

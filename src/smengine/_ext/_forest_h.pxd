@@ -23,6 +23,8 @@ cdef extern from "_forest.h" nogil:
         ptrdiff_t n_trees, n_features
         int average
         double divisor
+        const double *lin_coef
+        double lin_intercept
         const float *boxes
         ptrdiff_t n_slots, nfp
         const smf_blk *blk
@@ -39,4 +41,5 @@ cdef extern from "_forest.h" nogil:
     int smf_predict(const smf_forest *F, int reuse, const float *X, ptrdiff_t n, ptrdiff_t ld,
                     ptrdiff_t stride, const uint8_t *valid, double *sum, double *shift, double *s1, double *s2,
                     smf_stats *stats)
+    double smf_output(const smf_forest *F, const float *x, double sum)
     double smf_sd(double s1, double s2, ptrdiff_t T)

@@ -62,7 +62,12 @@ LAND_COVER_CLASSES: dict[str, tuple[str, ...]] = {
     "other": (),
 }
 #: The methods every experiment scores, in report order.
-METHODS = ("forest", "linear", "mean", "tdr")
+METHODS = ("forest", "boosting", "hybrid", "selected", "linear", "mean", "tdr")
+#: The tree models every experiment fits beside the linear model and the mean
+#: (:data:`smengine.model.MODELS`: the Random Forest, LightGBM gradient boosting, and the hybrid of a
+#: linear base and boosted trees on its residuals); ``selected`` is the one chosen, inside each
+#: fold, by spatio-temporal CV on that fold's training stations only (``select=True``).
+DEFAULT_MODELS = ("forest", "boosting", "hybrid")
 #: The experiments :func:`run_experiments` knows, in report order.
 EXPERIMENTS = ("temporal", "leave-site-out", "leave-site-out-spatiotemporal", "knndm")
 #: Lower/upper bounds of θ fed to D86 (it needs θ inside (0, 1)).
@@ -342,6 +347,155 @@ def _calendar_met(s: Station) -> pd.DataFrame:
     return out
 
 
+#: The station tables' soil water balance (:func:`station_table`, ``water_balance=``): a one-layer
+#: bucket per station (:func:`smengine.waterbalance.bucket`) fed by the day's precipitation (and
+#: irrigation) and drained by PET from the station's air temperature. Keys a mapping may set:
+#: ``depths_mm`` (one feature ``wb<depth>`` each), ``beta_fraction``, ``pet`` ("oudin" from the
+#: daily mean, "hargreaves" from the daily min/max), ``sand``/``clay`` (fractions, or the name of a
+#: covariate column) and ``organic_matter`` (%), ``temperature_gap`` (days of missing temperature
+#: filled by linear interpolation) and ``temperature_fill`` ("network": longer gaps filled with the
+#: other stations' daily mean plus the station's mean offset from it; None: left missing).
+WATER_BALANCE_DEFAULTS: dict[str, Any] = {
+    "depths_mm": (300.0,),
+    "beta_fraction": 0.6,
+    "pet": "oudin",
+    "sand": 0.40,  # loam (Saxton & Rawls 2006, Table 3) where the network gives no texture
+    "clay": 0.20,
+    "organic_matter": 2.5,
+    "temperature_gap": 7,
+    "temperature_fill": "network",
+}
+
+
+def _water_balance_params(water_balance: bool | Mapping[str, Any]) -> dict[str, Any] | None:
+    """The bucket's parameters of ``station_table(water_balance=...)`` (None: no water balance)."""
+    if water_balance is False or water_balance is None:
+        return None
+    given = {} if water_balance is True else dict(water_balance)
+    unknown = sorted(set(given) - set(WATER_BALANCE_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"water_balance: unknown key(s) {unknown}; known: {sorted(WATER_BALANCE_DEFAULTS)}")
+    p = {**WATER_BALANCE_DEFAULTS, **given}
+    p["depths_mm"] = tuple(float(d) for d in np.atleast_1d(p["depths_mm"]))
+    if not p["depths_mm"] or any(not (d > 0 and math.isfinite(d)) for d in p["depths_mm"]):
+        raise ConfigError(f"water_balance: depths_mm should be positive millimetres, got {p['depths_mm']}")
+    if p["temperature_fill"] not in ("network", None):
+        raise ConfigError(f"water_balance: temperature_fill should be 'network' or None, got {p['temperature_fill']!r}")
+    if p["pet"] not in ("oudin", "hargreaves"):
+        raise ConfigError(f"water_balance: pet should be 'oudin' or 'hargreaves', got {p['pet']!r}")
+    return p
+
+
+def json_params(p: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON-safe copy of a parameter mapping (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in p.items()}
+
+
+def _station_texture(cov: pd.DataFrame | None, sid: str, v: float | str) -> float:
+    """Sand or clay of a station: a constant fraction, or the station's mean of a covariate column
+    (percent when above 1)."""
+    if not isinstance(v, str):
+        return float(v)
+    assert cov is not None
+    x = pd.to_numeric(cov.loc[cov["station"] == str(sid), v], errors="coerce").mean()
+    return float(x) / 100.0 if x > 1 else float(x)
+
+
+def _fill_short_gaps(frame: pd.DataFrame, max_days: int) -> pd.DataFrame:
+    """Linear interpolation over runs of at most ``max_days`` missing days inside the record
+    (a longer run stays missing whole, not filled at its edges as ``interpolate(limit=)`` would)."""
+    out = frame.copy()
+    for c in out.columns:
+        miss = out[c].isna()
+        run = (miss != miss.shift()).cumsum()
+        length = miss.groupby(run).transform("sum")
+        short = miss & (length <= max_days)
+        filled = out[c].interpolate(limit_area="inside")
+        out.loc[short, c] = filled[short]
+    return out
+
+
+def _daily_temperature(s: Station) -> pd.DataFrame:
+    """Daily mean, min and max air temperature (°C) of a station's record over every step."""
+    if "air_temperature" not in s.data.columns:
+        return pd.DataFrame(columns=["mean", "min", "max"], index=pd.DatetimeIndex([], name="date"), dtype=float)
+    day = s.data.index.floor("D").tz_localize(None)
+    ta = s.data["air_temperature"].astype(float).groupby(day).agg(["mean", "min", "max"])
+    ta.index = pd.DatetimeIndex(ta.index, name="date")
+    return ta
+
+
+def _wb_name(depth: float) -> str:
+    """Feature name of the bucket's θ at a root-zone depth (mm): ``wb<depth>`` (as the gridded features)."""
+    return f"wb{depth:g}"
+
+
+def _water_balance_calendar(
+    s: Station,
+    precip: pd.Series | None,
+    irrigation: pd.Series | None,
+    texture: tuple[float, float],
+    p: Mapping[str, Any],
+    network: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One station's bucket θ (``wb<depth>``) on the daily calendar where precipitation and
+    temperature both exist, and what was filled or skipped. ``network``: every station's daily
+    mean, min and max air temperature (columns ``(stat, station)``) for ``temperature_fill``."""
+    from smengine.waterbalance import bucket, pet_hargreaves, pet_oudin, saxton_rawls
+
+    names = [_wb_name(d) for d in p["depths_mm"]]
+    info: dict[str, Any] = {"days": 0, "temperature_filled": 0, "skipped": 0}
+    if precip is None or "air_temperature" not in s.data.columns:
+        info["why"] = "no precipitation" if precip is None else "no air temperature"
+        return pd.DataFrame(index=pd.DatetimeIndex([], name="date"), columns=names, dtype=float), info
+    ta = _daily_temperature(s)
+    pr = precip.copy()
+    pr.index = pd.DatetimeIndex(pd.to_datetime(pr.index)).tz_localize(None).normalize()
+    pr = pr.sort_index()
+    valid_t = ta.index[ta["mean"].notna()]
+    valid_p = pr.index[pr.notna()]
+    if not len(valid_t) or not len(valid_p):
+        info["why"] = "no day with both precipitation and temperature"
+        return pd.DataFrame(index=pd.DatetimeIndex([], name="date"), columns=names, dtype=float), info
+    start, end = max(valid_t.min(), valid_p.min()), min(valid_t.max(), valid_p.max())
+    cal = pd.DatetimeIndex(pd.date_range(start, end, freq="D"), name="date")
+    g = ta.reindex(cal)
+    before = g["mean"].isna().to_numpy()
+    g = _fill_short_gaps(g, int(p["temperature_gap"]))
+    info["temperature_filled"] = int((before & g["mean"].notna().to_numpy()).sum())
+    if p["temperature_fill"] == "network" and network is not None and g["mean"].isna().any():
+        gap = g["mean"].isna().to_numpy()
+        for stat in ("mean", "min", "max"):
+            others = network[stat].drop(columns=[s.id], errors="ignore").reindex(cal)
+            net = others.mean(axis=1)
+            offset = (ta[stat].reindex(cal) - net).mean()  # the station's mean difference from the others
+            if np.isfinite(offset):
+                g.loc[gap, stat] = (net + offset).to_numpy()[gap]
+        info["temperature_from_network"] = int((gap & g["mean"].notna().to_numpy()).sum())
+    doy = cal.dayofyear.to_numpy()
+    if p["pet"] == "oudin":
+        pet = pet_oudin(g["mean"].to_numpy(np.float64), s.lat, doy)
+    else:
+        pet = pet_hargreaves(g["min"].to_numpy(np.float64), g["max"].to_numpy(np.float64), s.lat, doy)
+    P = pr.reindex(cal).to_numpy(np.float64)
+    irr = None if irrigation is None else irrigation.reindex(cal).fillna(0.0).to_numpy(np.float64)
+    lim = saxton_rawls(texture[0], texture[1], float(p["organic_matter"]))
+    fc, wp = float(lim.field_capacity), float(lim.wilting_point)
+    out = {}
+    with warnings.catch_warnings():  # days without input: counted here, per station
+        warnings.simplefilter("ignore", DataLossWarning)
+        for d, n in zip(p["depths_mm"], names, strict=True):
+            out[n] = bucket(P, pet, fc, wp, depth_mm=d, beta_fraction=float(p["beta_fraction"]), irrigation=irr)
+    info.update(
+        days=len(cal),
+        skipped=int((~np.isfinite(P) | ~np.isfinite(pet)).sum()),
+        field_capacity=fc,
+        wilting_point=wp,
+        start=str(cal[0].date()),
+    )
+    return pd.DataFrame(out, index=cal), info
+
+
 def station_table(
     stations: StationSet,
     *,
@@ -357,6 +511,7 @@ def station_table(
     swi_of: Sequence[str] = (),
     swi_T: Sequence[float] = COVARIATE_SWI_T,
     swi_max_gap: float | None = COVARIATE_SWI_MAX_GAP,
+    water_balance: bool | Mapping[str, Any] = True,
 ) -> pd.DataFrame:
     r"""Station-day table: CRNS soil moisture and the point covariates of each station.
 
@@ -402,6 +557,18 @@ def station_table(
     swi_max_gap : float or None, optional
         The carried SWI becomes NaN once the last observation is more than this many days
         old (default :data:`COVARIATE_SWI_MAX_GAP`); None carries for ever.
+    water_balance : bool or mapping, optional
+        Add the soil water balance ``wb<depth>`` (default True): the volumetric water content
+        (m³ m⁻³) of a one-layer bucket per station (:func:`smengine.waterbalance.bucket`:
+        precipitation and irrigation in, Oudin PET from the station's daily mean air
+        temperature and latitude reduced by the soil-moisture stress function out, drainage
+        above field capacity; field capacity and wilting point from texture by Saxton & Rawls
+        2006), started at field capacity on the first day with both precipitation and
+        temperature. A mapping overrides :data:`WATER_BALANCE_DEFAULTS` (``sand``/``clay`` may
+        name covariate columns: the station's mean, in fractions or percent). Temperature gaps
+        of at most ``temperature_gap`` days are interpolated; longer gaps, and days without
+        precipitation, are skipped by the bucket (state unchanged, NaN that day), counted in
+        ``attrs["water_balance"]``.
 
     Returns
     -------
@@ -419,6 +586,7 @@ def station_table(
         ========================= ========== ==========================================
         feature                   unit       meaning
         ========================= ========== ==========================================
+        ``wb<depth>``             m³ m⁻³     soil water balance (bucket of ``depth`` mm)
         ``precipitation``         mm d⁻¹     the day's precipitation
         ``precip_ef<T>``          mm d⁻¹     exp. filter of daily precipitation, T days
         ``irrigation``            mm d⁻¹     the day's irrigation (irrigated networks)
@@ -470,6 +638,16 @@ def station_table(
     irr_names = ["irrigation", *[f"irrigation_ef{t:g}" for t in Ts]] if irrigated else []
     frames = []
     tdr_used: dict[str, list[float]] = {}
+    wbp = _water_balance_params(water_balance)
+    wb_names = [_wb_name(d) for d in wbp["depths_mm"]] if wbp is not None else []
+    wb_info: dict[str, Any] = {}
+    for name in ("sand", "clay"):
+        if wbp is not None and isinstance(wbp[name], str) and (cov is None or wbp[name] not in cov.columns):
+            raise ConfigError(f"water_balance: {name}={wbp[name]!r} is not a covariate column")
+    network = None
+    if wbp is not None and wbp["temperature_fill"] == "network" and len(stations) > 1:
+        temps = {st.id: _daily_temperature(st) for st in stations.values()}
+        network = pd.concat(temps, axis=1).swaplevel(axis=1).sort_index(axis=1)
     for s in stations.values():
         d = daily[daily["station"] == s.id]
         if d.empty:
@@ -498,11 +676,25 @@ def station_table(
             cal = cal_irr if cal.empty else cal.join(cal_irr, how="outer")
         met = _calendar_met(s)
         row = d.join(cal, how="left").join(met, how="left")
+        if wbp is not None:
+            tex = tuple(_station_texture(cov, s.id, wbp[k]) for k in ("sand", "clay"))
+            irr_s = cal["irrigation"] if "irrigation" in cal.columns else None
+            wb, wb_info[s.id] = _water_balance_calendar(s, pr, irr_s, tex, wbp, network)  # type: ignore[arg-type]
+            row = row.join(wb, how="left")
         if cov is not None:
             row = row.join(_station_covariates(cov, s.id, swi_cols, STs, swi_max_gap), how="left")
         elif swi_cols:
             row = row.join(_swi_calendar(d[swi_cols], swi_cols, STs, swi_max_gap), how="left")
-        for c in ["precipitation", *ef_names, *irr_names, *MET_FEATURES, *extra_cols, *cov_names, *swi_names]:
+        for c in [
+            "precipitation",
+            *ef_names,
+            *irr_names,
+            *MET_FEATURES,
+            *extra_cols,
+            *cov_names,
+            *swi_names,
+            *wb_names,
+        ]:
             if c not in row.columns:
                 row[c] = np.nan
         row["precip_source"] = src
@@ -546,7 +738,7 @@ def station_table(
     # features: drop the ones that cannot be used everywhere
     own = [*extra_cols, *cov_names, *swi_names]
     candidates = [
-        "precipitation", *ef_names, *irr_names, *MET_FEATURES, "doy_sin", "doy_cos", *STATIC_FEATURES, *own
+        "precipitation", *ef_names, *irr_names, *wb_names, *MET_FEATURES, "doy_sin", "doy_cos", *STATIC_FEATURES, *own
     ]  # fmt: skip
     dropped: dict[str, str] = {}
     for c in candidates:
@@ -557,14 +749,14 @@ def station_table(
                 dropped[c] = f"unknown at station(s) {unknown}"
         elif not v.notna().any():
             dropped[c] = "no values at any station"
-        elif c in own:  # a covariate a whole station lacks would take that station out of every fit
+        elif c in own or c in wb_names:  # a covariate a whole station lacks would take it out of every fit
             has = table.groupby("station")[c].apply(lambda x: bool(x.notna().any()))
             none = sorted(has.index[~has].tolist())
             if none:
                 dropped[c] = f"no values at station(s) {none}"
     for c, why in dropped.items():
         log.warning("station_table: feature %s left out: %s", c, why)
-    lost = {c: why for c, why in dropped.items() if c in own}
+    lost = {c: why for c, why in dropped.items() if c in own or c in wb_names}
     if cov is not None:
         unmatched = sorted(set(cov["station"]) - set(table["station"]))
         if unmatched:
@@ -588,6 +780,7 @@ def station_table(
         **STATIC_FEATURES,
         **{c: columns[c]["units"] for c in [*extra_cols, *cov_names]},
         **{n: columns[parse_swi_feature_name(n)[0]]["units"] for n in swi_names},  # type: ignore[index]
+        **{n: "m3 m-3" for n in wb_names},
     }
     kinds = {
         "precipitation": "dynamic",
@@ -599,7 +792,21 @@ def station_table(
         **{n: "static" for n in STATIC_FEATURES},
         **{c: "dynamic" for c in [*extra_cols, *cov_names]},
         **{n: "swi" for n in swi_names},
+        **{n: "water_balance" for n in wb_names},
     }
+    if wbp is not None:
+        pet = "Oudin PET (daily mean air temperature)" if wbp["pet"] == "oudin" else "Hargreaves PET (daily min/max)"
+        for d, n in zip(wbp["depths_mm"], wb_names, strict=True):
+            columns[n] = {
+                "source": f"bucket({d:g} mm; precipitation{' + irrigation' if irrigated else ''} − {pet} × stress "
+                f"(β = 1 above {wbp['beta_fraction']:g} of the available water), drainage above field capacity; "
+                f"FC/WP Saxton & Rawls 2006 from sand {wbp['sand']}, clay {wbp['clay']}, "
+                f"OM {wbp['organic_matter']:g} %)",
+                "units": "m3 m-3",
+            }
+        skipped = {k: v["skipped"] for k, v in wb_info.items() if v.get("skipped")}
+        if skipped:
+            log.info("station_table: water balance: days without input skipped (state kept): %s", skipped)
     for n in swi_names:
         src, t, _ = parse_swi_feature_name(n)  # type: ignore[misc]
         gap = "" if swi_max_gap is None else f", NaN after {swi_max_gap:g} days without a value"
@@ -618,6 +825,7 @@ def station_table(
             "T": Ts,
             "tdr_depths": tdr_used,
             "columns": columns,
+            **({"water_balance": {"params": json_params(wbp), "stations": wb_info}} if wbp is not None else {}),
             **({"irrigation_source": irr_source} if irrigated else {}),
         }
     )

@@ -6,7 +6,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from smengine._io import atomic_write
 from smengine.errors import ConfigError
 from smengine.experiments._data import (
     COVARIATE_SWI_MAX_GAP,
+    DEFAULT_MODELS,
     DEFAULT_T,
     EXPERIMENTS,
     METHODS,
@@ -26,8 +27,10 @@ from smengine.experiments._data import (
     station_table,
 )
 from smengine.experiments._run import (
+    CALENDAR_FEATURES,
     ExperimentResult,
     _complete,
+    calendar_effect,
     knndm_cv,
     leave_site_out,
     station_xy,
@@ -47,6 +50,9 @@ class ExperimentsReport:
     tables: dict[str, pd.DataFrame]
     report: Path
     files: list[Path]
+    #: The day-of-year study (:func:`calendar_effect`): the spatio-temporal experiment without the
+    #: calendar features and each model's paired comparison with against without.
+    calendar: dict[str, Any] = field(default_factory=dict)
 
 
 def _default_data_dir() -> Path:
@@ -295,6 +301,10 @@ def run_experiments(
     random_state: int = 0,
     n_jobs: int | None = -1,
     plots: bool = True,
+    models: Sequence[str] = DEFAULT_MODELS,
+    select: bool = False,
+    water_balance: bool | Mapping[str, Any] = True,
+    calendar_study: bool = True,
 ) -> ExperimentsReport:
     """Run the station experiments and write ``report.md``, CSV tables and PNGs into ``out_dir``.
 
@@ -337,6 +347,20 @@ def run_experiments(
         Forest settings (:func:`smengine.model.train`); deterministic for a seed.
     plots : bool
         Write the PNGs (needs matplotlib).
+    models : sequence of {"forest", "boosting", "hybrid"}
+        Tree models fitted in every fold beside the linear model and the mean (default
+        :data:`DEFAULT_MODELS`).
+    select : bool
+        Also the ``selected`` model: in every fold of the station-held-out experiments the
+        candidate (``models`` and linear) with the lowest median per-station ubRMSE under a
+        spatio-temporal CV *inside* the fold's training stations (nested; it multiplies the
+        cost by about 8). Default False.
+    water_balance : bool or mapping
+        The station tables' soil water balance features (see :func:`station_table`).
+    calendar_study : bool
+        Run the spatio-temporal leave-site-out again without the day of year and compare each
+        model with and without it (:func:`calendar_effect`; default True): the day of year is a
+        choice, kept only where it carries the season rather than the training dates.
 
     Files
     -----
@@ -376,6 +400,7 @@ def run_experiments(
             extras=extras,
             swi_of=swi_of,
             swi_max_gap=swi_max_gap,
+            water_balance=water_balance,
         )
         if features is not None or exclude_features:
             table = select_features(table, features, exclude=exclude_features)
@@ -386,6 +411,8 @@ def run_experiments(
             "search": search,
             "random_state": random_state,
             "n_jobs": n_jobs,
+            "models": tuple(models),
+            "select": select and e != "temporal",
         }
         if e == "temporal":
             res = temporal_split(table, split_date=split_date, train_years=train_years, **kw)
@@ -406,7 +433,16 @@ def run_experiments(
             )
             if e == "knndm":
                 files.append(_plot_knndm_experiment(res, out / "knndm_gfunction.png"))
-    rep = _report(results, tables, sources, plots)
+    calendar: dict[str, Any] = {}
+    st = "leave-site-out-spatiotemporal"
+    if calendar_study and st in results and set(CALENDAR_FEATURES) & set(results[st].features):
+        nocal = select_features(tables[st], results[st].features, exclude=list(CALENDAR_FEATURES))
+        kw["select"] = False
+        res_nc = leave_site_out(nocal, spatiotemporal=True, **kw)
+        calendar = {"without": res_nc, "comparisons": calendar_effect(results[st], res_nc)}
+        atomic_write(out / "calendar_study_scores.csv", res_nc.scores.to_csv(index=False, float_format="%.6g").encode())
+        files.append(out / "calendar_study_scores.csv")
+    rep = _report(results, tables, sources, plots, calendar)
     atomic_write(out / "report.md", rep.encode())
     summary = {
         e: {
@@ -423,11 +459,44 @@ def run_experiments(
     }
     atomic_write(out / "summary.json", json.dumps(summary, indent=1, default=str).encode())
     files += [out / "report.md", out / "summary.json"]
-    return ExperimentsReport(results, tables, out / "report.md", files)
+    return ExperimentsReport(results, tables, out / "report.md", files, calendar)
+
+
+def _markdown_calendar(calendar: Mapping[str, Any], with_res: ExperimentResult) -> list[str]:
+    """The day-of-year study: medians with and without, and each model's paired verdict."""
+    res_nc: ExperimentResult = calendar["without"]
+    mw, mo = with_res.medians(), res_nc.medians()
+    L = [
+        "## Day of year: a choice, not a default",
+        "",
+        "The spatio-temporal leave-site-out run again without `doy_sin`/`doy_cos`; each model with the day of year "
+        "(A) against without (B) on the same station-days. Where A beats B the day of year carries the season to "
+        "new places and days; where it ties or loses it identifies the training dates and is better left out.",
+        "",
+        "| model | median R with | without | median ubRMSE with | without | Δ ubRMSE (95 % interval) | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in calendar["comparisons"]:
+        if c.metric != "ubRMSE":
+            continue
+        m = c.a.split(" ")[0]
+
+        def med(t: pd.DataFrame, k: str, nd: int, m: str = m) -> str:
+            return _fmt(t.loc[m, k], nd) if m in t.index else "–"
+
+        L.append(
+            f"| {m} | {med(mw, 'R', 3)} | {med(mo, 'R', 3)} | {med(mw, 'ubRMSE', 4)} | {med(mo, 'ubRMSE', 4)} | "
+            f"{c.difference:+.4f} ({c.ci_low:+.4f} … {c.ci_high:+.4f}) | {c.verdict} |"
+        )
+    return [*L, ""]
 
 
 def _report(
-    results: Mapping[str, ExperimentResult], tables: Mapping[str, pd.DataFrame], sources: Mapping[str, str], plots: bool
+    results: Mapping[str, ExperimentResult],
+    tables: Mapping[str, pd.DataFrame],
+    sources: Mapping[str, str],
+    plots: bool,
+    calendar: Mapping[str, Any] | None = None,
 ) -> str:
     import smengine
     from smengine._glossary import glossary
@@ -534,7 +603,11 @@ def _report(
                 f"{len(res.folds)} folds, one held-out station each; training rows per fold "
                 f"{min(f['n_train'] for f in res.folds)}–{max(f['n_train'] for f in res.folds)}."
             )
-        L.append(f"Forest: {f0['forest']}, seed {res.params['random_state']}, search {res.params['search']}.")
+        L.append(
+            "Models: "
+            + "; ".join(f"{m} {f0[m]}" for m in res.params.get("models", ("forest",)) if m in f0)
+            + f"; seed {res.params['random_state']}, search {res.params['search']}."
+        )
         if res.params.get("unscored"):
             L.append(_listed("Not in the medians (too few scored days)", res.params["unscored"]))
         n_inc = int((~_complete(t, res.features)).sum())
@@ -574,6 +647,18 @@ def _report(
             "",
         ]
         L += [f"**Verdict:** {_verdict(res)}", ""]
+        chosen = [f.get("selected") for f in res.folds if f.get("selected")]
+        if chosen:
+            counts = pd.Series(chosen).value_counts()
+            L += [
+                "Nested selection (`selected`): in every fold the candidate with the lowest median per-station "
+                "ubRMSE under a spatio-temporal CV inside that fold's training stations; chosen "
+                + ", ".join(f"{k} in {v} fold(s)" for k, v in counts.items())
+                + ".",
+                "",
+            ]
         if plots:
             L += [f"![{e}]({e.replace('-', '_')}.png)", ""]
+        if e == "leave-site-out-spatiotemporal" and calendar:
+            L += _markdown_calendar(calendar, res)
     return "\n".join(L) + "\n"

@@ -12,7 +12,7 @@ import pandas as pd
 
 from smengine.errors import ConfigError, ValidationError
 from smengine.evaluate import PairedComparison
-from smengine.experiments._data import _SCORE_KEYS, METHODS
+from smengine.experiments._data import _SCORE_KEYS, DEFAULT_MODELS, METHODS
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,13 @@ COMPARISONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("forest", "mean", ("ubRMSE", "RMSE")),
     ("linear", "mean", ("ubRMSE", "RMSE")),
     ("forest", "tdr", ("ubRMSE", "RMSE", "R")),
+    ("boosting", "linear", ("ubRMSE", "RMSE", "R")),
+    ("boosting", "mean", ("ubRMSE", "RMSE")),
+    ("hybrid", "linear", ("ubRMSE", "RMSE", "R")),
+    ("hybrid", "mean", ("ubRMSE", "RMSE")),
+    ("hybrid", "forest", ("ubRMSE", "RMSE", "R")),
+    ("selected", "linear", ("ubRMSE", "RMSE", "R")),
+    ("selected", "mean", ("ubRMSE", "RMSE")),
 )
 #: Bootstrap settings of the comparisons: days per time block, resamples, seed.
 COMPARE_BLOCK_DAYS, COMPARE_N_BOOT, COMPARE_SEED = 30, 1000, 0
@@ -187,39 +194,114 @@ def _fit_predict(
     search: bool,
     random_state: int,
     n_jobs: int | None,
+    models: Sequence[str] = DEFAULT_MODELS,
+    select: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Forest, linear and mean fitted on ``train_rows``, predicted on ``test_rows``."""
+    """The tree models of ``models``, linear and mean fitted on ``train_rows``, predicted on ``test_rows``;
+    with ``select``, also the model chosen on ``train_rows`` alone (``selected``: nested)."""
     from smengine.model import train
 
     comp = train_rows[_complete(train_rows, features)]
     if comp.empty:
         raise ValidationError("no complete training rows (every row has a NaN feature or target)")
     n_sites = comp["station"].nunique()
-    forest = train(
-        comp,
-        list(features),
-        "target",
-        cv=(),
-        search=search and n_sites >= 2,
-        n_estimators=n_estimators,
-        random_state=random_state,
-        n_jobs=n_jobs,
-        progress=False,
-    )
-    lin, info = linear_baseline(comp, test_rows, features)
-    pred = {
-        "forest": forest.predict(test_rows),
-        "linear": lin,
-        "mean": np.full(len(test_rows), float(comp["target"].mean())),
-    }
-    hp = {k: forest.estimator.get_params()[k] for k in ("max_features", "min_samples_leaf", "n_estimators")}
-    return pred, {
-        "n_train": len(comp),
-        "train_mean": float(comp["target"].mean()),
-        "linear": info,
-        "forest": hp,
-        "forest_hash": forest.card.content_hash,
-    }
+    pred: dict[str, np.ndarray] = {}
+    info: dict[str, Any] = {"n_train": len(comp), "train_mean": float(comp["target"].mean())}
+    for m in models:
+        kw: dict[str, Any] = {"n_estimators": n_estimators, "search": search and n_sites >= 2}
+        if m != "forest":
+            kw = {"search": False}
+        fitted = train(
+            comp,
+            list(features),
+            "target",
+            model=m,
+            cv=(),
+            random_state=random_state,
+            n_jobs=n_jobs,
+            progress=False,
+            **kw,
+        )
+        pred[m] = fitted.predict(test_rows)
+        info[m] = _model_params(fitted)
+        info[f"{m}_hash"] = fitted.card.content_hash
+    lin, info["linear"] = linear_baseline(comp, test_rows, features)
+    pred["linear"] = lin
+    pred["mean"] = np.full(len(test_rows), float(comp["target"].mean()))
+    if select:
+        chosen, inner = _select_inner(comp, features, (*models, "linear"), random_state=random_state, n_jobs=n_jobs)
+        info["selected"] = chosen
+        info["selection"] = inner
+        pred["selected"] = pred[chosen]
+    return pred, info
+
+
+#: Inner folds of the nested selection (:func:`_select_inner`): station groups × time blocks.
+SELECT_STATION_FOLDS, SELECT_TIME_BLOCKS = 4, 2
+
+
+def _fit_one(
+    m: str, tr: pd.DataFrame, te: pd.DataFrame, features: Sequence[str], random_state: int, n_jobs: Any
+) -> Any:
+    """One candidate fitted on ``tr`` and predicted on ``te`` (linear: :func:`linear_baseline`)."""
+    if m == "linear":
+        return linear_baseline(tr, te, features)[0]
+    from smengine.model import train
+
+    fitted = train(tr, list(features), "target", model=m, cv=(), search=False, random_state=random_state,
+                   n_jobs=n_jobs, progress=False)  # fmt: skip
+    return fitted.predict(te)
+
+
+def _select_inner(
+    comp: pd.DataFrame, features: Sequence[str], candidates: Sequence[str], *, random_state: int, n_jobs: Any
+) -> tuple[str, dict[str, float]]:
+    """Choose among ``candidates`` on the training rows only, by spatio-temporal CV inside them.
+
+    The training stations are split into :data:`SELECT_STATION_FOLDS` groups (``GroupKFold``)
+    and the days into :data:`SELECT_TIME_BLOCKS` contiguous blocks; each (group, block) is
+    predicted by a model fitted on the other groups outside the block. The candidate with the
+    lowest median per-station ubRMSE wins (ties: the first in ``candidates``). Returns the choice
+    and every candidate's inner median ubRMSE.
+    """
+    from sklearn.model_selection import GroupKFold
+
+    stations = comp["station"].to_numpy()
+    n_sites = len(np.unique(stations))
+    if n_sites < 3:
+        raise ValidationError(f"nested selection needs at least 3 training stations, got {n_sites}")
+    days = np.sort(comp["date"].unique())
+    edges = [days[int(round(i * len(days) / SELECT_TIME_BLOCKS))] for i in range(SELECT_TIME_BLOCKS)]
+    block = np.searchsorted(np.asarray(edges), comp["date"].to_numpy(), side="right") - 1
+    preds = {m: np.full(len(comp), np.nan) for m in candidates}
+    folds = GroupKFold(min(SELECT_STATION_FOLDS, n_sites)).split(comp, groups=stations)
+    for _, test_idx in folds:
+        held = np.zeros(len(comp), dtype=bool)
+        held[test_idx] = True
+        for b in range(SELECT_TIME_BLOCKS):
+            te = held & (block == b)
+            tr = ~held & (block != b)
+            if not te.any() or comp.loc[tr, "station"].nunique() < 2:
+                continue
+            for m in candidates:
+                preds[m][te] = _fit_one(m, comp[tr], comp[te], features, random_state, n_jobs)
+    score: dict[str, float] = {}
+    for m in candidates:
+        e = pd.DataFrame({"station": stations, "e": preds[m] - comp["target"].to_numpy()}).dropna()
+        ub = e.groupby("station")["e"].std(ddof=0)
+        score[m] = float(ub.median()) if len(ub) else float("inf")
+    chosen = min(candidates, key=lambda m: (score[m], list(candidates).index(m)))
+    return chosen, score
+
+
+def _model_params(fitted: Any) -> dict[str, Any]:
+    """The few parameters of a fitted model worth listing per fold."""
+    est = fitted.estimator
+    if getattr(fitted, "model", "forest") == "forest":
+        return {k: est.get_params()[k] for k in ("max_features", "min_samples_leaf", "n_estimators")}
+    hp = dict(fitted.card.hyperparameters)
+    params = {**hp, **dict(hp.get("lgbm_params") or {})}
+    return {k: params[k] for k in ("n_estimators", "learning_rate", "num_leaves") if k in params}
 
 
 def _score(pred: pd.DataFrame) -> pd.DataFrame:
@@ -323,6 +405,8 @@ def temporal_split(
     search: bool = False,
     random_state: int = 0,
     n_jobs: int | None = -1,
+    models: Sequence[str] = DEFAULT_MODELS,
+    select: bool = False,
 ) -> ExperimentResult:
     """Train on each station's first days, test on its later days (one forest for all).
 
@@ -380,7 +464,18 @@ def temporal_split(
     keep = ~t["station"].isin(list(excluded)).to_numpy()
     tr, te = t[keep & is_train], t[keep & ~is_train].reset_index(drop=True)
     split = splits.drop(index=list(excluded)).min()
-    out, info = _fold(tr, te, f, 0, n_estimators=n_estimators, search=search, random_state=random_state, n_jobs=n_jobs)
+    out, info = _fold(
+        tr,
+        te,
+        f,
+        0,
+        n_estimators=n_estimators,
+        search=search,
+        random_state=random_state,
+        n_jobs=n_jobs,
+        models=models,
+        select=select,
+    )
     comp_tr = tr[_complete(tr, f)]
     folds = [
         {
@@ -401,6 +496,8 @@ def temporal_split(
         "split_dates": {str(k): str(v.date()) for k, v in used.items()},
         "excluded": excluded,
         "train_years": train_years,
+        "models": tuple(models),
+        "select": select,
         "n_estimators": n_estimators,
         "search": search,
         "random_state": random_state,
@@ -418,6 +515,8 @@ def leave_site_out(
     search: bool = False,
     random_state: int = 0,
     n_jobs: int | None = -1,
+    models: Sequence[str] = DEFAULT_MODELS,
+    select: bool = False,
     spatiotemporal: bool = False,
     time_blocks: int = 4,
 ) -> ExperimentResult:
@@ -459,6 +558,8 @@ def leave_site_out(
         search=search,
         random_state=random_state,
         n_jobs=n_jobs,
+        models=models,
+        select=select,
     )
     name = "leave-site-out (spatio-temporal)" if spatiotemporal else "leave-site-out"
     scores = _score(out)
@@ -477,6 +578,8 @@ def _grouped_station_cv(
     search: bool,
     random_state: int,
     n_jobs: int | None,
+    models: Sequence[str] = DEFAULT_MODELS,
+    select: bool = False,
 ) -> tuple[pd.DataFrame, list[dict[str, Any]], dict[str, Any]]:
     """Hold out the stations of each fold of ``station_fold`` (station → fold) together; with
     ``spatiotemporal`` period by period, with the period's dates removed from training."""
@@ -499,7 +602,16 @@ def _grouped_station_cv(
                 continue
             fold = k * n_blocks + b
             out, info = _fold(
-                tr, te, f, fold, n_estimators=n_estimators, search=search, random_state=random_state, n_jobs=n_jobs
+                tr,
+                te,
+                f,
+                fold,
+                n_estimators=n_estimators,
+                search=search,
+                random_state=random_state,
+                n_jobs=n_jobs,
+                models=models,
+                select=select,
             )
             frames.append(out)
             folds.append(
@@ -525,6 +637,8 @@ def _grouped_station_cv(
         "n_folds": len(folds),
         "spatiotemporal": spatiotemporal,
         "time_blocks": n_blocks,
+        "models": tuple(models),
+        "select": select,
     }
     return out, folds, params
 
@@ -579,6 +693,8 @@ def knndm_cv(
     search: bool = False,
     random_state: int = 0,
     n_jobs: int | None = -1,
+    models: Sequence[str] = DEFAULT_MODELS,
+    select: bool = False,
     spatiotemporal: bool = True,
     time_blocks: int = 4,
 ) -> ExperimentResult:
@@ -646,6 +762,8 @@ def knndm_cv(
         search=search,
         random_state=random_state,
         n_jobs=n_jobs,
+        models=models,
+        select=select,
     )
     params["knndm"] = {
         "k": kk,
@@ -663,3 +781,56 @@ def knndm_cv(
     scores = _score(out)
     params["unscored"] = _unscored(out, scores, "knndm")
     return ExperimentResult("knndm", out, scores, folds, f, params)
+
+
+#: The calendar features whose use :func:`calendar_effect` tests.
+CALENDAR_FEATURES = ("doy_sin", "doy_cos")
+
+
+def calendar_effect(with_calendar: ExperimentResult, without: ExperimentResult) -> list[PairedComparison]:
+    """Does the day of year help at new places on new days? Every model of both experiments, with the
+    calendar (A) against without (B), paired on the same station-days (ubRMSE and R).
+
+    Under a spatio-temporal split, a day-of-year feature that carries the season helps; one that
+    identifies the training dates of a short record (one or two years) cannot, and then costs skill:
+    the interval says which.
+
+    Parameters
+    ----------
+    with_calendar, without : ExperimentResult
+        The same experiment on the same table, with and without :data:`CALENDAR_FEATURES`.
+
+    Returns
+    -------
+    list of PairedComparison
+        ``a`` is ``"<model> with day of year"``, ``b`` ``"<model> without"``.
+    """
+    from smengine.evaluate import paired_station_ci
+
+    keys = ["station", "date"]
+    a = with_calendar.predictions
+    b = without.predictions
+    out = []
+    for m in METHODS:
+        if m in ("mean", "tdr") or m not in a.columns or m not in b.columns:
+            continue
+        if not (a[m].notna().any() and b[m].notna().any()):
+            continue
+        both = a[[*keys, "obs", m]].merge(b[[*keys, m]], on=keys, suffixes=("", "_without"))
+        wa, wo = f"{m} with day of year", f"{m} without"
+        both = both.rename(columns={m: wa, f"{m}_without": wo})
+        for metric in ("ubRMSE", "R"):
+            out.append(
+                paired_station_ci(
+                    both,
+                    wa,
+                    wo,
+                    "obs",
+                    metric=metric,
+                    block_days=COMPARE_BLOCK_DAYS,
+                    n_boot=COMPARE_N_BOOT,
+                    seed=COMPARE_SEED,
+                    min_obs=MIN_SCORED_DAYS,
+                )
+            )
+    return out

@@ -6,27 +6,51 @@
   a :class:`ModelCard`.
 * :class:`CompiledForest` is the forest exported through treelite with an exact, nogil
   native predictor (``predict``, ``predict_with_spread``, ``save``/``load``).
+* ``train(model="boosting" | "hybrid")`` fits LightGBM gradient-boosted trees or a
+  :class:`HybridRegressor` (a linear base plus trees on its residuals) through the same CV and
+  card; :func:`select_model` chooses among :data:`MODELS` by spatio-temporal leave-site-out CV on
+  the training rows, with paired intervals (``train(model="auto")``).
 * :class:`Applicability` is the area-of-applicability reference (Meyer & Pebesma 2021) the
   forest carries: the dissimilarity index of new feature vectors and its threshold.
 """
 
 from smengine.model._applicability import Applicability
 from smengine.model._card import ModelCard
+from smengine.model._choice import SELECTION_CV, ModelSelection, select_model
 from smengine.model._compiled import CompiledForest, TraversalStats, detect_stride
 from smengine.model._hash import forest_hash
-from smengine.model._train import CV_SCHEMES, DEFAULT_CV, DEFAULT_PARAM_GRID, Forest, forest_size_curve, train
+from smengine.model._hybrid import DEFAULT_LGBM_PARAMS, HybridRegressor
+from smengine.model._train import (
+    CV_SCHEMES,
+    DEFAULT_BOOST_GRID,
+    DEFAULT_CV,
+    DEFAULT_PARAM_GRID,
+    DEFAULT_TREES,
+    MODELS,
+    Forest,
+    forest_size_curve,
+    train,
+)
 
 __all__ = [
     "CV_SCHEMES",
+    "DEFAULT_BOOST_GRID",
     "DEFAULT_CV",
-    "Applicability",
+    "DEFAULT_LGBM_PARAMS",
     "DEFAULT_PARAM_GRID",
+    "DEFAULT_TREES",
+    "MODELS",
+    "SELECTION_CV",
+    "Applicability",
     "CompiledForest",
     "Forest",
+    "HybridRegressor",
     "ModelCard",
+    "ModelSelection",
     "TraversalStats",
     "detect_stride",
     "forest_hash",
     "forest_size_curve",
+    "select_model",
     "train",
 ]

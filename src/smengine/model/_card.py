@@ -27,6 +27,16 @@ from smengine.metrics import current_name
 
 __all__ = ["ModelCard", "json_safe"]
 
+#: Card fields added after the first cards were written (older cards load with their defaults).
+_OPTIONAL = ("model", "model_selection", "water_balance")
+
+#: The model's name in the markdown title.
+_MODEL_TITLE = {
+    "forest": "random forest",
+    "boosting": "gradient-boosted trees (LightGBM)",
+    "hybrid": "hybrid (linear base + LightGBM trees on its residuals)",
+}
+
 #: Metric columns shown in the markdown tables: (key in the metrics dict, header).
 _METRIC_COLUMNS = ("n", "R", "RMSE", "ubRMSE", "bias", "NSE", "KGE")
 
@@ -135,9 +145,28 @@ class ModelCard:
         Versions of smengine, scikit-learn, numpy, pandas, treelite (``None`` if absent)
         and Python.
     content_hash : str
-        :func:`smengine.model._hash.forest_hash` of the fitted forest.
+        :func:`smengine.model._hash.forest_hash` of the fitted forest; for a boosted or hybrid
+        model the SHA-256 of LightGBM's model text up to ``end of trees`` (and of the linear base),
+        :func:`smengine.model._hybrid.model_hash`.
     created : str, optional
         ISO UTC time of creation (default now); not part of equality.
+    model : str, optional
+        ``"forest"`` (default, and what cards written before other models were), ``"boosting"``
+        (LightGBM gradient-boosted trees) or ``"hybrid"`` (a linear base plus LightGBM trees on
+        its residuals, :class:`smengine.model.HybridRegressor`). ``hyperparameters`` holds that
+        model's parameters: ``RandomForestRegressor``'s, ``LGBMRegressor``'s, or the hybrid's
+        (``base_features``, ``alpha``, ``random_state``, the trees' LightGBM parameters, and its
+        fitted ``linear_base``: ``intercept`` and raw-unit ``coef`` per base feature).
+    model_selection : dict, optional
+        With ``train(model="auto")``: :meth:`smengine.model.ModelSelection.to_dict` of the
+        selection among the models on the training rows (scheme, per-model scores with paired
+        intervals against the best, the rule and the choice). Empty otherwise.
+    water_balance : dict or None, optional
+        The parameters of the water-balance features ``wb<depth>`` the model was trained with
+        (:meth:`smengine.features.WaterBalanceSpec.get_config`: ``precipitation``,
+        ``temperature``, ``sand``/``clay`` or ``texture``, ``organic_matter``, ``depths_mm``,
+        ``beta_fraction``, ``pet``), from the training table's spec; the engine makes those
+        features from them. None (default, and cards written before): no water balance.
 
     Examples
     --------
@@ -165,6 +194,9 @@ class ModelCard:
     versions: dict[str, Any]
     content_hash: str
     created: str = field(default_factory=_now, compare=False)
+    model: str = "forest"
+    model_selection: dict[str, Any] = field(default_factory=dict)
+    water_balance: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -200,7 +232,8 @@ class ModelCard:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"ModelCard.from_config: unknown keys {unknown}")
-        missing = sorted(n for n in names - set(d) if n != "created")
+        optional = {"created", *_OPTIONAL}  # fields added later: older cards lack them
+        missing = sorted(n for n in names - set(d) if n not in optional)
         if missing:
             raise ConfigError(f"ModelCard.from_config: missing keys {missing}")
         return cls(**_current_metric_names(dict(d)))
@@ -237,7 +270,7 @@ class ModelCard:
         reasons = [f"{k} {v}" for k, v in nd.items() if k not in ("total", "features") and v]
         reasons += [f"{k} {v}" for k, v in (nd.get("features") or {}).items() if v]
         out = [
-            f"# Model card: random forest for `{self.target.get('name')}` ({units})",
+            f"# Model card: {_MODEL_TITLE.get(self.model, self.model)} for `{self.target.get('name')}` ({units})",
             "",
             f"- content hash: `{self.content_hash}`",
             f"- created: {self.created}",
@@ -319,15 +352,44 @@ class ModelCard:
                     + " | ".join(_num(m.get(k)) for k in _METRIC_COLUMNS)
                     + f" | {_num(m.get('anomaly_R'))} |"
                 )
+        if self.model_selection:
+            out += _selection_markdown(self.model_selection, units)
         om = self.oob_metrics
         oob = (
             f"R² = {_num(self.oob_score)}; RMSE = {_num(om.get('RMSE'))} {units}; R = {_num(om.get('R'))} "
             "(optimistic: neighbouring days of the same station are in the bag)"
+            if self.model == "forest"
+            else "None: boosted trees are fitted on every row (no bootstrap), so there is no out-of-bag sample."
         )
         out += ["", "## Out-of-bag", "", oob]
         out += ["", "## Versions", ""]
         out += [f"- {k}: {_cell(v)}" for k, v in self.versions.items()]
         return "\n".join(out) + "\n"
+
+
+def _selection_markdown(sel: Mapping[str, Any], units: str) -> list[str]:
+    out = [
+        "",
+        f"## Model selection ({sel.get('cv')} CV on the training stations)",
+        "",
+        str(sel.get("rule", "")),
+        "",
+        "| model | pooled R | pooled ubRMSE | median site R | median site ubRMSE | Δ median ubRMSE vs best "
+        f"({units}) | interval | chosen |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sel.get("scores") or []:
+        ci = (
+            f"[{_num(r.get('ci_low'))}, {_num(r.get('ci_high'))}]"
+            if r.get("ci_low") is not None or r.get("ci_high") is not None
+            else "–"
+        )
+        out.append(
+            f"| {r.get('model')} | {_num(r.get('R'))} | {_num(r.get('ubRMSE'))} | {_num(r.get('median_R'))} "
+            f"| {_num(r.get('median_ubRMSE'))} | {_num(r.get('delta_ubRMSE'))} | {ci} "
+            f"| {'**yes**' if r.get('model') == sel.get('chosen') else ''} |"
+        )
+    return out
 
 
 def _cell(v: Any) -> str:

@@ -14,6 +14,11 @@ through the same layout and kernels: their trees are summed instead of averaged 
 divided by 1), in the same float64 tree order as LightGBM's ``GBDT::PredictRaw``, so the
 prediction is ``Booster.predict``'s bit for bit. Their spread over trees is NaN: boosted trees
 are successive corrections, not draws of one prediction.
+
+A hybrid model (:class:`smengine.model.HybridRegressor`, :meth:`CompiledForest.from_hybrid`) is a
+summed LightGBM ensemble plus a linear base: the kernels add ``intercept + Σ_j coef_j · x_j``
+(float64, feature order, ``smf_output`` in ``_forest.h``) to the tree sum of every row, bit for bit
+``HybridRegressor.predict``.
 """
 
 from __future__ import annotations
@@ -47,7 +52,10 @@ FORMAT_VERSION = 1
 #: The ``format_version`` of files holding a summed (boosted) ensemble: a reader of version 1
 #: would average their trees, so it is made to refuse them. Random forests stay version 1.
 SUMMED_FORMAT_VERSION = 2
-ENSEMBLES = ("random_forest", "boosting")
+#: The ``format_version`` of files holding a hybrid model (summed trees plus a linear base): a reader
+#: of version 2 would drop the base, so it is made to refuse them.
+HYBRID_FORMAT_VERSION = 3
+ENSEMBLES = ("random_forest", "boosting", "hybrid")
 #: LightGBM's ``kZeroThreshold`` (``1e-35f``): its predictor reads a feature with
 #: ``|x| <= kZeroThreshold`` as 0.0 (``c_api.cpp``, ``RowPairFunctionFromDenseMatric``).
 LGBM_ZERO_THRESHOLD = float(np.float32(1e-35))
@@ -382,14 +390,26 @@ def _file_hash(attrs: Mapping[str, Any], treelite: bytes | None) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _layout_hash(nodes: np.ndarray, leaf: np.ndarray, root: np.ndarray, n_features: int, average: bool = True) -> str:
-    # a summed ensemble hashes differently from the averaged one with the same trees; averaged
-    # forests keep the hash they always had (stored in their files)
-    head = f"{FORMAT}/{FORMAT_VERSION};n_features={n_features};" + ("" if average else "ensemble=boosting;")
-    h = hashlib.sha256(head.encode())
+def _layout_hash(
+    nodes: np.ndarray,
+    leaf: np.ndarray,
+    root: np.ndarray,
+    n_features: int,
+    average: bool = True,
+    lin_coef: np.ndarray | None = None,
+    lin_intercept: float = 0.0,
+) -> str:
+    # a summed ensemble hashes differently from the averaged one with the same trees, and a hybrid
+    # from both (its base's coefficients and intercept, exact bits, are hashed too); averaged
+    # forests and boosted ensembles keep the hash they always had (stored in their files)
+    kind = "" if average else ("ensemble=boosting;" if lin_coef is None else "ensemble=hybrid;")
+    h = hashlib.sha256(f"{FORMAT}/{FORMAT_VERSION};n_features={n_features};{kind}".encode())
     for a in (nodes, leaf, root):
         h.update(str(a.shape).encode())
         h.update(np.ascontiguousarray(a).tobytes())
+    if lin_coef is not None:
+        h.update(b"lin_coef" + np.ascontiguousarray(lin_coef, dtype="<f8").tobytes())
+        h.update(f"lin_intercept={float(lin_intercept).hex()};".encode())
     return "sha256:" + h.hexdigest()
 
 
@@ -473,7 +493,9 @@ class CompiledForest:
 
     A gradient-boosted ensemble (:meth:`from_lightgbm`) runs through the same kernels with its
     trees summed instead of averaged (:attr:`ensemble` ``'boosting'``): its predictions are
-    LightGBM's ``Booster.predict`` bit for bit, and its spread over trees is NaN.
+    LightGBM's ``Booster.predict`` bit for bit, and its spread over trees is NaN. A hybrid
+    (:meth:`from_hybrid`, :attr:`ensemble` ``'hybrid'``) adds a linear base to such a sum,
+    bit for bit :meth:`smengine.model.HybridRegressor.predict`.
 
     Rows with a NaN or infinite feature are never passed to the trees: they get NaN, are
     counted and reported (scikit-learn ≥ 1.4 would route NaN through a learned branch that
@@ -485,13 +507,20 @@ class CompiledForest:
     feature_names : tuple of str or None
     average : bool
         True: the prediction is the mean over trees (a random forest); False: their sum (a
-        gradient-boosted ensemble). See :attr:`ensemble`.
+        gradient-boosted ensemble or a hybrid). See :attr:`ensemble`.
+    lin_coef : ndarray of float64, shape (n_features,), or None
+        A hybrid's linear base (raw-unit coefficients; read-only), added to the tree sum with
+        :attr:`lin_intercept`; None for forests and boosted ensembles.
+    lin_intercept : float
+        The base's intercept (0.0 without a base).
     content_hash : str
         SHA-256 of the node layout (and, for a summed ensemble, of that it sums); identifies
         the predictor exactly.
     source_hash : str or None
-        :func:`~smengine.model._hash.forest_hash` of the scikit-learn forest it came from, or
-        the SHA-256 of the LightGBM model text (:meth:`from_lightgbm`).
+        :func:`~smengine.model._hash.forest_hash` of the scikit-learn forest it came from, the
+        SHA-256 of the LightGBM model text (:meth:`from_lightgbm`), or
+        :func:`smengine.model._hybrid.model_hash` of a hybrid (:meth:`from_hybrid`; the card's
+        ``content_hash`` of a trained hybrid).
     card : ModelCard or dict or None
         The model card saved with the forest.
     applicability : Applicability or None
@@ -527,6 +556,8 @@ class CompiledForest:
         card: Any = None,
         applicability: Any = None,
         average: bool = True,
+        lin_coef: npt.ArrayLike | None = None,
+        lin_intercept: float = 0.0,
     ) -> None:
         self._nodes = np.ascontiguousarray(nodes, dtype=np.int32)
         self._leaf = np.ascontiguousarray(leaf, dtype=np.float64)
@@ -543,7 +574,24 @@ class CompiledForest:
         self.card = card
         self.applicability = applicability
         self.average = bool(average)
-        self.content_hash = _layout_hash(self._nodes, self._leaf, self._root, self.n_features, self.average)
+        self.lin_coef: np.ndarray | None = None
+        self.lin_intercept = float(lin_intercept)
+        if lin_coef is not None:
+            coef = np.array(lin_coef, dtype=np.float64).ravel()
+            if coef.size != self.n_features or not np.isfinite(coef).all() or not np.isfinite(self.lin_intercept):
+                raise ValidationError(
+                    f"a linear base needs {self.n_features} finite coefficients and a finite intercept, got "
+                    f"{coef.size} coefficient(s), intercept {self.lin_intercept}"
+                )
+            if self.average:
+                raise ValidationError("a linear base goes with summed trees (a hybrid model), not an averaged forest")
+            coef.flags.writeable = False
+            self.lin_coef = coef
+        elif self.lin_intercept != 0.0:
+            raise ValidationError("lin_intercept without lin_coef")
+        self.content_hash = _layout_hash(
+            self._nodes, self._leaf, self._root, self.n_features, self.average, self.lin_coef, self.lin_intercept
+        )
         self._blocks: dict[str, np.ndarray] | None = None
         self._kernel: Any = None  # ForestTables, built on first use (_kernel_tables)
 
@@ -692,6 +740,85 @@ class CompiledForest:
         return cf
 
     @classmethod
+    def from_hybrid(
+        cls, hybrid: Any, *, feature_names: Sequence[str] | None = None, card: Any = None
+    ) -> CompiledForest:
+        """Compile a fitted :class:`smengine.model.HybridRegressor`: its residual trees through
+        :meth:`from_lightgbm` plus its linear base.
+
+        Every valid row's prediction is ``intercept_ + Σ_j coef_[j] · x_j`` (float64 from the
+        float32 features, added in feature order without fused multiply-adds) plus the tree sum,
+        the expression :meth:`HybridRegressor.predict` evaluates, so :meth:`predict`, the
+        engine (:func:`smengine.engine.predict`, ``run``, ``Stepper``) and the hybrid agree bit
+        for bit. :attr:`ensemble` is ``'hybrid'``; the spread over trees is NaN (summed trees).
+        The base is saved with the model (format version 3, which smengine versions without
+        hybrids refuse to read) and is part of :attr:`content_hash`.
+
+        Parameters
+        ----------
+        hybrid : HybridRegressor
+            Fitted.
+        feature_names : sequence of str, optional
+            Default: ``hybrid.feature_names_in_`` when it was fitted with names.
+        card : ModelCard or dict, optional
+            Saved with the model.
+
+        Returns
+        -------
+        CompiledForest
+
+        Raises
+        ------
+        ConfigError
+            If ``hybrid`` is not a fitted HybridRegressor, or lightgbm is not installed.
+        ValidationError
+            As :meth:`from_lightgbm`, or a non-finite base.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from smengine.model import CompiledForest, HybridRegressor
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.random((500, 4), dtype=np.float32)
+        >>> h = HybridRegressor(lgbm_params={"n_estimators": 30}).fit(X, X.sum(1) + np.sin(5 * X[:, 0]))
+        >>> cf = CompiledForest.from_hybrid(h)
+        >>> cf.ensemble
+        'hybrid'
+        >>> bool(np.array_equal(cf.predict(X), h.predict(X)))
+        True
+        """
+        from smengine.model._hybrid import HybridRegressor
+
+        if not isinstance(hybrid, HybridRegressor):
+            raise ConfigError(f"expected a fitted HybridRegressor, got {type(hybrid).__name__}")
+        if not hasattr(hybrid, "trees_"):
+            raise ConfigError("the HybridRegressor is not fitted (call .fit first)")
+        if feature_names is None and hasattr(hybrid, "feature_names_in_"):
+            feature_names = [str(n) for n in hybrid.feature_names_in_]
+        trees = cls.from_lightgbm(hybrid.booster_, feature_names=feature_names, card=card)
+        if trees.n_features != hybrid.n_features_in_:
+            raise ValidationError(
+                f"the residual trees see {trees.n_features} features, the hybrid {hybrid.n_features_in_}"
+            )
+        from smengine.model._hybrid import model_hash
+
+        coef = np.ascontiguousarray(hybrid.coef_, dtype=np.float64)
+        return cls(
+            trees._nodes,
+            trees._leaf,
+            trees._root,
+            trees.max_depth,
+            trees.n_features,
+            feature_names=trees.feature_names,
+            treelite_bytes=trees._treelite_bytes,
+            source_hash=model_hash(hybrid),
+            card=card,
+            average=False,
+            lin_coef=coef,
+            lin_intercept=float(hybrid.intercept_),
+        )
+
+    @classmethod
     def from_sklearn(
         cls,
         rf: Any,
@@ -771,8 +898,11 @@ class CompiledForest:
         return int(self._leaf.size)
 
     @property
-    def ensemble(self) -> Literal["random_forest", "boosting"]:
-        """``'random_forest'`` (trees averaged) or ``'boosting'`` (trees summed)."""
+    def ensemble(self) -> Literal["random_forest", "boosting", "hybrid"]:
+        """``'random_forest'`` (trees averaged), ``'boosting'`` (trees summed) or ``'hybrid'``
+        (trees summed plus a linear base)."""
+        if self.lin_coef is not None:
+            return "hybrid"
         return "random_forest" if self.average else "boosting"
 
     def to_treelite(self) -> Any:
@@ -916,7 +1046,14 @@ class CompiledForest:
         kt = self._kernel
         if kt is None:
             kt = self._kernel = ForestTables(
-                self._nodes, self._leaf, self._root, self.n_features, isa_cap=cap, average=self.average
+                self._nodes,
+                self._leaf,
+                self._root,
+                self.n_features,
+                isa_cap=cap,
+                average=self.average,
+                lin_coef=self.lin_coef,
+                lin_intercept=self.lin_intercept,
             )
         if mode == 3 and not kt.has_blocks:
             t = self.blocks()
@@ -936,6 +1073,8 @@ class CompiledForest:
         state.setdefault("_kernel", None)
         state.setdefault("applicability", None)  # pickled before forests carried one
         state.setdefault("average", True)  # pickled before boosted ensembles
+        state.setdefault("lin_coef", None)  # pickled before hybrid models
+        state.setdefault("lin_intercept", 0.0)
         self.__dict__.update(state)
 
     def _run(
@@ -1009,8 +1148,9 @@ class CompiledForest:
         block: int = DEFAULT_BLOCK,
         stride: int | None = None,
     ) -> np.ndarray:
-        """The ensemble's prediction for every row: the mean over trees (a random forest) or
-        their sum (a boosted ensemble, :attr:`ensemble` ``'boosting'``).
+        """The ensemble's prediction for every row: the mean over trees (a random forest),
+        their sum (a boosted ensemble, :attr:`ensemble` ``'boosting'``), or their sum plus the
+        linear base (``'hybrid'``).
 
         What to decide: the rows (a table or a raster), the threads, what happens to rows
         with a NaN or infinite feature, and whether the spread over trees is wanted too
@@ -1061,7 +1201,8 @@ class CompiledForest:
         -------
         numpy.ndarray of float64, shape (n_rows,) or (ny, nx)
             Equal to ``RandomForestRegressor.predict(X)`` (LightGBM's ``Booster.predict(X)``
-            for a model from :meth:`from_lightgbm`) for finite rows.
+            for a model from :meth:`from_lightgbm`, ``HybridRegressor.predict(X)`` for one from
+            :meth:`from_hybrid`) for finite rows.
         """
         return self._run(X, False, n_threads, on_invalid, reuse, block, stride)[0]
 
@@ -1081,7 +1222,7 @@ class CompiledForest:
         predictions, accumulated in the same pass (shifted sums, float64), the forest's
         uncertainty layer. Parameters as :meth:`predict`.
 
-        A boosted ensemble (:attr:`ensemble` ``'boosting'``) has no such spread: its trees are
+        A boosted ensemble (:attr:`ensemble` ``'boosting'`` or ``'hybrid'``) has no such spread: its trees are
         successive corrections, not draws of one prediction, so their SD says nothing about
         the uncertainty. Its ``sd`` is NaN (and so is the engine's uncertainty layer); its
         ``mean`` is the prediction (the sum over trees), as :meth:`predict`.
@@ -1114,8 +1255,10 @@ class CompiledForest:
 
         The file holds the treelite checkpoint (the portable model, ``treelite``
         dataset, opaque bytes), the node layout, the model card (JSON attribute), the
-        forest's hashes, the ``ensemble`` (``'random_forest'`` or ``'boosting'``; format
-        version 2 for a boosted one, which older readers would average) and a ``file_hash``
+        forest's hashes, the ``ensemble`` (``'random_forest'``, ``'boosting'`` or ``'hybrid'``;
+        format version 2 for a boosted one, which older readers would average, 3 for a hybrid,
+        whose linear base is the ``lin_coef`` dataset and ``lin_intercept`` attribute and which
+        older readers would drop) and a ``file_hash``
         over the attributes (feature names, card) and the treelite copy, so :meth:`load`
         notices a change to any part of the file. The
         area-of-applicability reference (:attr:`applicability`), when there is one, is the
@@ -1131,7 +1274,11 @@ class CompiledForest:
         buf = io.BytesIO()
         attrs: dict[str, Any] = {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION if self.average else SUMMED_FORMAT_VERSION,
+            "format_version": (
+                HYBRID_FORMAT_VERSION
+                if self.lin_coef is not None
+                else (FORMAT_VERSION if self.average else SUMMED_FORMAT_VERSION)
+            ),
             "ensemble": self.ensemble,
             "n_features": self.n_features,
             "max_depth": self.max_depth,
@@ -1142,12 +1289,16 @@ class CompiledForest:
         }
         if self.applicability is not None:
             attrs["applicability"] = self.applicability.digest
+        if self.lin_coef is not None:
+            attrs["lin_intercept"] = self.lin_intercept
         attrs["file_hash"] = _file_hash(attrs, self._treelite_bytes)
         with h5py.File(buf, "w") as f:
             f.attrs.update(attrs)
             f.create_dataset("nodes", data=self._nodes)
             f.create_dataset("leaf", data=self._leaf)
             f.create_dataset("root", data=self._root)
+            if self.lin_coef is not None:
+                f.create_dataset("lin_coef", data=self.lin_coef)
             if self._treelite_bytes is not None:
                 f.create_dataset("treelite", data=np.frombuffer(self._treelite_bytes, dtype=np.uint8))
             if self.applicability is not None:
@@ -1161,7 +1312,8 @@ class CompiledForest:
         """Read a forest written by :meth:`save`; the layout is checked against its hash.
 
         Files written before boosted ensembles existed (no ``ensemble`` attribute) are random
-        forests.
+        forests. A hybrid's file (format version 3) carries its linear base (``lin_coef``
+        dataset, ``lin_intercept`` attribute), covered by the layout hash.
 
         Raises
         ------
@@ -1176,10 +1328,10 @@ class CompiledForest:
             with h5py.File(path, "r") as f:
                 if f.attrs.get("format") != FORMAT:
                     raise DataError(f"{path}: not a smengine compiled forest (format={f.attrs.get('format')!r})")
-                if int(f.attrs["format_version"]) > SUMMED_FORMAT_VERSION:
+                if int(f.attrs["format_version"]) > HYBRID_FORMAT_VERSION:
                     raise DataError(
                         f"{path}: format version {int(f.attrs['format_version'])} is newer than "
-                        f"this smengine reads ({SUMMED_FORMAT_VERSION})"
+                        f"this smengine reads ({HYBRID_FORMAT_VERSION})"
                     )
                 tl = bytes(f["treelite"][...].tobytes()) if "treelite" in f else None
                 attrs = {k: _attr_value(v) for k, v in f.attrs.items()}
@@ -1200,6 +1352,9 @@ class CompiledForest:
                 ensemble = attrs.get("ensemble", "random_forest")  # files from before boosting: forests
                 if ensemble not in ENSEMBLES:
                     raise DataError(f"{path}: unknown ensemble {ensemble!r} (expected one of {ENSEMBLES})")
+                if (ensemble == "hybrid") != ("lin_coef" in f):
+                    raise DataError(f"{path}: a {ensemble!r} model file with{'out' if 'lin_coef' not in f else ''} "
+                                    "a linear base (corrupt file?)")  # fmt: skip
                 cf = cls(
                     f["nodes"][...],
                     f["leaf"][...],
@@ -1211,6 +1366,8 @@ class CompiledForest:
                     source_hash=str(f.attrs["source_hash"]) or None,
                     card=_card_from(json.loads(f.attrs["card"])),
                     average=ensemble == "random_forest",
+                    lin_coef=f["lin_coef"][...] if ensemble == "hybrid" else None,
+                    lin_intercept=float(attrs.get("lin_intercept", 0.0)) if ensemble == "hybrid" else 0.0,
                 )
                 cf.applicability = _applicability_from(f, attrs, path)
                 stored = str(f.attrs["content_hash"])

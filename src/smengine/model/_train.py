@@ -23,6 +23,14 @@ by leave-site-out CV for the same reason.
 Every fit uses the same ``random_state``, so the same table gives the same forest (equal
 :func:`~smengine.model._hash.forest_hash`) and the same :class:`ModelCard`.
 
+Beside the forest, ``train(model=...)`` fits the other models of :data:`MODELS` with the same
+grouped CV, card and compiled form: ``"boosting"``, LightGBM gradient-boosted trees (Ke et al.
+2017; summed trees, :meth:`~smengine.model.CompiledForest.from_lightgbm`), and ``"hybrid"``, a
+linear base plus LightGBM trees on its residuals (:class:`~smengine.model.HybridRegressor`,
+:meth:`~smengine.model.CompiledForest.from_hybrid`), which leaves the training range where its base
+does. ``model="auto"`` chooses among them by spatio-temporal leave-site-out CV on the training
+rows (:func:`~smengine.model.select_model`).
+
 The forest's size is a lever on the engine's speed: :func:`forest_size_curve` reports the
 grouped-CV skill against the number of trees and the leaf size, and
 ``train(n_estimators="smallest")`` picks the smallest forest within ``size_tolerance``
@@ -63,8 +71,11 @@ from smengine.model._hash import forest_hash
 
 __all__ = [
     "CV_SCHEMES",
+    "DEFAULT_BOOST_GRID",
     "DEFAULT_CV",
     "DEFAULT_PARAM_GRID",
+    "DEFAULT_TREES",
+    "MODELS",
     "SIZE_LEAVES",
     "SIZE_TOLERANCE",
     "SIZE_TREES",
@@ -89,6 +100,33 @@ DEFAULT_PARAM_GRID: dict[str, tuple[Any, ...]] = {"max_features": (0.2, 0.33, 0.
 #: Parameters :func:`train` sets itself (not searchable).
 _FIXED = ("n_estimators", "random_state", "n_jobs", "oob_score", "bootstrap", "verbose", "warm_start")
 
+#: The models :func:`train` fits: a random forest, LightGBM gradient-boosted trees, and a hybrid
+#: (a linear base plus LightGBM trees on its residuals). ``train(model="auto")`` chooses among them.
+MODELS = ("forest", "boosting", "hybrid")
+
+#: Trees of each model when ``train(n_estimators=None)`` (the default): 500 averaged trees for the
+#: forest (SCIENCE §4.3), 200 boosting rounds at learning rate 0.03 for the others.
+DEFAULT_TREES: dict[str, int] = {"forest": 500, "boosting": 200, "hybrid": 200}
+
+#: LightGBM grid searched by leave-site-out CV for ``"boosting"`` and ``"hybrid"`` (``search=True``):
+#: the two knobs of a boosted model's capacity at a fixed number of rounds (leaves per tree, and the
+#: learning rate, i.e. how far 200 rounds go). Other LightGBM parameters keep
+#: :data:`smengine.model.DEFAULT_LGBM_PARAMS` (or ``model_params``).
+DEFAULT_BOOST_GRID: dict[str, tuple[Any, ...]] = {"num_leaves": (7, 15), "learning_rate": (0.03, 0.1)}
+
+
+class _NotGiven(int):
+    """``train``'s default ``n_estimators``: the forest's 500, recognisably not given, so that a
+    boosted model takes its own number of rounds (:data:`DEFAULT_TREES`)."""
+
+
+_N_ESTIMATORS = _NotGiven(DEFAULT_TREES["forest"])
+
+#: HybridRegressor parameters (the rest of a hybrid's parameters are LightGBM's).
+_HYBRID_KEYS = ("base_features", "alpha")
+#: Parameters of the boosted models that train sets itself.
+_BOOST_FIXED = ("n_estimators", "random_state", "n_jobs", "lgbm_params")
+
 #: Tree counts scored by :func:`forest_size_curve` and ``train(n_estimators="smallest")``.
 SIZE_TREES: tuple[int, ...] = (10, 25, 50, 100, 200, 500)
 
@@ -109,14 +147,17 @@ Split = tuple[np.ndarray, np.ndarray]
 # the trained forest
 # ======================================================================================
 class Forest:
-    """The trained scikit-learn forest with its feature list, model card and CV results.
+    """The trained model with its feature list, model card and CV results.
 
-    Made by :func:`train`; pickles like any scikit-learn estimator.
+    Made by :func:`train`; pickles like any scikit-learn estimator. The name is historical: it
+    holds a random forest, LightGBM gradient-boosted trees or a hybrid (:attr:`model`).
 
     Attributes
     ----------
-    estimator : sklearn.ensemble.RandomForestRegressor
-        The forest fitted on every complete row.
+    estimator : RandomForestRegressor, lightgbm.LGBMRegressor or HybridRegressor
+        The model fitted on every complete row.
+    model : {"forest", "boosting", "hybrid"}
+        Which model :attr:`estimator` is.
     features : list of str
         Feature names in column order.
     card : ModelCard
@@ -133,6 +174,9 @@ class Forest:
     knndm : KNNDM or None
         With ``cv="knndm"``: the folds and their nearest-neighbour distance functions
         (:func:`smengine.evaluate.plot_knndm` draws them).
+    selection : ModelSelection or None
+        With ``train(model="auto")``: the selection among the models on every training row
+        (:func:`smengine.model.select_model`).
     """
 
     def __init__(
@@ -143,7 +187,11 @@ class Forest:
         cv_predictions: pd.DataFrame,
         site_metrics: pd.DataFrame,
         applicability: Applicability | None = None,
+        model: str = "forest",
     ) -> None:
+        if model not in MODELS:
+            raise ConfigError(f"Forest: model should be one of {list(MODELS)}, got {model!r}")
+        self.model = model
         self.estimator = estimator
         self.features = list(features)
         self.card = card
@@ -151,10 +199,13 @@ class Forest:
         self.site_metrics = site_metrics
         self.applicability = applicability
         self.knndm: Any = None
+        self.selection: Any = None
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("applicability", None)  # pickled before forests carried it
         state.setdefault("knndm", None)
+        state.setdefault("model", "forest")  # pickled before other models
+        state.setdefault("selection", None)
         self.__dict__.update(state)
 
     @property
@@ -174,7 +225,8 @@ class Forest:
         return X
 
     def predict(self, table_or_array: pd.DataFrame | npt.ArrayLike) -> np.ndarray:
-        """Predict with scikit-learn on float32 features; rows with a NaN or inf give NaN.
+        """Predict on float32 features (scikit-learn, LightGBM or the hybrid); rows with a NaN or
+        inf give NaN.
 
         Parameters
         ----------
@@ -187,31 +239,47 @@ class Forest:
         ndarray, float64, shape (n,)
             Soil moisture in the target's units (m³ m⁻³). Bitwise equal to
             ``estimator.predict`` with ``n_jobs=1`` whatever ``estimator.n_jobs``:
-            threads split the rows, not the trees (see :func:`train`, Notes).
+            threads split the rows, not the trees (see :func:`train`, Notes); and equal to the
+            compiled model's prediction for a boosted or hybrid model.
         """
         X = self._matrix(table_or_array)
         ok = np.isfinite(X).all(axis=1)
         out = np.full(X.shape[0], np.nan)
         if ok.any():
-            out[ok] = _predict(self.estimator, X if ok.all() else X[ok], self.estimator.n_jobs)
+            out[ok] = _predict_model(self.model, self.estimator, X if ok.all() else X[ok], self.estimator.n_jobs)
         return out
 
     def compile(self, **kwargs: Any) -> CompiledForest:
         """The native predictor: :meth:`smengine.model.CompiledForest.from_sklearn` of
-        :attr:`estimator`, carrying this :attr:`card`, the feature names and the
-        :attr:`applicability` reference. Keyword arguments (e.g. ``cache_dir``) are passed on."""
+        :attr:`estimator` (``from_lightgbm`` for ``"boosting"``, ``from_hybrid`` for
+        ``"hybrid"``), carrying this :attr:`card`, the feature names and the
+        :attr:`applicability` reference. Keyword arguments (e.g. ``cache_dir``, forests only)
+        are passed on."""
         from smengine.model._compiled import CompiledForest
 
         kwargs.setdefault("feature_names", list(self.features))
-        cf = CompiledForest.from_sklearn(self.estimator, card=self.card, **kwargs)
+        build = {
+            "forest": CompiledForest.from_sklearn,
+            "boosting": CompiledForest.from_lightgbm,
+            "hybrid": CompiledForest.from_hybrid,
+        }[self.model]
+        cf = build(self.estimator, card=self.card, **kwargs)
         cf.applicability = self.applicability
         return cf
+
+    @property
+    def n_trees(self) -> int:
+        """Trees of the model (boosting rounds of a boosted or hybrid one)."""
+        if self.model == "forest":
+            return len(self.estimator.estimators_)
+        return int(self.estimator.booster_.num_trees())
 
     def __repr__(self) -> str:
         site = (self.card.cv.get("site") or {}).get("metrics") or {}
         skill = f", site-CV RMSE {site['RMSE']:.4f}" if site.get("RMSE") is not None else ""
+        what = "" if self.model == "forest" else f" ({self.model})"
         return (
-            f"<Forest {len(self.estimator.estimators_)} trees, {self.n_features} features, "
+            f"<Forest{what} {self.n_trees} trees, {self.n_features} features, "
             f"{len(self.card.stations)} stations, {self.card.n_samples} samples{skill}, "
             f"{self.card.content_hash[:19]}>"
         )
@@ -310,6 +378,108 @@ def _rf(
     )
 
 
+def _fit_model(
+    model: str,
+    params: Mapping[str, Any],
+    n_estimators: int,
+    random_state: int,
+    n_jobs: int | None,
+    X: np.ndarray,
+    y: np.ndarray,
+    features: Sequence[str] | None = None,
+    oob: bool = False,
+) -> Any:
+    """Fit one model of :data:`MODELS` on ``X, y`` (float32 rows, float64 target).
+
+    ``"forest"``: :func:`_rf` (as always). ``"boosting"``: an ``LGBMRegressor`` of
+    :data:`~smengine.model.DEFAULT_LGBM_PARAMS` updated by ``params``. ``"hybrid"``: a
+    :class:`~smengine.model.HybridRegressor` (``base_features`` and ``alpha`` from ``params``, the
+    rest are its trees' LightGBM parameters), fitted with the feature names."""
+    if model == "forest":
+        return _rf(params, n_estimators, random_state, n_jobs, oob=oob).fit(X, y)
+    from smengine.model._hybrid import HybridRegressor, lgbm_regressor
+
+    lgbm = {k: v for k, v in params.items() if k not in _HYBRID_KEYS}
+    lgbm["n_estimators"] = n_estimators
+    if model == "boosting":
+        return lgbm_regressor(lgbm, random_state=random_state, n_jobs=n_jobs).fit(X, y)
+    hyb = {k: params[k] for k in _HYBRID_KEYS if k in params}
+    est = HybridRegressor(**hyb, lgbm_params=lgbm, random_state=random_state, n_jobs=n_jobs)
+    return est.fit(X, y, feature_names=None if features is None else list(features))
+
+
+def _predict_model(model: str, est: Any, X: np.ndarray, n_jobs: int | None) -> np.ndarray:
+    """Predictions of a model fitted by :func:`_fit_model`, bitwise independent of ``n_jobs``
+    (LightGBM sums each row's trees in order; its threads split the rows)."""
+    if model == "forest":
+        return _predict(est, X, n_jobs)
+    return np.asarray(est.predict(X), dtype=np.float64)
+
+
+def _importances(model: str, est: Any) -> np.ndarray:
+    """Feature weights of the area of applicability: the forest's impurity importances, or
+    LightGBM's total-gain importances normalised to sum 1 (a hybrid's residual trees)."""
+    if model == "forest":
+        return np.asarray(est.feature_importances_, dtype=np.float64)
+    from smengine.model._hybrid import gain_importances
+
+    return gain_importances(est.booster_)
+
+
+def _boost_grid(model: str, param_grid: Mapping[str, Sequence[Any]] | None) -> list[dict[str, Any]]:
+    """The candidates of a boosted model's search (default :data:`DEFAULT_BOOST_GRID`)."""
+    from smengine.model._hybrid import lgbm_regressor
+
+    grid = dict(DEFAULT_BOOST_GRID if param_grid is None else param_grid)
+    valid = set(lgbm_regressor().get_params()) - set(_BOOST_FIXED)
+    if model == "hybrid":
+        valid |= set(_HYBRID_KEYS)
+    bad = sorted(set(grid) - valid)
+    if bad:
+        raise ConfigError(f"param_grid: {bad} cannot be searched for model={model!r}; choose from {sorted(valid)}")
+    for k, v in grid.items():
+        if isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or len(v) == 0:
+            raise ConfigError(f"param_grid[{k!r}] should be a non-empty list of values, got {v!r}")
+    if not grid:
+        raise ConfigError("param_grid is empty")
+    return [json_safe(p) for p in ParameterGrid({k: list(v) for k, v in grid.items()})]
+
+
+def _model_params(model: str, model_params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Check ``train``'s ``model_params``: LightGBM (and, for a hybrid, HybridRegressor) parameters."""
+    if not model_params:
+        return {}
+    if model == "forest":
+        raise ConfigError("model_params is for model='boosting' or 'hybrid' (the forest takes max_features, ...)")
+    from smengine.model._hybrid import lgbm_regressor
+
+    valid = set(lgbm_regressor().get_params()) - set(_BOOST_FIXED) | (
+        set(_HYBRID_KEYS) if model in ("hybrid", "auto") else set()
+    )
+    bad = sorted(set(model_params) - valid)
+    if bad:
+        raise ConfigError(f"model_params: {bad} are not parameters of model={model!r}; choose from {sorted(valid)}")
+    return dict(model_params)
+
+
+def _hyperparameters(model: str, est: Any, features: Sequence[str]) -> dict[str, Any]:
+    """The card's ``hyperparameters`` of a fitted model (``n_jobs`` and ``verbose`` left out)."""
+    drop = ("n_jobs", "verbose")
+    if model != "hybrid":
+        return {k: v for k, v in est.get_params().items() if k not in drop}
+    from smengine.model._hybrid import DEFAULT_LGBM_PARAMS
+
+    lgbm = {**DEFAULT_LGBM_PARAMS, **dict(est.lgbm_params or {})}
+    base = [features[i] for i in est.base_index_]
+    return {
+        "base_features": base,
+        "alpha": est.alpha,
+        "random_state": est.random_state,
+        **{k: v for k, v in lgbm.items() if k not in drop},
+        "linear_base": {"intercept": est.intercept_, "coef": {f: float(est.coef_[features.index(f)]) for f in base}},
+    }
+
+
 def _splits(scheme: str, groups: np.ndarray, n_splits: int | None) -> tuple[list[Split], str]:
     """Train/test index pairs: leave-one-group-out for years (and when ``n_splits`` is
     None), else ``GroupKFold(min(n_splits, n_groups))``."""
@@ -329,12 +499,14 @@ def _cross_val_predict(
     random_state: int,
     n_jobs: int | None,
     tick: Callable[[], Any],
+    model: str = "forest",
+    features: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     pred = np.full(y.size, np.nan)
     fold = np.full(y.size, -1, dtype=np.int64)
     for k, (tr, te) in enumerate(splits):
-        rf = _rf(params, n_estimators, random_state, n_jobs).fit(X[tr], y[tr])
-        pred[te] = _predict(rf, X[te], n_jobs)
+        est = _fit_model(model, params, n_estimators, random_state, n_jobs, X[tr], y[tr], features)
+        pred[te] = _predict_model(model, est, X[te], n_jobs)
         fold[te] = k
         tick()
     return pred, fold
@@ -752,9 +924,12 @@ def _select(
     n_jobs: int | None,
     bar: Any,
     quiet: bool = False,
+    model: str = "forest",
+    features: Sequence[str] | None = None,
 ) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
     """``train``'s model selection on rows ``X, y``: the hyper-parameter search, then the
-    forest size. Returns (parameters, trees, the card's search rows)."""
+    forest size. Returns (parameters, trees, the card's search rows). A boosted model's search
+    fits ``n_estimators`` rounds (``search_estimators`` is the forest's)."""
     search_rows: list[dict[str, Any]] = []
     params = dict(base)
     say = log.debug if quiet else log.info
@@ -763,14 +938,15 @@ def _select(
         best, i_best = math.inf, 0
         for i, cand in enumerate(candidates):
             bar.set_postfix_str(f"search {cand}")
+            n_search = search_estimators if model == "forest" else n_estimators
             p, _ = _cross_val_predict(
-                X, y, site_splits[0], {**base, **cand}, search_estimators, random_state, n_jobs, bar.update
+                X, y, site_splits[0], {**base, **cand}, n_search, random_state, n_jobs, bar.update, model, features
             )
             m = evaluate(p, y)
             search_rows.append(
                 {
                     "params": dict(cand),
-                    "n_estimators": search_estimators,
+                    "n_estimators": n_search,
                     "cv": "site",
                     "splitter": site_splits[1],
                     "RMSE": m["RMSE"],
@@ -808,19 +984,25 @@ def _nested_cross_val_predict(
     y: np.ndarray,
     stations: np.ndarray,
     splits: Sequence[Split],
-    select: Callable[[np.ndarray, np.ndarray, tuple[list[Split], str] | None], tuple[dict[str, Any], int]],
-    fallback: tuple[dict[str, Any], int],
+    select: Callable[..., tuple[Any, ...]],
+    fallback: tuple[Any, ...],
     n_splits: int | None,
     random_state: int,
     n_jobs: int | None,
     tick: Callable[[], Any],
+    model: str = "forest",
+    features: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """Out-of-fold predictions with the model selection re-run inside every fold.
 
     The search (and forest-size step) of each fold sees only that fold's training rows,
     split by station (``GroupKFold`` as in the outer CV); its choice is fitted on them and
     predicts the held-out rows. A fold whose training rows hold a single station cannot be
-    searched by station and uses ``fallback`` (recorded as such)."""
+    searched by station and uses ``fallback`` (recorded as such).
+
+    ``select(X, y, inner, rows)`` returns ``(params, n_trees)`` or, when it chooses the model
+    too (``train(model="auto")``), ``(params, n_trees, model)``; ``rows`` are the fold's training
+    row indices."""
     pred = np.full(y.size, np.nan)
     fold = np.full(y.size, -1, dtype=np.int64)
     choices: list[dict[str, Any]] = []
@@ -828,17 +1010,78 @@ def _nested_cross_val_predict(
         inner_groups = stations[tr]
         if np.unique(inner_groups).size >= 2:
             inner = _splits("site", inner_groups, n_splits)
-            params, n_trees = select(X[tr], y[tr], inner)
+            got = select(X[tr], y[tr], inner, tr)
             how = f"searched by {inner[1]} over {np.unique(inner_groups).size} stations"
         else:
-            params, n_trees = fallback
+            got = fallback
             how = "not searched: one station in the fold's training rows (defaults used)"
-        rf = _rf(params, n_trees, random_state, n_jobs).fit(X[tr], y[tr])
-        pred[te] = _predict(rf, X[te], n_jobs)
+        params, n_trees = got[0], got[1]
+        m = got[2] if len(got) > 2 else model
+        est = _fit_model(m, params, n_trees, random_state, n_jobs, X[tr], y[tr], features)
+        pred[te] = _predict_model(m, est, X[te], n_jobs)
         fold[te] = k
-        choices.append({"fold": k, "params": json_safe(params), "n_estimators": int(n_trees), "selection": how})
+        choice = {"fold": k, "params": json_safe(params), "n_estimators": int(n_trees), "selection": how}
+        if len(got) > 2:
+            choice["model"] = m
+        choices.append(choice)
         tick()
     return pred, fold, choices
+
+
+def _auto_select(
+    X: np.ndarray,
+    y: np.ndarray,
+    stations: np.ndarray,
+    dates: np.ndarray,
+    xy: np.ndarray | None,
+    features: Sequence[str],
+    select_cv: str,
+    time_blocks: int,
+    n_splits: int | None,
+    setup: Callable[[str], tuple[list[dict[str, Any]], dict[str, Any], int]],
+    random_state: int,
+    n_jobs: int | None,
+    knndm_domain: npt.ArrayLike | None,
+    progress: bool | None,
+    intervals: bool = True,
+) -> Any:
+    """``train(model="auto")``'s choice among :data:`MODELS` on rows ``X, y`` (all of them, or an
+    outer fold's training rows): :func:`smengine.model.select_model`'s comparison, every model
+    at its fixed parameters (no search). kNNDM needs 3 stations: with fewer (a small fold) the
+    site-time scheme is used."""
+    from smengine.model._choice import _compare_models
+
+    cv = select_cv
+    if cv == "knndm" and np.unique(stations).size < 3:
+        cv = "site-time"
+    trees = {m: setup(m)[2] for m in MODELS}
+    params = {m: setup(m)[1] for m in MODELS}
+    n_st = np.unique(stations).size
+    n_folds = (n_st if n_splits is None else min(n_splits, n_st)) * (time_blocks if cv == "site-time" else 1)
+    bar = _progress(progress, n_folds * len(MODELS))
+    bar.set_postfix_str(f"model selection ({cv})")
+    try:
+        return _compare_models(
+            X,
+            y,
+            stations,
+            dates,
+            xy,
+            features,
+            models=MODELS,
+            cv=cv,
+            time_blocks=time_blocks,
+            n_splits=n_splits,
+            trees=trees,
+            params=params,
+            random_state=random_state,
+            n_jobs=n_jobs,
+            knndm_domain=knndm_domain,
+            intervals=intervals,
+            tick=bar.update,
+        )
+    finally:
+        bar.close()
 
 
 # ======================================================================================
@@ -850,9 +1093,10 @@ def train(
     target: str = "target",
     *,
     cv: str | Sequence[str] | None = DEFAULT_CV,
+    model: str = "forest",
     search: bool = True,
     param_grid: Mapping[str, Sequence[Any]] | None = None,
-    n_estimators: int | Literal["smallest"] = 500,
+    n_estimators: int | Literal["smallest"] | None = _N_ESTIMATORS,
     max_features: float | str | None = 1 / 3,
     min_samples_leaf: float = 5,
     search_estimators: int = 100,
@@ -867,8 +1111,12 @@ def train(
     size_leaves: Sequence[float] = SIZE_LEAVES,
     nested: bool = True,
     knndm_domain: npt.ArrayLike | None = None,
+    model_params: Mapping[str, Any] | None = None,
+    select_cv: str = "site-time",
+    time_blocks: int = 4,
 ) -> Forest:
-    r"""Fit the Random Forest on the complete rows of a training table, with grouped CV.
+    r"""Fit the Random Forest (or another model of :data:`MODELS`) on the complete rows of a
+    training table, with grouped CV.
 
     1. Rows with NaN/inf in a feature or the target (or a missing station or date) are
        dropped and counted per reason: the native predictor never sees incomplete rows,
@@ -905,6 +1153,26 @@ def train(
     random_state=random_state)``, so a fold can be re-fitted exactly from
     :attr:`Forest.cv_predictions`.
 
+    **Other models** (``model``). ``"boosting"`` fits LightGBM gradient-boosted trees
+    (``LGBMRegressor`` with :data:`smengine.model.DEFAULT_LGBM_PARAMS`, updated by
+    ``model_params``) and ``"hybrid"`` a :class:`~smengine.model.HybridRegressor` (a ridge base on
+    ``model_params["base_features"]``, default every feature, plus LightGBM trees on its
+    residuals), through the same steps: the CV schemes, out-of-fold predictions and card metrics
+    are the same; the search (step 2) scores :data:`DEFAULT_BOOST_GRID` (or ``param_grid``:
+    LightGBM parameters, and ``base_features``/``alpha`` for a hybrid) with ``n_estimators``
+    rounds, nested like the forest's; ``n_estimators="smallest"`` (a forest's size) is refused,
+    and there is no out-of-bag score (no bootstrap: ``oob_score`` is None). The area of
+    applicability weights the features by LightGBM's normalised total-gain importances (of a
+    hybrid's residual trees). :meth:`Forest.compile` gives the exact compiled model
+    (:meth:`~smengine.model.CompiledForest.from_lightgbm` / ``from_hybrid``).
+
+    ``model="auto"`` first runs :func:`~smengine.model.select_model` on the table (every model
+    at its defaults and ``n_estimators``, scheme ``select_cv``; the lowest median per-station
+    ubRMSE wins), records it in the card (``model_selection``; :attr:`Forest.selection`), then
+    trains the chosen model as above. With ``nested`` (the default) every outer CV fold re-runs
+    that selection (and the chosen model's search) on its own training rows and records its
+    choice (``fold_selection[k]["model"]``), so the reported CV includes the cost of choosing.
+
     Parameters
     ----------
     table : pandas.DataFrame
@@ -916,6 +1184,8 @@ def train(
         Feature columns in model order (default ``table.attrs["features"]``).
     target : str, optional
         Target column, volumetric soil moisture in m³ m⁻³ (default ``"target"``).
+    model : {"forest", "boosting", "hybrid", "auto"}, optional
+        The model (default ``"forest"``, the behaviour of earlier versions); see above.
     cv : str or sequence of {"site", "year", "block", "knndm"}, optional
         Grouped CV schemes to run (default :data:`DEFAULT_CV`: the first three; ``None`` or
         ``()`` for none). ``"year"`` is skipped with a logged warning when the data span a
@@ -927,12 +1197,18 @@ def train(
         prediction situation), and :attr:`Forest.knndm` the folds and distances.
     search : bool, optional
         Tune the hyper-parameters by leave-site-out CV (default True). Without it the
-        forest uses ``max_features`` and ``min_samples_leaf``.
+        forest uses ``max_features`` and ``min_samples_leaf`` (a boosted model
+        :data:`~smengine.model.DEFAULT_LGBM_PARAMS` and ``model_params``).
     param_grid : mapping of str → sequence, optional
         ``RandomForestRegressor`` parameters and values to search (default
-        :data:`DEFAULT_PARAM_GRID`). Parameters not in the grid keep the values below.
+        :data:`DEFAULT_PARAM_GRID`); for ``"boosting"``/``"hybrid"`` LightGBM's (default
+        :data:`DEFAULT_BOOST_GRID`). Parameters not in the grid keep the values below. Not with
+        ``model="auto"`` (each model searches its default grid).
     n_estimators : int or "smallest", optional
-        Trees of the CV and final forests (default 500). ``"smallest"`` chooses the trees
+        Trees of the CV and final forests (default 500 for the forest, 200 boosting rounds for
+        ``"boosting"``/``"hybrid"``: :data:`DEFAULT_TREES`, also what None gives); with
+        ``model="auto"`` a number given applies to every candidate. ``"smallest"`` (forest
+        only) chooses the trees
         and ``min_samples_leaf`` by leave-site-out CV (step 3; needs at least 2 stations).
         The card's ``search`` then lists every size scored (``"stage": "forest_size"``,
         ``params`` with ``n_estimators`` and ``min_samples_leaf``, pooled ``RMSE``,
@@ -942,9 +1218,9 @@ def train(
         forest's parameters only, so ``card.chosen`` is the forest-size pick.
     max_features : float, int, str or None, optional
         Features tried per split (default 1/3 of them: Breiman's regression default;
-        scikit-learn's own default, 1.0, is plain bagging).
+        scikit-learn's own default, 1.0, is plain bagging). Forest only.
     min_samples_leaf : int or float, optional
-        Minimum station-days per leaf (default 5).
+        Minimum station-days per leaf (default 5). Forest only.
     search_estimators : int, optional
         Trees per search fit (default 100).
     n_splits : int or None, optional
@@ -978,6 +1254,16 @@ def train(
         With ``cv="knndm"``: prediction locations ``x, y`` in the table's CRS, m (e.g. the
         product's pixel centres, :func:`smengine.evaluate.domain_points`). Default: a regular
         sample of the stations' convex hull.
+    model_params : mapping, optional
+        For ``"boosting"``: LGBMRegressor parameters over
+        :data:`~smengine.model.DEFAULT_LGBM_PARAMS`; for ``"hybrid"`` also ``base_features``
+        (names or indices) and ``alpha``; with ``"auto"`` they go to the boosted candidates
+        (the hybrid keys to the hybrid only). Not for the forest.
+    select_cv : {"site-time", "site", "knndm"}, optional
+        With ``model="auto"``: the selection's CV (default ``"site-time"``; see
+        :func:`~smengine.model.select_model`, with ``n_splits`` station groups).
+    time_blocks : int, optional
+        With ``model="auto"`` and ``select_cv="site-time"``: periods (default 4).
 
     Returns
     -------
@@ -986,10 +1272,11 @@ def train(
     Raises
     ------
     ConfigError
-        Unknown CV scheme; missing feature, target, station/date or (for ``"block"`` and
-        ``"knndm"``) ``x``/``y`` columns; fewer than 2 stations for site CV, the search or
-        ``n_estimators="smallest"``; a bad ``param_grid``, integer argument, size list or
-        tolerance.
+        Unknown CV scheme or model; missing feature, target, station/date or (for ``"block"``
+        and ``"knndm"``) ``x``/``y`` columns; fewer than 2 stations for site CV, the search,
+        ``model="auto"`` or ``n_estimators="smallest"``; a bad ``param_grid``, integer argument,
+        size list or tolerance; RF-only settings (``n_estimators="smallest"``, ``max_features``,
+        ``min_samples_leaf``) with a boosted model; lightgbm missing for a boosted model.
     ValidationError
         No complete rows left; non-numeric feature columns; non-finite coordinates.
 
@@ -1031,8 +1318,20 @@ def train(
     # ---------------------------------------------------------------- validate
     if not isinstance(table, pd.DataFrame):
         raise ConfigError(f"train: table should be a pandas DataFrame, got {type(table).__name__}")
+    if not isinstance(model, str) or model not in (*MODELS, "auto"):
+        raise ConfigError(f"train: model should be one of {[*MODELS, 'auto']}, got {model!r}")
     schemes = _schemes(cv)
     smallest = isinstance(n_estimators, str) and n_estimators == "smallest"
+    if smallest and model != "forest":
+        raise ConfigError(
+            f"n_estimators='smallest' chooses a random forest's size; it is for model='forest', not {model!r} "
+            "(give a boosted model its number of rounds)"
+        )
+    if model in ("boosting", "hybrid") and (max_features != 1 / 3 or min_samples_leaf != 5):
+        raise ConfigError(
+            f"max_features and min_samples_leaf are the forest's parameters; for model={model!r} give LightGBM's "
+            "in model_params (e.g. colsample_bytree, min_child_samples)"
+        )
     if smallest:
         if not (
             isinstance(size_tolerance, (int, float, np.integer, np.floating))
@@ -1046,6 +1345,9 @@ def train(
         n_estimators = max(size_trees)  # replaced by the choice
     elif isinstance(n_estimators, str):
         raise ConfigError(f"n_estimators should be an integer >= 1 or 'smallest', got {n_estimators!r}")
+    trees_given = not (n_estimators is None or isinstance(n_estimators, _NotGiven))
+    if not trees_given:  # auto: replaced by the chosen model's
+        n_estimators = DEFAULT_TREES["forest" if model == "auto" else model]
     n_estimators = _check_int("n_estimators", n_estimators, 1)
     search_estimators = _check_int("search_estimators", search_estimators, 1)
     random_state = _check_int("random_state", random_state, 0)
@@ -1055,15 +1357,44 @@ def train(
         isinstance(block_size, (int, float)) and math.isfinite(block_size) and block_size > 0
     ):
         raise ConfigError(f"block_size should be a positive number of metres, got {block_size!r}")
-    candidates = _param_grid(param_grid) if search else []
+    model_params = _model_params(model, model_params)
+    auto = model == "auto"
+    if auto:
+        from smengine.model._choice import _check_cv
+
+        _check_cv(select_cv, time_blocks)
+        if param_grid is not None:
+            raise ConfigError("param_grid goes with one model; with model='auto' each model searches its default grid")
+        candidates: list[dict[str, Any]] = []  # the chosen model's, below
+    elif model == "forest":
+        candidates = _param_grid(param_grid) if search else []
+    else:
+        candidates = _boost_grid(model, param_grid) if search else []
+
+    def setup(m: str) -> tuple[list[dict[str, Any]], dict[str, Any], int]:
+        """A model's search candidates, fixed parameters and trees (model='auto')."""
+        if m == "forest":
+            cands = _param_grid(None) if search else []
+            return (
+                cands,
+                {"max_features": max_features, "min_samples_leaf": min_samples_leaf},
+                (n_estimators if trees_given else DEFAULT_TREES[m]),
+            )
+        fixed = {k: v for k, v in model_params.items() if m == "hybrid" or k not in _HYBRID_KEYS}
+        return (_boost_grid(m, None) if search else []), fixed, (n_estimators if trees_given else DEFAULT_TREES[m])
+
     # ---------------------------------------------------------------- complete rows
-    need_xy = bool({"block", "knndm"} & set(schemes))
+    need_xy = bool({"block", "knndm"} & set(schemes)) or (auto and select_cv == "knndm")
     features, X, y, data, dropped = _prepare(table, features, target, need_xy, target_range, "train")
     stations = data["station"].to_numpy(dtype=object)
     dates = data["date"].to_numpy()
     site_ids = sorted(set(stations.tolist()))
-    if (search or smallest or "site" in schemes) and len(site_ids) < 2:
-        also = (" and the search" if search else "") + (" and n_estimators='smallest'" if smallest else "")
+    if (search or smallest or auto or "site" in schemes) and len(site_ids) < 2:
+        also = (
+            (" and the search" if search else "")
+            + (" and n_estimators='smallest'" if smallest else "")
+            + (" and model='auto'" if auto else "")
+        )
         raise ConfigError(
             f"train: leave-site-out CV{also} need at least 2 stations, "
             f"got {len(site_ids)} {site_ids} after dropping incomplete rows"
@@ -1103,7 +1434,31 @@ def train(
         splits["site"] if "site" in splits else (_splits("site", stations, n_splits) if search or smallest else None)
     )
     sizes = _Sizes(size_trees, size_leaves, size_tolerance) if smallest else None
-    nest = bool(nested) and bool(candidates or smallest)
+
+    # ---------------------------------------------------------------- model="auto": choose the model
+    model_c, selection = model, None
+    xy_all = data[["x", "y"]].to_numpy(np.float64) if need_xy else None
+    if auto:
+        selection = _auto_select(
+            X,
+            y,
+            stations,
+            dates,
+            xy_all,
+            features,
+            select_cv,
+            time_blocks,
+            n_splits,
+            setup,
+            random_state,
+            n_jobs,
+            knndm_domain,
+            progress,
+        )
+        model_c = selection.chosen
+        candidates = setup(model_c)[0]
+        log.info("model selection (%s): chose %s", selection.splitter, model_c)
+    nest = bool(nested) and bool(candidates or smallest or auto)
 
     def selection_fits(n_folds: int) -> int:
         return (len(candidates) + (len(size_leaves) if smallest else 0)) * n_folds
@@ -1112,7 +1467,11 @@ def train(
     if nest:  # every outer fold's own selection (an upper bound: inner folds <= n_splits)
         n_fits += sum(selection_fits(n_splits or len(site_ids)) for v in splits.values() for _ in v[0])
 
-    base: dict[str, Any] = {"max_features": max_features, "min_samples_leaf": min_samples_leaf}
+    base: dict[str, Any] = (
+        {"max_features": max_features, "min_samples_leaf": min_samples_leaf} if model_c == "forest" else {}
+    )
+    if auto or model_c != "forest":
+        _, base, n_estimators = setup(model_c)
     bar = _progress(progress, n_fits)
     try:
         # ------------------------------------------------------------ selection on every station
@@ -1130,6 +1489,8 @@ def train(
             random_state,
             n_jobs,
             bar,
+            model=model_c,
+            features=features,
         )
 
         # ------------------------------------------------------------ CV
@@ -1145,23 +1506,45 @@ def train(
             fold_selection: list[dict[str, Any]] | None = None
             if nest:
 
-                def select(Xi: np.ndarray, yi: np.ndarray, inner: Any) -> tuple[dict[str, Any], int]:
+                def select(Xi: np.ndarray, yi: np.ndarray, inner: Any, rows: np.ndarray) -> tuple[Any, ...]:
+                    m, cands, b, n0 = model_c, candidates, base, n_estimators0
+                    if auto:  # the fold's own model choice, on its training rows only
+                        m = _auto_select(
+                            Xi,
+                            yi,
+                            stations[rows],
+                            dates[rows],
+                            None if xy_all is None else xy_all[rows],
+                            features,
+                            select_cv,
+                            time_blocks,
+                            n_splits,
+                            setup,
+                            random_state,
+                            n_jobs,
+                            knndm_domain,
+                            False,
+                            intervals=False,
+                        ).chosen
+                        cands, b, n0 = setup(m)
                     got = _select(
                         Xi,
                         yi,
                         inner,
-                        candidates,
-                        base,
+                        cands,
+                        b,
                         smallest,
-                        n_estimators0,
+                        n0,
                         sizes,
                         search_estimators,
                         random_state,
                         n_jobs,
                         bar,
                         quiet=True,
+                        model=m,
+                        features=features,
                     )
-                    return got[0], got[1]
+                    return (got[0], got[1], m) if auto else (got[0], got[1])
 
                 pred, fold, fold_selection = _nested_cross_val_predict(
                     X,
@@ -1169,14 +1552,18 @@ def train(
                     stations,
                     sp,
                     select,
-                    (dict(base), n_estimators0),
+                    (dict(base), n_estimators0, model_c) if auto else (dict(base), n_estimators0),
                     n_splits,
                     random_state,
                     n_jobs,
                     bar.update,
+                    model=model_c,
+                    features=features,
                 )
             else:
-                pred, fold = _cross_val_predict(X, y, sp, params, n_estimators, random_state, n_jobs, bar.update)
+                pred, fold = _cross_val_predict(
+                    X, y, sp, params, n_estimators, random_state, n_jobs, bar.update, model_c, features
+                )
             per_site = _per_site(stations, dates, y, pred)
             entry: dict[str, Any] = {
                 "splitter": splitter,
@@ -1222,11 +1609,16 @@ def train(
 
         # ------------------------------------------------------------ final forest
         bar.set_postfix_str("final fit")
-        rf = _rf(params, n_estimators, random_state, n_jobs, oob=True)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UserWarning)
-            rf.fit(X, y)
-        oob_pred = np.asarray(rf.oob_prediction_, dtype=np.float64).copy()
+        if model_c != "forest":  # boosted: fitted on every row, no bootstrap and no out-of-bag sample
+            rf = _fit_model(model_c, params, n_estimators, random_state, n_jobs, X, y, features)
+            caught = []
+            oob_pred = np.full(y.size, np.nan)
+        else:
+            rf = _rf(params, n_estimators, random_state, n_jobs, oob=True)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)
+                rf.fit(X, y)
+            oob_pred = np.asarray(rf.oob_prediction_, dtype=np.float64).copy()
         n_no_oob = 0
         if any("do not have OOB scores" in str(w.message) for w in caught):
             in_all = np.zeros(y.size, dtype=np.int64)
@@ -1247,8 +1639,15 @@ def train(
     finally:
         bar.close()
 
-    oob_metrics = {**evaluate(oob_pred, y), "n_without_oob": n_no_oob}
-    hyper = {k: v for k, v in rf.get_params().items() if k not in ("n_jobs", "verbose")}
+    if model_c == "forest":
+        oob_metrics = {**evaluate(oob_pred, y), "n_without_oob": n_no_oob}
+        oob_score: float | None = float(rf.oob_score_)
+        content_hash = forest_hash(rf)
+    else:
+        from smengine.model._hybrid import model_hash
+
+        oob_metrics, oob_score, content_hash = {}, None, model_hash(rf)
+    hyper = _hyperparameters(model_c, rf, features)
     units = table.attrs.get("units") or {}
     kinds = table.attrs.get("kinds") or {}
     sources = table.attrs.get("sources") or {}
@@ -1263,17 +1662,25 @@ def train(
         search=search_rows,
         cv=cv_card,
         site_metrics={str(k): v for k, v in site_metrics.to_dict(orient="index").items()},
-        oob_score=float(rf.oob_score_),
+        oob_score=oob_score,
         oob_metrics=oob_metrics,
         versions=_versions(),
-        content_hash=forest_hash(rf),
+        content_hash=content_hash,
+        model=model_c,
+        model_selection=selection.to_dict() if selection is not None else {},
+        # the parameters of the table's water-balance features (wb<depth>), which the engine needs to make them
+        water_balance=(table.attrs.get("spec") or {}).get("water_balance"),
     )
-    log.info("trained forest %s: OOB R² %.3f", card.content_hash[:19], rf.oob_score_)
+    if model_c == "forest":
+        log.info("trained forest %s: OOB R² %.3f", card.content_hash[:19], rf.oob_score_)
+    else:
+        log.info("trained %s model %s", model_c, card.content_hash[:19])
     applicability = None  # the area of applicability: stations as folds, importances as weights
-    if len(site_ids) >= 2 and np.asarray(rf.feature_importances_).any():
+    weights = _importances(model_c, rf)
+    if len(site_ids) >= 2 and weights.any():
         applicability = Applicability.fit(
             X,
-            weights=rf.feature_importances_,
+            weights=weights,
             folds=stations,
             feature_names=features,
             max_reference=DEFAULT_MAX_REFERENCE,
@@ -1284,8 +1691,9 @@ def train(
             "no area-of-applicability reference: it needs at least 2 stations and a forest with non-zero "
             "importances; products of this forest carry no dissimilarity index"
         )
-    out = Forest(rf, features, card, cv_predictions, site_metrics, applicability)
+    out = Forest(rf, features, card, cv_predictions, site_metrics, applicability, model=model_c)
     out.knndm = knndm_result
+    out.selection = selection
     return out
 
 

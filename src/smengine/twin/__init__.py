@@ -133,6 +133,7 @@ from smengine.twin._model import (
     simulate_fine,
     station_theta,
 )
+from smengine.twin._models import model_study, model_study_report
 from smengine.twin._scaling import SCALING_COLUMNS, plot_scaling, scaling_experiment, scaling_report
 
 __all__ = [
@@ -150,6 +151,8 @@ __all__ = [
     "cv_study",
     "cv_study_report",
     "make_world",
+    "model_study",
+    "model_study_report",
     "plot_cv_study",
     "plot_scaling",
     "scaling_experiment",
