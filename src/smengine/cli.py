@@ -1247,6 +1247,7 @@ def predict(
 @click.option("--no-water-balance", is_flag=True, help="Leave out the soil water balance features (wb<depth>).")
 @click.option("--wb-depth", "wb_depths", help="Comma-separated bucket depths, mm (default 300).")
 @click.option("--no-calendar-study", is_flag=True, help="Skip the run without the day of year.")
+@click.option("--api", "api_k", help="Comma-separated decay factors k of antecedent precipitation indices (api<k>).")
 @options.seed
 @options.threads
 @click.option("--no-plots", is_flag=True, help="Skip the PNGs.")
@@ -1281,6 +1282,7 @@ def stations_experiment(
     no_water_balance: bool,
     wb_depths: str | None,
     no_calendar_study: bool,
+    api_k: str | None,
     seed: int,
     threads: int | None,
     no_plots: bool,
@@ -1347,10 +1349,7 @@ def stations_experiment(
             raise click.BadParameter(f"{models!r}: choose from forest, boosting, hybrid", param_hint="--models")
         wb: bool | dict[str, Any] = not no_water_balance
         if wb and wb_depths is not None:
-            try:
-                wb = {"depths_mm": [float(x) for x in names(wb_depths) or []]}
-            except ValueError as exc:
-                raise click.BadParameter(f"{wb_depths!r} should be millimetres", param_hint="--wb-depth") from exc
+            wb = {"depths_mm": _floats(wb_depths, "--wb-depth")}
         res = run_experiments(
             out_dir,
             data_dir,
@@ -1359,6 +1358,7 @@ def stations_experiment(
             select=select,
             water_balance=wb,
             calendar_study=not no_calendar_study,
+            api=_floats(api_k, "--api") if api_k else [],
             stations=ss,
             precipitation=pr,
             irrigation=irr,

@@ -19,7 +19,12 @@ START = pd.Timestamp("2022-04-01", tz="UTC")
 
 
 @pytest.fixture(scope="module")
-def ss(tmp_path_factory: pytest.TempPathFactory) -> S.StationSet:
+def ss(net_dir) -> S.StationSet:
+    return S.read_csv(net_dir / "stations.csv", metadata=net_dir / "meta.csv")
+
+
+@pytest.fixture(scope="module")
+def net_dir(tmp_path_factory: pytest.TempPathFactory):
     """Three stations with hourly rain and a seasonal temperature; B loses 40 days of temperature."""
     tmp = tmp_path_factory.mktemp("wb")
     rng = np.random.default_rng(5)
@@ -57,7 +62,7 @@ def ss(tmp_path_factory: pytest.TempPathFactory) -> S.StationSet:
         )
     pd.concat(frames, ignore_index=True).to_csv(tmp / "stations.csv", index=False)
     meta.to_csv(tmp / "meta.csv", index=False)
-    return S.read_csv(tmp / "stations.csv", metadata=tmp / "meta.csv")
+    return tmp
 
 
 def _daily(s: S.Station) -> pd.DataFrame:
@@ -174,3 +179,43 @@ def test_a_station_without_temperature_takes_the_feature_out_and_says_so(tmp_pat
         "wb300" not in t.attrs["features"]
         and t.attrs["water_balance"]["stations"]["B"]["why"] == "no day with both precipitation and temperature"
     )
+
+
+def test_the_antecedent_precipitation_index_is_the_lighter_option(ss: S.StationSet) -> None:
+    from smengine.waterbalance import antecedent_precipitation_index
+
+    t = E.station_table(ss, water_balance=False, api=(0.85, 0.95))
+    assert {"api0.85", "api0.95"} <= set(t.attrs["features"]) and "wb300" not in t.attrs["features"]
+    assert t.attrs["units"]["api0.85"] == "mm" and "k = 0.85" in t.attrs["columns"]["api0.85"]["source"]
+    d = _daily(ss["C"])
+    want = pd.Series(antecedent_precipitation_index(d["P"].to_numpy(), 0.95), index=d.index)
+    got = t[t["station"] == "C"].set_index("date")["api0.95"]
+    np.testing.assert_allclose(got.to_numpy(), want.reindex(got.index).to_numpy())
+    # by hand, one step: API(t) = k API(t-1) + P(t)
+    i = 10
+    assert want.iloc[i] == pytest.approx(0.95 * want.iloc[i - 1] + d["P"].iloc[i])
+    with pytest.raises(ConfigError, match=r"api: the decay factors k should lie in \(0, 1\)"):
+        E.station_table(ss, api=(1.2,))
+
+
+def test_cli_models_water_balance_and_api_options(net_dir, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from smengine.cli import cli
+
+    base = ["stations-experiment", "--source", str(net_dir / "stations.csv"), "--format", "csv", "--metadata",
+            str(net_dir / "meta.csv"), "--experiment", "leave-site-out", "--trees", "5", "--threads", "1",
+            "--no-plots"]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataLossWarning)  # the synthetic network's unknown met columns
+        r = CliRunner().invoke(cli, [*base, "--models", "hybrid", "--api", "0.9", "--wb-depth", "100,300",
+                                     "--out", str(tmp_path / "a")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    # the forest is always fitted (the reference of the scored rows), then the models asked for
+    assert "leave-site-out: hybrid median R" in r.output and "boosting median R" not in r.output
+    rep = (tmp_path / "a" / "report.md").read_text()
+    assert "`api0.9`" in rep and "`wb100`" in rep and "`wb300`" in rep
+    bad = CliRunner().invoke(cli, [*base, "--models", "svm", "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "choose from forest, boosting, hybrid" in bad.output
+    bad = CliRunner().invoke(cli, [*base, "--api", "x", "--out", str(tmp_path / "c")])
+    assert bad.exit_code == 2 and "should be comma-separated numbers" in bad.output

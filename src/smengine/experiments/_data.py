@@ -18,6 +18,7 @@ import pandas as pd
 from smengine.errors import ConfigError, DataError, DataLossWarning, ValidationError
 from smengine.features import SWI_MAX_GAP, parse_swi_feature_name, swi_feature_name
 from smengine.stations import CANONICAL_COLUMNS, Station, StationSet, step_hours
+from smengine.waterbalance import antecedent_precipitation_index
 
 log = logging.getLogger(__name__)
 
@@ -512,6 +513,7 @@ def station_table(
     swi_T: Sequence[float] = COVARIATE_SWI_T,
     swi_max_gap: float | None = COVARIATE_SWI_MAX_GAP,
     water_balance: bool | Mapping[str, Any] = True,
+    api: Sequence[float] = (),
 ) -> pd.DataFrame:
     r"""Station-day table: CRNS soil moisture and the point covariates of each station.
 
@@ -569,6 +571,10 @@ def station_table(
         of at most ``temperature_gap`` days are interpolated; longer gaps, and days without
         precipitation, are skipped by the bucket (state unchanged, NaN that day), counted in
         ``attrs["water_balance"]``.
+    api : sequence of float, optional
+        Decay factors k (per day, in (0, 1)) of antecedent precipitation indices
+        ``api<k>`` = k·API(t−1) + P(t) (:func:`smengine.waterbalance.antecedent_precipitation_index`,
+        mm): the lighter alternative to the water balance. Default none.
 
     Returns
     -------
@@ -635,6 +641,10 @@ def station_table(
     irrigated = bool(len(own_irr.columns)) or (irrigation is not None and len(irrigation.columns) > 0)
     irr_source: dict[str, str] = {}
     ef_names = [f"precip_ef{t:g}" for t in Ts]
+    api_ks = [float(k) for k in api]
+    if any(not (0 < k < 1) for k in api_ks):
+        raise ConfigError(f"api: the decay factors k should lie in (0, 1), got {list(api)}")
+    api_names = [f"api{k:g}" for k in api_ks]
     irr_names = ["irrigation", *[f"irrigation_ef{t:g}" for t in Ts]] if irrigated else []
     frames = []
     tdr_used: dict[str, list[float]] = {}
@@ -671,6 +681,10 @@ def station_table(
             pr = pr.sort_index().asfreq("D")
             ef = exp_filter(pr.to_numpy(np.float64), pr.index.to_numpy(), Ts)
             cal = pd.DataFrame({"precipitation": pr.to_numpy(), **dict(zip(ef_names, ef, strict=True))}, index=pr.index)
+            for k, n in zip(api_ks, api_names, strict=True):
+                with warnings.catch_warnings():  # gap days: NaN that day, as the precip_ef features
+                    warnings.simplefilter("ignore", DataLossWarning)
+                    cal[n] = antecedent_precipitation_index(pr.to_numpy(np.float64), k)
         if irrigated:
             cal_irr = _irrigation_calendar(s.id, d.index, irrigation, own_irr, Ts, irr_source)
             cal = cal_irr if cal.empty else cal.join(cal_irr, how="outer")
@@ -688,6 +702,7 @@ def station_table(
         for c in [
             "precipitation",
             *ef_names,
+            *api_names,
             *irr_names,
             *MET_FEATURES,
             *extra_cols,
@@ -738,7 +753,8 @@ def station_table(
     # features: drop the ones that cannot be used everywhere
     own = [*extra_cols, *cov_names, *swi_names]
     candidates = [
-        "precipitation", *ef_names, *irr_names, *wb_names, *MET_FEATURES, "doy_sin", "doy_cos", *STATIC_FEATURES, *own
+        "precipitation", *ef_names, *api_names, *irr_names, *wb_names, *MET_FEATURES, "doy_sin", "doy_cos",
+        *STATIC_FEATURES, *own
     ]  # fmt: skip
     dropped: dict[str, str] = {}
     for c in candidates:
@@ -781,6 +797,7 @@ def station_table(
         **{c: columns[c]["units"] for c in [*extra_cols, *cov_names]},
         **{n: columns[parse_swi_feature_name(n)[0]]["units"] for n in swi_names},  # type: ignore[index]
         **{n: "m3 m-3" for n in wb_names},
+        **{n: "mm" for n in api_names},
     }
     kinds = {
         "precipitation": "dynamic",
@@ -793,7 +810,10 @@ def station_table(
         **{c: "dynamic" for c in [*extra_cols, *cov_names]},
         **{n: "swi" for n in swi_names},
         **{n: "water_balance" for n in wb_names},
+        **{n: "water_balance" for n in api_names},
     }
+    for k, n in zip(api_ks, api_names, strict=True):
+        columns[n] = {"source": f"antecedent precipitation index, k = {k:g} d⁻¹ (API = k·API(t−1) + P)", "units": "mm"}
     if wbp is not None:
         pet = "Oudin PET (daily mean air temperature)" if wbp["pet"] == "oudin" else "Hargreaves PET (daily min/max)"
         for d, n in zip(wbp["depths_mm"], wb_names, strict=True):

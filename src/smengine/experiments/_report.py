@@ -305,6 +305,7 @@ def run_experiments(
     select: bool = False,
     water_balance: bool | Mapping[str, Any] = True,
     calendar_study: bool = True,
+    api: Sequence[float] = (),
 ) -> ExperimentsReport:
     """Run the station experiments and write ``report.md``, CSV tables and PNGs into ``out_dir``.
 
@@ -357,6 +358,8 @@ def run_experiments(
         cost by about 8). Default False.
     water_balance : bool or mapping
         The station tables' soil water balance features (see :func:`station_table`).
+    api : sequence of float
+        Decay factors of antecedent precipitation index features (see :func:`station_table`).
     calendar_study : bool
         Run the spatio-temporal leave-site-out again without the day of year and compare each
         model with and without it (:func:`calendar_effect`; default True): the day of year is a
@@ -401,6 +404,7 @@ def run_experiments(
             swi_of=swi_of,
             swi_max_gap=swi_max_gap,
             water_balance=water_balance,
+            api=api,
         )
         if features is not None or exclude_features:
             table = select_features(table, features, exclude=exclude_features)

@@ -185,6 +185,17 @@ def _complete(table: pd.DataFrame, features: Sequence[str], target: str = "targe
     return np.isfinite(X).all(axis=1) & np.isfinite(table[target].to_numpy(np.float64))
 
 
+def _with_forest(models: Sequence[str]) -> tuple[str, ...]:
+    """The tree models of an experiment, the forest first: it is always fitted, as the reference whose
+    predictions define the rows every method is scored on (:func:`_mask_common`)."""
+    from smengine.model import MODELS
+
+    bad = [m for m in models if m not in MODELS]
+    if bad:
+        raise ConfigError(f"models: unknown {bad}; choose from {list(MODELS)}")
+    return ("forest", *[m for m in dict.fromkeys(models) if m != "forest"])
+
+
 def _fit_predict(
     train_rows: pd.DataFrame,
     test_rows: pd.DataFrame,
@@ -438,6 +449,7 @@ def temporal_split(
         When no station has both training and test days.
     """
     f, t = _check_table(table, features)
+    models = _with_forest(models)
     first = t["date"].min()
     if split_date is None:
         starts = t.groupby("station")["date"].min()
@@ -545,6 +557,7 @@ def leave_site_out(
         Named ``"leave-site-out"`` or ``"leave-site-out (spatio-temporal)"``.
     """
     f, t = _check_table(table, features)
+    models = _with_forest(models)
     sites = sorted(t["station"].unique().tolist())
     if len(sites) < 2:
         raise ValidationError(f"leave-site-out needs at least 2 stations, got {sites}")
@@ -732,6 +745,7 @@ def knndm_cv(
     from smengine.grid import transformer
 
     f, t = _check_table(table, features)
+    models = _with_forest(models)
     sites = sorted(t["station"].unique().tolist())
     missing = [s for s in sites if s not in coords.index]
     if missing:
