@@ -433,6 +433,7 @@ def _wb_name(depth: float) -> str:
 
 def _water_balance_calendar(
     s: Station,
+    ta: pd.DataFrame,
     precip: pd.Series | None,
     irrigation: pd.Series | None,
     texture: tuple[float, float],
@@ -440,8 +441,10 @@ def _water_balance_calendar(
     network: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One station's bucket θ (``wb<depth>``) on the daily calendar where precipitation and
-    temperature both exist, and what was filled or skipped. ``network``: every station's daily
-    mean, min and max air temperature (columns ``(stat, station)``) for ``temperature_fill``."""
+    temperature both exist, and what was filled or skipped. ``ta``: the station's
+    :func:`_daily_temperature`; ``precip``: its daily precipitation on a daily calendar of naive
+    days; ``network``: every station's daily mean, min and max air temperature (columns
+    ``(stat, station)``) for ``temperature_fill``."""
     from smengine.waterbalance import bucket, pet_hargreaves, pet_oudin, saxton_rawls
 
     names = [_wb_name(d) for d in p["depths_mm"]]
@@ -449,10 +452,7 @@ def _water_balance_calendar(
     if precip is None or "air_temperature" not in s.data.columns:
         info["why"] = "no precipitation" if precip is None else "no air temperature"
         return pd.DataFrame(index=pd.DatetimeIndex([], name="date"), columns=names, dtype=float), info
-    ta = _daily_temperature(s)
-    pr = precip.copy()
-    pr.index = pd.DatetimeIndex(pd.to_datetime(pr.index)).tz_localize(None).normalize()
-    pr = pr.sort_index()
+    pr = precip
     valid_t = ta.index[ta["mean"].notna()]
     valid_p = pr.index[pr.notna()]
     if not len(valid_t) or not len(valid_p):
@@ -654,9 +654,9 @@ def station_table(
     for name in ("sand", "clay"):
         if wbp is not None and isinstance(wbp[name], str) and (cov is None or wbp[name] not in cov.columns):
             raise ConfigError(f"water_balance: {name}={wbp[name]!r} is not a covariate column")
+    temps = {st.id: _daily_temperature(st) for st in stations.values()} if wbp is not None else {}
     network = None
     if wbp is not None and wbp["temperature_fill"] == "network" and len(stations) > 1:
-        temps = {st.id: _daily_temperature(st) for st in stations.values()}
         network = pd.concat(temps, axis=1).swaplevel(axis=1).sort_index(axis=1)
     for s in stations.values():
         d = daily[daily["station"] == s.id]
@@ -693,7 +693,7 @@ def station_table(
         if wbp is not None:
             tex = tuple(_station_texture(cov, s.id, wbp[k]) for k in ("sand", "clay"))
             irr_s = cal["irrigation"] if "irrigation" in cal.columns else None
-            wb, wb_info[s.id] = _water_balance_calendar(s, pr, irr_s, tex, wbp, network)  # type: ignore[arg-type]
+            wb, wb_info[s.id] = _water_balance_calendar(s, temps[s.id], pr, irr_s, tex, wbp, network)  # type: ignore[arg-type]
             row = row.join(wb, how="left")
         if cov is not None:
             row = row.join(_station_covariates(cov, s.id, swi_cols, STs, swi_max_gap), how="left")

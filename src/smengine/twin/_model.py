@@ -245,15 +245,11 @@ def _grf(shape: tuple[int, int], corr_cells: float, rng: np.random.Generator) ->
 
 def _saxton_rawls(sand: np.ndarray, clay: np.ndarray, om: float = 2.5) -> tuple[np.ndarray, ...]:
     """Wilting point θ1500, field capacity θ33, porosity θS (m3 m-3) and Ksat (mm h-1)
-    from sand and clay fractions and organic matter (% weight), Saxton & Rawls (2006)."""
-    S, C, OM = sand, clay, om
-    t1500t = -0.024 * S + 0.487 * C + 0.006 * OM + 0.005 * S * OM - 0.013 * C * OM + 0.068 * S * C + 0.031
-    t1500 = t1500t + (0.14 * t1500t - 0.02)
-    t33t = -0.251 * S + 0.195 * C + 0.011 * OM + 0.006 * S * OM - 0.027 * C * OM + 0.452 * S * C + 0.299
-    t33 = t33t + (1.283 * t33t**2 - 0.374 * t33t - 0.015)
-    ts33t = 0.278 * S + 0.034 * C + 0.022 * OM - 0.018 * S * OM - 0.027 * C * OM - 0.584 * S * C + 0.078
-    ts33 = ts33t + (0.636 * ts33t - 0.107)
-    ts = t33 + ts33 - 0.097 * S + 0.043
+    from sand and clay fractions and organic matter (% weight), Saxton & Rawls (2006): the limits
+    of :func:`smengine.waterbalance.saxton_rawls`, and Ksat from them (eqs 15-16, 18)."""
+    from smengine.waterbalance import saxton_rawls
+
+    t1500, t33, ts = saxton_rawls(sand, clay, om)
     lam = (np.log(t33) - np.log(t1500)) / (np.log(1500.0) - np.log(33.0))
     ksat = 1930.0 * np.maximum(ts - t33, 1e-4) ** (3.0 - lam)
     return t1500, t33, ts, ksat
