@@ -567,11 +567,53 @@ def test_nested_selection_chooses_inside_each_fold_from_its_training_stations(sy
         held = f["test_stations"]
         train = synth["table"][~synth["table"]["station"].isin(held)]
         train = train[np.isfinite(train[res.features]).all(axis=1) & train["target"].notna()]
-        again, scores = _select_inner(train, res.features, ("forest", "hybrid", "linear"), random_state=0, n_jobs=1)
+        again, scores = _select_inner(
+            train, res.features, ("forest", "hybrid", "linear"), random_state=0, n_jobs=1, n_estimators=TREES
+        )
         assert again == f["selected"] and scores == inner
     assert res.comparison("selected", "linear", "ubRMSE") is not None
+    # the inner folds are select_model's site-time folds, written out: 4 station groups x 4 equal-day periods
+    from sklearn.model_selection import GroupKFold
+
+    st = train["station"].to_numpy()
+    days = np.sort(train["date"].unique())
+    period = np.searchsorted(days[[round(i * len(days) / 4) for i in range(4)]], train["date"], side="right") - 1
+    err = np.full(len(train), np.nan)
+    for _, held in GroupKFold(min(4, len(set(st)))).split(train, groups=st):
+        mask = np.zeros(len(train), bool)
+        mask[held] = True
+        for b in range(4):
+            tr, te = ~mask & (period != b), mask & (period == b)
+            err[te] = E.linear_baseline(train[tr], train[te], res.features)[0] - train.loc[te, "target"]
+    assert scores["linear"] == pytest.approx(pd.Series(err).groupby(st).std(ddof=0).median(), rel=1e-12)
     with pytest.raises(ValidationError, match="at least 3 training stations"):
         _select_inner(train[train["station"].isin(["A", "B"])], res.features, ("linear",), random_state=0, n_jobs=1)
+
+
+@pytest.mark.data
+def test_real_roaring_fork_hybrid_penalty_needs_new_days_held_out(real: E.ExperimentsReport) -> None:
+    """The hybrid base's ridge penalty, chosen with the days held out as well as the stations, is strong
+    (>= 100) on Roaring Fork; station folds alone score every penalty better than it will do on new days."""
+    from sklearn.model_selection import GroupKFold
+
+    from smengine.model import RIDGE_ALPHAS, choose_ridge_alpha
+    from smengine.model._hybrid import _ridge
+
+    t = real.tables["leave-site-out-spatiotemporal"]
+    f = [c for c in t.attrs["features"]]
+    t = t[np.isfinite(t[f].to_numpy(float)).all(axis=1) & t["target"].notna()]
+    X, y = t[f].to_numpy(np.float32), t["target"].to_numpy()
+    st, dt = t["station"].to_numpy(object), pd.to_datetime(t["date"]).to_numpy()
+    alpha, scores = choose_ridge_alpha(X, y, st, dt)
+    assert alpha >= 100 and scores[alpha] < scores[RIDGE_ALPHAS[0]]
+    site = {}
+    for a in RIDGE_ALPHAS:
+        err = np.full(y.size, np.nan)
+        for tr, te in GroupKFold(5).split(X, groups=st):
+            coef, b0 = _ridge(X[tr], y[tr], np.arange(len(f)), a)
+            err[te] = b0 + X[te].astype(np.float64) @ coef - y[te]
+        site[a] = pd.Series(err).groupby(st).std(ddof=0).median()
+    assert min(site.values()) < scores[alpha]  # station folds alone: optimistic
 
 
 @pytest.mark.data

@@ -291,3 +291,83 @@ def test_engine_pixel_means_of_a_hybrid_are_exact(tmp_path):
     assert np.array_equal(sm[good], want[good]), f"max |diff| {np.nanmax(np.abs(sm[good] - want[good]))}"
     assert np.isnan(sm[~good]).all() and np.isnan(ds["sm_uncertainty"].values).all()
     np.testing.assert_allclose(ds["sm_subpixel_sd"].values[good], np.nanstd(P[good], -1), rtol=0, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- the base's penalty, chosen by CV
+def _panel(rng: np.random.Generator, n_st: int = 8, n_days: int = 240):
+    """A station × day panel whose collinear weather features drift between periods."""
+    import pandas as pd
+
+    days = pd.date_range("2020-01-01", periods=n_days).to_numpy()
+    st = np.repeat([f"S{i}" for i in range(n_st)], n_days)
+    dt = np.tile(days, n_st)
+    t = np.tile(np.arange(n_days), n_st) / n_days
+    w = np.sin(6 * t) + 0.3 * rng.standard_normal(st.size)
+    X = np.column_stack([w, w + 0.05 * rng.standard_normal(st.size) + 0.5 * t, rng.standard_normal(st.size), t])
+    y = 0.25 + 0.05 * w + 0.01 * rng.standard_normal(st.size)
+    return X.astype(np.float32), y, st, dt
+
+
+def test_ridge_penalty_by_spatio_temporal_cv_equals_a_by_hand_search():
+    """choose_ridge_alpha = scikit-learn's Ridge on standardised features over station groups × periods,
+    scored by the median station ubRMSE, written out by hand."""
+    import pandas as pd
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import GroupKFold
+    from sklearn.preprocessing import StandardScaler
+
+    from smengine.model import RIDGE_ALPHAS, choose_ridge_alpha
+
+    X, y, st, dt = _panel(np.random.default_rng(1))
+    alpha, scores = choose_ridge_alpha(X, y, st, dt, n_splits=4, time_blocks=3)
+    days = np.unique(dt)
+    edges = days[[0, 80, 160]]
+    period = np.searchsorted(edges, dt, side="right") - 1
+    want = {}
+    for a in RIDGE_ALPHAS:
+        err = np.full(y.size, np.nan)
+        for _, te_st in GroupKFold(4).split(X, groups=st):
+            held = np.zeros(y.size, bool)
+            held[te_st] = True
+            for b in range(3):
+                tr, te = ~held & (period != b), held & (period == b)
+                sc = StandardScaler().fit(X[tr].astype(np.float64))
+                m = Ridge(alpha=a).fit(sc.transform(X[tr].astype(np.float64)), y[tr])
+                err[te] = m.predict(sc.transform(X[te].astype(np.float64))) - y[te]
+        want[a] = pd.Series(err).groupby(st).std(ddof=0).median()
+    assert list(scores) == list(RIDGE_ALPHAS)
+    np.testing.assert_allclose([scores[a] for a in RIDGE_ALPHAS], [want[a] for a in RIDGE_ALPHAS], rtol=1e-9)
+    assert alpha == min(want, key=want.get)
+    # a base on some columns only: the others never enter
+    a2, s2 = choose_ridge_alpha(X, y, st, dt, base_index=[0, 2])
+    a3, s3 = choose_ridge_alpha(X[:, [0, 2]], y, st, dt)
+    assert a2 == a3 and s2 == pytest.approx(s3, rel=1e-12)
+    # too few stations to validate on: the smallest penalty, no scores
+    two = np.isin(st, ["S0", "S1"])
+    assert choose_ridge_alpha(X[two], y[two], st[two], dt[two]) == (RIDGE_ALPHAS[0], {})
+    with pytest.raises(ConfigError, match="alphas should be numbers >= 0"):
+        choose_ridge_alpha(X, y, st, dt, alphas=[1.0, -1.0])
+    with pytest.raises(ValidationError, match="one row each"):
+        choose_ridge_alpha(X, y[:-1], st, dt)
+
+
+def test_train_chooses_the_hybrid_penalty_unless_given():
+    """train(model='hybrid') chooses alpha on its training rows (recorded in the card); a number is kept."""
+    import pandas as pd
+
+    from smengine.model import choose_ridge_alpha, train
+    from smengine.model._train import _fit_model
+
+    X, y, st, dt = _panel(np.random.default_rng(2), n_st=6, n_days=150)
+    names = ["w", "w2", "noise", "t"]
+    table = pd.DataFrame(X, columns=names).assign(station=st, date=dt, target=y)
+    quick = {"n_estimators": 20, "cv": (), "random_state": 0, "n_jobs": 1, "progress": False}
+    f = train(table, names, "target", model="hybrid", **quick)
+    alpha, scores = choose_ridge_alpha(X, y, st, dt)
+    hp = f.card.hyperparameters
+    assert f.estimator.alpha == hp["alpha"] == alpha
+    assert hp["alpha_choice"]["median_ubRMSE"] == {f"{a:g}": v for a, v in scores.items()}
+    g = train(table, names, "target", model="hybrid", model_params={"alpha": 3.0}, **quick)
+    assert g.estimator.alpha == g.card.hyperparameters["alpha"] == 3.0 and "alpha_choice" not in g.card.hyperparameters
+    with pytest.raises(ConfigError, match="needs the rows' stations and dates"):
+        _fit_model("hybrid", {}, 5, 0, 1, X, y, names)

@@ -31,7 +31,7 @@ from smengine.model import (  # noqa: E402
     train,
 )
 from smengine.model._choice import _selection_folds  # noqa: E402
-from smengine.model._hybrid import gain_importances, model_hash  # noqa: E402
+from smengine.model._hybrid import choose_ridge_alpha, gain_importances, model_hash  # noqa: E402
 
 TREES = 30
 QUICK = {"n_estimators": TREES, "n_jobs": 1, "progress": False}
@@ -77,13 +77,18 @@ def test_boosted_models_go_through_every_cv_scheme_card_and_compile(fitted, tabl
     if model == "boosting":
         ref = lgb.LGBMRegressor(**lgbm, random_state=0, n_jobs=1).fit(X[~test], y[~test])
     else:
-        ref = HybridRegressor(lgbm_params=lgbm, random_state=0, n_jobs=1).fit(X[~test], y[~test])
+        # the base's penalty chosen by spatio-temporal CV on the fold's own training rows
+        st, dt = table["station"].to_numpy(), pd.to_datetime(table["date"]).to_numpy()
+        alpha, _ = choose_ridge_alpha(X[~test], y[~test], st[~test], dt[~test])
+        ref = HybridRegressor(alpha=alpha, lgbm_params=lgbm, random_state=0, n_jobs=1).fit(X[~test], y[~test])
     assert np.array_equal(site.loc[test, "prediction"].to_numpy(), ref.predict(X[test]))
     # the card: the model's parameters, its hash, JSON round trip
     hp = f.card.hyperparameters
     assert hp["n_estimators"] == TREES and hp["num_leaves"] == DEFAULT_LGBM_PARAMS["num_leaves"]
     if model == "hybrid":
-        assert hp["base_features"] == FEATURES and hp["alpha"] == 1.0
+        whole, scores = choose_ridge_alpha(X, y, st, dt)
+        assert hp["base_features"] == FEATURES and hp["alpha"] == whole == est.alpha
+        assert hp["alpha_choice"]["median_ubRMSE"] == {f"{a:g}": v for a, v in scores.items()}
         assert hp["linear_base"]["coef"]["b"] == pytest.approx(est.coef_[1]) and hp["linear_base"]["intercept"]
     assert f.card.content_hash == model_hash(est)
     assert ModelCard.from_json(f.card.to_json()) == f.card

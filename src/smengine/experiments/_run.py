@@ -240,62 +240,81 @@ def _fit_predict(
     pred["linear"] = lin
     pred["mean"] = np.full(len(test_rows), float(comp["target"].mean()))
     if select:
-        chosen, inner = _select_inner(comp, features, (*models, "linear"), random_state=random_state, n_jobs=n_jobs)
+        chosen, inner = _select_inner(
+            comp, features, (*models, "linear"), random_state=random_state, n_jobs=n_jobs, n_estimators=n_estimators
+        )
         info["selected"] = chosen
         info["selection"] = inner
         pred["selected"] = pred[chosen]
     return pred, info
 
 
-#: Inner folds of the nested selection (:func:`_select_inner`): station groups × time blocks.
-SELECT_STATION_FOLDS, SELECT_TIME_BLOCKS = 4, 2
+#: Inner folds of the nested selection (:func:`_select_inner`): station groups × time blocks, the
+#: folds of ``select_model(cv="site-time")`` (the outer spatio-temporal split's four periods).
+SELECT_STATION_FOLDS, SELECT_TIME_BLOCKS = 4, 4
 
 
 def _fit_one(
-    m: str, tr: pd.DataFrame, te: pd.DataFrame, features: Sequence[str], random_state: int, n_jobs: Any
+    m: str,
+    tr: pd.DataFrame,
+    te: pd.DataFrame,
+    features: Sequence[str],
+    random_state: int,
+    n_jobs: Any,
+    n_estimators: int | None = None,
 ) -> Any:
-    """One candidate fitted on ``tr`` and predicted on ``te`` (linear: :func:`linear_baseline`)."""
+    """One candidate fitted on ``tr`` and predicted on ``te`` (linear: :func:`linear_baseline`);
+    the forest with ``n_estimators`` trees (the experiment's), the boosted models with their defaults."""
     if m == "linear":
         return linear_baseline(tr, te, features)[0]
     from smengine.model import train
 
+    trees = {"n_estimators": n_estimators} if m == "forest" and n_estimators is not None else {}
     fitted = train(tr, list(features), "target", model=m, cv=(), search=False, random_state=random_state,
-                   n_jobs=n_jobs, progress=False)  # fmt: skip
+                   n_jobs=n_jobs, progress=False, **trees)  # fmt: skip
     return fitted.predict(te)
 
 
 def _select_inner(
-    comp: pd.DataFrame, features: Sequence[str], candidates: Sequence[str], *, random_state: int, n_jobs: Any
+    comp: pd.DataFrame,
+    features: Sequence[str],
+    candidates: Sequence[str],
+    *,
+    random_state: int,
+    n_jobs: Any,
+    n_estimators: int | None = None,
 ) -> tuple[str, dict[str, float]]:
     """Choose among ``candidates`` on the training rows only, by spatio-temporal CV inside them.
 
-    The training stations are split into :data:`SELECT_STATION_FOLDS` groups (``GroupKFold``)
-    and the days into :data:`SELECT_TIME_BLOCKS` contiguous blocks; each (group, block) is
-    predicted by a model fitted on the other groups outside the block. The candidate with the
-    lowest median per-station ubRMSE wins (ties: the first in ``candidates``). Returns the choice
-    and every candidate's inner median ubRMSE.
+    The folds are :func:`smengine.model.select_model`'s ``"site-time"`` folds on these rows:
+    :data:`SELECT_STATION_FOLDS` station groups (``GroupKFold``) × :data:`SELECT_TIME_BLOCKS`
+    contiguous periods, each (group, period) predicted by a model fitted on the other groups
+    outside the period — the outer split's shape, one level down. The candidate with the lowest
+    median per-station ubRMSE wins (ties: the first in ``candidates``). Returns the choice and
+    every candidate's inner median ubRMSE.
     """
-    from sklearn.model_selection import GroupKFold
+    from smengine.model._choice import _selection_folds
 
-    stations = comp["station"].to_numpy()
+    stations = comp["station"].to_numpy(dtype=object)
     n_sites = len(np.unique(stations))
     if n_sites < 3:
         raise ValidationError(f"nested selection needs at least 3 training stations, got {n_sites}")
-    days = np.sort(comp["date"].unique())
-    edges = [days[int(round(i * len(days) / SELECT_TIME_BLOCKS))] for i in range(SELECT_TIME_BLOCKS)]
-    block = np.searchsorted(np.asarray(edges), comp["date"].to_numpy(), side="right") - 1
+    folds, _ = _selection_folds(
+        "site-time",
+        stations,
+        comp["date"].to_numpy(),
+        None,
+        SELECT_TIME_BLOCKS,
+        SELECT_STATION_FOLDS,
+        random_state,
+        None,
+    )
     preds = {m: np.full(len(comp), np.nan) for m in candidates}
-    folds = GroupKFold(min(SELECT_STATION_FOLDS, n_sites)).split(comp, groups=stations)
-    for _, test_idx in folds:
-        held = np.zeros(len(comp), dtype=bool)
-        held[test_idx] = True
-        for b in range(SELECT_TIME_BLOCKS):
-            te = held & (block == b)
-            tr = ~held & (block != b)
-            if not te.any() or comp.loc[tr, "station"].nunique() < 2:
-                continue
-            for m in candidates:
-                preds[m][te] = _fit_one(m, comp[tr], comp[te], features, random_state, n_jobs)
+    for tr, te in folds:
+        if np.unique(stations[tr]).size < 2:
+            continue
+        for m in candidates:
+            preds[m][te] = _fit_one(m, comp.iloc[tr], comp.iloc[te], features, random_state, n_jobs, n_estimators)
     score: dict[str, float] = {}
     for m in candidates:
         e = pd.DataFrame({"station": stations, "e": preds[m] - comp["target"].to_numpy()}).dropna()

@@ -19,7 +19,7 @@ from smengine.model._card import ModelCard
 from smengine.model._choice import SELECTION_CV, ModelSelection, select_model
 from smengine.model._compiled import CompiledForest, TraversalStats, detect_stride
 from smengine.model._hash import forest_hash
-from smengine.model._hybrid import DEFAULT_LGBM_PARAMS, HybridRegressor
+from smengine.model._hybrid import ALPHA_BY_CV, DEFAULT_LGBM_PARAMS, RIDGE_ALPHAS, HybridRegressor, choose_ridge_alpha
 from smengine.model._train import (
     CV_SCHEMES,
     DEFAULT_BOOST_GRID,
@@ -33,6 +33,7 @@ from smengine.model._train import (
 )
 
 __all__ = [
+    "ALPHA_BY_CV",
     "CV_SCHEMES",
     "DEFAULT_BOOST_GRID",
     "DEFAULT_CV",
@@ -40,6 +41,7 @@ __all__ = [
     "DEFAULT_PARAM_GRID",
     "DEFAULT_TREES",
     "MODELS",
+    "RIDGE_ALPHAS",
     "SELECTION_CV",
     "Applicability",
     "CompiledForest",
@@ -49,6 +51,7 @@ __all__ = [
     "ModelSelection",
     "TraversalStats",
     "detect_stride",
+    "choose_ridge_alpha",
     "forest_hash",
     "forest_size_curve",
     "select_model",

@@ -221,7 +221,8 @@ def _compare_models(
     for k, (tr, te) in enumerate(folds):
         fold_of[te] = k
         for m in models:
-            est = _fit_model(m, params.get(m, {}), trees[m], random_state, n_jobs, X[tr], y[tr], features)
+            meta = (stations[tr], dates[tr])
+            est = _fit_model(m, params.get(m, {}), trees[m], random_state, n_jobs, X[tr], y[tr], features, meta=meta)
             pred[m][te] = _predict_model(m, est, X[te], n_jobs)
             if tick is not None:
                 tick()

@@ -68,6 +68,7 @@ from smengine.metrics import evaluate
 from smengine.model._applicability import DEFAULT_MAX_REFERENCE, Applicability
 from smengine.model._card import ModelCard, json_safe
 from smengine.model._hash import forest_hash
+from smengine.model._hybrid import ALPHA_BY_CV
 
 __all__ = [
     "CV_SCHEMES",
@@ -124,6 +125,9 @@ _N_ESTIMATORS = _NotGiven(DEFAULT_TREES["forest"])
 
 #: HybridRegressor parameters (the rest of a hybrid's parameters are LightGBM's).
 _HYBRID_KEYS = ("base_features", "alpha")
+
+#: Station id and date of every row of a fit (what :func:`~smengine.model.choose_ridge_alpha` splits by).
+Meta = tuple[np.ndarray, np.ndarray]
 #: Parameters of the boosted models that train sets itself.
 _BOOST_FIXED = ("n_estimators", "random_state", "n_jobs", "lgbm_params")
 
@@ -388,13 +392,16 @@ def _fit_model(
     y: np.ndarray,
     features: Sequence[str] | None = None,
     oob: bool = False,
+    meta: Meta | None = None,
 ) -> Any:
     """Fit one model of :data:`MODELS` on ``X, y`` (float32 rows, float64 target).
 
     ``"forest"``: :func:`_rf` (as always). ``"boosting"``: an ``LGBMRegressor`` of
     :data:`~smengine.model.DEFAULT_LGBM_PARAMS` updated by ``params``. ``"hybrid"``: a
     :class:`~smengine.model.HybridRegressor` (``base_features`` and ``alpha`` from ``params``, the
-    rest are its trees' LightGBM parameters), fitted with the feature names."""
+    rest are its trees' LightGBM parameters), fitted with the feature names. A hybrid's ``alpha``
+    left out or :data:`~smengine.model.ALPHA_BY_CV` is chosen on these rows by
+    :func:`~smengine.model.choose_ridge_alpha`, which needs ``meta`` (the rows' stations and dates)."""
     if model == "forest":
         return _rf(params, n_estimators, random_state, n_jobs, oob=oob).fit(X, y)
     from smengine.model._hybrid import HybridRegressor, lgbm_regressor
@@ -404,8 +411,41 @@ def _fit_model(
     if model == "boosting":
         return lgbm_regressor(lgbm, random_state=random_state, n_jobs=n_jobs).fit(X, y)
     hyb = {k: params[k] for k in _HYBRID_KEYS if k in params}
+    choice = None
+    if hyb.get("alpha", ALPHA_BY_CV) == ALPHA_BY_CV:
+        hyb["alpha"], choice = _cv_alpha(X, y, features, hyb.get("base_features"), meta)
     est = HybridRegressor(**hyb, lgbm_params=lgbm, random_state=random_state, n_jobs=n_jobs)
-    return est.fit(X, y, feature_names=None if features is None else list(features))
+    est.fit(X, y, feature_names=None if features is None else list(features))
+    if choice is not None:
+        est.alpha_choice_ = choice
+    return est
+
+
+def _sub(meta: Meta | None, rows: np.ndarray) -> Meta | None:
+    return None if meta is None else (meta[0][rows], meta[1][rows])
+
+
+def _cv_alpha(
+    X: np.ndarray, y: np.ndarray, features: Sequence[str] | None, base: Any, meta: Meta | None
+) -> tuple[float, dict[str, Any]]:
+    """A hybrid base's ridge penalty by spatio-temporal CV on the fit's rows, and the card's record of it."""
+    from smengine.model._hybrid import choose_ridge_alpha
+
+    if meta is None:
+        raise ConfigError(f"a hybrid's alpha={ALPHA_BY_CV!r} needs the rows' stations and dates; pass a number")
+    idx = None
+    if base is not None:
+        names = list(features or [])
+        idx = [names.index(b) if isinstance(b, str) and b in names else b for b in base]
+        if any(not isinstance(i, (int, np.integer)) for i in idx):
+            raise ConfigError(f"base_features {base!r}: unknown name(s) among {names}")
+    alpha, scores = choose_ridge_alpha(X, y, meta[0], meta[1], base_index=idx)
+    rule = (
+        "lowest median station ubRMSE of the base under spatio-temporal CV on the training rows"
+        if scores
+        else "fewer than 3 stations or 2 days: the smallest penalty"
+    )
+    return alpha, {"rule": rule, "median_ubRMSE": {f"{a:g}": v for a, v in scores.items()}}
 
 
 def _predict_model(model: str, est: Any, X: np.ndarray, n_jobs: int | None) -> np.ndarray:
@@ -474,6 +514,7 @@ def _hyperparameters(model: str, est: Any, features: Sequence[str]) -> dict[str,
     return {
         "base_features": base,
         "alpha": est.alpha,
+        **({"alpha_choice": est.alpha_choice_} if hasattr(est, "alpha_choice_") else {}),
         "random_state": est.random_state,
         **{k: v for k, v in lgbm.items() if k not in drop},
         "linear_base": {"intercept": est.intercept_, "coef": {f: float(est.coef_[features.index(f)]) for f in base}},
@@ -501,11 +542,12 @@ def _cross_val_predict(
     tick: Callable[[], Any],
     model: str = "forest",
     features: Sequence[str] | None = None,
+    meta: Meta | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     pred = np.full(y.size, np.nan)
     fold = np.full(y.size, -1, dtype=np.int64)
     for k, (tr, te) in enumerate(splits):
-        est = _fit_model(model, params, n_estimators, random_state, n_jobs, X[tr], y[tr], features)
+        est = _fit_model(model, params, n_estimators, random_state, n_jobs, X[tr], y[tr], features, meta=_sub(meta, tr))
         pred[te] = _predict_model(model, est, X[te], n_jobs)
         fold[te] = k
         tick()
@@ -926,6 +968,7 @@ def _select(
     quiet: bool = False,
     model: str = "forest",
     features: Sequence[str] | None = None,
+    meta: Meta | None = None,
 ) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
     """``train``'s model selection on rows ``X, y``: the hyper-parameter search, then the
     forest size. Returns (parameters, trees, the card's search rows). A boosted model's search
@@ -940,7 +983,17 @@ def _select(
             bar.set_postfix_str(f"search {cand}")
             n_search = search_estimators if model == "forest" else n_estimators
             p, _ = _cross_val_predict(
-                X, y, site_splits[0], {**base, **cand}, n_search, random_state, n_jobs, bar.update, model, features
+                X,
+                y,
+                site_splits[0],
+                {**base, **cand},
+                n_search,
+                random_state,
+                n_jobs,
+                bar.update,
+                model,
+                features,
+                meta,
             )
             m = evaluate(p, y)
             search_rows.append(
@@ -992,6 +1045,7 @@ def _nested_cross_val_predict(
     tick: Callable[[], Any],
     model: str = "forest",
     features: Sequence[str] | None = None,
+    dates: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """Out-of-fold predictions with the model selection re-run inside every fold.
 
@@ -1017,7 +1071,8 @@ def _nested_cross_val_predict(
             how = "not searched: one station in the fold's training rows (defaults used)"
         params, n_trees = got[0], got[1]
         m = got[2] if len(got) > 2 else model
-        est = _fit_model(m, params, n_trees, random_state, n_jobs, X[tr], y[tr], features)
+        meta = None if dates is None else (stations[tr], dates[tr])
+        est = _fit_model(m, params, n_trees, random_state, n_jobs, X[tr], y[tr], features, meta=meta)
         pred[te] = _predict_model(m, est, X[te], n_jobs)
         fold[te] = k
         choice = {"fold": k, "params": json_safe(params), "n_estimators": int(n_trees), "selection": how}
@@ -1388,6 +1443,7 @@ def train(
     features, X, y, data, dropped = _prepare(table, features, target, need_xy, target_range, "train")
     stations = data["station"].to_numpy(dtype=object)
     dates = data["date"].to_numpy()
+    meta: Meta = (stations, dates)
     site_ids = sorted(set(stations.tolist()))
     if (search or smallest or auto or "site" in schemes) and len(site_ids) < 2:
         also = (
@@ -1491,6 +1547,7 @@ def train(
             bar,
             model=model_c,
             features=features,
+            meta=meta,
         )
 
         # ------------------------------------------------------------ CV
@@ -1543,6 +1600,7 @@ def train(
                         quiet=True,
                         model=m,
                         features=features,
+                        meta=(stations[rows], dates[rows]),
                     )
                     return (got[0], got[1], m) if auto else (got[0], got[1])
 
@@ -1559,10 +1617,11 @@ def train(
                     bar.update,
                     model=model_c,
                     features=features,
+                    dates=dates,
                 )
             else:
                 pred, fold = _cross_val_predict(
-                    X, y, sp, params, n_estimators, random_state, n_jobs, bar.update, model_c, features
+                    X, y, sp, params, n_estimators, random_state, n_jobs, bar.update, model_c, features, meta
                 )
             per_site = _per_site(stations, dates, y, pred)
             entry: dict[str, Any] = {
@@ -1610,7 +1669,7 @@ def train(
         # ------------------------------------------------------------ final forest
         bar.set_postfix_str("final fit")
         if model_c != "forest":  # boosted: fitted on every row, no bootstrap and no out-of-bag sample
-            rf = _fit_model(model_c, params, n_estimators, random_state, n_jobs, X, y, features)
+            rf = _fit_model(model_c, params, n_estimators, random_state, n_jobs, X, y, features, meta=meta)
             caught = []
             oob_pred = np.full(y.size, np.nan)
         else:
