@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 from pyproj import Transformer
 
-from smengine.errors import ConfigError, ValidationError
+from smengine.errors import ConfigError, DataError, DataLossWarning, ValidationError
 from smengine.features import (
     FeatureBuilder,
     FeatureSpec,
@@ -61,14 +61,14 @@ def _lonlat(grid: Grid, row: int, col: int) -> tuple[float, float]:
     return float(lon), float(lat)
 
 
-def _stations(store: TileStore, row: int = 21, col: int = 19) -> StationSet:
+def _stations(store: TileStore, row: int = 21, col: int = 19, outside: bool = False) -> StationSet:
+    """A station at (row, col) of ``store``; with ``outside``, a second one far from every tile."""
     lon, lat = _lonlat(store.grid, row, col)
     idx = pd.date_range("2020-04-30", "2020-05-08", freq="1h", tz="UTC", inclusive="left")
     sm = 0.15 + 0.1 * np.sin(np.arange(idx.size) / 40.0)
     data = pd.DataFrame({"sm": sm, "abs_humidity": 6.0 + np.arange(idx.size) / 100.0, "pressure": 990.0}, index=idx)
     inside = Station(id="IN", lat=lat, lon=lon, data=data, bulk_density=1.4)
-    outside = Station(id="OUT", lat=48.0, lon=2.0, data=data.copy())
-    return StationSet([inside, outside])
+    return StationSet([inside, Station(id="OUT", lat=48.0, lon=2.0, data=data.copy())] if outside else [inside])
 
 
 def test_feature_names_and_spec_roundtrip(store: TileStore) -> None:
@@ -164,9 +164,17 @@ def _slow_footprint_mean(raster: np.ndarray, r: int, c: int, k: np.ndarray, min_
 
 
 def test_training_table_matches_slow_reference(store: TileStore) -> None:
-    ss = _stations(store)
-    table = training_table(ss, store, PLAIN)
+    ss = _stations(store, outside=True)
+    with pytest.warns(DataLossWarning, match=r"1 of 2 station\(s\) left out: OUT \(outside every tile\)"):
+        table = training_table(ss, store, PLAIN)
     assert table.attrs["excluded"] == {"OUT": "outside every tile"}
+    # no station-day in the tiles' days: an error that says both spans, not an empty table
+    late = ss.daily()
+    late["date"] = late["date"] + pd.Timedelta(days=3650)
+    with pytest.raises(DataError, match=r"no station-day lies in the tiles' days \(stations 2030-04…2030-05, tiles"):
+        training_table(ss, store, PLAIN, daily=late)
+    with pytest.raises(DataError, match=r"1 of 2 station\(s\) excluded, more than max_excluded=0.4: OUT"):
+        training_table(ss, store, PLAIN, max_excluded=0.4)
     daily = ss.daily()
     inside = daily[(daily["station"] == "IN") & daily["date"].isin(DAYS)]
     assert table["date"].tolist() == inside["date"].tolist()  # 2020-05-04 is not in the store

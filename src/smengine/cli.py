@@ -667,7 +667,7 @@ def table(
 ) -> None:
     """Build the training table: STATIONS_SOURCE's daily soil moisture and the footprint-weighted
     features of TILES (tile files or folders) at each station-day."""
-    from smengine.features import FeatureSpec, training_table, write_table
+    from smengine.features import TABLE_SUFFIXES, FeatureSpec, training_table, write_table
     from smengine.stations import open_stations
     from smengine.tiles import TileStore
 
@@ -703,6 +703,12 @@ def table(
         d["swi_max_gap"] = None
     spec = FeatureSpec.from_config(d)
     hours = min_hours if min_hours is not None else hours
+    if out_file.suffix.lower() not in (*TABLE_SUFFIXES, ".csv"):
+        raise click.BadParameter(
+            f"{out_file}: write the table as NetCDF ({', '.join(TABLE_SUFFIXES)}) or CSV (.csv), "
+            f"not {out_file.suffix or 'a name without suffix'}",
+            param_hint="--out",
+        )
     paths = [q for p in tiles for q in (sorted(p.glob("*.h5")) if p.is_dir() else [p])]
     if not paths:
         raise click.ClickException(f"no tile files (*.h5) in {', '.join(map(str, tiles))}")
@@ -732,8 +738,6 @@ def table(
         f"{len(tab)} station-days from {tab['station'].nunique()} station(s) x {len(tab.attrs['features'])} "
         f"features ({complete} complete) -> {out_file}"
     )
-    for sid, why in tab.attrs.get("excluded", {}).items():
-        click.echo(f"excluded {sid}: {why}", err=True)
 
 
 def _knndm_domain(path: Path) -> Any:

@@ -378,9 +378,17 @@ def load_config(path: str | os.PathLike[str]) -> RunConfig:
     """
     p = Path(path).expanduser()
     try:
-        d = tomllib.loads(p.read_text())
+        d = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"{p}: no such configuration file") from exc
+    except UnicodeDecodeError as exc:
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{p}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line}, offset {exc.start}); "
+            "TOML files are UTF-8: re-save it as UTF-8"
+        ) from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"{p}: a folder, not a configuration file") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
     try:

@@ -76,6 +76,7 @@ from typing import Any
 import numpy as np
 
 from smengine._days import as_day, as_days, day_range
+from smengine._io import inside, safe_name
 from smengine._threads import effective_n_threads
 from smengine.errors import ConfigError, DataError, DataLossWarning, SMEngineError, SMEngineWarning
 from smengine.features import (
@@ -1367,6 +1368,16 @@ def _remove_stale_outputs(out: Path, tid: str) -> int:
     return n
 
 
+def _output_tile_id(store: Any) -> str:
+    """The name of a tile's outputs: its ``tile_id`` attribute (or, without one, its file's stem),
+    which must be a plain file name (:func:`smengine._io.safe_name`): the attribute comes from
+    the tile file and must not take the outputs out of the output folder."""
+    tid = getattr(store, "tile_id", None)
+    if tid:
+        return safe_name(tid, f"{store.path}: attribute tile_id")
+    return safe_name(Path(store.path).stem, f"{store.path}: tile without tile_id, its file name")
+
+
 def _run_tile(
     st: Any,
     cf: Any,
@@ -1401,9 +1412,9 @@ def _run_tile(
     written: list[Path] = []
     skipped: list[Path] = []
     tile_days = _select_days(runner.store, days)
-    tid = runner.store.tile_id or runner.store.path.stem
-    tdir = out / tid
-    zpath = out / f"{tid}.zarr"
+    tid = _output_tile_id(runner.store)
+    tdir = inside(out, out / tid, f"tile {runner.store.path}")
+    zpath = inside(out, out / f"{tid}.zarr", f"tile {runner.store.path}")
     _remove_stale_outputs(out, tid)
     ranges = list(_ranges(tile_days, file_days))
     want_cfg = _engine_config(runner, config)
@@ -1424,7 +1435,7 @@ def _run_tile(
             raise DataError(f"{zpath}: cannot resume: {why}; delete it or write to another out_dir")
     pending = []
     for rng in ranges:
-        path = zpath if format == "zarr" else tdir / output_name(tid, rng)
+        path = zpath if format == "zarr" else inside(out, tdir / output_name(tid, rng), f"tile {runner.store.path}")
         todo = rng if done_until is None else rng[rng > done_until]
         if format == "netcdf" and resume and path.exists():
             why = _why_not_reusable(path, want_cfg, inputs[rng[-1]])

@@ -949,6 +949,41 @@ def _day_kernel(cell: float, humidity: float, theta: float, pressure: float) -> 
     return footprint_kernel(cell, humidity, float(np.clip(theta, 0.01, 0.6)), pressure)
 
 
+def _month_span(days: np.ndarray) -> str:
+    d = np.asarray(days).astype("datetime64[M]")
+    return f"{d.min()}…{d.max()}" if d.size else "none"
+
+
+def _say_excluded(
+    excluded: dict[str, str], daily: pd.DataFrame, stores: Sequence[TileStore], n_rows: int, max_excluded: float
+) -> None:
+    """A training table's lost stations, said: a DataLossWarning naming them; an error when none is left
+    or more than ``max_excluded`` of them are gone."""
+    if not excluded:
+        return
+    n_st = int(daily["station"].nunique())
+    listed = "; ".join(f"{sid} ({why})" for sid, why in sorted(excluded.items()))
+    if n_rows and len(excluded) > max_excluded * n_st:
+        raise DataError(
+            f"training table: {len(excluded)} of {n_st} station(s) excluded, more than max_excluded={max_excluded:g}: "
+            f"{listed}"
+        )
+    if n_rows == 0:
+        tile_days = np.concatenate([s.times for s in stores]).astype("datetime64[D]")
+        raise DataError(
+            f"training table: no station-day lies in the tiles' days (stations "
+            f"{_month_span(daily['date'].to_numpy().astype('datetime64[D]'))}, tiles {_month_span(tile_days)}); "
+            f"{len(excluded)} of {n_st} station(s) excluded: {listed}"
+        )
+    import warnings
+
+    from smengine.errors import DataLossWarning
+
+    warnings.warn(
+        f"training table: {len(excluded)} of {n_st} station(s) left out: {listed}", DataLossWarning, stacklevel=3
+    )
+
+
 def training_table(
     stations: Any,
     stores: TileStore | Iterable[TileStore],
@@ -959,6 +994,7 @@ def training_table(
     min_valid_fraction: float = 0.5,
     default_humidity: float = 7.0,
     kernel_quantum: tuple[float, float, float] | None = None,
+    max_excluded: float = 1.0,
 ) -> pd.DataFrame:
     r"""One row per station-day: target, site id, date and footprint-weighted features.
 
@@ -989,6 +1025,11 @@ def training_table(
     kernel_quantum : (humidity g m⁻³, θ m³ m⁻³, pressure hPa), optional
         Round the kernel's inputs to these steps and reuse kernels (the kernel is the
         slow part: ~6 ms each). Default None: the exact kernel of every station-day.
+    max_excluded : float, optional
+        Largest fraction of the stations that may be left out (outside every tile, no day in
+        the tiles) before the table is an error (default 1.0: any number, each said in a
+        :class:`~smengine.errors.DataLossWarning` naming the stations). A table with no row at
+        all is always an error that gives the stations' and the tiles' time spans.
 
     Returns
     -------
@@ -1000,8 +1041,15 @@ def training_table(
         :attr:`FeatureBuilder.units`), ``kinds`` and ``sources`` (see
         :class:`FeatureBuilder`), ``spec`` and ``excluded`` (station → reason: outside
         every tile, no days in the tiles).
+
+    Raises
+    ------
+    DataError
+        No station-day in the tiles, or more than ``max_excluded`` of the stations left out.
     """
     stores = [stores] if isinstance(stores, TileStore) else list(stores)
+    if not (isinstance(max_excluded, (int, float)) and 0 <= max_excluded <= 1):
+        raise ConfigError(f"max_excluded should be a fraction in [0, 1], got {max_excluded!r}")
     if not stores:
         raise ConfigError("training_table needs at least one TileStore")
     if all(s.times.size == 0 for s in stores):
@@ -1088,6 +1136,7 @@ def training_table(
                 x=sx, y=sy, tile=b.store.tile_id, kernel_half_width=k.shape[0] // 2, valid_fraction=float(frac.min())
             )
             rows.append(rec)
+    _say_excluded(excluded, daily, stores, len(rows), max_excluded)
     cols = [*TABLE_KEYS, *names, *TABLE_EXTRAS]
     out = pd.DataFrame(rows, columns=cols)
     b0 = builders[0]
@@ -1112,6 +1161,10 @@ def training_table(
 _TABLE_ATTRS = ("features", "units", "kinds", "sources", "spec", "excluded")
 
 
+#: File name suffixes of a training table written by :func:`write_table` (NetCDF).
+TABLE_SUFFIXES = (".nc", ".nc4")
+
+
 def write_table(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """Write a training table to NetCDF with its units, sources and spec (atomic).
 
@@ -1126,7 +1179,8 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     table : pandas.DataFrame
         As from :func:`training_table`.
     path : path
-        Output file (``.nc``); written to a temporary name and renamed.
+        Output file (``.nc`` or ``.nc4``: another suffix is refused rather than given NetCDF
+        under a misleading name); written to a temporary name and renamed.
 
     Returns
     -------
@@ -1138,6 +1192,11 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
 
     from smengine._io import atomic_target
 
+    if Path(path).suffix.lower() not in TABLE_SUFFIXES:
+        raise ConfigError(
+            f"write_table: {path}: a training table is written as NetCDF, named {' or '.join(TABLE_SUFFIXES)} "
+            "(for plain CSV without units use DataFrame.to_csv or `smengine table --out FILE.csv`)"
+        )
     missing = [c for c in TABLE_KEYS if c not in table.columns]
     if missing:
         raise ValidationError(f"write_table: columns {missing} missing (a training table has {list(TABLE_KEYS)})")

@@ -60,6 +60,7 @@ import json
 import logging
 import math
 import os
+import stat
 import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -840,6 +841,37 @@ def _is_zarr(store: Path) -> bool:
 ZARR_LOCK_TIMEOUT = 600.0
 
 
+def _open_lock(lock: Path, store: Path) -> tuple[int, bool]:
+    """Open the lock file ``lock`` of ``store``: (descriptor, whether this call created it).
+
+    It is created with ``O_EXCL`` (a new, empty file of ours); an existing one is opened with
+    ``O_NOFOLLOW`` and never truncated. A symbolic link, or anything but a regular file, at the
+    lock's path raises :class:`DataError` naming it: a link planted there is not followed, so
+    its target is left as it was.
+    """
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    flags = os.O_RDWR | os.O_CLOEXEC | nofollow
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return os.open(lock, flags | os.O_CREAT | os.O_EXCL, 0o644), True
+        except FileExistsError:
+            fd = os.open(lock, flags | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO planted there does not block
+    except OSError as exc:
+        if lock.is_symlink():
+            raise DataError(
+                f"cannot lock {store}: its lock file {lock} is a symbolic link (to {os.readlink(lock)}); "
+                "it is not followed: remove the link"
+            ) from exc
+        if isinstance(exc, FileNotFoundError) and store.parent.is_dir():
+            return -1, False  # removed by its holder in between: try again
+        raise DataError(f"cannot lock {store}: cannot create {lock}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DataError(f"cannot lock {store}: {lock} exists and is not a regular file; remove it")
+    return fd, False
+
+
 @contextlib.contextmanager
 def _store_lock(store: Path, timeout: float) -> Iterator[None]:
     """Hold an exclusive lock on ``store``: an ``fcntl`` lock on ``.<name>.lock`` beside it.
@@ -847,17 +879,20 @@ def _store_lock(store: Path, timeout: float) -> Iterator[None]:
     Writers of one store queue on it; past ``timeout`` seconds a :class:`DataError` names the
     store and the process holding the lock. The lock dies with its process (no stale locks)
     and its file is removed on release (a waiter that locked a removed file tries again).
+    The lock file is created with ``O_EXCL`` and opened with ``O_NOFOLLOW``: a symbolic link at
+    its path raises :class:`DataError`, and a file this writer did not create is never written
+    to (one left by a killed writer is removed once locked, then a new one is created).
     """
     import fcntl
 
     lock = store.with_name(f".{store.name}.lock")
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            store.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise DataError(f"cannot lock {store}: cannot create {lock}: {exc.strerror or exc}") from exc
+        fd, created = _open_lock(lock, store)
+        if fd < 0:
+            if time.monotonic() >= deadline:
+                raise DataError(f"cannot lock {store}: {lock} keeps disappearing; waited {timeout:g} s")
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -868,19 +903,27 @@ def _store_lock(store: Path, timeout: float) -> Iterator[None]:
             time.sleep(0.05)
             continue
         try:
-            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+            same = os.fstat(fd).st_ino == os.stat(lock, follow_symlinks=False).st_ino
         except FileNotFoundError:
             same = False
-        if same:
+        if same and created:
             break
-        os.close(fd)  # the holder removed this file on release: lock the current one
+        if same:  # a file left by a writer that died (or put there): remove it, create ours
+            try:
+                os.unlink(lock)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                os.close(fd)
+                raise DataError(f"cannot lock {store}: cannot remove the old lock file {lock}: {exc.strerror}") from exc
+        os.close(fd)  # removed (by its holder on release, or just now): lock the current one
     try:
-        os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
         yield
     finally:
         with contextlib.suppress(OSError):
-            os.unlink(lock)
+            if os.fstat(fd).st_ino == os.stat(lock, follow_symlinks=False).st_ino:
+                os.unlink(lock)
         os.close(fd)  # releases the lock
 
 
@@ -921,8 +964,9 @@ def write_zarr(
         configuration attributes (``smengine_grid``, ``smengine_config``,
         ``smengine_model_card``, ``min_valid_fraction``) differ from the store's.
     DataError
-        ``store`` exists but is neither empty nor a Zarr store, or another writer held it
-        for longer than ``lock_timeout``.
+        ``store`` exists but is neither empty nor a Zarr store, another writer held it
+        for longer than ``lock_timeout``, or a symbolic link (or anything but a regular
+        file) sits at the path of its lock file (it is not followed).
 
     Notes
     -----
@@ -938,8 +982,9 @@ def write_zarr(
     ``history`` attribute gains the new product's history line when it differs.
 
     Concurrent writers (two runs extending one store) queue on a lock file,
-    ``<store>.lock`` beside the store: the second waits, then checks its days against what
-    the first wrote (and fails cleanly if they overlap).
+    ``.<store name>.lock`` beside the store: the second waits, then checks its days against
+    what the first wrote (and fails cleanly if they overlap). The lock file is created with
+    ``O_EXCL`` and never truncated or written unless this writer created it.
     """
     if append_dim != "time":
         raise ConfigError(f"write_zarr appends along 'time' only, got append_dim={append_dim!r}")

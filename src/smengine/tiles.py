@@ -182,7 +182,7 @@ def _is_stale(path: Path) -> bool:
     """Whether the temporary tile file ``path`` was left by a writer that is gone: neither
     HDF5 (``flock``) nor a :class:`TileWriter` (``lockf``) holds it."""
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return False
     try:

@@ -11,14 +11,13 @@ Writes, atomically, into an output folder:
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from smengine import footprint as fp
-from smengine._io import atomic_write
+from smengine._io import atomic_target, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +53,11 @@ def _plot(path: Path, kernel: np.ndarray, cell: float, r86: float) -> bool:
     ax1.axhline(0.86, color="0.5", lw=0.8, ls=":")
     ax1.set(title="Cumulative signal C(r)", xlabel="distance r (m)", ylabel="fraction", ylim=(0, 1))
     ax1.legend(loc="lower right")
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_target(path) as tmp:  # a new temporary file, not a fixed name a link could sit on
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return True
 
 
@@ -91,10 +91,8 @@ def run(out_dir: Path | str, quick: bool = False) -> Path:
     n = kernel.shape[0] // 2
     yy, xx = (np.mgrid[-n : n + 1, -n : n + 1]) * cell
     inside = float(kernel[np.hypot(xx, yy) <= radius].sum())
-    tmp = out / ".kernel.npy.tmp"
-    with open(tmp, "wb") as f:
+    with atomic_target(out / "kernel.npy") as tmp, open(tmp, "wb") as f:
         np.save(f, kernel)
-    os.replace(tmp, out / "kernel.npy")
     plotted = _plot(out / "footprint.png", kernel, cell, radius)
 
     size = 300 if quick else 1500
