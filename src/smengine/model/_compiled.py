@@ -19,6 +19,14 @@ A hybrid model (:class:`smengine.model.HybridRegressor`, :meth:`CompiledForest.f
 summed LightGBM ensemble plus a linear base: the kernels add ``intercept + Σ_j coef_j · x_j``
 (float64, feature order, ``smf_output`` in ``_forest.h``) to the tree sum of every row, bit for bit
 ``HybridRegressor.predict``.
+
+Model files (:meth:`CompiledForest.save` / :meth:`CompiledForest.load`, HDF5) carry SHA-256 hashes
+of their content. They are an integrity check, not authenticity: they catch accidental corruption,
+but anyone who can write a file can recompute them, so load model files only from sources you
+trust. The native kernels index the node tables without bounds checks; every table is therefore
+validated once when a forest is built or loaded (:func:`_validate_tables`: indices in range, trees
+acyclic, no NaN threshold, finite leaf values, counts consistent), so a corrupt or crafted file is
+refused with a :class:`~smengine.errors.DataError` instead of crashing the interpreter.
 """
 
 from __future__ import annotations
@@ -65,6 +73,9 @@ AUTO_STRIDE_MIN_ROWS = 65536  # flat inputs at least this long get detect_stride
 #: Most features the leaf-box table and the block layout (reuse=True's kernel) can hold: blocks keep
 #: feature indices in 8 bits (``smf_blk.feat`` in ``_forest.h``). Larger forests predict by plain walks.
 MAX_BOX_FEATURES = 256
+#: Deepest tree the leaf-box table (reuse=True's kernel) is built for: ``smf_leaf_boxes`` in ``_forest.h`` recurses
+#: once per level (~100 bytes of stack each), so a deeper forest predicts by plain walks, which are iterative.
+MAX_BOX_DEPTH = 1024
 
 # treelite's Operator enum (include/treelite/enum/operator.h)
 _CMP_LT, _CMP_LE = 2, 3
@@ -336,6 +347,152 @@ def _build_layout(
     return {"nodes": nodes, "leaf": leaf, "root": root, "max_depth": max_depth}
 
 
+def _validate_tables(nodes: np.ndarray, leaf: np.ndarray, root: np.ndarray, n_features: int, max_depth: int) -> None:
+    """Check that a node layout is one the kernels may trust; raise :class:`ValidationError` if not.
+
+    The kernels (``_forest.h``) index the tables without bounds checks, so everything they
+    dereference is checked here, once, in vectorised O(n_nodes) NumPy (≈ 35 ms for 500 trees of
+    1.75 million nodes, whose file loads in ≈ 240 ms without it):
+
+    * shapes and counts: ``nodes`` (n_nodes, 3) C-contiguous int32, ``leaf`` (n_leaves,) float64,
+      ``root`` (n_trees,) int64, at least one of each, fewer than 2³¹ nodes,
+      ``1 <= n_features < 2³¹``;
+    * tree spans: ``root[0] == 0`` and the roots increase strictly, so tree ``t`` is the nodes
+      ``[root[t], root[t + 1])`` (the last one ends at ``n_nodes``);
+    * every split node ``k`` has a feature index in ``[0, n_features)``, a threshold that is not
+      NaN (±inf is allowed: a float64 threshold beyond float32's range is rounded to it, and the
+      comparison is still well defined), and its children (left ``k + 1``, right ``nodes[k, 2]``)
+      after it and inside its tree: ``k + 1 < right < end of the tree``; every leaf has feature
+      index -1;
+    * the trees are trees: every node but a root is the child of exactly one node. As every
+      child index is above its parent's and inside the parent's tree, there is no cycle and
+      every node is reached from its tree's root once (following parents lowers the index and
+      stops at the only node without a parent, the root): what the walks, ``smf_leaf_boxes``
+      and ``smf_build_blocks`` (whose outputs are sized by the node and leaf counts) rely on.
+      The preorder layout of :func:`_build_layout` (left child next, right child after the
+      left subtree) always satisfies it;
+    * leaves: their slots are ``0, 1, 2, …`` in node order (as :func:`_build_layout` numbers
+      them), one for each leaf value, and every leaf value is finite;
+    * ``max_depth`` is the depth of the deepest node (a root is at 0), found level by level
+      (or, past 64 levels, by pointer jumping, so that a crafted chain of nodes does not take
+      a pass per level). :meth:`CompiledForest._mode` relies on it to build the recursive
+      leaf-box table only for trees at most :data:`MAX_BOX_DEPTH` deep.
+
+    Messages name the tree and the node (its index in the tree and in the layout).
+    """
+    if nodes.dtype != np.int32 or nodes.ndim != 2 or nodes.shape[1] != 3 or not nodes.flags.c_contiguous:
+        raise ValidationError(f"node layout should be C-contiguous (n_nodes, 3) int32, got {nodes.dtype} {nodes.shape}")
+    if leaf.dtype != np.float64 or leaf.ndim != 1 or root.dtype != np.int64 or root.ndim != 1:
+        raise ValidationError(
+            f"leaf values should be (n_leaves,) float64 and roots (n_trees,) int64, got {leaf.dtype} {leaf.shape} "
+            f"and {root.dtype} {root.shape}"
+        )
+    n, n_trees, n_leaves = nodes.shape[0], root.shape[0], leaf.shape[0]
+    if min(n, n_trees, n_leaves) == 0:
+        raise ValidationError(f"{n} nodes, {n_leaves} leaf values and {n_trees} trees: at least one of each")
+    if n >= 2**31 - 1 or not 1 <= n_features < 2**31:
+        raise ValidationError(
+            f"{n} nodes and {n_features} features: the layout holds at most 2**31 - 2 nodes and 1 to 2**31 - 1 features"
+        )
+    steps = np.diff(root)
+    if root[0] != 0 or root[-1] >= n or np.any(steps <= 0):
+        t = 0 if root[0] != 0 else (int(np.flatnonzero(steps <= 0)[0]) + 1 if np.any(steps <= 0) else n_trees - 1)
+        raise ValidationError(
+            f"tree {t}: root node {int(root[t])} (the roots should start at 0 and increase strictly, below the {n} "
+            "nodes)"
+        )
+    ends = np.append(root[1:], n)
+
+    def at(g: int) -> str:
+        t = int(np.searchsorted(root, g, side="right")) - 1
+        return f"tree {t}, node {g - int(root[t])} (node {g} of the layout)"
+
+    def first(bad: np.ndarray) -> int:
+        return int(np.flatnonzero(bad)[0])
+
+    feat = np.ascontiguousarray(nodes[:, 1])
+    right = np.ascontiguousarray(nodes[:, 2])
+    split = feat >= 0
+    bad = (feat < -1) | (feat >= n_features)
+    if bad.any():
+        g = first(bad)
+        raise ValidationError(f"{at(g)}: feature index {int(feat[g])} outside [0, {n_features}) (or -1 for a leaf)")
+    idx = np.flatnonzero(split).astype(np.int32)  # the split nodes (n < 2**31 - 1: k + 1 fits)
+    left = idx + 1
+    r = np.take(right, idx)
+    masked = right | (split.astype(np.int32) - 1)  # a split node's right child, -1 at leaves (slots are no nodes)
+    if (
+        np.any(r <= left)  # the right child after the left one (which is after the node)
+        or np.take(split, ends - 1).any()  # the last node of a tree is a leaf: left children stay inside
+        or np.any(np.maximum.reduceat(masked, root) >= ends)  # right children inside the tree
+    ):
+        tree_end = np.repeat(ends, np.diff(np.append(root, n)))
+        g = int(idx[first((r <= left) | (left >= tree_end[idx]) | (r >= tree_end[idx]))])
+        start = int(np.searchsorted(ends, g, side="right"))
+        raise ValidationError(
+            f"{at(g)}: children {g + 1} and {int(right[g])} should both lie after the node and inside its tree's "
+            f"nodes [{int(root[start])}, {int(ends[start])}), the right one after the left one"
+        )
+    n_parents = np.bincount(np.concatenate([left, r]), minlength=n)
+    n_parents[root] += 1  # no child is a root (a root is below every other node of its tree): count it as one
+    bad = n_parents != 1
+    if bad.any():
+        g = first(bad)
+        raise ValidationError(
+            f"{at(g)}: the child of {int(n_parents[g])} nodes, not of one (the tables do not form trees: a shared "
+            "or an unreachable node)"
+        )
+    bad = np.isnan(nodes[:, 0].view(np.float32)) & split
+    if bad.any():
+        raise ValidationError(f"{at(first(bad))}: NaN split threshold")
+    lidx = np.flatnonzero(~split)
+    m = min(lidx.size, n_leaves)
+    bad = np.take(right, lidx[:m]) != np.arange(m)
+    if bad.any():
+        k = first(bad)
+        raise ValidationError(
+            f"{at(int(lidx[k]))}: leaf slot {int(right[lidx[k]])}, expected {k} (leaf slots count 0, 1, 2, … "
+            "in node order)"
+        )
+    if lidx.size != n_leaves:
+        raise ValidationError(f"{lidx.size} leaf nodes for {n_leaves} leaf values")
+    bad = ~np.isfinite(leaf)
+    if bad.any():
+        k = first(bad)
+        raise ValidationError(f"{at(int(lidx[k]))}: non-finite leaf value {leaf[k]}")
+    depth = _max_depth(split, right, root.astype(np.int32), idx, left, r)
+    if depth != max_depth:
+        raise ValidationError(f"max_depth is {max_depth}, but the deepest node is {depth} levels below its root")
+
+
+def _max_depth(
+    split: np.ndarray, right: np.ndarray, root: np.ndarray, idx: np.ndarray, left: np.ndarray, r: np.ndarray
+) -> int:
+    """Depth of the deepest node of validated trees (:func:`_validate_tables`), a root at 0.
+
+    Level by level from the roots (one pass over the split nodes); past 64 levels, by pointer
+    jumping instead (⌈log₂ depth⌉ + 1 passes over all nodes), so a chain of nodes is cheap too.
+    """
+    front = root[np.take(split, root)]  # split nodes of the current level
+    depth = 0
+    while front.size and depth < 64:
+        depth += 1
+        kids = np.concatenate([front + 1, np.take(right, front)])
+        front = kids[np.take(split, kids)]
+    if not front.size:
+        return depth
+    up = np.arange(split.size, dtype=np.int32)  # an ancestor of each node (a root: itself) ...
+    up[left] = idx
+    up[r] = idx
+    d = (up != np.arange(split.size)).astype(np.int32)  # ... and the levels between them
+    while True:
+        nxt = np.take(up, up)
+        if np.array_equal(nxt, up):
+            return int(d.max())
+        d += np.take(d, up)
+        up = nxt
+
+
 def _treelite_trees(model: Any) -> tuple[list[dict[str, np.ndarray]], int, bool]:
     """The trees of a treelite model as arrays, its number of features, and whether it
     averages its trees (a random forest) or sums them (gradient boosting)."""
@@ -562,10 +719,10 @@ class CompiledForest:
         self._nodes = np.ascontiguousarray(nodes, dtype=np.int32)
         self._leaf = np.ascontiguousarray(leaf, dtype=np.float64)
         self._root = np.ascontiguousarray(root, dtype=np.int64)
-        if self._nodes.ndim != 2 or self._nodes.shape[1] != 3 or self._root.size == 0:
-            raise ValidationError("node layout should be (n_nodes, 3) int32 with at least one tree")
         self.max_depth = int(max_depth)
         self.n_features = int(n_features)
+        # the kernels index these tables without checks: refuse any the layout cannot have made
+        _validate_tables(self._nodes, self._leaf, self._root, self.n_features, self.max_depth)
         self.feature_names = tuple(feature_names) if feature_names is not None else None
         if self.feature_names is not None and len(self.feature_names) != self.n_features:
             raise ValidationError(f"{len(self.feature_names)} feature names for {self.n_features} features")
@@ -952,7 +1109,7 @@ class CompiledForest:
         if reuse == "box":
             return 1
         if reuse is True or reuse == "lanes":
-            return 3 if self.n_features <= MAX_BOX_FEATURES else 1
+            return 3 if self.n_features <= MAX_BOX_FEATURES and self.max_depth <= MAX_BOX_DEPTH else 1
         raise ConfigError(f"reuse should be True, False, 'lanes', 'box' or 'none', got {reuse!r}")
 
     def leaf_boxes(self) -> np.ndarray:
@@ -966,7 +1123,8 @@ class CompiledForest:
         Raises
         ------
         ConfigError
-            If the forest has more than :data:`MAX_BOX_FEATURES` (256) features.
+            If the forest has more than :data:`MAX_BOX_FEATURES` (256) features, or trees deeper than
+            :data:`MAX_BOX_DEPTH` (1024).
         """
         from smengine._ext import _forest
 
@@ -990,7 +1148,8 @@ class CompiledForest:
         Raises
         ------
         ConfigError
-            If the forest has more than :data:`MAX_BOX_FEATURES` (256) features.
+            If the forest has more than :data:`MAX_BOX_FEATURES` (256) features, or trees deeper than
+            :data:`MAX_BOX_DEPTH` (1024).
         """
         if self._blocks is None:
             from smengine._ext import _forest
@@ -1022,6 +1181,12 @@ class CompiledForest:
                 f"{what}: the leaf-box table and the block layout hold at most {MAX_BOX_FEATURES} features (8-bit "
                 f"feature indices); this forest has {self.n_features}. predict(reuse=True) uses plain walks "
                 "for it (reuse='box')"
+            )
+        if self.max_depth > MAX_BOX_DEPTH:
+            raise ConfigError(
+                f"{what}: the leaf-box table is built for trees at most {MAX_BOX_DEPTH} deep (its builder recurses "
+                f"once per level); this forest is {self.max_depth} deep. predict(reuse=True) uses plain walks for "
+                "it (reuse='box')"
             )
 
     def _kernel_tables(self, mode: int = 3) -> Any:
@@ -1264,6 +1429,12 @@ class CompiledForest:
         area-of-applicability reference (:attr:`applicability`), when there is one, is the
         ``applicability`` group, its digest an attribute (in the file hash).
 
+        The hashes are an integrity check, not authenticity: they catch accidental change (a
+        truncated copy, a flipped bit, an edit by mistake), but they are plain SHA-256 of the
+        content with no secret, so whoever can write the file can recompute them. They do not
+        say who made it: share and load model files only through channels you trust (see
+        :meth:`load`).
+
         Returns
         -------
         pathlib.Path
@@ -1309,23 +1480,56 @@ class CompiledForest:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CompiledForest:
-        """Read a forest written by :meth:`save`; the layout is checked against its hash.
+        """Read a forest written by :meth:`save`: its content is checked against its hashes and
+        its tables are validated before any kernel reads them.
 
         Files written before boosted ensembles existed (no ``ensemble`` attribute) are random
         forests. A hybrid's file (format version 3) carries its linear base (``lin_coef``
         dataset, ``lin_intercept`` attribute), covered by the layout hash.
 
+        The stored hashes (``content_hash`` over the node layout, ``file_hash`` over the rest)
+        are an **integrity check, not authenticity**: they detect accidental corruption, but
+        they are plain SHA-256 of the file's content with no secret, so anyone who can write a
+        model file can recompute them, and a file whose hashes match may still have been made
+        by anyone. Load model files only from sources you trust. Whatever the hashes say,
+        every table is validated on load (:func:`_validate_tables`: child, leaf-slot and
+        feature indices in range, every tree a tree, so no cycle, no NaN threshold, finite leaf
+        values, array shapes, dtypes and sizes consistent with the header), so a malformed or
+        crafted file is refused with a :class:`~smengine.errors.DataError` naming the tree and
+        the node, rather than crashing the interpreter in the native kernels, which trust the
+        tables. (The model card and the applicability reference are data, not code; nothing in
+        the file is executed.)
+
         Raises
         ------
         DataError
-            If the file is missing, not a compiled forest, or its content does not match
-            the stored hash.
+            If the file is missing, not a compiled forest, its content does not match the
+            stored hashes, or its tables are malformed (corrupt or crafted file).
         """
         import h5py
 
         path = Path(path).expanduser()
         try:
+            file_size = path.stat().st_size
             with h5py.File(path, "r") as f:
+
+                def array(name: str, dtype: Any) -> np.ndarray:
+                    """A 1-D (``nodes``: 2-D) dataset of exactly this dtype (any byte order), no larger
+                    than the file (the layout is stored uncompressed)."""
+                    ds = f[name]
+                    dt = np.dtype(dtype)
+                    ndim = 2 if name == "nodes" else 1
+                    if not isinstance(ds, h5py.Dataset) or ds.dtype.kind != dt.kind or ds.dtype.itemsize != dt.itemsize:
+                        raise DataError(
+                            f"{path}: the {name!r} dataset should hold {dt}, got {getattr(ds, 'dtype', ds)}"
+                        )
+                    if ds.ndim != ndim or ds.size * dt.itemsize > file_size:
+                        raise DataError(
+                            f"{path}: the {name!r} dataset has shape {ds.shape}: not {ndim}-D, or larger than the "
+                            f"{file_size}-byte file"
+                        )
+                    return np.ascontiguousarray(ds[...], dtype=dt)
+
                 if f.attrs.get("format") != FORMAT:
                     raise DataError(f"{path}: not a smengine compiled forest (format={f.attrs.get('format')!r})")
                 if int(f.attrs["format_version"]) > HYBRID_FORMAT_VERSION:
@@ -1333,7 +1537,7 @@ class CompiledForest:
                         f"{path}: format version {int(f.attrs['format_version'])} is newer than "
                         f"this smengine reads ({HYBRID_FORMAT_VERSION})"
                     )
-                tl = bytes(f["treelite"][...].tobytes()) if "treelite" in f else None
+                tl = array("treelite", np.uint8).tobytes() if "treelite" in f else None
                 attrs = {k: _attr_value(v) for k, v in f.attrs.items()}
                 if "file_hash" in attrs:
                     if _file_hash(attrs, tl) != attrs["file_hash"]:
@@ -1355,26 +1559,29 @@ class CompiledForest:
                 if (ensemble == "hybrid") != ("lin_coef" in f):
                     raise DataError(f"{path}: a {ensemble!r} model file with{'out' if 'lin_coef' not in f else ''} "
                                     "a linear base (corrupt file?)")  # fmt: skip
-                cf = cls(
-                    f["nodes"][...],
-                    f["leaf"][...],
-                    f["root"][...],
-                    int(f.attrs["max_depth"]),
-                    int(f.attrs["n_features"]),
-                    feature_names=names,
-                    treelite_bytes=tl,
-                    source_hash=str(f.attrs["source_hash"]) or None,
-                    card=_card_from(json.loads(f.attrs["card"])),
-                    average=ensemble == "random_forest",
-                    lin_coef=f["lin_coef"][...] if ensemble == "hybrid" else None,
-                    lin_intercept=float(attrs.get("lin_intercept", 0.0)) if ensemble == "hybrid" else 0.0,
-                )
+                try:  # the constructor validates the tables (_validate_tables) before any kernel can see them
+                    cf = cls(
+                        array("nodes", np.int32),
+                        array("leaf", np.float64),
+                        array("root", np.int64),
+                        int(f.attrs["max_depth"]),
+                        int(f.attrs["n_features"]),
+                        feature_names=names,
+                        treelite_bytes=tl,
+                        source_hash=str(f.attrs["source_hash"]) or None,
+                        card=_card_from(json.loads(f.attrs["card"])),
+                        average=ensemble == "random_forest",
+                        lin_coef=array("lin_coef", np.float64) if ensemble == "hybrid" else None,
+                        lin_intercept=float(attrs.get("lin_intercept", 0.0)) if ensemble == "hybrid" else 0.0,
+                    )
+                except ValidationError as err:
+                    raise DataError(f"{path}: malformed model file (corrupt or crafted), refused: {err}") from err
                 cf.applicability = _applicability_from(f, attrs, path)
                 stored = str(f.attrs["content_hash"])
         except DataError:
             raise
-        except (OSError, KeyError, ValueError) as err:
-            raise DataError(f"{path}: cannot read compiled forest ({err})") from err
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as err:  # h5py's errors on a corrupt file
+            raise DataError(f"{path}: cannot read compiled forest ({type(err).__name__}: {err})") from err
         if cf.content_hash != stored:
             raise DataError(f"{path}: node layout does not match its stored hash {stored[:19]}… (corrupt file?)")
         return cf
