@@ -1313,7 +1313,11 @@ def train(
         For ``"boosting"``: LGBMRegressor parameters over
         :data:`~smengine.model.DEFAULT_LGBM_PARAMS`; for ``"hybrid"`` also ``base_features``
         (names or indices) and ``alpha``; with ``"auto"`` they go to the boosted candidates
-        (the hybrid keys to the hybrid only). Not for the forest.
+        (the hybrid keys to the hybrid only). Not for the forest. A hybrid's ``alpha`` (the
+        base's ridge penalty) left out is chosen on each fit's own training rows by
+        :func:`~smengine.model.choose_ridge_alpha` (station groups × periods, so that the
+        base's coefficients carry to new places on new days; in the card's
+        ``hyperparameters["alpha_choice"]``); a number fixes it.
     select_cv : {"site-time", "site", "knndm"}, optional
         With ``model="auto"``: the selection's CV (default ``"site-time"``; see
         :func:`~smengine.model.select_model`, with ``n_splits`` station groups).
