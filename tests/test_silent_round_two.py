@@ -48,3 +48,22 @@ def test_a_table_is_written_only_under_a_name_that_says_its_format(tmp_path: Pat
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert "--out" in res.stderr and "not .parquet" in res.stderr
     assert not (tmp_path / "t.parquet").exists()
+
+
+def test_a_model_that_predicts_one_value_everywhere_is_refused() -> None:
+    """Two rows of one station: no split is possible; train says so instead of a constant map."""
+    import numpy as np
+
+    from smengine.errors import DataError
+    from smengine.model import train
+
+    t = pd.DataFrame({"station": ["A", "A"], "date": pd.to_datetime(["2020-01-01", "2020-01-02"]),
+                      "target": [0.2, 0.3], "f": [1.0, 2.0]})  # fmt: skip
+    with pytest.raises(DataError, match=r"predicts one value \(0\.\d+\) for every training row.*2 station-day\(s\) "
+                       r"from 1 station\(s\)"):  # fmt: skip
+        train(t, ["f"], "target", cv=(), search=False, n_estimators=5, progress=False)
+    # enough rows to split: trains
+    rng = np.random.default_rng(0)
+    big = pd.DataFrame({"station": ["A"] * 60, "date": pd.date_range("2020-01-01", periods=60), "f": rng.random(60)})
+    big["target"] = 0.1 + 0.2 * big["f"]
+    assert np.ptp(train(big, ["f"], "target", cv=(), search=False, n_estimators=5, progress=False).predict(big)) > 0

@@ -63,7 +63,7 @@ from joblib import effective_n_jobs
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, ParameterGrid
 
-from smengine.errors import ConfigError, DataLossWarning, ValidationError
+from smengine.errors import ConfigError, DataError, DataLossWarning, ValidationError
 from smengine.metrics import evaluate
 from smengine.model._applicability import DEFAULT_MAX_REFERENCE, Applicability
 from smengine.model._card import ModelCard, json_safe
@@ -446,6 +446,21 @@ def _cv_alpha(
         else "fewer than 3 stations or 2 days: the smallest penalty"
     )
     return alpha, {"rule": rule, "median_ubRMSE": {f"{a:g}": v for a, v in scores.items()}}
+
+
+def _refuse_constant(est: Any, model: str, X: np.ndarray, y: np.ndarray, sites: Sequence[Any], n_jobs: Any) -> None:
+    """A model that gives one value for every training row would paint a constant map: an error.
+
+    It happens when the rows are too few to split (a forest's leaves need ``min_samples_leaf``
+    station-days on each side; LightGBM's ``min_child_samples``) or the target does not vary.
+    A hybrid always follows its base, so only the tree models can be constant."""
+    p = _predict_model(model, est, X, n_jobs)
+    if p.size and np.ptp(p) == 0:
+        raise DataError(
+            f"train: the {model} predicts one value ({p[0]:.4g}) for every training row — a constant map: "
+            f"{y.size} station-day(s) from {len(sites)} station(s), target range {np.ptp(y):.3g}; "
+            "it needs more rows (or smaller leaves) to learn anything from the features"
+        )
 
 
 def _predict_model(model: str, est: Any, X: np.ndarray, n_jobs: int | None) -> np.ndarray:
@@ -1701,6 +1716,7 @@ def train(
         bar.update()
     finally:
         bar.close()
+    _refuse_constant(rf, model_c, X, y, site_ids, n_jobs)
 
     if model_c == "forest":
         oob_metrics = {**evaluate(oob_pred, y), "n_without_oob": n_no_oob}
