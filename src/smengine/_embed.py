@@ -748,9 +748,14 @@ class Stepper:
                 bucket = (h5["bucket_storage"][...], h5["bucket_depths"][...]) if "bucket_storage" in h5 else None
         except DataError:
             raise
-        except (OSError, KeyError) as exc:
-            raise DataError(f"{p}: cannot read stepper state: {exc}") from exc
-        st = cls(forest, Grid.from_config(json.loads(str(attrs["grid"]))), **kwargs)
+        except (OSError, KeyError, RuntimeError, TypeError, ValueError) as exc:  # h5py on a corrupt file
+            raise DataError(f"{p}: cannot read stepper state: {type(exc).__name__}: {exc}") from exc
+        try:
+            grid = Grid.from_config(json.loads(str(attrs["grid"])))
+            last_day = as_day(str(attrs["last_day"]))
+        except (KeyError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            raise DataError(f"{p}: stepper state with a corrupt grid or last_day attribute: {exc}") from exc
+        st = cls(forest, grid, **kwargs)
         if st.forest.content_hash != attrs["forest_hash"]:
             raise ValidationError(
                 f"{p}: state written with forest {str(attrs['forest_hash'])[:19]}, not {st.forest.content_hash[:19]}"
@@ -758,5 +763,5 @@ class Stepper:
         st._state = state  # type: ignore[assignment]
         st._swi_T = swi_T
         st._bucket = bucket
-        st.last_day = as_day(str(attrs["last_day"]))
+        st.last_day = last_day
         return st

@@ -34,6 +34,7 @@ import errno
 import fcntl
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -74,6 +75,51 @@ def _create_contiguous(group: h5py.Group, name: str, shape: tuple[int, ...], dty
     tid = h5py.h5t.py_create(np.dtype(dtype), logical=True)
     dsid = h5py.h5d.create(group.id, name.encode(), tid, space, dcpl=dcpl)
     return h5py.Dataset(dsid)
+
+
+def check_layout(store: Any) -> None:
+    """Refuse a tile whose arrays disagree with its grid, names and days, or whose coarse index
+    points outside its coarse cells: the compiled engine indexes them without bounds checks.
+
+    ``store`` is a :class:`TileStore` or an object with the same attributes (the embedding
+    path's in-memory tile). Costs one pass over each coarse index (int32, Y × X).
+
+    Raises
+    ------
+    DataError
+        Naming the tile and the array.
+    """
+    where = getattr(store, "path", None) or "tile"
+    ny, nx = store.grid.subpixel_shape
+    T = int(np.asarray(store.times).size)
+    t = np.asarray(store.times).astype("datetime64[D]")
+    if T > 1 and not (np.diff(t.astype(np.int64)) > 0).all():
+        raise DataError(f"{where}: /time is not strictly increasing (a tile's days are sorted and unique)")
+    want = {
+        "static": (len(store.static_names), ny, nx),
+        "dynamic": (T, len(store.dynamic_names), ny, nx),
+    }
+    for name, shape in want.items():
+        a = getattr(store, name)
+        if tuple(a.shape) != shape and not (a.size == 0 and math.prod(shape) == 0):
+            raise DataError(f"{where}: /{name} has shape {tuple(a.shape)}, expected {shape} (layers, days, grid)")
+    for name in store.coarse_names:
+        layer = store.coarse[name]
+        values, index = layer.values, layer.index
+        if values.ndim != 2 or values.shape[0] != T:
+            raise DataError(f"{where}: /coarse/{name}/values has shape {tuple(values.shape)}, expected ({T}, cells)")
+        if tuple(index.shape) != (ny, nx) or index.dtype.kind not in "iu":
+            raise DataError(
+                f"{where}: /coarse/{name}/index has shape {tuple(index.shape)} and type {index.dtype}, "
+                f"expected int32 {(ny, nx)}"
+            )
+        if index.size:
+            lo, hi = int(index.min()), int(index.max())
+            if lo < -1 or hi >= values.shape[1]:
+                raise DataError(
+                    f"{where}: /coarse/{name}/index holds cell numbers in [{lo}, {hi}], outside [-1, "
+                    f"{values.shape[1]}) (its {values.shape[1]} coarse cells): a corrupt tile"
+                )
 
 
 @dataclass(frozen=True)
@@ -538,6 +584,7 @@ class TileStore:
                 )
         else:  # written before coverage was recorded: assume every day
             self._coverage = np.ones((self.times.size, daily), dtype=bool)
+        check_layout(self)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> TileStore:
@@ -554,8 +601,8 @@ class TileStore:
                 return cls(p, h5)
         except DataError:
             raise
-        except (OSError, KeyError, ValueError) as exc:
-            raise DataError(f"{p}: cannot open tile store: {exc}") from exc
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:  # h5py/JSON on a corrupt file
+            raise DataError(f"{p}: cannot open tile store: {type(exc).__name__}: {exc}") from exc
 
     # ------------------------------------------------------------------ queries
     @property
