@@ -38,6 +38,19 @@ def make_tile(path: Path, x0: float = 4_321_000, seed: int = 3, tile_id: str = "
     dyn[:, 0][rng.random((DAYS.size, ny, nx)) < 0.1] = np.nan  # satellite gaps in the SM layer
     index = (np.arange(ny)[:, None] // 16) * 3 + np.arange(nx)[None, :] // 16
     index[-4:, -4:] = -1  # last pixel outside the coarse product
+    return write_tile(path, grid, static, dyn, index, rng, tile_id)
+
+
+def write_tile(
+    path: Path,
+    grid: Grid,
+    static: np.ndarray,
+    dyn: np.ndarray,
+    index: np.ndarray,
+    rng: np.random.Generator,
+    tile_id: str = "t000_000",
+) -> TileStore:
+    """A tile of statics elev/sand, dynamics s1/ndvi and a coarse smap on ``index`` (random cell values)."""
     n_cells = int(index.max()) + 1
     coarse = (0.25 + 0.05 * rng.random((DAYS.size, n_cells))).astype(np.float32)
     with TileWriter(

@@ -985,7 +985,8 @@ def train(
     "--max-missing",
     type=click.FloatRange(0, 1),
     default=None,
-    help="Fail (exit 1) when more than this fraction of the pixel-days has no value (default: warn above 10 %).",
+    help="Fail (exit 1) when more than this fraction of an output's pixel-days has no value; that output is not "
+    "written, so a rerun makes it again (default: warn above 10 %).",
 )
 @click.option(
     "--format",
@@ -1050,6 +1051,8 @@ def predict(
     Resumable: outputs that exist are skipped, so rerunning after an interruption only
     does what is missing. An output made by another model, other settings or from tile data
     that changed since is not reused: the run stops naming it (--overwrite redoes it).
+    An output rejected by --max-missing or, with --strict, by a data-loss warning is not
+    written: the rerun makes it again and judges it by its own flags.
     """
     from tqdm import tqdm
 

@@ -69,6 +69,7 @@ from smengine._io import TEMP_NAME, atomic_target
 from smengine.engine import (
     EngineStats,
     TileRunner,
+    _check_output,
     _comparable_config,
     _engine_config,
     _failed,
@@ -76,6 +77,8 @@ from smengine.engine import (
     _input_digests,
     _load_forest,
     _open_store,
+    _stats_since,
+    _warnings_are_errors,
 )
 from smengine.errors import ConfigError, DataError, ValidationError
 from smengine.grid import Grid, Tile
@@ -786,8 +789,12 @@ def _tile_task(
     n_threads: int | None,
     chunk_days: int,
     config: dict[str, Any] | None,
+    max_missing: float | None = None,
+    strict: bool = False,
 ) -> tuple[str, list[Region], list[Region], EngineStats, int, str]:
-    """One tile of :func:`run_domain`: (tile id, written, skipped, stats, days, tile path)."""
+    """One tile of :func:`run_domain`: (tile id, written, skipped, stats, days, tile path). Each
+    region passes the run's rules (:func:`smengine.engine._check_output`) before it is written
+    and marked: a rejected one raises and stays unmarked (the regions before it stay)."""
     s = _open_store(store)
     tile = layout.grid.tile(row, col)
     if _tile_of(layout.grid, s.grid, str(s.path)) != tile:  # the path now names another tile
@@ -820,7 +827,14 @@ def _tile_task(
             runner = TileRunner(
                 s, forest, min_valid_fraction=min_valid_fraction, n_threads=n_threads, chunk_days=chunk_days
             )
+        before = EngineStats(**vars(runner.stats))
         req, arrays = runner.predict_arrays(d)  # skipped regions before it: SWI state only
+        _check_output(
+            _stats_since(runner.stats, before),
+            f"run_domain into {layout.path}: region {tile.id} {d[0]}..{d[-1]}",
+            max_missing=max_missing,
+            strict=strict,
+        )
         written += _write_region(layout, _region_product(runner, req, arrays, config, digest), tile)
     stats = runner.stats if runner is not None else EngineStats()
     return tile.id, written, skipped, stats, int(layout.days.size), str(s.path)
@@ -874,7 +888,9 @@ def run_domain(
     time_chunk : int, optional
         Days per chunk, and per region (default 32); fixed when the store is created.
     min_valid_fraction, n_threads, chunk_days, config, max_missing : optional
-        As for :func:`smengine.engine.run`.
+        As for :func:`smengine.engine.run`; an output is a region here: a region rejected by
+        ``max_missing`` (or, when warnings are errors, by its data-loss warning) is not written
+        nor marked complete, and the tile fails.
     retries : int, optional
         With ``client``: reruns of a tile task that raised (default 2). A task whose worker
         died is rerun by the scheduler regardless (up to its ``allowed-failures``, 3).
@@ -947,6 +963,8 @@ def run_domain(
         "n_threads": n_threads,
         "chunk_days": chunk_days,
         "config": config,
+        "max_missing": max_missing,
+        "strict": _warnings_are_errors(),
     }
     results = []
     with _store_lock(out, 0.0):

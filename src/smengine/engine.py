@@ -88,7 +88,7 @@ from smengine.features import (
     water_balance_inputs,
 )
 from smengine.product import CODE_MASK, OUTSIDE_AOA, QualityFlag
-from smengine.tiles import TileStore
+from smengine.tiles import TileStore, check_layout
 from smengine.units import conversion
 from smengine.waterbalance import bucket_start, bucket_storages, daily_radiation
 
@@ -197,7 +197,7 @@ class EngineStats:
         )
         limit = NAN_WARN_FRACTION if fraction is None else fraction
         if self.pixel_days and self.nan_pixel_days > limit * self.pixel_days:
-            rows = f"{self.invalid / self.subpixel_days:.0%}" if self.subpixel_days else "no"
+            rows = f"{self.invalid / self.subpixel_days:.0%}" if self.subpixel_days else "none"
             warnings.warn(
                 f"{where}: {self.nan_pixel_days:,} of {self.pixel_days:,} pixel-days "
                 f"({self.nan_pixel_days / self.pixel_days:.0%}) have no soil moisture; "
@@ -215,6 +215,42 @@ class EngineStats:
 
 #: predict/run warn (DataLossWarning) when more than this fraction of the pixel-days is NaN
 NAN_WARN_FRACTION = 0.1
+
+
+def _warnings_are_errors() -> bool:
+    """Whether the warning filters in force turn an smengine :class:`~smengine.errors.DataLossWarning`
+    from this module into an exception (``smengine --strict``, ``python -W error``, pytest's
+    ``filterwarnings = error``). :func:`run` asks once, on the calling side, and hands the
+    answer to every tile (Dask workers do not share the caller's filters)."""
+    with warnings.catch_warnings(record=True):
+        try:
+            warnings.warn_explicit("smengine strictness probe", DataLossWarning, __file__, 1, module=__name__)
+        except DataLossWarning:
+            return True
+    return False
+
+
+def _stats_since(now: EngineStats, before: EngineStats) -> EngineStats:
+    """The counters of ``now`` minus those of ``before`` (one output's share of a runner's stats)."""
+    return EngineStats(**{k: getattr(now, k) - getattr(before, k) for k in EngineStats.__dataclass_fields__})
+
+
+def _check_output(stats: EngineStats, where: str, *, max_missing: float | None, strict: bool) -> None:
+    """The run's rules for one output, applied before it is committed (renamed into place,
+    appended, its region marked): more than ``max_missing`` of its pixel-days without a value
+    raises :class:`DataError`; with ``strict`` (smengine warnings are errors) the
+    :class:`DataLossWarning` its counters would give is raised. Both name ``where`` and say
+    it was not written. Without ``strict`` the warnings are not given here: the run's summary
+    gives them once, over every output (:meth:`EngineStats.warn_if_degraded`)."""
+    try:
+        with warnings.catch_warnings(record=True):
+            if strict:
+                warnings.simplefilter("error", DataLossWarning)
+            stats.warn_if_degraded(where, max_missing=max_missing)
+    except DataError as exc:
+        raise DataError(f"{exc}; not written") from None
+    except DataLossWarning as exc:
+        raise type(exc)(f"{exc}; not written (smengine warnings are errors: --strict)") from None
 
 
 def _load_forest(forest: Any) -> Any:
@@ -630,6 +666,7 @@ class TileRunner:
             else np.zeros((0, ny, nx), np.int32)
         )
         sizes = [c.values.shape[1] for c in layers]
+        check_layout(s)  # the kernels index these arrays unchecked: a corrupt or hand-made tile is refused here
         self._coff = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if layers else np.zeros(0, np.int64)
         self._layers = layers
         from smengine._ext import _engine
@@ -1395,8 +1432,12 @@ def _run_tile(
     footprint: bool = False,
     di: bool = False,
     lpd: bool = False,
+    max_missing: float | None = None,
+    strict: bool = False,
 ) -> tuple[list[Path], list[Path], EngineStats, int, str]:
-    """One tile of :func:`run`: (written, skipped, stats, days covered, tile path)."""
+    """One tile of :func:`run`: (written, skipped, stats, days covered, tile path). Each output
+    passes :func:`_check_output` before it is written: a rejected one raises, unwritten (the
+    outputs before it stay; a rerun skips them and makes the rejected one again)."""
     from smengine.product import open_product, write_netcdf, write_zarr
 
     runner = TileRunner(
@@ -1453,7 +1494,12 @@ def _run_tile(
             progress(rng.size - todo.size)
         pending.append((todo, path, inputs[rng[-1]]))
     for rng, path, digest in pending:
+        before = EngineStats(**vars(runner.stats))
         req, arrays = runner.predict_arrays(rng)
+        where = f"{zpath.name} {rng[0]}..{rng[-1]}" if format == "zarr" else str(path.relative_to(out))
+        _check_output(
+            _stats_since(runner.stats, before), f"run into {out}: {where}", max_missing=max_missing, strict=strict
+        )
         ds = _product(runner, req, arrays, config, inputs=digest)
         if format == "zarr":
             write_zarr(ds, path)
@@ -1520,8 +1566,13 @@ def run(
         the scheduler). ``progress`` is then called once per finished tile. ``n_threads``
         applies per task: match it to the workers' threads.
     max_missing : float, optional
-        Raise :class:`~smengine.errors.DataError` at the end when more than this fraction of
-        the pixel-days has no value (the files stay written; see :func:`predict`).
+        Reject an output (one file, or one range appended to a Zarr store) of which more than
+        this fraction of the pixel-days has no value: :class:`~smengine.errors.DataError`
+        naming it, and it is not written, so a rerun makes it again rather than skip it
+        (outputs before it stay). The same rule holds for the
+        :class:`~smengine.errors.DataLossWarning` of an output when the warning filters make
+        it an error (the CLI's ``--strict``). Without either, the warnings are given once at
+        the end, over the outputs of the run.
     footprint : bool, optional
         Products carry ``d86``/``r86`` per pixel-day (see :func:`predict`).
     di : bool, optional
@@ -1567,6 +1618,8 @@ def run(
         "footprint": footprint,
         "di": _resolve_di(cf, di),
         "lpd": bool(lpd),
+        "max_missing": max_missing,
+        "strict": _warnings_are_errors(),
     }
     items = list(stores)
     if client is None:
