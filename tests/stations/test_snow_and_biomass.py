@@ -190,7 +190,8 @@ def test_negative_bwe_is_out_of_range_not_a_crash() -> None:
     df = pd.DataFrame(
         {"time": idx.strftime("%Y-%m-%dT%H:%M:%SZ"), "counts_corrected": counts, "air_temperature": 20.0, "bwe": bwe}
     )
-    st = read_csv(df, metadata=META, station="F")["F"]
+    with pytest.warns(DataLossWarning, match=r"physical range read as NaN .*: F bwe 1 of \d+ \(outside \[0, 100\]"):
+        st = read_csv(df, metadata=META, station="F")["F"]
     assert st.data["flag"].iloc[5] & int(QC.OUT_OF_RANGE)
     assert np.isfinite(st.data["sm"]).all()  # the gap is interpolated over
 

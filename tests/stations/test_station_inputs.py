@@ -104,7 +104,8 @@ def test_missing_value_markers_become_nan_and_are_counted() -> None:
         ss = read_csv(df, metadata=META)
     assert ss["S1"].data["pressure"].isna().sum() == 3
     assert np.nanmin(ss["S1"].data["precipitation"]) == 0.0
-    quiet = read_csv(df, metadata=META, sentinels=())  # turned off: -9999 hPa is then out of range and flagged
+    with pytest.warns(DataLossWarning, match=r"physical range read as NaN .*: S1 pressure 3 of 36 \(outside"):
+        quiet = read_csv(df, metadata=META, sentinels=())  # turned off: -9999 hPa is then out of range and flagged
     assert quiet["S1"].data["pressure"].isna().sum() == 3
 
 

@@ -55,6 +55,15 @@ without coordinates or metadata is excluded and *reported* in
 :attr:`StationSet.exclusions` (or raises with ``strict=True``); values outside the
 physical range are flagged :attr:`QC.OUT_OF_RANGE`, counted and masked.
 
+Units are not taken on trust (generic CSV): each column of :data:`PLAUSIBILITY` is checked
+per station from its median, so a few outliers never flip a unit. Known alternative units
+(kelvin, kg m⁻³, percent, a humidity fraction, kPa/Pa) are converted with a
+:class:`~smengine.errors.QualityWarning` naming station and column; a median that fits no
+unit, and counts whose level against N0 says they are per minute or per 15 minutes, are a
+:class:`~smengine.errors.DataError`; single values outside the physical range (counts ≤ 0
+or above 10⁶ cph, TDR outside [0, 1] …) become NaN, counted per station and column in one
+:class:`~smengine.errors.DataLossWarning`.
+
 References
 ----------
 .. [1] Bogena, H. R. et al. (2022). COSMOS-Europe: a European network of cosmic-ray neutron
@@ -82,6 +91,7 @@ from smengine.stations._counts import (
     mask_frozen,
     read_nmdb,
 )
+from smengine.stations._units import PLAUSIBILITY
 from smengine.stations.readers import FORMATS, guess_format, open_stations
 from smengine.stations.readers.cosmos_europe import read_cosmos_europe, read_cosmos_europe_metadata
 from smengine.stations.readers.fuerstensee import read_fuerstensee
@@ -94,6 +104,7 @@ __all__ = [
     "DEFAULT_MASK",
     "FORMATS",
     "PHYSICAL_RANGE",
+    "PLAUSIBILITY",
     "QC",
     "ROARING_FORK_TDR_DEPTHS",
     "Exclusion",

@@ -14,7 +14,7 @@ import pandas as pd
 
 from smengine import neutrons as nt
 from smengine.errors import ConfigError, DataError, DataLossWarning, QualityWarning, ValidationError
-from smengine.stations._core import QC, PathLike, Station, StationSet
+from smengine.stations._core import QC, Exclusion, PathLike, Station, StationSet
 from smengine.stations._counts import (
     _corrected_to_sm,
     _flag_range,
@@ -30,6 +30,7 @@ from smengine.stations._parse import (
     _read_table,
     _require,
 )
+from smengine.stations._units import check_count_level, check_units
 
 # ======================================================================================
 # generic CSV
@@ -72,6 +73,7 @@ def read_csv(
     stations: str | Sequence[str] | None = None,
     snow_mask: bool = True,
     r2_n0: float = nt.BWE_R2_N0,
+    count_seconds: float | Mapping[str, float] | None = None,
 ) -> StationSet:
     """Read station data from a documented generic CSV (or a DataFrame in that form).
 
@@ -109,6 +111,21 @@ def read_csv(
     missing values: they become NaN, and how many per column is said in a
     :class:`~smengine.errors.DataLossWarning`.
 
+    **Units** are checked per station and column against
+    :data:`~smengine.stations.PLAUSIBILITY`, from the median (a few outliers never flip a
+    unit): a temperature median above 150 is kelvin, an absolute humidity median below
+    0.1 is kg m⁻³, a soil moisture (``sm``, ``tdr_<cm>``) median above 1 is percent, a
+    relative humidity median at most 1 a fraction, a pressure median of 50–110 kPa or
+    5·10⁴–1.1·10⁵ Pa; such columns are converted and the conversion said in one
+    :class:`~smengine.errors.QualityWarning` naming station and column. A median that fits
+    no known unit is a :class:`~smengine.errors.DataError`. Values outside the physical
+    range (counts ≤ 0 or above 10⁶ cph included) become NaN and are counted per station
+    and column in one :class:`~smengine.errors.DataLossWarning` (the steps of the
+    canonical columns are also flagged :attr:`QC.OUT_OF_RANGE`). Counts converted with N0
+    must be counts per hour: a median level outside 0.3–3 × N0 (counts per minute, per
+    15 min …) is refused with a DataError naming the interval it suggests, unless
+    ``count_seconds`` gives the counting interval.
+
     Parameters
     ----------
     path : path or DataFrame
@@ -140,12 +157,25 @@ def read_csv(
         data as given (recorded in ``processing``).
     r2_n0 : float, optional
         Biomass count reduction per kg m⁻² BWE (default 0.0053, Baatz et al. 2015).
+    count_seconds : float or mapping, optional
+        Counting interval of ``counts_raw`` / ``counts_corrected``, s (one number, or
+        station → seconds): the counts are scaled by 3600 / ``count_seconds`` to counts per
+        hour and their level is not checked. Default: counts per hour, level checked.
 
     Raises
     ------
     DataError
         Missing time or soil-moisture/count column, unparseable time (file, row and value
-        named), missing metadata for a count conversion.
+        named), missing metadata for a count conversion, a column whose median fits no
+        known unit, counts whose level is not per hour (station and column named).
+
+    Warns
+    -----
+    QualityWarning
+        Columns converted from another unit (station, column, unit and median named).
+    DataLossWarning
+        Values outside the physical range set to NaN (station, column and count named);
+        missing-value markers read as NaN.
 
     Examples
     --------
@@ -184,7 +214,9 @@ def read_csv(
     meta = _generic_metadata(metadata, p)
     nm = read_nmdb(neutron_monitor) if isinstance(neutron_monitor, (str, os.PathLike)) else neutron_monitor
     groups = df.groupby("station", sort=True) if "station" in df.columns else [(station or p.stem, df)]
-    out, excl = [], []
+    out: list[Station] = []
+    excl: list[Exclusion] = []
+    units: dict[str, list[str]] = {"converted": [], "lost": []}
     for sid, g in groups:
         sid = str(sid)
         g = g.drop(columns=["station"], errors="ignore")
@@ -193,11 +225,42 @@ def read_csv(
             _exclude_or_raise(strict, excl, sid, "no metadata (lat, lon)", str(p), len(g))
             continue
         try:
-            out.append(_generic_station(sid, g, m, p, nm, count_range, r2_n0))
+            out.append(_generic_station(sid, g, m, p, nm, count_range, r2_n0, _seconds(count_seconds, sid), units))
         except ValidationError as exc:
             _exclude_or_raise(strict, excl, sid, str(exc), str(p), len(g), type(exc))
+    _warn_units(units, p)
     _warn_assumptions(out, p, snow_mask)
     return StationSet(out, excl)
+
+
+def _seconds(count_seconds: float | Mapping[str, float] | None, sid: str) -> float | None:
+    """The counting interval of a station's counts (None: counts per hour, level checked)."""
+    s = count_seconds.get(sid) if isinstance(count_seconds, Mapping) else count_seconds
+    if s is None:
+        return None
+    if not (isinstance(s, (int, float)) and math.isfinite(s) and s > 0):
+        raise ConfigError(f"count_seconds should be a positive number of seconds, got {s!r} (station {sid})")
+    return float(s)
+
+
+def _warn_units(units: dict[str, list[str]], p: Path) -> None:
+    """One QualityWarning for the unit conversions and one DataLossWarning for the values
+    outside the physical range, each naming station and column."""
+    if units["converted"]:
+        warnings.warn(
+            f"{p}: column(s) converted from the unit their median shows (station column unit → unit): "
+            + "; ".join(units["converted"])
+            + ". Check the file's units; convert the columns yourself to silence this",
+            QualityWarning,
+            stacklevel=3,
+        )
+    if units["lost"]:
+        warnings.warn(
+            f"{p}: value(s) outside the physical range read as NaN (station column lost of finite): "
+            + "; ".join(units["lost"]),
+            DataLossWarning,
+            stacklevel=3,
+        )
 
 
 def _warn_assumptions(stations: list[Station], p: Path, snow_mask: bool) -> None:
@@ -306,15 +369,26 @@ def _generic_station(
     nm: pd.Series | None,
     count_range: tuple[float, float],
     r2_n0: float = nt.BWE_R2_N0,
+    count_seconds: float | None = None,
+    units: dict[str, list[str]] | None = None,
 ) -> Station:
     if g.index.has_duplicates:
         raise DataError(f"{p}: station {sid}: duplicate time stamp {g.index[g.index.duplicated()][0]}")
     g = g.sort_index().apply(pd.to_numeric, errors="coerce")
     g["flag"] = g["flag"].fillna(0).astype(np.int64) if "flag" in g else 0
+    processing = [f"generic CSV {p.name}"]
+    counted = [c for c in ("counts_raw", "counts_corrected") if c in g.columns]
+    if count_seconds is not None and counted:
+        g[counted] = g[counted] * (3600.0 / count_seconds)
+        processing.append(f"{', '.join(counted)} counted over {count_seconds:g} s x 3600/{count_seconds:g} → cph")
+    g, converted, lost = check_units(g, sid, str(p))
+    processing += [f"unit: {c}" for c in converted]
+    if units is not None:
+        units["converted"] += converted
+        units["lost"] += lost
     g = _flag_range(g, f"{p} station {sid}")
     kw = {k: m[k] for k in _META_COLUMNS if k in m and not (isinstance(m[k], float) and np.isnan(m[k]))}
     lat, lon = kw.pop("lat", math.nan), kw.pop("lon", math.nan)
-    processing = [f"generic CSV {p.name}"]
     lw, soc = _float(kw.get("lattice_water", math.nan)), _float(kw.get("soc", math.nan))
     converts = ("sm" not in g.columns or g["sm"].isna().all()) and bool({"counts_raw", "counts_corrected"} & set(g))
     assumed = converts and not (np.isfinite(lw) and np.isfinite(soc))
@@ -328,11 +402,21 @@ def _generic_station(
     bwe = g["bwe"] if "bwe" in g.columns and g["bwe"].notna().any() else None
     if bwe is not None and converts:
         processing.append(f"biomass correction from the bwe column (r2/N0 = {r2_n0:g} per kg m-2, Baatz et al. 2015)")
-    if ("sm" not in g.columns or g["sm"].isna().all()) and "counts_corrected" in g.columns:
+    # a long file with both count columns: each station converts the one it has values in
+    raw_given = "counts_raw" in g.columns and bool(g["counts_raw"].notna().any())
+    corrected_given = "counts_corrected" in g.columns and (bool(g["counts_corrected"].notna().any()) or not raw_given)
+    if ("sm" not in g.columns or g["sm"].isna().all()) and corrected_given:
         for need in ("n0", "bulk_density"):
             if not np.isfinite(_float(kw.get(need))):
                 raise DataError(f"{p}: station {sid}: converting counts needs {need!r} in the metadata")
+        if count_seconds is None:
+            check_count_level(
+                g["counts_corrected"], n0=float(kw["n0"]), sid=sid, column="counts_corrected", where=str(p)
+            )
+        # hourly mean rates on the hours the other columns are averaged to (_merge_hourly), as the raw
+        # path: stamps at HH:30 or drifting to HH:59 stay with their met, precipitation and TDR values
         cc = g["counts_corrected"].astype(np.float64)
+        cc = cc.groupby(cc.index.floor("h")).mean()
         corr = pd.DataFrame(
             {
                 "counts": cc,
@@ -342,7 +426,7 @@ def _generic_station(
                 "flag": np.zeros(len(cc), dtype=np.int64),
                 "_n_hours": 1.0,
             },
-            index=g.index,
+            index=cc.index,
         )
         lo, hi = count_range
         extreme = cc.notna() & ((cc < lo) | (cc > hi))
@@ -366,6 +450,15 @@ def _generic_station(
         for need in ("n0", "bulk_density"):
             if not np.isfinite(_float(kw.get(need))):
                 raise DataError(f"{p}: station {sid}: converting counts needs {need!r} in the metadata")
+        if count_seconds is None:
+            check_count_level(
+                g["counts_raw"],
+                n0=float(kw["n0"]),
+                sid=sid,
+                column="counts_raw",
+                where=str(p),
+                pressure=g.get("pressure"),
+            )
         if "abs_humidity" not in g and {"rel_humidity", "air_temperature"} <= set(g.columns):
             g["abs_humidity"] = nt.absolute_humidity(g["rel_humidity"].to_numpy(), g["air_temperature"].to_numpy())
         conv = counts_to_sm(
