@@ -270,7 +270,8 @@ def test_output_inside_a_read_only_folder(world, readonly_dir, tmp_path, command
     elif command == "card":
         args = ["train", world.table, "--out", tmp_path / "m.h5", "--card", target, "--trees", "2"]
         option = "--card"
-    elif command == "table":
+    elif command == "table":  # a training table is named .nc/.nc4 or .csv (C22)
+        target = readonly_dir / "out.nc"
         args = ["table", world.crns, world.tiles, "--format", "cosmos-europe", "--out", target]
     elif command == "stations":
         args = ["stations", world.crns, "--format", "cosmos-europe", "--out", target]
