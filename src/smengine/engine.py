@@ -1459,7 +1459,7 @@ def _run_tile(
     _remove_stale_outputs(out, tid)
     ranges = list(_ranges(tile_days, file_days))
     want_cfg = _engine_config(runner, config)
-    done_until = None
+    done_until = checked_until = None
     old_attrs: dict[str, Any] = {}
     if format == "zarr" and zpath.exists():
         if not resume:
@@ -1467,11 +1467,15 @@ def _run_tile(
         with open_product(zpath) as old:
             done_until = np.asarray(old["time"].values).astype("datetime64[D]")[-1]
             old_attrs = dict(old.attrs)
-    # one pass over the tile for every digest: each range's end, and the Zarr store's last day
-    ends = [r[-1] for r in ranges] + ([done_until] if done_until is not None else [])
+        # the digest covers the tile's days up to the day it names: an append killed between its
+        # attributes and its arrays (xarray writes the attributes first) leaves them a range apart
+        recorded = old_attrs.get("smengine_inputs_day")
+        checked_until = np.datetime64(str(recorded), "D") if recorded else done_until
+    # one pass over the tile for every digest: each range's end, and the day the Zarr store's digest covers
+    ends = [r[-1] for r in ranges] + ([checked_until] if checked_until is not None else [])
     inputs = _input_digests(runner.store, ends) if ends else {}
-    if done_until is not None:
-        why = _record_differs(old_attrs, want_cfg, inputs[done_until])
+    if checked_until is not None:
+        why = _record_differs(old_attrs, want_cfg, inputs[checked_until])
         if why is not None:
             raise DataError(f"{zpath}: cannot resume: {why}; delete it or write to another out_dir")
     pending = []
@@ -1502,6 +1506,7 @@ def _run_tile(
         )
         ds = _product(runner, req, arrays, config, inputs=digest)
         if format == "zarr":
+            ds.attrs["smengine_inputs_day"] = str(np.datetime64(rng[-1], "D"))  # the day the digest covers
             write_zarr(ds, path)
         else:
             tdir.mkdir(parents=True, exist_ok=True)
