@@ -67,3 +67,19 @@ def test_a_model_that_predicts_one_value_everywhere_is_refused() -> None:
     big = pd.DataFrame({"station": ["A"] * 60, "date": pd.date_range("2020-01-01", periods=60), "f": rng.random(60)})
     big["target"] = 0.1 + 0.2 * big["f"]
     assert np.ptp(train(big, ["f"], "target", cv=(), search=False, n_estimators=5, progress=False).predict(big)) > 0
+
+
+def test_models_that_are_only_scored_skip_the_applicability_reference() -> None:
+    """train(applicability=False) (the station experiments' folds) builds no AOA reference; the default does."""
+    import numpy as np
+
+    from smengine.model import train
+
+    rng = np.random.default_rng(0)
+    days = np.tile(pd.date_range("2020-01-01", periods=40), 3)
+    t = pd.DataFrame({"station": np.repeat(["A", "B", "C"], 40), "date": days, "f": rng.random(120)})
+    t["target"] = 0.1 + 0.2 * t["f"]
+    kw = {"cv": (), "search": False, "n_estimators": 5, "progress": False}
+    assert train(t, ["f"], "target", **kw).applicability is not None
+    bare = train(t, ["f"], "target", applicability=False, **kw)
+    assert bare.applicability is None and np.ptp(bare.predict(t)) > 0

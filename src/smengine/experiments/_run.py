@@ -231,6 +231,7 @@ def _fit_predict(
             random_state=random_state,
             n_jobs=n_jobs,
             progress=False,
+            applicability=False,  # scored, never mapped: no dissimilarity reference
             **kw,
         )
         pred[m] = fitted.predict(test_rows)
@@ -271,7 +272,7 @@ def _fit_one(
 
     trees = {"n_estimators": n_estimators} if m == "forest" and n_estimators is not None else {}
     fitted = train(tr, list(features), "target", model=m, cv=(), search=False, random_state=random_state,
-                   n_jobs=n_jobs, progress=False, **trees)  # fmt: skip
+                   n_jobs=n_jobs, progress=False, applicability=False, **trees)  # fmt: skip
     return fitted.predict(te)
 
 
